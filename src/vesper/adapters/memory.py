@@ -1,0 +1,270 @@
+"""The in-memory store: the reference behaviour, for tests and for embedding.
+
+Thread-safe (one lock); one process only. Claims use two heaps so that a claim costs
+O(k log n) however many jobs are queued: `_scheduled` holds claimable jobs by run_at,
+and `_ready` holds the due ones in claim order. Entries are invalidated lazily: an
+entry counts only while the job's current (status, run_at) still matches it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import attrs
+
+from vesper.adapters.clock import SystemClock
+from vesper.application.ports import Capabilities, Clock, Submitted
+from vesper.domain.errors import IdempotencyConflict, JobNotFound
+from vesper.domain.fleet import WorkerProcess
+from vesper.domain.job import Failure, Job, JobId, LeaseRef
+from vesper.domain.ordering import claim_order
+from vesper.domain.query import JobPage, JobQuery, page_of
+from vesper.domain.states import CLAIMABLE, Status
+from vesper.domain.stats import QueueStats
+from vesper.domain.submission import NewJob
+
+_Entry = tuple[int, datetime, int, JobId]
+
+
+class InMemoryJobRepository:
+    capabilities = Capabilities(multi_process=False, shared_clock=False)
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+        self._lock = threading.RLock()
+        self._jobs: dict[JobId, Job] = {}  # insertion order = seq order
+        self._by_key: dict[str, JobId] = {}
+        self._processing: set[JobId] = set()
+        self._scheduled: list[tuple[datetime, int, JobId]] = []
+        self._ready: list[_Entry] = []
+        self._seq = 0
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    def submit(self, jobs: Sequence[NewJob], *, now: datetime | None = None) -> list[Submitted]:
+        with self._lock:
+            at = now or self.now()
+            results: list[Submitted | NewJob] = []
+            batch_keys: dict[str, NewJob] = {}
+            for new in jobs:  # check everything before changing anything
+                key = new.idempotency_key
+                bound = self._jobs[self._by_key[key]] if key in self._by_key else None
+                earlier = batch_keys.get(key) if key is not None else None
+                if bound is not None:
+                    if bound.fingerprint != new.fingerprint:
+                        raise IdempotencyConflict(key or "")
+                    results.append(Submitted(job=bound, created=False))
+                elif earlier is not None:
+                    if earlier.fingerprint != new.fingerprint:
+                        raise IdempotencyConflict(key or "")
+                    results.append(earlier)  # resolved below to the job `earlier` became
+                else:
+                    if key is not None:
+                        batch_keys[key] = new
+                    results.append(new)
+            created: dict[JobId, Job] = {}
+            out: list[Submitted] = []
+            for item in results:
+                if isinstance(item, Submitted):
+                    out.append(item)
+                elif item.id in created:
+                    out.append(Submitted(job=created[item.id], created=False))
+                else:
+                    self._seq += 1
+                    job = item.materialize(now=at, seq=self._seq)
+                    created[job.id] = job
+                    self._put(job)
+                    if job.idempotency_key is not None:
+                        self._by_key[job.idempotency_key] = job.id
+                    out.append(Submitted(job=job, created=True))
+            return out
+
+    def get(self, job_id: JobId) -> Job:
+        with self._lock:
+            try:
+                return self._jobs[job_id]
+            except KeyError:
+                raise JobNotFound(job_id) from None
+
+    def find(self, query: JobQuery) -> JobPage:
+        with self._lock:
+            before = query.before_seq
+            found: list[Job] = []
+            for job in reversed(self._jobs.values()):
+                if before is not None and job.seq >= before:
+                    continue
+                if query.status is not None and job.status is not query.status:
+                    continue
+                if query.type is not None and job.type != query.type:
+                    continue
+                if query.priority is not None and job.priority != query.priority:
+                    continue
+                found.append(job)
+                if len(found) > query.limit:
+                    break
+            return page_of(found, query.limit)
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[Job]:
+        with self._lock:
+            at = now or self.now()
+            self._promote_due(at)
+            wanted = set(types) if types is not None else None
+            token = uuid.uuid4()
+            claimed: list[Job] = []
+            skipped: list[_Entry] = []
+            while self._ready and len(claimed) < limit:
+                entry = heapq.heappop(self._ready)
+                job = self._live(entry)
+                if job is None:
+                    continue
+                if wanted is not None and job.type not in wanted:
+                    skipped.append(entry)
+                    continue
+                claimed.append(
+                    self._put(job.claim(worker_id=worker_id, token=token, now=at, lease=lease))
+                )
+            for entry in skipped:
+                heapq.heappush(self._ready, entry)
+            return claimed
+
+    def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+        return self._fenced(leases, now, lambda job, ref, at: job.complete(ref, now=at))
+
+    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
+        by_ref = {f.lease: f for f in failures}
+        return self._fenced(
+            [f.lease for f in failures], now, lambda job, ref, at: job.fail(by_ref[ref], now=at)
+        )
+
+    def renew(
+        self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
+    ) -> list[Job]:
+        return self._fenced(leases, now, lambda job, ref, at: job.renew(ref, now=at, lease=lease))
+
+    def release(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+        return self._fenced(leases, now, lambda job, ref, at: job.release(ref, now=at))
+
+    def expire(self, *, worker_ids: Sequence[str] = (), now: datetime | None = None) -> list[Job]:
+        with self._lock:
+            at = now or self.now()
+            dead = set(worker_ids)
+            ended: list[Job] = []
+            for job_id in sorted(self._processing, key=lambda i: self._jobs[i].seq):
+                job = self._jobs[job_id]
+                assert job.lease is not None
+                if job.lease.expires_at <= at or job.lease.worker_id in dead:
+                    ended.append(self._put(job.expire(now=at)))
+            return ended
+
+    def cancel(self, job_id: JobId, *, now: datetime | None = None) -> Job:
+        with self._lock:
+            return self._put(self.get(job_id).cancel(now=now or self.now()))
+
+    def retry(self, job_id: JobId, *, now: datetime | None = None) -> Job:
+        with self._lock:
+            return self._put(self.get(job_id).retry(now=now or self.now()))
+
+    def stats(self, *, now: datetime | None = None) -> QueueStats:
+        with self._lock:
+            at = now or self.now()
+            counts: dict[tuple[Status, int], int] = {}
+            oldest: datetime | None = None
+            for job in self._jobs.values():
+                key = (job.status, job.priority)
+                counts[key] = counts.get(key, 0) + 1
+                if job.is_due(at) and (oldest is None or job.run_at < oldest):
+                    oldest = job.run_at
+            return QueueStats(counts=counts, oldest_due_run_at=oldest, now=at)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _fenced(
+        self,
+        refs: Sequence[LeaseRef],
+        now: datetime | None,
+        change: Callable[[Job, LeaseRef, datetime], Job],
+    ) -> list[Job]:
+        with self._lock:
+            at = now or self.now()
+            changed: list[Job] = []
+            for ref in refs:
+                job = self._jobs.get(ref.job_id)
+                if job is not None and job.holds(ref, at):
+                    changed.append(self._put(change(job, ref, at)))
+            return changed
+
+    def _put(self, job: Job) -> Job:
+        """Store `job` and index it for claims if it is claimable."""
+        self._jobs[job.id] = job
+        if job.status is Status.PROCESSING:
+            self._processing.add(job.id)
+        else:
+            self._processing.discard(job.id)
+        if job.status in CLAIMABLE:
+            heapq.heappush(self._scheduled, (job.run_at, job.seq, job.id))
+        return job
+
+    def _promote_due(self, now: datetime) -> None:
+        while self._scheduled and self._scheduled[0][0] <= now:
+            run_at, _, job_id = heapq.heappop(self._scheduled)
+            job = self._jobs[job_id]
+            if job.status in CLAIMABLE and job.run_at == run_at:
+                heapq.heappush(self._ready, (*claim_order(job), job.id))
+
+    def _live(self, entry: _Entry) -> Job | None:
+        job = self._jobs[entry[3]]
+        if job.status in CLAIMABLE and claim_order(job) == entry[:3]:
+            return job
+        return None
+
+
+class InMemoryWorkerRegistry:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._processes: dict[str, WorkerProcess] = {}
+
+    def register(self, process: WorkerProcess, *, now: datetime | None = None) -> WorkerProcess:
+        at = now or self._clock.now()
+        with self._lock:
+            registered = attrs.evolve(process, started_at=at, last_heartbeat=at)
+            self._processes[process.id] = registered
+            return registered
+
+    def heartbeat(self, worker_id: str, *, now: datetime | None = None) -> bool:
+        at = now or self._clock.now()
+        with self._lock:
+            process = self._processes.get(worker_id)
+            if process is None:
+                return False
+            self._processes[worker_id] = attrs.evolve(process, last_heartbeat=at)
+            return True
+
+    def deregister(self, worker_id: str) -> None:
+        with self._lock:
+            self._processes.pop(worker_id, None)
+
+    def processes(self) -> list[WorkerProcess]:
+        with self._lock:
+            return list(self._processes.values())
+
+    def reap(self, *, dead_after: timedelta, now: datetime | None = None) -> list[str]:
+        at = now or self._clock.now()
+        with self._lock:
+            dead = [p.id for p in self._processes.values() if p.last_heartbeat < at - dead_after]
+            for worker_id in dead:
+                del self._processes[worker_id]
+            return dead

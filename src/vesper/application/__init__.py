@@ -1,0 +1,1 @@
+"""Use cases that drive the domain through the ports."""

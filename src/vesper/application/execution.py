@@ -1,0 +1,117 @@
+"""What a worker does with jobs: claim, complete, fail, renew, release."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import attrs
+
+from vesper.application.ports import JobRepository
+from vesper.application.settings import QueueSettings
+from vesper.domain.errors import LeaseLost
+from vesper.domain.job import Failure, Job, LeaseRef
+
+
+def lease_of(job: Job) -> LeaseRef:
+    """The reference a worker presents for a job it claimed."""
+    if job.lease is None:
+        raise ValueError(f"job {job.id} holds no lease")
+    return LeaseRef(job_id=job.id, token=job.lease.token)
+
+
+@attrs.frozen
+class ClaimJobs:
+    """Lease up to `limit` due jobs for `worker_id`, in claim order.
+
+    Args:
+        worker_id: the claiming process.
+        limit: how many at most (its free slots).
+        types: only these job types; None takes every type.
+    """
+
+    jobs: JobRepository
+    settings: QueueSettings = QueueSettings()
+
+    def __call__(self, worker_id: str, limit: int, types: Sequence[str] | None = None) -> list[Job]:
+        if limit <= 0:
+            return []
+        return self.jobs.claim(
+            worker_id=worker_id, limit=limit, lease=self.settings.lease, types=types
+        )
+
+
+@attrs.frozen
+class CompleteJob:
+    """processing -> done.
+
+    Raises:
+        LeaseLost: the lease is no longer current; nothing was recorded.
+    """
+
+    jobs: JobRepository
+
+    def __call__(self, lease: LeaseRef) -> Job:
+        done = self.jobs.complete([lease])
+        if not done:
+            raise LeaseLost(lease.job_id)
+        return done[0]
+
+
+@attrs.frozen
+class FailJob:
+    """Record a failed attempt: failed with backoff while retries remain, else dlq.
+
+    Args:
+        job: the job as claimed (its retries decide the backoff).
+        error: what went wrong: exception type and message, no traceback.
+        retryable: False sends the job straight to dlq.
+
+    Raises:
+        LeaseLost: the lease is no longer current; nothing was recorded.
+    """
+
+    jobs: JobRepository
+    settings: QueueSettings = QueueSettings()
+    rng: random.Random = attrs.field(factory=random.Random)
+
+    def failure(self, job: Job, error: str, *, retryable: bool = True) -> Failure:
+        """The Failure to record for `job` (also for batched recording)."""
+        delay = self.settings.backoff.delay(job.retries, self.rng) if retryable else None
+        return Failure(
+            lease=lease_of(job),
+            error=error[: self.settings.limits.max_error_length],
+            retry_delay=delay,
+        )
+
+    def __call__(self, job: Job, error: str, *, retryable: bool = True) -> Job:
+        failed = self.jobs.fail([self.failure(job, error, retryable=retryable)])
+        if not failed:
+            raise LeaseLost(job.id)
+        return failed[0]
+
+
+@attrs.frozen
+class RenewLeases:
+    """Extend the leases of running jobs; returns the refs whose lease was lost."""
+
+    jobs: JobRepository
+    settings: QueueSettings = QueueSettings()
+
+    def __call__(self, leases: Sequence[LeaseRef]) -> list[LeaseRef]:
+        if not leases:
+            return []
+        renewed = {job.id for job in self.jobs.renew(leases, lease=self.settings.lease)}
+        return [ref for ref in leases if ref.job_id not in renewed]
+
+
+@attrs.frozen
+class ReleaseJobs:
+    """Hand running jobs back to pending without counting the attempt (shutdown)."""
+
+    jobs: JobRepository
+
+    def __call__(self, leases: Sequence[LeaseRef]) -> list[Job]:
+        if not leases:
+            return []
+        return self.jobs.release(leases)

@@ -1,0 +1,60 @@
+"""What operators and producers do with jobs they know: look, list, cancel, retry."""
+
+from __future__ import annotations
+
+import attrs
+
+from vesper.application.ports import JobRepository
+from vesper.domain.job import Job, JobId
+from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.stats import QueueStats
+
+
+@attrs.frozen
+class GetJob:
+    """The job with this id. Raises JobNotFound."""
+
+    jobs: JobRepository
+
+    def __call__(self, job_id: JobId) -> Job:
+        return self.jobs.get(job_id)
+
+
+@attrs.frozen
+class ListJobs:
+    """A page of jobs matching the query, newest first."""
+
+    jobs: JobRepository
+
+    def __call__(self, query: JobQuery) -> JobPage:
+        return self.jobs.find(query)
+
+
+@attrs.frozen
+class CancelJob:
+    """pending/failed -> cancelled. Raises JobNotFound or IllegalTransition."""
+
+    jobs: JobRepository
+
+    def __call__(self, job_id: JobId) -> Job:
+        return self.jobs.cancel(job_id)
+
+
+@attrs.frozen
+class RetryJob:
+    """dlq/failed/cancelled -> pending, due now. Raises JobNotFound or IllegalTransition."""
+
+    jobs: JobRepository
+
+    def __call__(self, job_id: JobId) -> Job:
+        return self.jobs.retry(job_id)
+
+
+@attrs.frozen
+class GetStats:
+    """Counts by status and priority, and the age of the oldest due job."""
+
+    jobs: JobRepository
+
+    def __call__(self) -> QueueStats:
+        return self.jobs.stats()

@@ -1,0 +1,155 @@
+"""The ports: what the use cases need from the outside world.
+
+The docstrings are the specification that `vesper.testing`'s contract suite checks.
+Every time-dependent method takes `now`: None means the store's own clock (the database
+clock for PostgreSQL), a datetime is used as is (tests never sleep).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import attrs
+
+from vesper.domain.fleet import WorkerProcess
+from vesper.domain.job import Failure, Job, JobId, LeaseRef
+from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.stats import QueueStats
+from vesper.domain.submission import NewJob
+
+
+@attrs.frozen(kw_only=True)
+class Submitted:
+    job: Job
+    created: bool  # False: an idempotent replay returned the job the key is bound to
+
+
+@attrs.frozen(kw_only=True)
+class Capabilities:
+    """What a store can do, for the contract suite and for the worker runner."""
+
+    multi_process: bool = False  # several OS processes may share the store
+    shared_clock: bool = False  # `now=None` reads a clock that all machines share
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, aware UTC."""
+        ...
+
+
+class JobRepository(Protocol):
+    capabilities: Capabilities
+
+    def now(self) -> datetime:
+        """The store's clock (aware UTC)."""
+        ...
+
+    def submit(self, jobs: Sequence[NewJob], *, now: datetime | None = None) -> list[Submitted]:
+        """Insert `jobs` atomically: all of them or none, in order.
+
+        A job whose idempotency key is already bound (by an earlier call, or by a
+        concurrent one) is not inserted: with the same fingerprint the bound job is
+        returned with `created=False`; with another fingerprint IdempotencyConflict is
+        raised and nothing of this call is inserted. Insertion order (`seq`) follows the
+        sequence. `run_at` None means now + delay.
+        """
+        ...
+
+    def get(self, job_id: JobId) -> Job:
+        """The job; JobNotFound if there is none."""
+        ...
+
+    def find(self, query: JobQuery) -> JobPage:
+        """Jobs matching every filter, newest first (by insertion), at most query.limit;
+        next_cursor continues after the last one."""
+        ...
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[Job]:
+        """Atomically lease up to `limit` due jobs (pending/failed, run_at <= now), of
+        `types` if given, in claim order: priority desc, run_at asc, insertion order.
+
+        Each claimed job is processing, its attempts counted, with a lease held by
+        `worker_id` until now + `lease` under a fresh token. No job is handed to two
+        concurrent callers. The result is in claim order.
+        """
+        ...
+
+    def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+        """processing -> done for each lease still current; returns the jobs it changed.
+
+        A lease that is stale (another claim, expired, released) changes nothing and is
+        absent from the result (fencing).
+        """
+        ...
+
+    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
+        """Record failed attempts, fenced like complete: failed with retries + 1 and
+        run_at = now + retry_delay while retries < max_retries, else dlq (also when
+        retry_delay is None: not retryable)."""
+        ...
+
+    def renew(
+        self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
+    ) -> list[Job]:
+        """Extend each current lease to now + `lease`; stale ones are absent from the
+        result."""
+        ...
+
+    def release(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+        """processing -> pending for each current lease, refunding the attempt
+        (graceful shutdown); stale ones are absent from the result."""
+        ...
+
+    def expire(self, *, worker_ids: Sequence[str] = (), now: datetime | None = None) -> list[Job]:
+        """End the leases that expired by `now`, and every lease held by `worker_ids`
+        (processes found dead): each such job counts a failed attempt and becomes failed
+        (claimable at once) or dlq when its retries are exhausted."""
+        ...
+
+    def cancel(self, job_id: JobId, *, now: datetime | None = None) -> Job:
+        """pending/failed -> cancelled; JobNotFound, or IllegalTransition otherwise."""
+        ...
+
+    def retry(self, job_id: JobId, *, now: datetime | None = None) -> Job:
+        """dlq/failed/cancelled -> pending, due now, retries reset; JobNotFound, or
+        IllegalTransition otherwise."""
+        ...
+
+    def stats(self, *, now: datetime | None = None) -> QueueStats:
+        """Counts by (status, priority) and the run_at of the oldest due job."""
+        ...
+
+
+class WorkerRegistry(Protocol):
+    def register(self, process: WorkerProcess, *, now: datetime | None = None) -> WorkerProcess:
+        """Add (or replace) a process; started_at and last_heartbeat are set to now."""
+        ...
+
+    def heartbeat(self, worker_id: str, *, now: datetime | None = None) -> bool:
+        """Set last_heartbeat to now; False if the process is not registered (it was
+        reaped: the caller registers again)."""
+        ...
+
+    def deregister(self, worker_id: str) -> None:
+        """Remove the process; unknown ids are ignored."""
+        ...
+
+    def processes(self) -> list[WorkerProcess]:
+        """Every registered process."""
+        ...
+
+    def reap(self, *, dead_after: timedelta, now: datetime | None = None) -> list[str]:
+        """Remove the processes whose last heartbeat is older than now - dead_after;
+        return their ids. Two concurrent reapers never both return the same id."""
+        ...

@@ -1,0 +1,86 @@
+"""Submitting jobs: one, or a batch that is inserted whole or not at all."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from vesper.application.ports import JobRepository, Submitted
+from vesper.application.settings import QueueSettings
+from vesper.domain.errors import InvalidRequest
+from vesper.domain.job import JobId
+from vesper.domain.submission import JobRequest, NewJob, prepare
+
+
+def new_job_id() -> JobId:
+    return JobId(uuid.uuid4())
+
+
+@attrs.frozen
+class SubmitJobs:
+    """Validate and insert a batch, all or nothing.
+
+    Args:
+        requests: the jobs, in the order they should be inserted.
+
+    Returns:
+        One Submitted per request; `created` is False for an idempotent replay.
+
+    Raises:
+        InvalidRequest: a request broke a rule (the field is named, with its index).
+        IdempotencyConflict: a key is bound to a job with another body.
+    """
+
+    jobs: JobRepository
+    settings: QueueSettings = QueueSettings()
+    new_id: Callable[[], JobId] = new_job_id
+
+    def __call__(self, requests: Sequence[JobRequest]) -> list[Submitted]:
+        limits = self.settings.limits
+        if not requests:
+            raise InvalidRequest("jobs", "must hold at least one job")
+        if len(requests) > limits.max_batch:
+            raise InvalidRequest("jobs", f"must hold at most {limits.max_batch} jobs")
+        prepared: list[NewJob] = []
+        for index, request in enumerate(requests):
+            try:
+                prepared.append(self._prepare(request))
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
+        return self.jobs.submit(prepared)
+
+    def _prepare(self, request: JobRequest) -> NewJob:
+        return prepare(
+            request,
+            job_id=self.new_id(),
+            limits=self.settings.limits,
+            default_max_retries=self.settings.default_max_retries,
+        )
+
+
+@attrs.frozen
+class SubmitJob:
+    """Validate and insert one job.
+
+    Returns:
+        The job, and whether it was created (False: an idempotent replay).
+
+    Raises:
+        InvalidRequest: the request broke a rule; the field is named.
+        IdempotencyConflict: the key is bound to a job with another body.
+    """
+
+    jobs: JobRepository
+    settings: QueueSettings = QueueSettings()
+    new_id: Callable[[], JobId] = new_job_id
+
+    def __call__(self, request: JobRequest) -> Submitted:
+        new_job = prepare(
+            request,
+            job_id=self.new_id(),
+            limits=self.settings.limits,
+            default_max_retries=self.settings.default_max_retries,
+        )
+        return self.jobs.submit([new_job])[0]

@@ -1,0 +1,64 @@
+"""The errors a caller of vesper can meet: every one is a noun under VesperError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VesperError(Exception):
+    """Base of every error vesper raises on purpose."""
+
+
+class InvalidRequest(VesperError):
+    """A request (job, query, header) broke a rule: names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class InvalidCursor(VesperError):
+    """A pagination cursor that this store did not hand out."""
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__(f"cursor: not a cursor this server issued: {cursor[:40]!r}")
+        self.field = "cursor"
+
+
+class JobNotFound(VesperError):
+    def __init__(self, job_id: Any) -> None:
+        super().__init__(f"job {job_id} not found")
+        self.job_id = job_id
+
+
+class IllegalTransition(VesperError):
+    """The job's status does not allow the action (e.g. cancelling a done job)."""
+
+    def __init__(self, job_id: Any, status: Any, action: str) -> None:
+        super().__init__(f"cannot {action} job {job_id}: it is {getattr(status, 'value', status)}")
+        self.job_id = job_id
+        self.status = status
+        self.action = action
+
+
+class LeaseLost(VesperError):
+    """The presented lease is not the job's current lease (fencing): nothing was recorded."""
+
+    def __init__(self, job_id: Any) -> None:
+        super().__init__(f"lease on job {job_id} is no longer held; the result was not recorded")
+        self.job_id = job_id
+
+
+class IdempotencyConflict(VesperError):
+    """The idempotency key is bound to a job submitted with a different body."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"idempotency key {key[:64]!r} was already used with a different request body"
+        )
+        self.key = key
+
+
+class StoreUnavailable(VesperError):
+    """The store did not answer (connection refused, timed out, restarting)."""

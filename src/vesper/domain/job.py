@@ -1,0 +1,185 @@
+"""The Job record and its transitions: each returns a new Job or raises."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, NewType
+from uuid import UUID
+
+import attrs
+
+from vesper.domain.errors import IllegalTransition, LeaseLost
+from vesper.domain.states import CLAIMABLE, Status, allowed
+
+JobId = NewType("JobId", UUID)
+
+LEASE_EXPIRED_ERROR = "lease expired: the worker stopped renewing it (crash, kill or pause)"
+
+
+@attrs.frozen(kw_only=True)
+class Lease:
+    """The right of one worker to finish one claim of a job, until `expires_at`."""
+
+    worker_id: str
+    token: UUID  # the fencing token: new at every claim
+    expires_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class LeaseRef:
+    """What a worker presents to act on a job it claimed."""
+
+    job_id: JobId
+    token: UUID
+
+
+@attrs.frozen(kw_only=True)
+class Failure:
+    """A failed attempt as the worker reports it.
+
+    `retry_delay` is the backoff before the next attempt; None means the error is not
+    retryable and the job goes straight to dlq.
+    """
+
+    lease: LeaseRef
+    error: str
+    retry_delay: timedelta | None
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    id: JobId
+    type: str
+    priority: int = 0  # 0-10, higher first
+    payload: Mapping[str, Any] = attrs.field(factory=dict)
+    status: Status = Status.PENDING
+    retries: int = 0  # failed attempts that scheduled a retry; never above max_retries
+    attempts: int = 0  # claims so far; refunded by a graceful release
+    max_retries: int = 3
+    error: str = ""
+    run_at: datetime  # aware UTC; not claimable before
+    idempotency_key: str | None = None
+    fingerprint: str = ""  # hash of the submitted request, for idempotent replays
+    timeout: timedelta | None = None  # per-job time limit for one attempt
+    trace_context: str | None = None  # W3C traceparent of the submitting request
+    lease: Lease | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    seq: int = 0  # insertion order, assigned by the store; breaks ordering ties
+
+    @property
+    def worker_id(self) -> str | None:
+        return self.lease.worker_id if self.lease else None
+
+    @property
+    def lease_expires_at(self) -> datetime | None:
+        return self.lease.expires_at if self.lease else None
+
+    def is_due(self, now: datetime) -> bool:
+        return self.status in CLAIMABLE and self.run_at <= now
+
+    def holds(self, ref: LeaseRef, now: datetime) -> bool:
+        """Whether `ref` is the current, unexpired lease of this job (the fencing check)."""
+        return (
+            self.status is Status.PROCESSING
+            and self.lease is not None
+            and self.lease.token == ref.token
+            and self.lease.expires_at > now
+        )
+
+    def claim(self, *, worker_id: str, token: UUID, now: datetime, lease: timedelta) -> Job:
+        """pending/failed -> processing, counting an attempt."""
+        self._check("claim")
+        if self.run_at > now:
+            raise IllegalTransition(self.id, self.status, "claim (not due before run_at)")
+        return attrs.evolve(
+            self,
+            status=Status.PROCESSING,
+            attempts=self.attempts + 1,
+            lease=Lease(worker_id=worker_id, token=token, expires_at=now + lease),
+            started_at=now,
+            updated_at=now,
+        )
+
+    def complete(self, ref: LeaseRef, *, now: datetime) -> Job:
+        """processing -> done, for the holder of the current lease only."""
+        self._fence(ref, now)
+        return attrs.evolve(self, status=Status.DONE, lease=None, updated_at=now, finished_at=now)
+
+    def fail(self, failure: Failure, *, now: datetime) -> Job:
+        """processing -> failed (retry at now + delay), or dlq once retries are exhausted."""
+        self._fence(failure.lease, now)
+        return self._failed(error=failure.error, retry_delay=failure.retry_delay, now=now)
+
+    def renew(self, ref: LeaseRef, *, now: datetime, lease: timedelta) -> Job:
+        """Extend the current lease to now + lease."""
+        self._fence(ref, now)
+        assert self.lease is not None
+        return attrs.evolve(
+            self, lease=attrs.evolve(self.lease, expires_at=now + lease), updated_at=now
+        )
+
+    def release(self, ref: LeaseRef, *, now: datetime) -> Job:
+        """processing -> pending, refunding the attempt (graceful shutdown)."""
+        self._fence(ref, now)
+        return attrs.evolve(
+            self,
+            status=Status.PENDING,
+            attempts=max(self.attempts - 1, 0),
+            lease=None,
+            started_at=None,
+            updated_at=now,
+        )
+
+    def expire(self, *, now: datetime, error: str = LEASE_EXPIRED_ERROR) -> Job:
+        """processing -> failed (claimable at once) or dlq: the holder is gone.
+
+        Counts as a failed attempt. Called for a lease past its expiry, and for the
+        jobs of a worker process found dead (whatever their expiry).
+        """
+        self._check("expire")
+        return self._failed(error=error, retry_delay=timedelta(0), now=now)
+
+    def cancel(self, *, now: datetime) -> Job:
+        """pending/failed -> cancelled."""
+        self._check("cancel")
+        return attrs.evolve(self, status=Status.CANCELLED, updated_at=now, finished_at=now)
+
+    def retry(self, *, now: datetime) -> Job:
+        """dlq/failed/cancelled -> pending, due now, with a fresh set of retries."""
+        self._check("retry")
+        return attrs.evolve(
+            self,
+            status=Status.PENDING,
+            retries=0,
+            run_at=now,
+            updated_at=now,
+            started_at=None,
+            finished_at=None,
+        )
+
+    def _failed(self, *, error: str, retry_delay: timedelta | None, now: datetime) -> Job:
+        if retry_delay is not None and self.retries < self.max_retries:
+            return attrs.evolve(
+                self,
+                status=Status.FAILED,
+                retries=self.retries + 1,
+                run_at=now + retry_delay,
+                error=error,
+                lease=None,
+                updated_at=now,
+            )
+        return attrs.evolve(
+            self, status=Status.DLQ, error=error, lease=None, updated_at=now, finished_at=now
+        )
+
+    def _check(self, action: str) -> None:
+        if not allowed(action, self.status):
+            raise IllegalTransition(self.id, self.status, action)
+
+    def _fence(self, ref: LeaseRef, now: datetime) -> None:
+        if not self.holds(ref, now):
+            raise LeaseLost(self.id)

@@ -1,0 +1,52 @@
+"""Job statuses and the legal transitions between them.
+
+```
+pending ──claim──▶ processing ──ok──────────────▶ done
+   ▲                   │ error, retries left ──▶ failed ──(run_at reached)──▶ claimable again
+   │                   │ error, no retries left ─▶ dlq
+   │                   │ lease expired ─────────▶ failed / dlq (counts as an attempt)
+   │                   │ graceful release ──────▶ pending (attempt refunded)
+   └── retry (manual, from dlq/failed/cancelled)
+pending/failed ──cancel──▶ cancelled
+```
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    DLQ = "dlq"
+    CANCELLED = "cancelled"
+
+
+# Statuses from which a claim may take a job (once its run_at is reached).
+CLAIMABLE: Final = frozenset({Status.PENDING, Status.FAILED})
+# Statuses from which nothing moves without a person's action.
+FINISHED: Final = frozenset({Status.DONE, Status.DLQ, Status.CANCELLED})
+
+# action -> (statuses it starts from, statuses it may end in)
+TRANSITIONS: Final[dict[str, tuple[frozenset[Status], frozenset[Status]]]] = {
+    "claim": (CLAIMABLE, frozenset({Status.PROCESSING})),
+    "complete": (frozenset({Status.PROCESSING}), frozenset({Status.DONE})),
+    "fail": (frozenset({Status.PROCESSING}), frozenset({Status.FAILED, Status.DLQ})),
+    "expire": (frozenset({Status.PROCESSING}), frozenset({Status.FAILED, Status.DLQ})),
+    "release": (frozenset({Status.PROCESSING}), frozenset({Status.PENDING})),
+    "renew": (frozenset({Status.PROCESSING}), frozenset({Status.PROCESSING})),
+    "cancel": (CLAIMABLE, frozenset({Status.CANCELLED})),
+    "retry": (
+        frozenset({Status.DLQ, Status.FAILED, Status.CANCELLED}),
+        frozenset({Status.PENDING}),
+    ),
+}
+
+
+def allowed(action: str, status: Status) -> bool:
+    """Whether `action` may start from `status`."""
+    return status in TRANSITIONS[action][0]

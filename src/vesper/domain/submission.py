@@ -1,0 +1,188 @@
+"""What a producer asks for, the rules it must keep, and the job it becomes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from vesper.domain.errors import InvalidRequest
+from vesper.domain.job import Job, JobId
+from vesper.domain.states import Status
+
+MIN_PRIORITY = 0
+MAX_PRIORITY = 10
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Bounds on what one request may carry."""
+
+    max_payload_bytes: int = 1024 * 1024
+    max_type_length: int = 200
+    max_retries: int = 1000
+    max_batch: int = 1000
+    max_key_length: int = 255
+    max_error_length: int = 4000
+    max_delay: timedelta = timedelta(days=3650)
+    max_timeout: timedelta = timedelta(days=7)
+
+
+@attrs.frozen(kw_only=True)
+class JobRequest:
+    """A producer's request for one job, before validation."""
+
+    type: str
+    payload: Mapping[str, Any] = attrs.field(factory=dict)
+    priority: int = 0
+    max_retries: int | None = None  # None: the queue's default
+    run_at: datetime | None = None  # absolute time; exclusive with delay
+    delay: timedelta | None = None
+    idempotency_key: str | None = None
+    timeout: timedelta | None = None
+    trace_context: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class NewJob:
+    """A validated request, ready for a store to insert.
+
+    Either `run_at` is set, or the store computes it as its own now + `delay`, so that
+    the store's clock (the database's) decides when a job is due.
+    """
+
+    id: JobId
+    type: str
+    priority: int
+    payload: Mapping[str, Any]
+    max_retries: int
+    run_at: datetime | None
+    delay: timedelta
+    idempotency_key: str | None
+    fingerprint: str
+    timeout: timedelta | None
+    trace_context: str | None
+
+    def materialize(self, *, now: datetime, seq: int) -> Job:
+        """The job as stored at `now`, with insertion order `seq`."""
+        return Job(
+            id=self.id,
+            type=self.type,
+            priority=self.priority,
+            payload=dict(self.payload),
+            status=Status.PENDING,
+            max_retries=self.max_retries,
+            run_at=self.run_at if self.run_at is not None else now + self.delay,
+            idempotency_key=self.idempotency_key,
+            fingerprint=self.fingerprint,
+            timeout=self.timeout,
+            trace_context=self.trace_context,
+            created_at=now,
+            updated_at=now,
+            seq=seq,
+        )
+
+
+def prepare(
+    request: JobRequest, *, job_id: JobId, limits: Limits, default_max_retries: int
+) -> NewJob:
+    """Validate `request` against `limits`; raise InvalidRequest naming the first bad field."""
+    _check_type(request.type, limits)
+    _check_priority(request.priority)
+    payload = _check_payload(request.payload, limits)
+    max_retries = default_max_retries if request.max_retries is None else request.max_retries
+    if not _is_int(max_retries) or not 0 <= max_retries <= limits.max_retries:
+        raise InvalidRequest("max_retries", f"must be an integer from 0 to {limits.max_retries}")
+    if request.run_at is not None and request.delay is not None:
+        raise InvalidRequest("run_at", "give run_at or delay_seconds, not both")
+    if request.run_at is not None and (
+        not isinstance(request.run_at, datetime) or request.run_at.utcoffset() is None
+    ):
+        raise InvalidRequest("run_at", "must be a date-time with a time zone (RFC 3339)")
+    delay = request.delay if request.delay is not None else timedelta(0)
+    if not timedelta(0) <= delay <= limits.max_delay:
+        raise InvalidRequest(
+            "delay_seconds", f"must be from 0 to {limits.max_delay.total_seconds():.0f}"
+        )
+    if request.timeout is not None and not timedelta(0) < request.timeout <= limits.max_timeout:
+        raise InvalidRequest("timeout", f"must be above 0 and at most {limits.max_timeout}")
+    check_idempotency_key(request.idempotency_key, limits)
+    return NewJob(
+        id=job_id,
+        type=request.type,
+        priority=request.priority,
+        payload=payload,
+        max_retries=max_retries,
+        run_at=request.run_at,
+        delay=delay,
+        idempotency_key=request.idempotency_key,
+        fingerprint=fingerprint(request, max_retries=max_retries),
+        timeout=request.timeout,
+        trace_context=request.trace_context,
+    )
+
+
+def check_idempotency_key(key: str | None, limits: Limits) -> None:
+    if key is None:
+        return
+    if not isinstance(key, str) or not 1 <= len(key) <= limits.max_key_length:
+        raise InvalidRequest("Idempotency-Key", f"must be 1 to {limits.max_key_length} characters")
+    if not all(" " <= ch <= "~" for ch in key):
+        raise InvalidRequest("Idempotency-Key", "must be printable ASCII")
+
+
+def fingerprint(request: JobRequest, *, max_retries: int) -> str:
+    """A stable hash of what the producer asked for, to tell a replay from a conflict."""
+    canonical = {
+        "type": request.type,
+        "priority": request.priority,
+        "payload": request.payload,
+        "max_retries": max_retries,
+        "run_at": request.run_at.isoformat() if request.run_at else None,
+        "delay": request.delay.total_seconds() if request.delay is not None else None,
+        "timeout": request.timeout.total_seconds() if request.timeout is not None else None,
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_type(job_type: object, limits: Limits) -> None:
+    if not isinstance(job_type, str) or not 1 <= len(job_type) <= limits.max_type_length:
+        raise InvalidRequest(
+            "type", f"must be a string of 1 to {limits.max_type_length} characters"
+        )
+    if any(ch < " " for ch in job_type):
+        raise InvalidRequest("type", "must not contain control characters")
+
+
+def _check_priority(priority: object) -> None:
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not (MIN_PRIORITY <= priority <= MAX_PRIORITY)
+    ):
+        raise InvalidRequest(
+            "priority", f"must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}"
+        )
+
+
+def _check_payload(payload: object, limits: Limits) -> dict[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise InvalidRequest("payload", "must be a JSON object")
+    try:
+        text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidRequest("payload", f"is not JSON: {type(exc).__name__}") from None
+    if len(text.encode()) > limits.max_payload_bytes:
+        raise InvalidRequest("payload", f"is larger than {limits.max_payload_bytes} bytes")
+    # a private copy: the caller's dict must not change a queued job
+    copy: dict[str, Any] = json.loads(text)
+    return copy
