@@ -268,3 +268,14 @@ class InMemoryWorkerRegistry:
             for worker_id in dead:
                 del self._processes[worker_id]
             return dead
+
+
+class InMemoryStore:
+    """Jobs and workers in this process's memory; gone when it exits."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.jobs = InMemoryJobRepository(clock)
+        self.workers = InMemoryWorkerRegistry(clock)
+
+    def close(self) -> None:
+        """Nothing to release."""

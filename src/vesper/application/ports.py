@@ -153,3 +153,21 @@ class WorkerRegistry(Protocol):
         """Remove the processes whose last heartbeat is older than now - dead_after;
         return their ids. Two concurrent reapers never both return the same id."""
         ...
+
+
+class Store(Protocol):
+    """One storage backend: its job repository and worker registry, sharing a database.
+
+    A storage adapter is a factory `open(url: str, clock: Clock) -> Store`, registered
+    under the entry-point group `vesper.storage`.
+    """
+
+    @property
+    def jobs(self) -> JobRepository: ...
+
+    @property
+    def workers(self) -> WorkerRegistry: ...
+
+    def close(self) -> None:
+        """Release connections and files; the store is unusable afterwards."""
+        ...

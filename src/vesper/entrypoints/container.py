@@ -1,0 +1,106 @@
+"""The composition root: the only place that knows the concrete classes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from dependency_injector import containers, providers
+
+from vesper.adapters.clock import SystemClock
+from vesper.adapters.memory import InMemoryStore
+from vesper.application.execution import (
+    ClaimJobs,
+    CompleteJob,
+    FailJob,
+    ReleaseJobs,
+    RenewLeases,
+)
+from vesper.application.fleet import (
+    DeregisterWorker,
+    ExpireLeases,
+    GetFleet,
+    HeartbeatWorker,
+    ReapDeadWorkers,
+    RegisterWorker,
+)
+from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
+from vesper.application.ports import Clock, JobRepository, Store, WorkerRegistry
+from vesper.application.submit import SubmitJob, SubmitJobs
+from vesper.entrypoints.settings import Settings
+
+
+def open_memory_store(clock: Clock) -> Iterator[Store]:
+    yield InMemoryStore(clock)
+
+
+def open_sql_store(url: str, clock: Clock, migrate: bool) -> Iterator[Store]:
+    from vesper.adapters.sql import open_store  # noqa: PLC0415 (SQLAlchemy loads only when chosen)
+
+    store = open_store(url, clock=clock, migrate=migrate)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _jobs(store: Store) -> JobRepository:
+    return store.jobs
+
+
+def _workers(store: Store) -> WorkerRegistry:
+    return store.workers
+
+
+class Container(containers.DeclarativeContainer):
+    config = providers.Configuration(strict=True)
+
+    clock = providers.Singleton(SystemClock)
+    store = providers.Selector(
+        config.storage,
+        memory=providers.Resource(open_memory_store, clock=clock),
+        sqlite=providers.Resource(
+            open_sql_store, url=config.database_url, clock=clock, migrate=config.auto_migrate
+        ),
+        postgres=providers.Resource(
+            open_sql_store, url=config.database_url, clock=clock, migrate=config.auto_migrate
+        ),
+    )
+    job_repository = providers.Callable(_jobs, store)
+    worker_registry = providers.Callable(_workers, store)
+    queue_settings = providers.Callable(lambda s: s.queue, config.settings)
+
+    submit_job = providers.Factory(SubmitJob, jobs=job_repository, settings=queue_settings)
+    submit_jobs = providers.Factory(SubmitJobs, jobs=job_repository, settings=queue_settings)
+    claim_jobs = providers.Factory(ClaimJobs, jobs=job_repository, settings=queue_settings)
+    complete_job = providers.Factory(CompleteJob, jobs=job_repository)
+    fail_job = providers.Factory(FailJob, jobs=job_repository, settings=queue_settings)
+    renew_leases = providers.Factory(RenewLeases, jobs=job_repository, settings=queue_settings)
+    release_jobs = providers.Factory(ReleaseJobs, jobs=job_repository)
+    get_job = providers.Factory(GetJob, jobs=job_repository)
+    list_jobs = providers.Factory(ListJobs, jobs=job_repository)
+    cancel_job = providers.Factory(CancelJob, jobs=job_repository)
+    retry_job = providers.Factory(RetryJob, jobs=job_repository)
+    get_stats = providers.Factory(GetStats, jobs=job_repository)
+    register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
+    heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
+    deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)
+    expire_leases = providers.Factory(ExpireLeases, jobs=job_repository)
+    reap_dead_workers = providers.Factory(
+        ReapDeadWorkers, registry=worker_registry, jobs=job_repository, settings=queue_settings
+    )
+    get_fleet = providers.Factory(GetFleet, registry=worker_registry)
+
+
+def build_container(env: Mapping[str, str]) -> Container:
+    """A container configured from environment variables (DESIGN.md's names)."""
+    settings = Settings.from_env(env)
+    container = Container()
+    container.config.from_dict(
+        {
+            "storage": settings.storage,
+            "database_url": settings.database_url,
+            "auto_migrate": settings.auto_migrate,
+            "settings": settings,
+        }
+    )
+    return container
