@@ -10,7 +10,7 @@ import attrs
 from vesper.application.ports import JobRepository
 from vesper.application.settings import QueueSettings
 from vesper.domain.errors import LeaseLost
-from vesper.domain.job import Failure, Job, LeaseRef
+from vesper.domain.job import Failure, Job, JobId, LeaseRef
 
 
 def lease_of(job: Job) -> LeaseRef:
@@ -58,6 +58,16 @@ class CompleteJob:
         return done[0]
 
 
+def failure_of(
+    job: Job, error: str, *, retryable: bool, settings: QueueSettings, rng: random.Random
+) -> Failure:
+    """The Failure to record for `job`: its backoff follows the retries it was claimed with."""
+    delay = settings.backoff.delay(job.retries, rng) if retryable else None
+    return Failure(
+        lease=lease_of(job), error=error[: settings.limits.max_error_length], retry_delay=delay
+    )
+
+
 @attrs.frozen
 class FailJob:
     """Record a failed attempt: failed with backoff while retries remain, else dlq.
@@ -75,20 +85,48 @@ class FailJob:
     settings: QueueSettings = QueueSettings()
     rng: random.Random = attrs.field(factory=random.Random)
 
-    def failure(self, job: Job, error: str, *, retryable: bool = True) -> Failure:
-        """The Failure to record for `job` (also for batched recording)."""
-        delay = self.settings.backoff.delay(job.retries, self.rng) if retryable else None
-        return Failure(
-            lease=lease_of(job),
-            error=error[: self.settings.limits.max_error_length],
-            retry_delay=delay,
-        )
-
     def __call__(self, job: Job, error: str, *, retryable: bool = True) -> Job:
-        failed = self.jobs.fail([self.failure(job, error, retryable=retryable)])
+        failure = failure_of(job, error, retryable=retryable, settings=self.settings, rng=self.rng)
+        failed = self.jobs.fail([failure])
         if not failed:
             raise LeaseLost(job.id)
         return failed[0]
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """How one attempt ended: `error` None is a success."""
+
+    job: Job
+    error: str | None = None
+    retryable: bool = True
+
+
+@attrs.frozen
+class RecordOutcomes:
+    """Record many finished attempts in as few store calls as possible.
+
+    Returns:
+        The ids of the jobs whose outcome was recorded; the others had lost their lease.
+    """
+
+    jobs: JobRepository
+    settings: QueueSettings = QueueSettings()
+    rng: random.Random = attrs.field(factory=random.Random)
+
+    def __call__(self, outcomes: Sequence[Outcome]) -> set[JobId]:
+        successes = [lease_of(o.job) for o in outcomes if o.error is None]
+        failures = [
+            failure_of(o.job, o.error, retryable=o.retryable, settings=self.settings, rng=self.rng)
+            for o in outcomes
+            if o.error is not None
+        ]
+        recorded: set[JobId] = set()
+        if successes:
+            recorded.update(job.id for job in self.jobs.complete(successes))
+        if failures:
+            recorded.update(job.id for job in self.jobs.fail(failures))
+        return recorded
 
 
 @attrs.frozen

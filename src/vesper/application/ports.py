@@ -171,3 +171,9 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections and files; the store is unusable afterwards."""
         ...
+
+
+class JobSignal(Protocol):
+    """Tells idle workers in this process that jobs may be waiting."""
+
+    def notify(self) -> None: ...

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from vesper.application.ports import JobRepository, Submitted
+from vesper.application.ports import JobRepository, JobSignal, Submitted
 from vesper.application.settings import QueueSettings
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId
@@ -36,6 +36,7 @@ class SubmitJobs:
     jobs: JobRepository
     settings: QueueSettings = QueueSettings()
     new_id: Callable[[], JobId] = new_job_id
+    signal: JobSignal | None = None
 
     def __call__(self, requests: Sequence[JobRequest]) -> list[Submitted]:
         limits = self.settings.limits
@@ -49,7 +50,9 @@ class SubmitJobs:
                 prepared.append(self._prepare(request))
             except InvalidRequest as exc:
                 raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
-        return self.jobs.submit(prepared)
+        submitted = self.jobs.submit(prepared)
+        _notify(self.signal, submitted)
+        return submitted
 
     def _prepare(self, request: JobRequest) -> NewJob:
         return prepare(
@@ -75,6 +78,7 @@ class SubmitJob:
     jobs: JobRepository
     settings: QueueSettings = QueueSettings()
     new_id: Callable[[], JobId] = new_job_id
+    signal: JobSignal | None = None
 
     def __call__(self, request: JobRequest) -> Submitted:
         new_job = prepare(
@@ -83,4 +87,11 @@ class SubmitJob:
             limits=self.settings.limits,
             default_max_retries=self.settings.default_max_retries,
         )
-        return self.jobs.submit([new_job])[0]
+        submitted = self.jobs.submit([new_job])
+        _notify(self.signal, submitted)
+        return submitted[0]
+
+
+def _notify(signal: JobSignal | None, submitted: Sequence[Submitted]) -> None:
+    if signal is not None and any(s.created for s in submitted):
+        signal.notify()

@@ -62,3 +62,15 @@ class IdempotencyConflict(VesperError):
 
 class StoreUnavailable(VesperError):
     """The store did not answer (connection refused, timed out, restarting)."""
+
+
+class NonRetryable(VesperError):
+    """Raise it from a consumer to send the job straight to dlq, with no retry."""
+
+
+class NoConsumer(VesperError):
+    """A worker claimed a job whose type has no consumer in this process."""
+
+    def __init__(self, job_type: str) -> None:
+        super().__init__(f"no consumer is registered for job type {job_type!r} in this worker")
+        self.job_type = job_type

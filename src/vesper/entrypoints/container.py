@@ -8,10 +8,12 @@ from dependency_injector import containers, providers
 
 from vesper.adapters.clock import SystemClock
 from vesper.adapters.memory import InMemoryStore
+from vesper.adapters.signal import LocalJobSignal
 from vesper.application.execution import (
     ClaimJobs,
     CompleteJob,
     FailJob,
+    RecordOutcomes,
     ReleaseJobs,
     RenewLeases,
 )
@@ -27,6 +29,7 @@ from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs,
 from vesper.application.ports import Clock, JobRepository, Store, WorkerRegistry
 from vesper.application.submit import SubmitJob, SubmitJobs
 from vesper.entrypoints.settings import Settings
+from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases
 
 
 def open_memory_store(clock: Clock) -> Iterator[Store]:
@@ -68,9 +71,15 @@ class Container(containers.DeclarativeContainer):
     job_repository = providers.Callable(_jobs, store)
     worker_registry = providers.Callable(_workers, store)
     queue_settings = providers.Callable(lambda s: s.queue, config.settings)
+    worker_settings = providers.Callable(lambda s: s.worker, config.settings)
+    job_signal = providers.Singleton(LocalJobSignal)
 
-    submit_job = providers.Factory(SubmitJob, jobs=job_repository, settings=queue_settings)
-    submit_jobs = providers.Factory(SubmitJobs, jobs=job_repository, settings=queue_settings)
+    submit_job = providers.Factory(
+        SubmitJob, jobs=job_repository, settings=queue_settings, signal=job_signal
+    )
+    submit_jobs = providers.Factory(
+        SubmitJobs, jobs=job_repository, settings=queue_settings, signal=job_signal
+    )
     claim_jobs = providers.Factory(ClaimJobs, jobs=job_repository, settings=queue_settings)
     complete_job = providers.Factory(CompleteJob, jobs=job_repository)
     fail_job = providers.Factory(FailJob, jobs=job_repository, settings=queue_settings)
@@ -89,11 +98,32 @@ class Container(containers.DeclarativeContainer):
         ReapDeadWorkers, registry=worker_registry, jobs=job_repository, settings=queue_settings
     )
     get_fleet = providers.Factory(GetFleet, registry=worker_registry)
+    record_outcomes = providers.Factory(
+        RecordOutcomes, jobs=job_repository, settings=queue_settings
+    )
+
+    worker_use_cases = providers.Factory(
+        WorkerUseCases,
+        claim_jobs=claim_jobs,
+        record_outcomes=record_outcomes,
+        renew_leases=renew_leases,
+        release_jobs=release_jobs,
+        register_worker=register_worker,
+        heartbeat_worker=heartbeat_worker,
+        deregister_worker=deregister_worker,
+        reap_dead_workers=reap_dead_workers,
+        expire_leases=expire_leases,
+        get_fleet=get_fleet,
+    )
+    # called with consumers=...
+    worker_runner = providers.Factory(
+        WorkerRunner, uses=worker_use_cases, queue=queue_settings, settings=worker_settings
+    )
 
 
-def build_container(env: Mapping[str, str]) -> Container:
+def build_container(env: Mapping[str, str] | Settings) -> Container:
     """A container configured from environment variables (DESIGN.md's names)."""
-    settings = Settings.from_env(env)
+    settings = env if isinstance(env, Settings) else Settings.from_env(env)
     container = Container()
     container.config.from_dict(
         {

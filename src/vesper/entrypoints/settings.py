@@ -1,20 +1,130 @@
-"""Configuration from the environment, with the original service's variable names."""
+"""Configuration from the environment, with the original service's variable names.
+
+Every value is checked at start-up; a bad one raises ConfigError with one line naming
+the variable and the value (never the value of a secret).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import TypeVar
 from urllib.parse import quote
 
 import attrs
 
 from vesper.application.settings import QueueSettings
+from vesper.domain.backoff import Backoff
+from vesper.domain.submission import Limits
+from vesper.entrypoints.worker.runner import WorkerSettings
 
 BUILTIN_STORAGES = ("memory", "sqlite", "postgres")
 DEFAULT_SQLITE_PATH = "Vesper_sqlite.db"
+SECRET_VARIABLES = frozenset({"DB_PASSWORD", "VESPER_API_TOKEN", "VESPER_DATABASE_URL"})
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the variable."""
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Go duration ("300ms", "5s", "1m30s", "1h"); a bare number is seconds."""
+    text = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return timedelta(seconds=float(text))
+    if not text or _DURATION_PART.sub("", text) != "":
+        raise ValueError(f"not a duration: {text!r} (use Go style: 500ms, 5s, 1m30s, 1h)")
+    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def parse_size(text: str) -> int:
+    """Bytes, with an optional KiB/MiB/GiB (or KB/MB/GB, taken as binary) suffix."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B?)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (e.g. 1048576, 512KiB, 1MiB)")
+    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[(match.group(2) or "")[:1].lower()]
+    return int(match.group(1)) * factor
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use 1 or 0)")
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    """API_ADDR: ":8080" (all interfaces), "host:port", or "[::1]:8080"."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"not an address: {text!r} (use :8080 or host:port)")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _positive_duration(text: str) -> timedelta:
+    value = parse_duration(text)
+    if value <= timedelta(0):
+        raise ValueError(f"must be longer than 0, not {text!r}")
+    return value
+
+
+class _Env:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            shown = "<hidden>" if name in SECRET_VARIABLES else repr(raw)
+            raise ConfigError(f"{name}={shown}: {exc}") from None
+
+
+@attrs.frozen(kw_only=True)
+class HttpSettings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    read_header_timeout: timedelta = timedelta(seconds=5)
+    read_timeout: timedelta = timedelta(seconds=10)
+    write_timeout: timedelta = timedelta(seconds=10)
+    idle_timeout: timedelta = timedelta(seconds=60)
+    api_token: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -22,36 +132,107 @@ class Settings:
     storage: str
     database_url: str
     app_env: str = "development"
+    require_consumer: bool = False
     auto_migrate: bool = True
+    app_path: str | None = None
+    log_format: str = "text"
     queue: QueueSettings = QueueSettings()
+    worker: WorkerSettings = WorkerSettings()
+    http: HttpSettings = HttpSettings()
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def consumer_required(self) -> bool:
+        return self.production or self.require_consumer
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
+        e = _Env(env)
         storage = env.get("VESPER_STORAGE") or ("postgres" if env.get("DB_HOST") else "sqlite")
         if storage not in BUILTIN_STORAGES:
             raise ConfigError(
                 f"VESPER_STORAGE={storage!r}: expected one of {', '.join(BUILTIN_STORAGES)}"
             )
-        url = env.get("VESPER_DATABASE_URL") or _default_url(storage, env)
-        app_env = env.get("APP_ENV", "development") or "development"
+        app_env = e.get("APP_ENV", _app_env, "development")
+        host, port = e.get("API_ADDR", parse_addr, ("0.0.0.0", 8080))
+        lease = e.get("VESPER_LEASE", _positive_duration, timedelta(seconds=30))
+        heartbeat = e.get("VESPER_HEARTBEAT", _positive_duration, timedelta(seconds=5))
+        if heartbeat >= lease:
+            raise ConfigError(
+                f"VESPER_HEARTBEAT={heartbeat.total_seconds():g}s: must be shorter than "
+                f"VESPER_LEASE ({lease.total_seconds():g}s), or leases expire while jobs run"
+            )
+        queue = QueueSettings(
+            lease=lease,
+            heartbeat=heartbeat,
+            dead_after=e.get("VESPER_DEAD_AFTER", _positive_duration, timedelta(seconds=30)),
+            default_max_retries=e.get("VESPER_MAX_RETRIES", _non_negative_int, 3),
+            backoff=Backoff(
+                base=e.get("VESPER_RETRY_BASE", _positive_duration, timedelta(seconds=1)),
+                cap=e.get("VESPER_RETRY_CAP", _positive_duration, timedelta(hours=1)),
+            ),
+            limits=Limits(max_payload_bytes=e.get("VESPER_MAX_BODY", parse_size, 1024 * 1024)),
+        )
+        worker = WorkerSettings(
+            concurrency=e.get("WORKERS", _positive_int, 5),
+            poll_interval=e.get("VESPER_POLL_INTERVAL", _positive_duration, timedelta(seconds=1)),
+            shutdown_grace=e.get("VESPER_SHUTDOWN_GRACE", parse_duration, timedelta(seconds=30)),
+            job_timeout=e.get("VESPER_JOB_TIMEOUT", _positive_duration, None),
+        )
+        http = HttpSettings(
+            host=host,
+            port=port,
+            read_header_timeout=e.get(
+                "HTTP_READ_HEADER_TIMEOUT", parse_duration, timedelta(seconds=5)
+            ),
+            read_timeout=e.get("HTTP_READ_TIMEOUT", parse_duration, timedelta(seconds=10)),
+            write_timeout=e.get("HTTP_WRITE_TIMEOUT", parse_duration, timedelta(seconds=10)),
+            idle_timeout=e.get("HTTP_IDLE_TIMEOUT", parse_duration, timedelta(seconds=60)),
+            api_token=env.get("VESPER_API_TOKEN") or None,
+        )
+        production = app_env == "production"
         return cls(
             storage=storage,
-            database_url=url,
+            database_url=env.get("VESPER_DATABASE_URL") or _default_url(storage, env),
             app_env=app_env,
-            auto_migrate=app_env != "production",
+            require_consumer=e.get("REQUIRE_CONSUMER", parse_bool, False),
+            auto_migrate=e.get("VESPER_AUTO_MIGRATE", parse_bool, not production),
+            app_path=env.get("VESPER_APP") or None,
+            log_format=e.get("VESPER_LOG_FORMAT", _log_format, "json" if production else "text"),
+            queue=queue,
+            worker=worker,
+            http=http,
         )
+
+
+def _app_env(text: str) -> str:
+    if text not in {"development", "production"}:
+        raise ValueError("expected development or production")
+    return text
+
+
+def _log_format(text: str) -> str:
+    if text not in {"json", "text"}:
+        raise ValueError("expected json or text")
+    return text
 
 
 def _default_url(storage: str, env: Mapping[str, str]) -> str:
     if storage == "postgres":
-        user = quote(env.get("DB_USER", "vesper"), safe="")
+        user = quote(env.get("DB_USER") or "vesper", safe="")
         password = env.get("DB_PASSWORD")
         auth = f"{user}:{quote(password, safe='')}" if password else user
-        host = env.get("DB_HOST", "localhost")
-        port = env.get("DB_PORT", "5432")
-        name = env.get("DB_NAME", "vesper")
-        sslmode = env.get("DB_SSLMODE", "disable")
+        host = env.get("DB_HOST") or "localhost"
+        port = env.get("DB_PORT") or "5432"
+        if not port.isdigit():
+            raise ConfigError(f"DB_PORT={port!r}: expected a port number")
+        name = quote(env.get("DB_NAME") or "vesper", safe="")
+        sslmode = env.get("DB_SSLMODE") or "disable"
+        # DB_TIMEZONE is accepted for compatibility: vesper stores and returns UTC.
         return f"postgresql+psycopg://{auth}@{host}:{port}/{name}?sslmode={sslmode}"
     if storage == "sqlite":
-        return f"sqlite:///{env.get('DB_PATH', DEFAULT_SQLITE_PATH)}"
+        return f"sqlite:///{env.get('DB_PATH') or DEFAULT_SQLITE_PATH}"
     return "memory://"

@@ -1,0 +1,132 @@
+"""User consumers: which function runs which job type, and what a running job sees."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from vesper.domain.errors import LeaseLost
+from vesper.domain.job import Job as JobRecord
+from vesper.domain.job import JobId
+
+ConsumerFunction = Callable[["Job"], Any] | Callable[["Job"], Awaitable[Any]]
+
+
+class Job:
+    """The job as a consumer receives it (`vesper.Job`).
+
+    A sync consumer that runs long should look at `stopping` now and then: it turns true
+    when the worker lost the job's lease or its time limit passed, and any result will
+    not be recorded. An async consumer is cancelled instead.
+    """
+
+    __slots__ = ("_record", "_stop", "_stop_reason", "payload")
+
+    def __init__(self, record: JobRecord) -> None:
+        self._record = record
+        self.payload: dict[str, Any] = dict(record.payload)
+        self._stop = threading.Event()
+        self._stop_reason = ""
+
+    @property
+    def id(self) -> JobId:
+        return self._record.id
+
+    @property
+    def type(self) -> str:
+        return self._record.type
+
+    @property
+    def priority(self) -> int:
+        return self._record.priority
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt."""
+        return self._record.attempts
+
+    @property
+    def retries(self) -> int:
+        return self._record.retries
+
+    @property
+    def max_retries(self) -> int:
+        return self._record.max_retries
+
+    @property
+    def created_at(self) -> datetime:
+        return self._record.created_at
+
+    @property
+    def run_at(self) -> datetime:
+        return self._record.run_at
+
+    @property
+    def record(self) -> JobRecord:
+        """The stored job as it was claimed."""
+        return self._record
+
+    @property
+    def stopping(self) -> bool:
+        """True once the result of this attempt can no longer be recorded."""
+        return self._stop.is_set()
+
+    @property
+    def stop_reason(self) -> str:
+        return self._stop_reason
+
+    def wait_stopping(self, timeout: float | None = None) -> bool:
+        """Sleep up to `timeout` seconds, waking early when the job must stop."""
+        return self._stop.wait(timeout)
+
+    def raise_if_stopping(self) -> None:
+        """Raise LeaseLost if the attempt can no longer be recorded."""
+        if self._stop.is_set():
+            raise LeaseLost(self.id)
+
+    def stop(self, reason: str) -> None:
+        """Tell the consumer to stop (the worker calls this)."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+
+    def __repr__(self) -> str:
+        return f"vesper.Job(id={self.id}, type={self.type!r}, attempt={self.attempt})"
+
+
+@attrs.frozen
+class Consumer:
+    function: ConsumerFunction
+    timeout: timedelta | None = None
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.function)
+
+
+@attrs.define
+class Consumers:
+    """Consumers by job type; one registered for None takes every other type."""
+
+    _by_type: dict[str | None, Consumer] = attrs.field(factory=dict)
+
+    def add(self, job_type: str | None, consumer: Consumer) -> None:
+        if job_type in self._by_type:
+            label = "the catch-all consumer" if job_type is None else f"job type {job_type!r}"
+            raise ValueError(f"{label} already has a consumer")
+        self._by_type[job_type] = consumer
+
+    def find(self, job_type: str) -> Consumer | None:
+        return self._by_type.get(job_type) or self._by_type.get(None)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_type)
+
+    @property
+    def types(self) -> Mapping[str | None, Consumer]:
+        return dict(self._by_type)

@@ -1,0 +1,121 @@
+"""`vesper.App`: register consumers, enqueue jobs, run the service."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, overload
+
+from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
+from vesper.domain.job import Job as JobRecord
+from vesper.domain.submission import JobRequest
+from vesper.entrypoints.container import Container, build_container
+from vesper.entrypoints.settings import Settings
+
+F = TypeVar("F", bound=ConsumerFunction)
+
+
+def _seconds(value: float | timedelta | None) -> timedelta | None:
+    if value is None or isinstance(value, timedelta):
+        return value
+    return timedelta(seconds=value)
+
+
+class App:
+    """A vesper application: its consumers and its connection to the store.
+
+    Configuration comes from the environment (DESIGN.md's variables) unless `env` or
+    `settings` is given. Nothing is opened until first use.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        settings: Settings | None = None,
+        container: Container | None = None,
+    ) -> None:
+        self.consumers = Consumers()
+        self._env = env
+        self._settings = settings
+        self._container = container
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env(self._env if self._env is not None else os.environ)
+        return self._settings
+
+    @property
+    def container(self) -> Container:
+        if self._container is None:
+            self._container = build_container(self.settings)
+        return self._container
+
+    @overload
+    def consumer(self, job_type: F, /) -> F: ...
+
+    @overload
+    def consumer(
+        self, job_type: str | None = None, /, *, timeout: float | timedelta | None = None
+    ) -> Callable[[F], F]: ...
+
+    def consumer(
+        self, job_type: str | F | None = None, /, *, timeout: float | timedelta | None = None
+    ) -> F | Callable[[F], F]:
+        """Register a consumer for `job_type`; with no type it takes every other type.
+
+        The function gets a `vesper.Job`; it may be `async def`. Raising fails the
+        attempt (retried with backoff); raising `vesper.NonRetryable` sends the job
+        straight to dlq. `timeout` (seconds) limits one attempt of this type.
+        """
+        if callable(job_type):
+            self.consumers.add(None, Consumer(job_type))
+            return job_type
+
+        def register(function: F) -> F:
+            self.consumers.add(job_type, Consumer(function, timeout=_seconds(timeout)))
+            return function
+
+        return register
+
+    def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        max_retries: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> JobRecord:
+        """Submit one job and return it (the bound job on an idempotent replay)."""
+        request = JobRequest(
+            type=job_type,
+            payload=dict(payload or {}),
+            priority=priority,
+            max_retries=max_retries,
+            run_at=run_at,
+            delay=_seconds(delay),
+            idempotency_key=idempotency_key,
+            timeout=_seconds(timeout),
+        )
+        return self.container.submit_job()(request).job
+
+    def enqueue_many(self, requests: Iterable[JobRequest]) -> list[JobRecord]:
+        """Submit a batch, all or nothing."""
+        return [s.job for s in self.container.submit_jobs()(list(requests))]
+
+    def run(self) -> None:
+        """Run the workers of this process until SIGTERM or SIGINT."""
+        from vesper.entrypoints.worker.main import run_worker  # noqa: PLC0415 (import cycle)
+
+        run_worker(self)
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        if self._container is not None:
+            self._container.shutdown_resources()

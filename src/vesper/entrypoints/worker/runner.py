@@ -1,0 +1,393 @@
+"""The worker runner: one per process, with `concurrency` job slots.
+
+It claims in batches of up to its free slots, wakes on a notification (a local
+producer, PostgreSQL NOTIFY) or after a jittered poll interval, heartbeats and renews
+leases on a thread of its own, and shuts down gracefully: stop claiming, let running
+jobs finish within the grace period, release the rest, deregister.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import attrs
+
+from vesper.application.consumers import Consumers, Job
+from vesper.application.execution import (
+    ClaimJobs,
+    Outcome,
+    RecordOutcomes,
+    ReleaseJobs,
+    RenewLeases,
+    lease_of,
+)
+from vesper.application.fleet import (
+    DeregisterWorker,
+    ExpireLeases,
+    GetFleet,
+    HeartbeatWorker,
+    ReapDeadWorkers,
+    RegisterWorker,
+)
+from vesper.application.settings import QueueSettings
+from vesper.domain.fleet import WorkerProcess
+from vesper.domain.job import Job as JobRecord
+from vesper.domain.job import JobId
+from vesper.entrypoints.worker.execution import Attempt, Result, run_attempt
+from vesper.entrypoints.worker.recorder import OutcomeRecorder
+
+log = logging.getLogger("vesper.worker")
+T = TypeVar("T")
+
+MAX_ERROR_BACKOFF = 30.0
+
+
+@attrs.frozen(kw_only=True)
+class WorkerSettings:
+    concurrency: int = 5
+    poll_interval: timedelta = timedelta(seconds=1)
+    shutdown_grace: timedelta = timedelta(seconds=30)
+    job_timeout: timedelta | None = None
+    fleet_log_interval: timedelta = timedelta(seconds=60)
+
+
+@attrs.frozen(kw_only=True)
+class WorkerUseCases:
+    claim_jobs: ClaimJobs
+    record_outcomes: RecordOutcomes
+    renew_leases: RenewLeases
+    release_jobs: ReleaseJobs
+    register_worker: RegisterWorker
+    heartbeat_worker: HeartbeatWorker
+    deregister_worker: DeregisterWorker
+    reap_dead_workers: ReapDeadWorkers
+    expire_leases: ExpireLeases
+    get_fleet: GetFleet
+
+
+def new_identity(concurrency: int) -> WorkerProcess:
+    machine = socket.gethostname()
+    now = datetime.now(UTC)
+    return WorkerProcess(
+        id=f"{machine}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        machine=machine,
+        pid=os.getpid(),
+        concurrency=concurrency,
+        started_at=now,
+        last_heartbeat=now,
+    )
+
+
+class WorkerRunner:
+    """Runs consumers for claimed jobs until `stop()` is called (or the queue is idle)."""
+
+    def __init__(
+        self,
+        *,
+        uses: WorkerUseCases,
+        consumers: Consumers,
+        queue: QueueSettings,
+        settings: WorkerSettings,
+        identity: WorkerProcess | None = None,
+    ) -> None:
+        self.uses = uses
+        self.consumers = consumers
+        self.queue = queue
+        self.settings = settings
+        self.identity = identity or new_identity(settings.concurrency)
+        self._running: dict[JobId, Attempt] = {}
+        self._wake = asyncio.Event()  # binds to the running loop on first use
+        self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done_count = 0
+        # Store calls block: claims and outcomes on one pool, heartbeats on their own
+        # thread so that a busy pool never delays a lease renewal.
+        self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="vesper-store")
+        self._heartbeat_pool = ThreadPoolExecutor(1, thread_name_prefix="vesper-heartbeat")
+        # Headroom: a sync consumer past its time limit keeps its thread until it returns.
+        self._job_pool = ThreadPoolExecutor(
+            settings.concurrency * 2, thread_name_prefix="vesper-job"
+        )
+        lease_seconds = queue.lease.total_seconds()
+        self._recorder = OutcomeRecorder(self._write_outcomes, give_up_after=lease_seconds)
+
+    # -- control, callable from any thread ----------------------------------------------
+
+    def wake(self) -> None:
+        """Claim now: jobs may be waiting (thread-safe)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def stop(self) -> None:
+        """Stop claiming and shut down gracefully (thread-safe)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    # -- the main loop ------------------------------------------------------------------
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Work until stop() (or, with until_idle, until no job is due and none runs)."""
+        self._loop = asyncio.get_running_loop()
+        await self._retrying(self._heartbeat_pool, self.uses.register_worker, self.identity)
+        log.info(
+            "worker %s started: machine=%s pid=%d slots=%d",
+            self.identity.id,
+            self.identity.machine,
+            self.identity.pid,
+            self.settings.concurrency,
+        )
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        try:
+            await self._claim_loop(until_idle)
+        finally:
+            await self._shutdown()
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            await self._deregister()
+            for pool in (self._store_pool, self._heartbeat_pool):
+                pool.shutdown(wait=False)
+            self._job_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _claim_loop(self, until_idle: bool) -> None:
+        errors = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            free = self.settings.concurrency - len(self._running)
+            claimed: list[JobRecord] = []
+            if free > 0:
+                deadline = time.monotonic() + self._lease_margin()
+                try:
+                    claimed = await self._call(
+                        self._store_pool, self.uses.claim_jobs, self.identity.id, free
+                    )
+                except Exception as exc:
+                    errors += 1
+                    delay = min(0.5 * 2 ** min(errors, 10), MAX_ERROR_BACKOFF)
+                    log.warning(
+                        "claim failed (attempt %d), retrying in %.1fs: %s", errors, delay, exc
+                    )
+                    await self._sleep(delay)
+                    continue
+                if errors:
+                    log.info("claims work again after %d failed attempts", errors)
+                    errors = 0
+                for record in claimed:
+                    self._start(record, deadline)
+            if until_idle and not claimed and not self._running:
+                return
+            if claimed and len(claimed) == free:
+                timeout = None  # a slot frees -> wake
+            else:
+                timeout = self.settings.poll_interval.total_seconds() * random.uniform(0.8, 1.0)
+            await self._wait(timeout)
+
+    def _start(self, record: JobRecord, deadline: float) -> None:
+        attempt = Attempt(context=Job(record), deadline=deadline)
+        self._running[record.id] = attempt
+        attempt.task = asyncio.create_task(self._execute(record, attempt))
+
+    async def _execute(self, record: JobRecord, attempt: Attempt) -> None:
+        started = time.monotonic()
+        consumer = self.consumers.find(record.type)
+        timeout = (
+            record.timeout or (consumer.timeout if consumer else None) or self.settings.job_timeout
+        )
+        outcome = "abandoned"
+        try:
+            result = await run_attempt(attempt, consumer, timeout, self._job_pool)
+            if result is not None:
+                outcome = await self._record(record, result)
+        finally:
+            self._running.pop(record.id, None)
+            self._done_count += 1
+            self._wake.set()
+            self._log_job(record, outcome, started, attempt)
+
+    async def _record(self, record: JobRecord, result: Result) -> str:
+        outcome = Outcome(job=record, error=result.error, retryable=result.retryable)
+        if not await self._recorder.record(outcome):
+            log.warning(
+                "job %s: lease lost before its outcome was recorded; another worker owns it",
+                record.id,
+            )
+            return "lease_lost"
+        if result.error is None:
+            return "done"
+        if not result.retryable or record.retries >= record.max_retries:
+            return "dlq"
+        return "failed"
+
+    async def _write_outcomes(self, outcomes: Any) -> set[JobId]:
+        return await self._call(self._store_pool, self.uses.record_outcomes, outcomes)
+
+    # -- heartbeat, lease renewal, reaping ----------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.queue.heartbeat.total_seconds()
+        last_fleet_log = time.monotonic()
+        failures = 0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._beat()
+                if failures:
+                    log.info("heartbeat works again after %d failures", failures)
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or failures % 10 == 0:
+                    log.warning("heartbeat failed (%d in a row): %s", failures, exc)
+            self._abandon_overdue()
+            if (
+                time.monotonic() - last_fleet_log
+                >= self.settings.fleet_log_interval.total_seconds()
+            ):
+                last_fleet_log = time.monotonic()
+                await self._log_fleet()
+
+    async def _beat(self) -> None:
+        pool = self._heartbeat_pool
+        if not await self._call(pool, self.uses.heartbeat_worker, self.identity):
+            log.warning("worker %s had been reaped as dead; registered again", self.identity.id)
+        attempts = {job_id: a for job_id, a in self._running.items() if a.abandon_reason is None}
+        if attempts:
+            renewed_at = time.monotonic()
+            refs = [lease_of(a.context.record) for a in attempts.values()]
+            lost = await self._call(pool, self.uses.renew_leases, refs)
+            for ref in lost:
+                attempt = attempts.pop(ref.job_id)
+                log.warning("job %s: lease lost; stopping it, nothing will be recorded", ref.job_id)
+                attempt.abandon("lease lost")
+            for attempt in attempts.values():
+                attempt.deadline = renewed_at + self._lease_margin()
+        ended = await self._call(pool, self.uses.reap_dead_workers)
+        ended += await self._call(pool, self.uses.expire_leases)
+        if ended:
+            log.info("%d jobs of dead or silent workers are claimable again", len(ended))
+            self.wake()
+
+    def _abandon_overdue(self) -> None:
+        """Stop jobs whose lease could not be renewed in time: another worker may own them."""
+        now = time.monotonic()
+        for job_id, attempt in self._running.items():
+            if attempt.abandon_reason is None and now > attempt.deadline:
+                log.warning("job %s: lease not renewed before it expires; stopping it", job_id)
+                attempt.abandon("lease expired locally")
+
+    def _lease_margin(self) -> float:
+        # The store's lease starts after this process's clock reading, so a deadline a
+        # little short of the lease ends before the store's.
+        return self.queue.lease.total_seconds() * 0.9
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        tasks = [a.task for a in self._running.values() if a.task is not None]
+        if tasks:
+            grace = self.settings.shutdown_grace.total_seconds()
+            log.info("waiting up to %.0fs for %d running jobs", grace, len(tasks))
+            await asyncio.wait(tasks, timeout=grace)
+        leftovers = [a for a in self._running.values() if a.abandon_reason is None]
+        for attempt in leftovers:
+            attempt.abandon("shutdown")
+        if leftovers:
+            refs = [lease_of(a.context.record) for a in leftovers]
+            try:
+                released = await self._call(self._store_pool, self.uses.release_jobs, refs)
+                log.info("released %d unfinished jobs back to pending", len(released))
+            except Exception as exc:
+                log.warning(
+                    "could not release %d jobs; their leases will expire: %s", len(refs), exc
+                )
+        remaining = [a.task for a in self._running.values() if a.task is not None]
+        if remaining:
+            await asyncio.wait(remaining, timeout=1.0)
+
+    async def _deregister(self) -> None:
+        try:
+            await self._call(self._heartbeat_pool, self.uses.deregister_worker, self.identity.id)
+        except Exception as exc:
+            log.warning("could not deregister %s; it will be reaped: %s", self.identity.id, exc)
+        log.info("worker %s stopped", self.identity.id)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    async def _call(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    async def _retrying(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        failures = 0
+        while True:
+            try:
+                return await self._call(pool, fn, *args)
+            except Exception as exc:
+                failures += 1
+                delay = min(0.5 * 2 ** min(failures, 10), MAX_ERROR_BACKOFF)
+                log.warning(
+                    "store not reachable (attempt %d), retrying in %.1fs: %s", failures, delay, exc
+                )
+                await asyncio.sleep(delay)
+
+    async def _wait(self, timeout: float | None) -> None:
+        waiters = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _log_job(self, record: JobRecord, outcome: str, started: float, attempt: Attempt) -> None:
+        wait_ms = (
+            (record.started_at - record.run_at).total_seconds() * 1000 if record.started_at else 0.0
+        )
+        level = logging.DEBUG if outcome == "done" else logging.INFO
+        log.log(
+            level,
+            "job_id=%s type=%s priority=%d attempt=%d wait_ms=%.1f run_ms=%.1f outcome=%s%s",
+            record.id,
+            record.type,
+            record.priority,
+            record.attempts,
+            max(wait_ms, 0.0),
+            (time.monotonic() - started) * 1000,
+            outcome,
+            f" reason={attempt.abandon_reason!r}" if attempt.abandon_reason else "",
+        )
+
+    async def _log_fleet(self) -> None:
+        try:
+            fleet = await self._call(self._heartbeat_pool, self.uses.get_fleet)
+        except Exception:
+            return
+        interval = self.settings.fleet_log_interval.total_seconds()
+        log.info(
+            "fleet: processes=%d slots=%d busy_here=%d/%d done_per_s_here=%.1f",
+            len(fleet.processes),
+            fleet.total_workers,
+            len(self._running),
+            self.settings.concurrency,
+            self._done_count / interval,
+        )
+        self._done_count = 0
