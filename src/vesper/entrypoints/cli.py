@@ -1,0 +1,164 @@
+"""The `vesper` command. Exit codes: 0 ok, 1 failure, 2 usage or configuration error."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from dotenv import load_dotenv
+
+from vesper.domain.errors import VesperError
+from vesper.entrypoints.app import App
+from vesper.entrypoints.settings import ConfigError
+from vesper.entrypoints.wire import job_to_wire
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def load_app(path: str | None) -> App:
+    """The user's App from "module:attribute" (a factory function works too)."""
+    if not path:
+        return App()
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise click.UsageError(
+            f"--app {path!r}: expected module:attribute, e.g. myproject.jobs:app"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like uvicorn: modules of the current directory
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.UsageError(f"--app {path!r}: cannot import {module_name!r}: {exc}") from None
+    target = getattr(module, attribute, None)
+    if target is None:
+        raise click.UsageError(f"--app {path!r}: {module_name!r} has no attribute {attribute!r}")
+    if not isinstance(target, App) and callable(target):
+        target = target()
+    if not isinstance(target, App):
+        raise click.UsageError(f"--app {path!r}: {attribute!r} is not a vesper.App")
+    return target
+
+
+def app_option(function: F) -> F:
+    return click.option(
+        "--app",
+        "app_path",
+        envvar="VESPER_APP",
+        metavar="MODULE:ATTR",
+        help="Your vesper.App (or a function returning one). Env: VESPER_APP.",
+    )(function)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"vesper: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vesper")
+def main() -> None:
+    """vesper: a distributed job queue. Configuration comes from the environment
+    (and a .env file in the current directory)."""
+    load_dotenv(".env", override=False)
+
+
+@main.command()
+@app_option
+@click.option("--workers", type=click.IntRange(min=1), help="Job slots (overrides WORKERS).")
+def worker(app_path: str | None, workers: int | None) -> None:
+    """Run workers only: claim and run jobs until SIGTERM or Ctrl+C."""
+    if workers is not None:
+        os.environ["WORKERS"] = str(workers)
+    app = _load(app_path)
+    if not app.consumers:
+        raise click.UsageError(
+            "no consumer is registered; pass --app module:attribute (or set VESPER_APP)"
+        )
+    app.run()
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema, then exit."""
+    app = _load(None)
+    settings = app.settings
+    if settings.storage == "memory":
+        click.echo("memory storage has no schema")
+        return
+    from vesper.adapters.sql import migrate as migrate_sql  # noqa: PLC0415
+
+    try:
+        migrate_sql(settings.database_url)
+    except VesperError as exc:
+        _fail(str(exc))
+    click.echo(f"schema of the {settings.storage} store is up to date")
+
+
+@main.command()
+@click.argument("job_type")
+@click.option("--payload", default="{}", help="A JSON object.")
+@click.option("--priority", type=click.IntRange(0, 10), default=0, show_default=True)
+@click.option("--max-retries", type=click.IntRange(min=0))
+@click.option("--delay", type=float, help="Seconds before the job is due.")
+@click.option("--idempotency-key")
+def enqueue(
+    job_type: str,
+    payload: str,
+    priority: int,
+    max_retries: int | None,
+    delay: float | None,
+    idempotency_key: str | None,
+) -> None:
+    """Submit one job and print it as JSON."""
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
+    app = _load(None)
+    try:
+        job = app.enqueue(
+            job_type,
+            data,
+            priority=priority,
+            max_retries=max_retries,
+            delay=delay,
+            idempotency_key=idempotency_key,
+        )
+    except VesperError as exc:
+        _fail(str(exc), 2 if "InvalidRequest" in type(exc).__name__ else 1)
+    finally:
+        app.close()
+    click.echo(json.dumps(job_to_wire(job), indent=2))
+
+
+@main.command()
+def status() -> None:
+    """Print queue counts and the fleet."""
+    from vesper.entrypoints.status import print_status  # noqa: PLC0415
+
+    app = _load(None)
+    try:
+        print_status(app)
+    except VesperError as exc:
+        _fail(str(exc))
+    finally:
+        app.close()
+
+
+def _load(app_path: str | None) -> App:
+    app = load_app(app_path)
+    try:
+        _ = app.settings
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    return app
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The job's JSON shape, shared by the HTTP API and the CLI.
+
+The original service's field names (job_id, type, priority, payload, status, retries,
+error, created_at, updated_at) stay as they were; DESIGN.md's fields follow.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
+
+from vesper.domain.fleet import Fleet, WorkerProcess
+from vesper.domain.job import Job, Lease
+from vesper.domain.states import Status
+from vesper.domain.stats import QueueStats
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC with a Z, microseconds when there are any."""
+    text = moment.astimezone(UTC).isoformat()
+    return text.removesuffix("+00:00") + "Z"
+
+
+wire_converter = cattrs.Converter()
+wire_converter.register_unstructure_hook(UUID, str)
+wire_converter.register_unstructure_hook(datetime, rfc3339)
+wire_converter.register_unstructure_hook(Status, lambda s: s.value)
+wire_converter.register_unstructure_hook(timedelta, lambda d: d.total_seconds())
+wire_converter.register_unstructure_hook(Lease, lambda _: None)
+
+_job_fields = make_dict_unstructure_fn(
+    Job,
+    wire_converter,
+    id=override(rename="job_id"),
+    fingerprint=override(omit=True),
+    seq=override(omit=True),
+    lease=override(omit=True),
+    trace_context=override(omit=True),
+    timeout=override(rename="timeout_seconds"),
+)
+
+
+def job_to_wire(job: Job) -> dict[str, Any]:
+    data: dict[str, Any] = _job_fields(job)
+    data["worker_id"] = job.worker_id
+    expires = job.lease_expires_at
+    data["lease_expires_at"] = rfc3339(expires) if expires else None
+    return data
+
+
+def process_to_wire(process: WorkerProcess) -> dict[str, Any]:
+    data: dict[str, Any] = wire_converter.unstructure(process)
+    data["worker_id"] = data.pop("id")
+    return data
+
+
+def fleet_to_wire(fleet: Fleet) -> dict[str, Any]:
+    return {
+        "total_workers": fleet.total_workers,
+        "total_processes": len(fleet.processes),
+        "machines": [wire_converter.unstructure(m) for m in fleet.machines],
+        "workers": [process_to_wire(p) for p in fleet.processes],
+    }
+
+
+def stats_to_wire(stats: QueueStats) -> dict[str, Any]:
+    return {
+        "total": stats.total,
+        "by_status": {status.value: n for status, n in stats.by_status.items()},
+        "by_priority": {str(priority): n for priority, n in stats.by_priority.items()},
+        "oldest_pending_age_seconds": round(stats.oldest_due_age.total_seconds(), 3),
+    }
