@@ -173,6 +173,7 @@ class Settings:
             backoff=Backoff(
                 base=e.get("VESPER_RETRY_BASE", _positive_duration, timedelta(seconds=1)),
                 cap=e.get("VESPER_RETRY_CAP", _positive_duration, timedelta(hours=1)),
+                jitter=e.get("VESPER_RETRY_JITTER", parse_bool, True),
             ),
             limits=Limits(max_payload_bytes=e.get("VESPER_MAX_BODY", parse_size, 1024 * 1024)),
         )
