@@ -1,0 +1,205 @@
+"""The worker runner in this process, on the in-memory store: outcomes, time limits,
+lease loss, shutdown and wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import vesper
+from vesper.domain.states import Status
+from vesper.entrypoints.app import App
+from vesper.entrypoints.worker import WorkerRunner
+from vesper.entrypoints.worker.main import build_runner
+
+FAST = {
+    "VESPER_STORAGE": "memory",
+    "VESPER_LEASE": "2s",
+    "VESPER_HEARTBEAT": "100ms",
+    "VESPER_POLL_INTERVAL": "100ms",
+    "VESPER_RETRY_BASE": "50ms",
+    "VESPER_RETRY_CAP": "100ms",
+}
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    application = App(FAST)
+    yield application
+    application.close()
+
+
+class Background:
+    """A runner on its own thread and event loop, stopped and joined at the end."""
+
+    def __init__(self, runner: WorkerRunner) -> None:
+        self.runner = runner
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self.runner.run())
+        except BaseException as exc:
+            self.error = exc
+
+    def __enter__(self) -> Background:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.runner.stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "the runner did not stop"
+        assert self.error is None, self.error
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def run_until_idle(app: App) -> None:
+    asyncio.run(asyncio.wait_for(build_runner(app).run(until_idle=True), 30))
+
+
+def test_success_failure_nonretryable_and_missing_consumer_outcomes(app: App) -> None:
+    @app.consumer("ok")
+    def ok(job: vesper.Job) -> None:
+        assert job.payload == {"x": 1}
+
+    @app.consumer("boom")
+    async def boom(job: vesper.Job) -> None:
+        raise ValueError("bad input")
+
+    @app.consumer("fatal")
+    def fatal(job: vesper.Job) -> None:
+        raise vesper.NonRetryable("cannot ever work")
+
+    ok_job = app.enqueue("ok", {"x": 1})
+    boom_job = app.enqueue("boom", max_retries=1)
+    fatal_job = app.enqueue("fatal", max_retries=5)
+    orphan = app.enqueue("nobody-handles-this", max_retries=0)
+    run_until_idle(app)
+    get = app.container.get_job()
+    assert get(ok_job.id).status is Status.DONE
+    after_first = get(boom_job.id)
+    assert after_first.status is Status.FAILED
+    assert after_first.retries == 1
+    assert after_first.error == "ValueError: bad input"
+    assert get(fatal_job.id).status is Status.DLQ
+    assert get(fatal_job.id).error == "NonRetryable: cannot ever work"
+    assert get(orphan.id).status is Status.DLQ
+    assert "no consumer is registered for job type 'nobody-handles-this'" in get(orphan.id).error
+
+
+def test_per_job_time_limit_fails_the_attempt_with_a_timeout_error(app: App) -> None:
+    @app.consumer("slow", timeout=0.2)
+    async def slow(job: vesper.Job) -> None:
+        await asyncio.sleep(10)
+
+    @app.consumer("slow_sync")
+    def slow_sync(job: vesper.Job) -> None:
+        job.wait_stopping(10)
+
+    by_type = app.enqueue("slow", max_retries=0)
+    by_job = app.enqueue("slow_sync", max_retries=0, timeout=0.2)
+    started = time.monotonic()
+    run_until_idle(app)
+    assert time.monotonic() - started < 8
+    for job in (by_type, by_job):
+        failed = app.container.get_job()(job.id)
+        assert failed.status is Status.DLQ
+        assert failed.error.startswith(
+            "TimeoutError: the job ran longer than its time limit of 0.2s"
+        )
+
+
+def test_lost_lease_cancels_an_async_consumer_and_records_nothing(app: App) -> None:
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    @app.consumer("long")
+    async def long(job: vesper.Job) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    job = app.enqueue("long", max_retries=0)  # expiry sends it to dlq: no second attempt
+    runner = build_runner(app)
+    with Background(runner):
+        assert started.wait(10)
+        # Another process found this worker dead and ended its leases.
+        app.container.job_repository().expire(worker_ids=[runner.identity.id])
+        assert cancelled.wait(10), "the consumer was not cancelled after its lease was lost"
+    after = app.container.get_job()(job.id)
+    assert after.status is Status.DLQ  # as the reaper left it: nothing recorded on top
+    assert after.error.startswith("lease expired")
+
+
+def test_lost_lease_tells_a_sync_consumer_through_the_job(app: App) -> None:
+    started = threading.Event()
+    saw_stop: list[str] = []
+
+    @app.consumer("long")
+    def long(job: vesper.Job) -> None:
+        started.set()
+        if job.wait_stopping(30):
+            saw_stop.append(job.stop_reason)
+
+    job = app.enqueue("long", max_retries=0)
+    runner = build_runner(app)
+    with Background(runner):
+        assert started.wait(10)
+        app.container.job_repository().expire(worker_ids=[runner.identity.id])
+        wait_for(lambda: saw_stop)
+    assert saw_stop == ["lease lost"]
+    assert app.container.get_job()(job.id).status is Status.DLQ
+
+
+def test_stop_waits_for_running_jobs_within_the_grace_period(app: App) -> None:
+    finished = threading.Event()
+
+    @app.consumer("work")
+    async def work(job: vesper.Job) -> None:
+        await asyncio.sleep(0.5)
+        finished.set()
+
+    job = app.enqueue("work")
+    runner = build_runner(app)
+    with Background(runner):
+        wait_for(lambda: runner.busy == 1)
+    assert finished.is_set()
+    assert app.container.get_job()(job.id).status is Status.DONE
+    assert app.container.get_fleet()().processes == ()
+
+
+def test_enqueue_in_the_same_process_wakes_an_idle_worker_before_the_poll(app: App) -> None:
+    slow_poll = App({**FAST, "VESPER_POLL_INTERVAL": "60s"})
+    slow_poll._container = app.container  # the same store, a 60 s poll interval
+    ran = threading.Event()
+
+    @slow_poll.consumer("ping")
+    def ping(job: vesper.Job) -> None:
+        ran.set()
+
+    runner = build_runner(slow_poll)
+    unsubscribe = app.container.job_signal().subscribe(runner.wake)
+    try:
+        with Background(runner):
+            wait_for(lambda: runner._loop is not None)
+            time.sleep(0.3)  # the runner is idle, waiting for its 60 s poll
+            app.enqueue("ping")
+            assert ran.wait(10), "the worker waited for its poll instead of waking"
+    finally:
+        unsubscribe()
