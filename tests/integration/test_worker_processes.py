@@ -6,6 +6,7 @@ whose consumers write an fsynced ledger per process.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections import Counter
@@ -207,6 +208,6 @@ def test_failing_consumer_retries_with_growing_delays_then_dlq(
     assert final.error == "RuntimeError: always fails (attempt 4)"
     times = [e["t"] for e in starts(read_ledger(ledger))]
     assert len(times) == 4
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[0] < gaps[1] < gaps[2], f"backoff gaps should grow: {gaps}"
     assert gaps[0] >= 0.3  # base * 2**0
