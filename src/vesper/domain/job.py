@@ -86,6 +86,7 @@ class Job:
         return (
             self.status is Status.PROCESSING
             and self.lease is not None
+            and ref.job_id == self.id
             and self.lease.token == ref.token
             and self.lease.expires_at > now
         )
