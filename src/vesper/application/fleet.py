@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.ports import JobRepository, WorkerRegistry
 from vesper.application.settings import QueueSettings
 from vesper.domain.fleet import Fleet, WorkerProcess
@@ -70,11 +71,13 @@ class ReapDeadWorkers:
     registry: WorkerRegistry
     jobs: JobRepository
     settings: QueueSettings = QueueSettings()
+    metrics: JobMetrics = NO_METRICS
 
     def __call__(self) -> list[Job]:
         dead = self.registry.reap(dead_after=self.settings.dead_after)
         if not dead:
             return []
+        self.metrics.processes_reaped(len(dead))
         return self.jobs.expire(worker_ids=dead)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.ports import JobRepository
 from vesper.domain.job import Job, JobId
 from vesper.domain.query import JobPage, JobQuery
@@ -35,9 +36,12 @@ class CancelJob:
     """pending/failed -> cancelled. Raises JobNotFound or IllegalTransition."""
 
     jobs: JobRepository
+    metrics: JobMetrics = NO_METRICS
 
     def __call__(self, job_id: JobId) -> Job:
-        return self.jobs.cancel(job_id)
+        job = self.jobs.cancel(job_id)
+        self.metrics.jobs_cancelled([job])
+        return job
 
 
 @attrs.frozen

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.ports import JobRepository, JobSignal, Submitted
 from vesper.application.settings import QueueSettings
 from vesper.domain.errors import InvalidRequest
@@ -37,6 +38,7 @@ class SubmitJobs:
     settings: QueueSettings = QueueSettings()
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
+    metrics: JobMetrics = NO_METRICS
 
     def __call__(self, requests: Sequence[JobRequest]) -> list[Submitted]:
         limits = self.settings.limits
@@ -51,7 +53,7 @@ class SubmitJobs:
             except InvalidRequest as exc:
                 raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
         submitted = self.jobs.submit(prepared)
-        _notify(self.signal, submitted)
+        _announce(submitted, self.signal, self.metrics)
         return submitted
 
     def _prepare(self, request: JobRequest) -> NewJob:
@@ -79,6 +81,7 @@ class SubmitJob:
     settings: QueueSettings = QueueSettings()
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
+    metrics: JobMetrics = NO_METRICS
 
     def __call__(self, request: JobRequest) -> Submitted:
         new_job = prepare(
@@ -88,10 +91,15 @@ class SubmitJob:
             default_max_retries=self.settings.default_max_retries,
         )
         submitted = self.jobs.submit([new_job])
-        _notify(self.signal, submitted)
+        _announce(submitted, self.signal, self.metrics)
         return submitted[0]
 
 
-def _notify(signal: JobSignal | None, submitted: Sequence[Submitted]) -> None:
-    if signal is not None and any(s.created for s in submitted):
-        signal.notify()
+def _announce(
+    submitted: Sequence[Submitted], signal: JobSignal | None, metrics: JobMetrics
+) -> None:
+    created = [s.job for s in submitted if s.created]
+    if created:
+        metrics.jobs_enqueued(created)
+        if signal is not None:
+            signal.notify()

@@ -8,6 +8,7 @@ from dependency_injector import containers, providers
 
 from vesper.adapters.clock import SystemClock
 from vesper.adapters.memory import InMemoryStore
+from vesper.adapters.otel import OtelMetrics
 from vesper.adapters.signal import LocalJobSignal
 from vesper.application.execution import (
     ClaimJobs,
@@ -46,6 +47,16 @@ def open_sql_store(url: str, clock: Clock, migrate: bool) -> Iterator[Store]:
         store.close()
 
 
+def open_metrics(get_stats: GetStats, get_fleet: GetFleet) -> Iterator[OtelMetrics]:
+    metrics = OtelMetrics()
+    metrics.observe_queue(get_stats)
+    metrics.observe_fleet(get_fleet)
+    try:
+        yield metrics
+    finally:
+        metrics.shutdown()
+
+
 def _jobs(store: Store) -> JobRepository:
     return store.jobs
 
@@ -73,12 +84,23 @@ class Container(containers.DeclarativeContainer):
     queue_settings = providers.Callable(lambda s: s.queue, config.settings)
     worker_settings = providers.Callable(lambda s: s.worker, config.settings)
     job_signal = providers.Singleton(LocalJobSignal)
+    get_stats = providers.Factory(GetStats, jobs=job_repository)
+    get_fleet = providers.Factory(GetFleet, registry=worker_registry)
+    metrics = providers.Resource(open_metrics, stats=get_stats.provider, fleet=get_fleet.provider)
 
     submit_job = providers.Factory(
-        SubmitJob, jobs=job_repository, settings=queue_settings, signal=job_signal
+        SubmitJob,
+        jobs=job_repository,
+        settings=queue_settings,
+        signal=job_signal,
+        metrics=metrics,
     )
     submit_jobs = providers.Factory(
-        SubmitJobs, jobs=job_repository, settings=queue_settings, signal=job_signal
+        SubmitJobs,
+        jobs=job_repository,
+        settings=queue_settings,
+        signal=job_signal,
+        metrics=metrics,
     )
     claim_jobs = providers.Factory(ClaimJobs, jobs=job_repository, settings=queue_settings)
     complete_job = providers.Factory(CompleteJob, jobs=job_repository)
@@ -87,17 +109,19 @@ class Container(containers.DeclarativeContainer):
     release_jobs = providers.Factory(ReleaseJobs, jobs=job_repository)
     get_job = providers.Factory(GetJob, jobs=job_repository)
     list_jobs = providers.Factory(ListJobs, jobs=job_repository)
-    cancel_job = providers.Factory(CancelJob, jobs=job_repository)
+    cancel_job = providers.Factory(CancelJob, jobs=job_repository, metrics=metrics)
     retry_job = providers.Factory(RetryJob, jobs=job_repository)
-    get_stats = providers.Factory(GetStats, jobs=job_repository)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
     heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
     deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)
     expire_leases = providers.Factory(ExpireLeases, jobs=job_repository)
     reap_dead_workers = providers.Factory(
-        ReapDeadWorkers, registry=worker_registry, jobs=job_repository, settings=queue_settings
+        ReapDeadWorkers,
+        registry=worker_registry,
+        jobs=job_repository,
+        settings=queue_settings,
+        metrics=metrics,
     )
-    get_fleet = providers.Factory(GetFleet, registry=worker_registry)
     record_outcomes = providers.Factory(
         RecordOutcomes, jobs=job_repository, settings=queue_settings
     )
@@ -117,7 +141,11 @@ class Container(containers.DeclarativeContainer):
     )
     # called with consumers=...
     worker_runner = providers.Factory(
-        WorkerRunner, uses=worker_use_cases, queue=queue_settings, settings=worker_settings
+        WorkerRunner,
+        uses=worker_use_cases,
+        queue=queue_settings,
+        settings=worker_settings,
+        metrics=metrics,
     )
 
 

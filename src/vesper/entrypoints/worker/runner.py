@@ -40,6 +40,7 @@ from vesper.application.fleet import (
     ReapDeadWorkers,
     RegisterWorker,
 )
+from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.settings import QueueSettings
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Job as JobRecord
@@ -100,8 +101,10 @@ class WorkerRunner:
         queue: QueueSettings,
         settings: WorkerSettings,
         identity: WorkerProcess | None = None,
+        metrics: JobMetrics = NO_METRICS,
     ) -> None:
         self.uses = uses
+        self.metrics = metrics
         self.consumers = consumers
         self.queue = queue
         self.settings = settings
@@ -199,6 +202,8 @@ class WorkerRunner:
     def _start(self, record: JobRecord, deadline: float) -> None:
         attempt = Attempt(context=Job(record), deadline=deadline)
         self._running[record.id] = attempt
+        if record.started_at is not None:
+            self.metrics.job_started(record, (record.started_at - record.run_at).total_seconds())
         attempt.task = asyncio.create_task(self._execute(record, attempt))
 
     async def _execute(self, record: JobRecord, attempt: Attempt) -> None:
@@ -216,6 +221,7 @@ class WorkerRunner:
             self._running.pop(record.id, None)
             self._done_count += 1
             self._wake.set()
+            self.metrics.job_finished(record, outcome, time.monotonic() - started)
             self._log_job(record, outcome, started, attempt)
 
     async def _record(self, record: JobRecord, result: Result) -> str:
@@ -269,6 +275,9 @@ class WorkerRunner:
             renewed_at = time.monotonic()
             refs = [lease_of(a.context.record) for a in attempts.values()]
             lost = await self._call(pool, self.uses.renew_leases, refs)
+            self.metrics.leases_renewed(len(refs) - len(lost))
+            if lost:
+                self.metrics.leases_lost(len(lost))
             for ref in lost:
                 attempt = attempts.pop(ref.job_id)
                 log.warning("job %s: lease lost; stopping it, nothing will be recorded", ref.job_id)

@@ -1,0 +1,227 @@
+"""Metrics with the OpenTelemetry SDK, exposed in Prometheus text format.
+
+Counters and histograms are pushed by the use cases and the worker (the JobMetrics
+port); queue depth and the fleet are observed from the store at scrape time, cached for
+a second so that many scrapers cost one query.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from vesper.domain.fleet import Fleet
+from vesper.domain.job import Job
+from vesper.domain.stats import QueueStats
+
+T = TypeVar("T")
+
+SECONDS_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
+
+
+class _Cached:
+    """The result of `load`, reused for `ttl` seconds; None while the store fails."""
+
+    def __init__(self, load: Callable[[], T], ttl: float) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._value: object = None
+        self._at = -1e9
+
+    def get(self) -> object:
+        with self._lock:
+            if time.monotonic() - self._at > self._ttl:
+                try:
+                    self._value = self._load()
+                except Exception:
+                    self._value = None  # a scrape while the store is down shows no depth
+                self._at = time.monotonic()
+            return self._value
+
+
+class OtelMetrics:
+    """The JobMetrics port on an OpenTelemetry meter with a Prometheus reader."""
+
+    def __init__(self, service_name: str = "vesper") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._reader = PrometheusMetricReader(registry=self.registry)
+        self.provider = MeterProvider(
+            metric_readers=[self._reader],
+            resource=Resource.create({"service.name": service_name}),
+        )
+        meter = self.provider.get_meter("vesper")
+        self._enqueued = meter.create_counter("vesper_jobs_enqueued", description="Jobs created")
+        self._started = meter.create_counter("vesper_jobs_started", description="Attempts started")
+        self._succeeded = meter.create_counter(
+            "vesper_jobs_succeeded", description="Attempts that succeeded (job done)"
+        )
+        self._failed = meter.create_counter(
+            "vesper_jobs_failed", description="Attempts that failed (retried or dead-lettered)"
+        )
+        self._retried = meter.create_counter(
+            "vesper_jobs_retried", description="Failed attempts that scheduled a retry"
+        )
+        self._dead = meter.create_counter(
+            "vesper_jobs_dead_lettered", description="Jobs moved to dlq"
+        )
+        self._cancelled = meter.create_counter(
+            "vesper_jobs_cancelled", description="Jobs cancelled"
+        )
+        self._abandoned = meter.create_counter(
+            "vesper_jobs_abandoned",
+            description="Attempts stopped without a recorded result (lease lost, shutdown)",
+        )
+        self._renewals = meter.create_counter(
+            "vesper_lease_renewals", description="Leases renewed by heartbeats"
+        )
+        self._losses = meter.create_counter(
+            "vesper_lease_losses", description="Leases found lost while their job ran"
+        )
+        self._reaped = meter.create_counter(
+            "vesper_processes_reaped", description="Worker processes removed as dead"
+        )
+        self._wait = meter.create_histogram(
+            "vesper_job_queue_wait",
+            unit="s",
+            description="Time from run_at to the claim",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self._run = meter.create_histogram(
+            "vesper_job_run_time",
+            unit="s",
+            description="Time an attempt's consumer ran",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self._meter = meter
+
+    # -- the JobMetrics port ------------------------------------------------------------
+
+    def jobs_enqueued(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            self._enqueued.add(1, _labels(job))
+
+    def job_started(self, job: Job, queue_wait_seconds: float) -> None:
+        labels = _labels(job)
+        self._started.add(1, labels)
+        self._wait.record(max(queue_wait_seconds, 0.0), labels)
+
+    def job_finished(self, job: Job, outcome: str, run_seconds: float) -> None:
+        labels = _labels(job)
+        self._run.record(max(run_seconds, 0.0), {**labels, "outcome": outcome})
+        if outcome == "done":
+            self._succeeded.add(1, labels)
+        elif outcome in {"failed", "dlq"}:
+            self._failed.add(1, labels)
+            (self._retried if outcome == "failed" else self._dead).add(1, labels)
+        else:
+            self._abandoned.add(1, {**labels, "reason": outcome})
+
+    def jobs_cancelled(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            self._cancelled.add(1, _labels(job))
+
+    def leases_renewed(self, count: int) -> None:
+        self._renewals.add(count)
+
+    def leases_lost(self, count: int) -> None:
+        self._losses.add(count)
+
+    def processes_reaped(self, count: int) -> None:
+        self._reaped.add(count)
+
+    # -- observed from the store --------------------------------------------------------
+
+    def observe_queue(self, stats: Callable[[], QueueStats], ttl: float = 1.0) -> None:
+        cached = _Cached(stats, ttl)
+
+        def depth(_: CallbackOptions) -> Iterable[Observation]:
+            value = cached.get()
+            if isinstance(value, QueueStats):
+                for (status, priority), count in value.counts.items():
+                    yield Observation(count, {"status": status.value, "priority": str(priority)})
+
+        def oldest(_: CallbackOptions) -> Iterable[Observation]:
+            value = cached.get()
+            if isinstance(value, QueueStats):
+                yield Observation(value.oldest_due_age.total_seconds())
+
+        self._meter.create_observable_gauge(
+            "vesper_queue_depth", [depth], description="Jobs by status and priority"
+        )
+        self._meter.create_observable_gauge(
+            "vesper_queue_oldest_due_age",
+            [oldest],
+            unit="s",
+            description="How long the oldest due job has waited",
+        )
+
+    def observe_fleet(self, fleet: Callable[[], Fleet], ttl: float = 1.0) -> None:
+        cached = _Cached(fleet, ttl)
+
+        def processes(_: CallbackOptions) -> Iterable[Observation]:
+            value = cached.get()
+            if isinstance(value, Fleet):
+                yield Observation(len(value.processes))
+
+        def slots(_: CallbackOptions) -> Iterable[Observation]:
+            value = cached.get()
+            if isinstance(value, Fleet):
+                yield Observation(value.total_workers)
+
+        self._meter.create_observable_gauge(
+            "vesper_worker_processes", [processes], description="Live worker processes (fleet)"
+        )
+        self._meter.create_observable_gauge(
+            "vesper_worker_slots", [slots], description="Job slots of live processes (fleet)"
+        )
+
+    def observe_busy_slots(self, busy: Callable[[], int]) -> None:
+        def observe(_: CallbackOptions) -> Iterable[Observation]:
+            yield Observation(busy())
+
+        self._meter.create_observable_gauge(
+            "vesper_worker_busy_slots", [observe], description="Slots running a job, this process"
+        )
+
+    # -- exposition ---------------------------------------------------------------------
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The Prometheus text (or OpenMetrics, if asked) and its content type."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+def _labels(job: Job) -> dict[str, str]:
+    return {"type": job.type, "priority": str(job.priority)}

@@ -1,0 +1,64 @@
+"""The metrics port: what the use cases and the worker report as it happens.
+
+Gauges that describe the whole fleet (queue depth, live processes) are not pushed
+here: an adapter reads them from the store when it is scraped, so that any process
+reports the same truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from vesper.domain.job import Job
+
+
+class JobMetrics(Protocol):
+    def jobs_enqueued(self, jobs: Sequence[Job]) -> None:
+        """Jobs created (idempotent replays excluded)."""
+        ...
+
+    def job_started(self, job: Job, queue_wait_seconds: float) -> None:
+        """A claimed job's consumer starts; the wait is from run_at to the claim."""
+        ...
+
+    def job_finished(self, job: Job, outcome: str, run_seconds: float) -> None:
+        """An attempt ended: outcome is done, failed (a retry is scheduled), dlq,
+        lease_lost or abandoned (nothing recorded)."""
+        ...
+
+    def jobs_cancelled(self, jobs: Sequence[Job]) -> None: ...
+
+    def leases_renewed(self, count: int) -> None: ...
+
+    def leases_lost(self, count: int) -> None: ...
+
+    def processes_reaped(self, count: int) -> None: ...
+
+
+class NoMetrics:
+    """Reports nothing: for embedding and tests that do not look at metrics."""
+
+    def jobs_enqueued(self, jobs: Sequence[Job]) -> None:
+        pass
+
+    def job_started(self, job: Job, queue_wait_seconds: float) -> None:
+        pass
+
+    def job_finished(self, job: Job, outcome: str, run_seconds: float) -> None:
+        pass
+
+    def jobs_cancelled(self, jobs: Sequence[Job]) -> None:
+        pass
+
+    def leases_renewed(self, count: int) -> None:
+        pass
+
+    def leases_lost(self, count: int) -> None:
+        pass
+
+    def processes_reaped(self, count: int) -> None:
+        pass
+
+
+NO_METRICS = NoMetrics()
