@@ -86,7 +86,7 @@ class Container(containers.DeclarativeContainer):
     job_signal = providers.Singleton(LocalJobSignal)
     get_stats = providers.Factory(GetStats, jobs=job_repository)
     get_fleet = providers.Factory(GetFleet, registry=worker_registry)
-    metrics = providers.Resource(open_metrics, stats=get_stats.provider, fleet=get_fleet.provider)
+    metrics = providers.Resource(open_metrics, get_stats=get_stats, get_fleet=get_fleet)
 
     submit_job = providers.Factory(
         SubmitJob,
