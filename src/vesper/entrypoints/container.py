@@ -29,7 +29,7 @@ from vesper.application.fleet import (
 from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
 from vesper.application.ports import Clock, JobRepository, Store, WorkerRegistry
 from vesper.application.submit import SubmitJob, SubmitJobs
-from vesper.entrypoints.settings import Settings
+from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
 from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases
 
 
@@ -57,6 +57,30 @@ def open_metrics(get_stats: GetStats, get_fleet: GetFleet) -> Iterator[OtelMetri
         metrics.shutdown()
 
 
+def open_plugin_store(name: str, url: str, clock: Clock) -> Iterator[Store]:
+    """A third-party store, from the entry point `name` of the group `vesper.storage`."""
+    factory = load_storage_plugin(name)
+    store = factory(url, clock)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def open_listener(storage: str, url: str, signal: LocalJobSignal) -> Iterator[object]:
+    """PostgreSQL: LISTEN for submissions anywhere and wake this process's workers."""
+    if storage != "postgres":
+        yield None
+        return
+    from vesper.adapters.sql.notify import PostgresJobListener  # noqa: PLC0415
+
+    listener = PostgresJobListener(url, signal.notify).start()
+    try:
+        yield listener
+    finally:
+        listener.stop()
+
+
 def _jobs(store: Store) -> JobRepository:
     return store.jobs
 
@@ -70,7 +94,7 @@ class Container(containers.DeclarativeContainer):
 
     clock = providers.Singleton(SystemClock)
     store = providers.Selector(
-        config.storage,
+        config.storage_kind,
         memory=providers.Resource(open_memory_store, clock=clock),
         sqlite=providers.Resource(
             open_sql_store, url=config.database_url, clock=clock, migrate=config.auto_migrate
@@ -78,12 +102,18 @@ class Container(containers.DeclarativeContainer):
         postgres=providers.Resource(
             open_sql_store, url=config.database_url, clock=clock, migrate=config.auto_migrate
         ),
+        plugin=providers.Resource(
+            open_plugin_store, name=config.storage, url=config.database_url, clock=clock
+        ),
     )
     job_repository = providers.Callable(_jobs, store)
     worker_registry = providers.Callable(_workers, store)
     queue_settings = providers.Callable(lambda s: s.queue, config.settings)
     worker_settings = providers.Callable(lambda s: s.worker, config.settings)
     job_signal = providers.Singleton(LocalJobSignal)
+    job_listener = providers.Resource(
+        open_listener, storage=config.storage, url=config.database_url, signal=job_signal
+    )
     get_stats = providers.Factory(GetStats, jobs=job_repository)
     get_fleet = providers.Factory(GetFleet, registry=worker_registry)
     metrics = providers.Resource(open_metrics, get_stats=get_stats, get_fleet=get_fleet)
@@ -156,6 +186,7 @@ def build_container(env: Mapping[str, str] | Settings) -> Container:
     container.config.from_dict(
         {
             "storage": settings.storage,
+            "storage_kind": settings.storage if settings.storage in BUILTIN_STORAGES else "plugin",
             "database_url": settings.database_url,
             "auto_migrate": settings.auto_migrate,
             "settings": settings,

@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
 from urllib.parse import quote
 
 import attrs
 
+from vesper.application.ports import Clock, Store
 from vesper.application.settings import QueueSettings
 from vesper.domain.backoff import Backoff
 from vesper.domain.submission import Limits
@@ -152,10 +154,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         e = _Env(env)
         storage = env.get("VESPER_STORAGE") or ("postgres" if env.get("DB_HOST") else "sqlite")
-        if storage not in BUILTIN_STORAGES:
-            raise ConfigError(
-                f"VESPER_STORAGE={storage!r}: expected one of {', '.join(BUILTIN_STORAGES)}"
-            )
+        if storage not in BUILTIN_STORAGES and storage not in storage_plugins():
+            known = [*BUILTIN_STORAGES, *sorted(storage_plugins())]
+            raise ConfigError(f"VESPER_STORAGE={storage!r}: expected one of {', '.join(known)}")
         app_env = e.get("APP_ENV", _app_env, "development")
         host, port = e.get("API_ADDR", parse_addr, ("0.0.0.0", 8080))
         lease = e.get("VESPER_LEASE", _positive_duration, timedelta(seconds=30))
@@ -209,6 +210,26 @@ class Settings:
         )
 
 
+STORAGE_GROUP = "vesper.storage"
+
+
+def storage_plugins() -> dict[str, EntryPoint]:
+    """Installed third-party stores: entry points of the group `vesper.storage`."""
+    return {ep.name: ep for ep in entry_points(group=STORAGE_GROUP)}
+
+
+def load_storage_plugin(name: str) -> Callable[[str, Clock], Store]:
+    """The factory `(url, clock) -> Store` registered under `name`."""
+    try:
+        entry_point = storage_plugins()[name]
+    except KeyError:
+        raise ConfigError(
+            f"VESPER_STORAGE={name!r}: no installed storage adapter has that name"
+        ) from None
+    factory: Callable[[str, Clock], Store] = entry_point.load()
+    return factory
+
+
 def _app_env(text: str) -> str:
     if text not in {"development", "production"}:
         raise ValueError("expected development or production")
@@ -236,4 +257,4 @@ def _default_url(storage: str, env: Mapping[str, str]) -> str:
         return f"postgresql+psycopg://{auth}@{host}:{port}/{name}?sslmode={sslmode}"
     if storage == "sqlite":
         return f"sqlite:///{env.get('DB_PATH') or DEFAULT_SQLITE_PATH}"
-    return "memory://"
+    return f"{storage}://"  # memory, or a plugin that needs no URL

@@ -62,6 +62,7 @@ async def serve_worker(runner: WorkerRunner, app: App) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     unsubscribe = app.container.job_signal().subscribe(runner.wake)
+    app.container.job_listener()  # PostgreSQL: LISTEN; closed with the container
     try:
         await runner.run()
     finally:
