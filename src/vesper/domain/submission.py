@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -111,16 +111,18 @@ def prepare(
     if request.timeout is not None and not timedelta(0) < request.timeout <= limits.max_timeout:
         raise InvalidRequest("timeout", f"must be above 0 and at most {limits.max_timeout}")
     check_idempotency_key(request.idempotency_key, limits)
+    # the fingerprint hashes the validated copy: its keys are strings, as JSON makes them
+    validated = attrs.evolve(request, payload=payload)
     return NewJob(
         id=job_id,
         type=request.type,
         priority=request.priority,
         payload=payload,
         max_retries=max_retries,
-        run_at=request.run_at,
+        run_at=request.run_at.astimezone(UTC) if request.run_at is not None else None,
         delay=delay,
         idempotency_key=request.idempotency_key,
-        fingerprint=fingerprint(request, max_retries=max_retries),
+        fingerprint=fingerprint(validated, max_retries=max_retries),
         timeout=request.timeout,
         trace_context=request.trace_context,
     )
@@ -159,7 +161,7 @@ def _check_type(job_type: object, limits: Limits) -> None:
         raise InvalidRequest(
             "type", f"must be a string of 1 to {limits.max_type_length} characters"
         )
-    if any(ch < " " for ch in job_type):
+    if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in job_type):  # C0, DEL, C1
         raise InvalidRequest("type", "must not contain control characters")
 
 
