@@ -309,5 +309,6 @@ def test_run_at_with_an_offset_is_stored_in_utc() -> None:
     at = datetime(2030, 1, 1, 5, 30, tzinfo=timezone(timedelta(hours=5, minutes=30)))
     new = prepare_with(run_at=at)
     assert new.run_at == T0
-    assert new.run_at is not None and new.run_at.utcoffset() == timedelta(0)
+    assert new.run_at is not None
+    assert new.run_at.utcoffset() == timedelta(0)
     assert new.materialize(now=T0, seq=1).run_at.tzinfo is UTC
