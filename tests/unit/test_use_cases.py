@@ -1,0 +1,427 @@
+"""Submitting and executing jobs: the use cases on the in-memory store and a fixed clock."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from vesper.adapters.clock import FixedClock
+from vesper.adapters.memory import InMemoryJobRepository
+from vesper.application.execution import (
+    ClaimJobs,
+    CompleteJob,
+    FailJob,
+    Outcome,
+    RecordOutcomes,
+    ReleaseJobs,
+    RenewLeases,
+    lease_of,
+)
+from vesper.application.settings import QueueSettings
+from vesper.application.submit import SubmitJob, SubmitJobs
+from vesper.domain.backoff import Backoff
+from vesper.domain.errors import IdempotencyConflict, InvalidRequest, LeaseLost
+from vesper.domain.job import Job, LeaseRef
+from vesper.domain.states import Status
+from vesper.domain.submission import JobRequest, Limits
+
+from .builders import T0, seconds
+
+LEASE = timedelta(seconds=30)
+NO_JITTER = QueueSettings(
+    lease=LEASE, backoff=Backoff(base=timedelta(seconds=1), cap=timedelta(hours=1), jitter=False)
+)
+
+
+class CountingSignal:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def notify(self) -> None:
+        self.calls += 1
+
+
+def submit(repo: InMemoryJobRepository, **fields: object) -> Job:
+    request = JobRequest(**{"type": "email", **fields})  # type: ignore[arg-type]
+    return SubmitJob(repo)(request).job
+
+
+def claim_one(repo: InMemoryJobRepository, worker: str = "w1") -> Job:
+    [job] = ClaimJobs(repo, NO_JITTER)(worker, 1)
+    return job
+
+
+# -- SubmitJob ------------------------------------------------------------------------
+
+
+def test_submit_job_stores_a_pending_job_due_after_its_delay(
+    repo: InMemoryJobRepository,
+) -> None:
+    signal = CountingSignal()
+    submitted = SubmitJob(repo, signal=signal)(
+        JobRequest(type="email", payload={"to": "a"}, priority=7, delay=seconds(10))
+    )
+    assert submitted.created
+    job = submitted.job
+    assert repo.get(job.id) == job
+    assert (job.status, job.priority, job.payload) == (Status.PENDING, 7, {"to": "a"})
+    assert job.run_at == T0 + seconds(10)
+    assert job.max_retries == 3
+    assert signal.calls == 1
+
+
+def test_submit_job_uses_the_configured_default_max_retries(repo: InMemoryJobRepository) -> None:
+    submitted = SubmitJob(repo, QueueSettings(default_max_retries=9))(JobRequest(type="t"))
+    assert submitted.job.max_retries == 9
+
+
+def test_submit_job_rejects_invalid_request_and_stores_nothing(
+    repo: InMemoryJobRepository,
+) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        SubmitJob(repo)(JobRequest(type="t", priority=11))
+    assert raised.value.field == "priority"
+    assert repo.stats().total == 0
+
+
+def test_submit_job_replay_returns_the_original_and_does_not_signal(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
+    signal = CountingSignal()
+    use_case = SubmitJob(repo, signal=signal)
+    request = JobRequest(type="t", payload={"a": 1}, idempotency_key="k-1")
+    first = use_case(request)
+    clock.advance(seconds(60))
+    again = use_case(request)
+    assert again.job == first.job
+    assert (first.created, again.created) == (True, False)
+    assert signal.calls == 1
+    with pytest.raises(IdempotencyConflict):
+        use_case(JobRequest(type="t", payload={"a": 2}, idempotency_key="k-1"))
+    assert repo.stats().total == 1
+
+
+# -- SubmitJobs -------------------------------------------------------------------------
+
+
+def test_submit_jobs_inserts_in_order(repo: InMemoryJobRepository) -> None:
+    submitted = SubmitJobs(repo)([JobRequest(type=f"t{i}") for i in range(5)])
+    jobs = [s.job for s in submitted]
+    assert [j.type for j in jobs] == [f"t{i}" for i in range(5)]
+    assert [j.seq for j in jobs] == sorted(j.seq for j in jobs)
+    assert all(s.created for s in submitted)
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        (JobRequest(type=""), "jobs[2].type"),
+        (JobRequest(type="t", priority=-1), "jobs[2].priority"),
+        (JobRequest(type="t", payload=[]), "jobs[2].payload"),  # type: ignore[arg-type]
+        (JobRequest(type="t", idempotency_key=""), "jobs[2].Idempotency-Key"),
+        (JobRequest(type="t", delay=seconds(-1)), "jobs[2].delay_seconds"),
+    ],
+)
+def test_submit_jobs_names_the_bad_job_and_inserts_none(
+    repo: InMemoryJobRepository, bad: JobRequest, field: str
+) -> None:
+    signal = CountingSignal()
+    with pytest.raises(InvalidRequest) as raised:
+        SubmitJobs(repo, signal=signal)([JobRequest(type="a"), JobRequest(type="b"), bad])
+    assert raised.value.field == field
+    assert str(raised.value).startswith(f"{field}: ")
+    assert repo.stats().total == 0
+    assert signal.calls == 0
+
+
+def test_submit_jobs_rejects_an_empty_batch(repo: InMemoryJobRepository) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        SubmitJobs(repo)([])
+    assert raised.value.field == "jobs"
+
+
+def test_submit_jobs_rejects_an_oversize_batch(repo: InMemoryJobRepository) -> None:
+    use_case = SubmitJobs(repo, QueueSettings(limits=Limits(max_batch=2)))
+    assert len(use_case([JobRequest(type="t")] * 2)) == 2
+    with pytest.raises(InvalidRequest) as raised:
+        use_case([JobRequest(type="t")] * 3)
+    assert raised.value.field == "jobs"
+    assert repo.stats().total == 2
+
+
+def test_submit_jobs_conflict_inserts_nothing(repo: InMemoryJobRepository) -> None:
+    submit(repo, idempotency_key="bound", payload={"v": 1})
+    with pytest.raises(IdempotencyConflict):
+        SubmitJobs(repo)(
+            [
+                JobRequest(type="email", payload={"v": 0}),
+                JobRequest(type="email", payload={"v": 2}, idempotency_key="bound"),
+            ]
+        )
+    assert repo.stats().total == 1
+
+
+def test_submit_jobs_with_a_key_twice_creates_one_job(repo: InMemoryJobRepository) -> None:
+    request = JobRequest(type="t", idempotency_key="twice")
+    first, second = SubmitJobs(repo)([request, request])
+    assert first.job == second.job
+    assert (first.created, second.created) == (True, False)
+    assert repo.stats().total == 1
+
+
+def test_submit_jobs_gives_each_job_its_own_id(repo: InMemoryJobRepository) -> None:
+    submitted = SubmitJobs(repo)([JobRequest(type="t")] * 10)
+    assert len({s.job.id for s in submitted}) == 10
+
+
+# -- ClaimJobs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_claim_jobs_with_no_free_slot_takes_nothing(
+    repo: InMemoryJobRepository, limit: int
+) -> None:
+    submit(repo)
+    assert ClaimJobs(repo)("w1", limit) == []
+    assert repo.stats().by_status[Status.PENDING] == 1
+
+
+def test_claim_jobs_leases_for_the_configured_time_in_claim_order(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
+    low = submit(repo, priority=1)
+    high = submit(repo, priority=8)
+    later = submit(repo, priority=8, delay=seconds(5))
+    claimed = ClaimJobs(repo, QueueSettings(lease=seconds(45)))("w1", 10)
+    assert [j.id for j in claimed] == [high.id, low.id]
+    for job in claimed:
+        assert job.status is Status.PROCESSING
+        assert job.worker_id == "w1"
+        assert job.lease_expires_at == T0 + seconds(45)
+        assert job.attempts == 1
+    clock.advance(seconds(5))
+    assert [j.id for j in ClaimJobs(repo)("w2", 10)] == [later.id]
+
+
+def test_claim_jobs_filters_by_type(repo: InMemoryJobRepository) -> None:
+    submit(repo, type="email", priority=9)
+    sms = submit(repo, type="sms")
+    assert [j.id for j in ClaimJobs(repo)("w1", 5, types=["sms"])] == [sms.id]
+    assert ClaimJobs(repo)("w1", 5, types=[]) == []
+    assert [j.type for j in ClaimJobs(repo)("w1", 5)] == ["email"]
+
+
+# -- CompleteJob ----------------------------------------------------------------------
+
+
+def test_complete_job_marks_done(repo: InMemoryJobRepository, clock: FixedClock) -> None:
+    submit(repo)
+    job = claim_one(repo)
+    clock.advance(seconds(3))
+    done = CompleteJob(repo)(lease_of(job))
+    assert done.status is Status.DONE
+    assert done.finished_at == T0 + seconds(3)
+    assert done.lease is None
+    assert repo.get(job.id) == done
+
+
+def test_complete_job_twice_raises_lease_lost(repo: InMemoryJobRepository) -> None:
+    submit(repo)
+    job = claim_one(repo)
+    CompleteJob(repo)(lease_of(job))
+    with pytest.raises(LeaseLost) as raised:
+        CompleteJob(repo)(lease_of(job))
+    assert raised.value.job_id == job.id
+
+
+def test_complete_job_after_the_lease_expired_and_was_reclaimed_raises_lease_lost(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
+    submit(repo)
+    first = claim_one(repo, "w1")
+    clock.advance(LEASE)
+    repo.expire()
+    second = claim_one(repo, "w2")
+    with pytest.raises(LeaseLost):
+        CompleteJob(repo)(lease_of(first))
+    assert repo.get(first.id) == second
+    assert CompleteJob(repo)(lease_of(second)).status is Status.DONE
+
+
+def test_complete_job_at_the_instant_the_lease_expires_raises_lease_lost(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
+    submit(repo)
+    job = claim_one(repo)
+    clock.advance(LEASE)
+    with pytest.raises(LeaseLost):
+        CompleteJob(repo)(lease_of(job))
+    assert repo.get(job.id) == job
+
+
+# -- FailJob --------------------------------------------------------------------------
+
+
+def test_fail_job_schedules_the_retry_after_the_backoff_of_the_claimed_retries(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
+    submit(repo, max_retries=5)
+    fail = FailJob(repo, NO_JITTER)
+    for retries_before, backoff in enumerate([1, 2, 4, 8]):
+        job = claim_one(repo)
+        assert job.retries == retries_before
+        failed = fail(job, "boom")
+        assert failed.status is Status.FAILED
+        assert failed.retries == retries_before + 1
+        assert failed.run_at == clock.now() + seconds(backoff)
+        assert failed.error == "boom"
+        assert ClaimJobs(repo)("w1", 1) == []  # not before the backoff
+        clock.advance(seconds(backoff))
+
+
+def test_fail_job_draws_jitter_from_its_rng(repo: InMemoryJobRepository, clock: FixedClock) -> None:
+    settings = QueueSettings(backoff=Backoff(base=seconds(10), jitter=True))
+    submit(repo, max_retries=5)
+    submit(repo, max_retries=5)
+    first, second = ClaimJobs(repo)("w1", 2)
+    expected = settings.backoff.delay(0, random.Random(42))
+    failed = [FailJob(repo, settings, random.Random(42))(job, "x") for job in (first, second)]
+    assert [f.run_at - clock.now() for f in failed] == [expected, expected]
+    assert timedelta(0) <= expected <= seconds(10)
+
+
+def test_fail_job_with_no_retries_left_goes_to_dlq(repo: InMemoryJobRepository) -> None:
+    submit(repo, max_retries=0)
+    job = claim_one(repo)
+    dead = FailJob(repo, NO_JITTER)(job, "boom")
+    assert dead.status is Status.DLQ
+    assert (dead.retries, dead.error) == (0, "boom")
+    assert dead.finished_at is not None
+
+
+def test_fail_job_not_retryable_goes_straight_to_dlq(repo: InMemoryJobRepository) -> None:
+    submit(repo, max_retries=5)
+    job = claim_one(repo)
+    dead = FailJob(repo, NO_JITTER)(job, "bad input", retryable=False)
+    assert dead.status is Status.DLQ
+    assert dead.retries == 0
+
+
+def test_fail_job_truncates_a_long_error(repo: InMemoryJobRepository) -> None:
+    settings = QueueSettings(limits=Limits(max_error_length=10))
+    submit(repo)
+    job = claim_one(repo)
+    failed = FailJob(repo, settings)(job, "0123456789" + "x" * 5000)
+    assert failed.error == "0123456789"
+
+
+def test_fail_job_when_fenced_raises_lease_lost_and_records_nothing(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
+    submit(repo)
+    job = claim_one(repo)
+    CompleteJob(repo)(lease_of(job))
+    done = repo.get(job.id)
+    with pytest.raises(LeaseLost):
+        FailJob(repo)(job, "late")
+    assert repo.get(job.id) == done
+
+
+def test_fail_job_for_a_job_without_a_lease_is_a_programming_error(
+    repo: InMemoryJobRepository,
+) -> None:
+    pending = submit(repo)
+    with pytest.raises(ValueError, match="holds no lease"):
+        FailJob(repo)(pending, "x")
+
+
+# -- RecordOutcomes -------------------------------------------------------------------
+
+
+def test_record_outcomes_records_successes_and_failures_and_skips_lost_leases(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
+    for _ in range(3):
+        submit(repo)
+    ok, bad, lost = ClaimJobs(repo, NO_JITTER)("w1", 3)
+    ReleaseJobs(repo)([lease_of(lost)])
+    recorded = RecordOutcomes(repo, NO_JITTER)(
+        [
+            Outcome(job=ok),
+            Outcome(job=bad, error="boom"),
+            Outcome(job=lost, error="late", retryable=False),
+        ]
+    )
+    assert recorded == {ok.id, bad.id}
+    assert repo.get(ok.id).status is Status.DONE
+    assert repo.get(bad.id).status is Status.FAILED
+    assert repo.get(lost.id).status is Status.PENDING
+
+
+def test_record_outcomes_of_nothing_records_nothing(repo: InMemoryJobRepository) -> None:
+    assert RecordOutcomes(repo)([]) == set()
+
+
+# -- RenewLeases ----------------------------------------------------------------------
+
+
+def test_renew_leases_extends_the_current_ones_and_returns_the_lost(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
+    for _ in range(3):
+        submit(repo)
+    kept, done, gone = ClaimJobs(repo, NO_JITTER)("w1", 3)
+    CompleteJob(repo)(lease_of(done))
+    ReleaseJobs(repo)([lease_of(gone)])
+    clock.advance(seconds(20))
+    lost = RenewLeases(repo, QueueSettings(lease=seconds(60)))(
+        [lease_of(kept), lease_of(done), lease_of(gone)]
+    )
+    assert lost == [lease_of(done), lease_of(gone)]
+    assert repo.get(kept.id).lease_expires_at == T0 + seconds(80)
+
+
+def test_renew_leases_after_expiry_returns_the_lease(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
+    submit(repo)
+    job = claim_one(repo)
+    clock.advance(LEASE + seconds(1))
+    assert RenewLeases(repo)([lease_of(job)]) == [lease_of(job)]
+    assert repo.get(job.id).lease_expires_at == T0 + LEASE
+
+
+def test_renew_leases_of_nothing_is_nothing(repo: InMemoryJobRepository) -> None:
+    assert RenewLeases(repo)([]) == []
+
+
+# -- ReleaseJobs ----------------------------------------------------------------------
+
+
+def test_release_jobs_returns_them_to_pending_and_refunds_the_attempt(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
+    submitted = submit(repo)
+    job = claim_one(repo)
+    assert job.attempts == 1
+    [released] = ReleaseJobs(repo)([lease_of(job)])
+    assert released.status is Status.PENDING
+    assert released.attempts == 0
+    assert released.lease is None
+    assert released.run_at == submitted.run_at
+    again = claim_one(repo, "w2")
+    assert (again.id, again.attempts) == (job.id, 1)
+    with pytest.raises(LeaseLost):
+        CompleteJob(repo)(lease_of(job))
+
+
+def test_release_jobs_skips_stale_leases(repo: InMemoryJobRepository) -> None:
+    submit(repo)
+    job = claim_one(repo)
+    stale = LeaseRef(job_id=job.id, token=uuid.UUID(int=0))
+    assert ReleaseJobs(repo)([stale]) == []
+    assert ReleaseJobs(repo)([]) == []
+    assert repo.get(job.id) == job
