@@ -13,7 +13,7 @@ settings.register_profile("dev", max_examples=100, deadline=None)
 # print_blob lets a failure be replayed locally with @reproduce_failure.
 settings.register_profile(
     "ci",
-    max_examples=50,
+    max_examples=200,
     derandomize=True,
     deadline=None,
     print_blob=True,
