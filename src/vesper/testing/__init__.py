@@ -1,0 +1,113 @@
+"""vesper's storage contract suite, for the built-in stores and for custom adapters.
+
+A storage adapter passes when a subclass of `StoreContract` that overrides the one
+fixture `store_factory` passes under pytest:
+
+```python
+import functools, uuid
+from contextlib import contextmanager
+import pytest
+from vesper.testing import StoreContract, StoreFactory, StoreOpener
+
+@contextmanager
+def open_my_store(url: str):                 # module level: picklable for child processes
+    store = my_adapter.open(url, clock=SystemClock())
+    try:
+        yield store
+    finally:
+        store.close()
+
+class TestMyStore(StoreContract):
+    @pytest.fixture
+    def store_factory(self, tmp_path) -> StoreFactory:
+        def fresh() -> StoreOpener:          # a new, empty database at each call
+            return functools.partial(open_my_store, f"mydb:///{tmp_path / uuid.uuid4().hex}")
+        return fresh
+```
+
+`JobRepositoryContract` and `WorkerRegistryContract` check one port each; `StoreContract`
+checks both. Capability flags (`store.jobs.capabilities`) skip what a store cannot do.
+`vesper.testing.postgres` helps with a scratch PostgreSQL database. This package needs
+pytest and hypothesis (vesper's `dev` extra).
+"""
+
+# ruff: noqa: E402  (the contract modules load after register_assert_rewrite, on purpose)
+from __future__ import annotations
+
+import pytest
+
+# Before the submodules load: pytest then shows the operands of a failing assert there.
+pytest.register_assert_rewrite(
+    "vesper.testing.claims_contract",
+    "vesper.testing.expiry_contract",
+    "vesper.testing.fixtures",
+    "vesper.testing.leases_contract",
+    "vesper.testing.management_contract",
+    "vesper.testing.model",
+    "vesper.testing.postgres",
+    "vesper.testing.submit_contract",
+    "vesper.testing.workers_contract",
+)
+
+from vesper.testing.claims_contract import ClaimContract
+from vesper.testing.expiry_contract import ExpireContract
+from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener
+from vesper.testing.leases_contract import (
+    CompleteContract,
+    FailContract,
+    ReleaseContract,
+    RenewContract,
+)
+from vesper.testing.management_contract import (
+    CancelContract,
+    FindContract,
+    RetryContract,
+    StatsContract,
+)
+from vesper.testing.model import ModelContract, StoreModel
+from vesper.testing.submit_contract import SubmitContract
+from vesper.testing.workers_contract import WorkerRegistryContract
+
+
+class JobRepositoryContract(
+    SubmitContract,
+    ClaimContract,
+    CompleteContract,
+    FailContract,
+    RenewContract,
+    ReleaseContract,
+    ExpireContract,
+    FindContract,
+    StatsContract,
+    CancelContract,
+    RetryContract,
+    ModelContract,
+):
+    """Every guarantee of the JobRepository port, grouped by port method."""
+
+
+class StoreContract(JobRepositoryContract, WorkerRegistryContract):
+    """The whole Store: its JobRepository and its WorkerRegistry."""
+
+
+__all__ = [
+    "CancelContract",
+    "ClaimContract",
+    "CompleteContract",
+    "ExpireContract",
+    "FailContract",
+    "FindContract",
+    "JobRepositoryContract",
+    "ModelContract",
+    "ReleaseContract",
+    "RenewContract",
+    "RetryContract",
+    "StatsContract",
+    "StoreContract",
+    "StoreFactory",
+    "StoreFixtures",
+    "StoreModel",
+    "StoreOpener",
+    "SubmitContract",
+    "WorkerRegistryContract",
+]
