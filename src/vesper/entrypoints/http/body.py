@@ -1,0 +1,123 @@
+"""Strict decoding of JSON request bodies.
+
+Litestar converts a body into its declared type with `strict=False`, which would take
+`"5"` for a priority of 5. `StrictJSON[Model]` is a DTO that decodes the raw bytes with
+msgspec in strict mode instead, and shows `Model` itself in the OpenAPI document.
+Every failure becomes an `InvalidRequest` naming the field (`jobs[3].priority`), or a
+415 for a body that does not say it is JSON. Duplicate keys are refused too: two
+parsers that disagree on `{"type": "a", "type": "b"}` are a classic smuggling vector.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+from litestar.dto import MsgspecDTO
+from litestar.exceptions import ClientException
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
+from litestar.typing import FieldDefinition
+
+from vesper.domain.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.openapi.spec import Reference, Schema
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+_AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<name>.*)`$")
+_MAX_FIELD_CHARS = 120
+
+
+class UnsupportedMediaType(ClientException):
+    status_code = HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+
+def check_json_media_type(content_type: str | None) -> None:
+    """Accept application/json (any charset parameter), `+json` types, or no header."""
+    if content_type is None:
+        return  # old clients sent none; the body still has to be JSON
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    raise UnsupportedMediaType(
+        detail="Content-Type must be application/json",
+        extra={"field": "Content-Type", "expected": "application/json"},
+    )
+
+
+def decode_strict(raw: bytes, model: type[T]) -> T:
+    """Decode `raw` into `model` with no coercion; raise InvalidRequest naming the field."""
+    try:
+        value = msgspec.json.decode(raw, type=model, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _invalid(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest("body", f"is not valid JSON ({exc})") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("body", "is not valid UTF-8") from None
+    except RecursionError:
+        raise InvalidRequest("body", "is nested too deeply") from None
+    _reject_duplicate_keys(raw)
+    return value
+
+
+def _invalid(message: str) -> InvalidRequest:
+    match = _AT_PATH.match(message)
+    assert match is not None  # the pattern matches any text
+    text, path = match["message"], (match["path"] or "").removeprefix(".")
+    if named := _NAMED_FIELD.match(text):
+        path = f"{path}.{named['name']}" if path else named["name"]
+    if len(path) > _MAX_FIELD_CHARS:
+        path = path[:_MAX_FIELD_CHARS] + "..."
+    return InvalidRequest(path or "body", text[:200])
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) == len(pairs):
+        return result
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise InvalidRequest("body", f"has a duplicate key {key[:_MAX_FIELD_CHARS]!r}")
+        seen.add(key)
+    raise AssertionError("unreachable: fewer keys than pairs means a duplicate")
+
+
+def _reject_duplicate_keys(raw: bytes) -> None:
+    try:
+        json.loads(raw, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError):  # msgspec accepted it: only a limit could differ
+        raise InvalidRequest("body", "is not valid JSON") from None
+
+
+class StrictJSON(MsgspecDTO[T]):
+    """A request-body DTO: strict msgspec decoding, the model itself in OpenAPI.
+
+    Use as `@post(..., dto=StrictJSON[Model], return_dto=None)` with
+    `data: JSONBody[Model]`.
+    """
+
+    def decode_bytes(self, value: bytes) -> Any:
+        check_json_media_type(self.asgi_connection.headers.get("content-type"))
+        return decode_strict(value, self.model_type)
+
+    def decode_builtins(self, value: dict[str, Any]) -> Any:
+        return msgspec.convert(value, self.model_type, strict=True)
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
+    ) -> Reference | Schema:
+        return schema_creator.for_field_definition(
+            FieldDefinition.from_annotation(
+                cls.model_type, kwarg_definition=field_definition.kwarg_definition
+            )
+        )

@@ -1,0 +1,236 @@
+"""Every error the API returns is `{"error": "<message>", "detail": {...} | null}`.
+
+Status codes, chosen once for every route:
+
+- 400: any bad input: JSON syntax, a wrong type, an unknown or missing field, a rule of
+  the domain (priority 0-10...), a bad query parameter, cursor, path id or header.
+  `detail.field` names it (`priority`, `jobs[3].type`, `Idempotency-Key`, `cursor`).
+- 401 bad or missing bearer token; 404 unknown job or path; 405 with `Allow`;
+  409 a transition the job's status forbids; 413 a body above VESPER_MAX_BODY or a
+  batch above its size limit; 415 a body that is not JSON;
+  422 an Idempotency-Key reused with another body.
+- 503 with `Retry-After` while the store does not answer (connection refused or lost,
+  pool exhausted, database locked).
+- 500 for anything unexpected: a generic message; the traceback goes to the log only.
+
+No body carries a traceback, SQL, a DSN or a file path: messages of store errors never
+reach the client, and only the exception's type reaches the log for them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_404_NOT_FOUND,
+    HTTP_405_METHOD_NOT_ALLOWED,
+    HTTP_409_CONFLICT,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+from sqlalchemy import exc as sa_exc
+
+from vesper.domain.errors import (
+    IdempotencyConflict,
+    IllegalTransition,
+    InvalidCursor,
+    InvalidRequest,
+    JobNotFound,
+    StoreUnavailable,
+)
+from vesper.entrypoints.http.schemas import ErrorOut
+
+log = logging.getLogger("vesper.http")
+
+RETRY_AFTER_SECONDS = 1
+# Wire names of the fields whose domain names differ. In a batch the key is a body field.
+_WIRE_FIELDS = {"timeout": "timeout_seconds"}
+_BATCH_WIRE_FIELDS = {**_WIRE_FIELDS, "Idempotency-Key": "idempotency_key"}
+# Litestar names parameters by their Python names.
+_PARAMETER_NAMES = {"idempotency_key": "Idempotency-Key"}
+# Errors that mean "the store did not answer", whatever the adapter failed to translate.
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    StoreUnavailable,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,  # the pool had no connection to give in time
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+)
+
+_DESCRIPTIONS = {
+    400: "Bad input; `detail.field` names the offending field, parameter or header.",
+    401: "Missing or wrong `Authorization: Bearer <token>` (when VESPER_API_TOKEN is set).",
+    404: "No job has this id.",
+    409: "The job's status does not allow this action.",
+    413: "The body is above VESPER_MAX_BODY, or the batch above its size limit.",
+    415: "The body is not declared as application/json.",
+    422: "The Idempotency-Key is bound to a job submitted with another body.",
+    503: "The store does not answer; retry after `Retry-After` seconds.",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI documentation of the error responses a route can give."""
+    return {
+        code: ResponseSpec(
+            data_container=ErrorOut, description=_DESCRIPTIONS[code], generate_examples=False
+        )
+        for code in codes
+    }
+
+
+def error_response(
+    status_code: int,
+    error: str,
+    detail: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response[ErrorOut]:
+    return Response(
+        ErrorOut(error=error, detail=detail),
+        status_code=status_code,
+        headers=dict(headers or {}),
+        media_type=MediaType.JSON,
+    )
+
+
+def wire_field(field: str) -> str:
+    """The API's name for a domain field path: `jobs[2].timeout` -> `jobs[2].timeout_seconds`."""
+    head, dot, last = field.rpartition(".")
+    names = _BATCH_WIRE_FIELDS if head else _WIRE_FIELDS
+    return f"{head}{dot}{names.get(last, last)}"
+
+
+def _field_error(status_code: int, field: str, message: str) -> Response[ErrorOut]:
+    return error_response(status_code, f"{field}: {message}", {"field": field, "message": message})
+
+
+def _invalid_request(_: Request[Any, Any, Any], exc: InvalidRequest) -> Response[ErrorOut]:
+    return _field_error(HTTP_400_BAD_REQUEST, wire_field(exc.field), exc.message)
+
+
+def _invalid_cursor(_: Request[Any, Any, Any], exc: InvalidCursor) -> Response[ErrorOut]:
+    return _field_error(HTTP_400_BAD_REQUEST, "cursor", "is not a cursor this server issued")
+
+
+def _job_not_found(_: Request[Any, Any, Any], exc: JobNotFound) -> Response[ErrorOut]:
+    return error_response(HTTP_404_NOT_FOUND, str(exc), {"job_id": str(exc.job_id)})
+
+
+def _illegal_transition(_: Request[Any, Any, Any], exc: IllegalTransition) -> Response[ErrorOut]:
+    status = getattr(exc.status, "value", str(exc.status))
+    detail = {"job_id": str(exc.job_id), "status": status, "action": exc.action}
+    return error_response(HTTP_409_CONFLICT, str(exc), detail)
+
+
+def _idempotency_conflict(
+    _: Request[Any, Any, Any], exc: IdempotencyConflict
+) -> Response[ErrorOut]:
+    return error_response(
+        HTTP_422_UNPROCESSABLE_ENTITY,
+        "Idempotency-Key was already used with a different request body",
+        {"field": "Idempotency-Key"},
+    )
+
+
+def store_unavailable_response() -> Response[ErrorOut]:
+    return error_response(
+        HTTP_503_SERVICE_UNAVAILABLE,
+        "the job store is not answering; retry later",
+        {"retry_after": RETRY_AFTER_SECONDS},
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def _store_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
+    # The message may name a host, a user or a statement: log the type only.
+    log.warning(
+        "store unavailable during %s %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+    )
+    return store_unavailable_response()
+
+
+def _dbapi_error(request: Request[Any, Any, Any], exc: sa_exc.DBAPIError) -> Response[ErrorOut]:
+    if exc.connection_invalidated:
+        return _store_error(request, exc)
+    return _internal_error(request, exc)
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")
+
+
+def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorOut]:
+    if exc.status_code == HTTP_503_SERVICE_UNAVAILABLE:
+        return store_unavailable_response()
+    if exc.status_code >= HTTP_500_INTERNAL_SERVER_ERROR:
+        return _internal_error(request, exc)
+    if isinstance(exc, ValidationException):
+        return _validation_error(exc)
+    detail: dict[str, Any] | None = exc.extra if isinstance(exc.extra, dict) else None
+    headers = exc.headers or {}
+    if exc.status_code == HTTP_405_METHOD_NOT_ALLOWED and "allow" in _lower(headers):
+        allowed = _lower(headers)["allow"]
+        detail = {"allowed": [method.strip() for method in allowed.split(",")]}
+    elif exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE and detail is None:
+        max_bytes = getattr(request.app.state, "max_body_bytes", None)
+        detail = {"max_bytes": max_bytes}
+        return error_response(
+            exc.status_code, f"the request body is larger than {max_bytes} bytes", detail, headers
+        )
+    elif exc.status_code == HTTP_400_BAD_REQUEST and exc.detail.startswith(
+        "Invalid content-length"
+    ):
+        detail = {"field": "Content-Length"}
+    return error_response(exc.status_code, exc.detail, detail, headers)
+
+
+def _validation_error(exc: ValidationException) -> Response[ErrorOut]:
+    """Litestar's own validation (query, path and header parameters, a missing body)."""
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    first: dict[str, Any] = problems[0] if problems and isinstance(problems[0], dict) else {}
+    key = str(first.get("key") or "")
+    message = str(first.get("message") or "is invalid")
+    if key == "data":  # no body at all
+        key, message = "body", "must be a JSON object (the body is empty)"
+    elif message.startswith("Expected `str` matching regex"):
+        message = "has a character that is not allowed"
+    return _field_error(HTTP_400_BAD_REQUEST, _PARAMETER_NAMES.get(key, key or "request"), message)
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+ExceptionHandler = Callable[[Request[Any, Any, Any], Any], Response[ErrorOut]]
+
+
+def exception_handlers() -> dict[int | type[Exception], ExceptionHandler]:
+    """The handlers every vesper app registers (Litestar picks the most specific class)."""
+    handlers: dict[int | type[Exception], ExceptionHandler] = {
+        HTTPException: _http_exception,
+        InvalidRequest: _invalid_request,
+        InvalidCursor: _invalid_cursor,
+        JobNotFound: _job_not_found,
+        IllegalTransition: _illegal_transition,
+        IdempotencyConflict: _idempotency_conflict,
+        sa_exc.DBAPIError: _dbapi_error,
+        Exception: _internal_error,
+    }
+    handlers.update(dict.fromkeys(STORE_ERRORS, _store_error))
+    return handlers

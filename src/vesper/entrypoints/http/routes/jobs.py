@@ -1,0 +1,212 @@
+"""Job routes: submit one or a batch, look one up, list, cancel, retry."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+from vesper.application.management import CancelJob, GetJob, ListJobs, RetryJob
+from vesper.application.submit import SubmitJob, SubmitJobs
+from vesper.domain.errors import InvalidRequest
+from vesper.domain.job import JobId
+from vesper.domain.query import MAX_PAGE, JobQuery
+from vesper.domain.states import Status
+from vesper.entrypoints.http.body import StrictJSON
+from vesper.entrypoints.http.deps import blocking
+from vesper.entrypoints.http.errors import error_responses
+from vesper.entrypoints.http.schemas import (
+    DOCUMENTED_LIMITS,
+    NO_CONTROL_CHARACTERS,
+    JobOut,
+    JobPageOut,
+    JobsOut,
+    SubmitBatchIn,
+    SubmitJobIn,
+    job_out,
+    jobs_out,
+    page_out,
+)
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        required=False,
+        description="Binds the job to this key: a replay with the same body returns it (200); "
+        "another body is a 422. 1-255 printable ASCII characters.",
+        min_length=1,
+        max_length=DOCUMENTED_LIMITS.max_key_length,
+        pattern=r"^[\x20-\x7e]+$",
+    ),
+]
+JobIdPath = Annotated[UUID, PathParameter(description="The job's id (a UUID).", format="uuid")]
+StatusQuery = Annotated[Status | None, QueryParameter(description="Only jobs in this status.")]
+TypeQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="Only jobs of this type.",
+        min_length=1,
+        max_length=DOCUMENTED_LIMITS.max_type_length,
+        pattern=NO_CONTROL_CHARACTERS,
+    ),
+]
+# Bounds documented here, enforced by JobQuery (the domain owns them).
+PriorityQuery = Annotated[
+    int | None,
+    QueryParameter(
+        description="Only jobs of this priority (0-10).",
+        schema_extra={"minimum": 0, "maximum": 10},
+    ),
+]
+LimitQuery = Annotated[
+    int,
+    QueryParameter(
+        description=f"Page size, 1-{MAX_PAGE}.", schema_extra={"minimum": 1, "maximum": MAX_PAGE}
+    ),
+]
+CursorQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="The next_cursor of the previous page.",
+        schema_extra={"pattern": r"^s[0-9]{1,19}$"},
+    ),
+]
+
+
+class BatchTooLarge(ClientException):
+    status_code = HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+
+@post(
+    "/jobs",
+    dto=StrictJSON[SubmitJobIn],
+    return_dto=None,
+    status_code=HTTP_201_CREATED,
+    responses={
+        200: ResponseSpec(
+            JobOut,
+            description="An idempotent replay: the job this Idempotency-Key is bound to.",
+            generate_examples=False,
+        ),
+        **error_responses(400, 401, 413, 415, 422, 503),
+    },
+    tags=["jobs"],
+)
+async def submit_job_route(
+    data: JSONBody[SubmitJobIn],
+    submit_job: NamedDependency[SubmitJob],
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response[JobOut]:
+    """Submit a job.
+
+    The job is committed before the response: a 201 survives any crash. With an
+    `Idempotency-Key`, submitting the same body again returns the original job with 200,
+    even after it finished; another body with that key is a 422.
+    """
+    submitted = await blocking(submit_job, data.to_request(idempotency_key=idempotency_key))
+    status = HTTP_201_CREATED if submitted.created else HTTP_200_OK
+    return Response(job_out(submitted.job), status_code=status)
+
+
+@post(
+    "/jobs/batch",
+    dto=StrictJSON[SubmitBatchIn],
+    return_dto=None,
+    status_code=HTTP_201_CREATED,
+    responses={
+        200: ResponseSpec(
+            JobsOut,
+            description="Every job was an idempotent replay (keys per job).",
+            generate_examples=False,
+        ),
+        **error_responses(400, 401, 413, 415, 422, 503),
+    },
+    tags=["jobs"],
+)
+async def submit_batch_route(
+    request: Request[Any, Any, Any],
+    data: JSONBody[SubmitBatchIn],
+    submit_jobs: NamedDependency[SubmitJobs],
+) -> Response[JobsOut]:
+    """Submit several jobs, all or nothing.
+
+    Either every job is inserted, or none is and the error names the first bad one
+    (`jobs[3].priority`). Idempotency keys go in each job's `idempotency_key` field.
+    More jobs than the batch limit (1000 by default) is a 413.
+    """
+    if "idempotency-key" in request.headers:
+        raise InvalidRequest(
+            "Idempotency-Key", "is not accepted on a batch: give each job an idempotency_key"
+        )
+    max_batch = submit_jobs.settings.limits.max_batch
+    if len(data.jobs) > max_batch:
+        raise BatchTooLarge(
+            detail=f"a batch holds at most {max_batch} jobs",
+            extra={"field": "jobs", "max_items": max_batch},
+        )
+    submitted = await blocking(submit_jobs, data.to_requests())
+    status = HTTP_201_CREATED if any(s.created for s in submitted) else HTTP_200_OK
+    return Response(jobs_out([s.job for s in submitted]), status_code=status)
+
+
+@get("/jobs/{job_id:str}", responses=error_responses(400, 401, 404, 503), tags=["jobs"])
+async def get_job_route(job_id: JobIdPath, get_job: NamedDependency[GetJob]) -> JobOut:
+    """Look up a job by id."""
+    return job_out(await blocking(get_job, JobId(job_id)))
+
+
+@get("/jobs", responses=error_responses(400, 401, 503), tags=["jobs"])
+async def list_jobs_route(
+    list_jobs: NamedDependency[ListJobs],
+    status: StatusQuery = None,
+    type: TypeQuery = None,
+    priority: PriorityQuery = None,
+    limit: LimitQuery = 100,
+    cursor: CursorQuery = None,
+) -> JobPageOut:
+    """List jobs, newest first, with filters and cursor pagination.
+
+    Pass the returned `next_cursor` as `cursor` for the next page; it is null on the
+    last one. Every job appears once across the pages.
+    """
+    query = JobQuery(status=status, type=type, priority=priority, limit=limit, cursor=cursor)
+    return page_out(await blocking(list_jobs, query))
+
+
+@post(
+    "/jobs/{job_id:str}/cancel",
+    status_code=HTTP_200_OK,
+    responses=error_responses(400, 401, 404, 409, 503),
+    tags=["jobs"],
+)
+async def cancel_job_route(job_id: JobIdPath, cancel_job: NamedDependency[CancelJob]) -> JobOut:
+    """Cancel a pending or failed job (409 in any other status)."""
+    return job_out(await blocking(cancel_job, JobId(job_id)))
+
+
+@post(
+    "/jobs/{job_id:str}/retry",
+    status_code=HTTP_200_OK,
+    responses=error_responses(400, 401, 404, 409, 503),
+    tags=["jobs"],
+)
+async def retry_job_route(job_id: JobIdPath, retry_job: NamedDependency[RetryJob]) -> JobOut:
+    """Send a dlq, failed or cancelled job back to pending, due now (409 otherwise)."""
+    return job_out(await blocking(retry_job, JobId(job_id)))
+
+
+JOB_ROUTES = [
+    submit_job_route,
+    submit_batch_route,
+    get_job_route,
+    list_jobs_route,
+    cancel_job_route,
+    retry_job_route,
+]

@@ -1,0 +1,253 @@
+"""The HTTP API's request and response shapes, as msgspec Structs.
+
+Request bodies are decoded strictly (see `body.py`): unknown fields are rejected, and
+no value is coerced (`"5"`, `5.5` and `true` are not a priority). The bounds shown in
+the OpenAPI document (`extra_json_schema`) are documentation only: the domain's
+`prepare` enforces them, so that one place owns every limit and names the field.
+
+Responses are built from `vesper.entrypoints.wire`, the JSON shape the CLI shares, and
+converted into these Structs so that the OpenAPI document shows every body.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from vesper.domain.errors import InvalidRequest
+from vesper.domain.fleet import Fleet
+from vesper.domain.job import Job
+from vesper.domain.query import JobPage
+from vesper.domain.stats import QueueStats
+from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, JobRequest, Limits
+from vesper.entrypoints.wire import fleet_to_wire, job_to_wire, stats_to_wire
+
+# Documented bounds; the domain enforces the configured ones (only the body size varies).
+DOCUMENTED_LIMITS = Limits()
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f]*$"
+
+
+def _doc(description: str, **bounds: Any) -> Meta:
+    return Meta(extra_json_schema={"description": description, "extra": bounds or None})
+
+
+JobType = Annotated[
+    str,
+    _doc(
+        "Routes the job to a consumer.",
+        min_length=1,
+        max_length=DOCUMENTED_LIMITS.max_type_length,
+        pattern=NO_CONTROL_CHARACTERS,
+    ),
+]
+Priority = Annotated[
+    int, _doc("0-10, higher runs first.", minimum=MIN_PRIORITY, maximum=MAX_PRIORITY)
+]
+Payload = Annotated[dict[str, Any], _doc("Any JSON object, 1 MiB at most by default.")]
+MaxRetries = Annotated[
+    int,
+    _doc(
+        "Failed attempts retried before dlq; the server's default when absent.",
+        minimum=0,
+        maximum=DOCUMENTED_LIMITS.max_retries,
+    ),
+]
+RunAt = Annotated[datetime, _doc("RFC 3339 date-time with an offset; not claimable before it.")]
+DelaySeconds = Annotated[
+    float,
+    _doc(
+        "Not claimable before now + this many seconds (exclusive with run_at).",
+        minimum=0,
+        maximum=DOCUMENTED_LIMITS.max_delay.total_seconds(),
+    ),
+]
+TimeoutSeconds = Annotated[
+    float,
+    _doc(
+        "Time limit of one attempt, in seconds.",
+        exclusive_minimum=0,
+        maximum=DOCUMENTED_LIMITS.max_timeout.total_seconds(),
+    ),
+]
+IdempotencyKey = Annotated[
+    str,
+    _doc(
+        "Binds the job: a replay with the same body returns it; another body is a 422.",
+        min_length=1,
+        max_length=DOCUMENTED_LIMITS.max_key_length,
+        pattern=r"^[\x20-\x7e]+$",
+    ),
+]
+
+
+class SubmitJobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A job to submit (the body of POST /jobs)."""
+
+    type: JobType
+    priority: Priority = 0
+    payload: Payload = msgspec.field(default_factory=dict)
+    max_retries: MaxRetries | None = None
+    run_at: RunAt | None = None
+    delay_seconds: DelaySeconds | None = None
+    timeout_seconds: TimeoutSeconds | None = None
+
+    def to_request(self, *, idempotency_key: str | None = None) -> JobRequest:
+        """The domain's request; `prepare` validates it."""
+        return JobRequest(
+            type=self.type,
+            payload=self.payload,
+            priority=self.priority,
+            max_retries=self.max_retries,
+            run_at=_utc("run_at", self.run_at),
+            delay=_seconds("delay_seconds", self.delay_seconds),
+            idempotency_key=idempotency_key,
+            timeout=_seconds("timeout_seconds", self.timeout_seconds),
+        )
+
+
+class BatchJobIn(SubmitJobIn, forbid_unknown_fields=True, kw_only=True):
+    """One job of a batch; a batch carries idempotency keys per job, not in a header."""
+
+    idempotency_key: IdempotencyKey | None = None
+
+
+class SubmitBatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of POST /jobs/batch: inserted whole or not at all."""
+
+    jobs: Annotated[
+        list[BatchJobIn],
+        _doc(
+            "The jobs, in insertion order.",
+            min_items=1,
+            max_items=DOCUMENTED_LIMITS.max_batch,
+        ),
+    ]
+
+    def to_requests(self) -> list[JobRequest]:
+        return [job.to_request(idempotency_key=job.idempotency_key) for job in self.jobs]
+
+
+class JobOut(msgspec.Struct, kw_only=True):
+    """A job as the API shows it (the original service's names come first)."""
+
+    job_id: str
+    type: str
+    priority: int
+    payload: dict[str, Any]
+    status: str
+    retries: int
+    attempts: int
+    max_retries: int
+    error: str
+    run_at: datetime
+    idempotency_key: str | None
+    timeout_seconds: float | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker_id: str | None
+    lease_expires_at: datetime | None
+
+
+class JobsOut(msgspec.Struct, kw_only=True):
+    """The jobs of a batch."""
+
+    jobs: list[JobOut]
+
+
+class JobPageOut(msgspec.Struct, kw_only=True):
+    """A page of jobs, newest first; pass next_cursor as `cursor` for the next page."""
+
+    jobs: list[JobOut]
+    next_cursor: str | None
+
+
+class MachineOut(msgspec.Struct, kw_only=True):
+    machine: str
+    processes: int
+    workers: int
+
+
+class WorkerOut(msgspec.Struct, kw_only=True):
+    worker_id: str
+    machine: str
+    pid: int
+    concurrency: int
+    started_at: datetime
+    last_heartbeat: datetime
+
+
+class FleetOut(msgspec.Struct, kw_only=True):
+    """The live worker processes; total_workers sums their concurrency."""
+
+    total_workers: int
+    total_processes: int
+    machines: list[MachineOut]
+    workers: list[WorkerOut]
+
+
+class StatsOut(msgspec.Struct, kw_only=True):
+    """Job counts by status and by priority, and the age of the oldest due job."""
+
+    total: int
+    by_status: dict[str, int]
+    by_priority: dict[str, int]
+    oldest_pending_age_seconds: float
+
+
+class StatusOut(msgspec.Struct, kw_only=True):
+    status: str
+
+
+class ErrorOut(msgspec.Struct, kw_only=True):
+    """Every error: a message, and details such as the offending `field`."""
+
+    error: str
+    detail: dict[str, Any] | None = None
+
+
+def job_out(job: Job) -> JobOut:
+    return msgspec.convert(job_to_wire(job), JobOut)
+
+
+def jobs_out(jobs: list[Job]) -> JobsOut:
+    return JobsOut(jobs=[job_out(job) for job in jobs])
+
+
+def page_out(page: JobPage) -> JobPageOut:
+    return JobPageOut(jobs=[job_out(job) for job in page.jobs], next_cursor=page.next_cursor)
+
+
+def fleet_out(fleet: Fleet) -> FleetOut:
+    return msgspec.convert(fleet_to_wire(fleet), FleetOut)
+
+
+def stats_out(stats: QueueStats) -> StatsOut:
+    return msgspec.convert(stats_to_wire(stats), StatsOut)
+
+
+def _seconds(field: str, value: float | None) -> timedelta | None:
+    """Seconds as a timedelta; the domain checks the range, this only keeps it finite."""
+    if value is None:
+        return None
+    try:
+        if not math.isfinite(value):
+            raise OverflowError
+        return timedelta(seconds=value)
+    except OverflowError:
+        raise InvalidRequest(field, "is out of range") from None
+
+
+def _utc(field: str, value: datetime | None) -> datetime | None:
+    """An aware time in UTC (naive ones pass through: the domain names the field)."""
+    if value is None or value.utcoffset() is None:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise InvalidRequest(field, "is out of range") from None
