@@ -72,6 +72,7 @@ def _invalid(message: str) -> InvalidRequest:
     match = _AT_PATH.match(message)
     assert match is not None  # the pattern matches any text
     text, path = match["message"], (match["path"] or "").removeprefix(".")
+    path = path.partition("[...]")[0]  # msgspec's "some key of this object": name the object
     if named := _NAMED_FIELD.match(text):
         path = f"{path}.{named['name']}" if path else named["name"]
     if len(path) > _MAX_FIELD_CHARS:

@@ -28,7 +28,7 @@ from vesper.entrypoints.wire import fleet_to_wire, job_to_wire, stats_to_wire
 
 # Documented bounds; the domain enforces the configured ones (only the body size varies).
 DOCUMENTED_LIMITS = Limits()
-NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f]*$"
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"  # C0, DEL, C1: as the domain
 
 
 def _doc(description: str, **bounds: Any) -> Meta:
@@ -128,7 +128,13 @@ class SubmitBatchIn(msgspec.Struct, forbid_unknown_fields=True):
     ]
 
     def to_requests(self) -> list[JobRequest]:
-        return [job.to_request(idempotency_key=job.idempotency_key) for job in self.jobs]
+        requests = []
+        for index, job in enumerate(self.jobs):
+            try:
+                requests.append(job.to_request(idempotency_key=job.idempotency_key))
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
+        return requests
 
 
 class JobOut(msgspec.Struct, kw_only=True):

@@ -1,0 +1,147 @@
+"""The uvicorn runner: settings mapping, serving inside a caller's loop without taking
+its signals, stopping through should_exit, and what only a real socket shows (R10's
+Content-Length cases, chunked uploads)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from vesper.entrypoints.container import build_container
+from vesper.entrypoints.http import build_server, create_app
+from vesper.entrypoints.settings import HttpSettings, Settings
+
+MIB = 1024 * 1024
+
+
+def _settings(**env: str) -> Settings:
+    return Settings.from_env({"VESPER_STORAGE": "memory", "API_ADDR": "127.0.0.1:0", **env})
+
+
+def test_build_server_maps_the_settings() -> None:
+    settings = _settings(HTTP_IDLE_TIMEOUT="75s", HTTP_WRITE_TIMEOUT="2.5s")
+    server = build_server(create_app(settings=settings), settings.http)
+    config = server.config
+    assert (config.host, config.port) == ("127.0.0.1", 0)
+    assert config.timeout_keep_alive == 75
+    assert config.timeout_graceful_shutdown == 3
+    assert config.access_log is False
+    assert config.log_config is None
+    assert build_server(
+        create_app(settings=settings), settings.http, access_log=True
+    ).config.access_log
+
+
+def test_zero_idle_timeout_falls_back_to_the_read_timeout() -> None:
+    http = HttpSettings(idle_timeout=timedelta(0), read_timeout=timedelta(seconds=7))
+    settings = _settings()
+    assert build_server(create_app(settings=settings), http).config.timeout_keep_alive == 7
+
+
+async def _raw(port: int, request: bytes, *, read_timeout: float = 5.0) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(65536), read_timeout)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+
+
+async def _serve_and_probe() -> dict[str, Any]:
+    settings = _settings()
+    container = build_container(settings)
+    server = build_server(create_app(container), settings.http)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    task = asyncio.create_task(server.serve())
+    results: dict[str, Any] = {}
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        results["handler_during"] = signal.getsignal(signal.SIGTERM)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            created = await client.post("/jobs", json={"type": "served", "priority": 7})
+            results["created"] = created.status_code
+            results["fetched"] = (await client.get(f"/jobs/{created.json()['job_id']}")).status_code
+
+            async def chunks() -> AsyncIterator[bytes]:
+                yield b'{"type": "a", "payload": {"x": "'
+                for _ in range(20 * 16):
+                    yield b"x" * 65536
+                yield b'"}}'
+
+            chunked = await client.post(
+                "/jobs", content=chunks(), headers={"Content-Type": "application/json"}
+            )
+            results["chunked"] = (chunked.status_code, chunked.json())
+
+        started = time.monotonic()
+        announced = await _raw(
+            port,
+            b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 104857600\r\n\r\n" + b" " * 1024,
+        )
+        results["announced"] = (announced.split(b"\r\n", 1)[0], time.monotonic() - started)
+        lying = await _raw(
+            port,
+            b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10\r\n\r\n" + b"x" * (2 * MIB),
+        )
+        results["lying"] = lying.split(b"\r\n", 1)[0]
+        results["rows"] = container.get_stats()().total
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        container.shutdown_resources()
+    results["handler_before"] = handler_before
+    results["handler_after"] = signal.getsignal(signal.SIGTERM)
+    return results
+
+
+def test_server_runs_in_the_callers_loop_and_stops_on_should_exit() -> None:
+    results = asyncio.run(_serve_and_probe())
+    assert (results["created"], results["fetched"]) == (201, 200)
+    # uvicorn left the caller's signal handlers alone, during and after.
+    assert results["handler_during"] is results["handler_before"]
+    assert results["handler_after"] is results["handler_before"]
+    status, body = results["chunked"]
+    assert status == 413
+    assert set(body) == {"error", "detail"}
+    status_line, seconds = results["announced"]
+    assert status_line == b"HTTP/1.1 413 Request Entity Too Large"
+    assert seconds < 1.0
+    # The first 10 bytes are a (bad) body; the rest is not a request: never a 5xx.
+    assert results["lying"].startswith(b"HTTP/1.1 4")
+    assert results["rows"] == 1
+
+
+def test_port_is_released_after_stop() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = _settings(API_ADDR=f"127.0.0.1:{port}")
+
+    async def start_and_stop() -> None:
+        server = build_server(create_app(settings=settings), settings.http)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(start_and_stop())
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
