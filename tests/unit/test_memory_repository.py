@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -117,13 +116,6 @@ def test_a_job_is_claimed_once_however_many_stale_entries_it_left() -> None:
     assert repo.claim(worker_id="w", limit=10, lease=LEASE) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IllegalTransition,
-    reason="memory.py bug: a job promoted to the ready heap by a claim at a later `now` "
-    "is still taken by a claim at an earlier `now` (explicit now, or a host clock "
-    "stepped back), and Job.claim raises IllegalTransition out of repo.claim",
-)
 def test_claim_at_an_earlier_now_takes_only_jobs_due_by_then() -> None:
     repo = InMemoryJobRepository(FixedClock(T0))
     repo.submit([new_job(run_at=T0 + seconds(5)) for _ in range(2)])
