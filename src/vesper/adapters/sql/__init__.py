@@ -1,9 +1,90 @@
-"""SQL stores (SQLite and PostgreSQL) on SQLAlchemy Core."""
+"""SQL stores (SQLite and PostgreSQL) on SQLAlchemy Core.
+
+`open_store(url)` opens either, by the URL's scheme: `sqlite:///path.db`, or
+`postgresql+psycopg://user@host:port/db` (plain `postgresql://` means psycopg 3 too).
+SQLAlchemy loads only when this package is imported: entrypoints import it lazily.
+"""
 
 from __future__ import annotations
 
-from vesper.application.ports import Clock, Store
+from vesper.adapters.sql.engines import Database, is_postgres, open_engine, sql_url
+from vesper.adapters.sql.migrate import migrate, migrate_database
+from vesper.adapters.sql.postgres import PostgresJobRepository
+from vesper.adapters.sql.sqlite import SqliteJobRepository
+from vesper.adapters.sql.workers import SqlWorkerRegistry
+from vesper.application.ports import Clock, JobRepository, Store, WorkerRegistry
+
+# heartbeats and lease renewals: a few connections of their own (DESIGN.md: a saturated
+# pool must not starve them)
+BEAT_POOL_SIZE = 1
+BEAT_MAX_OVERFLOW = 2
+
+
+class SqlStore:
+    """A job repository and a worker registry on one database."""
+
+    def __init__(
+        self, jobs: JobRepository, workers: WorkerRegistry, databases: list[Database]
+    ) -> None:
+        self._jobs = jobs
+        self._workers = workers
+        self._databases = databases
+
+    @property
+    def jobs(self) -> JobRepository:
+        return self._jobs
+
+    @property
+    def workers(self) -> WorkerRegistry:
+        return self._workers
+
+    def close(self) -> None:
+        """Close every pooled connection; the store is unusable afterwards."""
+        for db in self._databases:
+            db.dispose()
 
 
 def open_store(url: str, *, clock: Clock | None = None, migrate: bool = True) -> Store:
-    raise NotImplementedError("the SQL stores are being written")  # replaced by the adapter
+    """Open the SQLite or PostgreSQL store at `url`.
+
+    Args:
+        url: a SQLAlchemy URL (`sqlite:///path.db`, `postgresql://...`).
+        clock: SQLite's clock (default: the host's). PostgreSQL uses the database clock.
+        migrate: bring the schema to the newest revision first (idempotent, safe when
+            several processes start at once); False assumes it is there.
+
+    Raises:
+        ValueError: a URL that is neither a SQLite file nor PostgreSQL.
+        StoreUnavailable: `migrate` could not reach the database.
+    """
+    parsed = sql_url(url)
+    db = Database(open_engine(parsed))
+    databases = [db]
+    try:
+        if migrate:
+            migrate_database(db)
+        if is_postgres(parsed):
+            beat = Database(
+                open_engine(parsed, pool_size=BEAT_POOL_SIZE, max_overflow=BEAT_MAX_OVERFLOW)
+            )
+            databases.append(beat)
+            jobs: JobRepository = PostgresJobRepository(db, beat=beat)
+            workers = SqlWorkerRegistry(db, clock, beat=beat)
+        else:
+            jobs = SqliteJobRepository(db, clock)
+            workers = SqlWorkerRegistry(db, clock)
+    except BaseException:
+        for opened in databases:
+            opened.dispose()
+        raise
+    return SqlStore(jobs, workers, databases)
+
+
+__all__ = [
+    "PostgresJobRepository",
+    "SqlStore",
+    "SqlWorkerRegistry",
+    "SqliteJobRepository",
+    "migrate",
+    "open_store",
+]

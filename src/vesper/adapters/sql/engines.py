@@ -1,0 +1,222 @@
+"""Engines for SQLite and PostgreSQL, and how a unit of work runs on each.
+
+A `Database` runs the repositories' work on a connection: `read` (no changes),
+`statement` (one atomic statement) and `transaction` (several statements, all or
+nothing). Errors that mean "the store did not answer" become StoreUnavailable with a
+message that names no host, user, password or DSN; transient lock errors are retried
+inside (SQLite's "database is locked", PostgreSQL's deadlocks), so callers never see them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from vesper.domain.errors import StoreUnavailable
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5000
+SQLITE_RETRY_SECONDS = 30.0  # after this long of "database is locked", give up
+PG_RETRIES = 5  # deadlock / serialization failures retried this many times
+PG_STATEMENT_TIMEOUT_MS = 30_000
+PG_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+PG_CONNECT_TIMEOUT_S = 5
+
+_WRITE = "vesper_write"  # execution option: this SQLite connection begins IMMEDIATE
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_PG_RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+
+
+def sql_url(url: str) -> URL:
+    """The SQLAlchemy URL of `url`, with plain `postgresql://` mapped to psycopg 3.
+
+    Raises:
+        ValueError: not a SQLite file or PostgreSQL URL this adapter can open.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+            return parsed.set(drivername="postgresql+psycopg")
+        raise ValueError(
+            f"driver {parsed.drivername!r}: the PostgreSQL store uses psycopg 3 "
+            "(postgresql+psycopg://)"
+        )
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed):
+            raise ValueError(
+                "an in-memory SQLite database is private to one connection: "
+                "use a file (sqlite:///path.db) or VESPER_STORAGE=memory"
+            )
+        return parsed
+    raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def is_postgres(url: URL) -> bool:
+    return url.get_backend_name() == "postgresql"
+
+
+def open_engine(url: URL, *, pool_size: int = 10, max_overflow: int = 5) -> Engine:
+    """A configured engine for `url` (see `sql_url`)."""
+    if is_postgres(url):
+        return _postgres_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+    return _sqlite_engine(url)
+
+
+def _postgres_engine(url: URL, *, pool_size: int, max_overflow: int) -> Engine:
+    options = " ".join(
+        filter(
+            None,
+            [
+                str(url.query.get("options", "")),
+                f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}",
+                f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TRANSACTION_TIMEOUT_MS}",
+                "-c TimeZone=UTC",  # psycopg then hands back timestamptz in UTC
+            ],
+        )
+    )
+    connect_args: dict[str, Any] = {"options": options}
+    if "application_name" not in url.query:
+        connect_args["application_name"] = "vesper"
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=10,
+        pool_pre_ping=True,
+        isolation_level="READ COMMITTED",
+        connect_args=connect_args,
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling would BEGIN (deferred) behind our back;
+        # with it off, the "begin" listener below decides how each transaction starts
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # a writer takes the write lock at BEGIN: a deferred transaction that reads and
+        # then writes can fail to upgrade (SQLITE_BUSY_SNAPSHOT) or let two processes
+        # read the same claimable rows
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """Runs units of work on one engine; the repositories hold one each."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self._backend = "PostgreSQL" if self.postgres else "SQLite"
+        # one statement needs no BEGIN/COMMIT round trips on PostgreSQL: it is atomic
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgres else engine
+        )
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Run `work`, which changes nothing."""
+        if self.postgres:
+            return self._postgres(work, self._autocommit, transaction=False)
+        return self._sqlite(work, write=False)
+
+    def statement(self, work: Callable[[Connection], T]) -> T:
+        """Run `work`, one statement that changes rows (atomic on its own)."""
+        if self.postgres:
+            return self._postgres(work, self._autocommit, transaction=False)
+        return self._sqlite(work, write=True)
+
+    def transaction(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
+        if self.postgres:
+            return self._postgres(work, self.engine, transaction=True)
+        return self._sqlite(work, write=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def _postgres(self, work: Callable[[Connection], T], engine: Engine, *, transaction: bool) -> T:
+        for attempt in range(PG_RETRIES + 1):
+            try:
+                with engine.connect() as conn:
+                    if not transaction:
+                        return work(conn)
+                    with conn.begin():
+                        return work(conn)
+            except DBAPIError as exc:
+                sqlstate = getattr(exc.orig, "sqlstate", None)
+                if sqlstate in _PG_RETRYABLE and attempt < PG_RETRIES:
+                    time.sleep(random.uniform(0, 0.005 * 2**attempt))
+                    continue
+                if isinstance(exc, _UNAVAILABLE):
+                    raise StoreUnavailable(self._describe(exc)) from None
+                raise
+            except (PoolTimeout, DisconnectionError) as exc:
+                raise StoreUnavailable(self._describe(exc)) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _sqlite(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        deadline = time.monotonic() + SQLITE_RETRY_SECONDS
+        pause = 0.005
+        while True:
+            try:
+                with self.engine.connect() as conn:
+                    session = conn.execution_options(**{_WRITE: True}) if write else conn
+                    with session.begin():
+                        return work(session)
+            except OperationalError as exc:
+                if _sqlite_busy(exc) and time.monotonic() < deadline:
+                    time.sleep(random.uniform(pause / 2, pause))
+                    pause = min(pause * 2, 0.25)
+                    continue
+                raise StoreUnavailable(self._describe(exc)) from None
+            except (InterfaceError, DisconnectionError, PoolTimeout) as exc:
+                raise StoreUnavailable(self._describe(exc)) from None
+
+    def _describe(self, exc: Exception) -> str:
+        """What went wrong, without the server's text (it may name the host or user)."""
+        orig = getattr(exc, "orig", None)
+        if not self.postgres and orig is not None:
+            return f"the SQLite store is unavailable: {str(orig).strip().splitlines()[0]}"
+        kind = type(orig if orig is not None else exc).__name__
+        sqlstate = getattr(orig, "sqlstate", None)
+        code = f", SQLSTATE {sqlstate}" if sqlstate else ""
+        return f"the {self._backend} store is unavailable ({kind}{code})"
+
+
+def _sqlite_busy(exc: OperationalError) -> bool:
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text

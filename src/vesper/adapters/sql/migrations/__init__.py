@@ -1,0 +1,1 @@
+"""Alembic migrations of the SQL stores (script_location `vesper.adapters.sql:migrations`)."""

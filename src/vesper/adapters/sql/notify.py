@@ -1,0 +1,93 @@
+"""PostgreSQL LISTEN/NOTIFY: workers wake when jobs are submitted anywhere.
+
+A store NOTIFYs `CHANNEL` in the transaction that makes jobs due (delivered at commit).
+The listener holds its own autocommit connection in a daemon thread, reconnects with a
+capped backoff when the connection drops (or its backend is terminated), LISTENs again,
+and signals once after every (re)connect so that nothing missed meanwhile waits for a
+poll interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+CHANNEL = "vesper_jobs"
+NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
+
+log = logging.getLogger("vesper.listen")
+
+
+def libpq_conninfo(url: str) -> str:
+    """A libpq URI from a SQLAlchemy URL (postgresql+psycopg://... -> postgresql://...)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgresJobListener:
+    def __init__(
+        self,
+        url: str,
+        on_jobs: Callable[[], None],
+        *,
+        max_backoff: float = 5.0,
+        check_interval: float = 1.0,
+    ) -> None:
+        self._conninfo = libpq_conninfo(url)
+        self._on_jobs = on_jobs
+        self._max_backoff = max_backoff
+        self._check_interval = check_interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vesper-listen", daemon=True)
+        self.connected = threading.Event()
+        self.reconnects = 0
+
+    def start(self) -> PostgresJobListener:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=self._check_interval + 2.0)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    application_name="vesper-listen",
+                    connect_timeout=5,
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.connected.set()
+                    backoff = 0.1
+                    self._signal()  # catch up on what was submitted while not listening
+                    while not self._stopped.is_set():
+                        for _ in conn.notifies(timeout=self._check_interval):
+                            self._signal()
+            except psycopg.Error as exc:
+                self.connected.clear()
+                if self._stopped.is_set():
+                    break
+                self.reconnects += 1
+                log.warning(
+                    "LISTEN connection lost, reconnecting in %.1fs: %s", backoff, _oneline(exc)
+                )
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+        self.connected.clear()
+
+    def _signal(self) -> None:
+        try:
+            self._on_jobs()
+        except Exception:
+            log.exception("job listener callback failed")
+
+
+def _oneline(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

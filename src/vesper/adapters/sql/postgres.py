@@ -1,0 +1,299 @@
+"""The PostgreSQL job repository: one statement per call on the hot path.
+
+Time is the database's when `now` is None: every statement reads
+`COALESCE(:now, statement_timestamp())`. statement_timestamp() (not clock_timestamp())
+because it is one value for the whole statement, so started_at + lease equals
+lease_expires_at exactly, and it is STABLE, so the planner may use it in index scans.
+Batches travel as arrays (`unnest`): one round trip whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import DateTime, bindparam, cast, func, text
+from sqlalchemy.engine import Connection
+
+from vesper.adapters.sql.common import (
+    SqlJobReads,
+    SubmitPlan,
+    assemble,
+    job_time,
+    plan_submission,
+)
+from vesper.adapters.sql.engines import Database
+from vesper.adapters.sql.notify import NOTIFY_SQL
+from vesper.adapters.sql.rows import in_claim_order, in_order_of, job_of, jobs_of
+from vesper.adapters.sql.tables import CLAIMABLE_SQL, utc_datetime
+from vesper.application.ports import Capabilities, Submitted
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, Job, LeaseRef
+from vesper.domain.submission import NewJob
+
+NOW = "COALESCE(CAST(:now AS timestamptz), statement_timestamp())"
+
+_CLAIM = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM vesper_jobs
+    WHERE {claimable} AND run_at <= {now} {types}
+    ORDER BY priority DESC, run_at, seq
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE vesper_jobs AS j
+SET status = 'processing', attempts = j.attempts + 1, worker_id = :worker_id,
+    lease_token = :token, lease_expires_at = {now} + CAST(:lease AS interval),
+    started_at = {now}, updated_at = {now}
+FROM picked WHERE j.id = picked.id
+RETURNING j.*
+"""
+CLAIM = text(_CLAIM.format(claimable=CLAIMABLE_SQL, now=NOW, types=""))
+CLAIM_TYPES = text(
+    _CLAIM.format(claimable=CLAIMABLE_SQL, now=NOW, types="AND type = ANY(CAST(:types AS text[]))")
+)
+
+# fencing: only the current, unexpired lease of a processing job changes it
+_FENCED = """
+UPDATE vesper_jobs AS j SET {set}, worker_id = NULL, lease_token = NULL,
+    lease_expires_at = NULL, updated_at = {now}
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[]){more}) AS r(id, token{names})
+WHERE j.id = r.id AND j.lease_token = r.token AND j.status = 'processing'
+    AND j.lease_expires_at > {now}
+RETURNING j.*
+"""
+COMPLETE = text(
+    _FENCED.format(set=f"status = 'done', finished_at = {NOW}", now=NOW, more="", names="")
+)
+RELEASE = text(
+    _FENCED.format(
+        set="status = 'pending', attempts = GREATEST(j.attempts - 1, 0), started_at = NULL",
+        now=NOW,
+        more="",
+        names="",
+    )
+)
+_RETRYING = "r.delay IS NOT NULL AND j.retries < j.max_retries"
+FAIL = text(
+    _FENCED.format(
+        set=(
+            f"status = CASE WHEN {_RETRYING} THEN 'failed' ELSE 'dlq' END, "
+            f"retries = j.retries + CASE WHEN {_RETRYING} THEN 1 ELSE 0 END, "
+            f"run_at = CASE WHEN {_RETRYING} THEN {NOW} + r.delay ELSE j.run_at END, "
+            f"finished_at = CASE WHEN {_RETRYING} THEN j.finished_at ELSE {NOW} END, "
+            "error = r.error"
+        ),
+        now=NOW,
+        more=", CAST(:errors AS text[]), CAST(:delays AS interval[])",
+        names=", error, delay",
+    )
+)
+RENEW = text(
+    f"""
+UPDATE vesper_jobs AS j SET lease_expires_at = {NOW} + CAST(:lease AS interval), updated_at = {NOW}
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS r(id, token)
+WHERE j.id = r.id AND j.lease_token = r.token AND j.status = 'processing'
+    AND j.lease_expires_at > {NOW}
+RETURNING j.*
+"""
+)
+# SKIP LOCKED: a job a worker is completing right now is left to it (no waiting, and no
+# deadlock against a batch that locks the same rows in another order)
+_RETRY_LEFT = "j.retries < j.max_retries"
+EXPIRE = text(
+    f"""
+WITH ended AS MATERIALIZED (
+    SELECT id FROM vesper_jobs
+    WHERE status = 'processing'
+        AND (lease_expires_at <= {NOW} OR worker_id = ANY(CAST(:worker_ids AS text[])))
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE vesper_jobs AS j
+SET status = CASE WHEN {_RETRY_LEFT} THEN 'failed' ELSE 'dlq' END,
+    retries = j.retries + CASE WHEN {_RETRY_LEFT} THEN 1 ELSE 0 END,
+    run_at = CASE WHEN {_RETRY_LEFT} THEN {NOW} ELSE j.run_at END,
+    finished_at = CASE WHEN {_RETRY_LEFT} THEN j.finished_at ELSE {NOW} END,
+    error = :error, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,
+    updated_at = {NOW}
+FROM ended WHERE j.id = ended.id
+RETURNING j.*
+"""
+)
+INSERT = text(
+    f"""
+INSERT INTO vesper_jobs (id, type, priority, payload, status, retries, attempts, max_retries,
+    error, run_at, idempotency_key, fingerprint, timeout, trace_context, created_at, updated_at)
+SELECT r.id, r.type, r.priority, r.payload, 'pending', 0, 0, r.max_retries,
+    '', COALESCE(r.run_at, {NOW} + r.delay), r.key, r.fingerprint, r.timeout, r.trace,
+    {NOW}, {NOW}
+FROM unnest(
+    CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:priorities AS smallint[]),
+    CAST(:payloads AS json[]), CAST(:max_retries AS integer[]),
+    CAST(:run_ats AS timestamptz[]), CAST(:delays AS interval[]), CAST(:keys AS text[]),
+    CAST(:fingerprints AS text[]), CAST(:timeouts AS interval[]), CAST(:traces AS text[])
+) WITH ORDINALITY AS r(id, type, priority, payload, max_retries, run_at, delay, key,
+    fingerprint, timeout, trace, ord)
+ORDER BY r.ord
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING *
+"""
+)
+BOUND = text("SELECT * FROM vesper_jobs WHERE idempotency_key = ANY(CAST(:keys AS text[]))")
+CLOCK = text("SELECT statement_timestamp()")
+NOTIFY = text(NOTIFY_SQL)
+
+
+def now_expression() -> Any:
+    """`COALESCE(:now, statement_timestamp())` as a SQLAlchemy expression."""
+    return func.coalesce(
+        cast(bindparam("now", type_=utc_datetime()), DateTime(timezone=True)),
+        func.statement_timestamp(),
+    )
+
+
+def _text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; an error message is the one free text that may
+    return value.replace("\x00", "\ufffd")
+
+
+class PostgresJobRepository(SqlJobReads):
+    """Jobs in PostgreSQL: any number of processes on any number of machines."""
+
+    capabilities = Capabilities(multi_process=True, shared_clock=True)
+
+    def __init__(self, db: Database, *, beat: Database | None = None) -> None:
+        super().__init__(db, now_expression())
+        self._beat = beat or db  # lease renewal gets its own pool: a busy one cannot starve it
+
+    def now(self) -> datetime:
+        value = self._db.read(lambda conn: conn.execute(CLOCK).scalar_one())
+        moment = job_time(value)
+        assert moment is not None
+        return moment
+
+    def submit(self, jobs: Sequence[NewJob], *, now: datetime | None = None) -> list[Submitted]:
+        if not jobs:
+            return []
+        plan = plan_submission(jobs)
+        params = _insert_params(plan.unique, now)
+        return self._db.transaction(lambda conn: self._submit(conn, plan, params))
+
+    def _submit(
+        self, conn: Connection, plan: SubmitPlan, params: dict[str, Any]
+    ) -> list[Submitted]:
+        created = {job.id: job for job in jobs_of(conn.execute(INSERT, params))}
+        # keys already bound (by earlier calls, or by concurrent ones that ON CONFLICT
+        # waited for): READ COMMITTED lets this new statement see them
+        keys = [n.idempotency_key for n in plan.unique if n.id not in created]
+        bound: dict[str, Job] = {}
+        if keys:
+            for row in conn.execute(BOUND, {"keys": keys}):
+                job = job_of(row)
+                assert job.idempotency_key is not None
+                bound[job.idempotency_key] = job
+        results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
+        if created:
+            conn.execute(NOTIFY)  # delivered at commit
+        return results
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[Job]:
+        if limit <= 0 or (types is not None and not types):
+            return []
+        params: dict[str, Any] = {
+            "now": now,
+            "limit": limit,
+            "worker_id": worker_id,
+            "token": uuid.uuid4(),  # one per call: the fence is (job id, token)
+            "lease": lease,
+        }
+        statement = CLAIM
+        if types is not None:
+            statement, params["types"] = CLAIM_TYPES, list(types)
+        rows = self._db.statement(lambda conn: conn.execute(statement, params).all())
+        return in_claim_order(jobs_of(rows))
+
+    def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+        return self._fenced(self._db, COMPLETE, _sorted(leases), {"now": now}, order=leases)
+
+    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
+        ordered = sorted(failures, key=lambda f: f.lease.job_id)
+        extra = {
+            "now": now,
+            "errors": [_text(f.error) for f in ordered],
+            "delays": [f.retry_delay for f in ordered],
+        }
+        refs = [f.lease for f in ordered]
+        return self._fenced(self._db, FAIL, refs, extra, order=[f.lease for f in failures])
+
+    def renew(
+        self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
+    ) -> list[Job]:
+        params = {"now": now, "lease": lease}
+        return self._fenced(self._beat, RENEW, _sorted(leases), params, order=leases)
+
+    def release(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+        released = self._fenced(self._db, RELEASE, _sorted(leases), {"now": now}, order=leases)
+        if released:
+            self._db.statement(lambda conn: conn.execute(NOTIFY))
+        return released
+
+    def expire(self, *, worker_ids: Sequence[str] = (), now: datetime | None = None) -> list[Job]:
+        params = {"now": now, "worker_ids": list(worker_ids), "error": LEASE_EXPIRED_ERROR}
+        rows = self._db.statement(lambda conn: conn.execute(EXPIRE, params).all())
+        ended = sorted(jobs_of(rows), key=lambda job: job.seq)
+        if ended:
+            self._db.statement(lambda conn: conn.execute(NOTIFY))
+        return ended
+
+    def _changed(self, action: str, job: Job) -> None:
+        if action == "retry":
+            self._db.statement(lambda conn: conn.execute(NOTIFY))
+
+    def _fenced(
+        self,
+        db: Database,
+        statement: Any,
+        refs: Sequence[LeaseRef],
+        extra: dict[str, Any],
+        *,
+        order: Sequence[LeaseRef],
+    ) -> list[Job]:
+        """Run a fenced batch update; the changed jobs come back in the caller's `order`."""
+        if not refs:
+            return []
+        params = {"ids": [r.job_id for r in refs], "tokens": [r.token for r in refs], **extra}
+        rows = db.statement(lambda conn: conn.execute(statement, params).all())
+        return in_order_of(jobs_of(rows), [r.job_id for r in order])
+
+
+def _sorted(leases: Sequence[LeaseRef]) -> list[LeaseRef]:
+    # every batch locks its rows in id order: two batches sharing jobs cannot deadlock
+    return sorted(leases, key=lambda ref: ref.job_id)
+
+
+def _insert_params(batch: Sequence[NewJob], now: datetime | None) -> dict[str, Any]:
+    return {
+        "now": now,
+        "ids": [n.id for n in batch],
+        "types": [n.type for n in batch],
+        "priorities": [n.priority for n in batch],
+        # ASCII-escaped JSON text: `json` keeps it verbatim, "\u0000" and lone surrogates too
+        "payloads": [json.dumps(n.payload, separators=(",", ":")) for n in batch],
+        "max_retries": [n.max_retries for n in batch],
+        "run_ats": [n.run_at for n in batch],
+        "delays": [n.delay for n in batch],
+        "keys": [n.idempotency_key for n in batch],
+        "fingerprints": [n.fingerprint for n in batch],
+        "timeouts": [n.timeout for n in batch],
+        "traces": [n.trace_context for n in batch],
+    }

@@ -1,0 +1,108 @@
+"""Rows <-> domain objects: the SQL stores' one cattrs converter and its hooks.
+
+A job row is flat (`worker_id`, `lease_token`, `lease_expires_at`); the domain Job holds
+a `Lease` or None. The domain classes know nothing of rows: all of it is here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import cattrs
+from sqlalchemy.engine import Row
+
+from vesper.domain.fleet import WorkerProcess
+from vesper.domain.job import Job
+from vesper.domain.ordering import claim_order
+from vesper.domain.states import Status
+
+_LEASE_COLUMNS = ("worker_id", "lease_token", "lease_expires_at")
+
+
+def _uuid(value: Any, _: type) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _aware_utc(value: Any, _: type) -> datetime:
+    # psycopg hands back timestamptz in the session zone (UTC); the SQLite type attaches
+    # UTC. Anything else (a naive value from a hand-written query) is read as UTC.
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is UTC:
+        return value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _timedelta(value: Any, _: type) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return timedelta(microseconds=int(value))
+
+
+def _payload(value: Any, _: type) -> dict[str, Any]:
+    # a fresh dict per job: a caller that mutates one must not change another's copy
+    return dict(value)
+
+
+row_converter = cattrs.Converter(detailed_validation=False)
+row_converter.register_structure_hook(UUID, _uuid)
+row_converter.register_structure_hook(datetime, _aware_utc)
+row_converter.register_structure_hook(timedelta, _timedelta)
+row_converter.register_structure_hook(Status, lambda value, _: Status(value))
+row_converter.register_structure_hook_func(lambda cls: cls == Mapping[str, Any], _payload)
+row_converter.register_unstructure_hook(UUID, lambda value: value)
+row_converter.register_unstructure_hook(Status, lambda value: value.value)
+row_converter.register_unstructure_hook(datetime, lambda value: value)
+row_converter.register_unstructure_hook(timedelta, lambda value: value)
+
+
+def job_of(row: Row[Any] | Mapping[str, Any]) -> Job:
+    """The Job a `vesper_jobs` row holds."""
+    fields = dict(row._mapping if isinstance(row, Row) else row)
+    worker_id, token, expires_at = (fields.pop(name) for name in _LEASE_COLUMNS)
+    fields["lease"] = (
+        None
+        if token is None
+        else {"worker_id": worker_id, "token": token, "expires_at": expires_at}
+    )
+    return row_converter.structure(fields, Job)
+
+
+def jobs_of(rows: Iterable[Row[Any]]) -> list[Job]:
+    return [job_of(row) for row in rows]
+
+
+def row_of(job: Job) -> dict[str, Any]:
+    """The `vesper_jobs` row of `job`: every column, the lease flattened."""
+    fields: dict[str, Any] = row_converter.unstructure(job)
+    lease = fields.pop("lease")
+    fields["worker_id"] = lease["worker_id"] if lease else None
+    fields["lease_token"] = lease["token"] if lease else None
+    fields["lease_expires_at"] = lease["expires_at"] if lease else None
+    return fields
+
+
+def process_of(row: Row[Any]) -> WorkerProcess:
+    """The WorkerProcess a `vesper_workers` row holds."""
+    return row_converter.structure(dict(row._mapping), WorkerProcess)
+
+
+def in_claim_order(jobs: Iterable[Job]) -> list[Job]:
+    """UPDATE ... RETURNING does not keep the ORDER BY of its subquery: sort again."""
+    return sorted(jobs, key=claim_order)
+
+
+def in_order_of(jobs: Iterable[Job], ids: Iterable[UUID]) -> list[Job]:
+    """`jobs` in the order their ids first appear in `ids` (the caller's order)."""
+    by_id = {job.id: job for job in jobs}
+    ordered: list[Job] = []
+    for job_id in ids:
+        job = by_id.pop(job_id, None)  # type: ignore[call-overload]
+        if job is not None:
+            ordered.append(job)
+    return ordered

@@ -1,0 +1,258 @@
+"""The SQLite job repository: one machine, any number of processes sharing one file.
+
+Every write runs inside BEGIN IMMEDIATE (see engines.py), so writers queue on SQLite's
+write lock instead of racing; a claim is one UPDATE ... WHERE id IN (SELECT ... LIMIT n)
+RETURNING. Time is the injected clock's (host time), always bound as a parameter, and
+date arithmetic happens in Python: SQLite stores times as text.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+from vesper.adapters.clock import SystemClock
+from vesper.adapters.sql.common import SqlJobReads, SubmitPlan, assemble, plan_submission
+from vesper.adapters.sql.engines import Database
+from vesper.adapters.sql.rows import in_claim_order, in_order_of, job_of, jobs_of, row_of
+from vesper.adapters.sql.tables import CLAIMABLE_SQL, PROCESSING_SQL, jobs, utc_datetime
+from vesper.application.ports import Capabilities, Clock, Submitted
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, Job, JobId, LeaseRef
+from vesper.domain.states import Status
+from vesper.domain.submission import NewJob
+
+NOW = bindparam("now", type_=utc_datetime())
+_LEASE_CLEARED: dict[str, Any] = {"worker_id": None, "lease_token": None, "lease_expires_at": None}
+
+_picked = (
+    select(jobs.c.id)
+    .where(text(CLAIMABLE_SQL), jobs.c.run_at <= NOW)
+    .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.seq)
+    .limit(bindparam("limit"))
+)
+_claim_values: dict[str, Any] = {
+    "status": Status.PROCESSING.value,
+    "attempts": jobs.c.attempts + 1,
+    "worker_id": bindparam("b_worker_id"),
+    "lease_token": bindparam("token"),
+    "lease_expires_at": bindparam("expires_at"),
+    "started_at": NOW,
+    "updated_at": NOW,
+}
+CLAIM = update(jobs).where(jobs.c.id.in_(_picked)).values(**_claim_values).returning(*jobs.c)
+CLAIM_TYPES = (
+    update(jobs)
+    .where(jobs.c.id.in_(_picked.where(jobs.c.type.in_(bindparam("types", expanding=True)))))
+    .values(**_claim_values)
+    .returning(*jobs.c)
+)
+
+# fencing: only the current, unexpired lease of a processing job changes it
+_FENCE = and_(
+    tuple_(jobs.c.id, jobs.c.lease_token).in_(bindparam("refs", expanding=True)),
+    text(PROCESSING_SQL),
+    jobs.c.lease_expires_at > NOW,
+)
+
+
+def _fenced(**values: Any) -> Any:
+    return update(jobs).where(_FENCE).values(**values).returning(*jobs.c)
+
+
+COMPLETE = _fenced(status=Status.DONE.value, updated_at=NOW, finished_at=NOW, **_LEASE_CLEARED)
+RELEASE = _fenced(
+    status=Status.PENDING.value,
+    attempts=func.max(jobs.c.attempts - 1, 0),
+    started_at=None,
+    updated_at=NOW,
+    **_LEASE_CLEARED,
+)
+RENEW = _fenced(lease_expires_at=bindparam("expires_at"), updated_at=NOW)
+
+_retrying = and_(bindparam("retryable", type_=Boolean()), jobs.c.retries < jobs.c.max_retries)
+FAIL = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("job_id"),
+        jobs.c.lease_token == bindparam("token"),
+        text(PROCESSING_SQL),
+        jobs.c.lease_expires_at > NOW,
+    )
+    .values(
+        status=case((_retrying, Status.FAILED.value), else_=Status.DLQ.value),
+        retries=case((_retrying, jobs.c.retries + 1), else_=jobs.c.retries),
+        run_at=case((_retrying, bindparam("retry_at", type_=utc_datetime())), else_=jobs.c.run_at),
+        finished_at=case((_retrying, jobs.c.finished_at), else_=NOW),
+        error=bindparam("b_error"),
+        updated_at=NOW,
+        **_LEASE_CLEARED,
+    )
+    .returning(*jobs.c)
+)
+
+_retry_left = jobs.c.retries < jobs.c.max_retries
+EXPIRE = (
+    update(jobs)
+    .where(
+        text(PROCESSING_SQL),
+        or_(
+            jobs.c.lease_expires_at <= NOW,
+            jobs.c.worker_id.in_(bindparam("worker_ids", expanding=True)),
+        ),
+    )
+    .values(
+        status=case((_retry_left, Status.FAILED.value), else_=Status.DLQ.value),
+        retries=case((_retry_left, jobs.c.retries + 1), else_=jobs.c.retries),
+        run_at=case((_retry_left, NOW), else_=jobs.c.run_at),
+        finished_at=case((_retry_left, jobs.c.finished_at), else_=NOW),
+        error=bindparam("b_error"),
+        updated_at=NOW,
+        **_LEASE_CLEARED,
+    )
+    .returning(*jobs.c)
+)
+
+BOUND = select(jobs).where(jobs.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
+INSERT = insert(jobs)
+
+
+class SqliteJobRepository(SqlJobReads):
+    """Jobs in one SQLite file, shared by the processes of one machine."""
+
+    capabilities = Capabilities(multi_process=True, shared_clock=False)
+
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+        super().__init__(db, NOW)
+        self._clock = clock or SystemClock()
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    def _at(self, now: datetime | None) -> datetime:
+        return now or self._clock.now()
+
+    def submit(self, jobs: Sequence[NewJob], *, now: datetime | None = None) -> list[Submitted]:
+        if not jobs:
+            return []
+        plan = plan_submission(jobs)
+        at = self._at(now)
+        return self._db.transaction(lambda conn: self._submit(conn, plan, at))
+
+    def _submit(self, conn: Connection, plan: SubmitPlan, at: datetime) -> list[Submitted]:
+        # the write lock is held from BEGIN IMMEDIATE: nobody binds a key meanwhile
+        keys = [n.idempotency_key for n in plan.unique if n.idempotency_key is not None]
+        bound: dict[str, Job] = {}
+        if keys:
+            for row in conn.execute(BOUND, {"keys": keys}):
+                job = job_of(row)
+                assert job.idempotency_key is not None
+                bound[job.idempotency_key] = job
+        fresh = [
+            n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None
+        ]
+        seq = conn.execute(LAST_SEQ).scalar_one()
+        created: dict[JobId, Job] = {}
+        for offset, new in enumerate(fresh, start=1):
+            created[new.id] = new.materialize(now=at, seq=seq + offset)
+        results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
+        if created:
+            conn.execute(INSERT, [row_of(job) for job in created.values()])
+        return results
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[Job]:
+        if limit <= 0 or (types is not None and not types):
+            return []
+        at = self._at(now)
+        params: dict[str, Any] = {
+            "now": at,
+            "limit": limit,
+            "b_worker_id": worker_id,
+            "token": uuid.uuid4(),  # one per call: the fence is (job id, token)
+            "expires_at": at + lease,
+        }
+        statement = CLAIM
+        if types is not None:
+            statement, params["types"] = CLAIM_TYPES, list(types)
+        rows = self._db.statement(lambda conn: conn.execute(statement, params).all())
+        return in_claim_order(jobs_of(rows))
+
+    def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+        return self._fenced(COMPLETE, leases, {"now": self._at(now)})
+
+    def renew(
+        self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
+    ) -> list[Job]:
+        at = self._at(now)
+        return self._fenced(RENEW, leases, {"now": at, "expires_at": at + lease})
+
+    def release(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+        return self._fenced(RELEASE, leases, {"now": self._at(now)})
+
+    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
+        if not failures:
+            return []
+        at = self._at(now)
+        params = [
+            {
+                "now": at,
+                "job_id": f.lease.job_id,
+                "token": f.lease.token,
+                "b_error": f.error,
+                "retryable": f.retry_delay is not None,
+                "retry_at": at + f.retry_delay if f.retry_delay is not None else at,
+            }
+            for f in failures
+        ]
+
+        def work(conn: Connection) -> list[Job]:
+            # each failure has its own error and delay: one UPDATE each, one transaction
+            rows = [conn.execute(FAIL, p).first() for p in params]
+            return [job_of(row) for row in rows if row is not None]
+
+        return in_order_of(self._db.transaction(work), [f.lease.job_id for f in failures])
+
+    def expire(self, *, worker_ids: Sequence[str] = (), now: datetime | None = None) -> list[Job]:
+        params = {
+            "now": self._at(now),
+            "worker_ids": list(worker_ids),
+            "b_error": LEASE_EXPIRED_ERROR,
+        }
+        rows = self._db.statement(lambda conn: conn.execute(EXPIRE, params).all())
+        return sorted(jobs_of(rows), key=lambda job: job.seq)
+
+    def _fenced(
+        self, statement: Any, leases: Sequence[LeaseRef], params: dict[str, Any]
+    ) -> list[Job]:
+        if not leases:
+            return []
+        refs = [(ref.job_id, ref.token) for ref in leases]
+        rows = self._db.statement(
+            lambda conn: conn.execute(statement, {**params, "refs": refs}).all()
+        )
+        return in_order_of(jobs_of(rows), [ref.job_id for ref in leases])

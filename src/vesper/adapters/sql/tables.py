@@ -1,0 +1,170 @@
+"""The two tables, as SQLAlchemy Core sees them at run time, and the column types they need.
+
+The DDL itself belongs to the alembic migrations (`migrations/versions/`); these
+definitions must describe the same columns. Types differ by dialect where SQLite has no
+native one: timestamps are fixed-width UTC text (so that text order is time order and
+microseconds survive), durations are integer microseconds, UUIDs are 32 hex characters.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    Interval,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+JOBS = "vesper_jobs"
+WORKERS = "vesper_workers"
+VERSION_TABLE = "vesper_alembic_version"
+
+# The claim path's predicate: spelled exactly so in the partial index and in the claim
+# queries, so that both planners can match one to the other.
+CLAIMABLE_SQL = "status IN ('pending', 'failed')"
+PROCESSING_SQL = "status = 'processing'"
+STATUS_CHECK_SQL = "status IN ('pending', 'processing', 'done', 'failed', 'dlq', 'cancelled')"
+
+
+class SqliteUtcDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored by SQLite as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC.
+
+    Fixed width, so comparing the text compares the instants; every microsecond is kept.
+    SQLite itself knows no time zones: UTC is re-attached on the way out.
+    """
+
+    impl = String(26)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: vesper stores aware UTC times only")
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+class SqliteMicroseconds(TypeDecorator[timedelta]):
+    """A timedelta stored by SQLite as whole microseconds (exact, unlike float seconds)."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: timedelta | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> timedelta | None:
+        return None if value is None else timedelta(microseconds=value)
+
+
+def utc_datetime() -> TypeEngine[datetime]:
+    """timestamptz on PostgreSQL (psycopg returns aware datetimes), UTC text on SQLite."""
+    return DateTime(timezone=True).with_variant(SqliteUtcDateTime(), "sqlite")
+
+
+def duration() -> TypeEngine[timedelta]:
+    return Interval().with_variant(SqliteMicroseconds(), "sqlite")
+
+
+def payload_type() -> TypeEngine[Any]:
+    # PostgreSQL `json`, not `jsonb`: jsonb rejects "\u0000" inside strings, which a JSON
+    # payload may hold, and nothing queries inside payloads (the text is kept verbatim).
+    return JSON().with_variant(postgresql.JSON(), "postgresql")
+
+
+metadata = MetaData()
+
+jobs = Table(
+    JOBS,
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    # insertion order: identity on PostgreSQL; on SQLite the store assigns max + 1 while
+    # it holds the write lock (SQLite cannot autoincrement a column that is not the key)
+    Column(
+        "seq",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        Identity(always=False),
+        nullable=False,
+        unique=True,
+    ),
+    Column("type", Text(), nullable=False),
+    Column("priority", SmallInteger(), nullable=False),
+    Column("payload", payload_type(), nullable=False),
+    Column("status", Text(), nullable=False),
+    Column("retries", Integer(), nullable=False),
+    Column("attempts", Integer(), nullable=False),
+    Column("max_retries", Integer(), nullable=False),
+    Column("error", Text(), nullable=False),
+    Column("run_at", utc_datetime(), nullable=False),
+    Column("idempotency_key", Text(), nullable=True, unique=True),
+    Column("fingerprint", Text(), nullable=False),
+    Column("timeout", duration(), nullable=True),
+    Column("trace_context", Text(), nullable=True),
+    Column("worker_id", Text(), nullable=True),
+    Column("lease_token", Uuid(), nullable=True),
+    Column("lease_expires_at", utc_datetime(), nullable=True),
+    Column("created_at", utc_datetime(), nullable=False),
+    Column("updated_at", utc_datetime(), nullable=False),
+    Column("started_at", utc_datetime(), nullable=True),
+    Column("finished_at", utc_datetime(), nullable=True),
+    CheckConstraint(STATUS_CHECK_SQL, name="vesper_jobs_status_check"),
+    # the claim path: only due-able jobs are in it, so finished rows cost it nothing
+    Index(
+        "vesper_jobs_claim_idx",
+        text("priority DESC"),
+        "run_at",
+        "seq",
+        postgresql_where=text(CLAIMABLE_SQL),
+        sqlite_where=text(CLAIMABLE_SQL),
+    ),
+    Index(
+        "vesper_jobs_lease_idx",
+        "lease_expires_at",
+        postgresql_where=text(PROCESSING_SQL),
+        sqlite_where=text(PROCESSING_SQL),
+    ),
+    Index(
+        "vesper_jobs_worker_idx",
+        "worker_id",
+        postgresql_where=text(PROCESSING_SQL),
+        sqlite_where=text(PROCESSING_SQL),
+    ),
+    Index("vesper_jobs_status_seq_idx", "status", "seq"),
+    Index("vesper_jobs_type_seq_idx", "type", "seq"),
+)
+
+workers = Table(
+    WORKERS,
+    metadata,
+    Column("id", Text(), primary_key=True),
+    Column("machine", Text(), nullable=False),
+    Column("pid", BigInteger(), nullable=False),
+    Column("concurrency", Integer(), nullable=False),
+    Column("started_at", utc_datetime(), nullable=False),
+    Column("last_heartbeat", utc_datetime(), nullable=False),
+)
