@@ -14,8 +14,8 @@ import pytest
 import vesper
 from vesper.domain.states import Status
 from vesper.entrypoints.app import App
+from vesper.entrypoints.service import build_runner
 from vesper.entrypoints.worker import WorkerRunner
-from vesper.entrypoints.worker.main import build_runner
 
 FAST = {
     "VESPER_STORAGE": "memory",

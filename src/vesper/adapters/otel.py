@@ -77,6 +77,7 @@ class OtelMetrics:
         self.provider = MeterProvider(
             metric_readers=[self._reader],
             resource=Resource.create({"service.name": service_name}),
+            shutdown_on_exit=False,  # the container shuts it down, once
         )
         meter = self.provider.get_meter("vesper")
         self._enqueued = meter.create_counter("vesper_jobs_enqueued", description="Jobs created")

@@ -109,11 +109,13 @@ class App:
         """Submit a batch, all or nothing."""
         return [s.job for s in self.container.submit_jobs()(list(requests))]
 
-    def run(self) -> None:
-        """Run the workers of this process until SIGTERM or SIGINT."""
-        from vesper.entrypoints.worker.main import run_worker  # noqa: PLC0415 (import cycle)
+    def run(self, *, api: bool = True, workers: bool = True) -> None:
+        """Run the HTTP API and the workers (as `vesper serve`) until SIGTERM or SIGINT."""
+        from vesper.entrypoints.logs import configure_logging  # noqa: PLC0415
+        from vesper.entrypoints.service import run  # noqa: PLC0415 (an import cycle)
 
-        run_worker(self)
+        configure_logging(self.settings)
+        run(self, api=api, workers=workers)
 
     def close(self) -> None:
         """Close the store's connections."""

@@ -68,19 +68,51 @@ def main() -> None:
     load_dotenv(".env", override=False)
 
 
+workers_option = click.option(
+    "--workers", type=click.IntRange(min=1), help="Job slots in this process (overrides WORKERS)."
+)
+addr_option = click.option(
+    "--addr", help="Listen address, :8080 or host:port (overrides API_ADDR)."
+)
+
+
 @main.command()
 @app_option
-@click.option("--workers", type=click.IntRange(min=1), help="Job slots (overrides WORKERS).")
+@workers_option
+@addr_option
+def serve(app_path: str | None, workers: int | None, addr: str | None) -> None:
+    """Run the HTTP API and the workers in this process (the default deployment)."""
+    _override(workers=workers, addr=addr)
+    _load(app_path).run(api=True, workers=True)
+
+
+@main.command()
+@app_option
+@workers_option
 def worker(app_path: str | None, workers: int | None) -> None:
     """Run workers only: claim and run jobs until SIGTERM or Ctrl+C."""
-    if workers is not None:
-        os.environ["WORKERS"] = str(workers)
+    _override(workers=workers, addr=None)
     app = _load(app_path)
     if not app.consumers:
         raise click.UsageError(
             "no consumer is registered; pass --app module:attribute (or set VESPER_APP)"
         )
-    app.run()
+    app.run(api=False, workers=True)
+
+
+@main.command()
+@addr_option
+def api(addr: str | None) -> None:
+    """Run the HTTP API only (producers, tracking, fleet view, metrics)."""
+    _override(workers=None, addr=addr)
+    _load(None).run(api=True, workers=False)
+
+
+def _override(*, workers: int | None, addr: str | None) -> None:
+    if workers is not None:
+        os.environ["WORKERS"] = str(workers)
+    if addr is not None:
+        os.environ["API_ADDR"] = addr
 
 
 @main.command()

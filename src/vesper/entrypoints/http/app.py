@@ -19,6 +19,7 @@ from vesper.entrypoints.container import Container, build_container
 from vesper.entrypoints.http.auth import bearer_guard, security_requirement
 from vesper.entrypoints.http.deps import use_case_dependencies
 from vesper.entrypoints.http.errors import exception_handlers
+from vesper.entrypoints.http.methods import AllowHeaderFix
 from vesper.entrypoints.http.openapi import openapi_config
 from vesper.entrypoints.http.routes.fleet import FLEET_ROUTES
 from vesper.entrypoints.http.routes.health import HEALTH_ROUTES
@@ -77,6 +78,7 @@ def create_app(
             )
         ],
         request_max_body_size=max_body,
+        before_send=[AllowHeaderFix()],
         openapi_config=openapi_config(with_security=bool(token)),
         # a lambda: Litestar passes the app to hooks that take parameters
         on_shutdown=[lambda: c.shutdown_resources()] if owned else [],  # noqa: PLW0108

@@ -68,8 +68,8 @@ DelaySeconds = Annotated[
 TimeoutSeconds = Annotated[
     float,
     _doc(
-        "Time limit of one attempt, in seconds.",
-        exclusive_minimum=0,
+        "Time limit of one attempt, in seconds (1 microsecond at least).",
+        minimum=1e-6,  # timedelta's resolution: a smaller value rounds to no limit at all
         maximum=DOCUMENTED_LIMITS.max_timeout.total_seconds(),
     ),
 ]

@@ -1,0 +1,141 @@
+"""Running the service: the HTTP API and the workers in one process, or either alone.
+
+One asyncio loop serves both. The first SIGTERM/SIGINT stops claiming and stops the
+HTTP server (in-flight requests finish), lets running jobs finish within the grace
+period, releases the rest and deregisters; a second signal exits at once (leases then
+expire as after a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from vesper.entrypoints.worker.runner import WorkerRunner
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from vesper.entrypoints.app import App
+
+log = logging.getLogger("vesper")
+
+
+class MissingConsumer(SystemExit):
+    """Production (or REQUIRE_CONSUMER=1) refuses to start without a consumer."""
+
+
+def check_consumers(app: App) -> bool:
+    """Whether workers should run; exits with one clear line when a consumer is required."""
+    if app.consumers:
+        return True
+    if app.settings.consumer_required:
+        reason = "APP_ENV=production" if app.settings.production else "REQUIRE_CONSUMER=1"
+        raise MissingConsumer(
+            f"vesper: no consumer is registered and {reason} requires one "
+            "(register one with @app.consumer and pass --app module:attribute or VESPER_APP)"
+        )
+    log.warning("no consumer is registered: this process runs no workers; jobs wait in the queue")
+    return False
+
+
+def build_runner(app: App) -> WorkerRunner:
+    runner: WorkerRunner = app.container.worker_runner(consumers=app.consumers)
+    return runner
+
+
+def build_http_server(app: App) -> uvicorn.Server:
+    from vesper.entrypoints.http.app import create_app  # noqa: PLC0415
+    from vesper.entrypoints.http.routes.metrics import metrics_route  # noqa: PLC0415
+    from vesper.entrypoints.http.server import build_server  # noqa: PLC0415
+
+    container = app.container
+    http_app = create_app(
+        container, settings=app.settings, route_handlers=[metrics_route(container)]
+    )
+    return build_server(http_app, app.settings.http)
+
+
+async def serve(app: App, *, api: bool, workers: bool) -> None:
+    """Run the API and/or the workers until a signal stops them."""
+    listening = listen(app.settings.http.host, app.settings.http.port) if api else None
+    runner = build_runner(app) if workers and check_consumers(app) else None
+    server = build_http_server(app) if api else None
+    if runner is None and server is None:
+        return
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def stop() -> None:
+        if runner is not None:
+            runner.stop()
+        if server is not None:
+            server.should_exit = True
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info("%s received: shutting down gracefully", signal.Signals(signum).name)
+            stop()
+        else:
+            log.warning("second signal: exiting now")
+            sys.stderr.flush()
+            os._exit(1)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    tasks: list[Awaitable[None]] = []
+    unsubscribe = None
+    if runner is not None:
+        unsubscribe = app.container.job_signal().subscribe(runner.wake)
+        app.container.job_listener()  # PostgreSQL: LISTEN for submissions anywhere
+        tasks.append(runner.run())
+    if server is not None and listening is not None:
+        tasks.append(_serve_http(server, listening, stop))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        if unsubscribe is not None:
+            unsubscribe()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the API's socket first, so that a taken port is one clear line, exit 1."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(
+            f"vesper: cannot listen on {host}:{port} (API_ADDR): {exc.strerror}"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve_http(
+    server: uvicorn.Server, sock: socket.socket, stop_everything: Callable[[], None]
+) -> None:
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        stop_everything()  # the server stopped: the workers stop too
+
+
+def run(app: App, *, api: bool = True, workers: bool = True) -> None:
+    """Block until the service stops; closes the store's connections at the end."""
+    try:
+        asyncio.run(serve(app, api=api, workers=workers))
+    finally:
+        app.close()
