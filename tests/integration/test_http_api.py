@@ -277,8 +277,8 @@ def test_batch_refuses_an_idempotency_key_header(
     assert _rows(container) == 0
 
 
-def test_batch_above_the_limit_is_413(client: TestClient[Litestar], container: Container) -> None:
-    body = _error(client.post("/jobs/batch", json={"jobs": [{"type": "a"}] * 1001}), 413)
+def test_batch_above_the_limit_is_422(client: TestClient[Litestar], container: Container) -> None:
+    body = _error(client.post("/jobs/batch", json={"jobs": [{"type": "a"}] * 1001}), 422)
     assert body["detail"] == {"field": "jobs", "max_items": 1000}
     assert client.post("/jobs/batch", json={"jobs": [{"type": "a"}] * 1000}).status_code == 201
     assert _rows(container) == 1000
@@ -428,6 +428,13 @@ def test_unknown_path_and_method_use_the_error_shape(client: TestClient[Litestar
     assert "POST" in response.headers["allow"]
     assert "GET" in body["detail"]["allowed"]
     assert client.put("/health").headers["allow"] == "GET, OPTIONS"
+
+
+def test_options_lists_every_method_of_the_path(client: TestClient[Litestar]) -> None:
+    assert client.options("/jobs").headers["allow"] == "GET, OPTIONS, POST"
+    assert client.options("/jobs/batch").headers["allow"] == "OPTIONS, POST"
+    assert client.options(f"/jobs/{uuid4()}").headers["allow"] == "GET, OPTIONS"
+    assert client.options("/health").headers["allow"] == "GET, OPTIONS"
 
 
 def test_handler_annotations_are_strings_resolved_by_litestar() -> None:

@@ -15,6 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+import msgspec.inspect
 from litestar.dto import MsgspecDTO
 from litestar.exceptions import ClientException
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
@@ -31,6 +32,7 @@ T = TypeVar("T", bound=msgspec.Struct)
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<name>.*)`$")
 _MAX_FIELD_CHARS = 120
+_INT_GOT_FLOAT = ("Expected `int`, got `float`", "Expected `int | null`, got `float`")
 
 
 class UnsupportedMediaType(ClientException):
@@ -53,9 +55,19 @@ def check_json_media_type(content_type: str | None) -> None:
 
 
 def decode_strict(raw: bytes, model: type[T]) -> T:
-    """Decode `raw` into `model` with no coercion; raise InvalidRequest naming the field."""
+    """Decode `raw` into `model` with no coercion; raise InvalidRequest naming the field.
+
+    The one exception: a float with no fractional part (`5.0`) is taken where an integer
+    is expected, because JSON Schema (and so the OpenAPI document) calls it an integer.
+    `5.5`, `"5"` and `true` stay refused.
+    """
     try:
-        value = msgspec.json.decode(raw, type=model, strict=True)
+        try:
+            value = msgspec.json.decode(raw, type=model, strict=True)
+        except msgspec.ValidationError as exc:
+            if not str(exc).startswith(_INT_GOT_FLOAT):
+                raise
+            value = _decode_integral_floats(raw, model)
     except msgspec.ValidationError as exc:
         raise _invalid(str(exc)) from None
     except msgspec.DecodeError as exc:
@@ -65,6 +77,34 @@ def decode_strict(raw: bytes, model: type[T]) -> T:
     except RecursionError:
         raise InvalidRequest("body", "is nested too deeply") from None
     _reject_duplicate_keys(raw)
+    return value
+
+
+def _decode_integral_floats(raw: bytes, model: type[T]) -> T:
+    untyped = msgspec.json.decode(raw)
+    return msgspec.convert(_integral(untyped, msgspec.inspect.type_info(model)), model, strict=True)
+
+
+def _bare(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    return info.type if isinstance(info, msgspec.inspect.Metadata) else info
+
+
+def _integral(value: Any, info: msgspec.inspect.Type) -> Any:
+    """`value` with integral floats made ints wherever `info` expects an int (never
+    inside an `Any`, such as a payload)."""
+    if isinstance(info, msgspec.inspect.Metadata):
+        return _integral(value, info.type)
+    if isinstance(info, msgspec.inspect.IntType):
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+    if isinstance(info, msgspec.inspect.UnionType):
+        ints = [t for t in info.types if isinstance(_bare(t), msgspec.inspect.IntType)]
+        return _integral(value, ints[0]) if ints else value
+    if isinstance(info, msgspec.inspect.ListType) and isinstance(value, list):
+        return [_integral(item, info.item_type) for item in value]
+    if isinstance(info, msgspec.inspect.StructType) and isinstance(value, dict):
+        for field in info.fields:
+            if field.encode_name in value:
+                value[field.encode_name] = _integral(value[field.encode_name], field.type)
     return value
 
 

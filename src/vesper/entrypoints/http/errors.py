@@ -6,9 +6,11 @@ Status codes, chosen once for every route:
   the domain (priority 0-10...), a bad query parameter, cursor, path id or header.
   `detail.field` names it (`priority`, `jobs[3].type`, `Idempotency-Key`, `cursor`).
 - 401 bad or missing bearer token; 404 unknown job or path; 405 with `Allow`;
-  409 a transition the job's status forbids; 413 a body above VESPER_MAX_BODY or a
-  batch above its size limit; 415 a body that is not JSON;
-  422 an Idempotency-Key reused with another body.
+  408 a body slower than HTTP_READ_TIMEOUT; 409 a transition the job's status forbids;
+  413 a body above VESPER_MAX_BODY (checked against Content-Length before reading,
+  and while reading a chunked body); 415 a body that is not declared as JSON.
+- 422: an Idempotency-Key reused with another body (DESIGN.md), and a batch of more
+  jobs than Limits.max_batch (the OpenAPI `maxItems`): well-formed, but refused.
 - 503 with `Retry-After` while the store does not answer (connection refused or lost,
   pool exhausted, database locked).
 - 500 for anything unexpected: a generic message; the traceback goes to the log only.
@@ -74,9 +76,10 @@ _DESCRIPTIONS = {
     401: "Missing or wrong `Authorization: Bearer <token>` (when VESPER_API_TOKEN is set).",
     404: "No job has this id.",
     409: "The job's status does not allow this action.",
-    413: "The body is above VESPER_MAX_BODY, or the batch above its size limit.",
+    413: "The body is above VESPER_MAX_BODY.",
     415: "The body is not declared as application/json.",
-    422: "The Idempotency-Key is bound to a job submitted with another body.",
+    422: "The Idempotency-Key is bound to a job submitted with another body, or the batch "
+    "holds more jobs than its limit.",
     503: "The store does not answer; retry after `Retry-After` seconds.",
 }
 

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_413_REQUEST_ENTITY_TOO_LARGE
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_422_UNPROCESSABLE_ENTITY
 
 from vesper.application.management import CancelJob, GetJob, ListJobs, RetryJob
 from vesper.application.submit import SubmitJob, SubmitJobs
@@ -81,7 +81,9 @@ CursorQuery = Annotated[
 
 
 class BatchTooLarge(ClientException):
-    status_code = HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    """More jobs than Limits.max_batch: a semantic limit (the bytes have their own, 413)."""
+
+    status_code = HTTP_422_UNPROCESSABLE_ENTITY
 
 
 @post(
@@ -139,7 +141,8 @@ async def submit_batch_route(
 
     Either every job is inserted, or none is and the error names the first bad one
     (`jobs[3].priority`). Idempotency keys go in each job's `idempotency_key` field.
-    More jobs than the batch limit (1000 by default) is a 413.
+    More jobs than the batch limit (1000 by default) is a 422; a body above
+    VESPER_MAX_BODY is a 413 whatever it holds.
     """
     if "idempotency-key" in request.headers:
         raise InvalidRequest(
