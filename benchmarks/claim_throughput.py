@@ -1,6 +1,6 @@
 """Claim + complete throughput per store: 10,000 jobs, one claimer, batches of 1 and 50.
 
-    .venv/bin/python benchmarks/claim_throughput.py [--jobs 10000] [--stores memory,sqlite,postgres]
+    .venv/bin/python -m benchmarks.claim_throughput [--jobs 10000] [--stores memory,sqlite,postgres]
 
 PostgreSQL: a scratch database is created on VESPER_TEST_DATABASE_URL (default: the local
 server) and dropped afterwards. Not a test: it prints figures, it asserts nothing.
@@ -22,6 +22,7 @@ from vesper.application.settings import QueueSettings
 from vesper.application.submit import SubmitJobs
 from vesper.domain.submission import JobRequest
 from vesper.entrypoints.container import build_container
+from vesper.testing.postgres import admin_url, scratch_database
 
 SUBMIT_CHUNK = 1000
 
@@ -38,11 +39,10 @@ def open_store(kind: str) -> Iterator[Store]:
             with _built({"VESPER_STORAGE": "sqlite", "VESPER_DATABASE_URL": url}) as store:
                 yield store
     elif kind == "postgres":
-        from vesper.testing.postgres import scratch_database
-
-        with scratch_database() as url, _built(
-            {"VESPER_STORAGE": "postgres", "VESPER_DATABASE_URL": url}
-        ) as store:
+        with (
+            scratch_database(admin_url()) as url,
+            _built({"VESPER_STORAGE": "postgres", "VESPER_DATABASE_URL": url}) as store,
+        ):
             yield store
     else:
         raise SystemExit(f"unknown store {kind!r}")
