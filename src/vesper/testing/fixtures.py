@@ -135,9 +135,13 @@ def all_jobs(jobs: JobRepository, query: JobQuery | None = None) -> list[Job]:
                 cursor=cursor,
             )
         )
+        seen = {job.id for job in found}
+        again = [job.id for job in page.jobs if job.id in seen]
+        assert not again, f"cursor {cursor!r} returned jobs of an earlier page: {again}"
         found.extend(page.jobs)
         if page.next_cursor is None:
             return found
+        assert page.jobs, f"an empty page came with a cursor: {page.next_cursor!r}"
         cursor = page.next_cursor
 
 
