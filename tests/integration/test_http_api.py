@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -22,6 +23,7 @@ from vesper.entrypoints.http.routes.jobs import submit_job_route
 from vesper.entrypoints.http.schemas import FleetOut, JobOut, JobPageOut, StatsOut
 from vesper.entrypoints.settings import Settings
 from vesper.entrypoints.wire import job_to_wire
+from vesper.testing import postgres as pg
 
 # The four examples of the original service's README, byte for byte as curl sends them.
 README_EXAMPLES = [
@@ -49,9 +51,16 @@ README_EXAMPLES = [
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.fixture
-def container() -> Iterator[Container]:
-    c = build_container({"VESPER_STORAGE": "memory"})
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def container(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Container]:
+    env = {"VESPER_STORAGE": request.param}
+    if request.param == "sqlite":
+        env["VESPER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'api.db'}"
+    elif request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_database")  # tests/integration/conftest
+        pg.truncate(url)
+        env["VESPER_DATABASE_URL"] = url
+    c = build_container(env)
     yield c
     c.shutdown_resources()
 

@@ -251,3 +251,23 @@ def test_store_errors_do_not_log_driver_messages(
     client.get("/stats")
     assert "OperationalError" in caplog.text
     _no_leak(caplog.text)
+
+
+def test_unreachable_database_gives_503_fast_and_health_stays_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = "postgresql+psycopg://vesper:hunter2@127.0.0.1:1/vesper"  # nothing listens on :1
+    container = build_container({"VESPER_STORAGE": "postgres", "VESPER_DATABASE_URL": url})
+    with TestClient(create_app(container)) as client:
+        assert client.get("/health").status_code == 200
+        for method, path, body in STORE_ROUTES:
+            started = time.monotonic()
+            response = client.request(method, path, json=body)
+            assert response.status_code == 503, (path, response.text)
+            assert time.monotonic() - started < 2.0
+            assert response.headers["retry-after"] == "1"
+            _no_leak(response.text)
+        assert client.get("/health").status_code == 200
+    assert "hunter2" not in caplog.text
+    assert "127.0.0.1:1" not in caplog.text
