@@ -43,8 +43,17 @@ async def blocking(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) 
 
 
 def _provide(provider: Callable[[], object]) -> Provide:
+    """Resolve in a thread until a resolution succeeded once (the store is open), then
+    inline: with the store's resource initialized, resolving only builds small objects."""
+    store_open = False
+
     async def resolve() -> Any:
-        return await blocking(provider)
+        nonlocal store_open
+        if store_open:
+            return provider()
+        use_case = await blocking(provider)
+        store_open = True
+        return use_case
 
     return Provide(resolve)
 
