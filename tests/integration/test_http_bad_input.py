@@ -168,6 +168,19 @@ def test_post_batch_refuses_bad_body_and_bad_item(
     assert _rows(container) == 0
 
 
+def test_duplicate_keys_in_a_large_body_are_refused(
+    client: TestClient[Litestar], container: Container
+) -> None:
+    # Large bodies are checked off the event loop; the answer is the same.
+    blob = b'"' + b"x" * (64 * 1024) + b'"'
+    body = b'{"type": "a", "payload": {"k": ' + blob + b', "k": 2}}'
+    refused = _check_refused(_post(client, "/jobs", body, JSON), (400,))
+    assert refused["detail"]["field"] == "body"
+    batch = b'{"jobs": [{"type": "a", "payload": {"b": ' + blob + b"}}], " + b'"jobs": []}'
+    _check_refused(_post(client, "/jobs/batch", batch, JSON), (400,))
+    assert _rows(container) == 0
+
+
 def test_integral_floats_count_as_integers_outside_the_payload(
     client: TestClient[Litestar],
 ) -> None:
