@@ -168,6 +168,21 @@ def test_job_body_is_the_shared_wire_shape(
     assert body == job_to_wire(container.get_job()(JobId(UUID(job_id))))
 
 
+def test_deepest_accepted_body_round_trips(client: TestClient[Litestar]) -> None:
+    # 128 levels in all: the body, the payload, then 126 nested lists.
+    nested = b"[" * 126 + b"]" * 126
+    body = b'{"type": "deep", "payload": {"x": ' + nested + b"}}"
+    created = client.post("/jobs", content=body, headers=JSON)
+    assert created.status_code == 201, created.text
+    fetched = client.get(f"/jobs/{created.json()['job_id']}")
+    assert fetched.status_code == 200
+    assert fetched.json()["payload"] == msgspec.json.decode(body)["payload"]
+    assert client.get("/jobs").status_code == 200
+    deeper = b'{"type": "deep", "payload": {"x": [' + nested + b"]}}"
+    refused = _error(client.post("/jobs", content=deeper, headers=JSON), 400)
+    assert refused["detail"]["field"] == "body"
+
+
 def test_get_unknown_job_is_404(client: TestClient[Litestar]) -> None:
     missing = uuid4()
     body = _error(client.get(f"/jobs/{missing}"), 404)

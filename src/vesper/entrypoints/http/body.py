@@ -5,12 +5,14 @@ Litestar converts a body into its declared type with `strict=False`, which would
 msgspec in strict mode instead, and shows `Model` itself in the OpenAPI document.
 Every failure becomes an `InvalidRequest` naming the field (`jobs[3].priority`), or a
 415 for a body that does not say it is JSON. Duplicate keys are refused too, by the
-handlers (`check_duplicate_keys`): two parsers that disagree on
+handlers (`check_request_body`, which also bounds the nesting depth): two parsers that disagree on
 `{"type": "a", "type": "b"}` are a classic smuggling vector.
 """
 
 from __future__ import annotations
 
+import array
+import itertools
 import json
 import re
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,7 +37,11 @@ T = TypeVar("T", bound=msgspec.Struct)
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<name>.*)`$")
 _MAX_FIELD_CHARS = 120
-_INLINE_DUPLICATE_CHECK_BYTES = 16 * 1024
+_INLINE_CHECK_BYTES = 16 * 1024
+MAX_DEPTH = 128  # arrays and objects, the body's root included (serde_json's default)
+_OPENING, _CLOSING = b"[{", b"]}"
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in _OPENING + _CLOSING)
+_BRACKET_STEPS = bytes.maketrans(_OPENING + _CLOSING, b"\x01\x01\xff\xff")
 _INT_GOT_FLOAT = ("Expected `int`, got `float`", "Expected `int | null`, got `float`")
 
 
@@ -78,9 +84,27 @@ def decode_strict(raw: bytes, model: type[T]) -> T:
         raise InvalidRequest("body", f"is not valid JSON ({exc})") from None
     except UnicodeDecodeError:
         raise InvalidRequest("body", "is not valid UTF-8") from None
-    except RecursionError:
-        raise InvalidRequest("body", "is nested too deeply") from None
+    except RecursionError:  # msgspec guards its own recursion
+        raise InvalidRequest("body", f"is nested deeper than {MAX_DEPTH} levels") from None
     return value
+
+
+def check_depth(raw: bytes, limit: int = MAX_DEPTH) -> None:
+    """Refuse JSON (already valid) nested deeper than `limit` arrays and objects; the
+    root counts as 1.
+
+    msgspec guards its own recursion, but the Python code that walks a job afterwards
+    (converters, the stdlib parser, a consumer) may not: a payload 500 levels deep
+    overflowed the stack when the job was turned back into JSON. The scan stays in C:
+    escapes are dropped (so every quote left delimits a string), the text between
+    quotes is cut out, the remaining brackets become +1/-1 and a running sum gives the
+    depth.
+    """
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside_strings = b"".join(unescaped.split(b'"')[::2])
+    steps = outside_strings.translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    if steps and max(itertools.accumulate(array.array("b", steps))) > limit:
+        raise InvalidRequest("body", f"is nested deeper than {limit} levels")
 
 
 def _decode_integral_floats(raw: bytes, model: type[T]) -> T:
@@ -138,9 +162,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def reject_duplicate_keys(raw: bytes) -> None:
     """Raise InvalidRequest if an object of `raw` (valid JSON) repeats a key.
 
-    The stdlib parser with a hook is about twice as slow as msgspec: on a megabyte of
-    small objects that is tens of milliseconds, so `check_duplicate_keys` runs it off
-    the event loop for large bodies.
+    The stdlib parser (with a hook) is used because msgspec keeps the last value of a
+    repeated key without a word.
     """
     try:
         json.loads(raw, object_pairs_hook=_unique_keys)
@@ -173,10 +196,20 @@ class StrictJSON(MsgspecDTO[T]):
         )
 
 
-async def check_duplicate_keys(request: Request[Any, Any, Any]) -> None:
-    """`reject_duplicate_keys` on the request's (already read) body."""
+def check_body(raw: bytes) -> None:
+    """What msgspec does not check: the nesting depth, then duplicate keys."""
+    check_depth(raw)
+    reject_duplicate_keys(raw)
+
+
+async def check_request_body(request: Request[Any, Any, Any]) -> None:
+    """`check_body` on the request's (already read and decoded) body.
+
+    Both checks walk the text in Python-speed steps (tens of milliseconds for a
+    megabyte of small objects), so a large body is checked in a worker thread.
+    """
     raw = await request.body()
-    if len(raw) <= _INLINE_DUPLICATE_CHECK_BYTES:
-        reject_duplicate_keys(raw)
+    if len(raw) <= _INLINE_CHECK_BYTES:
+        check_body(raw)
     else:
-        await blocking(reject_duplicate_keys, raw)
+        await blocking(check_body, raw)

@@ -18,7 +18,7 @@ from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId
 from vesper.domain.query import MAX_PAGE, JobQuery
 from vesper.domain.states import Status
-from vesper.entrypoints.http.body import StrictJSON, check_duplicate_keys
+from vesper.entrypoints.http.body import StrictJSON, check_request_body
 from vesper.entrypoints.http.deps import blocking
 from vesper.entrypoints.http.errors import error_responses
 from vesper.entrypoints.http.schemas import (
@@ -113,7 +113,7 @@ async def submit_job_route(
     `Idempotency-Key`, submitting the same body again returns the original job with 200,
     even after it finished; another body with that key is a 422.
     """
-    await check_duplicate_keys(request)
+    await check_request_body(request)
     submitted = await blocking(submit_job, data.to_request(idempotency_key=idempotency_key))
     status = HTTP_201_CREATED if submitted.created else HTTP_200_OK
     return Response(job_out(submitted.job), status_code=status)
@@ -146,7 +146,7 @@ async def submit_batch_route(
     More jobs than the batch limit (1000 by default) is a 422; a body above
     VESPER_MAX_BODY is a 413 whatever it holds.
     """
-    await check_duplicate_keys(request)
+    await check_request_body(request)
     if "idempotency-key" in request.headers:
         raise InvalidRequest(
             "Idempotency-Key", "is not accepted on a batch: give each job an idempotency_key"
