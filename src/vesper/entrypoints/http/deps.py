@@ -22,6 +22,7 @@ from vesper.entrypoints.container import Container
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 # The container's providers that handlers may ask for, by the same name.
 USE_CASES = (
@@ -40,6 +41,18 @@ async def blocking(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) 
     """Run `function` in a worker thread; on cancellation, stop waiting for it."""
     call = functools.partial(function, *args, **kwargs)
     return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+
+
+async def presented(
+    present: Callable[[T], R], use_case: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> R:
+    """`present(use_case(...))` in one worker thread: turning a job with a large payload
+    into JSON walks it in Python, which must not stall the loop either."""
+
+    def run() -> R:
+        return present(use_case(*args, **kwargs))
+
+    return await blocking(run)
 
 
 def _provide(provider: Callable[[], object]) -> Provide:

@@ -13,13 +13,14 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParam
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_422_UNPROCESSABLE_ENTITY
 
 from vesper.application.management import CancelJob, GetJob, ListJobs, RetryJob
+from vesper.application.ports import Submitted
 from vesper.application.submit import SubmitJob, SubmitJobs
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId
 from vesper.domain.query import MAX_PAGE, JobQuery
 from vesper.domain.states import Status
 from vesper.entrypoints.http.body import StrictJSON, check_request_body
-from vesper.entrypoints.http.deps import blocking
+from vesper.entrypoints.http.deps import presented
 from vesper.entrypoints.http.errors import error_responses
 from vesper.entrypoints.http.schemas import (
     DOCUMENTED_LIMITS,
@@ -114,9 +115,10 @@ async def submit_job_route(
     even after it finished; another body with that key is a 422.
     """
     await check_request_body(request)
-    submitted = await blocking(submit_job, data.to_request(idempotency_key=idempotency_key))
-    status = HTTP_201_CREATED if submitted.created else HTTP_200_OK
-    return Response(job_out(submitted.job), status_code=status)
+    job, created = await presented(
+        _job_and_created, submit_job, data.to_request(idempotency_key=idempotency_key)
+    )
+    return Response(job, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
 
 @post(
@@ -157,15 +159,14 @@ async def submit_batch_route(
             detail=f"a batch holds at most {max_batch} jobs",
             extra={"field": "jobs", "max_items": max_batch},
         )
-    submitted = await blocking(submit_jobs, data.to_requests())
-    status = HTTP_201_CREATED if any(s.created for s in submitted) else HTTP_200_OK
-    return Response(jobs_out([s.job for s in submitted]), status_code=status)
+    jobs, created = await presented(_jobs_and_created, submit_jobs, data.to_requests())
+    return Response(jobs, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
 
 @get("/jobs/{job_id:str}", responses=error_responses(400, 401, 404, 503), tags=["jobs"])
 async def get_job_route(job_id: JobIdPath, get_job: NamedDependency[GetJob]) -> JobOut:
     """Look up a job by id."""
-    return job_out(await blocking(get_job, JobId(job_id)))
+    return await presented(job_out, get_job, JobId(job_id))
 
 
 @get("/jobs", responses=error_responses(400, 401, 503), tags=["jobs"])
@@ -183,7 +184,7 @@ async def list_jobs_route(
     last one. Every job appears once across the pages.
     """
     query = JobQuery(status=status, type=type, priority=priority, limit=limit, cursor=cursor)
-    return page_out(await blocking(list_jobs, query))
+    return await presented(page_out, list_jobs, query)
 
 
 @post(
@@ -194,7 +195,7 @@ async def list_jobs_route(
 )
 async def cancel_job_route(job_id: JobIdPath, cancel_job: NamedDependency[CancelJob]) -> JobOut:
     """Cancel a pending or failed job (409 in any other status)."""
-    return job_out(await blocking(cancel_job, JobId(job_id)))
+    return await presented(job_out, cancel_job, JobId(job_id))
 
 
 @post(
@@ -205,7 +206,15 @@ async def cancel_job_route(job_id: JobIdPath, cancel_job: NamedDependency[Cancel
 )
 async def retry_job_route(job_id: JobIdPath, retry_job: NamedDependency[RetryJob]) -> JobOut:
     """Send a dlq, failed or cancelled job back to pending, due now (409 otherwise)."""
-    return job_out(await blocking(retry_job, JobId(job_id)))
+    return await presented(job_out, retry_job, JobId(job_id))
+
+
+def _job_and_created(submitted: Submitted) -> tuple[JobOut, bool]:
+    return job_out(submitted.job), submitted.created
+
+
+def _jobs_and_created(submitted: list[Submitted]) -> tuple[JobsOut, bool]:
+    return jobs_out([s.job for s in submitted]), any(s.created for s in submitted)
 
 
 JOB_ROUTES = [
