@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 from tests.integration.harness import WorkerProcess, read_ledger, starts, wait_until
-
 from vesper.entrypoints.app import App
 from vesper.testing.postgres import admin_url, scratch_database
 

@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests.integration.harness import FAST, read_ledger, starts, wait_until, workers
 
+from tests.integration.harness import FAST, read_ledger, starts, wait_until, workers
 from vesper.domain.states import Status
 from vesper.domain.submission import JobRequest
 from vesper.entrypoints.app import App
