@@ -52,7 +52,7 @@ def create_app(
         if container is not None:
             settings = container.config.settings()
         else:
-            load_dotenv()
+            load_dotenv(".env", override=False)  # the current directory, as the CLI
             settings = Settings.from_env(os.environ)
     assert settings is not None
     c = container if container is not None else build_container(settings)
