@@ -271,3 +271,42 @@ def test_unreachable_database_gives_503_fast_and_health_stays_up(
         assert client.get("/health").status_code == 200
     assert "hunter2" not in caplog.text
     assert "127.0.0.1:1" not in caplog.text
+
+
+def test_client_disconnecting_mid_body_is_not_logged_as_an_error(
+    container: Container, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(container)
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"type": ', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/jobs",
+        "raw_path": b"/jobs",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    anyio.run(app, scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert container.get_stats()().total == 0

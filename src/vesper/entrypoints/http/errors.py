@@ -55,6 +55,7 @@ from vesper.entrypoints.http.schemas import ErrorOut
 log = logging.getLogger("vesper.http")
 
 RETRY_AFTER_SECONDS = 1
+_CLIENT_GONE = "client disconnected prematurely"
 # Wire names of the fields whose domain names differ. In a batch the key is a body field.
 _WIRE_FIELDS = {"timeout": "timeout_seconds"}
 _BATCH_WIRE_FIELDS = {**_WIRE_FIELDS, "Idempotency-Key": "idempotency_key"}
@@ -181,6 +182,13 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
 def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorOut]:
     if exc.status_code == HTTP_503_SERVICE_UNAVAILABLE:
         return store_unavailable_response()
+    if exc.detail == _CLIENT_GONE:  # Litestar raises a 500 for it: nobody reads the answer
+        log.info(
+            "%s %s: the client disconnected before its body arrived",
+            request.method,
+            request.url.path,
+        )
+        return error_response(HTTP_400_BAD_REQUEST, "the client disconnected")
     if exc.status_code >= HTTP_500_INTERNAL_SERVER_ERROR:
         return _internal_error(request, exc)
     if isinstance(exc, ValidationException):
