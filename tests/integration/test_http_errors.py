@@ -34,7 +34,7 @@ DRIVER_MESSAGE = (
     'connection to server at "db.internal" (10.0.0.7), port 5432 failed: '
     "password authentication failed for postgresql://vesper:hunter2@db.internal/vesper"
 )
-JOB = str(uuid4())
+JOB = "5f0c4a4e-8a4b-4c5e-9d3e-2a1b0c9d8e7f"  # fixed: test ids stay stable
 STORE_ROUTES = [
     ("POST", "/jobs", {"type": "a"}),
     ("POST", "/jobs/batch", {"jobs": [{"type": "a"}]}),
