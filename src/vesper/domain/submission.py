@@ -27,6 +27,7 @@ class Limits:
     max_retries: int = 1000
     max_batch: int = 1000
     max_key_length: int = 255
+    max_depth: int = 128  # nesting of the payload: deeper JSON overflows decoders' stacks
     max_error_length: int = 4000
     max_delay: timedelta = timedelta(days=3650)
     max_timeout: timedelta = timedelta(days=7)
@@ -103,13 +104,19 @@ def prepare(
         not isinstance(request.run_at, datetime) or request.run_at.utcoffset() is None
     ):
         raise InvalidRequest("run_at", "must be a date-time with a time zone (RFC 3339)")
+    try:
+        run_at = request.run_at.astimezone(UTC) if request.run_at is not None else None
+    except OverflowError:
+        raise InvalidRequest("run_at", "is out of range") from None
     delay = request.delay if request.delay is not None else timedelta(0)
     if not timedelta(0) <= delay <= limits.max_delay:
         raise InvalidRequest(
             "delay_seconds", f"must be from 0 to {limits.max_delay.total_seconds():.0f}"
         )
     if request.timeout is not None and not timedelta(0) < request.timeout <= limits.max_timeout:
-        raise InvalidRequest("timeout", f"must be above 0 and at most {limits.max_timeout}")
+        raise InvalidRequest(
+            "timeout", f"must be above 0 and at most {limits.max_timeout.total_seconds():g} seconds"
+        )
     check_idempotency_key(request.idempotency_key, limits)
     # the fingerprint hashes the validated copy: its keys are strings, as JSON makes them
     validated = attrs.evolve(request, payload=payload)
@@ -119,7 +126,7 @@ def prepare(
         priority=request.priority,
         payload=payload,
         max_retries=max_retries,
-        run_at=request.run_at.astimezone(UTC) if request.run_at is not None else None,
+        run_at=run_at,
         delay=delay,
         idempotency_key=request.idempotency_key,
         fingerprint=fingerprint(validated, max_retries=max_retries),
@@ -179,6 +186,8 @@ def _check_priority(priority: object) -> None:
 def _check_payload(payload: object, limits: Limits) -> dict[str, Any]:
     if not isinstance(payload, Mapping):
         raise InvalidRequest("payload", "must be a JSON object")
+    if _depth(payload, limits.max_depth) > limits.max_depth:
+        raise InvalidRequest("payload", f"nests deeper than {limits.max_depth} levels")
     try:
         text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
@@ -188,3 +197,22 @@ def _check_payload(payload: object, limits: Limits) -> dict[str, Any]:
     # a private copy: the caller's dict must not change a queued job
     copy: dict[str, Any] = json.loads(text)
     return copy
+
+
+def _depth(value: object, limit: int) -> int:
+    """Nesting depth of containers in `value`, counted iteratively up to limit + 1."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
