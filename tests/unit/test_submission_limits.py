@@ -22,7 +22,10 @@ def _nested(levels: int) -> dict[str, Any]:
     return payload
 
 
-def _prepare(request: JobRequest, limits: Limits = Limits()) -> None:
+DEFAULT_LIMITS = Limits()
+
+
+def _prepare(request: JobRequest, limits: Limits = DEFAULT_LIMITS) -> None:
     prepare(request, job_id=JobId(uuid.uuid4()), limits=limits, default_max_retries=3)
 
 
