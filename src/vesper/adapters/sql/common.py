@@ -156,7 +156,7 @@ class SqlJobReads:
                 # the status changed between the two statements: try again
             raise IllegalTransition(job_id, status, action)
 
-        changed = self._db.transaction(work)
+        changed = self._db.transaction(work, durable=True)
         self._changed(action, changed)
         return changed
 

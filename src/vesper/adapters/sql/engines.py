@@ -82,6 +82,13 @@ def _postgres_engine(url: URL, *, pool_size: int, max_overflow: int) -> Engine:
                 f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}",
                 f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TRANSACTION_TIMEOUT_MS}",
                 "-c TimeZone=UTC",  # psycopg then hands back timestamptz in UTC
+                "-c default_transaction_isolation=read\\ committed",
+                # Every vesper query has a plan without a sort (its ORDER BY follows an
+                # index) but the small workers listing. Forbidding sorts keeps the claim
+                # on the ordered scan of the partial claim index even when statistics
+                # are stale (a new table, a bulk load): the planner would otherwise
+                # fetch and sort every due job at each claim.
+                "-c enable_sort=off",
             ],
         )
     )
@@ -96,7 +103,9 @@ def _postgres_engine(url: URL, *, pool_size: int, max_overflow: int) -> Engine:
         max_overflow=max_overflow,
         pool_timeout=10,
         pool_pre_ping=True,
-        isolation_level="READ COMMITTED",
+        # autocommit: see Database; explicit transactions run at the server default,
+        # READ COMMITTED, which the claim (SKIP LOCKED) and submit (ON CONFLICT) rely on
+        isolation_level="AUTOCOMMIT",
         connect_args=connect_args,
     )
 
@@ -133,46 +142,56 @@ def _sqlite_engine(url: URL) -> Engine:
 
 
 class Database:
-    """Runs units of work on one engine; the repositories hold one each."""
+    """Runs units of work on one engine; the repositories hold one each.
+
+    PostgreSQL connections stay in autocommit: a single statement is atomic by itself
+    and needs no BEGIN/COMMIT round trips, and a transaction is an explicit BEGIN ...
+    COMMIT on the same connection (the pool rolls back one left open by an error).
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._backend = "PostgreSQL" if self.postgres else "SQLite"
-        # one statement needs no BEGIN/COMMIT round trips on PostgreSQL: it is atomic
-        self._autocommit = (
-            engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgres else engine
-        )
 
     def read(self, work: Callable[[Connection], T]) -> T:
         """Run `work`, which changes nothing."""
         if self.postgres:
-            return self._postgres(work, self._autocommit, transaction=False)
+            return self._postgres(work, begin=None)
         return self._sqlite(work, write=False)
 
     def statement(self, work: Callable[[Connection], T]) -> T:
         """Run `work`, one statement that changes rows (atomic on its own)."""
         if self.postgres:
-            return self._postgres(work, self._autocommit, transaction=False)
+            return self._postgres(work, begin=None)
         return self._sqlite(work, write=True)
 
-    def transaction(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
+    def transaction(self, work: Callable[[Connection], T], *, durable: bool = False) -> T:
+        """Run `work` in one transaction: committed if it returns, rolled back if it raises.
+
+        Args:
+            durable: on PostgreSQL, wait for the commit to reach disk even where the
+                server or the URL turned synchronous_commit off (an acknowledged submit
+                must survive a crash).
+        """
         if self.postgres:
-            return self._postgres(work, self.engine, transaction=True)
+            begin = "BEGIN; SET LOCAL synchronous_commit = on" if durable else "BEGIN"
+            return self._postgres(work, begin=begin)
         return self._sqlite(work, write=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
 
-    def _postgres(self, work: Callable[[Connection], T], engine: Engine, *, transaction: bool) -> T:
+    def _postgres(self, work: Callable[[Connection], T], *, begin: str | None) -> T:
         for attempt in range(PG_RETRIES + 1):
             try:
-                with engine.connect() as conn:
-                    if not transaction:
+                with self.engine.connect() as conn:
+                    if begin is None:
                         return work(conn)
-                    with conn.begin():
-                        return work(conn)
+                    conn.exec_driver_sql(begin)  # no parameters: one round trip for both
+                    result = work(conn)
+                    conn.exec_driver_sql("COMMIT")
+                    return result
             except DBAPIError as exc:
                 sqlstate = getattr(exc.orig, "sqlstate", None)
                 if sqlstate in _PG_RETRYABLE and attempt < PG_RETRIES:

@@ -178,7 +178,7 @@ class PostgresJobRepository(SqlJobReads):
             return []
         plan = plan_submission(jobs)
         params = _insert_params(plan.unique, now)
-        return self._db.transaction(lambda conn: self._submit(conn, plan, params))
+        return self._db.transaction(lambda conn: self._submit(conn, plan, params), durable=True)
 
     def _submit(
         self, conn: Connection, plan: SubmitPlan, params: dict[str, Any]

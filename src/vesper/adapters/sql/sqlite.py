@@ -14,7 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     Boolean,
+    TextualSelect,
+    Uuid,
     and_,
     bindparam,
     case,
@@ -41,31 +44,41 @@ from vesper.domain.submission import NewJob
 NOW = bindparam("now", type_=utc_datetime())
 _LEASE_CLEARED: dict[str, Any] = {"worker_id": None, "lease_token": None, "lease_expires_at": None}
 
-_picked = (
-    select(jobs.c.id)
-    .where(text(CLAIMABLE_SQL), jobs.c.run_at <= NOW)
-    .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.seq)
-    .limit(bindparam("limit"))
+# INDEXED BY: without statistics SQLite may prefer (status, seq) and sort every claimable
+# row; the partial claim index yields them in claim order, so LIMIT stops early
+_CLAIM = """
+UPDATE vesper_jobs
+SET status = 'processing', attempts = attempts + 1, worker_id = :b_worker_id,
+    lease_token = :token, lease_expires_at = :expires_at, started_at = :now, updated_at = :now
+WHERE id IN (
+    SELECT id FROM vesper_jobs INDEXED BY vesper_jobs_claim_idx
+    WHERE {claimable} AND run_at <= :now {types}
+    ORDER BY priority DESC, run_at, seq
+    LIMIT :limit
 )
-_claim_values: dict[str, Any] = {
-    "status": Status.PROCESSING.value,
-    "attempts": jobs.c.attempts + 1,
-    "worker_id": bindparam("b_worker_id"),
-    "lease_token": bindparam("token"),
-    "lease_expires_at": bindparam("expires_at"),
-    "started_at": NOW,
-    "updated_at": NOW,
-}
-CLAIM = update(jobs).where(jobs.c.id.in_(_picked)).values(**_claim_values).returning(*jobs.c)
-CLAIM_TYPES = (
-    update(jobs)
-    .where(jobs.c.id.in_(_picked.where(jobs.c.type.in_(bindparam("types", expanding=True)))))
-    .values(**_claim_values)
-    .returning(*jobs.c)
-)
+RETURNING *
+"""
+
+
+def _claim(types: str, *extra: BindParameter[Any]) -> TextualSelect:
+    return (
+        text(_CLAIM.format(claimable=CLAIMABLE_SQL, types=types))
+        .bindparams(
+            bindparam("now", type_=utc_datetime()),
+            bindparam("expires_at", type_=utc_datetime()),
+            bindparam("token", type_=Uuid()),
+            *extra,
+        )
+        .columns(*jobs.c)
+    )
+
+
+CLAIM = _claim("")
+CLAIM_TYPES = _claim("AND type IN :types", bindparam("types", expanding=True))
 
 # fencing: only the current, unexpired lease of a processing job changes it
 _FENCE = and_(
+    jobs.c.id.in_(bindparam("ids", expanding=True)),  # leads the planner to the primary key
     tuple_(jobs.c.id, jobs.c.lease_token).in_(bindparam("refs", expanding=True)),
     text(PROCESSING_SQL),
     jobs.c.lease_expires_at > NOW,
@@ -251,8 +264,10 @@ class SqliteJobRepository(SqlJobReads):
     ) -> list[Job]:
         if not leases:
             return []
-        refs = [(ref.job_id, ref.token) for ref in leases]
-        rows = self._db.statement(
-            lambda conn: conn.execute(statement, {**params, "refs": refs}).all()
-        )
+        bound = {
+            **params,
+            "ids": [ref.job_id for ref in leases],
+            "refs": [(ref.job_id, ref.token) for ref in leases],
+        }
+        rows = self._db.statement(lambda conn: conn.execute(statement, bound).all())
         return in_order_of(jobs_of(rows), [ref.job_id for ref in leases])
