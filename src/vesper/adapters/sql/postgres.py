@@ -55,12 +55,16 @@ CLAIM_TYPES = text(
     _CLAIM.format(claimable=CLAIMABLE_SQL, now=NOW, types="AND type = ANY(CAST(:types AS text[]))")
 )
 
-# fencing: only the current, unexpired lease of a processing job changes it
+# Fencing: only the current, unexpired lease of a processing job changes it. A lease token
+# is set exactly while a job is processing (the vesper_jobs_lease_check constraint), so
+# `lease_token = :token` implies the status; leaving `status = 'processing'` out keeps the
+# partial indexes out of reach, and the planner, which underestimates how many jobs are
+# processing, looks the batch's ids up by primary key instead of scanning all of them.
 _FENCED = """
 UPDATE vesper_jobs AS j SET {set}, worker_id = NULL, lease_token = NULL,
     lease_expires_at = NULL, updated_at = {now}
 FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[]){more}) AS r(id, token{names})
-WHERE j.id = r.id AND j.lease_token = r.token AND j.status = 'processing'
+WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = r.id AND j.lease_token = r.token
     AND j.lease_expires_at > {now}
 RETURNING j.*
 """
@@ -94,7 +98,7 @@ RENEW = text(
     f"""
 UPDATE vesper_jobs AS j SET lease_expires_at = {NOW} + CAST(:lease AS interval), updated_at = {NOW}
 FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS r(id, token)
-WHERE j.id = r.id AND j.lease_token = r.token AND j.status = 'processing'
+WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = r.id AND j.lease_token = r.token
     AND j.lease_expires_at > {NOW}
 RETURNING j.*
 """

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
     text,
 )
@@ -41,6 +42,11 @@ VERSION_TABLE = "vesper_alembic_version"
 # queries, so that both planners can match one to the other.
 CLAIMABLE_SQL = "status IN ('pending', 'failed')"
 PROCESSING_SQL = "status = 'processing'"
+# a lease exists exactly while the job is processing (the fenced updates rely on it)
+LEASE_CHECK_SQL = (
+    "(status = 'processing') = "
+    "(worker_id IS NOT NULL AND lease_token IS NOT NULL AND lease_expires_at IS NOT NULL)"
+)
 STATUS_CHECK_SQL = "status IN ('pending', 'processing', 'done', 'failed', 'dlq', 'cancelled')"
 
 
@@ -110,7 +116,6 @@ jobs = Table(
         BigInteger().with_variant(Integer(), "sqlite"),
         Identity(always=False),
         nullable=False,
-        unique=True,
     ),
     Column("type", Text(), nullable=False),
     Column("priority", SmallInteger(), nullable=False),
@@ -121,7 +126,7 @@ jobs = Table(
     Column("max_retries", Integer(), nullable=False),
     Column("error", Text(), nullable=False),
     Column("run_at", utc_datetime(), nullable=False),
-    Column("idempotency_key", Text(), nullable=True, unique=True),
+    Column("idempotency_key", Text(), nullable=True),
     Column("fingerprint", Text(), nullable=False),
     Column("timeout", duration(), nullable=True),
     Column("trace_context", Text(), nullable=True),
@@ -132,7 +137,11 @@ jobs = Table(
     Column("updated_at", utc_datetime(), nullable=False),
     Column("started_at", utc_datetime(), nullable=True),
     Column("finished_at", utc_datetime(), nullable=True),
+    UniqueConstraint("seq", name="vesper_jobs_seq_key"),
+    # idempotency: ON CONFLICT (idempotency_key) infers this constraint
+    UniqueConstraint("idempotency_key", name="vesper_jobs_idempotency_key_key"),
     CheckConstraint(STATUS_CHECK_SQL, name="vesper_jobs_status_check"),
+    CheckConstraint(LEASE_CHECK_SQL, name="vesper_jobs_lease_check"),
     # the claim path: only due-able jobs are in it, so finished rows cost it nothing
     Index(
         "vesper_jobs_claim_idx",

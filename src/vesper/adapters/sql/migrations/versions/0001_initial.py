@@ -24,6 +24,10 @@ depends_on = None
 
 CLAIMABLE = "status IN ('pending', 'failed')"
 PROCESSING = "status = 'processing'"
+LEASE_CHECK = (
+    "(status = 'processing') = "
+    "(worker_id IS NOT NULL AND lease_token IS NOT NULL AND lease_expires_at IS NOT NULL)"
+)
 
 
 def _timestamp() -> sa.types.TypeEngine[datetime]:
@@ -70,6 +74,9 @@ def upgrade() -> None:
             "status IN ('pending', 'processing', 'done', 'failed', 'dlq', 'cancelled')",
             name="vesper_jobs_status_check",
         ),
+        # a lease (holder, token, expiry) exists exactly while the job is processing:
+        # the fenced updates rely on it (a token match implies the status)
+        sa.CheckConstraint(LEASE_CHECK, name="vesper_jobs_lease_check"),
     )
     op.create_index(
         "vesper_jobs_claim_idx",
