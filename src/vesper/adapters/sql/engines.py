@@ -227,10 +227,40 @@ class Database:
         orig = getattr(exc, "orig", None)
         if not self.postgres and orig is not None:
             return f"the SQLite store is unavailable: {str(orig).strip().splitlines()[0]}"
-        kind = type(orig if orig is not None else exc).__name__
+        if isinstance(exc, PoolTimeout):
+            return "the PostgreSQL store is unavailable: no free connection in the pool"
         sqlstate = getattr(orig, "sqlstate", None)
-        code = f", SQLSTATE {sqlstate}" if sqlstate else ""
-        return f"the {self._backend} store is unavailable ({kind}{code})"
+        reason = _PG_REASONS.get(sqlstate or "") or _reason_of(str(orig or exc))
+        code = f" (SQLSTATE {sqlstate})" if sqlstate else ""
+        return f"the PostgreSQL store is unavailable: {reason}{code}"
+
+
+# Fixed phrases only: libpq's own messages name the host, port, user or database.
+_PG_REASONS = {
+    "28P01": "password authentication failed (check DB_PASSWORD)",
+    "28000": "the server rejected the connection (authentication)",
+    "3D000": "the database does not exist",
+    "57P01": "the server is shutting down",
+    "57P03": "the server is starting up or shutting down",
+    "53300": "too many connections",
+    "57014": "the statement was cancelled (statement_timeout)",
+}
+
+
+def _reason_of(message: str) -> str:
+    text = message.lower()
+    for needle, reason in (
+        ("password authentication failed", _PG_REASONS["28P01"]),
+        ("does not exist", _PG_REASONS["3D000"]),
+        ("connection refused", "connection refused"),
+        ("timeout expired", "connection timed out"),
+        ("could not translate host name", "unknown host name"),
+        ("server closed the connection", "the connection was closed by the server"),
+        ("terminating connection", "the connection was closed by the server"),
+    ):
+        if needle in text:
+            return reason
+    return "the database did not answer"
 
 
 def _sqlite_busy(exc: OperationalError) -> bool:
