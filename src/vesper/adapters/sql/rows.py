@@ -75,7 +75,8 @@ def job_of(row: Row[Any] | Mapping[str, Any]) -> Job:
         if token is None
         else {"worker_id": worker_id, "token": token, "expires_at": expires_at}
     )
-    return _structure_job(fields, Job)
+    job: Job = _structure_job(fields, Job)
+    return job
 
 
 def jobs_of(rows: Iterable[Row[Any]]) -> list[Job]:
@@ -94,7 +95,8 @@ def row_of(job: Job) -> dict[str, Any]:
 
 def process_of(row: Row[Any]) -> WorkerProcess:
     """The WorkerProcess a `vesper_workers` row holds."""
-    return _structure_process(dict(row._mapping), WorkerProcess)
+    process: WorkerProcess = _structure_process(dict(row._mapping), WorkerProcess)
+    return process
 
 
 def in_claim_order(jobs: Iterable[Job]) -> list[Job]:
