@@ -1,16 +1,19 @@
 """Metrics with the OpenTelemetry SDK, exposed in Prometheus text format.
 
 Counters and histograms are pushed by the use cases and the worker (the JobMetrics
-port); queue depth and the fleet are observed from the store at scrape time, cached for
-a second so that many scrapers cost one query.
+port) and by the HTTP edge; queue depth and the fleet are observed from the store at
+scrape time, cached for a second so that many scrapers cost one query; this process's
+busy slots, database pools and LISTEN connection are observed from the objects that
+own them. Every name follows Prometheus conventions once exported: the `vesper_`
+prefix, base units (`_seconds`), `_total` on counters (the exporter adds the suffixes).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -26,25 +29,20 @@ from vesper.domain.stats import QueueStats
 T = TypeVar("T")
 
 SECONDS_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    900.0,
-    3600.0,
+    *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
 )
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Pool(Protocol):
+    """What is read of a connection pool (SQLAlchemy's QueuePool has these)."""
+
+    def size(self) -> int: ...
+
+    def checkedin(self) -> int: ...
+
+    def checkedout(self) -> int: ...
 
 
 class _Cached:
@@ -122,7 +120,26 @@ class OtelMetrics:
             description="Time an attempt's consumer ran",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
+        self._http_requests = meter.create_counter(
+            "vesper_http_requests", description="HTTP requests by method, route and status"
+        )
+        self._http_duration = meter.create_histogram(
+            "vesper_http_request_duration",
+            unit="s",
+            description="HTTP request latency by method, route and status",
+            explicit_bucket_boundaries_advisory=HTTP_BUCKETS,
+        )
         self._meter = meter
+        # unlabelled counters start at 0, so that dashboards and alerts see them at once
+        for counter in (self._renewals, self._losses, self._reaped):
+            counter.add(0)
+        self._busy_lock = threading.Lock()
+        self._busy: list[Callable[[], int]] = []
+        meter.create_observable_gauge(
+            "vesper_worker_busy_slots",
+            [self._observe_busy],
+            description="Slots running a job in this process",
+        )
 
     # -- the JobMetrics port ------------------------------------------------------------
 
@@ -205,13 +222,81 @@ class OtelMetrics:
             "vesper_worker_slots", [slots], description="Job slots of live processes (fleet)"
         )
 
-    def observe_busy_slots(self, busy: Callable[[], int]) -> None:
-        def observe(_: CallbackOptions) -> Iterable[Observation]:
-            yield Observation(busy())
+    def observe_busy_slots(self, busy: Callable[[], int]) -> Callable[[], None]:
+        """Add a runner's busy-slot count to vesper_worker_busy_slots; returns the undo."""
+        with self._busy_lock:
+            self._busy.append(busy)
+
+        def remove() -> None:
+            with self._busy_lock:
+                if busy in self._busy:
+                    self._busy.remove(busy)
+
+        return remove
+
+    def _observe_busy(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._busy_lock:
+            sources = list(self._busy)
+        yield Observation(sum(source() for source in sources))
+
+    def observe_pools(self, pools: Callable[[], Mapping[str, Pool]]) -> None:
+        """Connections of each database pool, by name (`main`, `beat`), at scrape time."""
+
+        def read() -> Mapping[str, Pool]:
+            try:
+                return pools()
+            except Exception:
+                return {}  # the store is not open, or not reachable: no pool to show
+
+        def connections(_: CallbackOptions) -> Iterable[Observation]:
+            for name, pool in read().items():
+                yield Observation(pool.checkedout(), {"pool": name, "state": "in_use"})
+                yield Observation(pool.checkedin(), {"pool": name, "state": "idle"})
+
+        def size(_: CallbackOptions) -> Iterable[Observation]:
+            for name, pool in read().items():
+                yield Observation(pool.size(), {"pool": name})
 
         self._meter.create_observable_gauge(
-            "vesper_worker_busy_slots", [observe], description="Slots running a job, this process"
+            "vesper_db_pool_connections",
+            [connections],
+            description="Open connections of a database pool, in use or idle",
         )
+        self._meter.create_observable_gauge(
+            "vesper_db_pool_size",
+            [size],
+            description="Configured size of a database pool (overflow comes on top)",
+        )
+
+    def observe_listener(
+        self, connected: Callable[[], bool], reconnects: Callable[[], int]
+    ) -> None:
+        """The PostgreSQL LISTEN connection: up or down, and how often it reconnected."""
+
+        def up(_: CallbackOptions) -> Iterable[Observation]:
+            yield Observation(1 if connected() else 0)
+
+        def again(_: CallbackOptions) -> Iterable[Observation]:
+            yield Observation(reconnects())
+
+        self._meter.create_observable_gauge(
+            "vesper_listen_connected",
+            [up],
+            description="1 while the LISTEN connection for job notifications is up",
+        )
+        self._meter.create_observable_counter(
+            "vesper_listen_reconnects",
+            [again],
+            description="Times the LISTEN connection was lost and opened again",
+        )
+
+    # -- the HTTP edge --------------------------------------------------------------------
+
+    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request answered; `route` is the path template (`/jobs/{job_id}`)."""
+        labels = {"method": method, "route": route, "status": str(status)}
+        self._http_requests.add(1, labels)
+        self._http_duration.record(max(seconds, 0.0), labels)
 
     # -- exposition ---------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from dependency_injector import containers, providers
 
@@ -30,6 +31,7 @@ from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs,
 from vesper.application.ports import Clock, JobRepository, Store, WorkerRegistry
 from vesper.application.submit import SubmitJob, SubmitJobs
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
+from vesper.entrypoints.tracing import open_tracer_provider
 from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases
 
 
@@ -47,10 +49,16 @@ def open_sql_store(url: str, clock: Clock, migrate: bool) -> Iterator[Store]:
         store.close()
 
 
-def open_metrics(get_stats: GetStats, get_fleet: GetFleet) -> Iterator[OtelMetrics]:
+def open_metrics(
+    get_stats: Callable[[], GetStats],
+    get_fleet: Callable[[], GetFleet],
+    store: Callable[[], Store],
+) -> Iterator[OtelMetrics]:
+    """Metrics of this process; the store opens at the first scrape, not before."""
     metrics = OtelMetrics()
-    metrics.observe_queue(get_stats)
-    metrics.observe_fleet(get_fleet)
+    metrics.observe_queue(lambda: get_stats()())  # noqa: PLW0108 (lazy: opens the store at a scrape)
+    metrics.observe_fleet(lambda: get_fleet()())  # noqa: PLW0108
+    metrics.observe_pools(lambda: store_pools(store()))
     try:
         yield metrics
     finally:
@@ -79,6 +87,16 @@ def open_listener(storage: str, url: str, signal: LocalJobSignal) -> Iterator[ob
         yield listener
     finally:
         listener.stop()
+
+
+def store_pools(store: Store) -> dict[str, Any]:
+    """The SQL store's connection pools by name (main, beat); none for other stores."""
+    # SqlStore keeps its engines in `_databases`; a public accessor is requested
+    databases = getattr(store, "_databases", None) or ()
+    names = ("main", "beat")
+    return {
+        names[i] if i < len(names) else f"pool{i}": db.engine.pool for i, db in enumerate(databases)
+    }
 
 
 def _jobs(store: Store) -> JobRepository:
@@ -116,7 +134,14 @@ class Container(containers.DeclarativeContainer):
     )
     get_stats = providers.Factory(GetStats, jobs=job_repository)
     get_fleet = providers.Factory(GetFleet, registry=worker_registry)
-    metrics = providers.Resource(open_metrics, get_stats=get_stats, get_fleet=get_fleet)
+    metrics = providers.Resource(
+        open_metrics,
+        get_stats=get_stats.provider,
+        get_fleet=get_fleet.provider,
+        store=store.provider,
+    )
+    tracer_provider = providers.Resource(open_tracer_provider)
+    worker_tracer = providers.Callable(lambda p: p.get_tracer("vesper.worker"), tracer_provider)
 
     submit_job = providers.Factory(
         SubmitJob,
@@ -176,6 +201,7 @@ class Container(containers.DeclarativeContainer):
         queue=queue_settings,
         settings=worker_settings,
         metrics=metrics,
+        tracer=worker_tracer,
     )
 
 

@@ -1,43 +1,109 @@
-"""Logging for the service: readable key=value lines in development, JSON in production."""
+"""Logging for the service: readable key=value lines in development, JSON in production.
+
+One hierarchy (`vesper`, `vesper.worker`, `vesper.http`, `vesper.listen`, ...) under
+the root logger. Structured fields travel as the record's extras (`log.info("job done",
+extra={"job_id": ...})`): the JSON formatter makes them keys, the text formatter
+appends them as `key=value`. Both formatters redact secrets from the final line: the
+password of any URL (`postgresql://vesper:***@db/vesper`) and the values of
+DB_PASSWORD and VESPER_API_TOKEN wherever they appear.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import sys
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from vesper.entrypoints.settings import Settings
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",  # added by Python 3.12's LogRecord
+}
+SECRET_VARIABLES = ("DB_PASSWORD", "VESPER_API_TOKEN")
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+(?=@)")
+_BARE = re.compile(r"^[^\s=\"]+$")
+
+
+class Redactor:
+    """Removes passwords and tokens from text that is about to be written."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # short values would redact half the log: a secret this short is no secret
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Redactor:
+        return cls(env.get(name, "") for name in SECRET_VARIABLES)
+
+    def __call__(self, text: str) -> str:
+        text = _URL_PASSWORD.sub(r"\g<head>***", text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _extras(record: logging.LogRecord) -> dict[str, object]:
+    return {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, extra fields, exception."""
 
+    def __init__(self, redact: Redactor | None = None) -> None:
+        super().__init__()
+        self._redact = redact or Redactor()
+
     def format(self, record: logging.LogRecord) -> str:
-        line = {
+        line: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        line.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
+        line.update(_extras(record))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return self._redact(json.dumps(line, default=str))
 
 
-def configure_logging(settings: Settings) -> None:
+class KeyValueFormatter(logging.Formatter):
+    """`time level logger: message key=value ...`, for people reading a terminal."""
+
+    def __init__(self, redact: Redactor | None = None) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        self._redact = redact or Redactor()
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = " ".join(f"{k}={_value(v)}" for k, v in _extras(record).items())
+        if fields:
+            head, newline, rest = text.partition("\n")  # fields before any traceback
+            text = f"{head} {fields}{newline}{rest}"
+        return self._redact(text)
+
+
+def _value(value: object) -> str:
+    text = str(value)
+    return text if _BARE.match(text) else json.dumps(text)
+
+
+def configure_logging(settings: Settings, env: Mapping[str, str] | None = None) -> None:
     """Set up the root logger once, unless the embedding program already did."""
     root = logging.getLogger()
     if root.handlers:
         return
+    env = os.environ if env is None else env
+    redact = Redactor.from_env(env)
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(redact))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(KeyValueFormatter(redact))
     root.addHandler(handler)
-    root.setLevel(os.environ.get("VESPER_LOG_LEVEL", "INFO").upper())
+    root.setLevel(env.get("VESPER_LOG_LEVEL", "INFO").upper())

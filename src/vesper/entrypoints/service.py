@@ -15,8 +15,10 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from vesper.entrypoints.settings import parse_addr
+from vesper.entrypoints.tracing import TracingConfigError, install_global_tracer_provider
 from vesper.entrypoints.worker.runner import WorkerRunner
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ def check_consumers(app: App) -> bool:
 
 def build_runner(app: App) -> WorkerRunner:
     runner: WorkerRunner = app.container.worker_runner(consumers=app.consumers)
+    app.container.metrics().observe_busy_slots(lambda: runner.busy)
     return runner
 
 
@@ -64,6 +67,10 @@ def build_http_server(app: App) -> uvicorn.Server:
 
 async def serve(app: App, *, api: bool, workers: bool) -> None:
     """Run the API and/or the workers until a signal stops them."""
+    try:  # OTEL_TRACES_EXPORTER: a bad value stops start-up with one line
+        install_global_tracer_provider(app.container.tracer_provider())
+    except TracingConfigError as exc:
+        raise SystemExit(f"vesper: {exc}") from None
     listening = listen(app.settings.http.host, app.settings.http.port) if api else None
     runner = build_runner(app) if workers and check_consumers(app) else None
     server = build_http_server(app) if api else None
@@ -95,7 +102,13 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     unsubscribe = None
     if runner is not None:
         unsubscribe = app.container.job_signal().subscribe(runner.wake)
-        app.container.job_listener()  # PostgreSQL: LISTEN for submissions anywhere
+        listener: Any = app.container.job_listener()  # PostgreSQL: LISTEN for submissions
+        if listener is not None:
+            app.container.metrics().observe_listener(
+                listener.connected.is_set, lambda: listener.reconnects
+            )
+        if server is None:
+            serve_worker_metrics(app)
         tasks.append(runner.run())
     if server is not None and listening is not None:
         tasks.append(_serve_http(server, listening, stop))
@@ -106,6 +119,26 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
             unsubscribe()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def serve_worker_metrics(app: App) -> None:
+    """A worker-only process serves /metrics on VESPER_METRICS_ADDR (`:9100`), if set."""
+    addr = os.environ.get("VESPER_METRICS_ADDR", "")
+    if not addr:
+        return
+    from prometheus_client import start_http_server  # noqa: PLC0415
+
+    try:
+        host, port = parse_addr(addr)
+    except ValueError as exc:
+        raise SystemExit(f"vesper: VESPER_METRICS_ADDR={addr!r}: {exc}") from None
+    try:  # a daemon thread: it ends with the process
+        start_http_server(port, addr=host, registry=app.container.metrics().registry)
+    except OSError as exc:
+        raise SystemExit(
+            f"vesper: cannot listen on {host}:{port} (VESPER_METRICS_ADDR): {exc.strerror}"
+        ) from None
+    log.info("metrics on http://%s:%d/metrics", host, port)
 
 
 def listen(host: str, port: int) -> socket.socket:

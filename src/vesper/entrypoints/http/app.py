@@ -24,6 +24,7 @@ from vesper.entrypoints.http.openapi import openapi_config
 from vesper.entrypoints.http.routes.fleet import FLEET_ROUTES
 from vesper.entrypoints.http.routes.health import HEALTH_ROUTES
 from vesper.entrypoints.http.routes.jobs import JOB_ROUTES
+from vesper.entrypoints.http.telemetry import HttpTelemetry
 from vesper.entrypoints.http.timeouts import TimeoutMiddleware
 from vesper.entrypoints.settings import Settings
 
@@ -86,4 +87,10 @@ def create_app(
         debug=False,  # never render tracebacks into responses
     )
     app.state.max_body_bytes = max_body
+    # outermost, as Litestar's own OpenTelemetry plugin: 404s and 405s are counted too
+    app.asgi_handler = HttpTelemetry(
+        app.asgi_handler,
+        tracer=c.tracer_provider().get_tracer("vesper.http"),
+        record=lambda *request: c.metrics().http_request(*request),
+    )
     return app

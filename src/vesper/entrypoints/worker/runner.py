@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import attrs
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 
 from vesper.application.consumers import Consumers, Job
 from vesper.application.execution import (
@@ -45,6 +47,7 @@ from vesper.application.settings import QueueSettings
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Job as JobRecord
 from vesper.domain.job import JobId
+from vesper.entrypoints.tracing import JobSpan, job_span
 from vesper.entrypoints.worker.execution import Attempt, Result, run_attempt
 from vesper.entrypoints.worker.recorder import OutcomeRecorder
 
@@ -102,9 +105,11 @@ class WorkerRunner:
         settings: WorkerSettings,
         identity: WorkerProcess | None = None,
         metrics: JobMetrics = NO_METRICS,
+        tracer: Tracer | None = None,
     ) -> None:
         self.uses = uses
         self.metrics = metrics
+        self.tracer = tracer or trace.get_tracer("vesper.worker")
         self.consumers = consumers
         self.queue = queue
         self.settings = settings
@@ -213,16 +218,20 @@ class WorkerRunner:
             record.timeout or (consumer.timeout if consumer else None) or self.settings.job_timeout
         )
         outcome = "abandoned"
-        try:
-            result = await run_attempt(attempt, consumer, timeout, self._job_pool)
-            if result is not None:
-                outcome = await self._record(record, result)
-        finally:
-            self._running.pop(record.id, None)
-            self._done_count += 1
-            self._wake.set()
-            self.metrics.job_finished(record, outcome, time.monotonic() - started)
-            self._log_job(record, outcome, started, attempt)
+        error: str | None = None
+        with job_span(self.tracer, record, worker_id=self.identity.id) as span:
+            try:
+                result = await run_attempt(attempt, consumer, timeout, self._job_pool)
+                if result is not None:
+                    error = result.error
+                    outcome = await self._record(record, result)
+            finally:
+                self._running.pop(record.id, None)
+                self._done_count += 1
+                self._wake.set()
+                self.metrics.job_finished(record, outcome, time.monotonic() - started)
+                span.finish(outcome, error or attempt.abandon_reason)
+                self._log_job(record, outcome, started, attempt, span)
 
     async def _record(self, record: JobRecord, result: Result) -> str:
         outcome = Outcome(job=record, error=result.error, retryable=result.retryable)
@@ -230,6 +239,7 @@ class WorkerRunner:
             log.warning(
                 "job %s: lease lost before its outcome was recorded; another worker owns it",
                 record.id,
+                extra=self._ids(record.id),
             )
             return "lease_lost"
         if result.error is None:
@@ -280,7 +290,11 @@ class WorkerRunner:
                 self.metrics.leases_lost(len(lost))
             for ref in lost:
                 attempt = attempts.pop(ref.job_id)
-                log.warning("job %s: lease lost; stopping it, nothing will be recorded", ref.job_id)
+                log.warning(
+                    "job %s: lease lost; stopping it, nothing will be recorded",
+                    ref.job_id,
+                    extra=self._ids(ref.job_id),
+                )
                 attempt.abandon("lease lost")
             for attempt in attempts.values():
                 attempt.deadline = renewed_at + self._lease_margin()
@@ -295,7 +309,11 @@ class WorkerRunner:
         now = time.monotonic()
         for job_id, attempt in self._running.items():
             if attempt.abandon_reason is None and now > attempt.deadline:
-                log.warning("job %s: lease not renewed before it expires; stopping it", job_id)
+                log.warning(
+                    "job %s: lease not renewed before it expires; stopping it",
+                    job_id,
+                    extra=self._ids(job_id),
+                )
                 attempt.abandon("lease expired locally")
 
     def _lease_margin(self) -> float:
@@ -336,6 +354,10 @@ class WorkerRunner:
 
     # -- helpers ------------------------------------------------------------------------
 
+    def _ids(self, job_id: JobId) -> dict[str, str]:
+        """Structured fields of a job's log line (JSON keys, or key=value in text)."""
+        return {"job_id": str(job_id), "worker_id": self.identity.id}
+
     async def _call(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
@@ -367,23 +389,29 @@ class WorkerRunner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    def _log_job(self, record: JobRecord, outcome: str, started: float, attempt: Attempt) -> None:
+    def _log_job(
+        self, record: JobRecord, outcome: str, started: float, attempt: Attempt, span: JobSpan
+    ) -> None:
         wait_ms = (
             (record.started_at - record.run_at).total_seconds() * 1000 if record.started_at else 0.0
         )
         level = logging.DEBUG if outcome == "done" else logging.INFO
-        log.log(
-            level,
-            "job_id=%s type=%s priority=%d attempt=%d wait_ms=%.1f run_ms=%.1f outcome=%s%s",
-            record.id,
-            record.type,
-            record.priority,
-            record.attempts,
-            max(wait_ms, 0.0),
-            (time.monotonic() - started) * 1000,
-            outcome,
-            f" reason={attempt.abandon_reason!r}" if attempt.abandon_reason else "",
-        )
+        fields: dict[str, object] = {
+            "job_id": str(record.id),
+            "job_type": record.type,
+            "worker_id": self.identity.id,
+            "priority": record.priority,
+            "attempt": record.attempts,
+            "wait_ms": round(max(wait_ms, 0.0), 1),
+            "run_ms": round((time.monotonic() - started) * 1000, 1),
+            "outcome": outcome,
+        }
+        if attempt.abandon_reason:
+            fields["reason"] = attempt.abandon_reason
+        if span.trace_id:
+            fields["trace_id"] = span.trace_id
+        # the fields are the record's extras; the formatter prints them (key=value or JSON)
+        log.log(level, "job %s", outcome, extra=fields)
 
     async def _log_fleet(self) -> None:
         try:

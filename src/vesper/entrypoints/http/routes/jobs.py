@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
+import attrs
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
@@ -34,6 +35,7 @@ from vesper.entrypoints.http.schemas import (
     jobs_out,
     page_out,
 )
+from vesper.entrypoints.tracing import current_traceparent
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -115,9 +117,11 @@ async def submit_job_route(
     even after it finished; another body with that key is a 422.
     """
     await check_request_body(request)
-    job, created = await presented(
-        _job_and_created, submit_job, data.to_request(idempotency_key=idempotency_key)
+    # the request's span travels with the job: its execution joins this trace
+    job_request = attrs.evolve(
+        data.to_request(idempotency_key=idempotency_key), trace_context=current_traceparent()
     )
+    job, created = await presented(_job_and_created, submit_job, job_request)
     return Response(job, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
 
@@ -159,7 +163,9 @@ async def submit_batch_route(
             detail=f"a batch holds at most {max_batch} jobs",
             extra={"field": "jobs", "max_items": max_batch},
         )
-    jobs, created = await presented(_jobs_and_created, submit_jobs, data.to_requests())
+    traceparent = current_traceparent()
+    requests = [attrs.evolve(r, trace_context=traceparent) for r in data.to_requests()]
+    jobs, created = await presented(_jobs_and_created, submit_jobs, requests)
     return Response(jobs, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
 
