@@ -140,11 +140,14 @@ FROM unnest(
 ) WITH ORDINALITY AS r(id, type, priority, payload, max_retries, run_at, delay, key,
     fingerprint, timeout, trace, ord)
 ORDER BY r.ord
-ON CONFLICT (idempotency_key) DO NOTHING
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *
 """
 )
-BOUND = text("SELECT * FROM vesper_jobs WHERE idempotency_key = ANY(CAST(:keys AS text[]))")
+BOUND = text(
+    "SELECT * FROM vesper_jobs WHERE idempotency_key IS NOT NULL"
+    " AND idempotency_key = ANY(CAST(:keys AS text[]))"
+)
 CLOCK = text("SELECT statement_timestamp()")
 NOTIFY = text(NOTIFY_SQL)
 

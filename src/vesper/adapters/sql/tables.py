@@ -42,6 +42,7 @@ VERSION_TABLE = "vesper_alembic_version"
 # queries, so that both planners can match one to the other.
 CLAIMABLE_SQL = "status IN ('pending', 'failed')"
 PROCESSING_SQL = "status = 'processing'"
+KEYED_SQL = "idempotency_key IS NOT NULL"
 # a lease exists exactly while the job is processing (the fenced updates rely on it)
 LEASE_CHECK_SQL = (
     "(status = 'processing') = "
@@ -138,8 +139,6 @@ jobs = Table(
     Column("started_at", utc_datetime(), nullable=True),
     Column("finished_at", utc_datetime(), nullable=True),
     UniqueConstraint("seq", name="vesper_jobs_seq_key"),
-    # idempotency: ON CONFLICT (idempotency_key) infers this constraint
-    UniqueConstraint("idempotency_key", name="vesper_jobs_idempotency_key_key"),
     CheckConstraint(STATUS_CHECK_SQL, name="vesper_jobs_status_check"),
     CheckConstraint(LEASE_CHECK_SQL, name="vesper_jobs_lease_check"),
     # the claim path: only due-able jobs are in it, so finished rows cost it nothing
@@ -150,6 +149,15 @@ jobs = Table(
         "seq",
         postgresql_where=text(CLAIMABLE_SQL),
         sqlite_where=text(CLAIMABLE_SQL),
+    ),
+    # idempotency: ON CONFLICT (idempotency_key) WHERE ... infers this index; partial, so
+    # that the many jobs without a key cost it nothing at each update
+    Index(
+        "vesper_jobs_idempotency_key_idx",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text(KEYED_SQL),
+        sqlite_where=text(KEYED_SQL),
     ),
     Index(
         "vesper_jobs_lease_idx",

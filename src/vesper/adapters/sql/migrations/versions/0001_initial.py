@@ -24,6 +24,7 @@ depends_on = None
 
 CLAIMABLE = "status IN ('pending', 'failed')"
 PROCESSING = "status = 'processing'"
+KEYED = "idempotency_key IS NOT NULL"
 LEASE_CHECK = (
     "(status = 'processing') = "
     "(worker_id IS NOT NULL AND lease_token IS NOT NULL AND lease_expires_at IS NOT NULL)"
@@ -69,7 +70,6 @@ def upgrade() -> None:
         sa.Column("started_at", _timestamp(), nullable=True),
         sa.Column("finished_at", _timestamp(), nullable=True),
         sa.UniqueConstraint("seq", name="vesper_jobs_seq_key"),
-        sa.UniqueConstraint("idempotency_key", name="vesper_jobs_idempotency_key_key"),
         sa.CheckConstraint(
             "status IN ('pending', 'processing', 'done', 'failed', 'dlq', 'cancelled')",
             name="vesper_jobs_status_check",
@@ -84,6 +84,16 @@ def upgrade() -> None:
         [sa.text("priority DESC"), "run_at", "seq"],
         postgresql_where=sa.text(CLAIMABLE),
         sqlite_where=sa.text(CLAIMABLE),
+    )
+    # partial: most jobs have no key, and every update of a row (claim, complete) would
+    # otherwise add an index entry for its NULL
+    op.create_index(
+        "vesper_jobs_idempotency_key_idx",
+        "vesper_jobs",
+        ["idempotency_key"],
+        unique=True,
+        postgresql_where=sa.text(KEYED),
+        sqlite_where=sa.text(KEYED),
     )
     op.create_index(
         "vesper_jobs_lease_idx",
