@@ -130,8 +130,9 @@ class OtelMetrics:
             explicit_bucket_boundaries_advisory=HTTP_BUCKETS,
         )
         self._meter = meter
-        # unlabelled counters start at 0, so that dashboards and alerts see them at once
-        for counter in (self._renewals, self._losses, self._reaped):
+        # counters of rare events start at 0 (a series without labels), so that dashboards
+        # and alerts see them before the first event
+        for counter in (self._renewals, self._losses, self._reaped, self._abandoned):
             counter.add(0)
         self._busy_lock = threading.Lock()
         self._busy: list[Callable[[], int]] = []
