@@ -15,10 +15,14 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from vesper.entrypoints.settings import Settings
+if TYPE_CHECKING:
+    from vesper.entrypoints.settings import Settings
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
@@ -46,6 +50,31 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+_JOB_FIELDS: ContextVar[Mapping[str, object] | None] = ContextVar("vesper_job_fields", default=None)
+
+
+@contextmanager
+def job_fields(**fields: object) -> Iterator[None]:
+    """Fields (job_id, worker_id) added to every line logged in this context: the
+    runner's lines about an attempt and those of async consumers (sync consumers run
+    in a pool thread, outside the context)."""
+    token = _JOB_FIELDS.set({**(_JOB_FIELDS.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _JOB_FIELDS.reset(token)
+
+
+class JobFieldsFilter(logging.Filter):
+    """Adds the context's job fields to each record that does not carry them already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_JOB_FIELDS.get() or {}).items():
+            if key not in record.__dict__:
+                setattr(record, key, value)
+        return True
 
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:
@@ -105,5 +134,6 @@ def configure_logging(settings: Settings, env: Mapping[str, str] | None = None) 
         handler.setFormatter(JsonFormatter(redact))
     else:
         handler.setFormatter(KeyValueFormatter(redact))
+    handler.addFilter(JobFieldsFilter())
     root.addHandler(handler)
     root.setLevel(env.get("VESPER_LOG_LEVEL", "INFO").upper())

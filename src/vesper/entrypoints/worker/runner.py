@@ -47,6 +47,7 @@ from vesper.application.settings import QueueSettings
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Job as JobRecord
 from vesper.domain.job import JobId
+from vesper.entrypoints.logs import job_fields
 from vesper.entrypoints.tracing import JobSpan, job_span
 from vesper.entrypoints.worker.execution import Attempt, Result, run_attempt
 from vesper.entrypoints.worker.recorder import OutcomeRecorder
@@ -219,7 +220,10 @@ class WorkerRunner:
         )
         outcome = "abandoned"
         error: str | None = None
-        with job_span(self.tracer, record, worker_id=self.identity.id) as span:
+        with (
+            job_fields(**self._ids(record.id)),
+            job_span(self.tracer, record, worker_id=self.identity.id) as span,
+        ):
             try:
                 result = await run_attempt(attempt, consumer, timeout, self._job_pool)
                 if result is not None:
