@@ -170,13 +170,27 @@ def enqueue(
 
 
 @main.command()
-def status() -> None:
-    """Print queue counts and the fleet."""
-    from vesper.entrypoints.status import print_status  # noqa: PLC0415
+@click.option("--watch", "-w", is_flag=True, help="Keep the view live, redrawn every second.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between redraws (with --watch).",
+)
+@click.option(
+    "--count", "-n", type=click.IntRange(min=1), help="Stop after this many redraws (--watch)."
+)
+def status(watch: bool, interval: float, count: int | None) -> None:
+    """Print queue counts and the fleet; --watch keeps them live until Ctrl+C."""
+    from vesper.entrypoints.status import print_status, watch_status  # noqa: PLC0415
 
     app = _load(None)
     try:
-        print_status(app)
+        if watch:
+            watch_status(app, interval=interval, count=count)
+        else:
+            print_status(app)
     except VesperError as exc:
         _fail(str(exc))
     finally:
