@@ -284,7 +284,8 @@ class PostgresJobRepository(SqlJobReads):
 
 
 def _sorted(leases: Sequence[LeaseRef]) -> list[LeaseRef]:
-    # every batch locks its rows in id order: two batches sharing jobs cannot deadlock
+    # a deterministic order makes deadlocks between two batches sharing jobs (a renewal
+    # and a completion of one worker) rare; Database retries the ones that still happen
     return sorted(leases, key=lambda ref: ref.job_id)
 
 
