@@ -43,8 +43,6 @@ def postgres_url() -> Iterator[str]:
 
 
 class TestPostgresStore(StoreContract):
-    model_examples = 25
-
     @pytest.fixture
     def store_factory(self, postgres_url: str) -> StoreFactory:
         def fresh() -> StoreOpener:

@@ -26,8 +26,6 @@ def open_sqlite_store(url: str) -> Iterator[Store]:
 
 
 class TestSqliteStore(StoreContract):
-    model_examples = 25
-
     @pytest.fixture
     def store_factory(self, tmp_path: Path) -> StoreFactory:
         def fresh() -> StoreOpener:
