@@ -1,0 +1,185 @@
+"""R3a (kill -9 mid-job) and R3b (a paused or cut-off worker: fencing)."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import time
+from collections import Counter
+
+from tests.faults.checker import Options
+from tests.faults.lab import BOUND_S, Lab, RowResult, kill, wait_for
+from tests.faults.rows.common import enqueue, scaled, timed, wait_drained
+from vesper.domain.submission import JobRequest
+
+
+def _fleet_pids(lab: Lab, database: str) -> set[int]:
+    rows = lab.need_cluster().execute("SELECT pid FROM vesper_workers", database=database)
+    return {pid for (pid,) in rows}
+
+
+@timed
+def r3a(lab: Lab) -> RowResult:
+    """kill -9 of a worker holding 4 jobs: nothing lost, only its jobs re-run, in bound."""
+    result = RowResult("R3a")
+    total = scaled(lab, 72, 600)
+    sleep = scaled(lab, (1.0, 2.0), (2.0, 4.0))
+    database = lab.pg_database()
+    app = lab.pg_app(database)
+    enqueue(
+        app,
+        [
+            JobRequest(type="record", payload={"sleep": sleep[0], "sleep_max": sleep[1]})
+            for _ in range(total)
+        ],
+    )
+    env = lab.env(lab.need_cluster().env(database), WORKERS="4")
+    procs = [lab.worker(env) for _ in range(3)]
+    victim = procs[0]
+    if not wait_for(lambda: len(lab.open_starts(victim.pid)) >= 4, timeout=60, interval=0.05):
+        result.failures.append("the victim never held 4 jobs")
+        return result
+    kill(victim)
+    lab.fault("kill", victim.pid, database=database)
+    killed = time.monotonic()
+    victim.wait(10)
+    in_flight = lab.open_starts(victim.pid)
+    gone = wait_for(lambda: victim.pid not in _fleet_pids(lab, database), timeout=30, interval=0.1)
+    reaped_after = time.monotonic() - killed
+    wait_drained(lab, result, database, total, timeout=scaled(lab, 90, 600))
+    rows = lab.dump_pg(database)
+    report = lab.check(rows, Options(recovery_bound=BOUND_S))
+    result.expect_clean(report)
+    reruns = {
+        j
+        for j, n in Counter(e["job_id"] for e in lab.ledger() if e["event"] == "start").items()
+        if n > 1
+    }
+    by_id = {r["job_id"]: r for r in rows}
+    result.figures.update(
+        total=total,
+        done=sum(1 for r in rows if r["status"] == "done"),
+        in_flight=len(in_flight),
+        reruns=len(reruns),
+        reaped_s=reaped_after,
+    )
+    result.expect(reruns <= in_flight, f"re-run outside the victim's jobs: {reruns - in_flight}")
+    result.expect(len(reruns) <= 4, f"{len(reruns)} re-runs > 4 in flight")
+    result.expect(
+        all(by_id[j]["retries"] == 1 for j in in_flight),
+        f"retries of re-run jobs: {[by_id[j]['retries'] for j in in_flight]} (expected 1 each)",
+    )
+    result.expect(
+        gone is not None and reaped_after <= LEASE_DEAD_AFTER + 0.5 + 1 + 1,
+        f"victim left the fleet after {reaped_after:.1f}s",
+    )
+    gaps = _survivor_gaps(lab, {p.pid for p in procs[1:]}, after=lab.faults[0]["mono"])
+    result.figures["survivor_max_gap_s"] = gaps
+    result.expect(gaps <= 2.0 + 1.0, f"survivors idle for {gaps:.1f}s")
+    for proc in procs[1:]:
+        proc.signal(signal.SIGTERM)
+    for proc in procs[1:]:
+        result.expect(proc.wait(30) == 0, "a survivor did not exit 0 on SIGTERM")
+    return result
+
+
+LEASE_DEAD_AFTER = 4.0
+
+
+def _survivor_gaps(lab: Lab, pids: set[int], *, after: int) -> float:
+    """The longest stretch (s) in which the survivors ended no job, kill to last end."""
+    ends = sorted(
+        e["mono"]
+        for e in lab.ledger()
+        if e["pid"] in pids and e["event"] == "end" and e["mono"] >= after
+    )
+    if not ends:
+        return float("inf")
+    points = [after, *ends]
+    return max((b - a) / 1e9 for a, b in itertools.pairwise(points)) if len(points) > 1 else 0.0
+
+
+@timed
+def r3b(lab: Lab, *, variant: str = "stop") -> RowResult:
+    """A worker paused (SIGSTOP) or cut off (proxy black-hole) for 3 leases with 4 jobs.
+
+    Others re-claim them within the bound; its late complete/renew changes nothing and it
+    reports the lease lost; each job is done once, by the new owner, retries == 1. With
+    the proxy the victim runs on and must abort by its local deadline: 0 overlap.
+    """
+    result = RowResult(f"R3b-{variant}")
+    # the victim's 4 plus one job per free slot elsewhere: no backlog ahead of the
+    # re-queued jobs, so the row measures detection and fencing (R3a has the backlog)
+    total = 12
+    database = lab.pg_database()
+    app = lab.pg_app(database)
+    # the victim's jobs outlive the pause (and a lease): it must be stopped, not finish
+    long = {"sleep_first": 40, "sleep": 1.0}
+    enqueue(app, [JobRequest(type="record", priority=5, payload=long) for _ in range(4)])
+    enqueue(
+        app,
+        [
+            JobRequest(type="record", payload={"sleep": 1.5, "sleep_max": 3.0})
+            for _ in range(total - 4)
+        ],
+    )
+    cluster = lab.need_cluster()
+    proxy = lab.proxy() if variant == "proxy" else None
+    env = lab.env(cluster.env(database), WORKERS="4")
+    victim = lab.worker(env if proxy is None else {**env, "DB_PORT": str(proxy.port)})
+    if not wait_for(lambda: len(lab.open_starts(victim.pid)) >= 4, timeout=60, interval=0.05):
+        result.failures.append("the victim never held 4 jobs")
+        return result
+    others = [lab.worker(env) for _ in range(2)]
+    if not wait_for(lambda: len(_fleet_pids(lab, database)) == 3, timeout=30):
+        result.failures.append("the other workers did not register")
+        return result
+    if proxy is None:
+        kill(victim, signal.SIGSTOP)
+    else:
+        proxy.blackhole()
+    lab.fault(
+        "stop" if proxy is None else "blackhole",
+        victim.pid,
+        database=database,
+        overlap_ok=proxy is None,
+    )
+    held = lab.open_starts(victim.pid)
+    pause = scaled(lab, 3 * 4.0, 3 * 6.0)
+    time.sleep(pause)  # the fault's duration is the point of the row
+    if proxy is None:
+        kill(victim, signal.SIGCONT)
+    else:
+        proxy.resume()
+    wait_drained(lab, result, database, total, timeout=scaled(lab, 90, 400))
+    reported = wait_for(lambda: held <= set(lab.lease_lost([victim])), timeout=10, interval=0.2)
+    rows = lab.dump_pg(database)
+    by_id = {r["job_id"]: r for r in rows}
+    report = lab.check(
+        rows, Options(recovery_bound=BOUND_S, lease_lost=lab.lease_lost([victim, *others]))
+    )
+    # the paused process cannot cancel itself: its overlap is excused there (I3)
+    result.expect_clean(report)
+    reruns = {
+        j
+        for j, n in Counter(e["job_id"] for e in lab.ledger() if e["event"] == "start").items()
+        if n > 1
+    }
+    result.figures.update(total=total, held=len(held), reruns=len(reruns))
+    result.expect(reruns <= held, f"re-run outside the victim's jobs: {reruns - held}")
+    result.expect(
+        reported is not None,
+        f"victim reported lease lost for {set(lab.lease_lost([victim])) & held} of {held}",
+    )
+    result.expect(
+        all(by_id[j]["status"] == "done" and by_id[j]["retries"] == 1 for j in held),
+        f"held jobs: {[(by_id[j]['status'], by_id[j]['retries']) for j in held]}",
+    )
+    finishers = {
+        e["job_id"]: e["pid"]
+        for e in lab.ledger()
+        if e["event"] == "end" and e["job_id"] in held and e["pid"] != victim.pid
+    }
+    result.expect(set(finishers) == held, "a held job was not finished by a new owner")
+    result.expect(victim.popen.poll() is None, "the victim died instead of carrying on")
+    return result
