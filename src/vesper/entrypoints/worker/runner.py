@@ -161,12 +161,14 @@ class WorkerRunner:
             self.settings.concurrency,
         )
         heartbeat = asyncio.create_task(self._heartbeat_loop())
+        watchdog = asyncio.create_task(self._deadline_loop())
         try:
             await self._claim_loop(until_idle)
         finally:
             await self._shutdown()
             heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            watchdog.cancel()
+            await asyncio.gather(heartbeat, watchdog, return_exceptions=True)
             await self._deregister()
             for pool in (self._store_pool, self._heartbeat_pool):
                 pool.shutdown(wait=False)
@@ -307,6 +309,14 @@ class WorkerRunner:
         if ended:
             log.info("%d jobs of dead or silent workers are claimable again", len(ended))
             self.wake()
+
+    async def _deadline_loop(self) -> None:
+        """Check local lease deadlines on a timer of its own: a renewal stuck on a silent
+        network (the heartbeat awaits it) must not keep a job running past its lease."""
+        period = min(self.queue.heartbeat.total_seconds(), self.queue.lease.total_seconds() / 20)
+        while True:
+            await asyncio.sleep(period)
+            self._abandon_overdue()
 
     def _abandon_overdue(self) -> None:
         """Stop jobs whose lease could not be renewed in time: another worker may own them."""
