@@ -67,6 +67,11 @@ class ClaimContract(StoreFixtures):
         assert len(claim(jobs, now=at(1), limit=2)) == 1
         assert claim(jobs, now=at(1), limit=2) == []
 
+    def test_claim_with_zero_limit_claims_nothing(self, jobs: JobRepository) -> None:
+        submit(jobs, new_job(), now=T0)
+        assert claim(jobs, now=at(1), limit=0) == []
+        assert jobs.stats(now=at(1)).by_status[Status.PENDING] == 1
+
     def test_claim_takes_highest_priority_first(self, jobs: JobRepository) -> None:
         priorities = [3, 0, 10, 7, 0, 5, 10, 1]
         created = submit(jobs, *(new_job(priority=p) for p in priorities), now=T0)
@@ -87,6 +92,12 @@ class ClaimContract(StoreFixtures):
         for i in job_ids[3:]:
             submit(jobs, new_job(run_at=T0, job_id=i), now=at(1))
         assert [claim_one(jobs, now=at(2)).id for _ in job_ids] == job_ids
+
+    def test_claim_breaks_ties_by_insertion_not_created_at(self, jobs: JobRepository) -> None:
+        # a producer with a slow clock: the later insertion carries the earlier created_at
+        [first] = submit(jobs, new_job(run_at=T0), now=at(10))
+        [second] = submit(jobs, new_job(run_at=T0), now=at(5))
+        assert ids(claim(jobs, now=at(20))) == [first.id, second.id]
 
     def test_claim_orders_by_priority_then_run_at_then_insertion(self, jobs: JobRepository) -> None:
         rng = random.Random(20251128)

@@ -205,10 +205,20 @@ class ReleaseContract(StoreFixtures):
         again = claim_one(jobs, now=at(4), worker_id="w2")
         assert (again.id, again.attempts, again.worker_id) == (job.id, 1, "w2")
 
+    def test_release_with_expired_lease_returns_nothing(self, jobs: JobRepository) -> None:
+        job = claimed_job(jobs)
+        assert jobs.release([ref(job)], now=at(31)) == []
+        assert jobs.get(job.id) == job
+
     def test_release_with_stale_lease_returns_nothing(self, jobs: JobRepository) -> None:
         first, second = superseded(jobs)
         assert jobs.release([ref(first)], now=at(42)) == []
         assert jobs.get(first.id) == second
-        expired = claimed_job(jobs)
-        assert jobs.release([ref(expired)], now=at(100)) == []
-        assert jobs.get(expired.id) == expired
+
+    def test_lease_actions_with_no_leases_return_nothing(self, jobs: JobRepository) -> None:
+        job = claimed_job(jobs)
+        assert jobs.complete([], now=at(2)) == []
+        assert jobs.fail([], now=at(2)) == []
+        assert jobs.renew([], lease=LEASE, now=at(2)) == []
+        assert jobs.release([], now=at(2)) == []
+        assert jobs.get(job.id) == job

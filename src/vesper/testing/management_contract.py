@@ -52,6 +52,11 @@ class FindContract(StoreFixtures):
         created += submit(jobs, new_job(), now=at(1))
         assert list(jobs.find(JobQuery()).jobs) == list(reversed(created))
 
+    def test_find_orders_by_insertion_not_created_at(self, jobs: JobRepository) -> None:
+        [first] = submit(jobs, new_job(), now=at(10))
+        [second] = submit(jobs, new_job(), now=at(5))  # inserted later, with an earlier now
+        assert ids(jobs.find(JobQuery()).jobs) == [second.id, first.id]
+
     def test_find_filters_by_status(self, jobs: JobRepository) -> None:
         each = one_of_each_status(jobs)
         for status, job in each.items():

@@ -72,6 +72,10 @@ class SubmitContract(StoreFixtures):
         assert later[0].seq > seqs[-1]
         assert ids(all_jobs(jobs)) == [later[0].id, *reversed(ids_of(batch))]
 
+    def test_submit_empty_batch_inserts_nothing(self, jobs: JobRepository) -> None:
+        assert jobs.submit([], now=T0) == []
+        assert all_jobs(jobs) == []
+
     def test_submit_batch_results_match_get(self, jobs: JobRepository) -> None:
         created = submit(jobs, *(new_job(priority=i) for i in range(3)), now=T0)
         assert [jobs.get(job.id) for job in created] == created
