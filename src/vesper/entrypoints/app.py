@@ -12,6 +12,7 @@ from vesper.domain.job import Job as JobRecord
 from vesper.domain.submission import JobRequest
 from vesper.entrypoints.container import Container, build_container
 from vesper.entrypoints.settings import Settings
+from vesper.entrypoints.tracing import current_traceparent
 
 F = TypeVar("F", bound=ConsumerFunction)
 
@@ -102,6 +103,7 @@ class App:
             delay=_seconds(delay),
             idempotency_key=idempotency_key,
             timeout=_seconds(timeout),
+            trace_context=current_traceparent(),  # the producer's trace continues in the worker
         )
         return self.container.submit_job()(request).job
 

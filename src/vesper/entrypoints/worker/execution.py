@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from concurrent.futures import Executor
 from datetime import timedelta
@@ -52,8 +53,10 @@ async def run_attempt(
     if consumer.is_async:
         attempt.consumer_task = asyncio.ensure_future(consumer.function(job))
     else:
+        # copy_context: the consumer's own spans and log lines keep the job's context
+        context = contextvars.copy_context()
         attempt.consumer_task = asyncio.wrap_future(
-            loop.run_in_executor(pool, consumer.function, job)
+            loop.run_in_executor(pool, context.run, consumer.function, job)
         )
     seconds = timeout.total_seconds() if timeout is not None else None
     try:
