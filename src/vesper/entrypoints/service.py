@@ -17,9 +17,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import parse_addr
 from vesper.entrypoints.tracing import TracingConfigError, install_global_tracer_provider
-from vesper.entrypoints.worker.runner import WorkerRunner
+from vesper.entrypoints.worker.runner import MAX_ERROR_BACKOFF, WorkerRunner
 
 if TYPE_CHECKING:
     import uvicorn
@@ -53,6 +54,22 @@ def build_runner(app: App) -> WorkerRunner:
     return runner
 
 
+async def build_runner_when_reachable(app: App) -> WorkerRunner:
+    """build_runner, retried with a capped backoff while the store cannot be opened: a
+    database that is down at start-up is waited for, not a crash (and a crash loop)."""
+    failures = 0
+    while True:
+        try:
+            return await asyncio.to_thread(build_runner, app)
+        except StoreUnavailable as exc:
+            failures += 1
+            delay = min(0.5 * 2 ** min(failures, 10), MAX_ERROR_BACKOFF)
+            log.warning(
+                "store not reachable (attempt %d), retrying in %.1fs: %s", failures, delay, exc
+            )
+            await asyncio.sleep(delay)
+
+
 def build_http_server(app: App) -> uvicorn.Server:
     from vesper.entrypoints.http.app import create_app  # noqa: PLC0415
     from vesper.entrypoints.http.routes.metrics import metrics_route  # noqa: PLC0415
@@ -72,7 +89,7 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     except TracingConfigError as exc:
         raise SystemExit(f"vesper: {exc}") from None
     listening = listen(app.settings.http.host, app.settings.http.port) if api else None
-    runner = build_runner(app) if workers and check_consumers(app) else None
+    runner = await build_runner_when_reachable(app) if workers and check_consumers(app) else None
     server = build_http_server(app) if api else None
     if runner is None and server is None:
         return
