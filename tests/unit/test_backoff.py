@@ -82,7 +82,18 @@ def test_jitter_spreads_draws_over_the_range() -> None:
 
 @pytest.mark.parametrize(
     ("retries", "expected"),
-    [(-3, 1), (0, 1), (1, 2), (2, 4), (5, 32), (11, 2048), (12, 3600), (10**6, 3600)],
+    [
+        (-3, 1),
+        (0, 1),
+        (1, 2),
+        (2, 4),
+        (5, 32),
+        (11, 2048),
+        (12, 3600),
+        (10**6, 3600),
+        (2**64, 3600),
+        (10**30, 3600),
+    ],
 )
 def test_default_policy_doubles_from_one_second_up_to_an_hour(retries: int, expected: int) -> None:
     backoff = Backoff(jitter=False)

@@ -189,6 +189,18 @@ def test_claim_jobs_with_no_free_slot_takes_nothing(
     assert repo.stats().by_status[Status.PENDING] == 1
 
 
+class RefusingRepository(InMemoryJobRepository):
+    """A store whose claim must not be called."""
+
+    def claim(self, **kwargs: object) -> list[Job]:  # type: ignore[override]
+        raise AssertionError(f"claim called with {kwargs}")
+
+
+@pytest.mark.parametrize("limit", [0, -3])
+def test_claim_jobs_with_no_free_slot_does_not_ask_the_store(clock: FixedClock, limit: int) -> None:
+    assert ClaimJobs(RefusingRepository(clock))("w1", limit) == []
+
+
 def test_claim_jobs_leases_for_the_configured_time_in_claim_order(
     repo: InMemoryJobRepository, clock: FixedClock
 ) -> None:
