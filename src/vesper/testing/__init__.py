@@ -44,6 +44,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.leases_contract",
     "vesper.testing.management_contract",
     "vesper.testing.model",
+    "vesper.testing.model_parts",
     "vesper.testing.postgres",
     "vesper.testing.submit_contract",
     "vesper.testing.workers_contract",

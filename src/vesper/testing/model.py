@@ -11,8 +11,7 @@ can be retried) most of the time, so that short runs reach the interesting trans
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime, timedelta
 from typing import ClassVar, TypeVar
@@ -32,80 +31,19 @@ from hypothesis.stateful import (
 )
 
 from vesper.adapters.memory import InMemoryJobRepository
-from vesper.application.ports import JobRepository, Submitted
+from vesper.application.ports import JobRepository
 from vesper.domain.errors import VesperError
 from vesper.domain.job import Failure, Job, JobId, LeaseRef
 from vesper.domain.query import JobQuery
 from vesper.domain.states import Status
-from vesper.domain.submission import NewJob
 from vesper.testing.fixtures import T0, StoreFactory, StoreFixtures, StoreOpener, all_jobs
-from vesper.testing.fixtures import new_job as build_job
 from vesper.testing.fixtures import ref as ref_of
+from vesper.testing.model_parts import HeldLease, JobSpec, nonzero, norm, norm_all, specs, summary
 
 R = TypeVar("R")
-NO_TOKEN = uuid.UUID(int=0)
+LeaseAction = Callable[[JobRepository, list[LeaseRef]], list[Job]]
 WORKERS = ("w1", "w2")
 CURRENT_MOSTLY = st.sampled_from([True, True, True, False])  # stale leases a quarter of the time
-
-
-@attrs.frozen
-class JobSpec:
-    """What a producer asks for; the same spec twice is an idempotent replay if keyed."""
-
-    type: str
-    priority: int
-    key: str | None
-    delay: int  # seconds
-    max_retries: int
-    payload: int
-
-    def new_job(self) -> NewJob:
-        return build_job(
-            self.type,
-            priority=self.priority,
-            key=self.key,
-            delay=timedelta(seconds=self.delay),
-            max_retries=self.max_retries,
-            payload={"n": self.payload},
-        )
-
-
-@attrs.frozen
-class HeldLease:
-    """One claim of one job, as each store leased it; stays usable once stale."""
-
-    oracle: LeaseRef
-    subject: LeaseRef
-
-
-specs = st.builds(
-    JobSpec,
-    type=st.sampled_from(["a", "b"]),
-    priority=st.integers(0, 2),
-    key=st.none() | st.sampled_from(["k0", "k1", "k2"]),
-    delay=st.sampled_from([0, 0, 0, 5, 20]),
-    max_retries=st.integers(0, 3),
-    payload=st.integers(0, 1),
-)
-
-
-def norm(job: Job) -> Job:
-    """The job without what legitimately differs between two stores."""
-    lease = attrs.evolve(job.lease, token=NO_TOKEN) if job.lease is not None else None
-    return attrs.evolve(job, lease=lease, seq=0)
-
-
-def norm_all(jobs: Sequence[Job]) -> list[Job]:
-    """Normalized and in id order: the port does not order these results."""
-    return sorted((norm(j) for j in jobs), key=lambda j: j.id)
-
-
-def summary(results: Sequence[Submitted]) -> list[tuple[Job, bool]]:
-    return [(norm(s.job), s.created) for s in results]
-
-
-def nonzero(counts: Mapping[tuple[Status, int], int]) -> dict[tuple[Status, int], int]:
-    return {key: n for key, n in counts.items() if n}
 
 
 class StoreModel(RuleBasedStateMachine):
@@ -200,13 +138,17 @@ class StoreModel(RuleBasedStateMachine):
             for e, a in zip(expected, actual, strict=True)
         )
 
+    def fenced(self, data: st.DataObject, current: bool, act: LeaseAction) -> None:
+        """`act` on a few leases in both stores, each store with its own references."""
+        held = self.pick_leases(data, current)
+        expected = act(self.oracle, [h.oracle for h in held])
+        actual = act(self.subject, [h.subject for h in held])
+        assert norm_all(actual) == norm_all(expected)
+
     @precondition(lambda self: bool(self.held))
     @rule(data=st.data(), current=CURRENT_MOSTLY)
     def complete(self, data: st.DataObject, current: bool) -> None:
-        held = self.pick_leases(data, current)
-        expected = self.oracle.complete([h.oracle for h in held], now=self.now)
-        actual = self.subject.complete([h.subject for h in held], now=self.now)
-        assert norm_all(actual) == norm_all(expected)
+        self.fenced(data, current, lambda repo, refs: repo.complete(refs, now=self.now))
 
     @precondition(lambda self: bool(self.held))
     @rule(
@@ -216,31 +158,24 @@ class StoreModel(RuleBasedStateMachine):
         error=st.sampled_from(["boom", "ünïcode ✗"]),
     )
     def fail(self, data: st.DataObject, current: bool, delay: int | None, error: str) -> None:
-        held = self.pick_leases(data, current)
         retry = timedelta(seconds=delay) if delay is not None else None
 
-        def failures(refs: list[LeaseRef]) -> list[Failure]:
-            return [Failure(lease=r, error=error, retry_delay=retry) for r in refs]
+        def act(repo: JobRepository, refs: list[LeaseRef]) -> list[Job]:
+            failures = [Failure(lease=r, error=error, retry_delay=retry) for r in refs]
+            return repo.fail(failures, now=self.now)
 
-        expected = self.oracle.fail(failures([h.oracle for h in held]), now=self.now)
-        actual = self.subject.fail(failures([h.subject for h in held]), now=self.now)
-        assert norm_all(actual) == norm_all(expected)
+        self.fenced(data, current, act)
 
     @precondition(lambda self: bool(self.held))
     @rule(data=st.data(), current=CURRENT_MOSTLY, lease=st.sampled_from([1, 10, 30]))
     def renew(self, data: st.DataObject, current: bool, lease: int) -> None:
-        held, length = self.pick_leases(data, current), timedelta(seconds=lease)
-        expected = self.oracle.renew([h.oracle for h in held], lease=length, now=self.now)
-        actual = self.subject.renew([h.subject for h in held], lease=length, now=self.now)
-        assert norm_all(actual) == norm_all(expected)
+        length = timedelta(seconds=lease)
+        self.fenced(data, current, lambda repo, refs: repo.renew(refs, lease=length, now=self.now))
 
     @precondition(lambda self: bool(self.held))
     @rule(data=st.data(), current=CURRENT_MOSTLY)
     def release(self, data: st.DataObject, current: bool) -> None:
-        held = self.pick_leases(data, current)
-        expected = self.oracle.release([h.oracle for h in held], now=self.now)
-        actual = self.subject.release([h.subject for h in held], now=self.now)
-        assert norm_all(actual) == norm_all(expected)
+        self.fenced(data, current, lambda repo, refs: repo.release(refs, now=self.now))
 
     @rule(dead=st.lists(st.sampled_from(WORKERS), max_size=2, unique=True))
     def expire(self, dead: list[str]) -> None:

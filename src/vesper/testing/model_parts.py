@@ -1,0 +1,79 @@
+"""The model test's vocabulary: job specs to draw, lease pairs, and the comparison of two
+stores' answers (blind to lease tokens and insertion numbers, which legitimately differ)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+
+import attrs
+from hypothesis import strategies as st
+
+from vesper.application.ports import Submitted
+from vesper.domain.job import Job, LeaseRef
+from vesper.domain.states import Status
+from vesper.domain.submission import NewJob
+from vesper.testing.fixtures import new_job as build_job
+
+NO_TOKEN = uuid.UUID(int=0)
+
+
+@attrs.frozen
+class JobSpec:
+    """What a producer asks for; the same spec twice is an idempotent replay if keyed."""
+
+    type: str
+    priority: int
+    key: str | None
+    delay: int  # seconds
+    max_retries: int
+    payload: int
+
+    def new_job(self) -> NewJob:
+        return build_job(
+            self.type,
+            priority=self.priority,
+            key=self.key,
+            delay=timedelta(seconds=self.delay),
+            max_retries=self.max_retries,
+            payload={"n": self.payload},
+        )
+
+
+@attrs.frozen
+class HeldLease:
+    """One claim of one job, as each store leased it; stays usable once stale."""
+
+    oracle: LeaseRef
+    subject: LeaseRef
+
+
+specs = st.builds(
+    JobSpec,
+    type=st.sampled_from(["a", "b"]),
+    priority=st.integers(0, 2),
+    key=st.none() | st.sampled_from(["k0", "k1", "k2"]),
+    delay=st.sampled_from([0, 0, 0, 5, 20]),
+    max_retries=st.integers(0, 3),
+    payload=st.integers(0, 1),
+)
+
+
+def norm(job: Job) -> Job:
+    """The job without what legitimately differs between two stores."""
+    lease = attrs.evolve(job.lease, token=NO_TOKEN) if job.lease is not None else None
+    return attrs.evolve(job, lease=lease, seq=0)
+
+
+def norm_all(jobs: Sequence[Job]) -> list[Job]:
+    """Normalized and in id order: the port does not order these results."""
+    return sorted((norm(j) for j in jobs), key=lambda j: j.id)
+
+
+def summary(results: Sequence[Submitted]) -> list[tuple[Job, bool]]:
+    return [(norm(s.job), s.created) for s in results]
+
+
+def nonzero(counts: Mapping[tuple[Status, int], int]) -> dict[tuple[Status, int], int]:
+    return {key: n for key, n in counts.items() if n}
