@@ -121,6 +121,19 @@ class FindContract(StoreFixtures):
         second = jobs.find(JobQuery(limit=2, cursor=first.next_cursor))
         assert ids(second.jobs) == [created[1].id, created[0].id]
 
+    def test_find_with_any_well_formed_cursor_does_not_crash(self, jobs: JobRepository) -> None:
+        # the domain decides which cursors are valid; a store must answer every one it lets
+        # through (GET /jobs?cursor=... is user input): a page, or InvalidCursor
+        [job] = submit(jobs, new_job(), now=T0)
+        assert jobs.find(JobQuery(cursor="s0")).jobs == ()
+        for cursor in ("s9223372036854775807", "s9223372036854775808", "s" + "9" * 19):
+            try:
+                query = JobQuery(cursor=cursor)
+                page = jobs.find(query)
+            except InvalidCursor:
+                continue
+            assert ids(page.jobs) == [job.id], cursor
+
     def test_find_with_bad_cursor_raises_invalid_cursor(self, jobs: JobRepository) -> None:
         submit(jobs, new_job(), now=T0)
         for bad in ("garbage", "s-1", "s1' OR 1=1--", "", "s" + "9" * 30):

@@ -101,6 +101,20 @@ class SubmitContract(StoreFixtures):
         [job] = submit(jobs, new_job(payload=payload), now=T0)
         assert jobs.get(job.id).payload == payload
 
+    def test_submit_round_trips_payload_edge_values(self, jobs: JobRepository) -> None:
+        payload = {
+            "lone_surrogate": "\ud800",
+            "\ud800": "in a key",
+            "separators": "\u2028\u2029",
+            "big_int": 10**30,
+            "big_float": 1e300,
+            "tiny_float": 5e-324,
+        }
+        [job] = submit(jobs, new_job(payload=payload), now=T0)
+        stored = jobs.get(job.id).payload
+        assert stored == payload
+        assert {k: type(v) for k, v in stored.items()} == {k: type(v) for k, v in payload.items()}
+
     def test_submit_round_trips_every_optional_field(self, jobs: JobRepository) -> None:
         trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         new = new_job(
