@@ -14,6 +14,7 @@ from dotenv import load_dotenv
 
 from vesper.domain.errors import VesperError
 from vesper.entrypoints.app import App
+from vesper.entrypoints.bench import bench
 from vesper.entrypoints.settings import ConfigError
 from vesper.entrypoints.wire import job_to_wire
 
@@ -195,6 +196,9 @@ def status(watch: bool, interval: float, count: int | None) -> None:
         _fail(str(exc))
     finally:
         app.close()
+
+
+main.add_command(bench)
 
 
 def _load(app_path: str | None) -> App:

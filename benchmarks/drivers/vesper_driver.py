@@ -1,0 +1,69 @@
+"""The benchmark driver for vesper (PostgreSQL or SQLite, by the URL); see common.py.
+
+The worker is the real `vesper worker` process (started by the harness); this driver
+only submits, through the library API (`App.enqueue`, `App.enqueue_many`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.drivers.common import JOB_TYPE, chunks, emit, paced, parse
+from vesper.application.submit import new_job_id
+from vesper.domain.submission import JobRequest, Limits, prepare
+from vesper.entrypoints.app import App
+
+
+def app_for(url: str) -> App:
+    storage = "postgres" if url.startswith("postgresql") else "sqlite"
+    return App({"VESPER_STORAGE": storage, "VESPER_DATABASE_URL": url})
+
+
+def main() -> None:
+    args = parse()
+    app = app_for(args.url)
+    try:
+        app.container.store()  # connect (and migrate) before any clock starts
+        if args.command == "setup":
+            emit({})
+        elif args.command == "enqueue-single":
+            started = time.perf_counter()
+            for n in range(args.jobs):
+                app.enqueue(JOB_TYPE, {"n": n})
+            emit({"seconds": time.perf_counter() - started})
+        elif args.command == "enqueue-batch":
+            started = time.perf_counter()
+            for part in chunks(args.jobs, args.chunk):
+                app.enqueue_many([JobRequest(type=JOB_TYPE, payload={"n": n}) for n in part])
+            emit({"seconds": time.perf_counter() - started})
+        elif args.command == "fill":
+            # one transaction, past the API's batch limit: the jobs appear all at once
+            limits = Limits(max_batch=args.jobs)
+            batch = [
+                prepare(
+                    JobRequest(type=JOB_TYPE, payload={"n": n}),
+                    job_id=new_job_id(),
+                    limits=limits,
+                    default_max_retries=3,
+                )
+                for n in range(args.jobs)
+            ]
+            app.container.store().jobs.submit(batch)
+            emit({"committed_at": time.time()})
+        elif args.command == "produce":
+            app.enqueue(JOB_TYPE, {"n": -1})  # warm the pool: the first call connects
+            emit(
+                {"enqueued": paced(args.jobs, args.rate, lambda n: app.enqueue(JOB_TYPE, {"n": n}))}
+            )
+        else:
+            raise SystemExit(f"unknown command {args.command!r}")
+    finally:
+        app.close()
+
+
+if __name__ == "__main__":
+    main()
