@@ -46,6 +46,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.model",
     "vesper.testing.model_parts",
     "vesper.testing.postgres",
+    "vesper.testing.races_contract",
     "vesper.testing.submit_contract",
     "vesper.testing.workers_contract",
 )
@@ -66,6 +67,7 @@ from vesper.testing.management_contract import (
     StatsContract,
 )
 from vesper.testing.model import ModelContract, StoreModel
+from vesper.testing.races_contract import RaceContract
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
@@ -82,6 +84,7 @@ class JobRepositoryContract(
     StatsContract,
     CancelContract,
     RetryContract,
+    RaceContract,
     ModelContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
@@ -100,6 +103,7 @@ __all__ = [
     "FindContract",
     "JobRepositoryContract",
     "ModelContract",
+    "RaceContract",
     "ReleaseContract",
     "RenewContract",
     "RetryContract",

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import random
-import threading
-import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
-from datetime import datetime, timedelta
-from multiprocessing.queues import Queue
-from multiprocessing.synchronize import Barrier
-
-import pytest
+from datetime import timedelta
 
 from vesper.application.ports import JobRepository
 from vesper.domain.job import JobId
@@ -21,8 +12,6 @@ from vesper.domain.states import Status
 from vesper.testing.fixtures import (
     T0,
     StoreFixtures,
-    StoreOpener,
-    all_jobs,
     at,
     claim,
     claim_one,
@@ -170,82 +159,3 @@ class ClaimContract(StoreFixtures):
             tokens.add(job.lease.token)
             jobs.release([ref(job)], now=at(i))
         assert len(tokens) == 3
-
-    # -- exclusivity under concurrency ------------------------------------------------
-
-    def test_claim_concurrent_threads_never_share_a_job(self, store_opener: StoreOpener) -> None:
-        with ExitStack() as stack:
-            handles = [stack.enter_context(store_opener()).jobs for _ in range(2)]
-            created = submit(handles[0], *(new_job() for _ in range(400)), now=T0)
-            start = threading.Barrier(THREADS)
-
-            def claim_all(i: int) -> list[JobId]:
-                repo = handles[i % len(handles)]
-                rng = random.Random(i)
-                start.wait(timeout=30)
-                mine: list[JobId] = []
-                while batch := claim(repo, now=at(1), worker_id=f"w{i}", limit=rng.randint(1, 5)):
-                    mine.extend(ids(batch))
-                return mine
-
-            with ThreadPoolExecutor(max_workers=THREADS) as pool:
-                claimed = [i for mine in pool.map(claim_all, range(THREADS)) for i in mine]
-            claimed.extend(ids(claim(handles[0], now=at(1), worker_id="sweeper", limit=1000)))
-            assert sorted(claimed) == sorted(ids(created))  # each exactly once
-            stored = all_jobs(handles[0])
-            assert all(j.status is Status.PROCESSING and j.attempts == 1 for j in stored)
-
-    def test_claim_concurrent_processes_never_share_a_job(
-        self, jobs: JobRepository, store_opener: StoreOpener
-    ) -> None:
-        if not jobs.capabilities.multi_process:
-            pytest.skip("the store does not support several processes (multi_process=False)")
-        created: list[JobId] = []
-        for start in range(0, PROCESS_JOBS, 500):
-            batch = [new_job(priority=i % 3) for i in range(start, start + 500)]
-            created.extend(ids(submit(jobs, *batch, now=T0)))
-        ctx = multiprocessing.get_context("spawn")
-        barrier = ctx.Barrier(PROCESSES)
-        results: Queue[Outcome] = ctx.Queue()
-        children = [
-            ctx.Process(
-                target=claim_until_empty,
-                args=(store_opener, f"proc{n}", at(1), barrier, results),
-                daemon=True,
-            )
-            for n in range(PROCESSES)
-        ]
-        for child in children:
-            child.start()
-        try:
-            outcomes = [results.get(timeout=180) for _ in children]
-        finally:
-            for child in children:
-                child.join(timeout=30)
-                if child.is_alive():
-                    child.kill()
-        errors = [error for _, _, error in outcomes if error is not None]
-        assert not errors, "a claiming process failed:\n" + "\n".join(errors)
-        claimed = [job_id for _, mine, _ in outcomes for job_id in mine]
-        assert len(claimed) == len(set(claimed)), "a job was claimed by two processes"
-        assert sorted(claimed) == sorted(str(i) for i in created)
-        assert jobs.stats(now=at(1)).by_status[Status.PROCESSING] == PROCESS_JOBS
-
-
-def claim_until_empty(
-    opener: StoreOpener,
-    worker_id: str,
-    now: datetime,
-    start: Barrier,
-    results: Queue[Outcome],
-) -> None:
-    """Child process: open a handle, wait for the others, claim until nothing is left."""
-    mine: list[str] = []
-    try:
-        with opener() as store:
-            start.wait(timeout=120)
-            while batch := store.jobs.claim(worker_id=worker_id, limit=10, lease=HOUR, now=now):
-                mine.extend(str(job.id) for job in batch)
-        results.put((worker_id, mine, None))
-    except BaseException:
-        results.put((worker_id, mine, f"{worker_id}: {traceback.format_exc()}"))

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vesper.application.ports import JobRepository, Submitted
+from vesper.application.ports import JobRepository
 from vesper.domain.errors import IdempotencyConflict, JobNotFound
 from vesper.domain.job import Job, JobId
 from vesper.domain.states import Status
@@ -19,7 +16,6 @@ from vesper.testing.fixtures import (
     LEASE,
     T0,
     StoreFixtures,
-    StoreOpener,
     all_jobs,
     at,
     claim_one,
@@ -199,23 +195,6 @@ class SubmitContract(StoreFixtures):
         results = jobs.submit([new_job(key="a"), new_job(key="b"), new_job(key="A")], now=T0)
         assert all(r.created for r in results)
         assert len(all_jobs(jobs)) == 3
-
-    def test_submit_concurrent_same_key_creates_one_job(self, store_opener: StoreOpener) -> None:
-        callers = 20
-        start = threading.Barrier(callers)
-        with ExitStack() as stack:
-            handles = [stack.enter_context(store_opener()).jobs for _ in range(4)]
-
-            def submit_once(i: int) -> Submitted:
-                new = new_job(key="race", payload={"same": "body"})
-                start.wait(timeout=30)
-                return handles[i % len(handles)].submit([new], now=T0)[0]
-
-            with ThreadPoolExecutor(max_workers=callers) as pool:
-                results = list(pool.map(submit_once, range(callers)))
-            assert len({r.job.id for r in results}) == 1
-            assert sum(r.created for r in results) == 1
-            assert ids(all_jobs(handles[0])) == [results[0].job.id]
 
     # -- batch atomicity --------------------------------------------------------------
 
