@@ -44,7 +44,15 @@ class TcpProxy:
             if self._server is not None:
                 self._server.close()
             for writer in list(self._writers):
-                writer.close()
+                writer.transport.abort()
+            self._writers.clear()
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
             self._loop.stop()
 
         self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(shutdown()))
@@ -108,19 +116,21 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self._writers.add(writer)
         await self._flow().wait()  # a black-holed network does not complete new handshakes
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
+            self._writers.discard(writer)
             writer.transport.abort()
             return
-        self._writers.update({writer, up_writer})
+        self._writers.add(up_writer)
         await asyncio.gather(
             self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
         )
         for w in (writer, up_writer):
             self._writers.discard(w)
-            w.close()
+            w.transport.abort()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
