@@ -26,6 +26,7 @@ from vesper.domain.states import TRANSITIONS, Status, allowed
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
+_MAX_SEQ = 2**63 - 1  # BIGINT / SQLite INTEGER
 _RACES = 3  # cancel/retry: a status that keeps changing under us is reported after this
 
 
@@ -84,7 +85,13 @@ class SqlJobReads:
         return job_of(row)
 
     def find(self, query: JobQuery) -> JobPage:
+        if query.type is not None and "\x00" in query.type:
+            # no stored type holds NUL (submit refuses control characters), and
+            # PostgreSQL text cannot even be compared with one
+            return page_of([], query.limit)
         before = query.before_seq
+        if before is not None and before > _MAX_SEQ:
+            before = None  # every seq is below it (and the column cannot hold it)
         shape = (query.status is not None, query.type is not None, query.priority is not None)
         statement = self._find_statement((*shape, before is not None))
         params = {

@@ -35,6 +35,9 @@ _WRITE = "vesper_write"  # execution option: this SQLite connection begins IMMED
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _PG_RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+_DURABLE_BEGIN = "BEGIN; SET LOCAL synchronous_commit = on"
+_DURABLE_STATEMENT = "durable statement"  # a marker for Database._postgres, never sent
+_SYNC_KEY = "vesper_synchronous_commit"
 _UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 
@@ -201,8 +204,20 @@ class Database:
                 must survive a crash).
         """
         if self.postgres:
-            begin = "BEGIN; SET LOCAL synchronous_commit = on" if durable else "BEGIN"
+            begin = _DURABLE_BEGIN if durable else "BEGIN"
             return self._postgres(work, begin=begin)
+        return self._sqlite(work, write=True)
+
+    def durable_statement(self, work: Callable[[Connection], T]) -> T:
+        """Run `work`, one statement, durably, in as few round trips as the session allows.
+
+        A session that commits synchronously (anything but synchronous_commit=off, read
+        once per connection) runs it alone in autocommit: the statement's own commit
+        waits for the disk, one round trip in all. Otherwise it runs as `transaction(work,
+        durable=True)`. On SQLite it is a write transaction.
+        """
+        if self.postgres:
+            return self._postgres(work, begin=_DURABLE_STATEMENT)
         return self._sqlite(work, write=True)
 
     def dispose(self) -> None:
@@ -212,9 +227,12 @@ class Database:
         for attempt in range(PG_RETRIES + 1):
             try:
                 with self.engine.connect() as conn:
-                    if begin is None:
+                    opening = begin
+                    if opening is _DURABLE_STATEMENT:
+                        opening = None if _commits_synchronously(conn) else _DURABLE_BEGIN
+                    if opening is None:
                         return work(conn)
-                    conn.exec_driver_sql(begin)  # no parameters: one round trip for both
+                    conn.exec_driver_sql(opening)  # no parameters: one round trip for both
                     result = work(conn)
                     conn.exec_driver_sql("COMMIT")
                     return result
@@ -287,6 +305,16 @@ def _reason_of(message: str) -> str:
         if needle in text:
             return reason
     return "the database did not answer"
+
+
+def _commits_synchronously(conn: Connection) -> bool:
+    """Whether a commit on this session waits for the WAL to reach disk (read once per
+    connection: the server, the role, the database or the URL may have turned it off)."""
+    setting = conn.info.get(_SYNC_KEY)
+    if setting is None:
+        setting = str(conn.exec_driver_sql("SHOW synchronous_commit").scalar_one())
+        conn.info[_SYNC_KEY] = setting
+    return bool(setting != "off")
 
 
 def _sqlite_busy(exc: OperationalError) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import attrs
 from sqlalchemy import DateTime, bindparam, cast, func, text
 from sqlalchemy.engine import Connection
 
@@ -117,7 +118,6 @@ WITH ended AS MATERIALIZED (
 UPDATE vesper_jobs AS j
 SET status = CASE WHEN {_RETRY_LEFT} THEN 'failed' ELSE 'dlq' END,
     retries = j.retries + CASE WHEN {_RETRY_LEFT} THEN 1 ELSE 0 END,
-    run_at = CASE WHEN {_RETRY_LEFT} THEN {NOW} ELSE j.run_at END,
     finished_at = CASE WHEN {_RETRY_LEFT} THEN j.finished_at ELSE {NOW} END,
     error = :error, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,
     updated_at = {NOW}
@@ -125,10 +125,10 @@ FROM ended WHERE j.id = ended.id
 RETURNING j.*
 """
 )
-INSERT = text(
-    f"""
-INSERT INTO vesper_jobs (id, type, priority, payload, status, retries, attempts, max_retries,
-    error, run_at, idempotency_key, fingerprint, timeout, trace_context, created_at, updated_at)
+_INSERT = f"""
+{{notify}}INSERT INTO vesper_jobs (id, type, priority, payload, status, retries, attempts,
+    max_retries, error, run_at, idempotency_key, fingerprint, timeout, trace_context,
+    created_at, updated_at)
 SELECT r.id, r.type, r.priority, r.payload, 'pending', 0, 0, r.max_retries,
     '', COALESCE(r.run_at, {NOW} + r.delay), r.key, r.fingerprint, r.timeout, r.trace,
     {NOW}, {NOW}
@@ -139,10 +139,19 @@ FROM unnest(
     CAST(:fingerprints AS text[]), CAST(:timeouts AS interval[]), CAST(:traces AS text[])
 ) WITH ORDINALITY AS r(id, type, priority, payload, max_retries, run_at, delay, key,
     fingerprint, timeout, trace, ord)
-ORDER BY r.ord
+{{notified}}ORDER BY r.ord
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *
+RETURNING id, seq, run_at, created_at
 """
+# The rest of each created job is what was sent: the job is built from it, not read back.
+INSERT = text(_INSERT.format(notify="", notified=""))
+# One statement that inserts and notifies, for a submit that runs alone in autocommit
+# (the notification is delivered at its commit; on a replay it wakes workers for nothing)
+INSERT_NOTIFY = text(
+    _INSERT.format(
+        notify=f"WITH note AS MATERIALIZED ({NOTIFY_SQL})\n",
+        notified="CROSS JOIN note\n",
+    )
 )
 BOUND = text(
     "SELECT * FROM vesper_jobs WHERE idempotency_key IS NOT NULL"
@@ -185,12 +194,25 @@ class PostgresJobRepository(SqlJobReads):
             return []
         plan = plan_submission(jobs)
         params = _insert_params(plan.unique, now)
-        return self._db.transaction(lambda conn: self._submit(conn, plan, params), durable=True)
+        if len(plan.unique) == 1 or all(n.idempotency_key is None for n in plan.unique):
+            # All or nothing holds with one statement: either every job is new (no keys),
+            # or the one job is inserted or replayed whole. A durable session commits it
+            # in the statement's own round trip.
+            return self._db.durable_statement(
+                lambda conn: self._submit(conn, plan, params, INSERT_NOTIFY)
+            )
+        return self._db.transaction(
+            lambda conn: self._submit(conn, plan, params, INSERT), durable=True
+        )
 
     def _submit(
-        self, conn: Connection, plan: SubmitPlan, params: dict[str, Any]
+        self, conn: Connection, plan: SubmitPlan, params: dict[str, Any], insert: Any
     ) -> list[Submitted]:
-        created = {job.id: job for job in jobs_of(conn.execute(INSERT, params))}
+        by_id = {n.id: n for n in plan.unique}
+        created = {
+            row[0]: _created(by_id[row[0]], seq=row[1], run_at=row[2], created_at=row[3])
+            for row in conn.execute(insert, params)
+        }
         # keys already bound (by earlier calls, or by concurrent ones that ON CONFLICT
         # waited for): READ COMMITTED lets this new statement see them
         keys = [n.idempotency_key for n in plan.unique if n.id not in created]
@@ -201,7 +223,7 @@ class PostgresJobRepository(SqlJobReads):
                 assert job.idempotency_key is not None
                 bound[job.idempotency_key] = job
         results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
-        if created:
+        if created and insert is INSERT:
             conn.execute(NOTIFY)  # delivered at commit
         return results
 
@@ -287,6 +309,16 @@ def _sorted(leases: Sequence[LeaseRef]) -> list[LeaseRef]:
     # a deterministic order makes deadlocks between two batches sharing jobs (a renewal
     # and a completion of one worker) rare; Database retries the ones that still happen
     return sorted(leases, key=lambda ref: ref.job_id)
+
+
+def _created(new: NewJob, *, seq: int, run_at: datetime, created_at: datetime) -> Job:
+    """The job `new` became: what was sent, and what the store set (seq, times)."""
+    at = job_time(created_at)
+    assert at is not None
+    job = new.materialize(now=at, seq=seq)
+    due = job_time(run_at)
+    assert due is not None
+    return job if job.run_at == due else attrs.evolve(job, run_at=due)
 
 
 def _insert_params(batch: Sequence[NewJob], now: datetime | None) -> dict[str, Any]:

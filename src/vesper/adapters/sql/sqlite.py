@@ -133,7 +133,6 @@ EXPIRE = (
     .values(
         status=case((_retry_left, Status.FAILED.value), else_=Status.DLQ.value),
         retries=case((_retry_left, jobs.c.retries + 1), else_=jobs.c.retries),
-        run_at=case((_retry_left, NOW), else_=jobs.c.run_at),
         finished_at=case((_retry_left, jobs.c.finished_at), else_=NOW),
         error=bindparam("b_error"),
         updated_at=NOW,
