@@ -259,7 +259,9 @@ class JobMachine(RuleBasedStateMachine):
         job = self.apply("expire", lambda j: j.expire(now=self.now), legal=processing)
         if job is None:
             return
-        self.fail_in_model(LEASE_EXPIRED_ERROR, retryable=True, retry_at=self.now)
+        # the job keeps its run_at (its place in the queue): it was due when claimed
+        self.fail_in_model(LEASE_EXPIRED_ERROR, retryable=True, retry_at=self.run_at)
+        assert self.run_at <= self.now
         if job.status is Status.DLQ:
             assert retries_before == self.max_retries
 

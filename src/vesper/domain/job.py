@@ -139,10 +139,13 @@ class Job:
         """processing -> failed (claimable at once) or dlq: the holder is gone.
 
         Counts as a failed attempt. Called for a lease past its expiry, and for the
-        jobs of a worker process found dead (whatever their expiry).
+        jobs of a worker process found dead (whatever their expiry). The job keeps its
+        run_at, so its place in the queue: it was due when claimed, and re-queueing it
+        at now would put it behind a backlog and past the recovery bound.
         """
         self._check("expire")
-        return self._failed(error=error, retry_delay=timedelta(0), now=now)
+        failed = self._failed(error=error, retry_delay=timedelta(0), now=now)
+        return attrs.evolve(failed, run_at=self.run_at)
 
     def cancel(self, *, now: datetime) -> Job:
         """pending/failed -> cancelled."""
