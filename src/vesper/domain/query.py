@@ -47,7 +47,7 @@ def decode_cursor(cursor: str) -> int:
     digits = cursor[len(_CURSOR_PREFIX) :]
     if not cursor.startswith(_CURSOR_PREFIX) or not digits.isascii() or not digits.isdigit():
         raise InvalidCursor(cursor)
-    if len(digits) > 19:
+    if len(digits) > 19 or int(digits) > 2**63 - 1:  # stores keep seq in a signed bigint
         raise InvalidCursor(cursor)
     return int(digits)
 
