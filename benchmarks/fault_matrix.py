@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             expanded = ["R17"]
         if not expanded:
             parser.error(f"unknown row {name!r}; known: {', '.join([*ROWS, 'R17'])}")
-        wanted += expanded
+        wanted += [row for row in expanded if row not in wanted]
     cluster = start_cluster()
     failed = False
     try:

@@ -167,18 +167,37 @@ def check(  # noqa: PLR0915 (one invariant after another, in RELIABILITY.md's or
     if not faults:
         counts["I4_duplicate_starts"] = len(rerun)
     in_flight = [r for r in runs if any(_open_at(r, f) for f in faults)]
-    explained = {r.job_id for r in in_flight}
+    # a re-run is explained by a fault that came after an earlier start of the job (in
+    # the faulted process) and before the re-run: that earlier attempt was in flight, or
+    # had ended but not yet been recorded (kill -9 between the consumer and the commit)
+    explained = {
+        job_id
+        for job_id in rerun
+        if any(
+            any(
+                _started_before(r, fault) and later.start > fault["mono"]
+                for r in runs_of[job_id]
+                for later in runs_of[job_id]
+            )
+            for fault in faults
+        )
+    }
     counts["I5_unexplained_reruns"] = len(rerun - explained)
     figures["I5_reruns"] = len(rerun)
     figures["I5_in_flight_at_faults"] = len(in_flight)
 
-    # I6 fencing: at most one recorded completion per job (a completion that a worker
-    # reported as rejected for a lost lease does not count)
+    # I6 fencing: at most one recorded completion per job. A completion followed by a
+    # later claim of the job was not recorded (a done job is never claimed again), and
+    # one that a worker reported rejected for a lost lease does not count either.
     rejected = Counter(options.lease_lost)
     double = 0
     for job_id, job_runs in runs_of.items():
-        completed = sum(1 for r in job_runs if r.completed)
-        if completed - rejected[job_id] > 1:
+        recorded = sum(
+            1
+            for r in job_runs
+            if r.completed and not any(other.start > r.end for other in job_runs)
+        )
+        if recorded - rejected[job_id] > 1:
             double += 1
     counts["I6_double_recorded"] = double
 
@@ -263,6 +282,12 @@ def check(  # noqa: PLR0915 (one invariant after another, in RELIABILITY.md's or
     )
     counts["I11_deadlocks"] = sum(1 for line in options.pg_log if "deadlock detected" in line)
     return Report(counts=counts, figures=figures)
+
+
+def _started_before(run: Execution, fault: Row) -> bool:
+    if fault.get("pid") is not None and run.pid != fault["pid"]:
+        return False
+    return run.start <= fault["mono"]
 
 
 def _open_at(run: Execution, fault: Row) -> bool:

@@ -77,8 +77,8 @@ async def _burst(
             key = f"burst-{i}-{uuid.uuid4().hex[:8]}"
             deadline = time.monotonic() + give_up_after
             while time.monotonic() < deadline:
-                started = time.monotonic()
                 async with semaphore:
+                    started = time.monotonic()  # latency of the request, not of the queue
                     try:
                         response = await client.post(
                             "/jobs", json=body(i), headers={"Idempotency-Key": key}

@@ -255,3 +255,18 @@ def test_starts_after_dlq_are_i8_violations() -> None:
         for n in range(4)
     ]
     assert check(jobs, ledger, [], []).counts["I8_starts_after_dlq"] == 1
+
+
+@given(histories, st.data())
+def test_a_kill_between_the_consumers_end_and_the_commit_explains_a_rerun(
+    h: Any, data: st.DataObject
+) -> None:
+    jobs, ledger, responses = h
+    end = data.draw(st.sampled_from([e for e in ledger if e["event"] == "end"]))
+    fault = {"kind": "kill", "pid": end["pid"], "mono": end["mono"] + 1, "db_now": T0}
+    rerun = {**end, "event": "start", "pid": 99, "token": "t2", "mono": end["mono"] + 10}
+    ledger += [rerun, {**rerun, "event": "end", "mono": rerun["mono"] + 1}]
+    counts = check(jobs, ledger, responses, [fault]).counts
+    assert counts["I5_unexplained_reruns"] == 0
+    assert counts["I6_double_recorded"] == 0  # the first end was never recorded: re-claimed
+    assert check(jobs, ledger, responses, []).counts["I5_unexplained_reruns"] == 1

@@ -194,7 +194,12 @@ def r7(lab: Lab) -> RowResult:
             kill(victim)
             lab.fault("kill", victim.pid)
             victim.wait(10)
-            in_flight.update(lab.open_starts(victim.pid))
+            # started there: in flight, or ended but not yet recorded
+            in_flight.update(
+                e["job_id"]
+                for e in lab.ledger()
+                if e["pid"] == victim.pid and e["event"] == "start"
+            )
         killer_done.set()
 
     threading.Thread(target=killer, daemon=True).start()
@@ -242,7 +247,7 @@ def r7(lab: Lab) -> RowResult:
     result.figures.update(
         jobs=total,
         rows=len(rows),
-        in_flight=len(in_flight),
+        victim_started=len(in_flight),
         reruns=len(reruns),
         statuses=dict(Counter(r["status"] for r in lab.responses)),
     )
