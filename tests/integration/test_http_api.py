@@ -4,22 +4,22 @@ README's examples, optional fields, idempotency (with a 20-request race), batche
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
-import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient, TestClient
 
+from tests.integration.http_support import client, container  # noqa: F401 (fixtures)
+from tests.integration.http_support import error_body as _error
+from tests.integration.http_support import rows as _rows
+from tests.integration.http_support import submit as _submit
 from vesper.domain.job import JobId
-from vesper.entrypoints.container import Container, build_container
+from vesper.entrypoints.container import Container
 from vesper.entrypoints.http import create_app
 from vesper.entrypoints.http.schemas import JobOut
 from vesper.entrypoints.wire import job_to_wire
-from vesper.testing import postgres as pg
 
 README_EXAMPLES = [
     b"""{
@@ -44,45 +44,6 @@ README_EXAMPLES = [
   }""",
 ]
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def container(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Container]:
-    env = {"VESPER_STORAGE": request.param}
-    if request.param == "sqlite":
-        env["VESPER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'api.db'}"
-    elif request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_database")  # tests/integration/conftest
-        pg.truncate(url)
-        env["VESPER_DATABASE_URL"] = url
-    c = build_container(env)
-    yield c
-    c.shutdown_resources()
-
-
-@pytest.fixture
-def client(container: Container) -> Iterator[TestClient[Litestar]]:
-    with TestClient(create_app(container)) as test_client:
-        yield test_client
-
-
-def _rows(container: Container) -> int:
-    return container.get_stats()().total
-
-
-def _error(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"error", "detail"}
-    assert body["error"]
-    return body
-
-
-def _submit(client: TestClient[Litestar], **body: Any) -> dict[str, Any]:
-    response = client.post("/jobs", json={"type": "t", **body})
-    assert response.status_code == 201, response.text
-    job: dict[str, Any] = response.json()
-    return job
 
 
 # --- submitting -------------------------------------------------------------------
