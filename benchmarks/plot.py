@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt
 
 
 def main(source: str, target: str) -> None:
-    document = json.loads(open(source).read())
+    with open(source) as file:
+        document = json.load(file)
     summary = document["summary"]
     systems = document["systems"]
     figure, (drain, pickup) = plt.subplots(1, 2, figsize=(12, 4.5))

@@ -1,4 +1,4 @@
-"""`vesper bench`: W1-W4 (and W5) for vesper on PostgreSQL and SQLite, and for the peers
+"""`vesper bench`: W1-W4 for vesper on PostgreSQL and SQLite, and for the peers
 on the same PostgreSQL server, in one run. See docs/benchmarks.md.
 
 Each workload runs `repeats` times per system, the systems interleaved within a round so
@@ -34,7 +34,7 @@ from benchmarks.systems import (
     wait_for,
 )
 
-WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4", "W5")
+WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4")  # W5 (HTTP burst), W6 (scale): not yet
 DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4")
 DRAIN_TIMEOUT = 180.0
 READY_TIMEOUT = 60.0
@@ -180,13 +180,7 @@ class Bench:
             "W4": self.pickup,
         }
         for workload in workloads:
-            if workload == "W5":
-                from benchmarks.http_burst import http_burst  # noqa: PLC0415
-
-                pg = [s for s in systems if s.name in ("vesper", "vesper-sqlite")]
-                plan.append(("W5", lambda s: http_burst(s, self.config, self.work), pg))
-            else:
-                plan.append((workload, table[workload], systems))
+            plan.append((workload, table[workload], systems))
         total = sum(len(targets) for _, _, targets in plan) * self.config.repeats
         task = self.progress.add_task("bench", total=total)
         for workload, function, targets in plan:
