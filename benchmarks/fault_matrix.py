@@ -12,6 +12,7 @@ a row fails.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         if not expanded:
             parser.error(f"unknown row {name!r}; known: {', '.join([*ROWS, 'R17'])}")
         wanted += [row for row in expanded if row not in wanted]
+    # SIGTERM unwinds like Ctrl+C: the rows' processes and the cluster are cleaned up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cluster = start_cluster()
     failed = False
     try:

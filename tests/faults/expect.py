@@ -9,12 +9,8 @@ import pytest
 
 from tests.faults.lab import RowResult
 
-# Defects found by the matrix in code this harness may not change (see GUARANTEES.md).
-D1 = (
-    "D1: a job whose lease expired is re-queued with run_at = now, behind every due job "
-    "of its priority, so under a backlog its next claim misses the I7 bound "
-    "(domain Job.expire and the stores' EXPIRE set run_at to now)"
-)
+# Defects found by the matrix in code this harness may not change, reported and not yet
+# fixed: failure prefix -> reason. D1 (expired jobs re-queued at now) is fixed: none now.
 
 
 def assert_row(result: RowResult, known: Mapping[str, str] = {}) -> None:

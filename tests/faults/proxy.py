@@ -115,6 +115,11 @@ class TcpProxy:
             self._loop.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # cancelled at close(): end quietly (asyncio logs a cancelled connection task)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serve(reader, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
         await self._flow().wait()  # a black-holed network does not complete new handshakes
