@@ -7,15 +7,21 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
+from uuid import uuid4
 
+import attrs
 import pytest
 
 import vesper
+from vesper.application.consumers import Job as ConsumerJob
+from vesper.application.execution import lease_of
 from vesper.domain.states import Status
 from vesper.entrypoints.app import App
 from vesper.entrypoints.service import build_runner
 from vesper.entrypoints.worker import WorkerRunner
+from vesper.entrypoints.worker.execution import Attempt
 
 FAST = {
     "VESPER_STORAGE": "memory",
@@ -203,3 +209,35 @@ def test_enqueue_in_the_same_process_wakes_an_idle_worker_before_the_poll(app: A
             assert ran.wait(10), "the worker waited for its poll instead of waking"
     finally:
         unsubscribe()
+
+
+def test_a_job_that_finished_during_the_renewal_is_not_reported_lost(app: App) -> None:
+    @app.consumer("quick")
+    def quick(job: vesper.Job) -> None:
+        return None
+
+    app.enqueue("quick")
+    runner = build_runner(app)
+    jobs = app.container.job_repository()
+
+    async def scenario() -> tuple[Attempt, Attempt]:
+        [record] = jobs.claim(worker_id=runner.identity.id, limit=1, lease=timedelta(seconds=2))
+        jobs.complete([lease_of(record)])  # its outcome was recorded: the lease is over
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[object] = loop.create_future()
+        done.set_result(None)
+        finished = Attempt(context=ConsumerJob(record), deadline=1e18, consumer_task=done)
+        still = loop.create_future()  # a consumer that is still running, lease lost too
+        app.enqueue("quick")
+        [stolen] = jobs.claim(worker_id="elsewhere", limit=1, lease=timedelta(seconds=2))
+        assert stolen.lease is not None
+        mine = attrs.evolve(stolen, lease=attrs.evolve(stolen.lease, token=uuid4()))  # stale
+        running = Attempt(context=ConsumerJob(mine), deadline=1e18, consumer_task=still)
+        runner._running[record.id] = finished
+        runner._running[stolen.id] = running
+        await runner._beat()
+        return finished, running
+
+    finished, running = asyncio.run(scenario())
+    assert finished.abandon_reason is None, "a job that finished is not a lost lease"
+    assert running.abandon_reason == "lease lost"

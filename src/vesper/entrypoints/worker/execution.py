@@ -26,6 +26,11 @@ class Attempt:
     consumer_task: asyncio.Future[object] | None = None
     abandon_reason: str | None = None  # set: record nothing for this attempt
 
+    @property
+    def consumer_returned(self) -> bool:
+        """The consumer is done: what is left is recording its outcome."""
+        return self.consumer_task is not None and self.consumer_task.done()
+
     def abandon(self, reason: str) -> None:
         """Stop the attempt without recording it (lease lost, or shutdown past grace)."""
         if self.abandon_reason is not None:

@@ -291,7 +291,13 @@ class WorkerRunner:
             renewed_at = time.monotonic()
             refs = [lease_of(a.context.record) for a in attempts.values()]
             lost = await self._call(pool, self.uses.renew_leases, refs)
-            self.metrics.leases_renewed(len(refs) - len(lost))
+            # A job whose consumer returned meanwhile ended its own lease (its outcome
+            # was recorded): that is not a loss, and there is nothing left to stop.
+            finished = [ref for ref in lost if attempts[ref.job_id].consumer_returned]
+            for ref in finished:
+                attempts.pop(ref.job_id)
+            lost = [ref for ref in lost if ref not in finished]
+            self.metrics.leases_renewed(len(refs) - len(lost) - len(finished))
             if lost:
                 self.metrics.leases_lost(len(lost))
             for ref in lost:
