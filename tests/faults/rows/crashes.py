@@ -6,10 +6,15 @@ import itertools
 import signal
 import time
 from collections import Counter
+from typing import Any
+
+import psycopg
 
 from tests.faults.checker import Options
 from tests.faults.lab import BOUND_S, Lab, RowResult, kill, wait_for
 from tests.faults.rows.common import enqueue, scaled, timed, wait_drained
+from tests.integration.harness import WorkerProcess
+from vesper.adapters.sql.tables import JOBS, WORKERS
 from vesper.domain.submission import JobRequest
 
 
@@ -18,10 +23,20 @@ def _fleet_pids(lab: Lab, database: str) -> set[int]:
     return {pid for (pid,) in rows}
 
 
+# R3a's kill phases: where the victim is when it dies. The test holds a lock that stops
+# the victim at that point (a table lock for the claim, the victim's job rows for the
+# outcome, its registry row for the heartbeat), kills it there, then lets go.
+PHASES = ("mid-sleep", "claim", "outcome", "heartbeat")
+# the claim statement, told apart from the lease expiry that also waits on the table
+_CLAIM_LIKE = "%attempts = %attempts + 1%"
+
+
 @timed
-def r3a(lab: Lab) -> RowResult:
-    """kill -9 of a worker holding 4 jobs: nothing lost, only its jobs re-run, in bound."""
-    result = RowResult("R3a")
+def r3a(lab: Lab, *, phase: str = "mid-sleep") -> RowResult:
+    """kill -9 of a worker at `phase`: nothing lost, only its jobs re-run, in bound."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown R3a phase {phase!r}; known: {', '.join(PHASES)}")
+    result = RowResult("R3a" if phase == "mid-sleep" else f"R3a-{phase}")
     total = scaled(lab, 72, 600)
     sleep = scaled(lab, (1.0, 2.0), (2.0, 4.0))
     database = lab.pg_database()
@@ -33,16 +48,20 @@ def r3a(lab: Lab) -> RowResult:
             for _ in range(total)
         ],
     )
-    env = lab.env(lab.need_cluster().env(database), WORKERS="4")
-    procs = [lab.worker(env) for _ in range(3)]
-    victim = procs[0]
-    if not wait_for(lambda: len(lab.open_starts(victim.pid)) >= 4, timeout=60, interval=0.05):
-        result.failures.append("the victim never held 4 jobs")
-        return result
-    kill(victim)
-    lab.fault("kill", victim.pid, database=database)
-    killed = time.monotonic()
-    victim.wait(10)
+    cluster = lab.need_cluster()
+    env = lab.env(cluster.env(database), WORKERS="4")
+    with psycopg.connect(cluster.conninfo(database)) as holder:
+        procs = _stop_at(lab, phase, env, database, holder, result)
+        if procs is None:
+            return result
+        victim = procs[0]
+        kill(victim)
+        lab.fault("kill", victim.pid, database=database)
+        killed = time.monotonic()
+        victim.wait(10)
+        holder.rollback()  # the dead session's statement runs on or is rolled back
+    if phase == "claim":
+        procs += [lab.worker(env) for _ in range(2)]
     # its jobs in flight, or ended but not yet recorded (kill between consumer and commit)
     in_flight = {
         e["job_id"] for e in lab.ledger() if e["pid"] == victim.pid and e["event"] == "start"
@@ -76,7 +95,10 @@ def r3a(lab: Lab) -> RowResult:
         gone is not None and reaped_after <= LEASE_DEAD_AFTER + 0.5 + 1 + 1,
         f"victim left the fleet after {reaped_after:.1f}s",
     )
-    gaps = _survivor_gaps(lab, {p.pid for p in procs[1:]}, after=lab.faults[0]["mono"])
+    survivors = {p.pid for p in procs[1:]}
+    # with the claim phase the survivors start after the kill: count from their first end
+    after = lab.faults[0]["mono"] if phase != "claim" else _first_end(lab, survivors)
+    gaps = _survivor_gaps(lab, survivors, after=after)
     result.figures["survivor_max_gap_s"] = gaps
     result.expect(gaps <= 2.0 + 1.0, f"survivors idle for {gaps:.1f}s")
     for proc in procs[1:]:
@@ -84,6 +106,80 @@ def r3a(lab: Lab) -> RowResult:
     for proc in procs[1:]:
         result.expect(proc.wait(30) == 0, "a survivor did not exit 0 on SIGTERM")
     return result
+
+
+def _stop_at(
+    lab: Lab,
+    phase: str,
+    env: dict[str, str],
+    database: str,
+    holder: psycopg.Connection[Any],
+    result: RowResult,
+) -> list[WorkerProcess] | None:
+    """Start the workers and bring the victim (first of them) to `phase`; None if it
+    never got there (the failure is recorded)."""
+    if phase == "claim":
+        # every claim waits behind this lock: the victim, started alone, dies inside
+        # its first claim statement
+        holder.execute(f"LOCK TABLE {JOBS} IN EXCLUSIVE MODE")
+        victim = lab.worker(env)
+        stopped = wait_for(lambda: _blocked_by(lab, database, holder, _CLAIM_LIKE), timeout=60)
+        if stopped is None:
+            result.failures.append("the victim's claim never reached the database")
+            return None
+        procs = [victim]
+    else:
+        procs = [lab.worker(env) for _ in range(3)]
+        victim = procs[0]
+        if not wait_for(lambda: len(lab.open_starts(victim.pid)) >= 4, timeout=60, interval=0.05):
+            result.failures.append("the victim never held 4 jobs")
+            return None
+        if phase == "outcome":
+            held = _lock_jobs_of(holder, victim.pid)
+            # the victim's consumer ends; its complete then waits on the locked rows
+            ended = wait_for(lambda: _ended(lab, victim.pid, held), timeout=30, interval=0.02)
+            if ended is None:
+                result.failures.append("no job of the victim ended while its rows were held")
+                return None
+            time.sleep(0.3)  # the outcome flush is issued and blocked
+        elif phase == "heartbeat":
+            holder.execute(f"SELECT 1 FROM {WORKERS} WHERE pid = %s FOR UPDATE", (victim.pid,))
+            if wait_for(lambda: _blocked_by(lab, database, holder), timeout=10) is None:
+                result.failures.append("the victim's heartbeat never waited on its row")
+                return None
+    return procs
+
+
+def _blocked_by(lab: Lab, database: str, holder: psycopg.Connection[Any], query: str = "%") -> bool:
+    """Whether a session of `database` running `query` (a LIKE pattern) waits on a lock
+    that `holder` holds."""
+    rows = lab.need_cluster().execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+        "AND %s = ANY(pg_blocking_pids(pid)) AND query LIKE %s",
+        (database, holder.info.backend_pid, query),
+        database=database,
+    )
+    return bool(rows[0][0])
+
+
+def _lock_jobs_of(holder: psycopg.Connection[Any], pid: int) -> set[str]:
+    rows = holder.execute(
+        f"SELECT CAST(j.id AS TEXT) FROM {JOBS} j JOIN {WORKERS} w ON j.worker_id = w.id "
+        "WHERE w.pid = %s AND j.status = 'processing' FOR UPDATE OF j",
+        (pid,),
+    ).fetchall()
+    return {job_id for (job_id,) in rows}
+
+
+def _ended(lab: Lab, pid: int, jobs: set[str]) -> bool:
+    return any(
+        e["pid"] == pid and e["event"] == "end" and e["job_id"] in jobs for e in lab.ledger()
+    )
+
+
+def _first_end(lab: Lab, pids: set[int]) -> int:
+    ends = [e["mono"] for e in lab.ledger() if e["pid"] in pids and e["event"] == "end"]
+    return min(ends) if ends else time.monotonic_ns()
 
 
 LEASE_DEAD_AFTER = 4.0
