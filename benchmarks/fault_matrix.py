@@ -210,7 +210,7 @@ def pytest_row(name: str, node_ids: Sequence[str]) -> Callable[[Lab], RowResult]
             for n, kind in _COUNT.findall(summary)
         }
         result.figures.update(
-            tests=len(node_ids),
+            node_ids=len(node_ids),
             passed=counts.get("passed", 0),
             failed=counts.get("failed", 0),
             errors=counts.get("error", 0),
@@ -253,13 +253,19 @@ ROWS: dict[str, Callable[..., RowResult]] = {
     "R8": skew.r8,
     "R9": lifecycle.r9,
     "R9-P2": lifecycle.r9_p2,
+    "R10": pytest_row("R10", PYTEST_ROWS["R10"]),
+    "R11": pytest_row("R11", PYTEST_ROWS["R11"]),
+    "R12": r12,
     "R13": outages.r13,
     "R14": outages.r14,
     "R15": lifecycle.r15,
     "R16": lifecycle.r16,
-    "R12": r12,
-    **{name: pytest_row(name, nodes) for name, nodes in PYTEST_ROWS.items()},
-    **{name: _not_applicable(name) for name in NOT_APPLICABLE},
+    **{
+        name: _not_applicable(name)
+        if name in NOT_APPLICABLE
+        else pytest_row(name, PYTEST_ROWS[name])
+        for name in ("S1", "S2", "S3", "S4", "S5", "S6")
+    },
 }
 # rows that need no PostgreSQL cluster of their own
 NO_CLUSTER = {*PYTEST_ROWS, *NOT_APPLICABLE}
