@@ -19,6 +19,7 @@ exists (shedding is the 503 of a full pool, R14).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from tests.faults.cluster import start_cluster
 from tests.faults.lab import Lab, RowResult
-from tests.faults.rows import crashes, lifecycle, outages, skew, soak, submissions
+from tests.faults.rows import crashes, lifecycle, order, outages, skew, soak, submissions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -241,6 +242,11 @@ ROWS: dict[str, Callable[..., RowResult]] = {
     "R1": submissions.r1,
     "R2": submissions.r2,
     "R3a": crashes.r3a,
+    **{
+        f"R3a-{phase}": functools.partial(crashes.r3a, phase=phase)
+        for phase in crashes.PHASES
+        if phase != "mid-sleep"
+    },
     "R3b": lambda lab: crashes.r3b(lab, variant="stop"),
     "R3b-proxy": lambda lab: crashes.r3b(lab, variant="proxy"),
     "R4-A": lambda lab: lifecycle.r4(lab, variant="A"),
@@ -251,6 +257,7 @@ ROWS: dict[str, Callable[..., RowResult]] = {
     "R6-pw": outages.r6_password,
     "R7": submissions.r7,
     "R8": skew.r8,
+    "R8-postmaster": lambda lab: skew.r8(lab, variant="postmaster"),
     "R9": lifecycle.r9,
     "R9-P2": lifecycle.r9_p2,
     "R10": pytest_row("R10", PYTEST_ROWS["R10"]),
@@ -260,6 +267,7 @@ ROWS: dict[str, Callable[..., RowResult]] = {
     "R14": outages.r14,
     "R15": lifecycle.r15,
     "R16": lifecycle.r16,
+    "R16-fleet": order.r16_fleet,
     **{
         name: _not_applicable(name)
         if name in NOT_APPLICABLE
