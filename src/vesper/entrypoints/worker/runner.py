@@ -115,7 +115,11 @@ class WorkerRunner:
         self.queue = queue
         self.settings = settings
         self.identity = identity or new_identity(settings.concurrency)
+        # every attempt whose lease this process holds: running, or recording its outcome
         self._running: dict[JobId, Attempt] = {}
+        # attempts whose consumer has not returned: these occupy the slots. A finished
+        # attempt frees its slot at once, so the next claim overlaps its outcome's commit.
+        self._occupied = 0
         self._wake = asyncio.Event()  # binds to the running loop on first use
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -145,7 +149,8 @@ class WorkerRunner:
 
     @property
     def busy(self) -> int:
-        return len(self._running)
+        """Slots in use: attempts whose consumer has not returned."""
+        return self._occupied
 
     # -- the main loop ------------------------------------------------------------------
 
@@ -178,7 +183,7 @@ class WorkerRunner:
         errors = 0
         while not self._stopping.is_set():
             self._wake.clear()
-            free = self.settings.concurrency - len(self._running)
+            free = self.settings.concurrency - self._occupied
             claimed: list[JobRecord] = []
             if free > 0:
                 deadline = time.monotonic() + self._lease_margin()
@@ -210,6 +215,7 @@ class WorkerRunner:
     def _start(self, record: JobRecord, deadline: float) -> None:
         attempt = Attempt(context=Job(record), deadline=deadline)
         self._running[record.id] = attempt
+        self._occupied += 1
         if record.started_at is not None:
             self.metrics.job_started(record, (record.started_at - record.run_at).total_seconds())
         attempt.task = asyncio.create_task(self._execute(record, attempt))
@@ -222,16 +228,24 @@ class WorkerRunner:
         )
         outcome = "abandoned"
         error: str | None = None
+        occupying = True
         with (
             job_fields(**self._ids(record.id)),
             job_span(self.tracer, record, worker_id=self.identity.id) as span,
         ):
             try:
                 result = await run_attempt(attempt, consumer, timeout, self._job_pool)
+                # the slot is free while the outcome is recorded (the lease is still held,
+                # and renewed, until then)
+                occupying = False
+                self._occupied -= 1
+                self._wake.set()
                 if result is not None:
                     error = result.error
                     outcome = await self._record(record, result)
             finally:
+                if occupying:
+                    self._occupied -= 1
                 self._running.pop(record.id, None)
                 self._done_count += 1
                 self._wake.set()
@@ -443,7 +457,7 @@ class WorkerRunner:
             "fleet: processes=%d slots=%d busy_here=%d/%d done_per_s_here=%.1f",
             len(fleet.processes),
             fleet.total_workers,
-            len(self._running),
+            self._occupied,
             self.settings.concurrency,
             self._done_count / interval,
         )
