@@ -5,19 +5,30 @@ Time is the database's when `now` is None: every statement reads
 because it is one value for the whole statement, so started_at + lease equals
 lease_expires_at exactly, and it is STABLE, so the planner may use it in index scans.
 Batches travel as arrays (`unnest`): one round trip whatever the batch size.
+
+The statements of the hot paths (submit, claim, the fenced updates) run on the driver's
+own connection (`_rows`): SQLAlchemy's result set-up per call cost more than psycopg's
+whole execution of a claim. psycopg prepares each of them after its prepare_threshold
+executions on a connection, as it did under SQLAlchemy. Errors are wrapped as SQLAlchemy
+wraps them, so Database's retries and StoreUnavailable mapping hold.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
+import psycopg
+from psycopg.rows import dict_row
 from sqlalchemy import DateTime, bindparam, cast, func, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import TextClause
 
 from vesper.adapters.sql.common import (
     SqlJobReads,
@@ -160,6 +171,52 @@ BOUND = text(
 CLOCK = text("SELECT statement_timestamp()")
 NOTIFY = text(NOTIFY_SQL)
 
+_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _pyformat(statement: TextClause) -> str:
+    """`statement` with psycopg's placeholders: `:name` -> `%(name)s`."""
+    return _PARAMETER.sub(r"%(\1)s", statement.text.replace("%", "%%"))
+
+
+# the same statements, for the driver's connection (the text() forms stay the reference)
+_DRIVER_SQL = {
+    id(statement): _pyformat(statement)
+    for statement in (
+        CLAIM,
+        CLAIM_TYPES,
+        COMPLETE,
+        RELEASE,
+        FAIL,
+        RENEW,
+        EXPIRE,
+        INSERT,
+        INSERT_NOTIFY,
+        BOUND,
+        NOTIFY,
+    )
+}
+
+
+def _rows(
+    conn: Connection, statement: TextClause, params: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Run `statement` on the driver's connection under `conn`; its rows as dicts."""
+    sql = _DRIVER_SQL[id(statement)]
+    raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+    try:
+        with raw.cursor(row_factory=dict_row) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description is not None else []
+    except psycopg.Error as exc:
+        # as SQLAlchemy would: a connection that broke is not handed out again
+        broken = raw.closed or raw.broken
+        if broken:
+            conn.invalidate()
+        raise DBAPIError.instance(
+            sql, params, exc, psycopg.Error, connection_invalidated=broken
+        ) from exc
+
 
 def now_expression() -> Any:
     """`COALESCE(:now, statement_timestamp())` as a SQLAlchemy expression."""
@@ -210,21 +267,23 @@ class PostgresJobRepository(SqlJobReads):
     ) -> list[Submitted]:
         by_id = {n.id: n for n in plan.unique}
         created = {
-            row[0]: _created(by_id[row[0]], seq=row[1], run_at=row[2], created_at=row[3])
-            for row in conn.execute(insert, params)
+            row["id"]: _created(
+                by_id[row["id"]], seq=row["seq"], run_at=row["run_at"], created_at=row["created_at"]
+            )
+            for row in _rows(conn, insert, params)
         }
         # keys already bound (by earlier calls, or by concurrent ones that ON CONFLICT
         # waited for): READ COMMITTED lets this new statement see them
         keys = [n.idempotency_key for n in plan.unique if n.id not in created]
         bound: dict[str, Job] = {}
         if keys:
-            for row in conn.execute(BOUND, {"keys": keys}):
+            for row in _rows(conn, BOUND, {"keys": keys}):
                 job = job_of(row)
                 assert job.idempotency_key is not None
                 bound[job.idempotency_key] = job
         results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
         if created and insert is INSERT:
-            conn.execute(NOTIFY)  # delivered at commit
+            _rows(conn, NOTIFY)  # delivered at commit
         return results
 
     def claim(
@@ -248,7 +307,7 @@ class PostgresJobRepository(SqlJobReads):
         statement = CLAIM
         if types is not None:
             statement, params["types"] = CLAIM_TYPES, list(types)
-        rows = self._db.statement(lambda conn: conn.execute(statement, params).all())
+        rows = self._db.statement(lambda conn: _rows(conn, statement, params))
         return in_claim_order(jobs_of(rows))
 
     def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
@@ -273,20 +332,20 @@ class PostgresJobRepository(SqlJobReads):
     def release(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
         released = self._fenced(self._db, RELEASE, _sorted(leases), {"now": now}, order=leases)
         if released:
-            self._db.statement(lambda conn: conn.execute(NOTIFY))
+            self._db.statement(lambda conn: _rows(conn, NOTIFY))
         return released
 
     def expire(self, *, worker_ids: Sequence[str] = (), now: datetime | None = None) -> list[Job]:
         params = {"now": now, "worker_ids": list(worker_ids), "error": LEASE_EXPIRED_ERROR}
-        rows = self._db.statement(lambda conn: conn.execute(EXPIRE, params).all())
+        rows = self._db.statement(lambda conn: _rows(conn, EXPIRE, params))
         ended = sorted(jobs_of(rows), key=lambda job: job.seq)
         if ended:
-            self._db.statement(lambda conn: conn.execute(NOTIFY))
+            self._db.statement(lambda conn: _rows(conn, NOTIFY))
         return ended
 
     def _changed(self, action: str, job: Job) -> None:
         if action == "retry":
-            self._db.statement(lambda conn: conn.execute(NOTIFY))
+            self._db.statement(lambda conn: _rows(conn, NOTIFY))
 
     def _fenced(
         self,
@@ -301,7 +360,7 @@ class PostgresJobRepository(SqlJobReads):
         if not refs:
             return []
         params = {"ids": [r.job_id for r in refs], "tokens": [r.token for r in refs], **extra}
-        rows = db.statement(lambda conn: conn.execute(statement, params).all())
+        rows = db.statement(lambda conn: _rows(conn, statement, params))
         return in_order_of(jobs_of(rows), [r.job_id for r in order])
 
 

@@ -120,7 +120,7 @@ def structured_job_of(row: Row[Any] | Mapping[str, Any]) -> Job:
     return job
 
 
-def jobs_of(rows: Iterable[Row[Any]]) -> list[Job]:
+def jobs_of(rows: Iterable[Row[Any] | Mapping[str, Any]]) -> list[Job]:
     return [job_of(row) for row in rows]
 
 
