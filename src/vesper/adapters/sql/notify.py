@@ -5,13 +5,20 @@ The listener holds its own autocommit connection in a daemon thread, reconnects 
 capped backoff when the connection drops (or its backend is terminated), LISTENs again,
 and signals once after every (re)connect so that nothing missed meanwhile waits for a
 poll interval.
+
+The thread waits on the connection's socket and on a wake-up socket of its own, so
+stop() takes effect at once (a SIGTERM'd worker does not wait out a timeout here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import selectors
+import socket
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from sqlalchemy.engine import make_url
@@ -20,6 +27,8 @@ CHANNEL = "vesper_jobs"
 NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
 
 log = logging.getLogger("vesper.listen")
+
+STOP_JOIN_TIMEOUT = 2.0  # only a connect in progress can hold the thread this long
 
 
 def libpq_conninfo(url: str) -> str:
@@ -42,6 +51,9 @@ class PostgresJobListener:
         self._check_interval = check_interval
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vesper-listen", daemon=True)
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._wake_write.setblocking(False)
         self.connected = threading.Event()
         self.reconnects = 0
 
@@ -50,8 +62,15 @@ class PostgresJobListener:
         return self
 
     def stop(self) -> None:
+        """Stop listening and close the connection; returns at once unless a connection
+        attempt is in progress (bounded by STOP_JOIN_TIMEOUT: the thread is a daemon)."""
         self._stopped.set()
-        self._thread.join(timeout=self._check_interval + 2.0)
+        with contextlib.suppress(OSError):
+            self._wake_write.send(b"x")
+        self._thread.join(timeout=STOP_JOIN_TIMEOUT)
+        if not self._thread.is_alive():
+            self._wake_read.close()
+            self._wake_write.close()
 
     def _run(self) -> None:
         backoff = 0.1
@@ -67,9 +86,7 @@ class PostgresJobListener:
                     self.connected.set()
                     backoff = 0.1
                     self._signal()  # catch up on what was submitted while not listening
-                    while not self._stopped.is_set():
-                        for _ in conn.notifies(timeout=self._check_interval):
-                            self._signal()
+                    self._listen(conn)
             except psycopg.Error as exc:
                 self.connected.clear()
                 if self._stopped.is_set():
@@ -81,6 +98,23 @@ class PostgresJobListener:
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
         self.connected.clear()
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        """Signal once per batch of notifications until stop(); raises psycopg.Error
+        when the connection is lost (its socket turns readable and the read fails)."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(conn.fileno(), selectors.EVENT_READ, "conn")
+            selector.register(self._wake_read, selectors.EVENT_READ, "stop")
+            while not self._stopped.is_set():
+                events = selector.select(self._check_interval)
+                if self._stopped.is_set():
+                    return
+                if not any(key.data == "conn" for key, _ in events):
+                    continue
+                # what arrived, never waiting; a lost connection raises here (or at the
+                # next read: its error message may come before the end of the stream)
+                if sum(1 for _ in conn.notifies(timeout=0)):
+                    self._signal()
 
     def _signal(self) -> None:
         try:
