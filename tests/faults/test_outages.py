@@ -19,6 +19,11 @@ def test_r6_database_down_at_start_up_then_recovery_without_restart(lab: Lab) ->
     assert_row(outages.r6(lab))
 
 
+def test_r6_serve_answers_health_while_its_workers_wait_for_the_database(lab: Lab) -> None:
+    """`vesper serve` (API and workers in one process) behaves as `vesper api` does."""
+    assert_row(outages.r6(lab, serve=True))
+
+
 def test_r6_wrong_password_is_named_never_shown(lab: Lab) -> None:
     assert_row(outages.r6_password(lab))
 

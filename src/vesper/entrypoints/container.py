@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ from vesper.application.fleet import (
 from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
 from vesper.application.ports import Clock, JobRepository, Store, WorkerRegistry
 from vesper.application.submit import SubmitJob, SubmitJobs
+from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
 from vesper.entrypoints.tracing import open_tracer_provider
 from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases
@@ -99,6 +101,24 @@ def store_pools(store: Store) -> dict[str, Any]:
     }
 
 
+STORE_OPEN_WAIT_S = 5.0  # a caller waits this long for another thread opening the store
+
+
+def open_once(open_store: Callable[[], Store], lock: threading.Lock) -> Store:
+    """The store, opened by one thread at a time.
+
+    The store's resource is not thread-safe: first uses in several threads at once (the
+    workers waiting for the database and the API's first requests, in `vesper serve`)
+    would each open a store, and all but one would leak their connection pools.
+    """
+    if not lock.acquire(timeout=STORE_OPEN_WAIT_S):
+        raise StoreUnavailable("the store is still being opened")
+    try:
+        return open_store()
+    finally:
+        lock.release()
+
+
 def _jobs(store: Store) -> JobRepository:
     return store.jobs
 
@@ -111,7 +131,7 @@ class Container(containers.DeclarativeContainer):
     config = providers.Configuration(strict=True)
 
     clock = providers.Singleton(SystemClock)
-    store = providers.Selector(
+    opened_store = providers.Selector(
         config.storage_kind,
         memory=providers.Resource(open_memory_store, clock=clock),
         sqlite=providers.Resource(
@@ -124,6 +144,8 @@ class Container(containers.DeclarativeContainer):
             open_plugin_store, name=config.storage, url=config.database_url, clock=clock
         ),
     )
+    store_lock = providers.ThreadSafeSingleton(threading.Lock)
+    store = providers.Callable(open_once, opened_store.provider, store_lock)
     job_repository = providers.Callable(_jobs, store)
     worker_registry = providers.Callable(_workers, store)
     queue_settings = providers.Callable(lambda s: s.queue, config.settings)

@@ -9,13 +9,14 @@ expire as after a crash).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import parse_addr
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from vesper.entrypoints.app import App
 
 log = logging.getLogger("vesper")
+T = TypeVar("T")
 
 
 class MissingConsumer(SystemExit):
@@ -82,60 +84,103 @@ def build_http_server(app: App) -> uvicorn.Server:
     return build_server(http_app, app.settings.http)
 
 
-async def serve(app: App, *, api: bool, workers: bool) -> None:
-    """Run the API and/or the workers until a signal stops them."""
-    try:  # OTEL_TRACES_EXPORTER: a bad value stops start-up with one line
-        install_global_tracer_provider(app.container.tracer_provider())
-    except TracingConfigError as exc:
-        raise SystemExit(f"vesper: {exc}") from None
-    listening = listen(app.settings.http.host, app.settings.http.port) if api else None
-    runner = await build_runner_when_reachable(app) if workers and check_consumers(app) else None
-    server = build_http_server(app) if api else None
-    if runner is None and server is None:
-        return
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
+class _Stopper:
+    """The first SIGTERM/SIGINT stops the workers (gracefully) and the HTTP server; a
+    second exits at once."""
 
-    def stop() -> None:
-        if runner is not None:
-            runner.stop()
-        if server is not None:
-            server.should_exit = True
+    def __init__(self, server: uvicorn.Server | None) -> None:
+        self.server = server
+        self.runner: WorkerRunner | None = None
+        self.stopping = asyncio.Event()
+        self.signals_seen = 0
 
-    def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen == 1:
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.runner is not None:
+            self.runner.stop()
+        if self.server is not None:
+            self.server.should_exit = True
+
+    def on_signal(self, signum: int) -> None:
+        self.signals_seen += 1
+        if self.signals_seen == 1:
             log.info("%s received: shutting down gracefully", signal.Signals(signum).name)
-            stop()
+            self.stop()
         else:
             log.warning("second signal: exiting now")
             sys.stderr.flush()
             os._exit(1)
 
+
+async def serve(app: App, *, api: bool, workers: bool) -> None:
+    """Run the API and/or the workers until a signal stops them.
+
+    The HTTP server starts at once, before the store is opened: while the database is
+    unreachable /health answers 200 and /ready and the store's routes 503, and the
+    workers wait for the store (capped backoff) in a task of their own, so the process
+    needs no restart when the database comes up.
+    """
+    try:  # OTEL_TRACES_EXPORTER: a bad value stops start-up with one line
+        install_global_tracer_provider(app.container.tracer_provider())
+    except TracingConfigError as exc:
+        raise SystemExit(f"vesper: {exc}") from None
+    listening = listen(app.settings.http.host, app.settings.http.port) if api else None
+    with_workers = workers and check_consumers(app)
+    server = build_http_server(app) if api else None
+    if not with_workers and server is None:
+        return
+    loop = asyncio.get_running_loop()
+    stopper = _Stopper(server)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+        loop.add_signal_handler(signum, stopper.on_signal, signum)
     tasks: list[Awaitable[None]] = []
-    unsubscribe = None
-    if runner is not None:
-        unsubscribe = app.container.job_signal().subscribe(runner.wake)
+    if with_workers:
+        app.container.job_signal()  # made here, before request threads may race to make it
+        if server is None:
+            serve_worker_metrics(app)
+        tasks.append(_run_workers(app, stopper))
+    if server is not None and listening is not None:
+        tasks.append(_serve_http(server, listening, stopper.stop))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def _run_workers(app: App, stopper: _Stopper) -> None:
+    """Wait for the store (unless stopped meanwhile), then run the workers until stopped."""
+    runner = await _unless_stopped(build_runner_when_reachable(app), stopper.stopping)
+    if runner is None:  # stopped while waiting for the store
+        return
+    stopper.runner = runner
+    unsubscribe = app.container.job_signal().subscribe(runner.wake)
+    try:
         listener: Any = app.container.job_listener()  # PostgreSQL: LISTEN for submissions
         if listener is not None:
             app.container.metrics().observe_listener(
                 listener.connected.is_set, lambda: listener.reconnects
             )
-        if server is None:
-            serve_worker_metrics(app)
-        tasks.append(runner.run())
-    if server is not None and listening is not None:
-        tasks.append(_serve_http(server, listening, stop))
-    try:
-        await asyncio.gather(*tasks)
+        if not stopper.stopping.is_set():
+            await runner.run()  # sets its loop before its first await: stop() reaches it
     finally:
-        if unsubscribe is not None:
-            unsubscribe()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+        unsubscribe()
+
+
+async def _unless_stopped(work: Awaitable[T], stopping: asyncio.Event) -> T | None:
+    """The result of `work`, or None (and `work` cancelled) if `stopping` is set first."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
 
 
 def serve_worker_metrics(app: App) -> None:
