@@ -41,10 +41,17 @@ def open_memory_store(clock: Clock) -> Iterator[Store]:
     yield InMemoryStore(clock)
 
 
-def open_sql_store(url: str, clock: Clock, migrate: bool) -> Iterator[Store]:
+def open_sql_store(
+    url: str, clock: Clock, migrate: bool, pool_size: int, max_overflow: int
+) -> Iterator[Store]:
+    """The SQL store; its main pool (PostgreSQL) has `pool_size` + `max_overflow`
+    connections (VESPER_DB_POOL_SIZE, VESPER_DB_MAX_OVERFLOW). Heartbeats and lease
+    renewals keep their own small pool, whatever these are."""
     from vesper.adapters.sql import open_store  # noqa: PLC0415 (SQLAlchemy loads only when chosen)
+    from vesper.adapters.sql.engines import default_pool_size  # noqa: PLC0415
 
-    store = open_store(url, clock=clock, migrate=migrate)
+    with default_pool_size(pool_size, max_overflow):
+        store = open_store(url, clock=clock, migrate=migrate)
     try:
         yield store
     finally:
@@ -135,10 +142,20 @@ class Container(containers.DeclarativeContainer):
         config.storage_kind,
         memory=providers.Resource(open_memory_store, clock=clock),
         sqlite=providers.Resource(
-            open_sql_store, url=config.database_url, clock=clock, migrate=config.auto_migrate
+            open_sql_store,
+            url=config.database_url,
+            clock=clock,
+            migrate=config.auto_migrate,
+            pool_size=config.db_pool_size,
+            max_overflow=config.db_max_overflow,
         ),
         postgres=providers.Resource(
-            open_sql_store, url=config.database_url, clock=clock, migrate=config.auto_migrate
+            open_sql_store,
+            url=config.database_url,
+            clock=clock,
+            migrate=config.auto_migrate,
+            pool_size=config.db_pool_size,
+            max_overflow=config.db_max_overflow,
         ),
         plugin=providers.Resource(
             open_plugin_store, name=config.storage, url=config.database_url, clock=clock
@@ -237,6 +254,8 @@ def build_container(env: Mapping[str, str] | Settings) -> Container:
             "storage_kind": settings.storage if settings.storage in BUILTIN_STORAGES else "plugin",
             "database_url": settings.database_url,
             "auto_migrate": settings.auto_migrate,
+            "db_pool_size": settings.db_pool_size,
+            "db_max_overflow": settings.db_max_overflow,
             "settings": settings,
         }
     )

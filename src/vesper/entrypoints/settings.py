@@ -138,6 +138,8 @@ class Settings:
     auto_migrate: bool = True
     app_path: str | None = None
     log_format: str = "text"
+    db_pool_size: int = 10
+    db_max_overflow: int = 5
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
     http: HttpSettings = HttpSettings()
@@ -204,6 +206,8 @@ class Settings:
             auto_migrate=e.get("VESPER_AUTO_MIGRATE", parse_bool, not production),
             app_path=env.get("VESPER_APP") or None,
             log_format=e.get("VESPER_LOG_FORMAT", _log_format, "json" if production else "text"),
+            db_pool_size=e.get("VESPER_DB_POOL_SIZE", _positive_int, 10),
+            db_max_overflow=e.get("VESPER_DB_MAX_OVERFLOW", _non_negative_int, 5),
             queue=queue,
             worker=worker,
             http=http,

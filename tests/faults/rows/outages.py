@@ -4,12 +4,15 @@ heartbeats)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import secrets
 import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +24,8 @@ from tests.faults.producer import ReadyProbe, Steady, burst
 from tests.faults.rows.common import enqueue, scaled, timed, wait_drained
 from tests.integration.harness import WorkerProcess
 from tests.integration.service import Service
+from vesper.adapters.sql import BEAT_MAX_OVERFLOW, BEAT_POOL_SIZE
+from vesper.adapters.sql.engines import POOL_TIMEOUT_S
 from vesper.domain.submission import JobRequest
 
 SHORT_JOB = {"type": "record", "payload": {"sleep": 0.05, "sleep_max": 0.2}}
@@ -350,11 +355,13 @@ def r14(lab: Lab) -> RowResult:
         ],
     )
     env = lab.env(cluster.env(database), WORKERS=str(jobs // 2))
-    serve = lab.service(env, ("serve", "--app", "tests.faults.apps.ledger:app"))
+    pool = {"VESPER_DB_POOL_SIZE": str(API_POOL), "VESPER_DB_MAX_OVERFLOW": "0"}
+    serve = lab.service({**env, **pool}, ("serve", "--app", "tests.faults.apps.ledger:app"))
     worker = lab.worker(env)
     wait_for(lambda: sum(1 for e in lab.ledger() if e["event"] == "start") >= jobs, timeout=30)
     requests = scaled(lab, 100, 300)
     load_until = time.monotonic() + job_seconds
+    peak = 0
     while time.monotonic() < load_until:
         threads = [
             threading.Thread(
@@ -374,8 +381,9 @@ def r14(lab: Lab) -> RowResult:
         ]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join(60)
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, _pg_connections(serve.popen.pid, cluster.port))
+            time.sleep(0.1)
     wait_for(
         lambda: sum(1 for e in lab.ledger() if e["event"] in ("end", "abort")) >= jobs,
         timeout=job_seconds + 30,
@@ -400,9 +408,39 @@ def r14(lab: Lab) -> RowResult:
     )
     slowest = max((r["latency"] for r in lab.responses), default=0.0)
     result.figures["slowest_request_s"] = slowest
-    result.expect(slowest <= 10 + 1 + 1, f"a request waited {slowest:.1f}s (pool timeout 10 s + 1)")
+    limit = POOL_TIMEOUT_S + 1
+    result.expect(slowest <= limit, f"a request waited {slowest:.1f}s (pool timeout 10 s + 1)")
+    # the API's pool, the heartbeats' own pool and the LISTEN connection, no more
+    most = API_POOL + BEAT_POOL_SIZE + BEAT_MAX_OVERFLOW + 1
+    result.figures["serve_pg_connections_peak"] = peak
+    result.expect(0 < peak <= most, f"vesper serve held {peak} PG connections (> {most})")
     result.expect(serve.popen.poll() is None and worker.popen.poll() is None, "a process died")
     return result
+
+
+API_POOL = 3  # RELIABILITY.md R14: DB pool 3 for the API
+
+
+def _pg_connections(pid: int, port: int) -> int:
+    """TCP connections of process `pid` to `port` on the loopback (the test cluster)."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    count = 0
+    for line in lines:
+        fields = line.split()
+        remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+        if remote_port == port and fields[3] == "01" and fields[9] in inodes:  # ESTABLISHED
+            count += 1
+    return count
 
 
 def _slow_gets(url: str, responses: list[dict[str, Any]], n: int) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -30,6 +32,9 @@ PG_STATEMENT_TIMEOUT_MS = 30_000
 PG_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
 PG_CONNECT_TIMEOUT_S = 5
 PING_AFTER_IDLE_S = 1.0
+DEFAULT_POOL_SIZE = 10  # VESPER_DB_POOL_SIZE
+DEFAULT_MAX_OVERFLOW = 5  # VESPER_DB_MAX_OVERFLOW
+POOL_TIMEOUT_S = 10  # longest wait for a pooled connection, then StoreUnavailable
 
 _WRITE = "vesper_write"  # execution option: this SQLite connection begins IMMEDIATE
 _SQLITE_BUSY = 5
@@ -70,10 +75,44 @@ def is_postgres(url: URL) -> bool:
     return url.get_backend_name() == "postgresql"
 
 
-def open_engine(url: URL, *, pool_size: int = 10, max_overflow: int = 5) -> Engine:
-    """A configured engine for `url` (see `sql_url`)."""
+class PoolSize(NamedTuple):
+    size: int = DEFAULT_POOL_SIZE
+    max_overflow: int = DEFAULT_MAX_OVERFLOW
+
+
+_POOL_SIZE: ContextVar[PoolSize | None] = ContextVar("vesper_pool_size", default=None)
+
+
+@contextmanager
+def default_pool_size(size: int, max_overflow: int) -> Iterator[None]:
+    """Within this block (this thread or task), engines opened without explicit pool
+    arguments get `size` connections plus `max_overflow` on demand: how the settings'
+    VESPER_DB_POOL_SIZE reaches the store's main pool through `open_store`."""
+    if size < 1 or max_overflow < 0:
+        raise ValueError(f"pool size {size} + {max_overflow}: need size >= 1, overflow >= 0")
+    token = _POOL_SIZE.set(PoolSize(size, max_overflow))
+    try:
+        yield
+    finally:
+        _POOL_SIZE.reset(token)
+
+
+def open_engine(
+    url: URL, *, pool_size: int | None = None, max_overflow: int | None = None
+) -> Engine:
+    """A configured engine for `url` (see `sql_url`).
+
+    The PostgreSQL pool holds `pool_size` connections and opens up to `max_overflow`
+    more on demand; either left out comes from the enclosing `default_pool_size()` block, or
+    the defaults (10 + 5). SQLite keeps SQLAlchemy's pool.
+    """
     if is_postgres(url):
-        return _postgres_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+        default = _POOL_SIZE.get() or PoolSize()
+        return _postgres_engine(
+            url,
+            pool_size=default.size if pool_size is None else pool_size,
+            max_overflow=default.max_overflow if max_overflow is None else max_overflow,
+        )
     return _sqlite_engine(url)
 
 
@@ -105,7 +144,7 @@ def _postgres_engine(url: URL, *, pool_size: int, max_overflow: int) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_timeout=10,
+        pool_timeout=POOL_TIMEOUT_S,
         # autocommit: see Database; explicit transactions run at READ COMMITTED, which
         # the claim (SKIP LOCKED) and submit (ON CONFLICT) rely on
         isolation_level="AUTOCOMMIT",

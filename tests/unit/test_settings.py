@@ -1,0 +1,59 @@
+"""Settings from the environment: the database pool variables and their checks."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from click.testing import CliRunner
+
+from vesper.entrypoints.cli import main
+from vesper.entrypoints.container import build_container
+from vesper.entrypoints.settings import ConfigError, Settings
+
+BASE = {"VESPER_STORAGE": "memory"}
+
+
+def test_the_pool_defaults_are_ten_plus_five() -> None:
+    settings = Settings.from_env(BASE)
+    assert (settings.db_pool_size, settings.db_max_overflow) == (10, 5)
+
+
+def test_the_pool_variables_are_read() -> None:
+    env = {**BASE, "VESPER_DB_POOL_SIZE": "3", "VESPER_DB_MAX_OVERFLOW": "0"}
+    settings = Settings.from_env(env)
+    assert (settings.db_pool_size, settings.db_max_overflow) == (3, 0)
+    config = build_container(settings).config()
+    assert (config["db_pool_size"], config["db_max_overflow"]) == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VESPER_DB_POOL_SIZE", "0"),
+        ("VESPER_DB_POOL_SIZE", "-2"),
+        ("VESPER_DB_POOL_SIZE", "ten"),
+        ("VESPER_DB_POOL_SIZE", "2.5"),
+        ("VESPER_DB_MAX_OVERFLOW", "-1"),
+        ("VESPER_DB_MAX_OVERFLOW", "many"),
+    ],
+)
+def test_a_bad_pool_value_is_one_line_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, name: value})
+    message = str(caught.value)
+    assert message.startswith(f"{name}={value!r}: ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "api"])
+def test_a_bad_pool_value_stops_start_up_with_exit_2(command: str) -> None:
+    with socket.socket() as taken:  # were the value accepted, serving would fail, not hang
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = {**BASE, "VESPER_DB_POOL_SIZE": "0", "API_ADDR": addr, "VESPER_APP": ""}
+        result = CliRunner().invoke(main, [command], env=env)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines == ["vesper: VESPER_DB_POOL_SIZE='0': must be at least 1, not 0"]
