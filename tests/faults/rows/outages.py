@@ -354,7 +354,10 @@ def r14(lab: Lab) -> RowResult:
             for _ in range(jobs)
         ],
     )
-    env = lab.env(cluster.env(database), WORKERS=str(jobs // 2))
+    # RELIABILITY.md R14: lease 6 s, heartbeat 1 s
+    env = lab.env(
+        cluster.env(database), WORKERS=str(jobs // 2), VESPER_LEASE="6s", VESPER_HEARTBEAT="1s"
+    )
     pool = {"VESPER_DB_POOL_SIZE": str(API_POOL), "VESPER_DB_MAX_OVERFLOW": "0"}
     serve = lab.service({**env, **pool}, ("serve", "--app", "tests.faults.apps.ledger:app"))
     worker = lab.worker(env)
