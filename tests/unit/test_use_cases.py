@@ -15,6 +15,7 @@ from vesper.application.execution import (
     CompleteJob,
     FailJob,
     Outcome,
+    RecordAndClaim,
     RecordOutcomes,
     ReleaseJobs,
     RenewLeases,
@@ -375,6 +376,38 @@ def test_record_outcomes_records_successes_and_failures_and_skips_lost_leases(
 
 def test_record_outcomes_of_nothing_records_nothing(repo: InMemoryJobRepository) -> None:
     assert RecordOutcomes(repo)([]) == set()
+
+
+def test_record_and_claim_completes_successes_and_claims_the_free_slots(
+    repo: InMemoryJobRepository,
+) -> None:
+    for _ in range(4):
+        submit(repo)
+    first, lost = ClaimJobs(repo, NO_JITTER)("w1", 2)
+    ReleaseJobs(repo)([lease_of(lost)])
+    both = RecordAndClaim(RecordOutcomes(repo, NO_JITTER), ClaimJobs(repo, NO_JITTER))
+    recorded, claimed = both([Outcome(job=first), Outcome(job=lost)], "w1", 2)
+    assert recorded == {first.id}
+    assert repo.get(first.id).status is Status.DONE
+    assert len(claimed) == 2
+    assert first.id not in {j.id for j in claimed}
+    assert all(j.status is Status.PROCESSING and j.worker_id == "w1" for j in claimed)
+
+
+def test_record_and_claim_with_a_failure_records_and_claims_nothing(
+    repo: InMemoryJobRepository,
+) -> None:
+    for _ in range(3):
+        submit(repo)
+    ok, bad = ClaimJobs(repo, NO_JITTER)("w1", 2)
+    both = RecordAndClaim(RecordOutcomes(repo, NO_JITTER), ClaimJobs(repo, NO_JITTER))
+    recorded, claimed = both([Outcome(job=ok), Outcome(job=bad, error="boom")], "w1", 2)
+    assert recorded == {ok.id, bad.id}
+    assert claimed == []
+    assert repo.get(bad.id).status is Status.FAILED
+    recorded, claimed = both([], "w1", 0)
+    assert recorded == set()
+    assert claimed == []
 
 
 # -- RenewLeases ----------------------------------------------------------------------

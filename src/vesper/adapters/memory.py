@@ -144,6 +144,23 @@ class InMemoryJobRepository:
     def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
         return self._fenced(leases, now, lambda job, ref, at: job.complete(ref, now=at))
 
+    def complete_and_claim(
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[list[Job], list[Job]]:
+        with self._lock:
+            completed = self.complete(leases, now=now)
+            claimed = self.claim(
+                worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+            )
+            return completed, claimed
+
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
         by_ref = {f.lease: f for f in failures}
         return self._fenced(

@@ -130,6 +130,38 @@ class RecordOutcomes:
 
 
 @attrs.frozen
+class RecordAndClaim:
+    """Record finished attempts and claim up to `limit` more for `worker_id`.
+
+    When every outcome is a success (the common case) the completions and the claim are
+    one store call (`complete_and_claim`: one statement on PostgreSQL, one transaction on
+    SQLite), all or nothing, so a caller that retries after an error records nothing
+    twice. Failures are recorded as RecordOutcomes does, and nothing is claimed then
+    (the caller claims on its own).
+
+    Returns:
+        The ids of the jobs whose outcome was recorded (the others had lost their
+        lease), and the jobs claimed, in claim order.
+    """
+
+    record: RecordOutcomes
+    claim: ClaimJobs
+
+    def __call__(
+        self, outcomes: Sequence[Outcome], worker_id: str, limit: int
+    ) -> tuple[set[JobId], list[Job]]:
+        if limit <= 0 or any(o.error is not None for o in outcomes):
+            return self.record(outcomes), []
+        completed, claimed = self.record.jobs.complete_and_claim(
+            [lease_of(o.job) for o in outcomes],
+            worker_id=worker_id,
+            limit=limit,
+            lease=self.claim.settings.lease,
+        )
+        return {job.id for job in completed}, claimed
+
+
+@attrs.frozen
 class RenewLeases:
     """Extend the leases of running jobs; returns the refs whose lease was lost."""
 

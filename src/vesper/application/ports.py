@@ -93,6 +93,22 @@ class JobRepository(Protocol):
         """
         ...
 
+    def complete_and_claim(
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[list[Job], list[Job]]:
+        """`complete(leases)` and then `claim(...)`, as one unit of work where the store
+        can (a worker records its finished batch and takes the next one): returns
+        (completed, claimed), each as the two calls would. Fencing and claim order are
+        theirs; a job completed here is never among the claimed."""
+        ...
+
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
         """Record failed attempts, fenced like complete: failed with retries + 1 and
         run_at = now + retry_delay while retries < max_retries, else dlq (also when

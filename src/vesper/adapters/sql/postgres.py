@@ -47,25 +47,23 @@ from vesper.domain.submission import NewJob
 
 NOW = "COALESCE(CAST(:now AS timestamptz), statement_timestamp())"
 
-_CLAIM = """
-WITH picked AS MATERIALIZED (
+_PICKED = """picked AS MATERIALIZED (
     SELECT id FROM vesper_jobs
     WHERE {claimable} AND run_at <= {now} {types}
     ORDER BY priority DESC, run_at, seq
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
-)
-UPDATE vesper_jobs AS j
+)"""
+_TAKE = """UPDATE vesper_jobs AS j
 SET status = 'processing', attempts = j.attempts + 1, worker_id = :worker_id,
     lease_token = :token, lease_expires_at = {now} + CAST(:lease AS interval),
     started_at = {now}, updated_at = {now}
 FROM picked WHERE j.id = picked.id
-RETURNING j.*
-"""
+RETURNING j.*"""
+_CLAIM = f"\nWITH {_PICKED}\n{_TAKE}\n"
+_TYPES = "AND type = ANY(CAST(:types AS text[]))"
 CLAIM = text(_CLAIM.format(claimable=CLAIMABLE_SQL, now=NOW, types=""))
-CLAIM_TYPES = text(
-    _CLAIM.format(claimable=CLAIMABLE_SQL, now=NOW, types="AND type = ANY(CAST(:types AS text[]))")
-)
+CLAIM_TYPES = text(_CLAIM.format(claimable=CLAIMABLE_SQL, now=NOW, types=_TYPES))
 
 # Fencing: only the current, unexpired lease of a processing job changes it. A lease token
 # is set exactly while a job is processing (the vesper_jobs_lease_check constraint), so
@@ -105,6 +103,25 @@ FAIL = text(
         more=", CAST(:errors AS text[]), CAST(:delays AS interval[])",
         names=", error, delay",
     )
+)
+# A worker's finished batch and its next claim, one statement (one round trip, one
+# commit). The claim's snapshot sees the completed jobs as processing: never claimable.
+_COMPLETE_AND_CLAIM = f"""
+WITH done AS ({{done}}),
+{_PICKED},
+claimed AS (
+{_TAKE}
+)
+SELECT true AS vesper_done, * FROM done
+UNION ALL
+SELECT false AS vesper_done, * FROM claimed
+"""
+_DONE = _FENCED.format(set=f"status = 'done', finished_at = {NOW}", now=NOW, more="", names="")
+COMPLETE_AND_CLAIM = text(
+    _COMPLETE_AND_CLAIM.format(done=_DONE, claimable=CLAIMABLE_SQL, now=NOW, types="")
+)
+COMPLETE_AND_CLAIM_TYPES = text(
+    _COMPLETE_AND_CLAIM.format(done=_DONE, claimable=CLAIMABLE_SQL, now=NOW, types=_TYPES)
 )
 RENEW = text(
     f"""
@@ -186,6 +203,8 @@ _DRIVER_SQL = {
         CLAIM,
         CLAIM_TYPES,
         COMPLETE,
+        COMPLETE_AND_CLAIM,
+        COMPLETE_AND_CLAIM_TYPES,
         RELEASE,
         FAIL,
         RENEW,
@@ -297,21 +316,41 @@ class PostgresJobRepository(SqlJobReads):
     ) -> list[Job]:
         if limit <= 0 or (types is not None and not types):
             return []
-        params: dict[str, Any] = {
-            "now": now,
-            "limit": limit,
-            "worker_id": worker_id,
-            "token": uuid.uuid4(),  # one per call: the fence is (job id, token)
-            "lease": lease,
-        }
-        statement = CLAIM
-        if types is not None:
-            statement, params["types"] = CLAIM_TYPES, list(types)
+        params = _claim_params(worker_id, limit, lease, types, now)
+        statement = CLAIM if types is None else CLAIM_TYPES
         rows = self._db.statement(lambda conn: _rows(conn, statement, params))
         return in_claim_order(jobs_of(rows))
 
     def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
         return self._fenced(self._db, COMPLETE, _sorted(leases), {"now": now}, order=leases)
+
+    def complete_and_claim(
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[list[Job], list[Job]]:
+        if not leases or limit <= 0 or (types is not None and not types):
+            completed = self.complete(leases, now=now)
+            claimed = self.claim(
+                worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+            )
+            return completed, claimed
+        refs = _sorted(leases)
+        params = {
+            **_claim_params(worker_id, limit, lease, types, now),
+            "ids": [r.job_id for r in refs],
+            "tokens": [r.token for r in refs],
+        }
+        statement = COMPLETE_AND_CLAIM if types is None else COMPLETE_AND_CLAIM_TYPES
+        rows = self._db.statement(lambda conn: _rows(conn, statement, params))
+        done = [job_of(row) for row in rows if row["vesper_done"]]
+        claimed = [job_of(row) for row in rows if not row["vesper_done"]]
+        return in_order_of(done, [r.job_id for r in leases]), in_claim_order(claimed)
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
         ordered = sorted(failures, key=lambda f: f.lease.job_id)
@@ -362,6 +401,25 @@ class PostgresJobRepository(SqlJobReads):
         params = {"ids": [r.job_id for r in refs], "tokens": [r.token for r in refs], **extra}
         rows = db.statement(lambda conn: _rows(conn, statement, params))
         return in_order_of(jobs_of(rows), [r.job_id for r in order])
+
+
+def _claim_params(
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    types: Sequence[str] | None,
+    now: datetime | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "now": now,
+        "limit": limit,
+        "worker_id": worker_id,
+        "token": uuid.uuid4(),  # one per call: the fence is (job id, token)
+        "lease": lease,
+    }
+    if types is not None:
+        params["types"] = list(types)
+    return params
 
 
 def _sorted(leases: Sequence[LeaseRef]) -> list[LeaseRef]:

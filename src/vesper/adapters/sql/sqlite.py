@@ -200,22 +200,38 @@ class SqliteJobRepository(SqlJobReads):
     ) -> list[Job]:
         if limit <= 0 or (types is not None and not types):
             return []
-        at = self._at(now)
-        params: dict[str, Any] = {
-            "now": at,
-            "limit": limit,
-            "b_worker_id": worker_id,
-            "token": uuid.uuid4(),  # one per call: the fence is (job id, token)
-            "expires_at": at + lease,
-        }
-        statement = CLAIM
-        if types is not None:
-            statement, params["types"] = CLAIM_TYPES, list(types)
+        statement, params = _claim_params(worker_id, limit, lease, types, self._at(now))
         rows = self._db.statement(lambda conn: conn.execute(statement, params).all())
         return in_claim_order(jobs_of(rows))
 
     def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
         return self._fenced(COMPLETE, leases, {"now": self._at(now)})
+
+    def complete_and_claim(
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[list[Job], list[Job]]:
+        at = self._at(now)
+        if not leases or limit <= 0 or (types is not None and not types):
+            completed = self.complete(leases, now=at)
+            claimed = self.claim(worker_id=worker_id, limit=limit, lease=lease, types=types, now=at)
+            return completed, claimed
+        # one write transaction: one commit (one WAL sync) for the batch and the next
+        fenced = _fenced_params(leases, {"now": at})
+        statement, params = _claim_params(worker_id, limit, lease, types, at)
+
+        def work(conn: Connection) -> tuple[list[Job], list[Job]]:
+            done = jobs_of(conn.execute(COMPLETE, fenced).all())
+            return done, jobs_of(conn.execute(statement, params).all())
+
+        done, claimed = self._db.transaction(work)
+        return in_order_of(done, [ref.job_id for ref in leases]), in_claim_order(claimed)
 
     def renew(
         self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
@@ -263,10 +279,31 @@ class SqliteJobRepository(SqlJobReads):
     ) -> list[Job]:
         if not leases:
             return []
-        bound = {
-            **params,
-            "ids": [ref.job_id for ref in leases],
-            "refs": [(ref.job_id, ref.token) for ref in leases],
-        }
+        bound = _fenced_params(leases, params)
         rows = self._db.statement(lambda conn: conn.execute(statement, bound).all())
         return in_order_of(jobs_of(rows), [ref.job_id for ref in leases])
+
+
+def _fenced_params(leases: Sequence[LeaseRef], params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **params,
+        "ids": [ref.job_id for ref in leases],
+        "refs": [(ref.job_id, ref.token) for ref in leases],
+    }
+
+
+def _claim_params(
+    worker_id: str, limit: int, lease: timedelta, types: Sequence[str] | None, at: datetime
+) -> tuple[Any, dict[str, Any]]:
+    """The claim statement and its parameters (a fresh lease token per call)."""
+    params: dict[str, Any] = {
+        "now": at,
+        "limit": limit,
+        "b_worker_id": worker_id,
+        "token": uuid.uuid4(),  # one per call: the fence is (job id, token)
+        "expires_at": at + lease,
+    }
+    if types is None:
+        return CLAIM, params
+    params["types"] = list(types)
+    return CLAIM_TYPES, params

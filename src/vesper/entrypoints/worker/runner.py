@@ -29,6 +29,7 @@ from vesper.application.consumers import Consumers, Job
 from vesper.application.execution import (
     ClaimJobs,
     Outcome,
+    RecordAndClaim,
     RecordOutcomes,
     ReleaseJobs,
     RenewLeases,
@@ -134,6 +135,9 @@ class WorkerRunner:
         )
         lease_seconds = queue.lease.total_seconds()
         self._recorder = OutcomeRecorder(self._write_outcomes, give_up_after=lease_seconds)
+        # a finished batch's outcomes and the next claim go to the store together
+        self._record_and_claim = RecordAndClaim(record=uses.record_outcomes, claim=uses.claim_jobs)
+        self._claiming = False  # a claim is in flight (one at a time: slots never overbook)
 
     # -- control, callable from any thread ----------------------------------------------
 
@@ -185,8 +189,9 @@ class WorkerRunner:
             self._wake.clear()
             free = self.settings.concurrency - self._occupied
             claimed: list[JobRecord] = []
-            if free > 0:
+            if free > 0 and not self._claiming:
                 deadline = time.monotonic() + self._lease_margin()
+                self._claiming = True
                 try:
                     claimed = await self._call(
                         self._store_pool, self.uses.claim_jobs, self.identity.id, free
@@ -199,6 +204,8 @@ class WorkerRunner:
                     )
                     await self._sleep(delay)
                     continue
+                finally:
+                    self._claiming = False
                 if errors:
                     log.info("claims work again after %d failed attempts", errors)
                     errors = 0
@@ -239,8 +246,9 @@ class WorkerRunner:
                 # and renewed, until then)
                 occupying = False
                 self._occupied -= 1
-                self._wake.set()
-                if result is not None:
+                if result is None:
+                    self._wake.set()
+                else:  # the outcome's write claims for the free slots (_write_outcomes)
                     error = result.error
                     outcome = await self._record(record, result)
             finally:
@@ -269,7 +277,25 @@ class WorkerRunner:
         return "failed"
 
     async def _write_outcomes(self, outcomes: Any) -> set[JobId]:
-        return await self._call(self._store_pool, self.uses.record_outcomes, outcomes)
+        """Record `outcomes`, and claim for the free slots in the same store call.
+
+        The attempts being recorded are still in _running: once recorded, each one's
+        `_execute` wakes the claim loop, which claims whatever this call left free.
+        """
+        free = self.settings.concurrency - self._occupied
+        if free <= 0 or self._claiming or self._stopping.is_set():
+            return await self._call(self._store_pool, self.uses.record_outcomes, outcomes)
+        deadline = time.monotonic() + self._lease_margin()
+        self._claiming = True
+        try:
+            recorded, claimed = await self._call(
+                self._store_pool, self._record_and_claim, outcomes, self.identity.id, free
+            )
+        finally:
+            self._claiming = False
+        for job in claimed:
+            self._start(job, deadline)
+        return recorded
 
     # -- heartbeat, lease renewal, reaping ----------------------------------------------
 
