@@ -181,6 +181,23 @@ INSERT_NOTIFY = text(
         notified="CROSS JOIN note\n",
     )
 )
+# One job: scalar parameters (psycopg dumps eleven one-element arrays for the batch form)
+_INSERT_ONE = f"""
+{{notify}}INSERT INTO vesper_jobs (id, type, priority, payload, status, retries, attempts,
+    max_retries, error, run_at, idempotency_key, fingerprint, timeout, trace_context,
+    created_at, updated_at)
+SELECT CAST(:id AS uuid), CAST(:type AS text), CAST(:priority AS smallint),
+    CAST(:payload AS json), 'pending', 0, 0, CAST(:max_retries AS integer), '',
+    COALESCE(CAST(:run_at AS timestamptz), {NOW} + CAST(:delay AS interval)),
+    CAST(:key AS text), CAST(:fingerprint AS text), CAST(:timeout AS interval),
+    CAST(:trace AS text), {NOW}, {NOW}
+{{notified}}ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id, seq, run_at, created_at
+"""
+INSERT_ONE = text(_INSERT_ONE.format(notify="", notified=""))
+INSERT_ONE_NOTIFY = text(
+    _INSERT_ONE.format(notify=f"WITH note AS MATERIALIZED ({NOTIFY_SQL})\n", notified="FROM note\n")
+)
 BOUND = text(
     "SELECT * FROM vesper_jobs WHERE idempotency_key IS NOT NULL"
     " AND idempotency_key = ANY(CAST(:keys AS text[]))"
@@ -211,6 +228,8 @@ _DRIVER_SQL = {
         EXPIRE,
         INSERT,
         INSERT_NOTIFY,
+        INSERT_ONE,
+        INSERT_ONE_NOTIFY,
         BOUND,
         NOTIFY,
     )
@@ -269,11 +288,16 @@ class PostgresJobRepository(SqlJobReads):
         if not jobs:
             return []
         plan = plan_submission(jobs)
+        if len(plan.unique) == 1:
+            # the one job is inserted or replayed whole: all or nothing in one statement,
+            # which a durable session commits in its own round trip
+            one = _insert_one_params(plan.unique[0], now)
+            return self._db.durable_statement(
+                lambda conn: self._submit(conn, plan, one, INSERT_ONE_NOTIFY)
+            )
         params = _insert_params(plan.unique, now)
-        if len(plan.unique) == 1 or all(n.idempotency_key is None for n in plan.unique):
-            # All or nothing holds with one statement: either every job is new (no keys),
-            # or the one job is inserted or replayed whole. A durable session commits it
-            # in the statement's own round trip.
+        if all(n.idempotency_key is None for n in plan.unique):
+            # every job is new (no keys): all or nothing holds with one statement too
             return self._db.durable_statement(
                 lambda conn: self._submit(conn, plan, params, INSERT_NOTIFY)
             )
@@ -436,6 +460,23 @@ def _created(new: NewJob, *, seq: int, run_at: datetime, created_at: datetime) -
     due = job_time(run_at)
     assert due is not None
     return job if job.run_at == due else attrs.evolve(job, run_at=due)
+
+
+def _insert_one_params(new: NewJob, now: datetime | None) -> dict[str, Any]:
+    return {
+        "now": now,
+        "id": new.id,
+        "type": new.type,
+        "priority": new.priority,
+        "payload": json.dumps(new.payload, separators=(",", ":")),
+        "max_retries": new.max_retries,
+        "run_at": new.run_at,
+        "delay": new.delay,
+        "key": new.idempotency_key,
+        "fingerprint": new.fingerprint,
+        "timeout": new.timeout,
+        "trace": new.trace_context,
+    }
 
 
 def _insert_params(batch: Sequence[NewJob], now: datetime | None) -> dict[str, Any]:
