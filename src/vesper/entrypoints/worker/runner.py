@@ -452,10 +452,12 @@ class WorkerRunner:
     def _log_job(
         self, record: JobRecord, outcome: str, started: float, attempt: Attempt, span: JobSpan
     ) -> None:
+        level = logging.DEBUG if outcome == "done" else logging.INFO
+        if not log.isEnabledFor(level):
+            return  # a done job's line is DEBUG: not built at all at the usual levels
         wait_ms = (
             (record.started_at - record.run_at).total_seconds() * 1000 if record.started_at else 0.0
         )
-        level = logging.DEBUG if outcome == "done" else logging.INFO
         fields: dict[str, object] = {
             "job_id": str(record.id),
             "job_type": record.type,
