@@ -241,3 +241,46 @@ def test_a_job_that_finished_during_the_renewal_is_not_reported_lost(app: App) -
     finished, running = asyncio.run(scenario())
     assert finished.abandon_reason is None, "a job that finished is not a lost lease"
     assert running.abandon_reason == "lease lost"
+
+
+def test_a_stalled_reap_does_not_hold_up_heartbeats_or_renewals(app: App) -> None:
+    """Reaping and lease expiry wait for the main pool, which a busy process may have
+    exhausted: the heartbeat and the renewals of running jobs go on meanwhile (R14)."""
+    release = threading.Event()
+    beats: list[float] = []
+    renewals: list[float] = []
+
+    @app.consumer("long")
+    def long(job: vesper.Job) -> None:
+        job.wait_stopping(1.5)
+
+    runner = build_runner(app)
+    uses = runner.uses
+
+    def stalled_reap() -> list[Any]:
+        release.wait(10)
+        return []
+
+    def beat(identity: Any) -> bool:
+        beats.append(time.monotonic())
+        return uses.heartbeat_worker(identity)
+
+    def renew(refs: Any) -> Any:
+        renewals.append(time.monotonic())
+        return uses.renew_leases(refs)
+
+    runner.uses = attrs.evolve(
+        uses, reap_dead_workers=stalled_reap, heartbeat_worker=beat, renew_leases=renew
+    )
+    app.enqueue("long")
+    try:
+        with Background(runner):
+            wait_for(lambda: renewals, timeout=10)
+            start = time.monotonic()
+            time.sleep(1.0)
+            # heartbeat 100 ms: about 10 beats in the second, reaping stalled all along
+            assert sum(1 for t in beats if t >= start) >= 5
+            assert sum(1 for t in renewals if t >= start) >= 5
+            release.set()
+    finally:
+        release.set()

@@ -129,6 +129,12 @@ class WorkerRunner:
         # thread so that a busy pool never delays a lease renewal.
         self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="vesper-store")
         self._heartbeat_pool = ThreadPoolExecutor(1, thread_name_prefix="vesper-heartbeat")
+        # Reaping, lease expiry and the fleet view use the main pool: on a thread of their
+        # own, so that a saturated pool delays them, never a heartbeat or a renewal.
+        self._maintenance_pool = ThreadPoolExecutor(1, thread_name_prefix="vesper-maintenance")
+        self._maintenance: asyncio.Task[None] | None = None
+        self._maintenance_failures = 0
+        self._fleet_log: asyncio.Task[None] | None = None
         # Headroom: a sync consumer past its time limit keeps its thread until it returns.
         self._job_pool = ThreadPoolExecutor(
             settings.concurrency * 2, thread_name_prefix="vesper-job"
@@ -175,11 +181,13 @@ class WorkerRunner:
             await self._claim_loop(until_idle)
         finally:
             await self._shutdown()
-            heartbeat.cancel()
-            watchdog.cancel()
-            await asyncio.gather(heartbeat, watchdog, return_exceptions=True)
+            background = [heartbeat, watchdog]
+            background += [t for t in (self._maintenance, self._fleet_log) if t is not None]
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await self._deregister()
-            for pool in (self._store_pool, self._heartbeat_pool):
+            for pool in (self._store_pool, self._heartbeat_pool, self._maintenance_pool):
                 pool.shutdown(wait=False)
             self._job_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -320,7 +328,8 @@ class WorkerRunner:
                 >= self.settings.fleet_log_interval.total_seconds()
             ):
                 last_fleet_log = time.monotonic()
-                await self._log_fleet()
+                if self._fleet_log is None or self._fleet_log.done():
+                    self._fleet_log = asyncio.create_task(self._log_fleet())
 
     async def _beat(self) -> None:
         pool = self._heartbeat_pool
@@ -350,8 +359,24 @@ class WorkerRunner:
                 attempt.abandon("lease lost")
             for attempt in attempts.values():
                 attempt.deadline = renewed_at + self._lease_margin()
-        ended = await self._call(pool, self.uses.reap_dead_workers)
-        ended += await self._call(pool, self.uses.expire_leases)
+        if self._maintenance is None or self._maintenance.done():
+            self._maintenance = asyncio.create_task(self._maintain())
+
+    async def _maintain(self) -> None:
+        """Reap dead workers and end overdue leases (one round at a time, not awaited by
+        the heartbeat: it may wait for the main pool)."""
+        pool = self._maintenance_pool
+        try:
+            ended = await self._call(pool, self.uses.reap_dead_workers)
+            ended += await self._call(pool, self.uses.expire_leases)
+        except Exception as exc:
+            self._maintenance_failures += 1
+            if self._maintenance_failures == 1 or self._maintenance_failures % 10 == 0:
+                log.warning(
+                    "reaping dead workers failed (%d in a row): %s", self._maintenance_failures, exc
+                )
+            return
+        self._maintenance_failures = 0
         if ended:
             log.info("%d jobs of dead or silent workers are claimable again", len(ended))
             self.wake()
@@ -477,7 +502,7 @@ class WorkerRunner:
 
     async def _log_fleet(self) -> None:
         try:
-            fleet = await self._call(self._heartbeat_pool, self.uses.get_fleet)
+            fleet = await self._call(self._maintenance_pool, self.uses.get_fleet)
         except Exception:
             return
         interval = self.settings.fleet_log_interval.total_seconds()
