@@ -38,6 +38,7 @@ import pytest
 
 # Before the submodules load: pytest then shows the operands of a failing assert there.
 pytest.register_assert_rewrite(
+    "vesper.testing.batch_contract",
     "vesper.testing.claims_contract",
     "vesper.testing.expiry_contract",
     "vesper.testing.fixtures",
@@ -51,6 +52,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.workers_contract",
 )
 
+from vesper.testing.batch_contract import CompleteAndClaimContract
 from vesper.testing.claims_contract import ClaimContract
 from vesper.testing.expiry_contract import ExpireContract
 from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener
@@ -76,6 +78,7 @@ class JobRepositoryContract(
     SubmitContract,
     ClaimContract,
     CompleteContract,
+    CompleteAndClaimContract,
     FailContract,
     RenewContract,
     ReleaseContract,
@@ -97,6 +100,7 @@ class StoreContract(JobRepositoryContract, WorkerRegistryContract):
 __all__ = [
     "CancelContract",
     "ClaimContract",
+    "CompleteAndClaimContract",
     "CompleteContract",
     "ExpireContract",
     "FailContract",
