@@ -17,6 +17,13 @@ from vesper.domain.states import Status
 MIN_PRIORITY = 0
 MAX_PRIORITY = 10
 
+# built once: json.dumps with options builds an encoder per call, a cost per job
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_PAYLOAD = {
+    sort: json.JSONEncoder(allow_nan=False, separators=(",", ":"), sort_keys=sort)
+    for sort in (False, True)
+}
+
 
 @attrs.frozen(kw_only=True)
 class Limits:
@@ -67,6 +74,9 @@ class NewJob:
     fingerprint: str
     timeout: timedelta | None
     trace_context: str | None
+    # `payload` as compact, key-sorted, ASCII-escaped JSON text, when known: a store
+    # may insert it as is instead of serialising the payload again
+    payload_json: str | None = None
 
     def materialize(self, *, now: datetime, seq: int) -> Job:
         """The job as stored at `now`, with insertion order `seq`."""
@@ -94,7 +104,7 @@ def prepare(
     """Validate `request` against `limits`; raise InvalidRequest naming the first bad field."""
     _check_type(request.type, limits)
     _check_priority(request.priority)
-    payload = _check_payload(request.payload, limits)
+    payload, payload_json = _check_payload(request.payload, limits)
     max_retries = default_max_retries if request.max_retries is None else request.max_retries
     if not _is_int(max_retries) or not 0 <= max_retries <= limits.max_retries:
         raise InvalidRequest("max_retries", f"must be an integer from 0 to {limits.max_retries}")
@@ -119,7 +129,10 @@ def prepare(
         )
     check_idempotency_key(request.idempotency_key, limits)
     # the fingerprint hashes the validated copy: its keys are strings, as JSON makes them
-    validated = attrs.evolve(request, payload=payload)
+    if payload_json is not None:
+        print_ = _fingerprint_of(request, payload_json, max_retries=max_retries)
+    else:
+        print_ = fingerprint(attrs.evolve(request, payload=payload), max_retries=max_retries)
     return NewJob(
         id=job_id,
         type=request.type,
@@ -129,9 +142,10 @@ def prepare(
         run_at=run_at,
         delay=delay,
         idempotency_key=request.idempotency_key,
-        fingerprint=fingerprint(validated, max_retries=max_retries),
+        fingerprint=print_,
         timeout=request.timeout,
         trace_context=request.trace_context,
+        payload_json=payload_json,
     )
 
 
@@ -159,6 +173,28 @@ def fingerprint(request: JobRequest, *, max_retries: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _fingerprint_of(request: JobRequest, payload_json: str, *, max_retries: int) -> str:
+    """`fingerprint`, given the payload's key-sorted compact ASCII text: the same text,
+    spliced together rather than serialised again (keys in sorted order:
+    delay, max_retries, payload, priority, run_at, timeout, type)."""
+    head = _CANONICAL.encode(
+        {
+            "delay": request.delay.total_seconds() if request.delay is not None else None,
+            "max_retries": max_retries,
+        }
+    )
+    tail = _CANONICAL.encode(
+        {
+            "priority": request.priority,
+            "run_at": request.run_at.isoformat() if request.run_at else None,
+            "timeout": request.timeout.total_seconds() if request.timeout is not None else None,
+            "type": request.type,
+        }
+    )
+    text = f'{head[:-1]},"payload":{payload_json},{tail[1:]}'
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -183,29 +219,37 @@ def _check_priority(priority: object) -> None:
         )
 
 
-def _check_payload(payload: object, limits: Limits) -> dict[str, Any]:
+def _check_payload(payload: object, limits: Limits) -> tuple[dict[str, Any], str | None]:
+    """A private copy of `payload` (the caller's dict must not change a queued job), and
+    its key-sorted compact JSON text when every key is a string (else None: sorting
+    other keys would order them differently from the strings JSON makes of them)."""
     if not isinstance(payload, Mapping):
         raise InvalidRequest("payload", "must be a JSON object")
-    if _depth(payload, limits.max_depth) > limits.max_depth:
+    depth, str_keys = _depth(payload, limits.max_depth)
+    if depth > limits.max_depth:
         raise InvalidRequest("payload", f"nests deeper than {limits.max_depth} levels")
     try:
-        text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+        text = _PAYLOAD[str_keys].encode(payload)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidRequest("payload", f"is not JSON: {type(exc).__name__}") from None
-    if len(text.encode()) > limits.max_payload_bytes:
+    # ASCII text (ensure_ascii): its length is its size in bytes
+    if len(text) > limits.max_payload_bytes:
         raise InvalidRequest("payload", f"is larger than {limits.max_payload_bytes} bytes")
-    # a private copy: the caller's dict must not change a queued job
     copy: dict[str, Any] = json.loads(text)
-    return copy
+    return copy, text if str_keys else None
 
 
-def _depth(value: object, limit: int) -> int:
-    """Nesting depth of containers in `value`, counted iteratively up to limit + 1."""
+def _depth(value: object, limit: int) -> tuple[int, bool]:
+    """Nesting depth of containers in `value`, counted iteratively up to limit + 1, and
+    whether every mapping key met is a string."""
     deepest = 0
+    str_keys = True
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, Mapping):
+            if str_keys and not all(type(key) is str for key in item):
+                str_keys = False
             children: Any = item.values()
         elif isinstance(item, list | tuple):
             children = item
@@ -213,6 +257,6 @@ def _depth(value: object, limit: int) -> int:
             continue
         deepest = max(deepest, depth)
         if deepest > limit:
-            return deepest
+            return deepest, str_keys
         stack.extend((child, depth + 1) for child in children)
-    return deepest
+    return deepest, str_keys

@@ -468,7 +468,7 @@ def _insert_one_params(new: NewJob, now: datetime | None) -> dict[str, Any]:
         "id": new.id,
         "type": new.type,
         "priority": new.priority,
-        "payload": json.dumps(new.payload, separators=(",", ":")),
+        "payload": _payload_text(new),
         "max_retries": new.max_retries,
         "run_at": new.run_at,
         "delay": new.delay,
@@ -479,6 +479,13 @@ def _insert_one_params(new: NewJob, now: datetime | None) -> dict[str, Any]:
     }
 
 
+def _payload_text(new: NewJob) -> str:
+    """The payload's JSON text: the one `prepare` made, else a fresh one."""
+    if new.payload_json is not None:
+        return new.payload_json
+    return json.dumps(new.payload, separators=(",", ":"))
+
+
 def _insert_params(batch: Sequence[NewJob], now: datetime | None) -> dict[str, Any]:
     return {
         "now": now,
@@ -486,7 +493,7 @@ def _insert_params(batch: Sequence[NewJob], now: datetime | None) -> dict[str, A
         "types": [n.type for n in batch],
         "priorities": [n.priority for n in batch],
         # ASCII-escaped JSON text: `json` keeps it verbatim, "\u0000" and lone surrogates too
-        "payloads": [json.dumps(n.payload, separators=(",", ":")) for n in batch],
+        "payloads": [_payload_text(n) for n in batch],
         "max_retries": [n.max_retries for n in batch],
         "run_ats": [n.run_at for n in batch],
         "delays": [n.delay for n in batch],
