@@ -1,4 +1,5 @@
-"""The bench's tables (rich) and its ratio table: vesper against the best peer."""
+"""The bench's tables (rich): the figures, vesper against the best peer, and the absolute
+targets (W5, W6, SQLite)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,40 @@ SHOWN: dict[str, tuple[str, str, bool]] = {
     "W5.p50": ("W5 HTTP latency p50 (ms)", "p50_ms", False),
     "W5.p99": ("W5 HTTP latency p99 (ms)", "p99_ms", False),
     "W5.errors": ("W5 HTTP errors", "errors", False),
+    # W6: {small}, {large}, {pending}: the row counts of the run's config
+    "W6.c1s50": ("W6 claim of 1, p50 (ms), {small} done", "claim1_p50_ms_small", False),
+    "W6.c1s99": ("W6 claim of 1, p99 (ms), {small} done", "claim1_p99_ms_small", False),
+    "W6.c1l50": ("W6 claim of 1, p50 (ms), {large} done", "claim1_p50_ms_large", False),
+    "W6.c1l99": ("W6 claim of 1, p99 (ms), {large} done", "claim1_p99_ms_large", False),
+    "W6.cbs50": ("W6 claim of {batch}, p50 (ms), {small} done", "claim_batch_p50_ms_small", False),
+    "W6.cbl50": ("W6 claim of {batch}, p50 (ms), {large} done", "claim_batch_p50_ms_large", False),
+    "W6.ds": ("W6 drain (jobs/s), {small} done", "drain_jobs_per_s_small", True),
+    "W6.dl": ("W6 drain (jobs/s), {large} done", "drain_jobs_per_s_large", True),
+    "W6.rss": ("W6 worker peak RSS (MiB), {pending} pending", "rss_max_mb", False),
 }
 # the issue's targets: workload row -> (minimum ratio vesper/best peer, or None)
 TARGETS = {"W1": 1.25, "W2": 1.0, "W3": 2.0, "W4.p99": 1.0}
+# the issue's absolute targets: (label, workload, system, metric, comparison, bound); a
+# metric "a/b" is the ratio of two medians
+ABSOLUTE: tuple[tuple[str, str, str, str, str, float], ...] = (
+    ("W5 submissions/s", "W5", "vesper", "jobs_per_s", ">=", 2000),
+    ("W5 latency p99 (ms)", "W5", "vesper", "p99_ms", "<", 100),
+    ("W5 errors", "W5", "vesper", "errors", "==", 0),
+    ("W5 submissions/s", "W5", "vesper-sqlite", "jobs_per_s", ">=", 2000),
+    ("W5 latency p99 (ms)", "W5", "vesper-sqlite", "p99_ms", "<", 100),
+    ("W5 errors", "W5", "vesper-sqlite", "errors", "==", 0),
+    ("W6 claim of 1 p50, large/small", "W6", "vesper",
+     "claim1_p50_ms_large/claim1_p50_ms_small", "<=", 1.2),
+    ("W6 claim of 1 p99, large/small", "W6", "vesper",
+     "claim1_p99_ms_large/claim1_p99_ms_small", "<=", 1.2),
+    ("W6 claim of {batch} p50, large/small", "W6", "vesper",
+     "claim_batch_p50_ms_large/claim_batch_p50_ms_small", "<=", 1.2),
+    ("W6 claim of {batch} p99, large/small", "W6", "vesper",
+     "claim_batch_p99_ms_large/claim_batch_p99_ms_small", "<=", 1.2),
+    ("W6 worker peak RSS (MiB), {pending} pending", "W6", "vesper", "rss_max_mb", "<", 150),
+    ("W1 enqueue-single (jobs/s)", "W1", "vesper-sqlite", "jobs_per_s", ">=", 2000),
+    ("W3 drain, 1 process (jobs/s)", "W3", "vesper-sqlite", "jobs_per_s", ">=", 5000),
+)  # fmt: skip
 
 
 def machine(pg_url: str | None) -> dict[str, Any]:
@@ -89,8 +121,62 @@ def ratios(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _median(summary: dict[str, Any], workload: str, system: str, metric: str) -> float | None:
+    found = summary.get(workload, {}).get(system, {}).get(metric)
+    return float(found["median"]) if isinstance(found, dict) else None
+
+
+def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The absolute targets whose figures this run has, each with its median and verdict."""
+    out: list[dict[str, Any]] = []
+    for label, workload, system, metric, sign, bound in ABSOLUTE:
+        names = metric.split("/")
+        values = [_median(summary, workload, system, name) for name in names]
+        if any(v is None for v in values):
+            continue
+        value = values[0] if len(values) == 1 else (values[0] / values[1] if values[1] else None)
+        met = None
+        if value is not None:
+            met = {">=": value >= bound, "<": value < bound, "<=": value <= bound}.get(
+                sign, value == bound
+            )
+        out.append(
+            {
+                "label": label,
+                "workload": workload,
+                "system": system,
+                "metric": metric,
+                "value": value,
+                "sign": sign,
+                "target": bound,
+                "met": met,
+            }
+        )
+    return out
+
+
+def _counts(config: dict[str, Any]) -> dict[str, str]:
+    """The {small}, {large}, {pending}, {batch} of the W6 titles."""
+
+    def short(n: int) -> str:
+        if n >= 1_000_000 and n % 1_000_000 == 0:
+            return f"{n // 1_000_000}M"
+        if n >= 1_000 and n % 1_000 == 0:
+            return f"{n // 1_000}k"
+        return f"{n:,}"
+
+    return {
+        "small": short(int(config.get("scale_small", 10_000))),
+        "large": short(int(config.get("scale_large", 1_000_000))),
+        "pending": short(int(config.get("rss_pending", 1_000_000))),
+        "batch": str(config.get("scale_batch", 10)),
+    }
+
+
 def _fmt(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
 def print_report(document: dict[str, Any], console: Console) -> None:
@@ -103,6 +189,7 @@ def print_report(document: dict[str, Any], console: Console) -> None:
         f"(synchronous_commit={info.get('postgres_synchronous_commit', '-')}); "
         f"Python {info.get('python')}"
     )
+    counts = _counts(document.get("config", {}))
     table = Table(title="median (min-max) of each system's runs")
     table.add_column("workload")
     for system in systems:
@@ -112,7 +199,7 @@ def print_report(document: dict[str, Any], console: Console) -> None:
         if not any(cells):
             continue
         table.add_row(
-            title,
+            title.format(**counts),
             *(
                 f"{_fmt(c['median'])} ({_fmt(c['min'])}-{_fmt(c['max'])})" if c else "-"
                 for c in cells
@@ -135,5 +222,20 @@ def print_report(document: dict[str, Any], console: Console) -> None:
                 {True: "yes", False: "NO", None: ""}[row["met"]],
             )
         console.print(ratio_table)
+    if document.get("targets"):
+        target_table = Table(title="absolute targets (issue 6), medians")
+        for column in ("target", "system", "measured", "bound", "met"):
+            target_table.add_column(column, justify="left" if column == "target" else "right")
+        for row in document["targets"]:
+            value = row["value"]
+            ratio = "/" in row["metric"]
+            target_table.add_row(
+                row["label"].format(**counts),
+                row["system"],
+                "-" if value is None else (f"{value:.2f}" if ratio else _fmt(value)),
+                f"{row['sign']} {row['target']:g}",
+                {True: "yes", False: "NO", None: ""}[row["met"]],
+            )
+        console.print(target_table)
     for error in document["errors"]:
         console.print(f"[red]failed run:[/red] {error}")

@@ -1,4 +1,4 @@
-"""`vesper bench`: W1-W4 for vesper on PostgreSQL and SQLite, and for the peers
+"""`vesper bench`: W1-W6 for vesper on PostgreSQL and SQLite, and W1-W4 for the peers
 on the same PostgreSQL server, in one run. See docs/benchmarks.md.
 
 Each workload runs `repeats` times per system, the systems interleaved within a round so
@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from benchmarks.report import machine, print_report, ratios
+from benchmarks import http_burst, scale
+from benchmarks.report import machine, print_report, ratios, targets
 from benchmarks.systems import (
     System,
     Worker,
@@ -34,10 +35,16 @@ from benchmarks.systems import (
     wait_for,
 )
 
-WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4")  # W5 (HTTP burst), W6 (scale): not yet
-DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4")
+WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4", "W5", "W6")
+DEFAULT_WORKLOADS = WORKLOADS
+PEER_WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4")  # the peers have no HTTP API (W5)
 DRAIN_TIMEOUT = 180.0
 READY_TIMEOUT = 60.0
+# W6 counts the unfinished jobs through the status index: `status <> 'done'` would scan
+# every finished row, 50 times a second, while the worker drains
+UNFINISHED_SQL = (
+    "SELECT count(*) FROM vesper_jobs WHERE status IN ('pending', 'processing', 'failed')"
+)
 
 
 @dataclass
@@ -49,8 +56,21 @@ class Config:
     pickup_rate: float = 100.0
     concurrency: int = 10
     repeats: int = 3
+    # W5: POST /jobs bursts against one `vesper api` process (wrk)
     http_requests: int = 10_000
     http_connections: int = 256
+    http_warmup: int = 500
+    http_client_threads: int = 1
+    http_timeout: float = 120.0
+    # W6: claims and drain with a small and a large number of done rows in the table,
+    # and a worker's RSS over a table of pending jobs
+    scale_small: int = 10_000
+    scale_large: int = 1_000_000
+    scale_claims: int = 2_000  # claims per run, of one job and of `scale_batch` jobs
+    scale_batch: int = 10
+    scale_drain_jobs: int = 10_000
+    rss_pending: int = 1_000_000
+    rss_seconds: float = 30.0
 
 
 @dataclass
@@ -100,13 +120,20 @@ class Bench:
         seconds = system.run("enqueue-batch", "--jobs", str(jobs))["seconds"]
         return {"jobs_per_s": jobs / seconds, "seconds": seconds}
 
-    def drain(self, system: System, processes: int) -> dict[str, float]:
-        jobs = self.config.drain_jobs
+    def drain(
+        self,
+        system: System,
+        processes: int,
+        *,
+        jobs: int | None = None,
+        remaining_sql: str | None = None,
+    ) -> dict[str, float]:
+        jobs = jobs or self.config.drain_jobs
         with self.workers(system, processes, ledger=None):
             committed_at = system.run("fill", "--jobs", str(jobs))["committed_at"]
             deadline = time.monotonic() + DRAIN_TIMEOUT
             while True:
-                remaining = system.query(system.remaining_sql)
+                remaining = system.query(remaining_sql or system.remaining_sql)
                 finished_at = time.time()
                 if remaining == 0:
                     break
@@ -144,8 +171,114 @@ class Bench:
             "max_ms": latencies[-1],
         }
 
+    def http_burst(self, system: System) -> dict[str, float]:
+        """W5: one burst of POST /jobs against a fresh `vesper api` process."""
+        run = http_burst.run_once(system, self.config, self.work)
+        stored = system.query("SELECT count(*) FROM vesper_jobs")
+        if stored < run["requests"] - run["errors"]:
+            raise RuntimeError(f"{stored} jobs stored for {run['requests']:.0f} answered")
+        return run
+
+    def scale(self, system: System, task: TaskID) -> None:
+        """W6, all its runs: adds `repeats` runs to the results itself (seeding the large
+        table once per size, not once per run).
+
+        For each table size (small, large; done rows): claim latency of single-job claims
+        and of claims of `scale_batch`, and the drain rate of one worker process; the rows
+        each run adds are deleted again (and the table vacuumed) before the next. Then a
+        table of `rss_pending` pending jobs, topped up before each run: the worker's
+        peak RSS while it drains for `rss_seconds`.
+        """
+        config, url = self.config, system.url
+        runs: list[dict[str, float]] = [{} for _ in range(config.repeats)]
+
+        def step(what: str) -> None:
+            self.progress.update(task, description=f"W6 {system.name} {what}")
+
+        for label, rows in (("small", config.scale_small), ("large", config.scale_large)):
+            step(f"seeding {rows:,} done rows")
+            system.reset()
+            seeded = scale.seed(url, "done", rows)
+            scale.check_seeded(url)
+            last_seeded = scale.scalar(url, "SELECT max(seq) FROM vesper_jobs")
+            cleanup = (
+                f"DELETE FROM vesper_jobs WHERE seq > {last_seeded}",
+                "DELETE FROM vesper_workers",
+                "VACUUM (ANALYZE) vesper_jobs",
+            )
+            for index, run in enumerate(runs):
+                run[f"seed_s_{label}"] = seeded
+                for limit, name in ((1, "claim1"), (config.scale_batch, "claim_batch")):
+                    step(f"{rows:,} done: claims of {limit}, run {index + 1}")
+                    claims = system.run(
+                        "claim-latency",
+                        "--jobs",
+                        str(config.scale_claims * limit),
+                        "--limit",
+                        str(limit),
+                    )["claims_ms"]
+                    scale.execute(url, *cleanup)
+                    if len(claims) < 10:
+                        raise RuntimeError(f"W6: only {len(claims)} claims")
+                    claims.sort()
+                    run[f"{name}_p50_ms_{label}"] = percentile(claims, 0.50)
+                    run[f"{name}_p99_ms_{label}"] = percentile(claims, 0.99)
+                step(f"{rows:,} done: drain, run {index + 1}")
+                drained = self.drain(
+                    system, 1, jobs=config.scale_drain_jobs, remaining_sql=UNFINISHED_SQL
+                )
+                scale.execute(url, *cleanup)
+                run[f"drain_jobs_per_s_{label}"] = drained["jobs_per_s"]
+                self.progress.advance(task)
+
+        pending = config.rss_pending
+        step(f"seeding {pending:,} pending rows")
+        system.reset()
+        seeded = scale.seed(url, "pending", pending)
+        scale.check_seeded(url)
+        for index, run in enumerate(runs):
+            missing = pending - scale.scalar(
+                url, "SELECT count(*) FROM vesper_jobs WHERE status = 'pending'"
+            )
+            if missing > 0:
+                step(f"topping up {missing:,} pending rows")
+                scale.execute(url, "DELETE FROM vesper_jobs WHERE status <> 'pending'")
+                scale.seed(url, "pending", missing, first=10 * pending + index * pending)
+            scale.execute(url, "DELETE FROM vesper_workers")
+            step(f"{pending:,} pending: worker RSS for {config.rss_seconds:.0f}s, run {index + 1}")
+            run.update(self.worker_rss(system))
+            run["seed_s_pending"] = seeded
+            self.progress.advance(task)
+        for run in runs:
+            self.results.add("W6", system.name, run)
+
+    def worker_rss(self, system: System) -> dict[str, float]:
+        """A real `vesper worker` over the table as it is: its peak RSS (MiB) while it
+        drains for `rss_seconds` (sampled VmRSS every 100 ms, and the kernel's VmHWM)."""
+        peak_kib = 0
+        with self.workers(system, 1, ledger=None) as started:
+            pid = started[0].popen.pid
+            first_kib, _ = scale.rss_kib(pid)
+            deadline = time.monotonic() + self.config.rss_seconds
+            while time.monotonic() < deadline and started[0].alive():
+                rss, hwm = scale.rss_kib(pid)
+                peak_kib = max(peak_kib, rss, hwm)
+                time.sleep(0.1)
+            if not started[0].alive():
+                raise RuntimeError(f"{system.name}: the worker exited during the RSS run")
+        done = system.query("SELECT count(*) FROM vesper_jobs WHERE status = 'done'")
+        if done == 0:
+            raise RuntimeError(f"{system.name}: the worker drained nothing in the RSS run")
+        return {
+            "rss_max_mb": peak_kib / 1024,
+            "rss_ready_mb": first_kib / 1024,
+            "rss_drained_jobs_per_s": done / self.config.rss_seconds,
+        }
+
     @contextmanager
-    def workers(self, system: System, processes: int, *, ledger: Path | None) -> Iterator[None]:
+    def workers(
+        self, system: System, processes: int, *, ledger: Path | None
+    ) -> Iterator[list[Worker]]:
         stamp = time.monotonic_ns()
         readies = [self.work / f"ready-{system.name}-{stamp}-{i}" for i in range(processes)]
         log = self.work / f"worker-{system.name}.log"
@@ -163,7 +296,7 @@ class Bench:
 
             wait_for(ready, timeout=READY_TIMEOUT, what=f"{system.name} workers", interval=0.1)
             time.sleep(0.5)  # LISTEN set up, first (empty) claim done
-            yield
+            yield started
         finally:
             for worker in started:
                 worker.stop()
@@ -178,12 +311,29 @@ class Bench:
             "W3": lambda s: self.drain(s, 1),
             "W3x2": lambda s: self.drain(s, 2),
             "W4": self.pickup,
+            "W5": self.http_burst,
         }
         for workload in workloads:
-            plan.append((workload, table[workload], systems))
+            if workload == "W5":  # vesper only: the peers have no HTTP API
+                targets = [s for s in systems if s.driver == "vesper_driver.py"]
+            elif workload == "W6":  # vesper on PostgreSQL only
+                targets = [s for s in systems if s.name == "vesper"]
+            else:
+                targets = systems
+            if targets:
+                plan.append((workload, table.get(workload, _unused), targets))
         total = sum(len(targets) for _, _, targets in plan) * self.config.repeats
+        if any(workload == "W6" for workload, _, _ in plan):
+            total += 2 * self.config.repeats  # W6: three steps per run (small, large, RSS)
         task = self.progress.add_task("bench", total=total)
         for workload, function, targets in plan:
+            if workload == "W6":
+                for system in targets:
+                    try:
+                        self.scale(system, task)
+                    except Exception as exc:  # reported; the other workloads go on
+                        self.results.errors.append(f"W6 {system.name}: {exc}")
+                continue
             for round_ in range(self.config.repeats):
                 for system in targets:
                     self.progress.update(
@@ -196,6 +346,10 @@ class Bench:
                         self.results.errors.append(f"{workload} {system.name}: {exc}")
                     self.progress.advance(task)
         return self.results
+
+
+def _unused(system: System) -> dict[str, float]:
+    raise AssertionError("W6 runs through Bench.scale")
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
@@ -229,7 +383,7 @@ def run_bench(
             systems.append(vesper_postgres(pg_url))
         if "sqlite" in stores:
             systems.append(vesper_sqlite(work / "bench.db"))
-        if peers:
+        if peers and any(w in PEER_WORKLOADS for w in workloads):
             systems += [procrastinate(pg_url), pgqueuer(pg_url)]
         for system in systems:
             system.run("setup", timeout=120)
@@ -246,6 +400,7 @@ def run_bench(
             "errors": results.errors,
         }
         document["ratios"] = ratios(document["summary"])
+        document["targets"] = targets(document["summary"])
     print_report(document, console)
     if json_path is not None:
         json_path.write_text(json.dumps(document, indent=2) + "\n")

@@ -13,6 +13,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.drivers.common import JOB_TYPE, chunks, emit, paced, parse
+from vesper.application.execution import lease_of
+from vesper.application.settings import QueueSettings
 from vesper.application.submit import new_job_id
 from vesper.domain.submission import JobRequest, Limits, prepare
 from vesper.entrypoints.app import App
@@ -21,6 +23,35 @@ from vesper.entrypoints.app import App
 def app_for(url: str) -> App:
     storage = "postgres" if url.startswith("postgresql") else "sqlite"
     return App({"VESPER_STORAGE": storage, "VESPER_DATABASE_URL": url})
+
+
+def claim_latency(app: App, jobs: int, limit: int) -> list[float]:
+    """Queue `jobs` jobs, then claim them `limit` at a time through the store (the call
+    `vesper worker` makes per batch), completing each batch untimed; each claim's ms."""
+    store = app.container.store()
+    settings = QueueSettings()
+    store.jobs.submit(
+        [
+            prepare(
+                JobRequest(type=JOB_TYPE, payload={"n": n}),
+                job_id=new_job_id(),
+                limits=Limits(max_batch=jobs),
+                default_max_retries=3,
+            )
+            for n in range(jobs)
+        ]
+    )
+    claims: list[float] = []
+    deadline = time.monotonic() + 120  # bounded even when the store stalls
+    for _ in range(jobs // limit + 2):
+        started = time.perf_counter()
+        claimed = store.jobs.claim(worker_id="bench-claimer", limit=limit, lease=settings.lease)
+        elapsed = time.perf_counter() - started
+        if not claimed or time.monotonic() > deadline:
+            break
+        claims.append(elapsed * 1000)
+        store.jobs.complete([lease_of(job) for job in claimed])
+    return claims[1:]  # the first claim prepares the statement: not a steady-state one
 
 
 def main() -> None:
@@ -54,6 +85,8 @@ def main() -> None:
             ]
             app.container.store().jobs.submit(batch)
             emit({"committed_at": time.time()})
+        elif args.command == "claim-latency":
+            emit({"claims_ms": claim_latency(app, args.jobs, args.limit)})
         elif args.command == "produce":
             app.enqueue(JOB_TYPE, {"n": -1})  # warm the pool: the first call connects
             emit(

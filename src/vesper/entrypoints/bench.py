@@ -1,4 +1,4 @@
-"""`vesper bench`: the benchmark of docs/benchmarks.md (W1-W4, vesper and its peers).
+"""`vesper bench`: the benchmark of docs/benchmarks.md (W1-W6, vesper and its peers).
 
 The harness lives in the source checkout's `benchmarks/` package (with the peers'
 drivers and their requirements), not in the wheel: run it from a clone.
@@ -14,8 +14,22 @@ from typing import Any
 
 import click
 
-_WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4")  # W5 (HTTP burst) and W6 (scale): not yet
+_WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4", "W5", "W6")
 _DEFAULT = ",".join(_WORKLOADS)
+# scaled by --scale (at least 10 each)
+_COUNTS = (
+    "single_jobs",
+    "batch_jobs",
+    "drain_jobs",
+    "pickup_jobs",
+    "http_requests",
+    "http_warmup",
+    "scale_small",
+    "scale_large",
+    "scale_claims",
+    "scale_drain_jobs",
+    "rss_pending",
+)
 
 
 def _harness() -> Any:
@@ -37,7 +51,10 @@ def _harness() -> Any:
     help="vesper's stores to run: postgres, sqlite.",
 )
 @click.option(
-    "--workloads", default=_DEFAULT, show_default=True, help=f"Any of {','.join(_WORKLOADS)}."
+    "--workloads",
+    default=_DEFAULT,
+    show_default=True,
+    help="Any of these, comma-separated (W5: vesper only; W6: vesper on PostgreSQL only).",
 )
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True)
 @click.option(
@@ -47,23 +64,84 @@ def _harness() -> Any:
     show_default=True,
     help="Multiply every job count (a quick check: 0.1).",
 )
+@click.option(
+    "--http-requests",
+    type=click.IntRange(min=10),
+    default=10_000,
+    show_default=True,
+    help="W5: POST /jobs per run.",
+)
+@click.option(
+    "--http-connections",
+    type=click.IntRange(1, 10_000),
+    default=256,
+    show_default=True,
+    help="W5: concurrent connections.",
+)
+@click.option(
+    "--w6-small",
+    type=click.IntRange(min=0),
+    default=10_000,
+    show_default=True,
+    help="W6: done rows in the small table.",
+)
+@click.option(
+    "--w6-large",
+    type=click.IntRange(min=0),
+    default=1_000_000,
+    show_default=True,
+    help="W6: done rows in the large table.",
+)
+@click.option(
+    "--w6-pending",
+    type=click.IntRange(min=10),
+    default=1_000_000,
+    show_default=True,
+    help="W6: pending rows while the worker's RSS is sampled.",
+)
+@click.option(
+    "--w6-rss-seconds",
+    type=click.FloatRange(1, 600),
+    default=30.0,
+    show_default=True,
+    help="W6: how long the worker drains while its RSS is sampled.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
 def bench(
-    peers: bool, stores: str, workloads: str, repeats: int, scale: float, json_path: Path | None
+    peers: bool,
+    stores: str,
+    workloads: str,
+    repeats: int,
+    scale: float,
+    http_requests: int,
+    http_connections: int,
+    w6_small: int,
+    w6_large: int,
+    w6_pending: int,
+    w6_rss_seconds: float,
+    json_path: Path | None,
 ) -> None:
     """Benchmark vesper (and, with --peers, its peers) on the local PostgreSQL and SQLite.
 
     PostgreSQL: a scratch database on VESPER_TEST_DATABASE_URL (default: the local
-    server), dropped afterwards. Prints the median (min-max) table and, with --peers,
-    vesper / best peer.
+    server), dropped afterwards. Prints the median (min-max) table, with --peers vesper /
+    best peer, and the absolute targets (W5, W6, SQLite). W5 needs wrk on PATH.
     """
     chosen = [w.strip() for w in workloads.split(",") if w.strip()]
     unknown = sorted(set(chosen) - set(_WORKLOADS))
     if unknown:
         raise click.BadParameter(f"unknown workloads {unknown}", param_hint="--workloads")
     suite = _harness()
-    config = suite.Config(repeats=repeats)
-    for name in ("single_jobs", "batch_jobs", "drain_jobs", "pickup_jobs", "http_requests"):
+    config = suite.Config(
+        repeats=repeats,
+        http_requests=http_requests,
+        http_connections=http_connections,
+        scale_small=w6_small,
+        scale_large=w6_large,
+        rss_pending=w6_pending,
+        rss_seconds=w6_rss_seconds,
+    )
+    for name in _COUNTS:
         setattr(config, name, max(10, int(getattr(config, name) * scale)))
     suite.run_bench(
         peers=peers,

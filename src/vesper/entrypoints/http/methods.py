@@ -20,7 +20,7 @@ class AllowHeaderFix:
     def __init__(self) -> None:
         self._allowed: dict[str, bytes] | None = None
 
-    def __call__(self, message: Message, scope: Scope) -> None:
+    async def __call__(self, message: Message, scope: Scope) -> None:
         if (
             message["type"] != "http.response.start"
             or scope["type"] != ScopeType.HTTP

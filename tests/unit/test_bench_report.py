@@ -1,0 +1,56 @@
+"""The bench's absolute targets (W5, W6) and the W6 seeding SQL: no database needed."""
+
+from __future__ import annotations
+
+import hashlib
+
+from benchmarks.report import targets
+from benchmarks.scale import MAX_RETRIES, seed_sql
+from vesper.domain.submission import JobRequest, fingerprint
+
+
+def _cell(median: float) -> dict[str, float]:
+    return {"median": median, "min": median, "max": median, "n": 1}
+
+
+def test_w5_targets_are_absolute() -> None:
+    summary = {
+        "W5": {"vesper": {"jobs_per_s": _cell(2500), "p99_ms": _cell(120), "errors": _cell(0)}}
+    }
+    rows = {row["label"]: row for row in targets(summary) if row["system"] == "vesper"}
+    assert rows["W5 submissions/s"]["met"] is True
+    assert rows["W5 latency p99 (ms)"]["met"] is False
+    assert rows["W5 errors"]["met"] is True
+
+
+def test_w6_claim_target_is_the_ratio_of_large_to_small() -> None:
+    summary = {
+        "W6": {
+            "vesper": {
+                "claim1_p50_ms_small": _cell(1.0),
+                "claim1_p50_ms_large": _cell(1.3),
+                "rss_max_mb": _cell(90),
+            }
+        }
+    }
+    rows = {row["metric"]: row for row in targets(summary)}
+    ratio = rows["claim1_p50_ms_large/claim1_p50_ms_small"]
+    assert abs(ratio["value"] - 1.3) < 1e-9
+    assert ratio["met"] is False
+    assert rows["rss_max_mb"]["met"] is True
+    # no figures, no row
+    assert "claim1_p99_ms_large/claim1_p99_ms_small" not in rows
+
+
+def test_seeded_fingerprint_text_is_the_domains() -> None:
+    """The canonical text the SQL hashes is the one `fingerprint()` hashes."""
+    sql = seed_sql("done", 7, 1)
+    n = 7
+    request = JobRequest(type="bench", payload={"n": n})
+    expected = fingerprint(request, max_retries=MAX_RETRIES)
+    start = sql.index("convert_to(") + len("convert_to(")
+    expression = sql[start : sql.index(", 'UTF8')")]
+    # evaluate the SQL string concatenation for g = n
+    parts = [p.strip() for p in expression.split("||")]
+    text = "".join(str(n) if p == "g" else p.strip("'") for p in parts)
+    assert hashlib.sha256(text.encode()).hexdigest() == expected
