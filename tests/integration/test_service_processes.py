@@ -92,7 +92,14 @@ def test_three_serve_processes_share_one_store_and_see_each_other(
 ) -> None:
     envs = [{**store_env, "WORKERS": str(n)} for n in (10, 15, 5)]
     with services(envs, tmp_path) as fleet:
+        # /ready answers once the store does; each process registers its workers just
+        # after, so the fleet view converges rather than being complete at /ready.
         for service in fleet:
+            wait_until(
+                lambda service=service: service.get("/workers").json()["total_workers"] == 30,
+                timeout=30,
+                what=f"{service.url}/workers to count the 30 slots of all three processes",
+            )
             body = service.get("/workers").json()
             assert body["total_workers"] == 30
             assert len(body["workers"]) == 3
