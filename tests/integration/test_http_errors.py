@@ -24,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.container import Container, build_container
-from vesper.entrypoints.http import create_app
+from vesper.entrypoints.http import create_app, deps
 from vesper.entrypoints.http.timeouts import BodyTimeout, TimeoutMiddleware
 from vesper.entrypoints.settings import Settings
 
@@ -310,3 +310,41 @@ def test_client_disconnecting_mid_body_is_not_logged_as_an_error(
     assert sent[0]["status"] == 400
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert container.get_stats()().total == 0
+
+
+def test_a_request_waits_for_a_store_slot_no_longer_than_the_pool_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """R14 in small: with every connection busy, the next request gets 503 with
+    Retry-After once the pool timeout has passed, not after queueing for a thread too;
+    and once the slot frees, requests are served again."""
+    monkeypatch.setattr(deps, "STORE_WAIT_S", 0.3)
+    container = build_container({"VESPER_DB_POOL_SIZE": "1", "VESPER_DB_MAX_OVERFLOW": "0"})
+    real = container.job_repository()
+    with TestClient(create_app(container)) as client:
+        _break(container, None, delay=2.0)  # every store call takes 2 s
+        slow: dict[str, Any] = {}
+        holder = threading.Thread(target=lambda: slow.update(r=client.get("/stats")))
+        holder.start()
+        time.sleep(0.5)  # the slow call holds the one slot
+        started = time.monotonic()
+        response = client.get("/jobs")
+        waited = time.monotonic() - started
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["detail"] == {"retry_after": 1}
+        assert waited < 1.5, f"waited {waited:.2f}s for a slot; the bound is 0.3s"
+        holder.join(timeout=10)
+        assert slow["r"].status_code == 200
+        container.job_repository.override(real)
+        assert client.get("/jobs").status_code == 200
+
+
+def test_store_slots_are_the_pool_size_plus_overflow() -> None:
+    container = build_container({"VESPER_DB_POOL_SIZE": "3", "VESPER_DB_MAX_OVERFLOW": "2"})
+    app = create_app(container)
+    calls = app.dependencies["store_calls"].dependency()
+    assert isinstance(calls, deps.StoreCalls)
+    assert calls.slots == 5
+    with pytest.raises(ValueError, match="at least one slot"):
+        deps.StoreCalls(0)

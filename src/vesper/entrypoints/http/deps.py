@@ -6,6 +6,10 @@ slow or unreachable database never stalls the event loop (and /health keeps
 answering). The threads are abandoned, not waited for, when a request is cancelled
 (the write timeout): the client gets its answer in time and the thread ends when the
 driver's own timeout fires.
+
+Store calls are admitted through a `StoreCalls` gate with one slot per connection the
+store's pool can hand out: a request waits for a slot (bounded by the pool timeout,
+then 503 with Retry-After), never for a thread in a queue no timeout covers.
 """
 
 from __future__ import annotations
@@ -14,15 +18,21 @@ import functools
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+import anyio
 import anyio.to_thread
 import attrs
 from litestar.di import Provide
 
+from vesper.adapters.sql.engines import POOL_TIMEOUT_S
+from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.container import Container
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+
+# How long a request waits for a store slot: the pool's own wait for a connection.
+STORE_WAIT_S: float = POOL_TIMEOUT_S
 
 # The container's providers that handlers may ask for, by the same name.
 USE_CASES = (
@@ -43,19 +53,65 @@ async def blocking(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) 
     return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
 
 
-async def presented(
-    present: Callable[[T], R], use_case: Callable[P, T], *args: P.args, **kwargs: P.kwargs
-) -> R:
-    """`present(use_case(...))` in one worker thread: turning a job with a large payload
-    into JSON walks it in Python, which must not stall the loop either."""
+@attrs.define
+class StoreCalls:
+    """Runs store calls in worker threads, at most `slots` at once.
 
-    def run() -> R:
-        return present(use_case(*args, **kwargs))
+    `slots` is the number of connections the store's pool can hand out (pool size plus
+    overflow), so an admitted call finds a connection (or a thread) at once, and the
+    wait that remains is the one for a slot: bounded by `wait` seconds, then
+    StoreUnavailable, a 503 with Retry-After. Without the gate, a burst beyond the pool
+    queued first for one of anyio's threads and then for a connection, and a request
+    could wait longer than the pool timeout it was promised (RELIABILITY R14).
+    """
 
-    return await blocking(run)
+    slots: int
+    wait: float = attrs.field(factory=lambda: STORE_WAIT_S)
+    _gate: anyio.CapacityLimiter = attrs.field(init=False)
+    _threads: anyio.CapacityLimiter = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.slots < 1:
+            raise ValueError(f"store calls need at least one slot, got {self.slots}")
+        self._gate = anyio.CapacityLimiter(self.slots)
+        # as many threads as slots: a call holding a slot never waits for a thread
+        self._threads = anyio.CapacityLimiter(self.slots)
+
+    async def run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """`function(*args, **kwargs)` in a worker thread, once a slot is free."""
+        try:
+            with anyio.fail_after(self.wait):
+                await self._gate.acquire()
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the store is unavailable: all {self.slots} connections stayed busy "
+                f"for {self.wait:g}s"
+            ) from None
+        try:
+            call = functools.partial(function, *args, **kwargs)
+            return await anyio.to_thread.run_sync(
+                call, abandon_on_cancel=True, limiter=self._threads
+            )
+        finally:
+            self._gate.release()
+
+    async def presented(
+        self,
+        present: Callable[[T], R],
+        use_case: Callable[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """`present(use_case(...))` in one worker thread: turning a job with a large
+        payload into JSON walks it in Python, which must not stall the loop either."""
+
+        def run() -> R:
+            return present(use_case(*args, **kwargs))
+
+        return await self.run(run)
 
 
-def _provide(provider: Callable[[], object]) -> Provide:
+def _provide(provider: Callable[[], object], calls: StoreCalls) -> Provide:
     """Resolve in a thread until a resolution succeeded once (the store is open), then
     inline: with the store's resource initialized, resolving only builds small objects."""
     store_open = False
@@ -64,7 +120,7 @@ def _provide(provider: Callable[[], object]) -> Provide:
         nonlocal store_open
         if store_open:
             return provider()
-        use_case = await blocking(provider)
+        use_case = await calls.run(provider)
         store_open = True
         return use_case
 
@@ -85,13 +141,16 @@ class ReadinessProbe:
         self.container.get_stats()()
 
 
-def use_case_dependencies(container: Container) -> dict[str, Provide]:
-    """`{"submit_job": Provide(...), ...}`: a fresh use case per request, and the probe.
+def use_case_dependencies(container: Container, *, store_slots: int) -> dict[str, Provide]:
+    """`{"submit_job": Provide(...), ...}`: a fresh use case per request, the probe and
+    the `store_calls` gate (`store_slots` at once) that handlers run them through.
 
     The providers are called on every request, so `container.x.override(...)` in a test
     takes effect without rebuilding the app.
     """
-    dependencies = {name: _provide(getattr(container, name)) for name in USE_CASES}
+    calls = StoreCalls(store_slots)
+    dependencies = {name: _provide(getattr(container, name), calls) for name in USE_CASES}
     probe = ReadinessProbe(container)
     dependencies["readiness_probe"] = Provide(lambda: probe, sync_to_thread=False)
+    dependencies["store_calls"] = Provide(lambda: calls, sync_to_thread=False)
     return dependencies

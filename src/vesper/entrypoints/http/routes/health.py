@@ -9,7 +9,7 @@ from litestar import get
 from litestar.di import NamedDependency
 
 from vesper.domain.errors import StoreUnavailable
-from vesper.entrypoints.http.deps import ReadinessProbe, blocking
+from vesper.entrypoints.http.deps import ReadinessProbe, StoreCalls
 from vesper.entrypoints.http.errors import error_responses
 from vesper.entrypoints.http.schemas import StatusOut
 
@@ -26,11 +26,13 @@ async def health_route() -> StatusOut:
 
 
 @get("/ready", opt={"public": True}, responses=error_responses(503), tags=["probes"])
-async def ready_route(readiness_probe: NamedDependency[ReadinessProbe]) -> StatusOut:
+async def ready_route(
+    readiness_probe: NamedDependency[ReadinessProbe], store_calls: NamedDependency[StoreCalls]
+) -> StatusOut:
     """200 when the store answers a query, 503 (with Retry-After) otherwise."""
     try:
         with anyio.fail_after(READY_TIMEOUT_SECONDS):
-            await blocking(readiness_probe)
+            await store_calls.run(readiness_probe)
     except Exception as exc:  # any failure means "not ready"; only its type is logged
         log.warning("not ready: the store probe failed with %s", type(exc).__name__)
         raise StoreUnavailable("the store did not answer the readiness probe") from None

@@ -21,7 +21,7 @@ from vesper.domain.job import JobId
 from vesper.domain.query import MAX_PAGE, JobQuery
 from vesper.domain.states import Status
 from vesper.entrypoints.http.body import StrictJSON, check_request_body
-from vesper.entrypoints.http.deps import presented
+from vesper.entrypoints.http.deps import StoreCalls
 from vesper.entrypoints.http.errors import error_responses
 from vesper.entrypoints.http.schemas import (
     DOCUMENTED_LIMITS,
@@ -108,6 +108,7 @@ async def submit_job_route(
     request: Request[Any, Any, Any],
     data: JSONBody[SubmitJobIn],
     submit_job: NamedDependency[SubmitJob],
+    store_calls: NamedDependency[StoreCalls],
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response[JobOut]:
     """Submit a job.
@@ -121,7 +122,7 @@ async def submit_job_route(
     job_request = attrs.evolve(
         data.to_request(idempotency_key=idempotency_key), trace_context=current_traceparent()
     )
-    job, created = await presented(_job_and_created, submit_job, job_request)
+    job, created = await store_calls.presented(_job_and_created, submit_job, job_request)
     return Response(job, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
 
@@ -144,6 +145,7 @@ async def submit_batch_route(
     request: Request[Any, Any, Any],
     data: JSONBody[SubmitBatchIn],
     submit_jobs: NamedDependency[SubmitJobs],
+    store_calls: NamedDependency[StoreCalls],
 ) -> Response[JobsOut]:
     """Submit several jobs, all or nothing.
 
@@ -165,19 +167,24 @@ async def submit_batch_route(
         )
     traceparent = current_traceparent()
     requests = [attrs.evolve(r, trace_context=traceparent) for r in data.to_requests()]
-    jobs, created = await presented(_jobs_and_created, submit_jobs, requests)
+    jobs, created = await store_calls.presented(_jobs_and_created, submit_jobs, requests)
     return Response(jobs, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
 
 @get("/jobs/{job_id:str}", responses=error_responses(400, 401, 404, 503), tags=["jobs"])
-async def get_job_route(job_id: JobIdPath, get_job: NamedDependency[GetJob]) -> JobOut:
+async def get_job_route(
+    job_id: JobIdPath,
+    get_job: NamedDependency[GetJob],
+    store_calls: NamedDependency[StoreCalls],
+) -> JobOut:
     """Look up a job by id."""
-    return await presented(job_out, get_job, JobId(job_id))
+    return await store_calls.presented(job_out, get_job, JobId(job_id))
 
 
 @get("/jobs", responses=error_responses(400, 401, 503), tags=["jobs"])
 async def list_jobs_route(
     list_jobs: NamedDependency[ListJobs],
+    store_calls: NamedDependency[StoreCalls],
     status: StatusQuery = None,
     type: TypeQuery = None,
     priority: PriorityQuery = None,
@@ -190,7 +197,7 @@ async def list_jobs_route(
     last one. Every job appears once across the pages.
     """
     query = JobQuery(status=status, type=type, priority=priority, limit=limit, cursor=cursor)
-    return await presented(page_out, list_jobs, query)
+    return await store_calls.presented(page_out, list_jobs, query)
 
 
 @post(
@@ -199,9 +206,13 @@ async def list_jobs_route(
     responses=error_responses(400, 401, 404, 409, 503),
     tags=["jobs"],
 )
-async def cancel_job_route(job_id: JobIdPath, cancel_job: NamedDependency[CancelJob]) -> JobOut:
+async def cancel_job_route(
+    job_id: JobIdPath,
+    cancel_job: NamedDependency[CancelJob],
+    store_calls: NamedDependency[StoreCalls],
+) -> JobOut:
     """Cancel a pending or failed job (409 in any other status)."""
-    return await presented(job_out, cancel_job, JobId(job_id))
+    return await store_calls.presented(job_out, cancel_job, JobId(job_id))
 
 
 @post(
@@ -210,9 +221,13 @@ async def cancel_job_route(job_id: JobIdPath, cancel_job: NamedDependency[Cancel
     responses=error_responses(400, 401, 404, 409, 503),
     tags=["jobs"],
 )
-async def retry_job_route(job_id: JobIdPath, retry_job: NamedDependency[RetryJob]) -> JobOut:
+async def retry_job_route(
+    job_id: JobIdPath,
+    retry_job: NamedDependency[RetryJob],
+    store_calls: NamedDependency[StoreCalls],
+) -> JobOut:
     """Send a dlq, failed or cancelled job back to pending, due now (409 otherwise)."""
-    return await presented(job_out, retry_job, JobId(job_id))
+    return await store_calls.presented(job_out, retry_job, JobId(job_id))
 
 
 def _job_and_created(submitted: Submitted) -> tuple[JobOut, bool]:
