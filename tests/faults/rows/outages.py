@@ -365,6 +365,7 @@ def r14(lab: Lab) -> RowResult:
     requests = scaled(lab, 100, 300)
     load_until = time.monotonic() + job_seconds
     peak = 0
+    peak_sessions: list[str] = []
     while time.monotonic() < load_until:
         threads = [
             threading.Thread(
@@ -385,7 +386,10 @@ def r14(lab: Lab) -> RowResult:
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads):
-            peak = max(peak, _pg_connections(serve.popen.pid, cluster.port))
+            ports = _pg_connections(serve.popen.pid, cluster.port)
+            if len(ports) > peak:
+                peak = len(ports)
+                peak_sessions = _sessions(cluster, database, ports)
             time.sleep(0.1)
     wait_for(
         lambda: sum(1 for e in lab.ledger() if e["event"] in ("end", "abort")) >= jobs,
@@ -416,7 +420,10 @@ def r14(lab: Lab) -> RowResult:
     # the API's pool, the heartbeats' own pool and the LISTEN connection, no more
     most = API_POOL + BEAT_POOL_SIZE + BEAT_MAX_OVERFLOW + 1
     result.figures["serve_pg_connections_peak"] = peak
-    result.expect(0 < peak <= most, f"vesper serve held {peak} PG connections (> {most})")
+    result.expect(
+        0 < peak <= most,
+        f"vesper serve held {peak} PG connections (> {most}): {', '.join(peak_sessions)}",
+    )
     result.expect(serve.popen.poll() is None and worker.popen.poll() is None, "a process died")
     return result
 
@@ -424,8 +431,20 @@ def r14(lab: Lab) -> RowResult:
 API_POOL = 3  # RELIABILITY.md R14: DB pool 3 for the API
 
 
-def _pg_connections(pid: int, port: int) -> int:
-    """TCP connections of process `pid` to `port` on the loopback (the test cluster)."""
+def _sessions(cluster: Any, database: str, ports: list[int]) -> list[str]:
+    """What the server sessions behind these client ports are doing (a diagnostic)."""
+    rows = cluster.execute(
+        "SELECT application_name, state, left(query, 40) FROM pg_stat_activity "
+        "WHERE client_port = ANY(%s)",
+        (ports,),
+        database=database,
+    )
+    return [f"{a}/{s}/{q}" for a, s, q in rows]
+
+
+def _pg_connections(pid: int, port: int) -> list[int]:
+    """Local ports of the TCP connections of process `pid` to `port` on the loopback
+    (the test cluster)."""
     inodes = set()
     fd_dir = Path(f"/proc/{pid}/fd")
     try:
@@ -436,14 +455,14 @@ def _pg_connections(pid: int, port: int) -> int:
                     inodes.add(target[8:-1])
         lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
     except OSError:
-        return 0
-    count = 0
+        return []
+    ports = []
     for line in lines:
         fields = line.split()
         remote_port = int(fields[2].rsplit(":", 1)[1], 16)
         if remote_port == port and fields[3] == "01" and fields[9] in inodes:  # ESTABLISHED
-            count += 1
-    return count
+            ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def _slow_gets(url: str, responses: list[dict[str, Any]], n: int) -> None:
