@@ -6,21 +6,30 @@ scrape time, cached for a second so that many scrapers cost one query; this proc
 busy slots, database pools and LISTEN connection are observed from the objects that
 own them. Every name follows Prometheus conventions once exported: the `vesper_`
 prefix, base units (`_seconds`), `_total` on counters (the exporter adds the suffixes).
+
+The per-job series are counted in plain Python and read at collection time: an SDK
+instrument call costs about 5 us (attribute set, lock, aggregation), four or five of
+them per job were a sixth of a busy worker's CPU, and a tally costs a tenth of that.
+The counters are exported as observable counters of the same meter; the two per-job
+histograms by a collector of their own on the same registry, in the exporter's exact
+format (names, units, the otel_scope labels, cumulative buckets).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 
 from vesper.domain.fleet import Fleet
 from vesper.domain.job import Job
@@ -66,6 +75,79 @@ class _Cached:
             return self._value
 
 
+Key = tuple[str, ...]
+
+
+class _Tally:
+    """Counts by label values, read by an observable counter when metrics are collected."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._names = tuple(names)
+        self._counts: dict[Key, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: Key, amount: float = 1) -> None:
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + amount
+
+    def observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            counts = list(self._counts.items())
+        for key, value in counts:
+            # strict=False: the empty key is the unlabelled series that starts at 0
+            yield Observation(value, dict(zip(self._names, key, strict=False)))
+
+
+# what the OpenTelemetry exporter adds to every series of the "vesper" meter
+_SCOPE = {"otel_scope_name": "vesper", "otel_scope_schema_url": "", "otel_scope_version": ""}
+
+
+class _Histogram:
+    """A cumulative histogram by label values, collected from the Prometheus registry."""
+
+    def __init__(
+        self, name: str, description: str, names: Sequence[str], bounds: Sequence[float]
+    ) -> None:
+        self._name = name
+        self._description = description
+        self._names = tuple(names)
+        self._label_keys = sorted([*_SCOPE, *self._names])
+        self._bounds = tuple(bounds)
+        self._series: dict[Key, tuple[list[int], list[float]]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, key: Key, value: float) -> None:
+        # an upper bound is inclusive, as in OpenTelemetry's explicit-bucket aggregation
+        index = bisect_left(self._bounds, value)
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = ([0] * (len(self._bounds) + 1), [0.0])
+            series[0][index] += 1
+            series[1][0] += value
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            series = [
+                (key, list(counts), total[0]) for key, (counts, total) in self._series.items()
+            ]
+        if not series:
+            return
+        family = HistogramMetricFamily(
+            self._name, self._description, labels=self._label_keys, unit="seconds"
+        )
+        for key, counts, total in series:
+            labels = {**_SCOPE, **dict(zip(self._names, key, strict=True))}
+            buckets, running = [], 0
+            for bound, count in zip((*self._bounds, "+Inf"), counts, strict=True):
+                running += count
+                buckets.append((f"{bound}", running))
+            family.add_metric(
+                [labels[k] for k in self._label_keys], buckets=buckets, sum_value=total
+            )
+        yield family
+
+
 class OtelMetrics:
     """The JobMetrics port on an OpenTelemetry meter with a Prometheus reader."""
 
@@ -78,26 +160,25 @@ class OtelMetrics:
             shutdown_on_exit=False,  # the container shuts it down, once
         )
         meter = self.provider.get_meter("vesper")
-        self._enqueued = meter.create_counter("vesper_jobs_enqueued", description="Jobs created")
-        self._started = meter.create_counter("vesper_jobs_started", description="Attempts started")
-        self._succeeded = meter.create_counter(
-            "vesper_jobs_succeeded", description="Attempts that succeeded (job done)"
+        job = ("type", "priority")
+        self._enqueued = self._tally(meter, "vesper_jobs_enqueued", "Jobs created", job)
+        self._started = self._tally(meter, "vesper_jobs_started", "Attempts started", job)
+        self._succeeded = self._tally(
+            meter, "vesper_jobs_succeeded", "Attempts that succeeded (job done)", job
         )
-        self._failed = meter.create_counter(
-            "vesper_jobs_failed", description="Attempts that failed (retried or dead-lettered)"
+        self._failed = self._tally(
+            meter, "vesper_jobs_failed", "Attempts that failed (retried or dead-lettered)", job
         )
-        self._retried = meter.create_counter(
-            "vesper_jobs_retried", description="Failed attempts that scheduled a retry"
+        self._retried = self._tally(
+            meter, "vesper_jobs_retried", "Failed attempts that scheduled a retry", job
         )
-        self._dead = meter.create_counter(
-            "vesper_jobs_dead_lettered", description="Jobs moved to dlq"
-        )
-        self._cancelled = meter.create_counter(
-            "vesper_jobs_cancelled", description="Jobs cancelled"
-        )
-        self._abandoned = meter.create_counter(
+        self._dead = self._tally(meter, "vesper_jobs_dead_lettered", "Jobs moved to dlq", job)
+        self._cancelled = self._tally(meter, "vesper_jobs_cancelled", "Jobs cancelled", job)
+        self._abandoned = self._tally(
+            meter,
             "vesper_jobs_abandoned",
-            description="Attempts stopped without a recorded result (lease lost, shutdown)",
+            "Attempts stopped without a recorded result (lease lost, shutdown)",
+            (*job, "reason"),
         )
         self._renewals = meter.create_counter(
             "vesper_lease_renewals", description="Leases renewed by heartbeats"
@@ -108,18 +189,17 @@ class OtelMetrics:
         self._reaped = meter.create_counter(
             "vesper_processes_reaped", description="Worker processes removed as dead"
         )
-        self._wait = meter.create_histogram(
-            "vesper_job_queue_wait",
-            unit="s",
-            description="Time from run_at to the claim",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        self._wait = _Histogram(
+            "vesper_job_queue_wait_seconds", "Time from run_at to the claim", job, SECONDS_BUCKETS
         )
-        self._run = meter.create_histogram(
-            "vesper_job_run_time",
-            unit="s",
-            description="Time an attempt's consumer ran",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        self._run = _Histogram(
+            "vesper_job_run_time_seconds",
+            "Time an attempt's consumer ran",
+            (*job, "outcome"),
+            SECONDS_BUCKETS,
         )
+        self.registry.register(self._wait)
+        self.registry.register(self._run)
         self._http_requests = meter.create_counter(
             "vesper_http_requests", description="HTTP requests by method, route and status"
         )
@@ -132,8 +212,9 @@ class OtelMetrics:
         self._meter = meter
         # counters of rare events start at 0 (a series without labels), so that dashboards
         # and alerts see them before the first event
-        for counter in (self._renewals, self._losses, self._reaped, self._abandoned):
+        for counter in (self._renewals, self._losses, self._reaped):
             counter.add(0)
+        self._abandoned.add((), 0)
         self._busy_lock = threading.Lock()
         self._busy: list[Callable[[], int]] = []
         meter.create_observable_gauge(
@@ -142,31 +223,37 @@ class OtelMetrics:
             description="Slots running a job in this process",
         )
 
+    @staticmethod
+    def _tally(meter: Meter, name: str, description: str, names: Sequence[str]) -> _Tally:
+        tally = _Tally(names)
+        meter.create_observable_counter(name, [tally.observe], description=description)
+        return tally
+
     # -- the JobMetrics port ------------------------------------------------------------
 
     def jobs_enqueued(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
-            self._enqueued.add(1, _labels(job))
+            self._enqueued.add(_key(job))
 
     def job_started(self, job: Job, queue_wait_seconds: float) -> None:
-        labels = _labels(job)
-        self._started.add(1, labels)
-        self._wait.record(max(queue_wait_seconds, 0.0), labels)
+        key = _key(job)
+        self._started.add(key)
+        self._wait.record(key, max(queue_wait_seconds, 0.0))
 
     def job_finished(self, job: Job, outcome: str, run_seconds: float) -> None:
-        labels = _labels(job)
-        self._run.record(max(run_seconds, 0.0), {**labels, "outcome": outcome})
+        key = _key(job)
+        self._run.record((*key, outcome), max(run_seconds, 0.0))
         if outcome == "done":
-            self._succeeded.add(1, labels)
+            self._succeeded.add(key)
         elif outcome in {"failed", "dlq"}:
-            self._failed.add(1, labels)
-            (self._retried if outcome == "failed" else self._dead).add(1, labels)
+            self._failed.add(key)
+            (self._retried if outcome == "failed" else self._dead).add(key)
         else:
-            self._abandoned.add(1, {**labels, "reason": outcome})
+            self._abandoned.add((*key, outcome))
 
     def jobs_cancelled(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
-            self._cancelled.add(1, _labels(job))
+            self._cancelled.add(_key(job))
 
     def leases_renewed(self, count: int) -> None:
         self._renewals.add(count)
@@ -310,5 +397,5 @@ class OtelMetrics:
         self.provider.shutdown()
 
 
-def _labels(job: Job) -> dict[str, str]:
-    return {"type": job.type, "priority": str(job.priority)}
+def _key(job: Job) -> Key:
+    return (job.type, str(job.priority))
