@@ -57,3 +57,27 @@ def test_a_bad_pool_value_stops_start_up_with_exit_2(command: str) -> None:
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert lines == ["vesper: VESPER_DB_POOL_SIZE='0': must be at least 1, not 0"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", "uvloop"), ("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", None)],
+)
+def test_event_loop_choice(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str | None
+) -> None:
+    from vesper.entrypoints.service import event_loop_factory  # noqa: PLC0415
+
+    monkeypatch.setenv("VESPER_EVENT_LOOP", value)
+    factory = event_loop_factory()
+    assert (factory.__module__.split(".")[0] if factory else None) == expected
+
+
+def test_an_unknown_event_loop_is_refused_with_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vesper.entrypoints.service import event_loop_factory  # noqa: PLC0415
+
+    monkeypatch.setenv("VESPER_EVENT_LOOP", "trio")
+    with pytest.raises(
+        SystemExit, match="VESPER_EVENT_LOOP='trio': must be auto, asyncio or uvloop"
+    ):
+        event_loop_factory()
