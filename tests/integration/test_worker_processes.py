@@ -11,10 +11,18 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.integration.harness import FAST, read_ledger, starts, wait_until, workers
+from tests.integration.harness import (
+    FAST,
+    WorkerProcess,
+    read_ledger,
+    starts,
+    wait_until,
+    workers,
+)
 from vesper.domain.states import Status
 from vesper.domain.submission import JobRequest
 from vesper.entrypoints.app import App
@@ -31,6 +39,20 @@ def _enqueue(app: App, requests: list[JobRequest]) -> None:
         app.enqueue_many(requests[start : start + 500])
 
 
+def _story(jobs: set[str], ledger: list[dict[str, Any]], procs: list[WorkerProcess]) -> str:
+    """What a failure needs to be explained: the ledger lines of the jobs that ran more
+    than once, and every warning the workers logged."""
+    lines = [f"{len(jobs)} job(s) ran more than once without any fault:"]
+    lines += [str(e) for e in ledger if e["job_id"] in jobs]
+    for proc in procs:
+        lines += [
+            f"pid {proc.popen.pid}: {line}"
+            for line in proc.output().splitlines()
+            if "WARNING" in line or "ERROR" in line
+        ]
+    return "\n".join(lines[:80])
+
+
 def test_three_processes_drain_3000_jobs_each_exactly_once(
     queue_app: App, store_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -43,7 +65,8 @@ def test_three_processes_drain_3000_jobs_each_exactly_once(
         )
         executions = Counter(e["job_id"] for e in starts(read_ledger(ledger)))
         assert len(executions) == 3000
-        assert set(executions.values()) == {1}, "a job ran more than once without any fault"
+        twice = {job_id for job_id, n in executions.items() if n > 1}
+        assert not twice, _story(twice, read_ledger(ledger), procs)
         assert len({e["pid"] for e in starts(read_ledger(ledger))}) == 3, "every process took work"
         for proc in procs:
             proc.signal(signal.SIGTERM)

@@ -9,7 +9,7 @@ date arithmetic happens in Python: SQLite stores times as text.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -165,8 +165,10 @@ class SqliteJobRepository(SqlJobReads):
         if not jobs:
             return []
         plan = plan_submission(jobs)
-        at = self._at(now)
-        return self._db.transaction(lambda conn: self._submit(conn, plan, at))
+        # the time is read once the write lock is held (here and in every write that
+        # stamps a time): a writer that waited for the lock must not date its rows, or
+        # start a lease, in the past; `seq` and `run_at` then grow together too
+        return self._db.transaction(lambda conn: self._submit(conn, plan, self._at(now)))
 
     def _submit(self, conn: Connection, plan: SubmitPlan, at: datetime) -> list[Submitted]:
         # the write lock is held from BEGIN IMMEDIATE: nobody binds a key meanwhile
@@ -200,12 +202,15 @@ class SqliteJobRepository(SqlJobReads):
     ) -> list[Job]:
         if limit <= 0 or (types is not None and not types):
             return []
-        statement, params = _claim_params(worker_id, limit, lease, types, self._at(now))
-        rows = self._db.statement(lambda conn: conn.execute(statement, params).all())
-        return in_claim_order(jobs_of(rows))
+
+        def work(conn: Connection) -> Any:
+            statement, params = _claim_params(worker_id, limit, lease, types, self._at(now))
+            return conn.execute(statement, params).all()
+
+        return in_claim_order(jobs_of(self._db.statement(work)))
 
     def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
-        return self._fenced(COMPLETE, leases, {"now": self._at(now)})
+        return self._fenced(COMPLETE, leases, lambda: {"now": self._at(now)})
 
     def complete_and_claim(
         self,
@@ -217,16 +222,18 @@ class SqliteJobRepository(SqlJobReads):
         types: Sequence[str] | None = None,
         now: datetime | None = None,
     ) -> tuple[list[Job], list[Job]]:
-        at = self._at(now)
         if not leases or limit <= 0 or (types is not None and not types):
-            completed = self.complete(leases, now=at)
-            claimed = self.claim(worker_id=worker_id, limit=limit, lease=lease, types=types, now=at)
+            completed = self.complete(leases, now=now)
+            claimed = self.claim(
+                worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+            )
             return completed, claimed
-        # one write transaction: one commit (one WAL sync) for the batch and the next
-        fenced = _fenced_params(leases, {"now": at})
-        statement, params = _claim_params(worker_id, limit, lease, types, at)
 
+        # one write transaction: one commit (one WAL sync) for the batch and the next
         def work(conn: Connection) -> tuple[list[Job], list[Job]]:
+            at = self._at(now)
+            fenced = _fenced_params(leases, {"now": at})
+            statement, params = _claim_params(worker_id, limit, lease, types, at)
             done = jobs_of(conn.execute(COMPLETE, fenced).all())
             return done, jobs_of(conn.execute(statement, params).all())
 
@@ -236,29 +243,32 @@ class SqliteJobRepository(SqlJobReads):
     def renew(
         self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
     ) -> list[Job]:
-        at = self._at(now)
-        return self._fenced(RENEW, leases, {"now": at, "expires_at": at + lease})
+        def params() -> dict[str, Any]:
+            at = self._at(now)
+            return {"now": at, "expires_at": at + lease}
+
+        return self._fenced(RENEW, leases, params)
 
     def release(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
-        return self._fenced(RELEASE, leases, {"now": self._at(now)})
+        return self._fenced(RELEASE, leases, lambda: {"now": self._at(now)})
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
         if not failures:
             return []
-        at = self._at(now)
-        params = [
-            {
-                "now": at,
-                "job_id": f.lease.job_id,
-                "token": f.lease.token,
-                "b_error": f.error,
-                "retryable": f.retry_delay is not None,
-                "retry_at": at + f.retry_delay if f.retry_delay is not None else at,
-            }
-            for f in failures
-        ]
 
         def work(conn: Connection) -> list[Job]:
+            at = self._at(now)
+            params = [
+                {
+                    "now": at,
+                    "job_id": f.lease.job_id,
+                    "token": f.lease.token,
+                    "b_error": f.error,
+                    "retryable": f.retry_delay is not None,
+                    "retry_at": at + f.retry_delay if f.retry_delay is not None else at,
+                }
+                for f in failures
+            ]
             # each failure has its own error and delay: one UPDATE each, one transaction
             rows = [conn.execute(FAIL, p).first() for p in params]
             return [job_of(row) for row in rows if row is not None]
@@ -266,21 +276,30 @@ class SqliteJobRepository(SqlJobReads):
         return in_order_of(self._db.transaction(work), [f.lease.job_id for f in failures])
 
     def expire(self, *, worker_ids: Sequence[str] = (), now: datetime | None = None) -> list[Job]:
-        params = {
-            "now": self._at(now),
-            "worker_ids": list(worker_ids),
-            "b_error": LEASE_EXPIRED_ERROR,
-        }
-        rows = self._db.statement(lambda conn: conn.execute(EXPIRE, params).all())
+
+        def work(conn: Connection) -> Any:
+            params = {
+                "now": self._at(now),
+                "worker_ids": list(worker_ids),
+                "b_error": LEASE_EXPIRED_ERROR,
+            }
+            return conn.execute(EXPIRE, params).all()
+
+        rows = self._db.statement(work)
         return sorted(jobs_of(rows), key=lambda job: job.seq)
 
     def _fenced(
-        self, statement: Any, leases: Sequence[LeaseRef], params: dict[str, Any]
+        self,
+        statement: Any,
+        leases: Sequence[LeaseRef],
+        params: Callable[[], dict[str, Any]],
     ) -> list[Job]:
+        """`statement` for `leases`, its parameters made under the write lock."""
         if not leases:
             return []
-        bound = _fenced_params(leases, params)
-        rows = self._db.statement(lambda conn: conn.execute(statement, bound).all())
+        rows = self._db.statement(
+            lambda conn: conn.execute(statement, _fenced_params(leases, params())).all()
+        )
         return in_order_of(jobs_of(rows), [ref.job_id for ref in leases])
 
 
