@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from vesper.application.group_commit import GroupCommit
 from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.ports import JobRepository, JobSignal, Submitted
 from vesper.application.settings import QueueSettings
@@ -82,6 +83,8 @@ class SubmitJob:
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
+    # shared by the use cases of one process: concurrent calls commit together
+    group: GroupCommit | None = None
 
     def __call__(self, request: JobRequest) -> Submitted:
         new_job = prepare(
@@ -90,7 +93,10 @@ class SubmitJob:
             limits=self.settings.limits,
             default_max_retries=self.settings.default_max_retries,
         )
-        submitted = self.jobs.submit([new_job])
+        if self.group is not None:
+            submitted = [self.group.submit(self.jobs, new_job)]
+        else:
+            submitted = self.jobs.submit([new_job])
         _announce(submitted, self.signal, self.metrics)
         return submitted[0]
 

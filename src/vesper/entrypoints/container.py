@@ -28,6 +28,7 @@ from vesper.application.fleet import (
     ReapDeadWorkers,
     RegisterWorker,
 )
+from vesper.application.group_commit import GroupCommit
 from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
 from vesper.application.ports import Clock, JobRepository, Store, WorkerRegistry
 from vesper.application.submit import SubmitJob, SubmitJobs
@@ -182,12 +183,16 @@ class Container(containers.DeclarativeContainer):
     tracer_provider = providers.Resource(open_tracer_provider)
     worker_tracer = providers.Callable(lambda p: p.get_tracer("vesper.worker"), tracer_provider)
 
+    submit_group = providers.ThreadSafeSingleton(
+        GroupCommit, max_batch=providers.Callable(lambda q: q.limits.max_batch, queue_settings)
+    )
     submit_job = providers.Factory(
         SubmitJob,
         jobs=job_repository,
         settings=queue_settings,
         signal=job_signal,
         metrics=metrics,
+        group=submit_group,
     )
     submit_jobs = providers.Factory(
         SubmitJobs,

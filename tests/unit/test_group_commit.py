@@ -1,0 +1,156 @@
+"""GroupCommit: concurrent single submissions share store calls, and each caller still
+gets its own outcome, only after the commit that holds its job."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.unit.builders import new_job
+from vesper.adapters.clock import SystemClock
+from vesper.adapters.memory import InMemoryJobRepository
+from vesper.application.group_commit import GroupCommit
+from vesper.application.ports import Submitted
+from vesper.application.submit import SubmitJob
+from vesper.domain.errors import IdempotencyConflict, StoreUnavailable
+from vesper.domain.submission import JobRequest, NewJob
+
+THREADS = 24
+
+
+class CountingRepository(InMemoryJobRepository):
+    """The in-memory store, counting its submit calls; each call takes `pause` seconds
+    (a commit's latency) so that callers pile up behind the leader."""
+
+    def __init__(self, pause: float = 0.02, refuse: Callable[[NewJob], bool] | None = None):
+        super().__init__(SystemClock())
+        self.pause = pause
+        self.refuse = refuse
+        self.calls: list[int] = []
+        self.down = False
+
+    def submit(self, jobs: Sequence[NewJob], *, now: datetime | None = None) -> list[Submitted]:
+        self.calls.append(len(jobs))
+        time.sleep(self.pause)
+        if self.down:
+            raise StoreUnavailable("the store is down")
+        if self.refuse is not None and any(self.refuse(job) for job in jobs):
+            raise ValueError("a row the database refuses")
+        return super().submit(jobs, now=now)
+
+
+def _together(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls in threads released at once; each result, or the exception raised."""
+    results: list[Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(index: int) -> None:
+        start.wait()
+        try:
+            results[index] = calls[index]()
+        except Exception as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a caller never got an answer"
+    return results
+
+
+def test_concurrent_submits_share_store_calls_and_each_gets_its_own_job() -> None:
+    repo, group = CountingRepository(), GroupCommit()
+    jobs = [new_job(payload={"n": n}) for n in range(THREADS)]
+    results = _together([lambda job=job: group.submit(repo, job) for job in jobs])
+    assert [r.job.id for r in results] == [job.id for job in jobs]
+    assert all(r.created for r in results)
+    assert [r.job.payload for r in results] == [{"n": n} for n in range(THREADS)]
+    assert sum(repo.calls) == THREADS  # every job submitted exactly once
+    assert len(repo.calls) < THREADS  # ... and in fewer calls than jobs
+    for job in jobs:
+        assert repo.get(job.id).payload == job.payload
+
+
+def test_a_lone_caller_commits_alone_and_the_lead_is_free_afterwards() -> None:
+    repo, group = CountingRepository(pause=0), GroupCommit()
+    for n in range(3):
+        assert group.submit(repo, new_job(payload={"n": n})).created
+    assert repo.calls == [1, 1, 1]
+
+
+def test_batches_hold_at_most_max_batch_jobs() -> None:
+    repo, group = CountingRepository(), GroupCommit(max_batch=4)
+    _together([lambda n=n: group.submit(repo, new_job(payload={"n": n})) for n in range(THREADS)])
+    assert sum(repo.calls) == THREADS
+    assert max(repo.calls) <= 4
+
+
+def test_a_refused_job_fails_alone_and_the_others_are_committed() -> None:
+    repo = CountingRepository(refuse=lambda job: job.payload.get("bad") is True)
+    group = GroupCommit()
+    jobs = [new_job(payload={"n": n, "bad": n == 5}) for n in range(THREADS)]
+    results = _together([lambda job=job: group.submit(repo, job) for job in jobs])
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    assert failed == [5]
+    assert isinstance(results[5], ValueError)
+    ok = [r for r in results if not isinstance(r, Exception)]
+    assert sorted(r.job.payload["n"] for r in ok) == [n for n in range(THREADS) if n != 5]
+    for r in ok:
+        assert repo.get(r.job.id).id == r.job.id
+    # afterwards the group still works
+    assert group.submit(repo, new_job()).created
+
+
+def test_an_unavailable_store_fails_every_caller_of_the_batch() -> None:
+    repo, group = CountingRepository(), GroupCommit()
+    repo.down = True
+    results = _together(
+        [lambda n=n: group.submit(repo, new_job(payload={"n": n})) for n in range(8)]
+    )
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    repo.down = False
+    assert group.submit(repo, new_job()).created
+
+
+def test_concurrent_duplicates_of_a_key_get_the_one_original_job() -> None:
+    repo, group = CountingRepository(), GroupCommit()
+    request = JobRequest(type="email", payload={"to": "a"}, idempotency_key="k-1")
+    same = [new_job(request) for _ in range(8)]
+    results = _together([lambda job=job: group.submit(repo, job) for job in same])
+    assert len({r.job.id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+
+
+def test_a_conflicting_key_fails_only_its_own_caller() -> None:
+    repo, group = CountingRepository(), GroupCommit()
+    first = JobRequest(type="email", payload={"to": "a"}, idempotency_key="k-2")
+    other = JobRequest(type="email", payload={"to": "b"}, idempotency_key="k-2")
+    calls = [lambda: group.submit(repo, new_job(first))]
+    calls += [lambda n=n: group.submit(repo, new_job(payload={"n": n})) for n in range(6)]
+    calls += [lambda: group.submit(repo, new_job(other))]
+    results = _together(calls)
+    conflicts = [r for r in results if isinstance(r, IdempotencyConflict)]
+    assert len(conflicts) == 1  # whichever of the two bodies came second
+    assert sum(1 for r in results if isinstance(r, Submitted) and r.created) == 7
+
+
+def test_submit_job_goes_through_the_group() -> None:
+    repo, group = CountingRepository(), GroupCommit()
+    use_case = SubmitJob(repo, group=group)
+    results = _together(
+        [lambda n=n: use_case(JobRequest(type="email", payload={"n": n})) for n in range(THREADS)]
+    )
+    assert all(r.created for r in results)
+    assert len(repo.calls) < THREADS
+
+
+def test_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        GroupCommit(max_batch=0)
