@@ -130,9 +130,11 @@ def _recovery_details(lab: Lab, rows: list[dict[str, Any]], victim: int, reruns:
     parts = []
     for job_id in sorted(reruns):
         entries = [e for e in lab.ledger() if e["job_id"] == job_id]
-        mine = {
-            e["event"]: (e["mono"] - fault["mono"]) / 1e9 for e in entries if e["pid"] == victim
-        }
+        mine = [
+            (e["event"], round((e["mono"] - fault["mono"]) / 1e9, 3), str(e.get("token"))[:8])
+            for e in entries
+            if e["pid"] == victim
+        ]
         claims = [
             datetime.fromisoformat(e["claimed_at"])
             for e in entries
