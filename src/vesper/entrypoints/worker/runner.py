@@ -262,7 +262,10 @@ class WorkerRunner:
             finally:
                 if occupying:
                     self._occupied -= 1
-                self._running.pop(record.id, None)
+                # the outcome's write may have claimed this very job again (a failure due
+                # at once): that newer attempt owns the entry now, and must stay renewed
+                if self._running.get(record.id) is attempt:
+                    del self._running[record.id]
                 self._done_count += 1
                 self._wake.set()
                 self.metrics.job_finished(record, outcome, time.monotonic() - started)
