@@ -61,23 +61,18 @@ def test_a_bad_pool_value_stops_start_up_with_exit_2(command: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("", "uvloop"), ("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", None)],
+    [("", "uvloop"), ("auto", "uvloop"), ("UVLOOP", "uvloop"), ("asyncio", None)],
 )
-def test_event_loop_choice(
-    monkeypatch: pytest.MonkeyPatch, value: str, expected: str | None
-) -> None:
+def test_event_loop_choice(value: str, expected: str | None) -> None:
     from vesper.entrypoints.service import event_loop_factory  # noqa: PLC0415
 
-    monkeypatch.setenv("VESPER_EVENT_LOOP", value)
-    factory = event_loop_factory()
+    settings = Settings.from_env({**BASE, "VESPER_EVENT_LOOP": value})
+    factory = event_loop_factory(settings.event_loop)
     assert (factory.__module__.split(".")[0] if factory else None) == expected
 
 
-def test_an_unknown_event_loop_is_refused_with_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vesper.entrypoints.service import event_loop_factory  # noqa: PLC0415
-
-    monkeypatch.setenv("VESPER_EVENT_LOOP", "trio")
+def test_an_unknown_event_loop_is_refused_with_its_name() -> None:
     with pytest.raises(
-        SystemExit, match="VESPER_EVENT_LOOP='trio': must be auto, asyncio or uvloop"
+        ConfigError, match=r"VESPER_EVENT_LOOP='trio': must be auto, asyncio or uvloop"
     ):
-        event_loop_factory()
+        Settings.from_env({**BASE, "VESPER_EVENT_LOOP": "trio"})

@@ -140,6 +140,7 @@ class Settings:
     log_format: str = "text"
     db_pool_size: int = 10
     db_max_overflow: int = 5
+    event_loop: str = "auto"  # auto (uvloop where installed), asyncio or uvloop
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
     http: HttpSettings = HttpSettings()
@@ -208,6 +209,7 @@ class Settings:
             log_format=e.get("VESPER_LOG_FORMAT", _log_format, "json" if production else "text"),
             db_pool_size=e.get("VESPER_DB_POOL_SIZE", _positive_int, 10),
             db_max_overflow=e.get("VESPER_DB_MAX_OVERFLOW", _non_negative_int, 5),
+            event_loop=e.get("VESPER_EVENT_LOOP", _event_loop, "auto"),
             queue=queue,
             worker=worker,
             http=http,
@@ -238,6 +240,13 @@ def _app_env(text: str) -> str:
     if text not in {"development", "production"}:
         raise ValueError("expected development or production")
     return text
+
+
+def _event_loop(text: str) -> str:
+    choice = text.strip().lower()
+    if choice not in {"auto", "asyncio", "uvloop"}:
+        raise ValueError("must be auto, asyncio or uvloop")
+    return choice
 
 
 def _log_format(text: str) -> str:
