@@ -23,6 +23,7 @@ from tests.integration.harness import (
     wait_until,
     workers,
 )
+from vesper.domain.job import Job
 from vesper.domain.states import Status
 from vesper.domain.submission import JobRequest
 from vesper.entrypoints.app import App
@@ -135,7 +136,7 @@ def test_sigterm_lets_running_jobs_finish_and_exits_0(
 ) -> None:
     ledger = tmp_path / "ledger"
     running = 3
-    _enqueue(queue_app, [JobRequest(type="record", payload={"sleep": 2}) for _ in range(running)])
+    long_jobs = [queue_app.enqueue("record", {"sleep": 2}) for _ in range(running)]
     env = {
         **store_env,
         **FAST,
@@ -152,11 +153,29 @@ def test_sigterm_lets_running_jobs_finish_and_exits_0(
         procs[0].signal(signal.SIGTERM)
         assert procs[0].wait(timeout=20) == 0, procs[0].output()[-2000:]
         assert time.monotonic() - sent < 20
+    ended = [queue_app.container.get_job()(job.id) for job in long_jobs]
+    assert all(job.status is Status.DONE for job in ended), _ending(ended, ledger, procs[0])
     counts = _counts(queue_app)
     assert counts[Status.DONE] == running
     assert counts[Status.PROCESSING] == 0
     assert counts[Status.PENDING] == 10
     assert queue_app.container.get_fleet()().processes == ()
+
+
+def _ending(jobs: list[Job], ledger: Path, proc: WorkerProcess) -> str:
+    """Why a job that was running at SIGTERM did not end done: its row, its ledger lines,
+    and the worker's log from the signal on."""
+    lines = [
+        f"{job.id}: status={job.status.value} attempts={job.attempts} retries={job.retries} "
+        f"worker={job.worker_id} error={job.error!r}"
+        for job in jobs
+    ]
+    ids = {str(job.id) for job in jobs}
+    lines += [str(e) for e in read_ledger(ledger) if e["job_id"] in ids]
+    log_lines = proc.output().splitlines()
+    signalled = next((i for i, line in enumerate(log_lines) if "SIGTERM" in line), 0)
+    lines += log_lines[max(signalled - 20, 0) :]
+    return "\n".join(lines[:120])
 
 
 def test_sigterm_past_grace_releases_unfinished_jobs_to_pending(
