@@ -128,6 +128,40 @@ def test_per_job_time_limit_fails_the_attempt_with_a_timeout_error(app: App) -> 
         )
 
 
+def test_a_sync_consumer_past_its_time_limit_keeps_its_slot_until_its_thread_returns() -> None:
+    app = App({**FAST, "WORKERS": "1"})
+    intervals: list[tuple[str, float, float]] = []
+    release = threading.Event()
+
+    @app.consumer("stubborn", timeout=0.1)
+    def stubborn(job: vesper.Job) -> None:
+        began = time.monotonic()
+        release.wait(10)  # ignores job.stopping: Python cannot stop the thread
+        intervals.append(("stubborn", began, time.monotonic()))
+
+    @app.consumer("next")
+    def following(job: vesper.Job) -> None:
+        intervals.append(("next", time.monotonic(), time.monotonic()))
+
+    try:
+        first = app.enqueue("stubborn", max_retries=0, priority=10)
+        second = app.enqueue("next")
+        runner = build_runner(app)
+        with Background(runner):
+            wait_for(lambda: app.container.get_job()(first.id).status is Status.DLQ)
+            time.sleep(0.3)  # the slot is still taken: the next job must wait
+            assert app.container.get_job()(second.id).status is Status.PENDING
+            assert runner.busy == 1
+            release.set()
+            wait_for(lambda: app.container.get_job()(second.id).status is Status.DONE)
+            assert runner.busy == 0
+        (_, _, stubborn_ended), (_, next_began, _) = sorted(intervals, key=lambda i: i[1])
+        assert next_began >= stubborn_ended, "two consumers ran at once on one slot"
+    finally:
+        release.set()
+        app.close()
+
+
 def test_lost_lease_cancels_an_async_consumer_and_records_nothing(app: App) -> None:
     started = threading.Event()
     cancelled = threading.Event()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import contextvars
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import timedelta
 
@@ -24,12 +27,35 @@ class Attempt:
     deadline: float  # monotonic time by which the lease must have been renewed
     task: asyncio.Task[None] | None = None
     consumer_task: asyncio.Future[object] | None = None
+    # a sync consumer's thread: it may outlive consumer_task (cancelled on a time limit or
+    # an abandon), and holds its slot until it returns
+    thread: concurrent.futures.Future[object] | None = None
     abandon_reason: str | None = None  # set: record nothing for this attempt
+    holds_slot: bool = True
 
     @property
     def consumer_returned(self) -> bool:
         """The consumer is done: what is left is recording its outcome."""
         return self.consumer_task is not None and self.consumer_task.done()
+
+    def when_consumer_exits(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on the loop once the consumer's code has really stopped: a
+        cancelled async consumer may still be unwinding, a sync one may still hold its
+        thread (Python cannot stop a thread)."""
+        loop = asyncio.get_running_loop()
+        if self.thread is not None and not self.thread.done():
+
+            def on_loop(_: object) -> None:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nothing to free
+                    loop.call_soon_threadsafe(callback)
+
+            self.thread.add_done_callback(on_loop)
+        elif (
+            self.thread is None and self.consumer_task is not None and not self.consumer_task.done()
+        ):
+            self.consumer_task.add_done_callback(lambda _: callback())
+        else:
+            callback()
 
     def abandon(self, reason: str) -> None:
         """Stop the attempt without recording it (lease lost, or shutdown past grace)."""
@@ -60,9 +86,8 @@ async def run_attempt(
     else:
         # copy_context: the consumer's own spans and log lines keep the job's context
         context = contextvars.copy_context()
-        attempt.consumer_task = asyncio.wrap_future(
-            loop.run_in_executor(pool, context.run, consumer.function, job)
-        )
+        attempt.thread = pool.submit(context.run, consumer.function, job)
+        attempt.consumer_task = asyncio.wrap_future(attempt.thread, loop=loop)
     seconds = timeout.total_seconds() if timeout is not None else None
     try:
         await asyncio.wait_for(asyncio.shield(attempt.consumer_task), seconds)

@@ -118,8 +118,10 @@ class WorkerRunner:
         self.identity = identity or new_identity(settings.concurrency)
         # every attempt whose lease this process holds: running, or recording its outcome
         self._running: dict[JobId, Attempt] = {}
-        # attempts whose consumer has not returned: these occupy the slots. A finished
-        # attempt frees its slot at once, so the next claim overlaps its outcome's commit.
+        # attempts whose consumer has not stopped: these occupy the slots. A finished
+        # attempt frees its slot at once, so the next claim overlaps its outcome's commit;
+        # a sync consumer abandoned (time limit, lease lost) keeps it until its thread
+        # returns, so a process never runs more consumers than it has slots.
         self._occupied = 0
         self._wake = asyncio.Event()  # binds to the running loop on first use
         self._stopping = asyncio.Event()
@@ -135,10 +137,8 @@ class WorkerRunner:
         self._maintenance: asyncio.Task[None] | None = None
         self._maintenance_failures = 0
         self._fleet_log: asyncio.Task[None] | None = None
-        # Headroom: a sync consumer past its time limit keeps its thread until it returns.
-        self._job_pool = ThreadPoolExecutor(
-            settings.concurrency * 2, thread_name_prefix="vesper-job"
-        )
+        # a slot is held until its consumer's thread returns: one thread per slot is enough
+        self._job_pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="vesper-job")
         lease_seconds = queue.lease.total_seconds()
         self._recorder = OutcomeRecorder(self._write_outcomes, give_up_after=lease_seconds)
         # a finished batch's outcomes and the next claim go to the store together
@@ -159,7 +159,7 @@ class WorkerRunner:
 
     @property
     def busy(self) -> int:
-        """Slots in use: attempts whose consumer has not returned."""
+        """Slots in use: attempts whose consumer has not stopped."""
         return self._occupied
 
     # -- the main loop ------------------------------------------------------------------
@@ -243,25 +243,22 @@ class WorkerRunner:
         )
         outcome = "abandoned"
         error: str | None = None
-        occupying = True
         with (
             job_fields(**self._ids(record.id)),
             job_span(self.tracer, record, worker_id=self.identity.id) as span,
         ):
             try:
-                result = await run_attempt(attempt, consumer, timeout, self._job_pool)
-                # the slot is free while the outcome is recorded (the lease is still held,
-                # and renewed, until then)
-                occupying = False
-                self._occupied -= 1
-                if result is None:
-                    self._wake.set()
-                else:  # the outcome's write claims for the free slots (_write_outcomes)
+                try:
+                    result = await run_attempt(attempt, consumer, timeout, self._job_pool)
+                finally:
+                    # The slot frees once the consumer's code has stopped: before its
+                    # outcome is recorded (the lease is held, and renewed, until then), or
+                    # for a sync consumer past its time limit, whenever its thread returns.
+                    attempt.when_consumer_exits(lambda: self._free_slot(attempt))
+                if result is not None:  # the outcome's write claims for the free slots
                     error = result.error
                     outcome = await self._record(record, result)
             finally:
-                if occupying:
-                    self._occupied -= 1
                 # the outcome's write may have claimed this very job again (a failure due
                 # at once): that newer attempt owns the entry now, and must stay renewed
                 if self._running.get(record.id) is attempt:
@@ -271,6 +268,12 @@ class WorkerRunner:
                 self.metrics.job_finished(record, outcome, time.monotonic() - started)
                 span.finish(outcome, error or attempt.abandon_reason)
                 self._log_job(record, outcome, started, attempt, span)
+
+    def _free_slot(self, attempt: Attempt) -> None:
+        if attempt.holds_slot:
+            attempt.holds_slot = False
+            self._occupied -= 1
+            self._wake.set()
 
     async def _record(self, record: JobRecord, result: Result) -> str:
         outcome = Outcome(job=record, error=result.error, retryable=result.retryable)
