@@ -196,6 +196,7 @@ BASE = JobRequest(
     max_retries=2,
     run_at=T0,
     timeout=timedelta(seconds=30),
+    idempotency_key="k0",  # only a keyed job is fingerprinted
 )
 
 
@@ -211,6 +212,7 @@ def test_fingerprint_is_stable() -> None:
         max_retries=2,
         run_at=T0,
         timeout=timedelta(seconds=30),
+        idempotency_key="k0",
     )
     assert fp(BASE) == fp(BASE) == fp(again)
     assert fp(BASE) == fingerprint(BASE, max_retries=2)
@@ -241,6 +243,11 @@ def test_fingerprint_ignores_the_key_and_the_trace_context() -> None:
     assert fp(keyed) == fp(BASE)
 
 
+def test_a_job_without_a_key_has_no_fingerprint() -> None:
+    # nothing is ever compared with it: a replay needs a key
+    assert fp(attrs.evolve(BASE, idempotency_key=None)) == ""
+
+
 def test_fingerprint_uses_the_effective_max_retries() -> None:
     implicit = attrs.evolve(BASE, max_retries=None)
     explicit = attrs.evolve(BASE, max_retries=3)
@@ -266,10 +273,11 @@ JSON = st.recursive(
 
 @given(payload=st.dictionaries(st.text(), JSON, max_size=5))
 def test_any_json_object_is_accepted_and_fingerprinted_stably(payload: dict[str, Any]) -> None:
-    request = JobRequest(type="t", payload=payload)
+    request = JobRequest(type="t", payload=payload, idempotency_key="k")
     new = prepare(request, job_id=new_id(), limits=Limits(), default_max_retries=3)
     assert new.payload == payload
-    assert new.fingerprint == fp(JobRequest(type="t", payload=dict(payload)))
+    assert len(new.fingerprint) == 64
+    assert new.fingerprint == fp(JobRequest(type="t", payload=dict(payload), idempotency_key="k"))
 
 
 # -- materialize ------------------------------------------------------------------------

@@ -22,7 +22,8 @@ def _old_fingerprint(request: JobRequest, max_retries: int) -> str:
 
 
 def _prepared(request: JobRequest) -> Any:
-    return prepare(request, job_id=uuid.uuid4(), limits=Limits(), default_max_retries=3)
+    keyed = attrs.evolve(request, idempotency_key="k")  # only a keyed job is fingerprinted
+    return prepare(keyed, job_id=uuid.uuid4(), limits=Limits(), default_max_retries=3)
 
 
 EXAMPLES = [

@@ -128,8 +128,12 @@ def prepare(
             "timeout", f"must be above 0 and at most {limits.max_timeout.total_seconds():g} seconds"
         )
     check_idempotency_key(request.idempotency_key, limits)
-    # the fingerprint hashes the validated copy: its keys are strings, as JSON makes them
-    if payload_json is not None:
+    # Only a key's replay is compared with what it first asked for: a job without a key
+    # has no fingerprint (its hash was a sixth of a batch's CPU). The fingerprint hashes
+    # the validated copy: its keys are strings, as JSON makes them.
+    if request.idempotency_key is None:
+        print_ = ""
+    elif payload_json is not None:
         print_ = _fingerprint_of(request, payload_json, max_retries=max_retries)
     else:
         print_ = fingerprint(attrs.evolve(request, payload=payload), max_retries=max_retries)

@@ -208,9 +208,9 @@ NOTIFY = text(NOTIFY_SQL)
 _PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
 
 
-def _pyformat(statement: TextClause) -> str:
-    """`statement` with psycopg's placeholders: `:name` -> `%(name)s`."""
-    return _PARAMETER.sub(r"%(\1)s", statement.text.replace("%", "%%"))
+def _pyformat(statement: TextClause, kind: str = "s") -> str:
+    """`statement` with psycopg's placeholders: `:name` -> `%(name)s` (or `%(name)b`)."""
+    return _PARAMETER.sub(rf"%(\1){kind}", statement.text.replace("%", "%%"))
 
 
 # the same statements, for the driver's connection (the text() forms stay the reference)
@@ -226,14 +226,14 @@ _DRIVER_SQL = {
         FAIL,
         RENEW,
         EXPIRE,
-        INSERT,
-        INSERT_NOTIFY,
         INSERT_ONE,
         INSERT_ONE_NOTIFY,
         BOUND,
         NOTIFY,
     )
 }
+# Batches go in binary: psycopg's text array dumper runs a regex over every element
+_DRIVER_SQL |= {id(statement): _pyformat(statement, "b") for statement in (INSERT, INSERT_NOTIFY)}
 
 
 def _rows(
