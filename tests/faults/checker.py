@@ -11,8 +11,10 @@ Inputs (plain data, so that Hypothesis can generate them and a benchmark can reu
 - `responses`: the HTTP response log: `status`, `job_id` (2xx only), `key`
   (Idempotency-Key or None), `body`.
 - `faults`: the fault log: `kind`, `pid` (None for a fault of the whole database),
-  `mono`, `db_now` (the database clock when the fault was injected) and `overlap_ok`
-  (True for SIGSTOP, where a paused process cannot cancel its job).
+  `mono`, `db_now` (the database clock when the fault was injected), optionally
+  `mono_end` (when the injection had taken effect: a consumer that started in between,
+  on a claim made before the database went down, may be the fault's victim too) and
+  `overlap_ok` (True for SIGSTOP, where a paused process cannot cancel its job).
 
 `check` returns a Report: every invariant I1-I11 of RELIABILITY.md as counts of
 violations (0 is a pass), plus a few figures (re-executions, recovery seconds).
@@ -61,6 +63,8 @@ class Options:
 class Report:
     counts: dict[str, int]
     figures: dict[str, float]
+    # what a failure needs to be explained (the story of each unexplained re-run)
+    notes: tuple[str, ...] = ()
 
     def violations(self, *ignore: str) -> dict[str, int]:
         return {k: v for k, v in self.counts.items() if v and k not in ignore}
@@ -183,6 +187,9 @@ def check(  # noqa: PLR0915 (one invariant after another, in RELIABILITY.md's or
         )
     }
     counts["I5_unexplained_reruns"] = len(rerun - explained)
+    notes = tuple(
+        _rerun_story(job_id, runs_of[job_id], faults) for job_id in sorted(rerun - explained)[:5]
+    )
     figures["I5_reruns"] = len(rerun)
     figures["I5_in_flight_at_faults"] = len(in_flight)
 
@@ -281,17 +288,40 @@ def check(  # noqa: PLR0915 (one invariant after another, in RELIABILITY.md's or
         1 for a in options.activity if (a.get("xact_age") or 0) > 5.0
     )
     counts["I11_deadlocks"] = sum(1 for line in options.pg_log if "deadlock detected" in line)
-    return Report(counts=counts, figures=figures)
+    return Report(counts=counts, figures=figures, notes=notes)
+
+
+def _taken_effect(fault: Row) -> int:
+    end: int = fault.get("mono_end") or fault["mono"]
+    return end
 
 
 def _started_before(run: Execution, fault: Row) -> bool:
     if fault.get("pid") is not None and run.pid != fault["pid"]:
         return False
-    return run.start <= fault["mono"]
+    return run.start <= _taken_effect(fault)
 
 
 def _open_at(run: Execution, fault: Row) -> bool:
     """Was `run` in flight in the faulted process (or anywhere, for a database fault)?"""
     if fault.get("pid") is not None and run.pid != fault["pid"]:
         return False
-    return run.start <= fault["mono"] and (not run.closed or run.end > fault["mono"])
+    return run.start <= _taken_effect(fault) and (not run.closed or run.end > fault["mono"])
+
+
+def _rerun_story(job_id: str, runs: Sequence[Execution], faults: Sequence[Row]) -> str:
+    """A re-run no fault explains: each run and each fault, in seconds from the first
+    start of the job."""
+    origin = runs[0].start
+    events = [
+        f"run pid={r.pid} token={(r.token or '')[:8]} {(r.start - origin) / 1e9:+.3f}s.."
+        + ("open" if r.end == INFINITY else f"{(r.end - origin) / 1e9:+.3f}s")
+        + (" failed" if r.failed else "")
+        for r in runs
+    ]
+    events += [
+        f"fault {f['kind']} pid={f.get('pid')} {(f['mono'] - origin) / 1e9:+.3f}s"
+        + (f"..{(f['mono_end'] - origin) / 1e9:+.3f}s" if f.get("mono_end") else "")
+        for f in faults
+    ]
+    return f"job {job_id}: " + ", ".join(events)

@@ -61,8 +61,11 @@ class RowResult:
             self.failures.append(message)
 
     def expect_clean(self, report: Report, *ignore: str) -> None:
-        for name, count in report.violations(*ignore).items():
+        violations = report.violations(*ignore)
+        for name, count in violations.items():
             self.failures.append(f"{name}={count}")
+        if violations:
+            self.failures.extend(report.notes)
         self.figures.update(dict(report.figures.items()))
 
     def line(self) -> str:
@@ -167,6 +170,19 @@ class Lab:
         self.faults.append(
             {"kind": kind, "pid": pid, "mono": time.monotonic_ns(), "db_now": db_now, **extra}
         )
+
+    @contextmanager
+    def injecting(
+        self, kind: str, pid: int | None, *, database: str | None = None, **extra: Any
+    ) -> Iterator[None]:
+        """Record a fault around its injection (pg_ctl takes a moment to bring the server
+        down): a consumer that starts before it has taken effect may be its victim."""
+        self.fault(kind, pid, database=database, **extra)
+        record = self.faults[-1]
+        try:
+            yield
+        finally:
+            record["mono_end"] = time.monotonic_ns()
 
     def db_now(self, database: str) -> datetime:
         rows = self.need_cluster().execute("SELECT statement_timestamp()", database=database)

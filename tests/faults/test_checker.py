@@ -270,3 +270,28 @@ def test_a_kill_between_the_consumers_end_and_the_commit_explains_a_rerun(
     assert counts["I5_unexplained_reruns"] == 0
     assert counts["I6_double_recorded"] == 0  # the first end was never recorded: re-claimed
     assert check(jobs, ledger, responses, []).counts["I5_unexplained_reruns"] == 1
+
+
+@given(histories, st.data())
+def test_a_start_while_a_database_fault_takes_effect_explains_its_rerun(
+    h: Any, data: st.DataObject
+) -> None:
+    jobs, ledger, responses = h
+    start = data.draw(st.sampled_from([e for e in ledger if e["event"] == "start"]))
+    # pg_ctl was called just before this consumer started (its claim came first), and
+    # the server went down just after: the attempt could not be recorded, and re-ran
+    fault = {
+        "kind": "pg_crash",
+        "pid": None,
+        "mono": start["mono"] - 1,
+        "mono_end": start["mono"] + 1,
+        "db_now": T0,
+    }
+    rerun = {**start, "event": "start", "pid": 99, "token": "t2", "mono": start["mono"] + 5}
+    ledger += [rerun, {**rerun, "event": "end", "mono": rerun["mono"] + 1}]
+    assert check(jobs, ledger, responses, [fault]).counts["I5_unexplained_reruns"] == 0
+    # had the server gone down before the consumer started, nothing would explain it
+    instant = {**fault, "mono_end": None}
+    report = check(jobs, ledger, responses, [instant])
+    assert report.counts["I5_unexplained_reruns"] == 1
+    assert any(start["job_id"] in note and "pg_crash" in note for note in report.notes)

@@ -55,13 +55,16 @@ def r5(lab: Lab) -> RowResult:  # noqa: PLR0915
     recoveries: list[float] = []
     try:
         time.sleep(3)
-        lab.fault("pg_restart", None, database=database)
-        cluster.restart("fast")
+        # pg_ctl restart -m fast, as a stop and a start: the fault has taken effect once
+        # the server is down, not once it is up again
+        with lab.injecting("pg_restart", None, database=database):
+            cluster.stop("fast")
+        cluster.start()
         recoveries.append(time.monotonic())
         if lab.scale == "full":
             time.sleep(15)
-            lab.fault("pg_crash", None, database=database)
-            cluster.stop("immediate")
+            with lab.injecting("pg_crash", None, database=database):
+                cluster.stop("immediate")
             time.sleep(5)
             cluster.start()
             recoveries.append(time.monotonic())

@@ -98,8 +98,9 @@ def _inject(
         time.sleep(40)
         kill(victim, signal.SIGCONT)
     elif action == "restart":
-        lab.fault("pg_restart", None, database=database)
-        cluster.restart("fast")
+        with lab.injecting("pg_restart", None, database=database):
+            cluster.stop("fast")
+        cluster.start()
     elif action == "listen":
         lab.fault("listen_kill", None, database=database)
         cluster.execute(
