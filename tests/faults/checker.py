@@ -284,8 +284,12 @@ def check(  # noqa: PLR0915 (one invariant after another, in RELIABILITY.md's or
         for a in options.activity
         if a.get("state") == "idle in transaction" and (a.get("state_age") or 0) > 1.0
     )
-    counts["I11_transaction_over_5s"] = sum(
-        1 for a in options.activity if (a.get("xact_age") or 0) > 5.0
+    long_transactions = [a for a in options.activity if (a.get("xact_age") or 0) > 5.0]
+    counts["I11_transaction_over_5s"] = len(long_transactions)
+    notes += tuple(
+        f"transaction of {a['xact_age']:.1f}s: {a.get('application_name')} "
+        f"state={a.get('state')} query={str(a.get('query'))[:160]!r}"
+        for a in long_transactions[:5]
     )
     counts["I11_deadlocks"] = sum(1 for line in options.pg_log if "deadlock detected" in line)
     return Report(counts=counts, figures=figures, notes=notes)

@@ -10,7 +10,9 @@ inside (SQLite's "database is locked", PostgreSQL's deadlocks), so callers never
 from __future__ import annotations
 
 import random
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -35,6 +37,14 @@ PING_AFTER_IDLE_S = 1.0
 DEFAULT_POOL_SIZE = 10  # VESPER_DB_POOL_SIZE
 DEFAULT_MAX_OVERFLOW = 5  # VESPER_DB_MAX_OVERFLOW
 POOL_TIMEOUT_S = 10  # longest wait for a pooled connection, then StoreUnavailable
+
+# The moment (time.monotonic()) past which a store call must not wait for a connection;
+# None: POOL_TIMEOUT_S from when it asks. The HTTP API sets it when a request starts to
+# wait for the store, so that its wait in all (for a slot, then for a connection that
+# in-process workers may hold) stays within the pool timeout.
+CONNECTION_DEADLINE: ContextVar[float | None] = ContextVar(
+    "vesper_connection_deadline", default=None
+)
 
 _WRITE = "vesper_write"  # execution option: this SQLite connection begins IMMEDIATE
 _SQLITE_BUSY = 5
@@ -144,6 +154,7 @@ def _postgres_engine(url: URL, *, pool_size: int, max_overflow: int) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
+        # the wait happens at Database's gate (with the caller's deadline), not here
         pool_timeout=POOL_TIMEOUT_S,
         # autocommit: see Database; explicit transactions run at READ COMMITTED, which
         # the claim (SKIP LOCKED) and submit (ON CONFLICT) rely on
@@ -151,7 +162,11 @@ def _postgres_engine(url: URL, *, pool_size: int, max_overflow: int) -> Engine:
         connect_args=connect_args,
     )
     _ping_when_idle(engine)
+    _CAPACITY[engine] = pool_size + max_overflow
     return engine
+
+
+_CAPACITY: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 
 
 def _ping_when_idle(engine: Engine) -> None:
@@ -221,6 +236,10 @@ class Database:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._backend = "PostgreSQL" if self.postgres else "SQLite"
+        # One permit per connection the pool can hand out: a caller that holds one finds
+        # a connection at once, and waits for a permit no longer than its deadline.
+        self._capacity = _CAPACITY.get(engine, 0)
+        self._permits = threading.BoundedSemaphore(self._capacity) if self._capacity else None
 
     def read(self, work: Callable[[Connection], T]) -> T:
         """Run `work`, which changes nothing."""
@@ -263,6 +282,21 @@ class Database:
         self.engine.dispose()
 
     def _postgres(self, work: Callable[[Connection], T], *, begin: str | None) -> T:
+        if self._permits is None:
+            return self._postgres_run(work, begin=begin)
+        deadline = CONNECTION_DEADLINE.get()
+        wait = POOL_TIMEOUT_S if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._permits.acquire(timeout=wait):
+            raise StoreUnavailable(
+                f"the PostgreSQL store is unavailable: all {self._capacity} connections "
+                f"stayed busy for {wait:.3g}s"
+            )
+        try:
+            return self._postgres_run(work, begin=begin)
+        finally:
+            self._permits.release()
+
+    def _postgres_run(self, work: Callable[[Connection], T], *, begin: str | None) -> T:
         for attempt in range(PG_RETRIES + 1):
             try:
                 with self.engine.connect() as conn:

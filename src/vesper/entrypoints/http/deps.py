@@ -15,6 +15,7 @@ then 503 with Retry-After), never for a thread in a queue no timeout covers.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -23,7 +24,7 @@ import anyio.to_thread
 import attrs
 from litestar.di import Provide
 
-from vesper.adapters.sql.engines import POOL_TIMEOUT_S
+from vesper.adapters.sql.engines import CONNECTION_DEADLINE, POOL_TIMEOUT_S
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.container import Container
 
@@ -79,6 +80,7 @@ class StoreCalls:
 
     async def run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """`function(*args, **kwargs)` in a worker thread, once a slot is free."""
+        deadline = time.monotonic() + self.wait
         try:
             with anyio.fail_after(self.wait):
                 await self._gate.acquire()
@@ -87,8 +89,17 @@ class StoreCalls:
                 f"the store is unavailable: all {self.slots} connections stayed busy "
                 f"for {self.wait:g}s"
             ) from None
+
+        def call() -> R:
+            # in `vesper serve` the workers share the pool: the wait for a connection
+            # gets what is left of this request's wait, not a pool timeout of its own
+            token = CONNECTION_DEADLINE.set(deadline)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                CONNECTION_DEADLINE.reset(token)
+
         try:
-            call = functools.partial(function, *args, **kwargs)
             return await anyio.to_thread.run_sync(
                 call, abandon_on_cancel=True, limiter=self._threads
             )
