@@ -369,7 +369,7 @@ def r14(lab: Lab) -> RowResult:
     wait_for(lambda: sum(1 for e in lab.ledger() if e["event"] == "start") >= jobs, timeout=30)
     requests = scaled(lab, 100, 300)
     load_until = time.monotonic() + job_seconds
-    peak = 0
+    peak = held_peak = 0
     peak_sessions: list[str] = []
     while time.monotonic() < load_until:
         threads = [
@@ -392,9 +392,16 @@ def r14(lab: Lab) -> RowResult:
             t.start()
         while any(t.is_alive() for t in threads):
             ports = _pg_connections(serve.popen.pid, cluster.port)
-            if len(ports) > peak:
-                peak = len(ports)
-                peak_sessions = _sessions(cluster, database, ports)
+            peak = max(peak, len(ports))
+            if len(ports) > held_peak:
+                # Held: still open a moment later. CI once counted 10 sockets of which
+                # 5 had no server session by the time it looked (connections opening or
+                # closing); the bound is on connections the process keeps.
+                time.sleep(0.05)
+                held = sorted(set(ports) & set(_pg_connections(serve.popen.pid, cluster.port)))
+                if len(held) > held_peak:
+                    held_peak = len(held)
+                    peak_sessions = _sessions(cluster, database, held)
             time.sleep(0.1)
     wait_for(
         lambda: sum(1 for e in lab.ledger() if e["event"] in ("end", "abort")) >= jobs,
@@ -424,10 +431,11 @@ def r14(lab: Lab) -> RowResult:
     result.expect(slowest <= limit, f"a request waited {slowest:.1f}s (pool timeout 10 s + 1)")
     # the API's pool, the heartbeats' own pool and the LISTEN connection, no more
     most = API_POOL + BEAT_POOL_SIZE + BEAT_MAX_OVERFLOW + 1
-    result.figures["serve_pg_connections_peak"] = peak
+    result.figures["serve_pg_connections_peak"] = peak  # an instant's count, churn included
+    result.figures["serve_pg_connections_held_peak"] = held_peak
     result.expect(
-        0 < peak <= most,
-        f"vesper serve held {peak} PG connections (> {most}): {', '.join(peak_sessions)}",
+        0 < held_peak <= most,
+        f"vesper serve held {held_peak} PG connections (> {most}): {', '.join(peak_sessions)}",
     )
     result.expect(serve.popen.poll() is None and worker.popen.poll() is None, "a process died")
     return result
