@@ -403,6 +403,8 @@ def run_bench(
         document["targets"] = targets(document["summary"])
     print_report(document, console)
     if json_path is not None:
+        # benchmarks/results/ is not in a fresh clone: a full run must not end in a traceback
+        json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(document, indent=2) + "\n")
         console.print(f"JSON written to {json_path}")
     return document
