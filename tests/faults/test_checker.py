@@ -257,6 +257,12 @@ def test_starts_after_dlq_are_i8_violations() -> None:
     assert check(jobs, ledger, [], []).counts["I8_starts_after_dlq"] == 1
 
 
+def _run_elsewhere(entry: dict[str, Any], *, at: int) -> list[dict[str, Any]]:
+    """Ledger lines of one more execution of `entry`'s job, by another process, at `at`."""
+    rerun = {**entry, "event": "start", "pid": 99, "token": "t2", "mono": at}
+    return [rerun, {**rerun, "event": "end", "mono": at + 1}]
+
+
 @given(histories, st.data())
 def test_a_kill_between_the_consumers_end_and_the_commit_explains_a_rerun(
     h: Any, data: st.DataObject
@@ -264,8 +270,7 @@ def test_a_kill_between_the_consumers_end_and_the_commit_explains_a_rerun(
     jobs, ledger, responses = h
     end = data.draw(st.sampled_from([e for e in ledger if e["event"] == "end"]))
     fault = {"kind": "kill", "pid": end["pid"], "mono": end["mono"] + 1, "db_now": T0}
-    rerun = {**end, "event": "start", "pid": 99, "token": "t2", "mono": end["mono"] + 10}
-    ledger += [rerun, {**rerun, "event": "end", "mono": rerun["mono"] + 1}]
+    ledger += _run_elsewhere(end, at=end["mono"] + 10)
     counts = check(jobs, ledger, responses, [fault]).counts
     assert counts["I5_unexplained_reruns"] == 0
     assert counts["I6_double_recorded"] == 0  # the first end was never recorded: re-claimed
@@ -287,8 +292,7 @@ def test_a_start_while_a_database_fault_takes_effect_explains_its_rerun(
         "mono_end": start["mono"] + 1,
         "db_now": T0,
     }
-    rerun = {**start, "event": "start", "pid": 99, "token": "t2", "mono": start["mono"] + 5}
-    ledger += [rerun, {**rerun, "event": "end", "mono": rerun["mono"] + 1}]
+    ledger += _run_elsewhere(start, at=start["mono"] + 5)
     assert check(jobs, ledger, responses, [fault]).counts["I5_unexplained_reruns"] == 0
     # had the server gone down before the consumer started, nothing would explain it
     instant = {**fault, "mono_end": None}

@@ -43,19 +43,19 @@ class Attempt:
         cancelled async consumer may still be unwinding, a sync one may still hold its
         thread (Python cannot stop a thread)."""
         loop = asyncio.get_running_loop()
-        if self.thread is not None and not self.thread.done():
+        if self.thread is not None:  # sync: the thread's future, done on that thread
+            if not self.thread.done():
 
-            def on_loop(_: object) -> None:
-                with contextlib.suppress(RuntimeError):  # the loop closed: nothing to free
-                    loop.call_soon_threadsafe(callback)
+                def on_loop(_: object) -> None:
+                    with contextlib.suppress(RuntimeError):  # the loop closed: nothing to free
+                        loop.call_soon_threadsafe(callback)
 
-            self.thread.add_done_callback(on_loop)
-        elif (
-            self.thread is None and self.consumer_task is not None and not self.consumer_task.done()
-        ):
+                self.thread.add_done_callback(on_loop)
+                return
+        elif self.consumer_task is not None and not self.consumer_task.done():  # async
             self.consumer_task.add_done_callback(lambda _: callback())
-        else:
-            callback()
+            return
+        callback()
 
     def abandon(self, reason: str) -> None:
         """Stop the attempt without recording it (lease lost, or shutdown past grace)."""
