@@ -3,6 +3,7 @@ gets its own outcome, only after the commit that holds its job."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,10 +15,11 @@ import pytest
 from tests.unit.builders import new_job
 from vesper.adapters.clock import SystemClock
 from vesper.adapters.memory import InMemoryJobRepository
-from vesper.application.group_commit import GroupCommit
+from vesper.application.group_commit import AsyncGroupCommit, GroupCommit, Outcome
 from vesper.application.ports import Submitted
 from vesper.application.submit import SubmitJob
-from vesper.domain.errors import IdempotencyConflict, StoreUnavailable
+from vesper.domain.errors import IdempotencyConflict, InvalidRequest, StoreUnavailable
+from vesper.domain.query import JobQuery
 from vesper.domain.submission import JobRequest, NewJob
 
 THREADS = 24
@@ -154,3 +156,133 @@ def test_submit_job_goes_through_the_group() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         GroupCommit(max_batch=0)
+
+
+# AsyncGroupCommit: the same rules for the coroutines of one event loop
+
+
+async def _in_thread(call: Callable[[], list[Outcome]]) -> list[Outcome]:
+    return await asyncio.to_thread(call)
+
+
+async def _gather(
+    group: AsyncGroupCommit, repo: CountingRepository, jobs: list[NewJob]
+) -> list[Any]:
+    return await asyncio.gather(*(group.submit(repo, job) for job in jobs), return_exceptions=True)
+
+
+def test_async_submits_share_store_calls_and_each_gets_its_own_job() -> None:
+    repo, group = CountingRepository(), AsyncGroupCommit(_in_thread)
+    jobs = [new_job(payload={"n": n}) for n in range(100)]
+    results = asyncio.run(_gather(group, repo, jobs))
+    assert [r.job.id for r in results] == [job.id for job in jobs]
+    assert all(r.created for r in results)
+    assert sum(repo.calls) == 100  # every job submitted exactly once
+    assert len(repo.calls) <= 2  # the submissions of one loop iteration share a commit
+    for job in jobs:
+        assert repo.get(job.id).payload == job.payload
+
+
+def test_async_batches_hold_at_most_max_batch_jobs_and_the_lead_ends() -> None:
+    repo, group = CountingRepository(pause=0.005), AsyncGroupCommit(_in_thread, max_batch=7)
+
+    async def scenario() -> tuple[list[Any], Submitted]:
+        results = await _gather(group, repo, [new_job(payload={"n": n}) for n in range(50)])
+        assert group._leader is None  # nobody waits: no leader task lingers
+        return results, await group.submit(repo, new_job())
+
+    results, later = asyncio.run(scenario())
+    assert all(isinstance(r, Submitted) for r in results)
+    assert later.created
+    assert sum(repo.calls) == 51
+    assert max(repo.calls) <= 7
+
+
+def test_async_refused_job_fails_alone_and_the_others_are_committed() -> None:
+    repo = CountingRepository(refuse=lambda job: job.payload.get("bad") is True)
+    group = AsyncGroupCommit(_in_thread)
+    jobs = [new_job(payload={"n": n, "bad": n == 5}) for n in range(20)]
+    results = asyncio.run(_gather(group, repo, jobs))
+    assert [i for i, r in enumerate(results) if isinstance(r, Exception)] == [5]
+    assert isinstance(results[5], ValueError)
+    for r in results[:5] + results[6:]:
+        assert repo.get(r.job.id).payload == r.job.payload
+
+
+def test_async_unavailable_store_or_gate_fails_the_whole_batch() -> None:
+    repo, group = CountingRepository(), AsyncGroupCommit(_in_thread)
+    repo.down = True
+    results = asyncio.run(_gather(group, repo, [new_job(payload={"n": n}) for n in range(8)]))
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+
+    async def gate_full(call: Callable[[], list[Outcome]]) -> list[Outcome]:
+        raise StoreUnavailable("all connections stayed busy")
+
+    repo.down, calls_before = False, len(repo.calls)
+    closed = AsyncGroupCommit(gate_full)
+    results = asyncio.run(_gather(closed, repo, [new_job() for _ in range(4)]))
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    assert len(repo.calls) == calls_before  # nothing reached the store
+
+
+def test_async_duplicates_of_a_key_get_the_one_original_job() -> None:
+    repo, group = CountingRepository(), AsyncGroupCommit(_in_thread)
+    request = JobRequest(type="email", payload={"to": "a"}, idempotency_key="k-1")
+    results = asyncio.run(_gather(group, repo, [new_job(request) for _ in range(8)]))
+    assert len({r.job.id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+
+
+def test_a_cancelled_waiter_leaves_the_others_answered() -> None:
+    repo, group = CountingRepository(pause=0.05), AsyncGroupCommit(_in_thread)
+
+    async def scenario() -> tuple[list[Any], bool]:
+        first = asyncio.ensure_future(group.submit(repo, new_job(payload={"n": -1})))
+        await asyncio.sleep(0.01)  # the first commit is in flight; these queue behind it
+        waiters = [
+            asyncio.ensure_future(group.submit(repo, new_job(payload={"n": n}))) for n in range(6)
+        ]
+        await asyncio.sleep(0)
+        waiters[2].cancel()  # a request past its write timeout
+        results = await asyncio.gather(first, *waiters, return_exceptions=True)
+        return results, group._leader is None
+
+    results, lead_ended = asyncio.run(scenario())
+    assert isinstance(results[3], asyncio.CancelledError)
+    answered = [r for i, r in enumerate(results) if i != 3]
+    assert all(isinstance(r, Submitted) and r.created for r in answered)
+    assert lead_ended
+    # the cancelled request's job had not reached a commit: it was dropped, not stored
+    assert sum(repo.calls) == 6
+    assert sorted(job.payload["n"] for job in repo.find(JobQuery(limit=100)).jobs) == [
+        -1,
+        0,
+        1,
+        3,
+        4,
+        5,
+    ]
+
+
+def test_submit_job_in_group_validates_then_joins_the_commit() -> None:
+    repo = CountingRepository()
+    use_case, group = SubmitJob(repo), AsyncGroupCommit(_in_thread)
+
+    async def scenario() -> list[Any]:
+        requests = [JobRequest(type="email", payload={"n": n}) for n in range(30)]
+        requests.append(JobRequest(type="email", priority=11))
+        return await asyncio.gather(
+            *(use_case.in_group(r, group) for r in requests), return_exceptions=True
+        )
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, Submitted) and r.created for r in results[:30])
+    assert isinstance(results[30], InvalidRequest)
+    assert results[30].field == "priority"
+    assert sum(repo.calls) == 30
+    assert len(repo.calls) < 30
+
+
+def test_async_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        AsyncGroupCommit(_in_thread, max_batch=0)

@@ -12,16 +12,39 @@ One caller's job cannot fail the others: a batch that raises anything but
 StoreUnavailable (an IdempotencyConflict, a row the database refuses) is committed
 again one job at a time, so that each caller gets its own outcome. A batch is atomic,
 so nothing of the failed attempt was kept.
+
+Two front ends share that rule (`commit_together`): `GroupCommit` for threads (the
+Python API, large HTTP bodies), and `AsyncGroupCommit` for the coroutines of an event
+loop (HTTP submissions), where a waiting request holds no thread and no store slot:
+only each batch's store call runs in a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from vesper.application.ports import JobRepository, Submitted
 from vesper.domain.errors import StoreUnavailable
 from vesper.domain.submission import NewJob
+
+Outcome = Submitted | BaseException
+
+
+def commit_together(jobs: JobRepository, batch: list[NewJob]) -> list[Outcome]:
+    """`jobs.submit(batch)`, and each job's own outcome: a batch that fails for any
+    reason but StoreUnavailable is committed again one job at a time."""
+    try:
+        return list(jobs.submit(batch))
+    except StoreUnavailable as exc:
+        return [exc] * len(batch)
+    except Exception as exc:
+        if len(batch) == 1:
+            return [exc]
+        return [outcome for job in batch for outcome in commit_together(jobs, [job])]
 
 
 class _Waiting:
@@ -95,20 +118,80 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Waiting]) -> None:
         try:
-            results = batch[0].jobs.submit([waiting.job for waiting in batch])
-        except StoreUnavailable as exc:
-            for waiting in batch:
-                waiting.error = exc
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].error = exc
+            outcomes = commit_together(batch[0].jobs, [waiting.job for waiting in batch])
+        except BaseException as exc:  # nobody may be left waiting
+            outcomes = [exc] * len(batch)
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                waiting.error = outcome
             else:
-                for waiting in batch:
-                    self._commit([waiting])
-        else:
-            for waiting, result in zip(batch, results, strict=True):
-                waiting.result = result
+                waiting.result = outcome
+            waiting.ready.set()
+
+
+# Runs a blocking call (in a thread) and returns its result: the HTTP store gate.
+RunBlocking = Callable[[Callable[[], list[Outcome]]], Awaitable[list[Outcome]]]
+
+
+class AsyncGroupCommit:
+    """Submits single jobs from the coroutines of one event loop in shared batches.
+
+    The first submission to find no commit in flight starts a leader task; it commits
+    every job waiting (up to `max_batch`, one store per batch) through `run`, answers
+    each waiting coroutine, and ends when nobody waits. A waiting coroutine that is
+    cancelled (a request past its write timeout) stops waiting: its job is dropped if
+    its commit has not started, and may still be committed if it has (as a store call
+    abandoned in a thread may).
+    """
+
+    def __init__(self, run: RunBlocking, max_batch: int = 1000) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self._run = run
+        self._max_batch = max_batch
+        self._queue: deque[tuple[JobRepository, NewJob, asyncio.Future[Submitted]]] = deque()
+        self._leader: asyncio.Task[None] | None = None
+
+    async def submit(self, jobs: JobRepository, job: NewJob) -> Submitted:
+        """`jobs.submit([job])[0]`, possibly committed together with other jobs."""
+        future: asyncio.Future[Submitted] = asyncio.get_running_loop().create_future()
+        self._queue.append((jobs, job, future))
+        if self._leader is None:
+            self._leader = asyncio.create_task(self._lead())
+        return await future
+
+    async def _lead(self) -> None:
+        try:
+            while self._queue:
+                first = self._queue.popleft()
+                if first[2].done():  # its request stopped waiting: never commit it
+                    continue
+                batch = [first]
+                while (
+                    self._queue and len(batch) < self._max_batch and self._queue[0][0] is first[0]
+                ):
+                    waiting = self._queue.popleft()
+                    if not waiting[2].done():
+                        batch.append(waiting)
+                try:
+                    outcomes = await self._run(
+                        functools.partial(commit_together, first[0], [job for _, job, _ in batch])
+                    )
+                except asyncio.CancelledError:
+                    for _, _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:  # the gate's StoreUnavailable, a thread's failure
+                    outcomes = [exc] * len(batch)
+                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():  # its request stopped waiting
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
         finally:
-            for waiting in batch:
-                if waiting.result is not None or waiting.error is not None:
-                    waiting.ready.set()
+            for _, _, future in self._queue:  # only when the leader itself was cancelled
+                future.cancel()
+            self._queue.clear()
+            self._leader = None

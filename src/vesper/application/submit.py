@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from vesper.application.group_commit import GroupCommit
+from vesper.application.group_commit import AsyncGroupCommit, GroupCommit
 from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.ports import JobRepository, JobSignal, Submitted
 from vesper.application.settings import QueueSettings
@@ -87,18 +87,30 @@ class SubmitJob:
     group: GroupCommit | None = None
 
     def __call__(self, request: JobRequest) -> Submitted:
-        new_job = prepare(
-            request,
-            job_id=self.new_id(),
-            limits=self.settings.limits,
-            default_max_retries=self.settings.default_max_retries,
-        )
+        new_job = self._prepare(request)
         if self.group is not None:
             submitted = [self.group.submit(self.jobs, new_job)]
         else:
             submitted = self.jobs.submit([new_job])
         _announce(submitted, self.signal, self.metrics)
         return submitted[0]
+
+    async def in_group(self, request: JobRequest, group: AsyncGroupCommit) -> Submitted:
+        """The same for a coroutine: the job joins `group`'s next commit, and waiting
+        for that commit holds no thread. Validation runs on the caller's loop, so keep
+        large requests to `__call__` in a thread."""
+        new_job = self._prepare(request)
+        submitted = await group.submit(self.jobs, new_job)
+        _announce([submitted], self.signal, self.metrics)
+        return submitted
+
+    def _prepare(self, request: JobRequest) -> NewJob:
+        return prepare(
+            request,
+            job_id=self.new_id(),
+            limits=self.settings.limits,
+            default_max_retries=self.settings.default_max_retries,
+        )
 
 
 def _announce(

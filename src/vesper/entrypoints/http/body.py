@@ -37,7 +37,8 @@ T = TypeVar("T", bound=msgspec.Struct)
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<name>.*)`$")
 _MAX_FIELD_CHARS = 120
-_INLINE_CHECK_BYTES = 16 * 1024
+# bodies up to this size are checked (and their jobs prepared) on the event loop
+INLINE_BYTES = 16 * 1024
 MAX_DEPTH = 128  # arrays and objects, the body's root included (serde_json's default)
 _OPENING, _CLOSING = b"[{", b"]}"
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in _OPENING + _CLOSING)
@@ -209,7 +210,7 @@ async def check_request_body(request: Request[Any, Any, Any]) -> None:
     megabyte of small objects), so a large body is checked in a worker thread.
     """
     raw = await request.body()
-    if len(raw) <= _INLINE_CHECK_BYTES:
+    if len(raw) <= INLINE_BYTES:
         check_body(raw)
     else:
         await blocking(check_body, raw)

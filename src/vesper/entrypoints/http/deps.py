@@ -25,6 +25,7 @@ import attrs
 from litestar.di import Provide
 
 from vesper.adapters.sql.engines import CONNECTION_DEADLINE, POOL_TIMEOUT_S
+from vesper.application.group_commit import AsyncGroupCommit
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.container import Container
 
@@ -152,9 +153,13 @@ class ReadinessProbe:
         self.container.get_stats()()
 
 
-def use_case_dependencies(container: Container, *, store_slots: int) -> dict[str, Provide]:
-    """`{"submit_job": Provide(...), ...}`: a fresh use case per request, the probe and
-    the `store_calls` gate (`store_slots` at once) that handlers run them through.
+def use_case_dependencies(
+    container: Container, *, store_slots: int, max_batch: int
+) -> dict[str, Provide]:
+    """`{"submit_job": Provide(...), ...}`: a fresh use case per request, the probe,
+    the `store_calls` gate (`store_slots` at once) that handlers run them through, and
+    the `submit_group` that commits concurrent submissions together (at most
+    `max_batch` a commit), each batch through the gate.
 
     The providers are called on every request, so `container.x.override(...)` in a test
     takes effect without rebuilding the app.
@@ -164,4 +169,6 @@ def use_case_dependencies(container: Container, *, store_slots: int) -> dict[str
     probe = ReadinessProbe(container)
     dependencies["readiness_probe"] = Provide(lambda: probe, sync_to_thread=False)
     dependencies["store_calls"] = Provide(lambda: calls, sync_to_thread=False)
+    group = AsyncGroupCommit(calls.run, max_batch=max_batch)
+    dependencies["submit_group"] = Provide(lambda: group, sync_to_thread=False)
     return dependencies
