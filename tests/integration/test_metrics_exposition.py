@@ -16,7 +16,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.builders import make_job
-from vesper.adapters.otel import SECONDS_BUCKETS, OtelMetrics
+from vesper.adapters.otel import HTTP_BUCKETS, SECONDS_BUCKETS, OtelMetrics
 
 OUTCOMES = ["done", "failed", "dlq", "lease_lost", "abandoned"]
 # bucket edges (inclusive upper bounds), their neighbours, negatives, zero and huge values
@@ -80,6 +80,15 @@ class Reference:
             description="Time an attempt's consumer ran",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
+        self.http_requests = counter(
+            "vesper_http_requests", description="HTTP requests by method, route and status"
+        )
+        self.http_duration = histogram(
+            "vesper_http_request_duration",
+            unit="s",
+            description="HTTP request latency by method, route and status",
+            explicit_bucket_boundaries_advisory=HTTP_BUCKETS,
+        )
 
     def feed(self, job_type: str, priority: int, wait: float, run: float, outcome: str) -> None:
         labels = {"type": job_type, "priority": str(priority)}
@@ -100,6 +109,20 @@ JOB_SERIES = (
     "vesper_jobs_",
     "vesper_job_queue_wait",
     "vesper_job_run_time",
+    "vesper_http_request",
+)
+HTTP_SECONDS = st.one_of(
+    st.sampled_from([*HTTP_BUCKETS, 0.0, -1.0, 1e9]),
+    st.floats(min_value=-1, max_value=60, allow_nan=False),
+)
+REQUESTS = st.lists(
+    st.tuples(
+        st.sampled_from(["GET", "POST"]),
+        st.sampled_from(["/jobs", "/jobs/{job_id}", "unmatched"]),
+        st.sampled_from([200, 201, 404, 503]),
+        HTTP_SECONDS,
+    ),
+    max_size=30,
 )
 
 
@@ -115,10 +138,17 @@ def samples(text: str) -> set[tuple[Any, ...]]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(EVENTS)
-def test_per_job_series_are_exposed_exactly_as_the_sdk_would(events: list[Any]) -> None:
+@given(EVENTS, REQUESTS)
+def test_per_job_and_http_series_are_exposed_exactly_as_the_sdk_would(
+    events: list[Any], requests: list[Any]
+) -> None:
     metrics = OtelMetrics()
     reference = Reference()
+    for method, route, status, seconds in requests:
+        metrics.http_request(method, route, status, seconds)
+        labels = {"method": method, "route": route, "status": str(status)}
+        reference.http_requests.add(1, labels)
+        reference.http_duration.record(max(seconds, 0.0), labels)
     for job_type, priority, wait, run, outcome, cancelled in events:
         job = make_job(type=job_type, priority=priority)
         metrics.jobs_enqueued([job])

@@ -211,3 +211,21 @@ def test_otlp_without_its_package_names_what_to_install() -> None:
 @pytest.mark.parametrize("value", [None, "", "garbage", "00-" + "0" * 32 + "-" + "0" * 16 + "-01"])
 def test_an_unusable_traceparent_names_no_parent(value: str | None) -> None:
     assert context_from_traceparent(value) is None
+
+
+def test_with_tracing_off_the_callers_traceparent_still_reaches_the_job() -> None:
+    """The API records no span of its own, but a worker that traces continues the
+    caller's trace; a request without a traceparent stores none."""
+    application = App({"VESPER_STORAGE": "memory"})  # OTEL_TRACES_EXPORTER unset: no-op
+    header = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
+    try:
+        with TestClient(create_app(application.container, settings=application.settings)) as c:
+            traced = c.post("/jobs", json={"type": "ok"}, headers={"traceparent": header})
+            plain = c.post("/jobs", json={"type": "ok"})
+        jobs = application.container.job_repository()
+        stored = jobs.get(JobId(UUID(traced.json()["job_id"]))).trace_context
+        assert stored is not None
+        assert stored.split("-")[1] == CLIENT_TRACE
+        assert jobs.get(JobId(UUID(plain.json()["job_id"]))).trace_context is None
+    finally:
+        application.close()

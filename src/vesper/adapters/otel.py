@@ -7,10 +7,10 @@ busy slots, database pools and LISTEN connection are observed from the objects t
 own them. Every name follows Prometheus conventions once exported: the `vesper_`
 prefix, base units (`_seconds`), `_total` on counters (the exporter adds the suffixes).
 
-The per-job series are counted in plain Python and read at collection time: an SDK
-instrument call costs about 5 us (attribute set, lock, aggregation), four or five of
-them per job were a sixth of a busy worker's CPU, and a tally costs a tenth of that.
-The counters are exported as observable counters of the same meter; the two per-job
+The per-job and per-request series are counted in plain Python and read at collection
+time: an SDK instrument call costs about 5 us (attribute set, lock, aggregation), four
+or five of them per job were a sixth of a busy worker's CPU, and a tally costs a tenth
+of that. The counters are exported as observable counters of the same meter; the
 histograms by a collector of their own on the same registry, in the exporter's exact
 format (names, units, the otel_scope labels, cumulative buckets).
 """
@@ -200,15 +200,17 @@ class OtelMetrics:
         )
         self.registry.register(self._wait)
         self.registry.register(self._run)
-        self._http_requests = meter.create_counter(
-            "vesper_http_requests", description="HTTP requests by method, route and status"
+        http = ("method", "route", "status")
+        self._http_requests = self._tally(
+            meter, "vesper_http_requests", "HTTP requests by method, route and status", http
         )
-        self._http_duration = meter.create_histogram(
-            "vesper_http_request_duration",
-            unit="s",
-            description="HTTP request latency by method, route and status",
-            explicit_bucket_boundaries_advisory=HTTP_BUCKETS,
+        self._http_duration = _Histogram(
+            "vesper_http_request_duration_seconds",
+            "HTTP request latency by method, route and status",
+            http,
+            HTTP_BUCKETS,
         )
+        self.registry.register(self._http_duration)
         self._meter = meter
         # counters of rare events start at 0 (a series without labels), so that dashboards
         # and alerts see them before the first event
@@ -382,9 +384,9 @@ class OtelMetrics:
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One HTTP request answered; `route` is the path template (`/jobs/{job_id}`)."""
-        labels = {"method": method, "route": route, "status": str(status)}
-        self._http_requests.add(1, labels)
-        self._http_duration.record(max(seconds, 0.0), labels)
+        key = (method, route, str(status))
+        self._http_requests.add(key)
+        self._http_duration.record(key, max(seconds, 0.0))
 
     # -- exposition ---------------------------------------------------------------------
 

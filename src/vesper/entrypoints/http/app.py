@@ -83,7 +83,6 @@ def create_app(
             )
         ],
         request_max_body_size=max_body,
-        before_send=[AllowHeaderFix()],
         openapi_config=openapi_config(with_security=bool(token)),
         # a lambda: Litestar passes the app to hooks that take parameters
         on_shutdown=[lambda: c.shutdown_resources()] if owned else [],  # noqa: PLW0108
@@ -93,7 +92,7 @@ def create_app(
     app.state.max_body_bytes = max_body
     # outermost, as Litestar's own OpenTelemetry plugin: 404s and 405s are counted too
     app.asgi_handler = HttpTelemetry(
-        app.asgi_handler,
+        AllowHeaderFix(app.asgi_handler),
         tracer=c.tracer_provider().get_tracer("vesper.http"),
         record=c.metrics().http_request,  # opens no store: the gauges read it at a scrape
     )

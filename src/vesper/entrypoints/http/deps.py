@@ -22,11 +22,14 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 import attrs
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 
 from vesper.adapters.sql.engines import CONNECTION_DEADLINE, POOL_TIMEOUT_S
 from vesper.application.group_commit import AsyncGroupCommit
+from vesper.application.ports import Submitted
+from vesper.application.submit import SubmitJob
 from vesper.domain.errors import StoreUnavailable
+from vesper.domain.submission import JobRequest
 from vesper.entrypoints.container import Container
 
 P = ParamSpec("P")
@@ -69,8 +72,10 @@ class StoreCalls:
 
     slots: int
     wait: float = attrs.field(factory=lambda: STORE_WAIT_S)
+    max_batch: int = 1000
     _gate: anyio.CapacityLimiter = attrs.field(init=False)
     _threads: anyio.CapacityLimiter = attrs.field(init=False)
+    _group: AsyncGroupCommit = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.slots < 1:
@@ -78,6 +83,12 @@ class StoreCalls:
         self._gate = anyio.CapacityLimiter(self.slots)
         # as many threads as slots: a call holding a slot never waits for a thread
         self._threads = anyio.CapacityLimiter(self.slots)
+        self._group = AsyncGroupCommit(self.run, max_batch=self.max_batch)
+
+    async def submit(self, submit_job: SubmitJob, request: JobRequest) -> Submitted:
+        """`submit_job(request)`, committed together with the other submissions waiting:
+        a waiting request holds no thread and no slot, each batch's commit takes one."""
+        return await submit_job.in_group(request, self._group)
 
     async def run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """`function(*args, **kwargs)` in a worker thread, once a slot is free."""
@@ -123,16 +134,21 @@ class StoreCalls:
         return await self.run(run)
 
 
-def _provide(provider: Callable[[], object], calls: StoreCalls) -> Provide:
+def _provide(provider: Callable[[], object]) -> Provide:
     """Resolve in a thread until a resolution succeeded once (the store is open), then
-    inline: with the store's resource initialized, resolving only builds small objects."""
+    inline: with the store's resource initialized, resolving only builds small objects.
+
+    The use case depends on `store_calls`, so that a handler asking for both resolves
+    them one after the other: Litestar resolves dependencies of one level in an anyio
+    task group, whose tasks and cancel scopes cost 15 % of a submission's CPU.
+    """
     store_open = False
 
-    async def resolve() -> Any:
+    async def resolve(store_calls: NamedDependency[StoreCalls]) -> Any:
         nonlocal store_open
         if store_open:
             return provider()
-        use_case = await calls.run(provider)
+        use_case = await store_calls.run(provider)
         store_open = True
         return use_case
 
@@ -157,18 +173,20 @@ def use_case_dependencies(
     container: Container, *, store_slots: int, max_batch: int
 ) -> dict[str, Provide]:
     """`{"submit_job": Provide(...), ...}`: a fresh use case per request, the probe,
-    the `store_calls` gate (`store_slots` at once) that handlers run them through, and
-    the `submit_group` that commits concurrent submissions together (at most
-    `max_batch` a commit), each batch through the gate.
+    and the `store_calls` gate (`store_slots` at once, group commits of at most
+    `max_batch` jobs) that handlers run them through.
 
     The providers are called on every request, so `container.x.override(...)` in a test
     takes effect without rebuilding the app.
     """
-    calls = StoreCalls(store_slots)
-    dependencies = {name: _provide(getattr(container, name), calls) for name in USE_CASES}
+    calls = StoreCalls(store_slots, max_batch=max_batch)
+    dependencies = {name: _provide(getattr(container, name)) for name in USE_CASES}
     probe = ReadinessProbe(container)
-    dependencies["readiness_probe"] = Provide(lambda: probe, sync_to_thread=False)
+
+    def readiness_probe(store_calls: NamedDependency[StoreCalls]) -> ReadinessProbe:
+        # after store_calls, as the use cases: see _provide
+        return probe
+
+    dependencies["readiness_probe"] = Provide(readiness_probe, sync_to_thread=False)
     dependencies["store_calls"] = Provide(lambda: calls, sync_to_thread=False)
-    group = AsyncGroupCommit(calls.run, max_batch=max_batch)
-    dependencies["submit_group"] = Provide(lambda: group, sync_to_thread=False)
     return dependencies

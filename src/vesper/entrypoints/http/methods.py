@@ -3,31 +3,40 @@
 Litestar 2.25 builds the automatic OPTIONS handler of a path when the path's first
 handler is registered, and keeps it when more handlers join the path: OPTIONS /jobs
 then answered `Allow: OPTIONS, POST` although GET /jobs exists (405 responses were
-right). This hook rewrites the header of OPTIONS answers from the app's route map.
+right). This wrapper rewrites the header of OPTIONS answers from the app's route map;
+other requests pass straight through (a `before_send` hook ran on every message).
 """
 
 from __future__ import annotations
 
-from litestar.enums import ScopeType
-from litestar.types import Message, Scope
+from typing import Any
+
+from litestar.types import ASGIApp, Message
 
 _NO_CONTENT = 204
 
 
 class AllowHeaderFix:
-    """A `before_send` hook; the route map is read once, at the first OPTIONS answer."""
+    """An ASGI wrapper: `app.asgi_handler = AllowHeaderFix(app.asgi_handler)`; the route
+    map is read once, at the first OPTIONS answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
         self._allowed: dict[str, bytes] | None = None
 
-    async def __call__(self, message: Message, scope: Scope) -> None:
-        if (
-            message["type"] != "http.response.start"
-            or scope["type"] != ScopeType.HTTP
-            or scope["method"] != "OPTIONS"
-            or message["status"] != _NO_CONTENT
-        ):
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+            await self.app(scope, receive, send)
             return
+
+        async def send_fixed(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == _NO_CONTENT:
+                self._fix(message, scope)
+            await send(message)
+
+        await self.app(scope, receive, send_fixed)
+
+    def _fix(self, message: Any, scope: Any) -> None:
         if self._allowed is None:
             self._allowed = {
                 path: ", ".join(sorted(methods)).encode()

@@ -13,7 +13,6 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_422_UNPROCESSABLE_ENTITY
 
-from vesper.application.group_commit import AsyncGroupCommit
 from vesper.application.management import CancelJob, GetJob, ListJobs, RetryJob
 from vesper.application.ports import Submitted
 from vesper.application.submit import SubmitJob, SubmitJobs
@@ -110,7 +109,6 @@ async def submit_job_route(
     data: JSONBody[SubmitJobIn],
     submit_job: NamedDependency[SubmitJob],
     store_calls: NamedDependency[StoreCalls],
-    submit_group: NamedDependency[AsyncGroupCommit],
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response[JobOut]:
     """Submit a job.
@@ -125,8 +123,7 @@ async def submit_job_route(
         data.to_request(idempotency_key=idempotency_key), trace_context=current_traceparent()
     )
     if len(await request.body()) <= INLINE_BYTES:
-        # concurrent submissions share a commit; waiting for it holds no thread
-        job, created = _job_and_created(await submit_job.in_group(job_request, submit_group))
+        job, created = _job_and_created(await store_calls.submit(submit_job, job_request))
     else:
         job, created = await store_calls.presented(_job_and_created, submit_job, job_request)
     return Response(job, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
