@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -141,11 +142,26 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
         tasks.append(_run_workers(app, stopper))
     if server is not None and listening is not None:
         tasks.append(_serve_http(server, listening, stopper.stop))
+    freeze_startup_objects()
     try:
         await asyncio.gather(*tasks)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def freeze_startup_objects() -> None:
+    """Keep the objects of start-up (modules, the app, its routes) out of every later
+    garbage collection.
+
+    Under load, objects of requests in flight live through several young collections
+    and reach the oldest generation, whose collections then walk the whole heap: 27 of
+    them in 10 s of an HTTP burst, 60-80 ms each, every request in flight stalled
+    meanwhile. Frozen objects are never walked (gc.freeze; they are never freed either,
+    and were not going to be).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _run_workers(app: App, stopper: _Stopper) -> None:
