@@ -264,6 +264,27 @@ def test_a_cancelled_waiter_leaves_the_others_answered() -> None:
     ]
 
 
+def test_a_new_loop_is_served_after_the_old_one_closed_mid_commit() -> None:
+    repo = CountingRepository(pause=0)
+    stuck = threading.Event()
+
+    async def run(call: Callable[[], list[Outcome]]) -> list[Outcome]:
+        if not stuck.is_set():
+            stuck.set()
+            await asyncio.sleep(3600)  # the old loop closes during this commit
+        return await asyncio.to_thread(call)
+
+    group = AsyncGroupCommit(run)
+    old = asyncio.new_event_loop()
+    waiting = old.create_task(group.submit(repo, new_job()))
+    old.run_until_complete(asyncio.sleep(0.05))
+    assert not waiting.done()
+    old.close()  # without cancelling its tasks: the leader never ends
+    later = asyncio.run(asyncio.wait_for(group.submit(repo, new_job(payload={"n": 1})), 10))
+    assert later.created
+    assert repo.calls == [1]
+
+
 def test_submit_job_in_group_validates_then_joins_the_commit() -> None:
     repo = CountingRepository()
     use_case, group = SubmitJob(repo), AsyncGroupCommit(_in_thread)

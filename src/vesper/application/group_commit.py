@@ -151,10 +151,18 @@ class AsyncGroupCommit:
         self._max_batch = max_batch
         self._queue: deque[tuple[JobRepository, NewJob, asyncio.Future[Submitted]]] = deque()
         self._leader: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def submit(self, jobs: JobRepository, job: NewJob) -> Submitted:
         """`jobs.submit([job])[0]`, possibly committed together with other jobs."""
-        future: asyncio.Future[Submitted] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # served again on a new loop (an app reused by tests): what the old loop left
+            # behind, a leader it closed over without cancelling, can never run again
+            self._queue.clear()
+            self._leader = None
+            self._loop = loop
+        future: asyncio.Future[Submitted] = loop.create_future()
         self._queue.append((jobs, job, future))
         if self._leader is None:
             self._leader = asyncio.create_task(self._lead())
