@@ -222,6 +222,9 @@ def test_long_transactions_and_deadlocks_are_i11_violations() -> None:
             {"state": "idle in transaction", "state_age": 1.5, "xact_age": 1.5},
             {"state": "active", "state_age": 0.1, "xact_age": 6.0},
             {"state": "idle", "state_age": 30.0, "xact_age": None},
+            # an idle listener reading a NOTIFY: PostgreSQL dates that instant's
+            # transaction from the session's last statement; no client transaction
+            {"state": "idle", "state_age": 187.5, "xact_age": 187.5},
         ],
         pg_log=["ERROR:  deadlock detected", "LOG:  checkpoint starting"],
     )
