@@ -50,20 +50,12 @@ class SubmitJobs:
         prepared: list[NewJob] = []
         for index, request in enumerate(requests):
             try:
-                prepared.append(self._prepare(request))
+                prepared.append(_prepare(request, self.settings, self.new_id))
             except InvalidRequest as exc:
                 raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
         submitted = self.jobs.submit(prepared)
         _announce(submitted, self.signal, self.metrics)
         return submitted
-
-    def _prepare(self, request: JobRequest) -> NewJob:
-        return prepare(
-            request,
-            job_id=self.new_id(),
-            limits=self.settings.limits,
-            default_max_retries=self.settings.default_max_retries,
-        )
 
 
 @attrs.frozen
@@ -87,7 +79,7 @@ class SubmitJob:
     group: GroupCommit | None = None
 
     def __call__(self, request: JobRequest) -> Submitted:
-        new_job = self._prepare(request)
+        new_job = _prepare(request, self.settings, self.new_id)
         if self.group is not None:
             submitted = [self.group.submit(self.jobs, new_job)]
         else:
@@ -99,18 +91,19 @@ class SubmitJob:
         """The same for a coroutine: the job joins `group`'s next commit, and waiting
         for that commit holds no thread. Validation runs on the caller's loop, so keep
         large requests to `__call__` in a thread."""
-        new_job = self._prepare(request)
+        new_job = _prepare(request, self.settings, self.new_id)
         submitted = await group.submit(self.jobs, new_job)
         _announce([submitted], self.signal, self.metrics)
         return submitted
 
-    def _prepare(self, request: JobRequest) -> NewJob:
-        return prepare(
-            request,
-            job_id=self.new_id(),
-            limits=self.settings.limits,
-            default_max_retries=self.settings.default_max_retries,
-        )
+
+def _prepare(request: JobRequest, settings: QueueSettings, new_id: Callable[[], JobId]) -> NewJob:
+    return prepare(
+        request,
+        job_id=new_id(),
+        limits=settings.limits,
+        default_max_retries=settings.default_max_retries,
+    )
 
 
 def _announce(
