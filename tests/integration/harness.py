@@ -76,7 +76,8 @@ class WorkerProcess:
         self._log.close()
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # stop() closed it: what was written is in the file
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
 

@@ -10,7 +10,6 @@ DONT_FAKE_MONOTONIC=1), so executions of different processes can be compared in 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -18,36 +17,30 @@ import time
 from typing import Any
 
 import vesper
+from tests.integration.apps.ledger import append
 
 app = vesper.App()
-_file: Any = None
 
 
 def write(event: str, job: vesper.Job, **extra: Any) -> None:
-    global _file  # noqa: PLW0603 (one ledger file per process, opened lazily)
-    if _file is None:
-        directory = os.environ["VESPER_TEST_LEDGER"]
-        os.makedirs(directory, exist_ok=True)
-        _file = open(os.path.join(directory, f"{os.getpid()}.jsonl"), "a", encoding="utf-8")  # noqa: SIM115
     record = job.record
-    line = {
-        "event": event,
-        "job_id": str(job.id),
-        "type": job.type,
-        "priority": job.priority,
-        "attempt": job.attempt,
-        "pid": os.getpid(),
-        "worker_id": record.worker_id,
-        "token": str(record.lease.token) if record.lease else None,
-        "claimed_at": record.started_at.isoformat() if record.started_at else None,
-        "run_at": record.run_at.isoformat(),
-        "mono": time.monotonic_ns(),
-        "t": time.time(),
-        **extra,
-    }
-    _file.write(json.dumps(line) + "\n")
-    _file.flush()
-    os.fsync(_file.fileno())
+    append(
+        {
+            "event": event,
+            "job_id": str(job.id),
+            "type": job.type,
+            "priority": job.priority,
+            "attempt": job.attempt,
+            "pid": os.getpid(),
+            "worker_id": record.worker_id,
+            "token": str(record.lease.token) if record.lease else None,
+            "claimed_at": record.started_at.isoformat() if record.started_at else None,
+            "run_at": record.run_at.isoformat(),
+            "mono": time.monotonic_ns(),
+            "t": time.time(),
+            **extra,
+        }
+    )
 
 
 def _work(job: vesper.Job) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,32 +18,43 @@ import vesper
 app = vesper.App()
 
 
-def _ledger() -> Any:
-    directory = Path(os.environ["VESPER_TEST_LEDGER"])
-    directory.mkdir(parents=True, exist_ok=True)
-    return (directory / f"{os.getpid()}.jsonl").open("a", encoding="utf-8")
+_lock = threading.Lock()
+_fd: int | None = None
 
 
-_file = None
+def append(line: dict[str, Any]) -> None:
+    """Append `line` to this process's ledger, durably; safe from any consumer thread.
+
+    One O_APPEND write per line: lines of concurrent consumers never interleave, and no
+    buffered file object is shared between threads (a lazily opened one, raced by the
+    first jobs of a batch, was opened twice and the loser's descriptor closed under
+    another thread's fsync: the consumer failed with EBADF and its job was retried).
+    """
+    global _fd  # noqa: PLW0603 (one ledger file per process, opened lazily)
+    with _lock:
+        if _fd is None:
+            directory = Path(os.environ["VESPER_TEST_LEDGER"])
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / f"{os.getpid()}.jsonl"
+            _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = _fd
+    os.write(fd, (json.dumps(line) + "\n").encode())
+    os.fsync(fd)
 
 
 def write(event: str, job: vesper.Job, **extra: Any) -> None:
-    global _file  # noqa: PLW0603 (one ledger file per process, opened lazily)
-    if _file is None:
-        _file = _ledger()
-    line = {
-        "event": event,
-        "job_id": str(job.id),
-        "type": job.type,
-        "priority": job.priority,
-        "attempt": job.attempt,
-        "pid": os.getpid(),
-        "t": time.time(),
-        **extra,
-    }
-    _file.write(json.dumps(line) + "\n")
-    _file.flush()
-    os.fsync(_file.fileno())
+    append(
+        {
+            "event": event,
+            "job_id": str(job.id),
+            "type": job.type,
+            "priority": job.priority,
+            "attempt": job.attempt,
+            "pid": os.getpid(),
+            "t": time.time(),
+            **extra,
+        }
+    )
 
 
 @app.consumer("record")
