@@ -187,6 +187,45 @@ def test_materialized_jobs_do_not_share_the_payload() -> None:
     assert new.payload == {"n": 1}
 
 
+class _DictSubclass(dict[Any, Any]):
+    """Not exactly a dict: `prepare` checks it on the general path (walk, encode, parse)."""
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),  # NaN and infinities included: both paths must refuse them alike
+    st.text(),  # lone surrogates included
+)
+_flat_payloads = st.dictionaries(st.text(), _scalars, max_size=8)
+
+
+def _outcome(payload: Any, limits: Limits) -> Any:
+    try:
+        new = prepare_with(limits=limits, payload=payload)
+    except InvalidRequest as exc:
+        return ("rejected", exc.field, exc.message)
+    items = [(k, type(v), v if v == v else "nan") for k, v in new.payload.items()]
+    return (items, new.payload_json)
+
+
+@given(_flat_payloads, st.integers(0, 3), st.integers(2, 200))
+def test_a_flat_payload_is_checked_and_copied_as_the_general_path_does(
+    payload: dict[str, Any], max_depth: int, max_bytes: int
+) -> None:
+    limits = Limits(max_depth=max_depth, max_payload_bytes=max_bytes)
+    assert _outcome(payload, limits) == _outcome(_DictSubclass(payload), limits)
+
+
+def test_mutating_the_callers_flat_payload_after_prepare_changes_nothing() -> None:
+    payload: dict[str, Any] = {"n": 1, "s": "x"}
+    new = prepare_with(limits=Limits(), payload=payload)
+    payload["n"] = 2
+    payload["extra"] = True
+    assert new.payload == {"n": 1, "s": "x"}
+
+
 # -- fingerprint ------------------------------------------------------------------------
 
 BASE = JobRequest(

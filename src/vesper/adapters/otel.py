@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeVar
 
@@ -234,8 +235,8 @@ class OtelMetrics:
     # -- the JobMetrics port ------------------------------------------------------------
 
     def jobs_enqueued(self, jobs: Sequence[Job]) -> None:
-        for job in jobs:
-            self._enqueued.add(_key(job))
+        for key, count in Counter(map(_key, jobs)).items():  # a batch: few keys, one add each
+            self._enqueued.add(key, count)
 
     def job_started(self, job: Job, queue_wait_seconds: float) -> None:
         key = _key(job)

@@ -203,13 +203,23 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# types already found free of control characters: a queue has few, and each job of a
+# batch would scan its type again (bounded: a client inventing types fills it once)
+_CLEAN_TYPES: set[str] = set()
+_CLEAN_TYPES_MAX = 1024
+
+
 def _check_type(job_type: object, limits: Limits) -> None:
     if not isinstance(job_type, str) or not 1 <= len(job_type) <= limits.max_type_length:
         raise InvalidRequest(
             "type", f"must be a string of 1 to {limits.max_type_length} characters"
         )
+    if job_type in _CLEAN_TYPES:
+        return
     if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in job_type):  # C0, DEL, C1
         raise InvalidRequest("type", "must not contain control characters")
+    if type(job_type) is str and len(_CLEAN_TYPES) < _CLEAN_TYPES_MAX:
+        _CLEAN_TYPES.add(job_type)
 
 
 def _check_priority(priority: object) -> None:
@@ -229,6 +239,8 @@ def _check_payload(payload: object, limits: Limits) -> tuple[dict[str, Any], str
     other keys would order them differently from the strings JSON makes of them)."""
     if not isinstance(payload, Mapping):
         raise InvalidRequest("payload", "must be a JSON object")
+    if type(payload) is dict and _flat(payload):
+        return _check_flat_payload(payload, limits)
     depth, str_keys = _depth(payload, limits.max_depth)
     if depth > limits.max_depth:
         raise InvalidRequest("payload", f"nests deeper than {limits.max_depth} levels")
@@ -241,6 +253,31 @@ def _check_payload(payload: object, limits: Limits) -> tuple[dict[str, Any], str
         raise InvalidRequest("payload", f"is larger than {limits.max_payload_bytes} bytes")
     copy: dict[str, Any] = json.loads(text)
     return copy, text if str_keys else None
+
+
+# the types JSON gives back unchanged: a dict of these is its own JSON round trip
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
+
+
+def _flat(payload: dict[Any, Any]) -> bool:
+    """Whether `payload` has string keys and scalar values only (the usual payload)."""
+    return _STR.issuperset(map(type, payload)) and _SCALARS.issuperset(map(type, payload.values()))
+
+
+def _check_flat_payload(payload: dict[str, Any], limits: Limits) -> tuple[dict[str, Any], str]:
+    """`_check_payload` for a flat payload, without walking it or parsing its text back:
+    its key-sorted shallow copy is what `json.loads` of its text would make (the values
+    are immutable and round-trip exactly), and its depth is 1."""
+    if limits.max_depth < 1:
+        raise InvalidRequest("payload", f"nests deeper than {limits.max_depth} levels")
+    try:
+        text = _PAYLOAD[True].encode(payload)
+    except ValueError as exc:  # NaN or infinity
+        raise InvalidRequest("payload", f"is not JSON: {type(exc).__name__}") from None
+    if len(text) > limits.max_payload_bytes:
+        raise InvalidRequest("payload", f"is larger than {limits.max_payload_bytes} bytes")
+    return dict(sorted(payload.items())), text
 
 
 def _depth(value: object, limit: int) -> tuple[int, bool]:

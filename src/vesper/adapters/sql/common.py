@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from vesper.adapters.sql.engines import Database
-from vesper.adapters.sql.rows import job_of, row_converter
+from vesper.adapters.sql.rows import aware_utc, job_of
 from vesper.adapters.sql.tables import CLAIMABLE_SQL, jobs
 from vesper.application.ports import Submitted
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
@@ -175,7 +175,7 @@ def job_time(value: datetime | None) -> datetime | None:
     """An aggregate's datetime (min(run_at)) as aware UTC, or None."""
     if value is None:
         return None
-    return row_converter.structure(value, datetime)
+    return aware_utc(value)
 
 
 @attrs.frozen
@@ -223,6 +223,8 @@ def assemble(plan: SubmitPlan, created: dict[JobId, Job], bound: dict[str, Job])
     Raises:
         IdempotencyConflict: a key bound to a job with another fingerprint.
     """
+    if len(created) == len(plan.unique) == len(plan.slots):  # every job new, none repeated
+        return [Submitted(job=created[new.id], created=True) for new in plan.unique]
     results: list[Submitted] = []
     seen: set[JobId] = set()
     for slot in plan.slots:

@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import RowFactory, dict_row, tuple_row
 from sqlalchemy import DateTime, bindparam, cast, func, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -237,13 +237,18 @@ _DRIVER_SQL |= {id(statement): _pyformat(statement, "b") for statement in (INSER
 
 
 def _rows(
-    conn: Connection, statement: TextClause, params: Mapping[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """Run `statement` on the driver's connection under `conn`; its rows as dicts."""
+    conn: Connection,
+    statement: TextClause,
+    params: Mapping[str, Any] | None = None,
+    *,
+    row_factory: RowFactory[Any] = dict_row,
+) -> list[Any]:
+    """Run `statement` on the driver's connection under `conn`; its rows as dicts (or as
+    `row_factory` makes them)."""
     sql = _DRIVER_SQL[id(statement)]
     raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     try:
-        with raw.cursor(row_factory=dict_row) as cursor:
+        with raw.cursor(row_factory=row_factory) as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall() if cursor.description is not None else []
     except psycopg.Error as exc:
@@ -310,10 +315,10 @@ class PostgresJobRepository(SqlJobReads):
     ) -> list[Submitted]:
         by_id = {n.id: n for n in plan.unique}
         created = {
-            row["id"]: _created(
-                by_id[row["id"]], seq=row["seq"], run_at=row["run_at"], created_at=row["created_at"]
+            job_id: _created(by_id[job_id], seq=seq, run_at=run_at, created_at=created_at)
+            for job_id, seq, run_at, created_at in _rows(
+                conn, insert, params, row_factory=tuple_row
             )
-            for row in _rows(conn, insert, params)
         }
         # keys already bound (by earlier calls, or by concurrent ones that ON CONFLICT
         # waited for): READ COMMITTED lets this new statement see them

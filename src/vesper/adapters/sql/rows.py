@@ -26,7 +26,8 @@ def _uuid(value: Any, _: type) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
 
-def _aware_utc(value: Any, _: type) -> datetime:
+def aware_utc(value: Any) -> datetime:
+    """A stored time as aware UTC."""
     # psycopg hands back timestamptz in the session zone (UTC); the SQLite type attaches
     # UTC. Anything else (a naive value from a hand-written query) is read as UTC.
     if not isinstance(value, datetime):
@@ -51,7 +52,7 @@ def _payload(value: Any, _: type) -> dict[str, Any]:
 
 row_converter = cattrs.Converter(detailed_validation=False)
 row_converter.register_structure_hook(UUID, _uuid)
-row_converter.register_structure_hook(datetime, _aware_utc)
+row_converter.register_structure_hook(datetime, lambda value, _: aware_utc(value))
 row_converter.register_structure_hook(timedelta, _timedelta)
 row_converter.register_structure_hook(Status, lambda value, _: Status(value))
 row_converter.register_structure_hook_func(lambda cls: cls == Mapping[str, Any], _payload)
@@ -87,7 +88,7 @@ def job_of(row: Row[Any] | Mapping[str, Any]) -> Job:
         attempts=m["attempts"],
         max_retries=m["max_retries"],
         error=m["error"],
-        run_at=_aware_utc(m["run_at"], datetime),
+        run_at=aware_utc(m["run_at"]),
         idempotency_key=m["idempotency_key"],
         fingerprint=m["fingerprint"],
         timeout=None if timeout is None else _timedelta(timeout, timedelta),
@@ -97,12 +98,12 @@ def job_of(row: Row[Any] | Mapping[str, Any]) -> Job:
         else Lease(
             worker_id=m["worker_id"],
             token=_uuid(token, UUID),
-            expires_at=_aware_utc(m["lease_expires_at"], datetime),
+            expires_at=aware_utc(m["lease_expires_at"]),
         ),
-        created_at=_aware_utc(m["created_at"], datetime),
-        updated_at=_aware_utc(m["updated_at"], datetime),
-        started_at=None if started is None else _aware_utc(started, datetime),
-        finished_at=None if finished is None else _aware_utc(finished, datetime),
+        created_at=aware_utc(m["created_at"]),
+        updated_at=aware_utc(m["updated_at"]),
+        started_at=None if started is None else aware_utc(started),
+        finished_at=None if finished is None else aware_utc(finished),
         seq=m["seq"],
     )
 
