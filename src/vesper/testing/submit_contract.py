@@ -76,6 +76,36 @@ class SubmitContract(StoreFixtures):
         created = submit(jobs, *(new_job(priority=i) for i in range(3)), now=T0)
         assert [jobs.get(job.id) for job in created] == created
 
+    def test_submit_batch_keeps_each_jobs_optional_fields(self, jobs: JobRepository) -> None:
+        # set on some jobs of a batch and not on others (a store may send a column that
+        # is unset for the whole batch differently): each job keeps its own
+        trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+        def varied() -> list[NewJob]:
+            return [
+                new_job("at", run_at=at(60)),
+                new_job("plain"),
+                new_job("delayed", delay=timedelta(seconds=30)),
+                new_job("limited", timeout=timedelta(seconds=5)),
+                new_job("traced", trace_context=trace),
+            ]
+
+        for batch in (varied(), [*varied(), new_job("keyed", key="k-opt")], [new_job("plain")]):
+            created = submit(jobs, *batch, now=T0)
+            assert [jobs.get(job.id) for job in created] == created
+            by_type = {job.type: job for job in created}
+            plain = by_type["plain"]
+            assert (plain.run_at, plain.timeout, plain.trace_context) == (T0, None, None)
+            assert plain.fingerprint == ""
+            if len(batch) > 1:
+                assert by_type["at"].run_at == at(60)
+                assert by_type["delayed"].run_at == at(30)
+                assert by_type["limited"].timeout == timedelta(seconds=5)
+                assert by_type["traced"].trace_context == trace
+            if "keyed" in by_type:
+                assert by_type["keyed"].idempotency_key == "k-opt"
+                assert by_type["keyed"].fingerprint != ""
+
     # -- exact round trips ------------------------------------------------------------
 
     def test_submit_round_trips_datetimes_with_microseconds(self, jobs: JobRepository) -> None:

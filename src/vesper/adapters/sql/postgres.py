@@ -158,8 +158,8 @@ _INSERT = f"""
     max_retries, error, run_at, idempotency_key, fingerprint, timeout, trace_context,
     created_at, updated_at)
 SELECT r.id, r.type, r.priority, r.payload, 'pending', 0, 0, r.max_retries,
-    '', COALESCE(r.run_at, {NOW} + r.delay), r.key, r.fingerprint, r.timeout, r.trace,
-    {NOW}, {NOW}
+    '', COALESCE(r.run_at, {NOW} + COALESCE(r.delay, INTERVAL '0')), r.key,
+    COALESCE(r.fingerprint, ''), r.timeout, r.trace, {NOW}, {NOW}
 FROM unnest(
     CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:priorities AS smallint[]),
     CAST(:payloads AS json[]), CAST(:max_retries AS integer[]),
@@ -500,10 +500,17 @@ def _insert_params(batch: Sequence[NewJob], now: datetime | None) -> dict[str, A
         # ASCII-escaped JSON text: `json` keeps it verbatim, "\u0000" and lone surrogates too
         "payloads": [_payload_text(n) for n in batch],
         "max_retries": [n.max_retries for n in batch],
-        "run_ats": [n.run_at for n in batch],
-        "delays": [n.delay for n in batch],
-        "keys": [n.idempotency_key for n in batch],
-        "fingerprints": [n.fingerprint for n in batch],
-        "timeouts": [n.timeout for n in batch],
-        "traces": [n.trace_context for n in batch],
+        # the optional columns, usually unset for the whole batch: a NULL array instead of
+        # an array of defaults (unnest pads it with NULLs; the insert reads those as unset)
+        "run_ats": _unless_all([n.run_at for n in batch], None),
+        "delays": _unless_all([n.delay for n in batch], timedelta(0)),
+        "keys": _unless_all([n.idempotency_key for n in batch], None),
+        "fingerprints": _unless_all([n.fingerprint for n in batch], ""),
+        "timeouts": _unless_all([n.timeout for n in batch], None),
+        "traces": _unless_all([n.trace_context for n in batch], None),
     }
+
+
+def _unless_all(values: list[Any], default: object) -> list[Any] | None:
+    """`values`, or None when every one is `default`."""
+    return None if values.count(default) == len(values) else values
