@@ -7,6 +7,7 @@ stand-in that raises: a stub of the port, not a database mock."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -338,6 +339,33 @@ def test_a_request_waits_for_a_store_slot_no_longer_than_the_pool_timeout(
         assert slow["r"].status_code == 200
         container.job_repository.override(real)
         assert client.get("/jobs").status_code == 200
+
+
+def test_a_batch_out_of_time_is_served_by_a_free_slot_and_never_waits_for_one() -> None:
+    calls = deps.StoreCalls(1, wait=30)
+    ran: list[str] = []
+    long_ago = time.monotonic() - 60  # its oldest request has waited past the gate's 30 s
+
+    async def scenario() -> Any:
+        served = await calls._run_batch(lambda: ran.append("free slot") or "ok", long_ago)
+        release = threading.Event()
+        holder = asyncio.ensure_future(calls.run(release.wait, 10))  # takes the one slot
+        await asyncio.sleep(0.05)
+        try:
+            with anyio.fail_after(5):  # a waiting gate would hang here for its 30 s
+                await calls._run_batch(lambda: ran.append("busy slot"), long_ago)
+        except StoreUnavailable as exc:
+            refused: Any = exc
+        else:
+            refused = None
+        release.set()
+        await holder
+        return served, refused
+
+    served, refused = asyncio.run(scenario())
+    assert served == "ok"
+    assert isinstance(refused, StoreUnavailable)
+    assert ran == ["free slot"]
 
 
 def test_store_slots_are_the_pool_size_plus_overflow() -> None:

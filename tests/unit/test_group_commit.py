@@ -161,7 +161,7 @@ def test_max_batch_must_be_positive() -> None:
 # AsyncGroupCommit: the same rules for the coroutines of one event loop
 
 
-async def _in_thread(call: Callable[[], list[Outcome]]) -> list[Outcome]:
+async def _in_thread(call: Callable[[], list[Outcome]], since: float) -> list[Outcome]:
     return await asyncio.to_thread(call)
 
 
@@ -215,7 +215,7 @@ def test_async_unavailable_store_or_gate_fails_the_whole_batch() -> None:
     results = asyncio.run(_gather(group, repo, [new_job(payload={"n": n}) for n in range(8)]))
     assert all(isinstance(r, StoreUnavailable) for r in results)
 
-    async def gate_full(call: Callable[[], list[Outcome]]) -> list[Outcome]:
+    async def gate_full(call: Callable[[], list[Outcome]], since: float) -> list[Outcome]:
         raise StoreUnavailable("all connections stayed busy")
 
     repo.down, calls_before = False, len(repo.calls)
@@ -268,7 +268,7 @@ def test_a_new_loop_is_served_after_the_old_one_closed_mid_commit() -> None:
     repo = CountingRepository(pause=0)
     stuck = threading.Event()
 
-    async def run(call: Callable[[], list[Outcome]]) -> list[Outcome]:
+    async def run(call: Callable[[], list[Outcome]], since: float) -> list[Outcome]:
         if not stuck.is_set():
             stuck.set()
             await asyncio.sleep(3600)  # the old loop closes during this commit
@@ -283,6 +283,34 @@ def test_a_new_loop_is_served_after_the_old_one_closed_mid_commit() -> None:
     later = asyncio.run(asyncio.wait_for(group.submit(repo, new_job(payload={"n": 1})), 10))
     assert later.created
     assert repo.calls == [1]
+
+
+def test_a_batch_waits_for_the_store_from_when_its_oldest_job_began_to_wait() -> None:
+    # a request that joined while the commit before its own ran has used part of its
+    # wait: the gate must bound its batch from its arrival, not from the batch's start
+    repo, seen = CountingRepository(pause=0.1), []
+
+    async def run(call: Callable[[], list[Outcome]], since: float) -> list[Outcome]:
+        seen.append(since)
+        return await asyncio.to_thread(call)
+
+    group = AsyncGroupCommit(run)
+
+    async def scenario() -> tuple[float, float, float]:
+        before_first = time.monotonic()
+        first = asyncio.ensure_future(group.submit(repo, new_job()))
+        await asyncio.sleep(0.03)  # the first commit is in flight
+        before_later = time.monotonic()
+        later = [asyncio.ensure_future(group.submit(repo, new_job())) for _ in range(3)]
+        await asyncio.sleep(0)  # each has joined the queue
+        after_later = time.monotonic()
+        await asyncio.gather(first, *later)
+        return before_first, before_later, after_later
+
+    before_first, before_later, after_later = asyncio.run(scenario())
+    assert repo.calls == [1, 3]
+    assert before_first <= seen[0] <= before_later
+    assert before_later <= seen[1] <= after_later
 
 
 def test_submit_job_in_group_validates_then_joins_the_commit() -> None:

@@ -206,7 +206,7 @@ def _outcome(payload: Any, limits: Limits) -> Any:
         new = prepare_with(limits=limits, payload=payload)
     except InvalidRequest as exc:
         return ("rejected", exc.field, exc.message)
-    items = [(k, type(v), v if v == v else "nan") for k, v in new.payload.items()]
+    items = [(k, type(v), v) for k, v in new.payload.items()]  # NaN never gets this far
     return (items, new.payload_json)
 
 

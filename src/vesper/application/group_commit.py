@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -129,8 +130,10 @@ class GroupCommit:
             waiting.ready.set()
 
 
-# Runs a blocking call (in a thread) and returns its result: the HTTP store gate.
-RunBlocking = Callable[[Callable[[], list[Outcome]]], Awaitable[list[Outcome]]]
+# Runs a blocking call (in a thread) and returns its result: the HTTP store gate. The
+# second argument is when the batch's oldest job began to wait (time.monotonic()): the
+# gate bounds the batch's wait from then, not from the start of its commit.
+RunBlocking = Callable[[Callable[[], list[Outcome]], float], Awaitable[list[Outcome]]]
 
 
 class AsyncGroupCommit:
@@ -149,7 +152,8 @@ class AsyncGroupCommit:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self._run = run
         self._max_batch = max_batch
-        self._queue: deque[tuple[JobRepository, NewJob, asyncio.Future[Submitted]]] = deque()
+        # (store, job, its caller's future, when it began to wait)
+        self._queue: deque[tuple[JobRepository, NewJob, asyncio.Future[Submitted], float]] = deque()
         self._leader: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -163,7 +167,7 @@ class AsyncGroupCommit:
             self._leader = None
             self._loop = loop
         future: asyncio.Future[Submitted] = loop.create_future()
-        self._queue.append((jobs, job, future))
+        self._queue.append((jobs, job, future, time.monotonic()))
         if self._leader is None:
             self._leader = asyncio.create_task(self._lead())
         return await future
@@ -183,15 +187,18 @@ class AsyncGroupCommit:
                         batch.append(waiting)
                 try:
                     outcomes = await self._run(
-                        functools.partial(commit_together, first[0], [job for _, job, _ in batch])
+                        functools.partial(
+                            commit_together, first[0], [job for _, job, _, _ in batch]
+                        ),
+                        first[3],
                     )
                 except asyncio.CancelledError:
-                    for _, _, future in batch:
+                    for _, _, future, _ in batch:
                         future.cancel()
                     raise
                 except Exception as exc:  # the gate's StoreUnavailable, a thread's failure
                     outcomes = [exc] * len(batch)
-                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+                for (_, _, future, _), outcome in zip(batch, outcomes, strict=True):
                     if future.done():  # its request stopped waiting
                         continue
                     if isinstance(outcome, BaseException):
@@ -199,7 +206,7 @@ class AsyncGroupCommit:
                     else:
                         future.set_result(outcome)
         finally:
-            for _, _, future in self._queue:  # only when the leader itself was cancelled
+            for _, _, future, _ in self._queue:  # only when the leader itself was cancelled
                 future.cancel()
             self._queue.clear()
             self._leader = None

@@ -83,7 +83,7 @@ class StoreCalls:
         self._gate = anyio.CapacityLimiter(self.slots)
         # as many threads as slots: a call holding a slot never waits for a thread
         self._threads = anyio.CapacityLimiter(self.slots)
-        self._group = AsyncGroupCommit(self.run, max_batch=self.max_batch)
+        self._group = AsyncGroupCommit(self._run_batch, max_batch=self.max_batch)
 
     async def submit(self, submit_job: SubmitJob, request: JobRequest) -> Submitted:
         """`submit_job(request)`, committed together with the other submissions waiting:
@@ -92,28 +92,40 @@ class StoreCalls:
 
     async def run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """`function(*args, **kwargs)` in a worker thread, once a slot is free."""
-        deadline = time.monotonic() + self.wait
+        call = functools.partial(function, *args, **kwargs)
+        return await self._run_until(time.monotonic() + self.wait, call)
+
+    async def _run_batch(self, call: Callable[[], R], since: float) -> R:
+        # a group commit's batch waits no longer than its oldest request may: one that
+        # joined while the commit before it ran has used part of its wait already
+        return await self._run_until(since + self.wait, call)
+
+    async def _run_until(self, deadline: float, call: Callable[[], R]) -> R:
         try:
-            with anyio.fail_after(self.wait):
-                await self._gate.acquire()
-        except TimeoutError:
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                with anyio.fail_after(remaining):
+                    await self._gate.acquire()
+            else:  # out of time: a free slot still serves it, none is waited for
+                self._gate.acquire_nowait()
+        except (TimeoutError, anyio.WouldBlock):
             raise StoreUnavailable(
                 f"the store is unavailable: all {self.slots} connections stayed busy "
                 f"for {self.wait:g}s"
             ) from None
 
-        def call() -> R:
+        def in_thread() -> R:
             # in `vesper serve` the workers share the pool: the wait for a connection
             # gets what is left of this request's wait, not a pool timeout of its own
             token = CONNECTION_DEADLINE.set(deadline)
             try:
-                return function(*args, **kwargs)
+                return call()
             finally:
                 CONNECTION_DEADLINE.reset(token)
 
         try:
             return await anyio.to_thread.run_sync(
-                call, abandon_on_cancel=True, limiter=self._threads
+                in_thread, abandon_on_cancel=True, limiter=self._threads
             )
         finally:
             self._gate.release()
