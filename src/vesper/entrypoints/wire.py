@@ -21,8 +21,9 @@ from vesper.domain.stats import QueueStats
 
 def rfc3339(moment: datetime) -> str:
     """UTC with a Z, microseconds when there are any."""
-    text = moment.astimezone(UTC).isoformat()
-    return text.removesuffix("+00:00") + "Z"
+    if moment.tzinfo is not UTC:  # the stores' times are UTC already: no new object
+        moment = moment.astimezone(UTC)
+    return moment.isoformat().removesuffix("+00:00") + "Z"
 
 
 wire_converter = cattrs.Converter()
