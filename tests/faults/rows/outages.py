@@ -4,6 +4,7 @@ heartbeats)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -21,7 +22,7 @@ import httpx
 from tests.faults.checker import Options
 from tests.faults.cluster import PASSWORD
 from tests.faults.lab import FAULTS_APP, Lab, RowResult, kill, wait_for
-from tests.faults.producer import ReadyProbe, Steady, burst
+from tests.faults.producer import ReadyProbe, Steady, _log, burst
 from tests.faults.rows.common import enqueue, scaled, timed, wait_drained
 from tests.integration.harness import WorkerProcess
 from tests.integration.service import Service
@@ -372,7 +373,7 @@ def r14(lab: Lab) -> RowResult:
     # each client in a process of its own: reading 300 bodies of 500 jobs in the same
     # interpreter held the GIL that the POST client needed to send and time its requests
     # (its figures ran 2-3 s past what the server's own histogram measured)
-    with multiprocessing.get_context("spawn").Pool(2) as clients:
+    with multiprocessing.get_context("spawn").Pool(2, initializer=_before_the_server) as clients:
         clients.map(time.sleep, [0, 0])  # both started (imports done) before the load
         peak, held_peak, peak_sessions = _load(lab, serve, database, clients, requests, job_seconds)
     wait_for(
@@ -398,9 +399,14 @@ def r14(lab: Lab) -> RowResult:
         "a 503 without Retry-After",
     )
     slowest = max((r["latency"] for r in lab.responses), default=0.0)
-    result.figures.update(_latency_figures(lab.responses, serve.url))
+    figures = _latency_figures(lab.responses, serve.url)
+    result.figures.update(figures)
     limit = POOL_TIMEOUT_S + 1
     result.expect(slowest <= limit, f"a request waited {slowest:.1f}s (pool timeout 10 s + 1)")
+    result.expect(
+        figures["server_get_over_10s"] + figures["server_post_over_10s"] == 0,
+        "the server took more than the pool timeout (10 s) to answer a request",
+    )
     # the API's pool, the heartbeats' own pool and the LISTEN connection, no more
     most = API_POOL + BEAT_POOL_SIZE + BEAT_MAX_OVERFLOW + 1
     result.figures["serve_pg_connections_peak"] = peak  # an instant's count, churn included
@@ -505,6 +511,15 @@ def _load(
     return peak, held_peak, peak_sessions
 
 
+def _before_the_server() -> None:
+    """A load client's process runs ahead of the server's: on 2 cores shared with the
+    server, PostgreSQL and the workers, a client at the same priority measured its own
+    waits for the CPU as its requests' latency (2-3 s past what the server's histogram
+    held). Running ahead, it can only slow the server, never flatter it."""
+    with contextlib.suppress(PermissionError):
+        os.nice(-10)
+
+
 def _posts(url: str, n: int) -> list[dict[str, Any]]:
     """`n` POST /jobs at once, each tried once (a client process's task)."""
     responses: list[dict[str, Any]] = []
@@ -518,10 +533,6 @@ def _noop_body(_: int) -> dict[str, Any]:
 
 def _slow_gets(url: str, n: int) -> list[dict[str, Any]]:
     """`n` GET /jobs?limit=500 at once (a client process's task)."""
-    import asyncio  # noqa: PLC0415
-
-    from tests.faults.producer import _log  # noqa: PLC0415
-
     responses: list[dict[str, Any]] = []
 
     async def run() -> None:
