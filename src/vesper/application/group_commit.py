@@ -27,6 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from vesper.application.ports import JobRepository, Submitted
 from vesper.domain.errors import StoreUnavailable
@@ -136,6 +137,15 @@ class GroupCommit:
 RunBlocking = Callable[[Callable[[], list[Outcome]], float], Awaitable[list[Outcome]]]
 
 
+class _AsyncWaiting(NamedTuple):
+    """One coroutine's job, and since when it waits (time.monotonic())."""
+
+    jobs: JobRepository
+    job: NewJob
+    future: asyncio.Future[Submitted]
+    since: float
+
+
 class AsyncGroupCommit:
     """Submits single jobs from the coroutines of one event loop in shared batches.
 
@@ -153,7 +163,7 @@ class AsyncGroupCommit:
         self._run = run
         self._max_batch = max_batch
         # (store, job, its caller's future, when it began to wait)
-        self._queue: deque[tuple[JobRepository, NewJob, asyncio.Future[Submitted], float]] = deque()
+        self._queue: deque[_AsyncWaiting] = deque()
         self._leader: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -167,7 +177,7 @@ class AsyncGroupCommit:
             self._leader = None
             self._loop = loop
         future: asyncio.Future[Submitted] = loop.create_future()
-        self._queue.append((jobs, job, future, time.monotonic()))
+        self._queue.append(_AsyncWaiting(jobs, job, future, time.monotonic()))
         if self._leader is None:
             self._leader = asyncio.create_task(self._lead())
         return await future
@@ -176,37 +186,37 @@ class AsyncGroupCommit:
         try:
             while self._queue:
                 first = self._queue.popleft()
-                if first[2].done():  # its request stopped waiting: never commit it
+                if first.future.done():  # its request stopped waiting: never commit it
                     continue
                 batch = [first]
                 while (
-                    self._queue and len(batch) < self._max_batch and self._queue[0][0] is first[0]
+                    self._queue
+                    and len(batch) < self._max_batch
+                    and self._queue[0].jobs is first.jobs
                 ):
                     waiting = self._queue.popleft()
-                    if not waiting[2].done():
+                    if not waiting.future.done():
                         batch.append(waiting)
                 try:
                     outcomes = await self._run(
-                        functools.partial(
-                            commit_together, first[0], [job for _, job, _, _ in batch]
-                        ),
-                        first[3],
+                        functools.partial(commit_together, first.jobs, [w.job for w in batch]),
+                        first.since,
                     )
                 except asyncio.CancelledError:
-                    for _, _, future, _ in batch:
-                        future.cancel()
+                    for waiting in batch:
+                        waiting.future.cancel()
                     raise
                 except Exception as exc:  # the gate's StoreUnavailable, a thread's failure
                     outcomes = [exc] * len(batch)
-                for (_, _, future, _), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():  # its request stopped waiting
+                for waiting, outcome in zip(batch, outcomes, strict=True):
+                    if waiting.future.done():  # its request stopped waiting
                         continue
                     if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
+                        waiting.future.set_exception(outcome)
                     else:
-                        future.set_result(outcome)
+                        waiting.future.set_result(outcome)
         finally:
-            for _, _, future, _ in self._queue:  # only when the leader itself was cancelled
-                future.cancel()
+            for waiting in self._queue:  # only when the leader itself was cancelled
+                waiting.future.cancel()
             self._queue.clear()
             self._leader = None

@@ -90,14 +90,19 @@ class SubmitContract(StoreFixtures):
                 new_job("traced", trace_context=trace),
             ]
 
-        for batch in (varied(), [*varied(), new_job("keyed", key="k-opt")], [new_job("plain")]):
+        batches = (
+            varied(),
+            [*varied(), new_job("keyed", key="k-opt")],
+            [new_job("plain"), new_job("plain")],  # every optional field unset
+        )
+        for batch in batches:
             created = submit(jobs, *batch, now=T0)
             assert [jobs.get(job.id) for job in created] == created
             by_type = {job.type: job for job in created}
             plain = by_type["plain"]
             assert (plain.run_at, plain.timeout, plain.trace_context) == (T0, None, None)
             assert plain.fingerprint == ""
-            if len(batch) > 1:
+            if "at" in by_type:
                 assert by_type["at"].run_at == at(60)
                 assert by_type["delayed"].run_at == at(30)
                 assert by_type["limited"].timeout == timedelta(seconds=5)
