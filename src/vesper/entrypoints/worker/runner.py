@@ -113,6 +113,9 @@ class WorkerRunner:
         self.metrics = metrics
         self.tracer = tracer or trace.get_tracer("vesper.worker")
         self.consumers = consumers
+        # the types this process has consumers for (None: a catch-all takes every type),
+        # computed once: every claim passes them, and the claim is the hot path
+        self._types = consumers.claim_types
         self.queue = queue
         self.settings = settings
         self.identity = identity or new_identity(settings.concurrency)
@@ -202,7 +205,7 @@ class WorkerRunner:
                 self._claiming = True
                 try:
                     claimed = await self._call(
-                        self._store_pool, self.uses.claim_jobs, self.identity.id, free
+                        self._store_pool, self.uses.claim_jobs, self.identity.id, free, self._types
                     )
                 except Exception as exc:
                     errors += 1
@@ -303,7 +306,12 @@ class WorkerRunner:
         self._claiming = True
         try:
             recorded, claimed = await self._call(
-                self._store_pool, self._record_and_claim, outcomes, self.identity.id, free
+                self._store_pool,
+                self._record_and_claim,
+                outcomes,
+                self.identity.id,
+                free,
+                self._types,
             )
         finally:
             self._claiming = False
