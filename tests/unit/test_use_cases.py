@@ -394,6 +394,18 @@ def test_record_and_claim_completes_successes_and_claims_the_free_slots(
     assert all(j.status is Status.PROCESSING and j.worker_id == "w1" for j in claimed)
 
 
+def test_record_and_claim_claims_only_the_given_types(repo: InMemoryJobRepository) -> None:
+    first = submit(repo, type="a")
+    others = [submit(repo, type=t) for t in ("b", "a", "b", "a")]
+    [claimed_first] = ClaimJobs(repo, NO_JITTER)("w1", 1, ["a"])
+    assert claimed_first.id == first.id
+    both = RecordAndClaim(RecordOutcomes(repo, NO_JITTER), ClaimJobs(repo, NO_JITTER))
+    recorded, claimed = both([Outcome(job=claimed_first)], "w1", 5, ("a",))
+    assert recorded == {first.id}
+    assert [j.id for j in claimed] == [j.id for j in others if j.type == "a"]
+    assert all(repo.get(j.id).status is Status.PENDING for j in others if j.type == "b")
+
+
 def test_record_and_claim_with_a_failure_records_and_claims_nothing(
     repo: InMemoryJobRepository,
 ) -> None:

@@ -130,3 +130,12 @@ class Consumers:
     @property
     def types(self) -> Mapping[str | None, Consumer]:
         return dict(self._by_type)
+
+    @property
+    def claim_types(self) -> tuple[str, ...] | None:
+        """The job types a worker with these consumers may claim: None (every type) when
+        a catch-all consumer is registered. A job of another type is left to a process
+        that has its consumer, instead of failing here for want of one."""
+        if None in self._by_type:
+            return None
+        return tuple(sorted(t for t in self._by_type if t is not None))

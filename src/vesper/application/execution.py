@@ -139,6 +139,9 @@ class RecordAndClaim:
     twice. Failures are recorded as RecordOutcomes does, and nothing is claimed then
     (the caller claims on its own).
 
+    Args:
+        types: only these job types are claimed, as for ClaimJobs; None takes every type.
+
     Returns:
         The ids of the jobs whose outcome was recorded (the others had lost their
         lease), and the jobs claimed, in claim order.
@@ -148,7 +151,11 @@ class RecordAndClaim:
     claim: ClaimJobs
 
     def __call__(
-        self, outcomes: Sequence[Outcome], worker_id: str, limit: int
+        self,
+        outcomes: Sequence[Outcome],
+        worker_id: str,
+        limit: int,
+        types: Sequence[str] | None = None,
     ) -> tuple[set[JobId], list[Job]]:
         if limit <= 0 or any(o.error is not None for o in outcomes):
             return self.record(outcomes), []
@@ -157,6 +164,7 @@ class RecordAndClaim:
             worker_id=worker_id,
             limit=limit,
             lease=self.claim.settings.lease,
+            types=types,
         )
         return {job.id for job in completed}, claimed
 

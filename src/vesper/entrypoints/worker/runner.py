@@ -57,6 +57,11 @@ log = logging.getLogger("vesper.worker")
 T = TypeVar("T")
 
 MAX_ERROR_BACKOFF = 30.0
+# The shutdown's store calls (releasing unfinished jobs, deregistering) are retried until
+# the grace period ends, and for at least this long when running jobs used it up: a
+# connection the server cut just before the signal must not leave the process in the
+# fleet, or its jobs processing, until they are reaped.
+MIN_SHUTDOWN_RETRY = 5.0
 
 
 @attrs.frozen(kw_only=True)
@@ -113,6 +118,9 @@ class WorkerRunner:
         self.metrics = metrics
         self.tracer = tracer or trace.get_tracer("vesper.worker")
         self.consumers = consumers
+        # the types this process has consumers for (None: a catch-all takes every type),
+        # computed once: every claim passes them, and the claim is the hot path
+        self._types = consumers.claim_types
         self.queue = queue
         self.settings = settings
         self.identity = identity or new_identity(settings.concurrency)
@@ -167,7 +175,9 @@ class WorkerRunner:
     async def run(self, *, until_idle: bool = False) -> None:
         """Work until stop() (or, with until_idle, until no job is due and none runs)."""
         self._loop = asyncio.get_running_loop()
-        await self._retrying(self._heartbeat_pool, self.uses.register_worker, self.identity)
+        await self._retrying(
+            "registering", self._heartbeat_pool, self.uses.register_worker, self.identity
+        )
         log.info(
             "worker %s started: machine=%s pid=%d slots=%d",
             self.identity.id,
@@ -180,13 +190,14 @@ class WorkerRunner:
         try:
             await self._claim_loop(until_idle)
         finally:
-            await self._shutdown()
+            grace_ends = time.monotonic() + self.settings.shutdown_grace.total_seconds()
+            retry_until = await self._shutdown(grace_ends)
             background = [heartbeat, watchdog]
             background += [t for t in (self._maintenance, self._fleet_log) if t is not None]
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await self._deregister()
+            await self._deregister(retry_until)
             for pool in (self._store_pool, self._heartbeat_pool, self._maintenance_pool):
                 pool.shutdown(wait=False)
             self._job_pool.shutdown(wait=False, cancel_futures=True)
@@ -202,7 +213,7 @@ class WorkerRunner:
                 self._claiming = True
                 try:
                     claimed = await self._call(
-                        self._store_pool, self.uses.claim_jobs, self.identity.id, free
+                        self._store_pool, self.uses.claim_jobs, self.identity.id, free, self._types
                     )
                 except Exception as exc:
                     errors += 1
@@ -303,7 +314,12 @@ class WorkerRunner:
         self._claiming = True
         try:
             recorded, claimed = await self._call(
-                self._store_pool, self._record_and_claim, outcomes, self.identity.id, free
+                self._store_pool,
+                self._record_and_claim,
+                outcomes,
+                self.identity.id,
+                free,
+                self._types,
             )
         finally:
             self._claiming = False
@@ -414,19 +430,28 @@ class WorkerRunner:
 
     # -- shutdown -----------------------------------------------------------------------
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, grace_ends: float) -> float:
+        """Let running jobs finish until `grace_ends`, release the rest; returns until when
+        the shutdown's store calls are retried."""
         tasks = [a.task for a in self._running.values() if a.task is not None]
         if tasks:
             grace = self.settings.shutdown_grace.total_seconds()
             log.info("waiting up to %.0fs for %d running jobs", grace, len(tasks))
-            await asyncio.wait(tasks, timeout=grace)
+            await asyncio.wait(tasks, timeout=max(grace_ends - time.monotonic(), 0.0))
+        retry_until = max(grace_ends, time.monotonic() + MIN_SHUTDOWN_RETRY)
         leftovers = [a for a in self._running.values() if a.abandon_reason is None]
         for attempt in leftovers:
             attempt.abandon("shutdown")
         if leftovers:
             refs = [lease_of(a.context.record) for a in leftovers]
-            try:
-                released = await self._call(self._store_pool, self.uses.release_jobs, refs)
+            try:  # fenced: a retry after a release that did commit changes nothing
+                released = await self._retrying(
+                    f"releasing {len(refs)} jobs",
+                    self._store_pool,
+                    self.uses.release_jobs,
+                    refs,
+                    until=retry_until,
+                )
                 log.info("released %d unfinished jobs back to pending", len(released))
             except Exception as exc:
                 log.warning(
@@ -435,10 +460,17 @@ class WorkerRunner:
         remaining = [a.task for a in self._running.values() if a.task is not None]
         if remaining:
             await asyncio.wait(remaining, timeout=1.0)
+        return retry_until
 
-    async def _deregister(self) -> None:
+    async def _deregister(self, retry_until: float) -> None:
         try:
-            await self._call(self._heartbeat_pool, self.uses.deregister_worker, self.identity.id)
+            await self._retrying(
+                "deregistering",
+                self._heartbeat_pool,
+                self.uses.deregister_worker,
+                self.identity.id,
+                until=retry_until,
+            )
         except Exception as exc:
             log.warning("could not deregister %s; it will be reaped: %s", self.identity.id, exc)
         log.info("worker %s stopped", self.identity.id)
@@ -452,16 +484,39 @@ class WorkerRunner:
     async def _call(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
-    async def _retrying(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+    async def _retrying(
+        self,
+        what: str,
+        pool: ThreadPoolExecutor,
+        fn: Callable[..., T],
+        *args: Any,
+        until: float | None = None,
+    ) -> T:
+        """`fn(*args)` on `pool`, retried with a capped backoff while it fails: for ever, or
+        until `until` (time.monotonic()), when the last error is raised.
+
+        A try after a dropped connection (a terminated backend, a server restart) runs
+        on a fresh one: told of the disconnect, SQLAlchemy's pool replaces every
+        connection opened before it instead of handing the next dead one out.
+        """
         failures = 0
         while True:
             try:
                 return await self._call(pool, fn, *args)
             except Exception as exc:
                 failures += 1
-                delay = min(0.5 * 2 ** min(failures, 10), MAX_ERROR_BACKOFF)
+                delay = min(0.1 * 2 ** min(failures, 10), MAX_ERROR_BACKOFF)
+                if until is not None:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        raise
+                    delay = min(delay, left)
                 log.warning(
-                    "store not reachable (attempt %d), retrying in %.1fs: %s", failures, delay, exc
+                    "store not reachable for %s (attempt %d), retrying in %.1fs: %s",
+                    what,
+                    failures,
+                    delay,
+                    exc,
                 )
                 await asyncio.sleep(delay)
 
