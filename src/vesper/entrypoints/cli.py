@@ -62,7 +62,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="vesper")
+@click.version_option(package_name="vesper-hivemind")
 def main() -> None:
     """vesper: a distributed job queue. Configuration comes from the environment
     (and a .env file in the current directory)."""
