@@ -127,6 +127,7 @@ class HttpSettings:
     write_timeout: timedelta = timedelta(seconds=10)
     idle_timeout: timedelta = timedelta(seconds=60)
     api_token: str | None = None
+    metrics_auth: bool = False  # /metrics requires the token too
 
 
 @attrs.frozen(kw_only=True)
@@ -141,6 +142,7 @@ class Settings:
     db_pool_size: int = 10
     db_max_overflow: int = 5
     event_loop: str = "auto"  # auto (uvloop where installed), asyncio or uvloop
+    metrics_max_types: int = 100  # job types with a label of their own; the rest are "other"
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
     http: HttpSettings = HttpSettings()
@@ -197,7 +199,12 @@ class Settings:
             write_timeout=e.get("HTTP_WRITE_TIMEOUT", parse_duration, timedelta(seconds=10)),
             idle_timeout=e.get("HTTP_IDLE_TIMEOUT", parse_duration, timedelta(seconds=60)),
             api_token=env.get("VESPER_API_TOKEN") or None,
+            metrics_auth=e.get("VESPER_METRICS_AUTH", parse_bool, False),
         )
+        if http.metrics_auth and not http.api_token:
+            raise ConfigError(
+                "VESPER_METRICS_AUTH=1: needs VESPER_API_TOKEN, the token /metrics would require"
+            )
         production = app_env == "production"
         return cls(
             storage=storage,
@@ -210,6 +217,7 @@ class Settings:
             db_pool_size=e.get("VESPER_DB_POOL_SIZE", _positive_int, 10),
             db_max_overflow=e.get("VESPER_DB_MAX_OVERFLOW", _non_negative_int, 5),
             event_loop=e.get("VESPER_EVENT_LOOP", _event_loop, "auto"),
+            metrics_max_types=e.get("VESPER_METRICS_MAX_TYPES", _non_negative_int, 100),
             queue=queue,
             worker=worker,
             http=http,
