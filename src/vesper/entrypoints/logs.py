@@ -136,4 +136,4 @@ def configure_logging(settings: Settings, env: Mapping[str, str] | None = None) 
         handler.setFormatter(KeyValueFormatter(redact))
     handler.addFilter(JobFieldsFilter())
     root.addHandler(handler)
-    root.setLevel(env.get("VESPER_LOG_LEVEL", "INFO").upper())
+    root.setLevel(settings.log_level)  # VESPER_LOG_LEVEL, checked by Settings
