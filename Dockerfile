@@ -8,6 +8,7 @@
 # directory is importable), or install it into /opt/vesper with pip.
 
 # -- build: the wheel and a virtual environment with vesper and its dependencies ----------
+# (the distribution is vesper-hivemind: `vesper` on the package index is another project)
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -15,7 +16,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/vesper \
- && /opt/vesper/bin/pip install /wheels/*.whl
+ && /opt/vesper/bin/pip install /wheels/vesper_hivemind-*.whl
 
 # -- run: the virtual environment only, as an unprivileged user ---------------------------
 FROM python:3.11-slim

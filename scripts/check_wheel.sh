@@ -35,7 +35,7 @@ case "$WORK" in "$ROOT"/*) fail "the scratch directory $WORK is inside the check
 
 echo "== build the wheel"
 "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$WORK/dist" "$ROOT"
-WHEEL=$(ls "$WORK"/dist/vesper-*.whl)
+WHEEL=$(ls "$WORK"/dist/vesper_hivemind-*.whl)  # the distribution vesper-hivemind
 echo "$WHEEL"
 
 echo "== install it into a fresh venv ($WORK/venv)"

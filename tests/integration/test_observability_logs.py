@@ -6,6 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import sys
+import time
+from collections import Counter
+from datetime import timedelta
 
 import pytest
 
@@ -19,6 +24,7 @@ from vesper.entrypoints.logs import (
     job_fields,
 )
 from vesper.entrypoints.service import build_runner
+from vesper.entrypoints.worker.runner import WorkerSettings
 
 
 def record(message: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -118,3 +124,68 @@ def test_lines_logged_while_a_job_runs_carry_its_ids() -> None:
     inside, outside = lines
     assert (inside.__dict__["job_id"], inside.__dict__["worker_id"]) == ("j9", "w9")
     assert "job_id" not in outside.__dict__
+
+
+def test_finished_jobs_are_summed_up_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    """A done job's own line is DEBUG (for throughput); INFO gets a line every
+    fleet_log_interval with the outcomes since the last one, and one more at the stop."""
+    app = App(
+        {
+            "VESPER_STORAGE": "memory",
+            "VESPER_HEARTBEAT": "50ms",
+            "VESPER_RETRY_BASE": "1ms",
+            "VESPER_RETRY_CAP": "1ms",
+        }
+    )
+
+    @app.consumer("ok")
+    def ok(job: vesper.Job) -> None:
+        if job.payload.get("slow"):
+            time.sleep(0.6)  # the run outlasts a summary interval or two
+
+    @app.consumer("boom")
+    def boom(job: vesper.Job) -> None:
+        raise RuntimeError("no")
+
+    for _ in range(3):
+        app.enqueue("ok")
+    app.enqueue("ok", {"slow": True})
+    app.enqueue("boom", max_retries=1)  # fails once (a retry), then dlq
+    runner = app.container.worker_runner(
+        consumers=app.consumers,
+        settings=WorkerSettings(fleet_log_interval=timedelta(milliseconds=200)),
+    )
+    caplog.set_level(logging.INFO, logger="vesper")
+    try:
+        asyncio.run(asyncio.wait_for(runner.run(until_idle=True), 30))
+    finally:
+        app.close()
+    summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("jobs: ")]
+    assert len(summaries) >= 2, summaries  # at least one periodic line, and the last one
+    totals = Counter[str]()
+    for line in summaries:
+        assert re.fullmatch(
+            r"jobs: done=\d+ failed=\d+ dlq=\d+ abandoned=\d+ in the last \d+s", line
+        )
+        totals.update({k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)})
+    assert totals == {"done": 4, "failed": 1, "dlq": 1, "abandoned": 0}
+    assert not [r for r in caplog.records if r.getMessage() == "job done"]  # DEBUG stays off
+
+
+def test_text_lines_escape_control_characters() -> None:
+    """A job's type or error carrying ANSI codes or a newline neither colours the
+    terminal nor forges a line: the text formatter writes them escaped."""
+    red = "\x1b[31m"
+    rec = record("job %s: %s", "failed", f"{red}boom\nINFO forged line", job_type=f"t{red}")
+    try:
+        raise RuntimeError(f"consumer said {red}no")
+    except RuntimeError:
+        rec.exc_info = sys.exc_info()
+    text = KeyValueFormatter().format(rec)
+    assert "\x1b" not in text
+    head, *traceback = text.split("\n")
+    assert head.endswith(r'job failed: \x1b[31mboom\nINFO forged line job_type="t\u001b[31m"')
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1] == r"RuntimeError: consumer said \x1b[31mno"
+    # JSON escapes them by itself
+    assert "\x1b" not in JsonFormatter().format(rec)

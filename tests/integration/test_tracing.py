@@ -204,7 +204,7 @@ def test_otlp_without_its_package_names_what_to_install() -> None:
         pass
     else:
         pytest.skip("the OTLP exporter is installed here")
-    with pytest.raises(TracingConfigError, match=r"pip install 'vesper\[otlp\]'"):
+    with pytest.raises(TracingConfigError, match=r"pip install 'vesper-hivemind\[otlp\]'"):
         tracer_provider_from_env({"OTEL_TRACES_EXPORTER": "otlp"})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -231,6 +232,19 @@ def _check_priority(priority: object) -> None:
         raise InvalidRequest(
             "priority", f"must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}"
         )
+
+
+def seconds(field: str, value: float | None) -> timedelta | None:
+    """Seconds as a timedelta; `validate` checks the range, this only keeps it finite
+    (timedelta raises ValueError on NaN and OverflowError on infinity)."""
+    if value is None:
+        return None
+    try:
+        if not math.isfinite(value):
+            raise OverflowError
+        return timedelta(seconds=value)
+    except OverflowError:
+        raise InvalidRequest(field, "is out of range") from None
 
 
 def _check_payload(payload: object, limits: Limits) -> tuple[dict[str, Any], str | None]:

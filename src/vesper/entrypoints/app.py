@@ -9,7 +9,7 @@ from typing import Any, TypeVar, overload
 
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
 from vesper.domain.job import Job as JobRecord
-from vesper.domain.submission import JobRequest
+from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
 from vesper.entrypoints.settings import Settings
 from vesper.entrypoints.tracing import current_traceparent
@@ -17,10 +17,8 @@ from vesper.entrypoints.tracing import current_traceparent
 F = TypeVar("F", bound=ConsumerFunction)
 
 
-def _seconds(value: float | timedelta | None) -> timedelta | None:
-    if value is None or isinstance(value, timedelta):
-        return value
-    return timedelta(seconds=value)
+def _seconds(field: str, value: float | timedelta | None) -> timedelta | None:
+    return value if isinstance(value, timedelta) else seconds(field, value)
 
 
 class App:
@@ -76,7 +74,7 @@ class App:
             return job_type
 
         def register(function: F) -> F:
-            self.consumers.add(job_type, Consumer(function, timeout=_seconds(timeout)))
+            self.consumers.add(job_type, Consumer(function, timeout=_seconds("timeout", timeout)))
             return function
 
         return register
@@ -96,13 +94,15 @@ class App:
         """Submit one job and return it (the bound job on an idempotent replay)."""
         request = JobRequest(
             type=job_type,
-            payload=dict(payload or {}),
+            # as given: the domain copies it, and refuses anything but a mapping (dict()
+            # would turn a list of pairs into one)
+            payload=payload if payload is not None else {},
             priority=priority,
             max_retries=max_retries,
             run_at=run_at,
-            delay=_seconds(delay),
+            delay=_seconds("delay", delay),
             idempotency_key=idempotency_key,
-            timeout=_seconds(timeout),
+            timeout=_seconds("timeout", timeout),
             trace_context=current_traceparent(),  # the producer's trace continues in the worker
         )
         return self.container.submit_job()(request).job

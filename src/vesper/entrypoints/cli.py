@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import click
 from dotenv import load_dotenv
 
-from vesper.domain.errors import VesperError
+from vesper.domain.errors import InvalidRequest, VesperError
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
 from vesper.entrypoints.settings import ConfigError
@@ -62,7 +63,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="vesper")
+@click.version_option(package_name="vesper-hivemind")
 def main() -> None:
     """vesper: a distributed job queue. Configuration comes from the environment
     (and a .env file in the current directory)."""
@@ -149,10 +150,15 @@ def enqueue(
     idempotency_key: str | None,
 ) -> None:
     """Submit one job and print it as JSON."""
+    # a bad input is one line naming the option, exit 2, before anything is opened
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
+        _fail(f"--payload {payload!r}: not JSON: {exc}", 2)
+    if not isinstance(data, dict):
+        _fail(f"--payload {payload!r}: must be a JSON object", 2)
+    if delay is not None and not math.isfinite(delay):
+        _fail(f"--delay {delay!r}: must be a finite number of seconds", 2)
     app = _load(None)
     try:
         job = app.enqueue(
@@ -163,8 +169,10 @@ def enqueue(
             delay=delay,
             idempotency_key=idempotency_key,
         )
+    except InvalidRequest as exc:
+        _fail(str(exc), 2)
     except VesperError as exc:
-        _fail(str(exc), 2 if "InvalidRequest" in type(exc).__name__ else 1)
+        _fail(str(exc))
     finally:
         app.close()
     click.echo(json.dumps(job_to_wire(job), indent=2))

@@ -63,9 +63,10 @@ def open_metrics(
     get_stats: Callable[[], GetStats],
     get_fleet: Callable[[], GetFleet],
     store: Callable[[], Store],
+    max_types: int,
 ) -> Iterator[OtelMetrics]:
     """Metrics of this process; the store opens at the first scrape, not before."""
-    metrics = OtelMetrics()
+    metrics = OtelMetrics(max_types=max_types)
     metrics.observe_queue(lambda: get_stats()())  # noqa: PLW0108 (lazy: opens the store at a scrape)
     metrics.observe_fleet(lambda: get_fleet()())  # noqa: PLW0108
     metrics.observe_pools(lambda: store_pools(store()))
@@ -179,6 +180,7 @@ class Container(containers.DeclarativeContainer):
         get_stats=get_stats.provider,
         get_fleet=get_fleet.provider,
         store=store.provider,
+        max_types=config.metrics_max_types,
     )
     tracer_provider = providers.Resource(open_tracer_provider)
     worker_tracer = providers.Callable(lambda p: p.get_tracer("vesper.worker"), tracer_provider)
@@ -261,6 +263,7 @@ def build_container(env: Mapping[str, str] | Settings) -> Container:
             "auto_migrate": settings.auto_migrate,
             "db_pool_size": settings.db_pool_size,
             "db_max_overflow": settings.db_max_overflow,
+            "metrics_max_types": settings.metrics_max_types,
             "settings": settings,
         }
     )

@@ -5,7 +5,9 @@ the root logger. Structured fields travel as the record's extras (`log.info("job
 extra={"job_id": ...})`): the JSON formatter makes them keys, the text formatter
 appends them as `key=value`. Both formatters redact secrets from the final line: the
 password of any URL (`postgresql://vesper:***@db/vesper`) and the values of
-DB_PASSWORD and VESPER_API_TOKEN wherever they appear.
+DB_PASSWORD and VESPER_API_TOKEN wherever they appear. The text formatter writes
+control characters escaped (`\x1b[31m`, `\n`): a job's type or error message must not
+colour the operator's terminal or forge a line (JSON escapes them already).
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 SECRET_VARIABLES = ("DB_PASSWORD", "VESPER_API_TOKEN")
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+(?=@)")
-_BARE = re.compile(r"^[^\s=\"]+$")
+_BARE = re.compile(r"^[^\s=\"\x00-\x1f\x7f-\x9f]+$")
+# C0, DEL and C1 controls; the traceback keeps its newlines
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]  # "\x1b", "\n", "\t"
 
 
 class Redactor:
@@ -108,13 +117,16 @@ class KeyValueFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
         self._redact = redact or Redactor()
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # the line itself: its newlines escaped too, so the first "\n" starts a traceback
+        return _CONTROL.sub(_escape, super().formatMessage(record))
+
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        head, newline, rest = super().format(record).partition("\n")
         fields = " ".join(f"{k}={_value(v)}" for k, v in _extras(record).items())
         if fields:
-            head, newline, rest = text.partition("\n")  # fields before any traceback
-            text = f"{head} {fields}{newline}{rest}"
-        return self._redact(text)
+            head = f"{head} {fields}"  # fields before any traceback
+        return self._redact(f"{head}{newline}{_CONTROL_BUT_NEWLINE.sub(_escape, rest)}")
 
 
 def _value(value: object) -> str:
@@ -136,4 +148,4 @@ def configure_logging(settings: Settings, env: Mapping[str, str] | None = None) 
         handler.setFormatter(KeyValueFormatter(redact))
     handler.addFilter(JobFieldsFilter())
     root.addHandler(handler)
-    root.setLevel(env.get("VESPER_LOG_LEVEL", "INFO").upper())
+    root.setLevel(settings.log_level)  # VESPER_LOG_LEVEL, checked by Settings

@@ -116,6 +116,9 @@ class _Env:
         except ValueError as exc:
             shown = "<hidden>" if name in SECRET_VARIABLES else repr(raw)
             raise ConfigError(f"{name}={shown}: {exc}") from None
+        except OverflowError:  # a duration beyond timedelta's range
+            shown = "<hidden>" if name in SECRET_VARIABLES else repr(raw)
+            raise ConfigError(f"{name}={shown}: out of range") from None
 
 
 @attrs.frozen(kw_only=True)
@@ -127,6 +130,7 @@ class HttpSettings:
     write_timeout: timedelta = timedelta(seconds=10)
     idle_timeout: timedelta = timedelta(seconds=60)
     api_token: str | None = None
+    metrics_auth: bool = False  # /metrics requires the token too
 
 
 @attrs.frozen(kw_only=True)
@@ -138,9 +142,11 @@ class Settings:
     auto_migrate: bool = True
     app_path: str | None = None
     log_format: str = "text"
+    log_level: str = "INFO"
     db_pool_size: int = 10
     db_max_overflow: int = 5
     event_loop: str = "auto"  # auto (uvloop where installed), asyncio or uvloop
+    metrics_max_types: int = 100  # job types with a label of their own; the rest are "other"
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
     http: HttpSettings = HttpSettings()
@@ -197,19 +203,27 @@ class Settings:
             write_timeout=e.get("HTTP_WRITE_TIMEOUT", parse_duration, timedelta(seconds=10)),
             idle_timeout=e.get("HTTP_IDLE_TIMEOUT", parse_duration, timedelta(seconds=60)),
             api_token=env.get("VESPER_API_TOKEN") or None,
+            metrics_auth=e.get("VESPER_METRICS_AUTH", parse_bool, False),
         )
+        if http.metrics_auth and not http.api_token:
+            raise ConfigError(
+                "VESPER_METRICS_AUTH=1: needs VESPER_API_TOKEN, the token /metrics would require"
+            )
         production = app_env == "production"
         return cls(
             storage=storage,
-            database_url=env.get("VESPER_DATABASE_URL") or _default_url(storage, env),
+            database_url=e.get("VESPER_DATABASE_URL", _database_url, None)
+            or _default_url(storage, env),
             app_env=app_env,
             require_consumer=e.get("REQUIRE_CONSUMER", parse_bool, False),
             auto_migrate=e.get("VESPER_AUTO_MIGRATE", parse_bool, not production),
             app_path=env.get("VESPER_APP") or None,
             log_format=e.get("VESPER_LOG_FORMAT", _log_format, "json" if production else "text"),
+            log_level=e.get("VESPER_LOG_LEVEL", _log_level, "INFO"),
             db_pool_size=e.get("VESPER_DB_POOL_SIZE", _positive_int, 10),
             db_max_overflow=e.get("VESPER_DB_MAX_OVERFLOW", _non_negative_int, 5),
             event_loop=e.get("VESPER_EVENT_LOOP", _event_loop, "auto"),
+            metrics_max_types=e.get("VESPER_METRICS_MAX_TYPES", _non_negative_int, 100),
             queue=queue,
             worker=worker,
             http=http,
@@ -255,6 +269,24 @@ def _log_format(text: str) -> str:
     return text
 
 
+def _database_url(text: str) -> str:
+    # SQLAlchemy's parse error would surface as a traceback when the store opens
+    if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text.strip()):
+        raise ValueError("not a URL (e.g. postgresql+psycopg://user@host/db, sqlite:///q.db)")
+    return text.strip()
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def _default_url(storage: str, env: Mapping[str, str]) -> str:
     if storage == "postgres":
         user = quote(env.get("DB_USER") or "vesper", safe="")
@@ -262,10 +294,12 @@ def _default_url(storage: str, env: Mapping[str, str]) -> str:
         auth = f"{user}:{quote(password, safe='')}" if password else user
         host = env.get("DB_HOST") or "localhost"
         port = env.get("DB_PORT") or "5432"
-        if not port.isdigit():
-            raise ConfigError(f"DB_PORT={port!r}: expected a port number")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"DB_PORT={port!r}: expected a port number (1-65535)")
         name = quote(env.get("DB_NAME") or "vesper", safe="")
         sslmode = env.get("DB_SSLMODE") or "disable"
+        if sslmode not in SSL_MODES:  # libpq's error would read as the database being down
+            raise ConfigError(f"DB_SSLMODE={sslmode!r}: expected one of {', '.join(SSL_MODES)}")
         # DB_TIMEZONE is accepted for compatibility: vesper stores and returns UTC.
         return f"postgresql+psycopg://{auth}@{host}:{port}/{name}?sslmode={sslmode}"
     if storage == "sqlite":

@@ -105,7 +105,7 @@ def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
         except ImportError:
             raise TracingConfigError(
                 f"OTEL_TRACES_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto{suffix}: "
-                "pip install 'vesper[otlp]'"
+                "pip install 'vesper-hivemind[otlp]'"
             ) from None
         return exporter
     found = entry_points(group=EXPORTER_GROUP, name=name)

@@ -2,7 +2,8 @@
 
 `create_app()` is a uvicorn factory (`uvicorn --factory vesper.entrypoints.http:create_app`)
 and what `vesper api`/`vesper serve` run. Another module adds routes by passing
-`route_handlers=[...]` (a /metrics handler, say: /metrics is public by path).
+`route_handlers=[...]` (a /metrics handler, say: /metrics is public by path, unless
+VESPER_METRICS_AUTH=1).
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def create_app(
     assert settings is not None
     c = container if container is not None else build_container(settings)
     token = settings.http.api_token
-    guards: list[Guard] = [bearer_guard(token)] if token else []
+    guards: list[Guard] = (
+        [bearer_guard(token, metrics_public=not settings.http.metrics_auth)] if token else []
+    )
     max_body = settings.queue.limits.max_payload_bytes
 
     api = Router(

@@ -3,8 +3,8 @@
 With a token configured, every route but the public ones requires exactly
 `Authorization: Bearer <token>`; anything else (no header, another token, `bearer`
 in lower case, Basic, a trailing space) gets 401 with `WWW-Authenticate: Bearer`.
-Public: /health, /ready and /metrics (probes and scrapers carry no token), and any
-handler declared with `opt={"public": True}`. The OpenAPI document (/schema) is
+Public: /health, /ready and /metrics (probes and scrapers carry no token; /metrics
+not with VESPER_METRICS_AUTH=1), and any handler declared with `opt={"public": True}`. The OpenAPI document (/schema) is
 protected: it describes a protected API.
 
 The comparison is `hmac.compare_digest` over bytes, so its time does not depend on
@@ -26,16 +26,13 @@ PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
 SCHEME_NAME = "bearerAuth"
 
 
-def is_public(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> bool:
-    return bool(handler.opt.get("public")) or connection.scope["path"] in PUBLIC_PATHS
-
-
-def bearer_guard(token: str) -> Guard:
+def bearer_guard(token: str, *, metrics_public: bool = True) -> Guard:
     """A guard that admits `Authorization: Bearer <token>` and public routes."""
     expected = b"Bearer " + token.encode()
+    public_paths = PUBLIC_PATHS if metrics_public else PUBLIC_PATHS - {"/metrics"}
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        if is_public(connection, handler):
+        if handler.opt.get("public") or connection.scope["path"] in public_paths:
             return
         # ASGI header values are bytes; Litestar decoded them as latin-1.
         presented = connection.headers.get("authorization", "").encode("latin-1")

@@ -11,8 +11,7 @@ converted into these Structs so that the OpenAPI document shows every body.
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -23,7 +22,7 @@ from vesper.domain.fleet import Fleet
 from vesper.domain.job import Job
 from vesper.domain.query import JobPage
 from vesper.domain.stats import QueueStats
-from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, JobRequest, Limits
+from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, JobRequest, Limits, seconds
 from vesper.entrypoints.wire import fleet_to_wire, stats_to_wire
 
 # Documented bounds; the domain enforces the configured ones (only the body size varies).
@@ -103,9 +102,9 @@ class SubmitJobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             priority=self.priority,
             max_retries=self.max_retries,
             run_at=_utc("run_at", self.run_at),
-            delay=_seconds("delay_seconds", self.delay_seconds),
+            delay=seconds("delay_seconds", self.delay_seconds),
             idempotency_key=idempotency_key,
-            timeout=_seconds("timeout_seconds", self.timeout_seconds),
+            timeout=seconds("timeout_seconds", self.timeout_seconds),
         )
 
 
@@ -257,18 +256,6 @@ def fleet_out(fleet: Fleet) -> FleetOut:
 
 def stats_out(stats: QueueStats) -> StatsOut:
     return msgspec.convert(stats_to_wire(stats), StatsOut)
-
-
-def _seconds(field: str, value: float | None) -> timedelta | None:
-    """Seconds as a timedelta; the domain checks the range, this only keeps it finite."""
-    if value is None:
-        return None
-    try:
-        if not math.isfinite(value):
-            raise OverflowError
-        return timedelta(seconds=value)
-    except OverflowError:
-        raise InvalidRequest(field, "is out of range") from None
 
 
 def _utc(field: str, value: datetime | None) -> datetime | None:

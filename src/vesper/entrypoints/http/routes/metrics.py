@@ -1,4 +1,7 @@
-"""GET /metrics: Prometheus text exposition of this container's metrics (public)."""
+"""GET /metrics: Prometheus text exposition of this container's metrics.
+
+Public by its path (the bearer guard's PUBLIC_PATHS), unless VESPER_METRICS_AUTH=1.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from vesper.entrypoints.http.deps import blocking
 def metrics_route(container: Container) -> HTTPRouteHandler:
     """The /metrics handler; scraping reads queue depth and the fleet from the store."""
 
-    @get("/metrics", opt={"public": True}, include_in_schema=False)
+    @get("/metrics", include_in_schema=False)
     async def metrics_handler(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Prometheus text format (OpenMetrics when the scraper asks for it)."""
         metrics = await blocking(container.metrics)
