@@ -109,3 +109,27 @@ def test_app_enqueue_refuses_a_delay_that_is_not_finite(delay: float) -> None:
     with pytest.raises(InvalidRequest, match=r"^delay: is out of range"):
         app.enqueue("t", {}, delay=delay)
     app.close()
+
+
+def test_enqueue_refuses_the_memory_store_which_would_lose_the_job(tmp_path: Path) -> None:
+    result = vesper(["enqueue", "t"], {"VESPER_STORAGE": "memory"}, tmp_path / "q.db")
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "vesper: VESPER_STORAGE=memory keeps jobs inside one process: `vesper enqueue` would "
+        "lose the job at exit; use sqlite or postgres"
+    ]
+
+
+def test_worker_on_the_memory_store_warns_in_one_line(tmp_path: Path) -> None:
+    """The worker still runs (an embedding app may submit in-process), but says that
+    nothing outside it can reach its queue; without --app it is then refused as usual,
+    which ends the process at once."""
+    env = {"VESPER_STORAGE": "memory"}
+    result = vesper(["worker"], env, tmp_path / "q.db")  # no --app: refused after the warning
+    assert result.returncode == 2
+    warnings = [line for line in result.stderr.splitlines() if "VESPER_STORAGE=memory" in line]
+    assert warnings == [
+        "vesper: warning: VESPER_STORAGE=memory: this worker sees only jobs submitted "
+        "inside this process, and nothing survives its exit"
+    ]

@@ -95,6 +95,12 @@ def worker(app_path: str | None, workers: int | None) -> None:
     """Run workers only: claim and run jobs until SIGTERM or Ctrl+C."""
     _override(workers=workers, addr=None)
     app = _load(app_path)
+    if app.settings.storage == "memory":
+        click.echo(
+            "vesper: warning: VESPER_STORAGE=memory: this worker sees only jobs submitted "
+            "inside this process, and nothing survives its exit",
+            err=True,
+        )
     if not app.consumers:
         raise click.UsageError(
             "no consumer is registered; pass --app module:attribute (or set VESPER_APP)"
@@ -160,6 +166,13 @@ def enqueue(
     if delay is not None and not math.isfinite(delay):
         _fail(f"--delay {delay!r}: must be a finite number of seconds", 2)
     app = _load(None)
+    if app.settings.storage == "memory":
+        # the job would live in this process only, and this process ends at once
+        _fail(
+            "VESPER_STORAGE=memory keeps jobs inside one process: `vesper enqueue` would "
+            "lose the job at exit; use sqlite or postgres",
+            2,
+        )
     try:
         job = app.enqueue(
             job_type,
