@@ -15,7 +15,7 @@ from dotenv import load_dotenv
 from vesper.domain.errors import VesperError
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
-from vesper.entrypoints.settings import ConfigError
+from vesper.entrypoints.settings import BUILTIN_STORAGES, ConfigError, describe_store
 from vesper.entrypoints.wire import job_to_wire
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,7 +84,7 @@ addr_option = click.option(
 def serve(app_path: str | None, workers: int | None, addr: str | None) -> None:
     """Run the HTTP API and the workers in this process (the default deployment)."""
     _override(workers=workers, addr=addr)
-    _load(app_path).run(api=True, workers=True)
+    _load(app_path, announce=False).run(api=True, workers=True)
 
 
 @main.command()
@@ -93,7 +93,7 @@ def serve(app_path: str | None, workers: int | None, addr: str | None) -> None:
 def worker(app_path: str | None, workers: int | None) -> None:
     """Run workers only: claim and run jobs until SIGTERM or Ctrl+C."""
     _override(workers=workers, addr=None)
-    app = _load(app_path)
+    app = _load(app_path, announce=False)
     if not app.consumers:
         raise click.UsageError(
             "no consumer is registered; pass --app module:attribute (or set VESPER_APP)"
@@ -106,7 +106,7 @@ def worker(app_path: str | None, workers: int | None) -> None:
 def api(addr: str | None) -> None:
     """Run the HTTP API only (producers, tracking, fleet view, metrics)."""
     _override(workers=None, addr=addr)
-    _load(None).run(api=True, workers=False)
+    _load(None, announce=False).run(api=True, workers=False)
 
 
 def _override(*, workers: int | None, addr: str | None) -> None:
@@ -124,13 +124,39 @@ def migrate() -> None:
     if settings.storage == "memory":
         click.echo("memory storage has no schema")
         return
+    if settings.storage not in BUILTIN_STORAGES:
+        _migrate_plugin(app)
+        return
     from vesper.adapters.sql import migrate as migrate_sql  # noqa: PLC0415
 
     try:
-        migrate_sql(settings.database_url)
+        done = migrate_sql(settings.database_url)
     except VesperError as exc:
         _fail(str(exc))
-    click.echo(f"schema of the {settings.storage} store is up to date")
+    if done.applied:
+        plural = "" if done.applied == 1 else "s"
+        click.echo(
+            f"applied {done.applied} migration{plural} ({done.before or 'base'} -> {done.after})"
+        )
+    else:
+        click.echo(f"up to date at {done.after}")
+
+
+def _migrate_plugin(app: App) -> None:
+    """A plugin store migrates itself when it has a `migrate()`; else it manages its
+    own schema (a formal migration port is to come)."""
+    name = app.settings.storage
+    try:
+        hook = getattr(app.container.store(), "migrate", None)
+        if not callable(hook):
+            click.echo(f"vesper: store {name!r} manages its own schema; nothing to migrate")
+            return
+        hook()
+    except VesperError as exc:
+        _fail(str(exc))
+    finally:
+        app.close()
+    click.echo(f"store {name!r} migrated by its own migrate()")
 
 
 @main.command()
@@ -201,12 +227,16 @@ def status(watch: bool, interval: float, count: int | None) -> None:
 main.add_command(bench)
 
 
-def _load(app_path: str | None) -> App:
+def _load(app_path: str | None, *, announce: bool = True) -> App:
+    """The App, its settings checked; `announce` says which store it uses (on stderr:
+    stdout is the command's output). The long-running commands log it instead."""
     app = load_app(app_path)
     try:
-        _ = app.settings
+        settings = app.settings
     except ConfigError as exc:
         _fail(str(exc), 2)
+    if announce:
+        click.echo(f"vesper: {describe_store(settings)}", err=True)
     return app
 
 

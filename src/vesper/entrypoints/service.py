@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vesper.domain.errors import StoreUnavailable
-from vesper.entrypoints.settings import parse_addr
+from vesper.entrypoints.settings import describe_store, parse_addr
 from vesper.entrypoints.tracing import TracingConfigError, install_global_tracer_provider
 from vesper.entrypoints.worker.runner import StoreWait, WorkerRunner
 
@@ -116,6 +116,7 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     workers wait for the store (capped backoff) in a task of their own, so the process
     needs no restart when the database comes up.
     """
+    log.info("%s", describe_store(app.settings))
     try:  # OTEL_TRACES_EXPORTER: a bad value stops start-up with one line
         install_global_tracer_provider(app.container.tracer_provider())
     except TracingConfigError as exc:
