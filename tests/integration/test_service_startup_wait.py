@@ -128,3 +128,33 @@ def test_worker_logs_an_unmigrated_schema_once_while_it_waits(
         assert service.output().count(SCHEMA_NOT_MIGRATED) == 1
     finally:
         service.stop()
+
+
+def test_production_log_names_no_database_address_or_password(tmp_path: Path) -> None:
+    port = free_port()
+    service = _start(_down_env(port), "worker", tmp_path)
+    try:
+        wait_until(
+            lambda: "store not reachable (attempt 2)" in service.output(),
+            timeout=30,
+            what="the second retry line",
+        )
+        wait_until(lambda: "vesper.listen" in service.output(), timeout=10, what="LISTEN's line")
+        _sigterm_exits_at_once(service)
+        output = service.output()
+        for secret in ("127.0.0.1", str(port), PASSWORD):
+            assert secret not in output, f"{secret!r} in the log:\n{output}"
+        assert 'store: postgres database \\"vesper\\"' in output  # kind and name only
+    finally:
+        service.stop()
+
+
+def test_alembic_lines_stay_out_of_the_log(tmp_path: Path) -> None:
+    env = {"VESPER_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}  # migrated at start
+    service = _start(env, "worker", tmp_path)
+    try:
+        wait_until(lambda: "started" in service.output(), timeout=30, what="the worker")
+        _sigterm_exits_at_once(service)
+        assert "alembic.runtime" not in service.output()  # its loggers: plugins, migration
+    finally:
+        service.stop()
