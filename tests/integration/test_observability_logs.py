@@ -69,6 +69,21 @@ def test_redactor_reads_db_password_and_api_token_from_the_environment() -> None
     assert Redactor.from_env({})("nothing to hide") == "nothing to hide"
 
 
+def test_in_production_the_database_address_is_redacted_from_both_formats() -> None:
+    env = {"DB_HOST": "db.example", "DB_PORT": "6543", "DB_USER": "bob", "DB_PASSWORD": "pw1234"}
+    redact = Redactor.from_env(env, addresses=True)
+    message = (
+        'connection failed: connection to server at "db.example" (10.1.2.3), port 6543 '
+        'failed: FATAL:  password authentication failed for user "bob" (db.example:6543)'
+    )
+    for formatter in (JsonFormatter(redact), KeyValueFormatter(redact)):
+        line = formatter.format(record(message))
+        for shown in ("db.example", "10.1.2.3", "6543", '"bob"', "pw1234"):
+            assert shown not in line
+        assert "connection to server at *** failed" in line
+    assert "db.example" in Redactor.from_env(env)(message)  # development keeps it
+
+
 def test_every_job_line_of_the_worker_has_job_and_worker_ids(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

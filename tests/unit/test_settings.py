@@ -1,4 +1,5 @@
-"""Settings from the environment: the database pool variables and their checks."""
+"""Settings from the environment: the store and where it is, the database pool variables
+and their checks."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from click.testing import CliRunner
 
 from vesper.entrypoints.cli import main
 from vesper.entrypoints.container import build_container
-from vesper.entrypoints.settings import ConfigError, Settings
+from vesper.entrypoints.settings import ConfigError, Settings, describe_store
 
 BASE = {"VESPER_STORAGE": "memory"}
 
@@ -76,3 +77,56 @@ def test_an_unknown_event_loop_is_refused_with_its_name() -> None:
         ConfigError, match=r"VESPER_EVENT_LOOP='trio': must be auto, asyncio or uvloop"
     ):
         Settings.from_env({**BASE, "VESPER_EVENT_LOOP": "trio"})
+
+
+@pytest.mark.parametrize(
+    ("env", "storage"),
+    [
+        ({"VESPER_DATABASE_URL": "postgresql+psycopg://u@db:5432/q"}, "postgres"),
+        ({"VESPER_DATABASE_URL": "postgresql://u@db/q"}, "postgres"),
+        ({"VESPER_DATABASE_URL": "postgres://u@db/q"}, "postgres"),
+        ({"VESPER_DATABASE_URL": "sqlite:///q.db"}, "sqlite"),
+        ({"VESPER_DATABASE_URL": "sqlite:///q.db", "DB_HOST": "db"}, "sqlite"),
+        ({"VESPER_DATABASE_URL": "memory://"}, "memory"),
+        ({"VESPER_DATABASE_URL": "postgresql://u@db/q", "VESPER_STORAGE": "sqlite"}, "sqlite"),
+        ({"DB_HOST": "db"}, "postgres"),
+        ({}, "sqlite"),
+    ],
+)
+def test_the_url_scheme_chooses_the_store_unless_vesper_storage_does(
+    env: dict[str, str], storage: str
+) -> None:
+    assert Settings.from_env(env).storage == storage
+
+
+def test_a_url_with_no_store_for_its_scheme_is_one_line_hiding_the_url() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"VESPER_DATABASE_URL": "mysql://root:hunter22@db/q"})
+    assert str(caught.value).startswith("VESPER_DATABASE_URL=<hidden>: no store for the scheme")
+    assert "hunter22" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"VESPER_DATABASE_URL": "postgresql://vesper:pw1234@db.example:6543/jobs"},
+            'store: postgres database "jobs" at db.example:6543',
+        ),
+        (
+            {"DB_HOST": "db.example", "DB_PASSWORD": "pw1234", "DB_NAME": "jobs"},
+            'store: postgres database "jobs" at db.example:5432',
+        ),
+        (
+            {"APP_ENV": "production", "DB_HOST": "db.example", "DB_PASSWORD": "pw1234"},
+            'store: postgres database "vesper"',
+        ),
+        ({"VESPER_DATABASE_URL": "sqlite:////var/q.db"}, "store: sqlite /var/q.db"),
+        ({"APP_ENV": "production", "DB_PATH": "/var/q.db"}, "store: sqlite q.db"),
+        ({"VESPER_STORAGE": "memory"}, "store: memory (this process only)"),
+    ],
+)
+def test_the_store_line_says_which_and_where_never_a_password(
+    env: dict[str, str], line: str
+) -> None:
+    assert describe_store(Settings.from_env(env)) == line

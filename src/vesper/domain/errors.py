@@ -64,6 +64,21 @@ class StoreUnavailable(VesperError):
     """The store did not answer (connection refused, timed out, restarting)."""
 
 
+SCHEMA_NOT_MIGRATED = "database schema is not migrated (run `vesper migrate`)"
+
+
+class SchemaNotMigrated(StoreUnavailable):
+    """The database answers but holds no vesper tables: `vesper migrate` was not run.
+
+    A kind of StoreUnavailable so that whatever waits for the store waits for the
+    migration too (the workers start without a restart once it is applied); its own
+    message says what the operator has to do.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(SCHEMA_NOT_MIGRATED)
+
+
 class NonRetryable(VesperError):
     """Raise it from a consumer to send the job straight to dlq, with no retry."""
 

@@ -16,7 +16,7 @@ from dotenv import load_dotenv
 from vesper.domain.errors import InvalidRequest, VesperError
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
-from vesper.entrypoints.settings import ConfigError
+from vesper.entrypoints.settings import BUILTIN_STORAGES, ConfigError, describe_store
 from vesper.entrypoints.wire import job_to_wire
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,7 +85,7 @@ addr_option = click.option(
 def serve(app_path: str | None, workers: int | None, addr: str | None) -> None:
     """Run the HTTP API and the workers in this process (the default deployment)."""
     _override(workers=workers, addr=addr)
-    _load(app_path).run(api=True, workers=True)
+    _load(app_path, announce=False).run(api=True, workers=True)
 
 
 @main.command()
@@ -94,7 +94,7 @@ def serve(app_path: str | None, workers: int | None, addr: str | None) -> None:
 def worker(app_path: str | None, workers: int | None) -> None:
     """Run workers only: claim and run jobs until SIGTERM or Ctrl+C."""
     _override(workers=workers, addr=None)
-    app = _load(app_path)
+    app = _load(app_path, announce=False)
     if app.settings.storage == "memory":
         click.echo(
             "vesper: warning: VESPER_STORAGE=memory: this worker sees only jobs submitted "
@@ -113,7 +113,7 @@ def worker(app_path: str | None, workers: int | None) -> None:
 def api(addr: str | None) -> None:
     """Run the HTTP API only (producers, tracking, fleet view, metrics)."""
     _override(workers=None, addr=addr)
-    _load(None).run(api=True, workers=False)
+    _load(None, announce=False).run(api=True, workers=False)
 
 
 def _override(*, workers: int | None, addr: str | None) -> None:
@@ -131,13 +131,39 @@ def migrate() -> None:
     if settings.storage == "memory":
         click.echo("memory storage has no schema")
         return
+    if settings.storage not in BUILTIN_STORAGES:
+        _migrate_plugin(app)
+        return
     from vesper.adapters.sql import migrate as migrate_sql  # noqa: PLC0415
 
     try:
-        migrate_sql(settings.database_url)
+        done = migrate_sql(settings.database_url)
     except VesperError as exc:
         _fail(str(exc))
-    click.echo(f"schema of the {settings.storage} store is up to date")
+    if done.applied:
+        plural = "" if done.applied == 1 else "s"
+        click.echo(
+            f"applied {done.applied} migration{plural} ({done.before or 'base'} -> {done.after})"
+        )
+    else:
+        click.echo(f"up to date at {done.after}")
+
+
+def _migrate_plugin(app: App) -> None:
+    """A plugin store migrates itself when it has a `migrate()`; else it manages its
+    own schema (a formal migration port is to come)."""
+    name = app.settings.storage
+    try:
+        hook = getattr(app.container.store(), "migrate", None)
+        if not callable(hook):
+            click.echo(f"vesper: store {name!r} manages its own schema; nothing to migrate")
+            return
+        hook()
+    except VesperError as exc:
+        _fail(str(exc))
+    finally:
+        app.close()
+    click.echo(f"store {name!r} migrated by its own migrate()")
 
 
 @main.command()
@@ -165,7 +191,7 @@ def enqueue(
         _fail(f"--payload {payload!r}: must be a JSON object", 2)
     if delay is not None and not math.isfinite(delay):
         _fail(f"--delay {delay!r}: must be a finite number of seconds", 2)
-    app = _load(None)
+    app = _load(None, announce=False)
     if app.settings.storage == "memory":
         # the job would live in this process only, and this process ends at once
         _fail(
@@ -173,6 +199,7 @@ def enqueue(
             "lose the job at exit; use sqlite or postgres",
             2,
         )
+    click.echo(f"vesper: {describe_store(app.settings)}", err=True)
     try:
         job = app.enqueue(
             job_type,
@@ -222,12 +249,16 @@ def status(watch: bool, interval: float, count: int | None) -> None:
 main.add_command(bench)
 
 
-def _load(app_path: str | None) -> App:
+def _load(app_path: str | None, *, announce: bool = True) -> App:
+    """The App, its settings checked; `announce` says which store it uses (on stderr:
+    stdout is the command's output). The long-running commands log it instead."""
     app = load_app(app_path)
     try:
-        _ = app.settings
+        settings = app.settings
     except ConfigError as exc:
         _fail(str(exc), 2)
+    if announce:
+        click.echo(f"vesper: {describe_store(settings)}", err=True)
     return app
 
 

@@ -5,13 +5,16 @@ the root logger. Structured fields travel as the record's extras (`log.info("job
 extra={"job_id": ...})`): the JSON formatter makes them keys, the text formatter
 appends them as `key=value`. Both formatters redact secrets from the final line: the
 password of any URL (`postgresql://vesper:***@db/vesper`) and the values of
-DB_PASSWORD and VESPER_API_TOKEN wherever they appear. The text formatter writes
-control characters escaped (`\x1b[31m`, `\n`): a job's type or error message must not
-colour the operator's terminal or forge a line (JSON escapes them already).
+DB_PASSWORD and VESPER_API_TOKEN wherever they appear; in production also the
+database's address (its host and port, and the names libpq's messages quote), which the
+text of a driver's error carries. The text formatter writes control characters escaped
+(`\x1b[31m`, `\n`): a job's type or error message must not colour the operator's
+terminal or forge a line (JSON escapes them already).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +25,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from vesper.entrypoints.settings import Settings
@@ -43,22 +47,54 @@ def _escape(match: re.Match[str]) -> str:
     return repr(match.group())[1:-1]  # "\x1b", "\n", "\t"
 
 
-class Redactor:
-    """Removes passwords and tokens from text that is about to be written."""
+# what libpq's messages quote: `connection to server at "db" (10.0.0.5), port 5432 failed`,
+# `for user "vesper"`, `host name "db"`, a socket (a database's name is no address)
+# (the quotes escaped, \", in a JSON line)
+_LIBPQ_NAMED = re.compile(
+    r'(?P<what>server at|on socket|host name|host|user) \\?"[^"\\]*\\?"'
+    r"(?: \([^)]*\))?(?:, port \d+)?"
+)
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+
+class Redactor:
+    """Removes passwords and tokens (and, with `addresses`, the database's address) from
+    text that is about to be written."""
+
+    def __init__(self, secrets: Iterable[str] = (), *, addresses: bool = False) -> None:
         # short values would redact half the log: a secret this short is no secret
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._addresses = addresses
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Redactor:
-        return cls(env.get(name, "") for name in SECRET_VARIABLES)
+    def from_env(cls, env: Mapping[str, str], *, addresses: bool = False) -> Redactor:
+        """`addresses`: hide the database's host and port too (DB_HOST, DB_PORT, or
+        VESPER_DATABASE_URL's), and whatever libpq's messages quote."""
+        secrets = [env.get(name, "") for name in SECRET_VARIABLES]
+        if addresses:
+            secrets += _database_address(env)
+        return cls(secrets, addresses=addresses)
 
     def __call__(self, text: str) -> str:
         text = _URL_PASSWORD.sub(r"\g<head>***", text)
+        if self._addresses:
+            text = _LIBPQ_NAMED.sub(r"\g<what> ***", text)
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _database_address(env: Mapping[str, str]) -> list[str]:
+    """The database's host, and host:port, as a log line could spell them."""
+    host, port = env.get("DB_HOST", ""), env.get("DB_PORT", "") or "5432"
+    url = env.get("VESPER_DATABASE_URL", "")
+    if "://" in url:
+        parts = urlsplit(url)
+        with contextlib.suppress(ValueError):  # a port that is not a number
+            host, port = parts.hostname or host, str(parts.port or port)
+    if not host:
+        return []
+    # a port alone is a number that may be part of anything: hidden only beside its host
+    return [f"{host}:{port}", f"[{host}]:{port}", host]
 
 
 _JOB_FIELDS: ContextVar[Mapping[str, object] | None] = ContextVar("vesper_job_fields", default=None)
@@ -140,7 +176,7 @@ def configure_logging(settings: Settings, env: Mapping[str, str] | None = None) 
     if root.handlers:
         return
     env = os.environ if env is None else env
-    redact = Redactor.from_env(env)
+    redact = Redactor.from_env(env, addresses=settings.production)
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter(redact))
@@ -149,3 +185,6 @@ def configure_logging(settings: Settings, env: Mapping[str, str] | None = None) 
     handler.addFilter(JobFieldsFilter())
     root.addHandler(handler)
     root.setLevel(settings.log_level)  # VESPER_LOG_LEVEL, checked by Settings
+    # alembic's INFO lines (its plugins, each migration step) say nothing an operator
+    # needs; its warnings still come, in vesper's format
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vesper.domain.errors import StoreUnavailable
-from vesper.entrypoints.settings import parse_addr
+from vesper.entrypoints.settings import describe_store, parse_addr
 from vesper.entrypoints.tracing import TracingConfigError, install_global_tracer_provider
-from vesper.entrypoints.worker.runner import MAX_ERROR_BACKOFF, WorkerRunner
+from vesper.entrypoints.worker.runner import StoreWait, WorkerRunner
 
 if TYPE_CHECKING:
     import uvicorn
@@ -60,17 +60,12 @@ def build_runner(app: App) -> WorkerRunner:
 async def build_runner_when_reachable(app: App) -> WorkerRunner:
     """build_runner, retried with a capped backoff while the store cannot be opened: a
     database that is down at start-up is waited for, not a crash (and a crash loop)."""
-    failures = 0
+    wait = StoreWait()
     while True:
         try:
             return await asyncio.to_thread(build_runner, app)
         except StoreUnavailable as exc:
-            failures += 1
-            delay = min(0.5 * 2 ** min(failures, 10), MAX_ERROR_BACKOFF)
-            log.warning(
-                "store not reachable (attempt %d), retrying in %.1fs: %s", failures, delay, exc
-            )
-            await asyncio.sleep(delay)
+            await asyncio.sleep(wait.failed(exc))
 
 
 def build_http_server(app: App) -> uvicorn.Server:
@@ -121,6 +116,7 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     workers wait for the store (capped backoff) in a task of their own, so the process
     needs no restart when the database comes up.
     """
+    log.info("%s", describe_store(app.settings))
     try:  # OTEL_TRACES_EXPORTER: a bad value stops start-up with one line
         install_global_tracer_provider(app.container.tracer_provider())
     except TracingConfigError as exc:

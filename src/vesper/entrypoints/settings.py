@@ -6,12 +6,13 @@ the variable and the value (never the value of a secret).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import attrs
 
@@ -162,7 +163,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         e = _Env(env)
-        storage = env.get("VESPER_STORAGE") or ("postgres" if env.get("DB_HOST") else "sqlite")
+        storage = env.get("VESPER_STORAGE") or _storage_of(env)
         if storage not in BUILTIN_STORAGES and storage not in storage_plugins():
             known = [*BUILTIN_STORAGES, *sorted(storage_plugins())]
             raise ConfigError(f"VESPER_STORAGE={storage!r}: expected one of {', '.join(known)}")
@@ -248,6 +249,47 @@ def load_storage_plugin(name: str) -> Callable[[str, Clock], Store]:
         ) from None
     factory: Callable[[str, Clock], Store] = entry_point.load()
     return factory
+
+
+def _storage_of(env: Mapping[str, str]) -> str:
+    """The store when VESPER_STORAGE is unset: VESPER_DATABASE_URL's scheme decides,
+    else DB_HOST set means PostgreSQL, else SQLite."""
+    url = env.get("VESPER_DATABASE_URL")
+    if not url:
+        return "postgres" if env.get("DB_HOST") else "sqlite"
+    scheme = url.partition("://")[0].partition("+")[0].lower()  # postgresql+psycopg
+    storage = _SCHEMES.get(scheme, scheme)
+    if storage not in BUILTIN_STORAGES and storage not in storage_plugins():
+        raise ConfigError(
+            f"VESPER_DATABASE_URL=<hidden>: no store for the scheme {scheme!r} "
+            "(use sqlite:///path.db or postgresql://..., or set VESPER_STORAGE)"
+        )
+    return storage
+
+
+_SCHEMES = {"postgresql": "postgres", "postgres": "postgres", "sqlite": "sqlite"}
+
+
+def describe_store(settings: Settings) -> str:
+    """Which store this process uses and where, in one line for the start of every
+    command: never a password; in production only the kind and the database's name
+    (logs there carry no database address)."""
+    storage = settings.storage
+    if storage == "memory":
+        return "store: memory (this process only)"
+    if storage == "sqlite":
+        path = settings.database_url.partition(":///")[2].partition("?")[0]
+        shown = os.path.basename(path) if settings.production else os.path.abspath(path)
+        return f"store: sqlite {shown}"
+    if storage != "postgres":
+        return f"store: {storage} (a plugin)"  # its URL's parts mean what the plugin says
+    parts = urlsplit(settings.database_url)
+    name = unquote(parts.path.lstrip("/"))
+    if settings.production:
+        return f'store: postgres database "{name}"'
+    return (
+        f'store: postgres database "{name}" at {parts.hostname or "localhost"}:{parts.port or 5432}'
+    )
 
 
 def _app_env(text: str) -> str:

@@ -3,7 +3,8 @@
 A `Database` runs the repositories' work on a connection: `read` (no changes),
 `statement` (one atomic statement) and `transaction` (several statements, all or
 nothing). Errors that mean "the store did not answer" become StoreUnavailable with a
-message that names no host, user, password or DSN; transient lock errors are retried
+message that names no host, user, password or DSN, and a missing vesper table becomes
+SchemaNotMigrated (its subclass); transient lock errors are retried
 inside (SQLite's "database is locked", PostgreSQL's deadlocks), so callers never see them.
 """
 
@@ -23,7 +24,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from vesper.domain.errors import StoreUnavailable
+from vesper.domain.errors import SchemaNotMigrated, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -50,6 +51,7 @@ _WRITE = "vesper_write"  # execution option: this SQLite connection begins IMMED
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _PG_RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+_PG_UNDEFINED_TABLE = "42P01"  # vesper's tables are missing: the schema is not migrated
 _DURABLE_BEGIN = "BEGIN; SET LOCAL synchronous_commit = on"
 _DURABLE_STATEMENT = "durable statement"  # a marker for Database._postgres, never sent
 _SYNC_KEY = "vesper_synchronous_commit"
@@ -314,6 +316,8 @@ class Database:
                 if sqlstate in _PG_RETRYABLE and attempt < PG_RETRIES:
                     time.sleep(random.uniform(0, 0.005 * 2**attempt))
                     continue
+                if sqlstate == _PG_UNDEFINED_TABLE:
+                    raise SchemaNotMigrated from None
                 if isinstance(exc, _UNAVAILABLE):
                     raise StoreUnavailable(self._describe(exc)) from None
                 raise
@@ -335,6 +339,8 @@ class Database:
                     time.sleep(random.uniform(pause / 2, pause))
                     pause = min(pause * 2, 0.25)
                     continue
+                if "no such table" in str(exc.orig):
+                    raise SchemaNotMigrated from None
                 raise StoreUnavailable(self._describe(exc)) from None
             except (InterfaceError, DisconnectionError, PoolTimeout) as exc:
                 raise StoreUnavailable(self._describe(exc)) from None

@@ -9,6 +9,7 @@ second process waits, then finds the schema at head and does nothing.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 from alembic import command
 from alembic.config import Config
@@ -31,12 +32,21 @@ def alembic_config() -> Config:
     return config
 
 
+class Migration(NamedTuple):
+    """What a migration did: from which revision (None: an empty database) to which,
+    applying how many revisions (0: it was at the head already)."""
+
+    before: str | None
+    after: str | None
+    applied: int
+
+
 @functools.cache
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def migrate(url: str) -> None:
+def migrate(url: str) -> Migration:
     """Bring the database at `url` to the newest schema (a no-op when it is there).
 
     Raises:
@@ -44,16 +54,17 @@ def migrate(url: str) -> None:
     """
     engine = open_engine(sql_url(url), pool_size=1, max_overflow=0)
     try:
-        migrate_database(Database(engine))
+        return migrate_database(Database(engine))
     finally:
         engine.dispose()
 
 
-def migrate_database(db: Database) -> None:
+def migrate_database(db: Database) -> Migration:
     """Bring `db` to the head revision, unless it is there already."""
-    if db.read(_at_head):
-        return
-    db.transaction(_upgrade)
+    current = db.read(_current_revision)
+    if current == head_revision():
+        return Migration(current, current, 0)
+    return db.transaction(_upgrade)
 
 
 def _current_revision(conn: Connection) -> str | None:
@@ -62,16 +73,16 @@ def _current_revision(conn: Connection) -> str | None:
     return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
-def _at_head(conn: Connection) -> bool:
-    return _current_revision(conn) == head_revision()
-
-
-def _upgrade(conn: Connection) -> None:
+def _upgrade(conn: Connection) -> Migration:
     if conn.dialect.name == "postgresql":
         # released at commit; a second process waits here, then finds the schema at head
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
-    if _at_head(conn):
-        return
+    before, head = _current_revision(conn), head_revision()
+    if before == head:
+        return Migration(before, head, 0)
     config = alembic_config()
     config.attributes["connection"] = conn
     command.upgrade(config, "head")
+    script = ScriptDirectory.from_config(config)
+    applied = len(list(script.iterate_revisions(head, before or "base")))
+    return Migration(before, head, applied)

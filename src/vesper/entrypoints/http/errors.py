@@ -12,7 +12,7 @@ Status codes, chosen once for every route:
 - 422: an Idempotency-Key reused with another body (DESIGN.md), and a batch of more
   jobs than Limits.max_batch (the OpenAPI `maxItems`): well-formed, but refused.
 - 503 with `Retry-After` while the store does not answer (connection refused or lost,
-  pool exhausted, database locked).
+  pool exhausted, database locked), or its database is not migrated (the error says so).
 - 500 for anything unexpected: a generic message; the traceback goes to the log only.
 
 No body carries a traceback, SQL, a DSN or a file path: messages of store errors never
@@ -48,6 +48,7 @@ from vesper.domain.errors import (
     InvalidCursor,
     InvalidRequest,
     JobNotFound,
+    SchemaNotMigrated,
     StoreUnavailable,
 )
 from vesper.entrypoints.http.schemas import ErrorOut
@@ -81,7 +82,8 @@ _DESCRIPTIONS = {
     415: "The body is not declared as application/json.",
     422: "The Idempotency-Key is bound to a job submitted with another body, or the batch "
     "holds more jobs than its limit.",
-    503: "The store does not answer; retry after `Retry-After` seconds.",
+    503: "The store does not answer (or its schema is not migrated); retry after "
+    "`Retry-After` seconds.",
 }
 
 
@@ -148,13 +150,26 @@ def _idempotency_conflict(
     )
 
 
-def store_unavailable_response() -> Response[ErrorOut]:
+STORE_NOT_ANSWERING = "the job store is not answering; retry later"
+
+
+def store_unavailable_response(
+    message: str = STORE_NOT_ANSWERING, **detail: str
+) -> Response[ErrorOut]:
     return error_response(
         HTTP_503_SERVICE_UNAVAILABLE,
-        "the job store is not answering; retry later",
-        {"retry_after": RETRY_AFTER_SECONDS},
+        message,
+        {"retry_after": RETRY_AFTER_SECONDS, **detail},
         {"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
+
+
+def _schema_not_migrated(
+    request: Request[Any, Any, Any], exc: SchemaNotMigrated
+) -> Response[ErrorOut]:
+    # a fixed message (no SQL, no table name): the operator's next step
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return store_unavailable_response(str(exc), reason="schema_not_migrated")
 
 
 def _store_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
@@ -240,6 +255,7 @@ def exception_handlers() -> dict[int | type[Exception], ExceptionHandler]:
         JobNotFound: _job_not_found,
         IllegalTransition: _illegal_transition,
         IdempotencyConflict: _idempotency_conflict,
+        SchemaNotMigrated: _schema_not_migrated,
         sa_exc.DBAPIError: _dbapi_error,
         Exception: _internal_error,
     }

@@ -45,6 +45,7 @@ from vesper.application.fleet import (
 )
 from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.settings import QueueSettings
+from vesper.domain.errors import SchemaNotMigrated
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Job as JobRecord
 from vesper.domain.job import JobId
@@ -62,6 +63,33 @@ MAX_ERROR_BACKOFF = 30.0
 # connection the server cut just before the signal must not leave the process in the
 # fleet, or its jobs processing, until they are reaped.
 MIN_SHUTDOWN_RETRY = 5.0
+
+
+class StoppedWaiting(Exception):
+    """stop() came while the runner waited for the store; nothing is registered."""
+
+
+class StoreWait:
+    """One wait for the store: a capped backoff between attempts, a log line for each
+    failed one, but a schema that is not migrated is said once (it stays so until an
+    operator acts; a line per retry would bury every other line)."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self._told_not_migrated = False
+
+    def failed(self, exc: Exception) -> float:
+        """Log the failure; returns the seconds to wait before the next attempt."""
+        self.failures += 1
+        delay: float = min(0.5 * 2.0 ** min(self.failures, 10), MAX_ERROR_BACKOFF)
+        if not isinstance(exc, SchemaNotMigrated):
+            log.warning(
+                "store not reachable (attempt %d), retrying in %.1fs: %s", self.failures, delay, exc
+            )
+        elif not self._told_not_migrated:
+            self._told_not_migrated = True
+            log.error("%s; the workers wait for it", exc)
+        return delay
 
 
 @attrs.frozen(kw_only=True)
@@ -178,9 +206,13 @@ class WorkerRunner:
     async def run(self, *, until_idle: bool = False) -> None:
         """Work until stop() (or, with until_idle, until no job is due and none runs)."""
         self._loop = asyncio.get_running_loop()
-        await self._retrying(
-            "registering", self._heartbeat_pool, self.uses.register_worker, self.identity
-        )
+        try:
+            await self._until_stopped(
+                self._heartbeat_pool, self.uses.register_worker, self.identity
+            )
+        except StoppedWaiting:
+            self._shutdown_pools()
+            return
         log.info(
             "worker %s started: machine=%s pid=%d slots=%d",
             self.identity.id,
@@ -201,9 +233,12 @@ class WorkerRunner:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self._deregister(retry_until)
-            for pool in (self._store_pool, self._heartbeat_pool, self._maintenance_pool):
-                pool.shutdown(wait=False)
-            self._job_pool.shutdown(wait=False, cancel_futures=True)
+            self._shutdown_pools()
+
+    def _shutdown_pools(self) -> None:
+        for pool in (self._store_pool, self._heartbeat_pool, self._maintenance_pool):
+            pool.shutdown(wait=False)
+        self._job_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _claim_loop(self, until_idle: bool) -> None:
         errors = 0
@@ -502,10 +537,10 @@ class WorkerRunner:
         pool: ThreadPoolExecutor,
         fn: Callable[..., T],
         *args: Any,
-        until: float | None = None,
+        until: float,
     ) -> T:
-        """`fn(*args)` on `pool`, retried with a capped backoff while it fails: for ever, or
-        until `until` (time.monotonic()), when the last error is raised.
+        """`fn(*args)` on `pool`, retried with a capped backoff while it fails, until
+        `until` (time.monotonic()), when the last error is raised (shutdown: the grace).
 
         A try after a dropped connection (a terminated backend, a server restart) runs
         on a fresh one: told of the disconnect, SQLAlchemy's pool replaces every
@@ -518,11 +553,10 @@ class WorkerRunner:
             except Exception as exc:
                 failures += 1
                 delay = min(0.1 * 2 ** min(failures, 10), MAX_ERROR_BACKOFF)
-                if until is not None:
-                    left = until - time.monotonic()
-                    if left <= 0:
-                        raise
-                    delay = min(delay, left)
+                left = until - time.monotonic()
+                if left <= 0:
+                    raise
+                delay = min(delay, left)
                 log.warning(
                     "store not reachable for %s (attempt %d), retrying in %.1fs: %s",
                     what,
@@ -531,6 +565,32 @@ class WorkerRunner:
                     exc,
                 )
                 await asyncio.sleep(delay)
+
+    async def _until_stopped(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on `pool`, retried while the store fails (start-up: the database
+        may be down or not migrated yet).
+
+        Raises:
+            StoppedWaiting: stop() came first. A call in flight is abandoned, not
+                awaited (a connection attempt can take seconds; a SIGTERM'd process
+                exits at once): should it register after all, the worker is reaped.
+        """
+        wait = StoreWait()
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                call = asyncio.ensure_future(self._call(pool, fn, *args))
+                await asyncio.wait({call, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not call.done():
+                    call.cancel()
+                    break
+                try:
+                    return call.result()
+                except Exception as exc:
+                    await self._sleep(wait.failed(exc))
+        finally:
+            stopping.cancel()
+        raise StoppedWaiting
 
     async def _wait(self, timeout: float | None) -> None:
         waiters = [

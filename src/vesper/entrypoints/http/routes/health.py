@@ -8,7 +8,7 @@ import anyio
 from litestar import get
 from litestar.di import NamedDependency
 
-from vesper.domain.errors import StoreUnavailable
+from vesper.domain.errors import SchemaNotMigrated, StoreUnavailable
 from vesper.entrypoints.http.deps import ReadinessProbe, StoreCalls
 from vesper.entrypoints.http.errors import error_responses
 from vesper.entrypoints.http.schemas import StatusOut
@@ -29,10 +29,13 @@ async def health_route() -> StatusOut:
 async def ready_route(
     readiness_probe: NamedDependency[ReadinessProbe], store_calls: NamedDependency[StoreCalls]
 ) -> StatusOut:
-    """200 when the store answers a query, 503 (with Retry-After) otherwise."""
+    """200 when the store answers a query, 503 (with Retry-After) otherwise; the error
+    names an unmigrated schema."""
     try:
         with anyio.fail_after(READY_TIMEOUT_SECONDS):
             await store_calls.run(readiness_probe)
+    except SchemaNotMigrated:
+        raise  # answers 503 with what to do, not "not answering"
     except Exception as exc:  # any failure means "not ready"; only its type is logged
         log.warning("not ready: the store probe failed with %s", type(exc).__name__)
         raise StoreUnavailable("the store did not answer the readiness probe") from None
