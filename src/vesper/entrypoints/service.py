@@ -76,7 +76,12 @@ async def build_runner_when_reachable(app: App) -> WorkerRunner:
 def build_http_server(app: App) -> uvicorn.Server:
     from vesper.entrypoints.http.app import create_app  # noqa: PLC0415
     from vesper.entrypoints.http.routes.metrics import metrics_route  # noqa: PLC0415
-    from vesper.entrypoints.http.server import build_server  # noqa: PLC0415
+    from vesper.entrypoints.http.server import (  # noqa: PLC0415
+        build_server,
+        raise_open_files_limit,
+    )
+
+    raise_open_files_limit()  # before the limits are derived from it
 
     container = app.container
     http_app = create_app(
