@@ -67,6 +67,7 @@ CORPUS: list[tuple[str, bytes, str | None, str | None]] = [
     ("type missing", b'{"priority": 1}', JSON, "type"),
     ("type newline", b'{"type": "a\\nb"}', JSON, "type"),
     ("type DEL", b'{"type": "a\\u007fb"}', JSON, "type"),
+    ("type blank", b'{"type": "   "}', JSON, "type"),
     ("run_at words", b'{"type": "a", "run_at": "tomorrow"}', JSON, "run_at"),
     ("run_at month 13", b'{"type": "a", "run_at": "2024-13-01T00:00:00Z"}', JSON, "run_at"),
     ("run_at no offset", b'{"type": "a", "run_at": "2024-01-01T00:00:00"}', JSON, "run_at"),
@@ -77,6 +78,8 @@ CORPUS: list[tuple[str, bytes, str | None, str | None]] = [
         JSON,
         "run_at",
     ),
+    ("run_at year 1", b'{"type": "a", "run_at": "0001-01-01T00:00:00Z"}', JSON, "run_at"),
+    ("run_at 1999", b'{"type": "a", "run_at": "1999-12-31T23:59:59Z"}', JSON, "run_at"),
     (
         "run_at and delay",
         b'{"type": "a", "run_at": "2030-01-01T00:00:00Z", "delay_seconds": 5}',
