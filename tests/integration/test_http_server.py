@@ -226,3 +226,20 @@ def test_port_is_released_after_stop() -> None:
     with socket.socket() as again:
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
+
+
+def test_head_on_the_probes_answers_as_get_without_a_body() -> None:
+    async def probe() -> list[bytes]:
+        async with _serving(VESPER_API_TOKEN="s3cret") as port:  # the probes stay public
+            return [
+                await _raw(
+                    port, b"HEAD " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                for path in (b"/health", b"/ready")
+            ]
+
+    for answer in asyncio.run(probe()):
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK"), answer
+        assert b"content-length: 15" in head  # the GET's body, {"status":"ok"}
+        assert body == b""
