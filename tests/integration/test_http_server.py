@@ -243,3 +243,30 @@ def test_head_on_the_probes_answers_as_get_without_a_body() -> None:
         assert head.startswith(b"HTTP/1.1 200 OK"), answer
         assert b"content-length: 15" in head  # the GET's body, {"status":"ok"}
         assert body == b""
+
+
+def test_a_repeated_idempotency_key_header_is_400() -> None:
+    # separate header lines, as only a real socket carries them (the test client merges)
+    def submit(*keys: bytes) -> bytes:
+        lines = b"".join(b"Idempotency-Key: " + key + b"\r\n" for key in keys)
+        return (
+            b"POST /jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 12\r\n"
+            + lines
+            + b'\r\n{"type":"a"}'
+        )
+
+    async def probe() -> list[bytes]:
+        async with _serving() as port:
+            return [
+                await _raw(port, submit(b"k1", b"k2")),
+                await _raw(port, submit(b"same", b"same")),
+                await _raw(port, submit(b"once")),
+            ]
+
+    twice, same_twice, once = asyncio.run(probe())
+    for answer in (twice, same_twice):
+        status, body = _status_and_body(answer)
+        assert status == b"HTTP/1.1 400 Bad Request", answer
+        assert body["detail"]["field"] == "Idempotency-Key"
+    assert once.startswith(b"HTTP/1.1 201 ")

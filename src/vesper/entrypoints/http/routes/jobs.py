@@ -118,6 +118,9 @@ async def submit_job_route(
     even after it finished; another body with that key is a 422.
     """
     await check_request_body(request)
+    if idempotency_key is not None and len(request.headers.getall("idempotency-key")) > 1:
+        # Litestar reads the first: which key binds the job would be the client's guess
+        raise InvalidRequest("Idempotency-Key", "must be given once")
     # the request's span travels with the job: its execution joins this trace
     job_request = attrs.evolve(
         data.to_request(idempotency_key=idempotency_key), trace_context=current_traceparent()
