@@ -342,3 +342,14 @@ def test_injection_in_filters_is_400_or_empty(
     else:
         assert _check_refused(response)["detail"]["field"] == name
     assert _rows(container) == 1
+
+
+def test_only_cursors_the_server_issued_are_accepted(client: TestClient[Litestar]) -> None:
+    for _ in range(3):
+        client.post("/jobs", json={"type": "a"})
+    issued = client.get("/jobs", params={"limit": 1}).json()["next_cursor"]
+    assert client.get("/jobs", params={"cursor": issued}).status_code == 200
+    seq = issued[1:].partition(".")[0]
+    for forged in (f"s{seq}", f"s{int(seq) + 1}.{issued[-8:]}", issued[:-1] + "x", "s1"):
+        refused = _check_refused(client.get("/jobs", params={"cursor": forged}))
+        assert refused["detail"]["field"] == "cursor", forged
