@@ -77,8 +77,9 @@ LimitQuery = Annotated[
 CursorQuery = Annotated[
     str | None,
     QueryParameter(
-        description="The next_cursor of the previous page.",
-        schema_extra={"pattern": r"^s[0-9]{1,19}$"},
+        description="The next_cursor of the previous page, as issued: it carries a "
+        "checksum, and any other value is a 400.",
+        schema_extra={"pattern": r"^s(0|[1-9][0-9]{0,18})\.[0-9a-f]{8}$"},
     ),
 ]
 
