@@ -67,6 +67,7 @@ CORPUS: list[tuple[str, bytes, str | None, str | None]] = [
     ("type missing", b'{"priority": 1}', JSON, "type"),
     ("type newline", b'{"type": "a\\nb"}', JSON, "type"),
     ("type DEL", b'{"type": "a\\u007fb"}', JSON, "type"),
+    ("type blank", b'{"type": "   "}', JSON, "type"),
     ("run_at words", b'{"type": "a", "run_at": "tomorrow"}', JSON, "run_at"),
     ("run_at month 13", b'{"type": "a", "run_at": "2024-13-01T00:00:00Z"}', JSON, "run_at"),
     ("run_at no offset", b'{"type": "a", "run_at": "2024-01-01T00:00:00"}', JSON, "run_at"),
@@ -77,6 +78,8 @@ CORPUS: list[tuple[str, bytes, str | None, str | None]] = [
         JSON,
         "run_at",
     ),
+    ("run_at year 1", b'{"type": "a", "run_at": "0001-01-01T00:00:00Z"}', JSON, "run_at"),
+    ("run_at 1999", b'{"type": "a", "run_at": "1999-12-31T23:59:59Z"}', JSON, "run_at"),
     (
         "run_at and delay",
         b'{"type": "a", "run_at": "2030-01-01T00:00:00Z", "delay_seconds": 5}',
@@ -339,3 +342,14 @@ def test_injection_in_filters_is_400_or_empty(
     else:
         assert _check_refused(response)["detail"]["field"] == name
     assert _rows(container) == 1
+
+
+def test_only_cursors_the_server_issued_are_accepted(client: TestClient[Litestar]) -> None:
+    for _ in range(3):
+        client.post("/jobs", json={"type": "a"})
+    issued = client.get("/jobs", params={"limit": 1}).json()["next_cursor"]
+    assert client.get("/jobs", params={"cursor": issued}).status_code == 200
+    seq = issued[1:].partition(".")[0]
+    for forged in (f"s{seq}", f"s{int(seq) + 1}.{issued[-8:]}", issued[:-1] + "x", "s1"):
+        refused = _check_refused(client.get("/jobs", params={"cursor": forged}))
+        assert refused["detail"]["field"] == "cursor", forged

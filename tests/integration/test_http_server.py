@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import time
@@ -17,6 +18,7 @@ import httpx
 
 from vesper.entrypoints.container import build_container
 from vesper.entrypoints.http import build_server, create_app
+from vesper.entrypoints.http.protocol import ConnectionLimits
 from vesper.entrypoints.settings import HttpSettings, Settings
 
 MIB = 1024 * 1024
@@ -35,6 +37,8 @@ def test_build_server_maps_the_settings() -> None:
     assert config.timeout_graceful_shutdown == 3
     assert config.access_log is False
     assert config.log_config is None
+    limits = config.http.limits  # type: ignore[union-attr]
+    assert limits == ConnectionLimits(max_head_bytes=16384, head_timeout=5.0, max_connections=1024)
     assert build_server(
         create_app(settings=settings), settings.http, access_log=True
     ).config.access_log
@@ -44,6 +48,83 @@ def test_zero_idle_timeout_falls_back_to_the_read_timeout() -> None:
     http = HttpSettings(idle_timeout=timedelta(0), read_timeout=timedelta(seconds=7))
     settings = _settings()
     assert build_server(create_app(settings=settings), http).config.timeout_keep_alive == 7
+
+
+def test_zero_read_header_timeout_falls_back_to_the_read_timeout_as_in_go() -> None:
+    app = create_app(settings=_settings())
+    http = HttpSettings(read_header_timeout=timedelta(0), read_timeout=timedelta(seconds=7))
+    assert build_server(app, http).config.http.limits.head_timeout == 7  # type: ignore[union-attr]
+    neither = HttpSettings(read_header_timeout=timedelta(0), read_timeout=timedelta(0))
+    assert build_server(app, neither).config.http.limits.head_timeout is None  # type: ignore[union-attr]
+
+
+@contextlib.asynccontextmanager
+async def _serving(**env: str) -> AsyncIterator[int]:
+    settings = _settings(**env)
+    server = build_server(create_app(settings=settings), settings.http)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+def _status_and_body(answer: bytes) -> tuple[bytes, Any]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0], json.loads(body)
+
+
+def test_parser_errors_answer_the_json_error_shape() -> None:
+    async def probe() -> list[bytes]:
+        async with _serving() as port:
+            return [
+                await _raw(port, b"GET /he alth HTTP/1.1\r\nHost: x\r\n\r\n"),
+                await _raw(
+                    port,
+                    b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+                ),
+                await _raw(port, b"\x16\x03\x01 not HTTP at all\r\n\r\n"),
+            ]
+
+    for answer in asyncio.run(probe()):
+        status, body = _status_and_body(answer)
+        assert status == b"HTTP/1.1 400 Bad Request", answer
+        assert set(body) == {"error", "detail"}
+        assert body["error"].startswith("malformed HTTP request")
+
+
+async def _read_until_closed(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    return await asyncio.wait_for(reader.read(), timeout)
+
+
+def test_the_header_timeout_runs_from_the_first_byte_of_a_kept_alive_request() -> None:
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    async def probe() -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        async with _serving(HTTP_READ_HEADER_TIMEOUT="500ms") as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            results["first"] = (await reader.readuntil(b'{"status":"ok"}'))[:15]
+            # idle between requests longer than the head timeout: HTTP_IDLE_TIMEOUT rules
+            await asyncio.sleep(1.2)
+            writer.write(request)
+            results["second"] = (await reader.readuntil(b'{"status":"ok"}'))[:15]
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the end
+            started = time.monotonic()
+            results["after_slow_head"] = await _read_until_closed(reader, 5)
+            results["closed_after"] = time.monotonic() - started
+            writer.close()
+        return results
+
+    results = asyncio.run(probe())
+    assert results["first"] == results["second"] == b"HTTP/1.1 200 OK"
+    assert results["after_slow_head"] == b""  # closed, nothing answered
+    assert 0.3 < results["closed_after"] < 1.5
 
 
 async def _raw(port: int, request: bytes, *, read_timeout: float = 5.0) -> bytes:
@@ -145,3 +226,47 @@ def test_port_is_released_after_stop() -> None:
     with socket.socket() as again:
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
+
+
+def test_head_on_the_probes_answers_as_get_without_a_body() -> None:
+    async def probe() -> list[bytes]:
+        async with _serving(VESPER_API_TOKEN="s3cret") as port:  # the probes stay public
+            return [
+                await _raw(
+                    port, b"HEAD " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                for path in (b"/health", b"/ready")
+            ]
+
+    for answer in asyncio.run(probe()):
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK"), answer
+        assert b"content-length: 15" in head  # the GET's body, {"status":"ok"}
+        assert body == b""
+
+
+def test_a_repeated_idempotency_key_header_is_400() -> None:
+    # separate header lines, as only a real socket carries them (the test client merges)
+    def submit(*keys: bytes) -> bytes:
+        lines = b"".join(b"Idempotency-Key: " + key + b"\r\n" for key in keys)
+        return (
+            b"POST /jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 12\r\n"
+            + lines
+            + b'\r\n{"type":"a"}'
+        )
+
+    async def probe() -> list[bytes]:
+        async with _serving() as port:
+            return [
+                await _raw(port, submit(b"k1", b"k2")),
+                await _raw(port, submit(b"same", b"same")),
+                await _raw(port, submit(b"once")),
+            ]
+
+    twice, same_twice, once = asyncio.run(probe())
+    for answer in (twice, same_twice):
+        status, body = _status_and_body(answer)
+        assert status == b"HTTP/1.1 400 Bad Request", answer
+        assert body["detail"]["field"] == "Idempotency-Key"
+    assert once.startswith(b"HTTP/1.1 201 ")

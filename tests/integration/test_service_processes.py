@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import REPO, wait_until
-from tests.integration.service import Service, services
+from tests.integration.service import Service, free_port, services
 from vesper.entrypoints.app import App
 
 pytestmark = pytest.mark.slow
@@ -178,3 +178,26 @@ def test_api_process_takes_jobs_that_a_worker_process_runs(
     finally:
         api.stop()
         worker.stop()
+
+
+def _serve_output(tmp_path: Path, name: str, host: str, **env: str) -> tuple[int, str]:
+    port = free_port()
+    env = {"VESPER_STORAGE": "memory", "API_ADDR": f"{host}:{port}", **env}
+    (tmp_path / name).mkdir()
+    with services([env], tmp_path / name, port=port) as (service,):
+        return port, service.output()
+
+
+def test_serve_logs_its_address_and_warns_when_open_without_a_token(tmp_path: Path) -> None:
+    port, output = _serve_output(tmp_path, "loopback", "127.0.0.1")
+    assert f"vesper API listening on http://127.0.0.1:{port}" in output
+    assert "VESPER_API_TOKEN" not in output
+
+    port, output = _serve_output(tmp_path, "everywhere", "0.0.0.0")
+    assert f"vesper API listening on http://0.0.0.0:{port}" in output
+    warnings = [line for line in output.splitlines() if "VESPER_API_TOKEN is not set" in line]
+    assert len(warnings) == 1
+    assert "WARNING" in warnings[0]
+
+    _, output = _serve_output(tmp_path, "guarded", "0.0.0.0", VESPER_API_TOKEN="s3cret")
+    assert "VESPER_API_TOKEN is not set" not in output

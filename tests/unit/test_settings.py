@@ -1,5 +1,5 @@
-"""Settings from the environment: the store and where it is, the database pool variables
-and their checks."""
+"""Settings from the environment: the store and where it is, the database pool and
+connection limit variables, and their checks."""
 
 from __future__ import annotations
 
@@ -130,3 +130,26 @@ def test_the_store_line_says_which_and_where_never_a_password(
     env: dict[str, str], line: str
 ) -> None:
     assert describe_store(Settings.from_env(env)) == line
+
+
+def test_the_connection_limits_default_and_are_read() -> None:
+    http = Settings.from_env(BASE).http
+    assert (http.max_header_bytes, http.max_connections) == (16 * 1024, 1024)
+    env = {**BASE, "VESPER_MAX_HEADER_BYTES": "64KiB", "VESPER_MAX_CONNECTIONS": "4096"}
+    http = Settings.from_env(env).http
+    assert (http.max_header_bytes, http.max_connections) == (64 * 1024, 4096)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VESPER_MAX_HEADER_BYTES", "0"),
+        ("VESPER_MAX_HEADER_BYTES", "lots"),
+        ("VESPER_MAX_CONNECTIONS", "0"),
+        ("VESPER_MAX_CONNECTIONS", "1e3"),
+    ],
+)
+def test_a_bad_connection_limit_is_one_line_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, name: value})
+    assert str(caught.value).startswith(f"{name}={value!r}: ")

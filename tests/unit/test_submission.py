@@ -41,6 +41,10 @@ INVALID = [
     case("type", type="nul\x00"),
     case("type", type="del\x7f"),
     case("type", type="next-line\x85"),
+    case("type", type=" "),
+    case("type", type="\u3000\u00a0 "),  # ideographic and no-break spaces
+    case("type", type="lone\ud800"),
+    case("type", type="\udfff"),
     # priority
     case("priority", priority=-1),
     case("priority", priority=11),
@@ -59,6 +63,10 @@ INVALID = [
     case("payload", payload={"when": T0}),
     case("payload", payload={(1, 2): "tuple key"}),
     case("payload", payload={"big": "x" * 32}),
+    case("payload", payload={"s": "\ud800"}),  # flat
+    case("payload", payload={"\udc00": 1}),
+    case("payload", payload={"s": "\ude00\ud83d"}),  # a pair in the wrong order
+    case("payload", payload={"a": ["\ud83d"]}),  # nested
     # max_retries
     case("max_retries", max_retries=-1),
     case("max_retries", max_retries=11),
@@ -70,6 +78,9 @@ INVALID = [
     case("run_at", run_at="2030-01-01T00:00:00Z"),
     case("run_at", run_at=T0, delay=timedelta(seconds=1)),
     case("run_at", run_at=T0, delay=timedelta(0)),
+    case("run_at", run_at=datetime(1, 1, 1, tzinfo=UTC)),
+    case("run_at", run_at=datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+    case("run_at", run_at=datetime(2000, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))),
     case("delay_seconds", delay=timedelta(seconds=-1)),
     case("delay_seconds", delay=timedelta(microseconds=-1)),
     case("delay_seconds", delay=timedelta(days=3651)),
@@ -99,16 +110,21 @@ def test_invalid_request_names_the_field(field: str, fields: dict[str, Any]) -> 
 VALID = [
     pytest.param({"type": "x" * 200}, id="type-200-chars"),
     pytest.param({"type": "résumé.render ✓"}, id="type-unicode"),
+    pytest.param({"type": " padded "}, id="type-not-only-spaces"),
     pytest.param({"priority": 0}, id="priority-0"),
     pytest.param({"priority": 10}, id="priority-10"),
     pytest.param({"payload": {}}, id="payload-empty"),
     pytest.param({"payload": {"s": "x" * 24}}, id="payload-at-limit"),
     pytest.param({"payload": {"a": [1, None, True, {"b": 1.5}]}}, id="payload-nested"),
+    pytest.param({"payload": {"e": "\U0001f600"}}, id="payload-emoji"),  # a surrogate pair
+    pytest.param({"payload": {"a": ["\U0001f600"]}}, id="payload-nested-emoji"),
+    pytest.param({"payload": {"s": "\\ud800"}}, id="payload-escaped-backslash-u"),
     pytest.param({"max_retries": 0}, id="max-retries-0"),
     pytest.param({"max_retries": 10}, id="max-retries-at-limit"),
     pytest.param(
         {"run_at": datetime(2030, 1, 1, 5, tzinfo=timezone(timedelta(hours=5)))}, id="run-at-offset"
     ),
+    pytest.param({"run_at": datetime(2000, 1, 1, tzinfo=UTC)}, id="run-at-earliest"),
     pytest.param({"delay": timedelta(0)}, id="delay-0"),
     pytest.param({"delay": timedelta(days=3650)}, id="delay-at-limit"),
     pytest.param({"timeout": timedelta(microseconds=1)}, id="timeout-tiny"),

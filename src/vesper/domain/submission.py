@@ -17,6 +17,9 @@ from vesper.domain.states import Status
 
 MIN_PRIORITY = 0
 MAX_PRIORITY = 10
+# A run_at before it is a mistake (year 1 from a zero value, a swapped field), and it
+# would sort before every job due now: refused rather than jumping the queue.
+EARLIEST_RUN_AT = datetime(2000, 1, 1, tzinfo=UTC)
 
 # built once: json.dumps with options builds an encoder per call, a cost per job
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -119,6 +122,8 @@ def prepare(
         run_at = request.run_at.astimezone(UTC) if request.run_at is not None else None
     except OverflowError:
         raise InvalidRequest("run_at", "is out of range") from None
+    if run_at is not None and run_at < EARLIEST_RUN_AT:
+        raise InvalidRequest("run_at", "must be 2000-01-01T00:00:00Z or later")
     delay = request.delay if request.delay is not None else timedelta(0)
     if not timedelta(0) <= delay <= limits.max_delay:
         raise InvalidRequest(
@@ -219,6 +224,10 @@ def _check_type(job_type: object, limits: Limits) -> None:
         return
     if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in job_type):  # C0, DEL, C1
         raise InvalidRequest("type", "must not contain control characters")
+    if job_type.isspace():
+        raise InvalidRequest("type", "must not be blank")
+    if not _is_unicode(job_type):
+        raise InvalidRequest("type", _LONE_SURROGATE)
     if type(job_type) is str and len(_CLEAN_TYPES) < _CLEAN_TYPES_MAX:
         _CLEAN_TYPES.add(job_type)
 
@@ -265,6 +274,7 @@ def _check_payload(payload: object, limits: Limits) -> tuple[dict[str, Any], str
     # ASCII text (ensure_ascii): its length is its size in bytes
     if len(text) > limits.max_payload_bytes:
         raise InvalidRequest("payload", f"is larger than {limits.max_payload_bytes} bytes")
+    _check_payload_unicode(payload, text)
     copy: dict[str, Any] = json.loads(text)
     return copy, text if str_keys else None
 
@@ -291,7 +301,32 @@ def _check_flat_payload(payload: dict[str, Any], limits: Limits) -> tuple[dict[s
         raise InvalidRequest("payload", f"is not JSON: {type(exc).__name__}") from None
     if len(text) > limits.max_payload_bytes:
         raise InvalidRequest("payload", f"is larger than {limits.max_payload_bytes} bytes")
+    _check_payload_unicode(payload, text)
     return dict(sorted(payload.items())), text
+
+
+_LONE_SURROGATE = "must be valid Unicode (it holds a lone surrogate, e.g. \\ud800)"
+_UNICODE_TEXT = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether `text` can be stored as UTF-8: a lone surrogate ("\\ud800", which JSON
+    and Python allow) cannot, and a UTF-8 database refuses the job."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_payload_unicode(payload: object, ascii_text: str) -> None:
+    """Refuse a payload with a lone surrogate in a key or a string.
+
+    Its ASCII JSON text escapes every character outside ASCII: without a `\\ud` in it
+    (a substring search: some ns per KiB) there is no surrogate at all. With one, a
+    pair or a lone one, the payload is encoded again as UTF-8 (rare: emoji, say)."""
+    if "\\ud" in ascii_text and not _is_unicode(_UNICODE_TEXT.encode(payload)):
+        raise InvalidRequest("payload", _LONE_SURROGATE)
 
 
 def _depth(value: object, limit: int) -> tuple[int, bool]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -71,7 +72,12 @@ async def build_runner_when_reachable(app: App) -> WorkerRunner:
 def build_http_server(app: App) -> uvicorn.Server:
     from vesper.entrypoints.http.app import create_app  # noqa: PLC0415
     from vesper.entrypoints.http.routes.metrics import metrics_route  # noqa: PLC0415
-    from vesper.entrypoints.http.server import build_server  # noqa: PLC0415
+    from vesper.entrypoints.http.server import (  # noqa: PLC0415
+        build_server,
+        raise_open_files_limit,
+    )
+
+    raise_open_files_limit()  # before the limits are derived from it
 
     container = app.container
     http_app = create_app(
@@ -122,6 +128,8 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     except TracingConfigError as exc:
         raise SystemExit(f"vesper: {exc}") from None
     listening = listen(app.settings.http.host, app.settings.http.port) if api else None
+    if listening is not None:
+        announce(listening, token=app.settings.http.api_token)
     with_workers = workers and check_consumers(app)
     server = build_http_server(app) if api else None
     if not with_workers and server is None:
@@ -229,6 +237,20 @@ def listen(host: str, port: int) -> socket.socket:
         ) from None
     sock.set_inheritable(True)
     return sock
+
+
+def announce(sock: socket.socket, *, token: str | None) -> None:
+    """One line with the address served; a warning when it is reachable from other
+    hosts and no token guards it."""
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    log.info("vesper API listening on http://%s:%d", shown, port)
+    if token is None and not ipaddress.ip_address(host).is_loopback:
+        log.warning(
+            "the API listens on %s, beyond this host, and VESPER_API_TOKEN is not set: "
+            "anyone who reaches it can submit and cancel jobs",
+            shown,
+        )
 
 
 async def _serve_http(

@@ -97,6 +97,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_size(text: str) -> int:
+    value = parse_size(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1 byte, not {text!r}")
+    return value
+
+
 def _positive_duration(text: str) -> timedelta:
     value = parse_duration(text)
     if value <= timedelta(0):
@@ -130,6 +137,8 @@ class HttpSettings:
     read_timeout: timedelta = timedelta(seconds=10)
     write_timeout: timedelta = timedelta(seconds=10)
     idle_timeout: timedelta = timedelta(seconds=60)
+    max_header_bytes: int = 16 * 1024  # the request line and headers
+    max_connections: int = 1024
     api_token: str | None = None
     metrics_auth: bool = False  # /metrics requires the token too
 
@@ -203,6 +212,8 @@ class Settings:
             read_timeout=e.get("HTTP_READ_TIMEOUT", parse_duration, timedelta(seconds=10)),
             write_timeout=e.get("HTTP_WRITE_TIMEOUT", parse_duration, timedelta(seconds=10)),
             idle_timeout=e.get("HTTP_IDLE_TIMEOUT", parse_duration, timedelta(seconds=60)),
+            max_header_bytes=e.get("VESPER_MAX_HEADER_BYTES", _positive_size, 16 * 1024),
+            max_connections=e.get("VESPER_MAX_CONNECTIONS", _positive_int, 1024),
             api_token=env.get("VESPER_API_TOKEN") or None,
             metrics_auth=e.get("VESPER_METRICS_AUTH", parse_bool, False),
         )

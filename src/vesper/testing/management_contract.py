@@ -10,7 +10,7 @@ import pytest
 from vesper.application.ports import JobRepository
 from vesper.domain.errors import IllegalTransition, InvalidCursor, InvalidRequest, JobNotFound
 from vesper.domain.job import Job, JobId
-from vesper.domain.query import JobQuery
+from vesper.domain.query import JobQuery, encode_cursor
 from vesper.domain.states import Status
 from vesper.testing.fixtures import (
     T0,
@@ -134,8 +134,8 @@ class FindContract(StoreFixtures):
         # the domain decides which cursors are valid; a store must answer every one it lets
         # through (GET /jobs?cursor=... is user input): a page, or InvalidCursor
         [job] = submit(jobs, new_job(), now=T0)
-        assert jobs.find(JobQuery(cursor="s0")).jobs == ()
-        for cursor in ("s9223372036854775807", "s9223372036854775808", "s" + "9" * 19):
+        assert jobs.find(JobQuery(cursor=encode_cursor(0))).jobs == ()
+        for cursor in map(encode_cursor, (2**63 - 1, 2**63, 10**19 - 1)):
             try:
                 query = JobQuery(cursor=cursor)
                 page = jobs.find(query)
@@ -145,7 +145,8 @@ class FindContract(StoreFixtures):
 
     def test_find_with_bad_cursor_raises_invalid_cursor(self, jobs: JobRepository) -> None:
         submit(jobs, new_job(), now=T0)
-        for bad in ("garbage", "s-1", "s1' OR 1=1--", "", "s" + "9" * 30):
+        forged = ("s5", "s5.00000000", encode_cursor(5).replace("s5.", "s6."))
+        for bad in ("garbage", "s-1", "s1' OR 1=1--", "", "s" + "9" * 30, *forged):
             with pytest.raises(InvalidCursor):
                 jobs.find(JobQuery(cursor=bad))
 

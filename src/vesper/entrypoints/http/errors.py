@@ -13,6 +13,9 @@ Status codes, chosen once for every route:
   jobs than Limits.max_batch (the OpenAPI `maxItems`): well-formed, but refused.
 - 503 with `Retry-After` while the store does not answer (connection refused or lost,
   pool exhausted, database locked), or its database is not migrated (the error says so).
+- Below the app, in the same shape (`protocol.py`): 400 for what the HTTP parser
+  rejects, 431 for a request head above VESPER_MAX_HEADER_BYTES, 503 for a connection
+  past VESPER_MAX_CONNECTIONS.
 - 500 for anything unexpected: a generic message; the traceback goes to the log only.
 
 No body carries a traceback, SQL, a DSN or a file path: messages of store errors never

@@ -28,6 +28,8 @@ from vesper.entrypoints.wire import fleet_to_wire, stats_to_wire
 # Documented bounds; the domain enforces the configured ones (only the body size varies).
 DOCUMENTED_LIMITS = Limits()
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"  # C0, DEL, C1: as the domain
+# ... and not only white space
+JOB_TYPE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 
 
 def _doc(description: str, **bounds: Any) -> Meta:
@@ -40,7 +42,7 @@ JobType = Annotated[
         "Routes the job to a consumer.",
         min_length=1,
         max_length=DOCUMENTED_LIMITS.max_type_length,
-        pattern=NO_CONTROL_CHARACTERS,
+        pattern=JOB_TYPE_PATTERN,
     ),
 ]
 Priority = Annotated[
@@ -55,7 +57,14 @@ MaxRetries = Annotated[
         maximum=DOCUMENTED_LIMITS.max_retries,
     ),
 ]
-RunAt = Annotated[datetime, _doc("RFC 3339 date-time with an offset; not claimable before it.")]
+RunAt = Annotated[
+    datetime,
+    _doc(
+        "RFC 3339 date-time with an offset; not claimable before it. "
+        "2000-01-01T00:00:00Z or later.",
+        pattern=r"^[2-9][0-9]{3}-",  # the year; the domain checks the instant
+    ),
+]
 DelaySeconds = Annotated[
     float,
     _doc(

@@ -1,11 +1,14 @@
-"""Probes: /health (the process runs) and /ready (the store answers). Both are public."""
+"""Probes: /health (the process runs) and /ready (the store answers). Both are public.
+
+Both answer HEAD as GET (load balancers probe with HEAD): the server sends the head of
+the GET response, Content-Length included, without its body."""
 
 from __future__ import annotations
 
 import logging
 
 import anyio
-from litestar import get
+from litestar import HttpMethod, route
 from litestar.di import NamedDependency
 
 from vesper.domain.errors import SchemaNotMigrated, StoreUnavailable
@@ -17,15 +20,22 @@ log = logging.getLogger("vesper.http")
 
 # /ready answers within this time whatever the store does.
 READY_TIMEOUT_SECONDS = 5.0
+PROBE_METHODS = [HttpMethod.GET, HttpMethod.HEAD]
 
 
-@get("/health", opt={"public": True}, tags=["probes"])
+@route("/health", http_method=PROBE_METHODS, opt={"public": True}, tags=["probes"])
 async def health_route() -> StatusOut:
     """200 while the process runs; never touches the store."""
     return StatusOut(status="ok")
 
 
-@get("/ready", opt={"public": True}, responses=error_responses(503), tags=["probes"])
+@route(
+    "/ready",
+    http_method=PROBE_METHODS,
+    opt={"public": True},
+    responses=error_responses(503),
+    tags=["probes"],
+)
 async def ready_route(
     readiness_probe: NamedDependency[ReadinessProbe], store_calls: NamedDependency[StoreCalls]
 ) -> StatusOut:

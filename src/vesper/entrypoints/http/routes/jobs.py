@@ -77,8 +77,9 @@ LimitQuery = Annotated[
 CursorQuery = Annotated[
     str | None,
     QueryParameter(
-        description="The next_cursor of the previous page.",
-        schema_extra={"pattern": r"^s[0-9]{1,19}$"},
+        description="The next_cursor of the previous page, as issued: it carries a "
+        "checksum, and any other value is a 400.",
+        schema_extra={"pattern": r"^s(0|[1-9][0-9]{0,18})\.[0-9a-f]{8}$"},
     ),
 ]
 
@@ -118,6 +119,9 @@ async def submit_job_route(
     even after it finished; another body with that key is a 422.
     """
     await check_request_body(request)
+    if idempotency_key is not None and len(request.headers.getall("idempotency-key")) > 1:
+        # Litestar reads the first: which key binds the job would be the client's guess
+        raise InvalidRequest("Idempotency-Key", "must be given once")
     # the request's span travels with the job: its execution joins this trace
     job_request = attrs.evolve(
         data.to_request(idempotency_key=idempotency_key), trace_context=current_traceparent()
