@@ -122,7 +122,7 @@ def test_a_url_with_no_store_for_its_scheme_is_one_line_hiding_the_url() -> None
             'store: postgres database "vesper"',
         ),
         ({"VESPER_DATABASE_URL": "sqlite:////var/q.db"}, "store: sqlite /var/q.db"),
-        ({"APP_ENV": "production", "DB_PATH": "/var/q.db"}, "store: sqlite q.db"),
+        ({"APP_ENV": "production", "DB_PATH": "/var/q.db"}, "store: sqlite /var/q.db"),
         ({"VESPER_STORAGE": "memory"}, "store: memory (this process only)"),
     ],
 )

@@ -75,7 +75,9 @@ _json = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(
     payload=st.dictionaries(st.text(max_size=5) | st.integers(), _json, max_size=5),
-    job_type=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1),
+    job_type=st.text(
+        alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1
+    ).filter(lambda s: s[:200].strip()),  # a blank type is refused
     priority=st.integers(0, 10),
     max_retries=st.none() | st.integers(0, 1000),
     delay=st.none() | st.floats(0, 1e6).map(lambda s: timedelta(seconds=s)),

@@ -283,15 +283,15 @@ _SCHEMES = {"postgresql": "postgres", "postgres": "postgres", "sqlite": "sqlite"
 
 def describe_store(settings: Settings) -> str:
     """Which store this process uses and where, in one line for the start of every
-    command: never a password; in production only the kind and the database's name
-    (logs there carry no database address)."""
+    command: never a password; for PostgreSQL in production only the database's name
+    (logs there carry no database address); for SQLite the file's absolute path."""
     storage = settings.storage
     if storage == "memory":
         return "store: memory (this process only)"
     if storage == "sqlite":
         path = settings.database_url.partition(":///")[2].partition("?")[0]
-        shown = os.path.basename(path) if settings.production else os.path.abspath(path)
-        return f"store: sqlite {shown}"
+        # the absolute path: a relative one means another queue in another directory
+        return f"store: sqlite {os.path.abspath(path)}"
     if storage != "postgres":
         return f"store: {storage} (a plugin)"  # its URL's parts mean what the plugin says
     parts = urlsplit(settings.database_url)
