@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vesper.application.execution import lease_of
+from vesper.application.policies import Policies
 from vesper.application.ports import Store
-from vesper.application.settings import QueueSettings
 from vesper.application.submit import SubmitJobs
 from vesper.domain.submission import JobRequest
 from vesper.entrypoints.container import build_container
@@ -58,13 +58,13 @@ def _built(env: dict[str, str]) -> Iterator[Store]:
 
 
 def fill(store: Store, jobs: int) -> None:
-    submit = SubmitJobs(store.jobs, QueueSettings())
+    submit = SubmitJobs(store.jobs, Policies())
     for start in range(0, jobs, SUBMIT_CHUNK):
         count = min(SUBMIT_CHUNK, jobs - start)
         submit([JobRequest(type="bench", priority=i % 11) for i in range(count)])
 
 
-def drain(store: Store, batch: int, settings: QueueSettings) -> int:
+def drain(store: Store, batch: int, settings: Policies) -> int:
     done = 0
     while True:
         claimed = store.jobs.claim(worker_id="bench", limit=batch, lease=settings.lease)
@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--stores", default="memory,sqlite,postgres")
     parser.add_argument("--batches", default="1,50")
     args = parser.parse_args()
-    settings = QueueSettings()
+    settings = Policies()
     print(f"{'store':<10} {'batch':>5} {'jobs':>7} {'seconds':>8} {'jobs/s':>9}")
     for kind in args.stores.split(","):
         for batch in (int(b) for b in args.batches.split(",")):

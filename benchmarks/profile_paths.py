@@ -14,7 +14,7 @@ import time
 
 from benchmarks.claim_throughput import open_store
 from vesper.application.execution import lease_of
-from vesper.application.settings import QueueSettings
+from vesper.application.policies import Policies
 from vesper.application.submit import SubmitJob, SubmitJobs
 from vesper.domain.submission import JobRequest
 
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--limit", type=int, default=10)
     args = parser.parse_args()
-    settings = QueueSettings()
+    settings = Policies()
     with open_store(args.store) as store:
         one, many = SubmitJob(store.jobs, settings), SubmitJobs(store.jobs, settings)
         started = time.perf_counter()

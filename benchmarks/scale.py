@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.drivers.common import JOB_TYPE
 
-MAX_RETRIES = 3  # QueueSettings' default, what `fill` and the API give a job without one
+MAX_RETRIES = 3  # Policies' default, what `fill` and the API give a job without one
 
 # the canonical text `fingerprint()` hashes, for payload {"n": g}
 _CANONICAL = (

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.drivers.common import JOB_TYPE, chunks, emit, paced, parse
 from vesper.application.execution import lease_of
-from vesper.application.settings import QueueSettings
+from vesper.application.policies import Policies
 from vesper.application.submit import new_job_id
 from vesper.domain.submission import JobRequest, Limits, prepare
 from vesper.entrypoints.app import App
@@ -29,7 +29,7 @@ def claim_latency(app: App, jobs: int, limit: int) -> list[float]:
     """Queue `jobs` jobs, then claim them `limit` at a time through the store (the call
     `vesper worker` makes per batch), completing each batch untimed; each claim's ms."""
     store = app.container.store()
-    settings = QueueSettings()
+    settings = Policies()
     store.jobs.submit(
         [
             prepare(

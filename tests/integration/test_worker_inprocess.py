@@ -21,7 +21,7 @@ from vesper.domain.states import Status
 from vesper.entrypoints.app import App
 from vesper.entrypoints.service import build_runner
 from vesper.entrypoints.worker import WorkerRunner
-from vesper.entrypoints.worker.execution import Attempt
+from vesper.entrypoints.worker.attempt import Attempt
 
 FAST = {
     "VESPER_STORAGE": "memory",

@@ -23,7 +23,7 @@ from tests.integration.harness import (
     wait_until,
     workers,
 )
-from vesper.domain.job import Job
+from vesper.domain.job import JobRecord
 from vesper.domain.states import Status
 from vesper.domain.submission import JobRequest
 from vesper.entrypoints.app import App
@@ -162,7 +162,7 @@ def test_sigterm_lets_running_jobs_finish_and_exits_0(
     assert queue_app.container.get_fleet()().processes == ()
 
 
-def _ending(jobs: list[Job], ledger: Path, proc: WorkerProcess) -> str:
+def _ending(jobs: list[JobRecord], ledger: Path, proc: WorkerProcess) -> str:
     """Why a job that was running at SIGTERM did not end done: its row, its ledger lines,
     and the worker's log from the signal on."""
     lines = [

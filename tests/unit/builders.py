@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vesper.domain.job import Job, JobId, LeaseRef
+from vesper.domain.job import JobId, JobRecord, LeaseRef
 from vesper.domain.submission import JobRequest, Limits, NewJob, prepare
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -21,7 +21,7 @@ def new_id() -> JobId:
     return JobId(uuid.uuid4())
 
 
-def make_job(**overrides: Any) -> Job:
+def make_job(**overrides: Any) -> JobRecord:
     """A pending job due at T0; any field can be overridden."""
     fields: dict[str, Any] = {
         "id": new_id(),
@@ -31,10 +31,12 @@ def make_job(**overrides: Any) -> Job:
         "updated_at": T0,
     }
     fields.update(overrides)
-    return Job(**fields)
+    return JobRecord(**fields)
 
 
-def claimed(job: Job, *, now: datetime = T0, worker_id: str = "w1") -> tuple[Job, LeaseRef]:
+def claimed(
+    job: JobRecord, *, now: datetime = T0, worker_id: str = "w1"
+) -> tuple[JobRecord, LeaseRef]:
     """`job` claimed at `now`, with the ref its worker would hold."""
     token = uuid.uuid4()
     return job.claim(worker_id=worker_id, token=token, now=now, lease=LEASE), LeaseRef(

@@ -17,7 +17,7 @@ from vesper.application.fleet import (
     ReapDeadWorkers,
     RegisterWorker,
 )
-from vesper.application.settings import QueueSettings
+from vesper.application.policies import Policies
 from vesper.application.submit import SubmitJob
 from vesper.domain.errors import LeaseLost
 from vesper.domain.fleet import MachineSummary, WorkerProcess
@@ -28,7 +28,7 @@ from vesper.domain.submission import JobRequest
 from .builders import T0, seconds
 
 # long leases, so that only death (not expiry) ends them in the reaping tests
-SETTINGS = QueueSettings(lease=seconds(300), dead_after=seconds(30))
+SETTINGS = Policies(lease=seconds(300), dead_after=seconds(30))
 
 
 def process(worker_id: str, machine: str = "m1", concurrency: int = 4) -> WorkerProcess:
@@ -152,7 +152,7 @@ def test_heartbeat_after_being_reaped_registers_again(
 def test_expire_leases_makes_expired_jobs_claimable_again(
     repo: InMemoryJobRepository, clock: FixedClock
 ) -> None:
-    settings = QueueSettings(lease=seconds(30))
+    settings = Policies(lease=seconds(30))
     submit(repo, 2)
     first, second = ClaimJobs(repo, settings)("w1", 2)
     clock.advance(seconds(10))

@@ -15,7 +15,7 @@ import pytest
 from tests.unit.builders import new_job
 from vesper.adapters.clock import SystemClock
 from vesper.adapters.memory import InMemoryJobRepository
-from vesper.application.group_commit import AsyncGroupCommit, GroupCommit, Outcome
+from vesper.application.group_commit import AsyncGroupCommit, GroupCommit, SubmitResult
 from vesper.application.ports import Submitted
 from vesper.application.submit import SubmitJob
 from vesper.domain.errors import IdempotencyConflict, InvalidRequest, StoreUnavailable
@@ -161,7 +161,7 @@ def test_max_batch_must_be_positive() -> None:
 # AsyncGroupCommit: the same rules for the coroutines of one event loop
 
 
-async def _in_thread(call: Callable[[], list[Outcome]], since: float) -> list[Outcome]:
+async def _in_thread(call: Callable[[], list[SubmitResult]], since: float) -> list[SubmitResult]:
     return await asyncio.to_thread(call)
 
 
@@ -215,7 +215,7 @@ def test_async_unavailable_store_or_gate_fails_the_whole_batch() -> None:
     results = asyncio.run(_gather(group, repo, [new_job(payload={"n": n}) for n in range(8)]))
     assert all(isinstance(r, StoreUnavailable) for r in results)
 
-    async def gate_full(call: Callable[[], list[Outcome]], since: float) -> list[Outcome]:
+    async def gate_full(call: Callable[[], list[SubmitResult]], since: float) -> list[SubmitResult]:
         raise StoreUnavailable("all connections stayed busy")
 
     repo.down, calls_before = False, len(repo.calls)
@@ -268,7 +268,7 @@ def test_a_new_loop_is_served_after_the_old_one_closed_mid_commit() -> None:
     repo = CountingRepository(pause=0)
     stuck = threading.Event()
 
-    async def run(call: Callable[[], list[Outcome]], since: float) -> list[Outcome]:
+    async def run(call: Callable[[], list[SubmitResult]], since: float) -> list[SubmitResult]:
         if not stuck.is_set():
             stuck.set()
             await asyncio.sleep(3600)  # the old loop closes during this commit
@@ -290,7 +290,7 @@ def test_a_batch_waits_for_the_store_from_when_its_oldest_job_began_to_wait() ->
     # wait: the gate must bound its batch from its arrival, not from the batch's start
     repo, seen = CountingRepository(pause=0.1), []
 
-    async def run(call: Callable[[], list[Outcome]], since: float) -> list[Outcome]:
+    async def run(call: Callable[[], list[SubmitResult]], since: float) -> list[SubmitResult]:
         seen.append(since)
         return await asyncio.to_thread(call)
 

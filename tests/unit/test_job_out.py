@@ -9,14 +9,14 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vesper.domain.job import Job, JobId, Lease
+from vesper.domain.job import JobId, JobRecord, Lease
 from vesper.domain.states import Status
 from vesper.entrypoints.http.schemas import JobOut, job_out
 from vesper.entrypoints.wire import job_to_wire
 
 _times = st.datetimes(timezones=st.just(UTC))
 _jobs = st.builds(
-    Job,
+    JobRecord,
     id=st.uuids().map(JobId),
     type=st.text(min_size=1, max_size=20),
     priority=st.integers(0, 10),
@@ -40,6 +40,6 @@ _jobs = st.builds(
 
 
 @given(_jobs)
-def test_job_out_is_the_jobs_wire_form(job: Job) -> None:
+def test_job_out_is_the_jobs_wire_form(job: JobRecord) -> None:
     assert job_out(job) == msgspec.convert(job_to_wire(job), JobOut)
     assert msgspec.json.decode(msgspec.json.encode(job_out(job))).keys() == job_to_wire(job).keys()

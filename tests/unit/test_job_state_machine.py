@@ -1,4 +1,4 @@
-"""A Hypothesis state machine over the domain Job, checked against a tiny model.
+"""A Hypothesis state machine over the domain JobRecord, checked against a tiny model.
 
 The model is a handful of plain variables (status, retries, attempts, current token,
 lease expiry, run_at) updated by rules written independently of vesper.domain.job.
@@ -26,7 +26,7 @@ from hypothesis.stateful import (
 )
 
 from vesper.domain.errors import IllegalTransition, LeaseLost
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, Job, LeaseRef
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobRecord, LeaseRef
 from vesper.domain.states import CLAIMABLE, FINISHED, TRANSITIONS, Status
 
 from .builders import T0, make_job, new_id
@@ -35,7 +35,7 @@ WORKERS = st.sampled_from(["w1", "w2", "w3"])
 
 
 class JobMachine(RuleBasedStateMachine):
-    job: Job
+    job: JobRecord
 
     @initialize(
         max_retries=st.integers(0, 3),
@@ -78,11 +78,11 @@ class JobMachine(RuleBasedStateMachine):
     def apply(
         self,
         action: str,
-        change: Callable[[Job], Job],
+        change: Callable[[JobRecord], JobRecord],
         *,
         legal: bool,
         refusal: type[Exception] = IllegalTransition,
-    ) -> Job | None:
+    ) -> JobRecord | None:
         """Run `change`; check it against `legal` and the transition table."""
         before = self.job
         snapshot = copy.deepcopy(before)
@@ -222,7 +222,7 @@ class JobMachine(RuleBasedStateMachine):
     def act_with_stale_lease(self, action: str, pick: int, fresh: bool) -> None:
         """A fenced-out worker (or a forged token) changes nothing."""
         ref = self.ref(self.stale_token(pick, fresh))
-        changes: dict[str, Callable[[Job], Job]] = {
+        changes: dict[str, Callable[[JobRecord], JobRecord]] = {
             "complete": lambda j: j.complete(ref, now=self.now),
             "fail": lambda j: j.fail(
                 Failure(lease=ref, error="late", retry_delay=timedelta(0)), now=self.now
@@ -238,7 +238,7 @@ class JobMachine(RuleBasedStateMachine):
         """Claims in one batch may share a token: a ref names its job too."""
         assert self.token is not None
         ref = LeaseRef(job_id=new_id(), token=self.token)
-        changes: dict[str, Callable[[Job], Job]] = {
+        changes: dict[str, Callable[[JobRecord], JobRecord]] = {
             "complete": lambda j: j.complete(ref, now=self.now),
             "fail": lambda j: j.fail(
                 Failure(lease=ref, error="x", retry_delay=timedelta(0)), now=self.now

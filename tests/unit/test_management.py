@@ -10,11 +10,11 @@ from vesper.adapters.clock import FixedClock
 from vesper.adapters.memory import InMemoryJobRepository
 from vesper.application.execution import ClaimJobs, CompleteJob, FailJob, lease_of
 from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
-from vesper.application.settings import QueueSettings
+from vesper.application.policies import Policies
 from vesper.application.submit import SubmitJob
 from vesper.domain.backoff import Backoff
 from vesper.domain.errors import IllegalTransition, JobNotFound
-from vesper.domain.job import Job, JobId
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobQuery
 from vesper.domain.states import Status
 from vesper.domain.submission import JobRequest
@@ -22,7 +22,7 @@ from vesper.domain.submission import JobRequest
 from .builders import T0, seconds
 
 
-def submit(repo: InMemoryJobRepository, **fields: object) -> Job:
+def submit(repo: InMemoryJobRepository, **fields: object) -> JobRecord:
     return SubmitJob(repo)(JobRequest(**{"type": "t", **fields})).job  # type: ignore[arg-type]
 
 
@@ -77,7 +77,7 @@ def test_cancel_unknown_raises_job_not_found(repo: InMemoryJobRepository) -> Non
 def test_retry_brings_a_dlq_job_back_due_now_with_fresh_retries(
     repo: InMemoryJobRepository, clock: FixedClock
 ) -> None:
-    settings = QueueSettings(backoff=Backoff(base=seconds(1), jitter=False))
+    settings = Policies(backoff=Backoff(base=seconds(1), jitter=False))
     job = submit(repo, max_retries=1)
     for _ in range(2):
         [claimed] = ClaimJobs(repo)("w1", 1)

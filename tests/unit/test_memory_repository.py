@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from vesper.adapters.clock import FixedClock
 from vesper.adapters.memory import InMemoryJobRepository
 from vesper.domain.errors import IllegalTransition
-from vesper.domain.job import Failure, Job, JobId, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.ordering import claim_order
 from vesper.domain.query import JobQuery
 from vesper.domain.states import Status
@@ -27,7 +27,7 @@ LEASE = timedelta(seconds=8)
 TYPES = ("a", "b")
 
 
-def expected_claim(jobs: list[Job], now: datetime, types: list[str] | None) -> list[JobId]:
+def expected_claim(jobs: list[JobRecord], now: datetime, types: list[str] | None) -> list[JobId]:
     """The claim order, restated without the store: sorted() over the due jobs."""
     due = [
         j
@@ -39,7 +39,7 @@ def expected_claim(jobs: list[Job], now: datetime, types: list[str] | None) -> l
     return [j.id for j in sorted(due, key=claim_order)]
 
 
-def ref_of(job: Job) -> LeaseRef:
+def ref_of(job: JobRecord) -> LeaseRef:
     assert job.lease is not None
     return LeaseRef(job_id=job.id, token=job.lease.token)
 
@@ -159,7 +159,7 @@ def test_paging_through_find_visits_each_match_once_newest_first(
     assert seen == expected
 
 
-def _all(repo: InMemoryJobRepository) -> list[Job]:
+def _all(repo: InMemoryJobRepository) -> list[JobRecord]:
     """Every job, oldest first (find pages newest first)."""
     return list(reversed(repo.find(JobQuery(limit=1000)).jobs))
 
@@ -173,13 +173,13 @@ class MemoryRepositoryMachine(RuleBasedStateMachine):
         self.repo = InMemoryJobRepository(self.clock)
         self.ids: list[JobId] = []
 
-    def jobs(self) -> list[Job]:
+    def jobs(self) -> list[JobRecord]:
         return [self.repo.get(i) for i in self.ids]
 
-    def processing(self) -> list[Job]:
+    def processing(self) -> list[JobRecord]:
         return [j for j in self.jobs() if j.status is Status.PROCESSING]
 
-    def pick_processing(self, pick: int) -> Job:
+    def pick_processing(self, pick: int) -> JobRecord:
         running = self.processing()
         return running[pick % len(running)]
 

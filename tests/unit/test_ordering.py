@@ -8,7 +8,7 @@ from datetime import timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vesper.domain.job import Job
+from vesper.domain.job import JobRecord
 from vesper.domain.ordering import claim_order
 
 from .builders import T0, make_job
@@ -49,7 +49,7 @@ def test_claim_order_is_a_total_order_matching_the_rule(specs: list[tuple[int, i
                 assert a.seq < b.seq
 
 
-def _before(a: Job, b: Job) -> bool:
+def _before(a: JobRecord, b: JobRecord) -> bool:
     """An independent statement of the rule: does `a` run before `b`?"""
     if a.priority != b.priority:
         return a.priority > b.priority

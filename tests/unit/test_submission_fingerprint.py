@@ -29,7 +29,7 @@ def _prepared(request: JobRequest) -> Any:
 EXAMPLES = [
     JobRequest(type="t", payload={}),
     JobRequest(type="t", payload={"b": 1, "a": [1, 2.5, None, True], "c": {"z": "é\u0000"}}),
-    JobRequest(type='x"payload":0', payload={"\ud800": "\U0001f600"}, priority=7),
+    JobRequest(type='x"payload":0', payload={"\u00e9\u4e2d": "\U0001f600"}, priority=7),
     JobRequest(type="t", payload={"n": 1}, run_at=datetime(2030, 1, 2, tzinfo=UTC)),
     JobRequest(type="t", payload={"n": 1}, delay=timedelta(seconds=1.5), max_retries=0),
     JobRequest(type="t", payload={"n": 1}, timeout=timedelta(minutes=2)),

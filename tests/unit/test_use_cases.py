@@ -21,18 +21,18 @@ from vesper.application.execution import (
     RenewLeases,
     lease_of,
 )
-from vesper.application.settings import QueueSettings
+from vesper.application.policies import Policies
 from vesper.application.submit import SubmitJob, SubmitJobs
 from vesper.domain.backoff import Backoff
 from vesper.domain.errors import IdempotencyConflict, InvalidRequest, LeaseLost
-from vesper.domain.job import Job, LeaseRef
+from vesper.domain.job import JobRecord, LeaseRef
 from vesper.domain.states import Status
 from vesper.domain.submission import JobRequest, Limits
 
 from .builders import T0, seconds
 
 LEASE = timedelta(seconds=30)
-NO_JITTER = QueueSettings(
+NO_JITTER = Policies(
     lease=LEASE, backoff=Backoff(base=timedelta(seconds=1), cap=timedelta(hours=1), jitter=False)
 )
 
@@ -45,12 +45,12 @@ class CountingSignal:
         self.calls += 1
 
 
-def submit(repo: InMemoryJobRepository, **fields: object) -> Job:
+def submit(repo: InMemoryJobRepository, **fields: object) -> JobRecord:
     request = JobRequest(**{"type": "email", **fields})  # type: ignore[arg-type]
     return SubmitJob(repo)(request).job
 
 
-def claim_one(repo: InMemoryJobRepository, worker: str = "w1") -> Job:
+def claim_one(repo: InMemoryJobRepository, worker: str = "w1") -> JobRecord:
     [job] = ClaimJobs(repo, NO_JITTER)(worker, 1)
     return job
 
@@ -75,7 +75,7 @@ def test_submit_job_stores_a_pending_job_due_after_its_delay(
 
 
 def test_submit_job_uses_the_configured_default_max_retries(repo: InMemoryJobRepository) -> None:
-    submitted = SubmitJob(repo, QueueSettings(default_max_retries=9))(JobRequest(type="t"))
+    submitted = SubmitJob(repo, Policies(default_max_retries=9))(JobRequest(type="t"))
     assert submitted.job.max_retries == 9
 
 
@@ -145,7 +145,7 @@ def test_submit_jobs_rejects_an_empty_batch(repo: InMemoryJobRepository) -> None
 
 
 def test_submit_jobs_rejects_an_oversize_batch(repo: InMemoryJobRepository) -> None:
-    use_case = SubmitJobs(repo, QueueSettings(limits=Limits(max_batch=2)))
+    use_case = SubmitJobs(repo, Policies(limits=Limits(max_batch=2)))
     assert len(use_case([JobRequest(type="t")] * 2)) == 2
     with pytest.raises(InvalidRequest) as raised:
         use_case([JobRequest(type="t")] * 3)
@@ -193,7 +193,7 @@ def test_claim_jobs_with_no_free_slot_takes_nothing(
 class RefusingRepository(InMemoryJobRepository):
     """A store whose claim must not be called."""
 
-    def claim(self, **kwargs: object) -> list[Job]:  # type: ignore[override]
+    def claim(self, **kwargs: object) -> list[JobRecord]:  # type: ignore[override]
         raise AssertionError(f"claim called with {kwargs}")
 
 
@@ -208,7 +208,7 @@ def test_claim_jobs_leases_for_the_configured_time_in_claim_order(
     low = submit(repo, priority=1)
     high = submit(repo, priority=8)
     later = submit(repo, priority=8, delay=seconds(5))
-    claimed = ClaimJobs(repo, QueueSettings(lease=seconds(45)))("w1", 10)
+    claimed = ClaimJobs(repo, Policies(lease=seconds(45)))("w1", 10)
     assert [j.id for j in claimed] == [high.id, low.id]
     for job in claimed:
         assert job.status is Status.PROCESSING
@@ -296,7 +296,7 @@ def test_fail_job_schedules_the_retry_after_the_backoff_of_the_claimed_retries(
 
 
 def test_fail_job_draws_jitter_from_its_rng(repo: InMemoryJobRepository, clock: FixedClock) -> None:
-    settings = QueueSettings(backoff=Backoff(base=seconds(10), jitter=True))
+    settings = Policies(backoff=Backoff(base=seconds(10), jitter=True))
     submit(repo, max_retries=5)
     submit(repo, max_retries=5)
     first, second = ClaimJobs(repo)("w1", 2)
@@ -324,7 +324,7 @@ def test_fail_job_not_retryable_goes_straight_to_dlq(repo: InMemoryJobRepository
 
 
 def test_fail_job_truncates_a_long_error(repo: InMemoryJobRepository) -> None:
-    settings = QueueSettings(limits=Limits(max_error_length=10))
+    settings = Policies(limits=Limits(max_error_length=10))
     submit(repo)
     job = claim_one(repo)
     failed = FailJob(repo, settings)(job, "0123456789" + "x" * 5000)
@@ -434,7 +434,7 @@ def test_renew_leases_extends_the_current_ones_and_returns_the_lost(
     CompleteJob(repo)(lease_of(done))
     ReleaseJobs(repo)([lease_of(gone)])
     clock.advance(seconds(20))
-    lost = RenewLeases(repo, QueueSettings(lease=seconds(60)))(
+    lost = RenewLeases(repo, Policies(lease=seconds(60)))(
         [lease_of(kept), lease_of(done), lease_of(gone)]
     )
     assert lost == [lease_of(done), lease_of(gone)]

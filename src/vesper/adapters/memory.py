@@ -20,7 +20,7 @@ from vesper.adapters.clock import SystemClock
 from vesper.application.ports import Capabilities, Clock, Submitted
 from vesper.domain.errors import IdempotencyConflict, JobNotFound
 from vesper.domain.fleet import WorkerProcess
-from vesper.domain.job import Failure, Job, JobId, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.ordering import claim_order
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.states import CLAIMABLE, Status
@@ -36,7 +36,7 @@ class InMemoryJobRepository:
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
         self._lock = threading.RLock()
-        self._jobs: dict[JobId, Job] = {}  # insertion order = seq order
+        self._jobs: dict[JobId, JobRecord] = {}  # insertion order = seq order
         self._by_key: dict[str, JobId] = {}
         self._processing: set[JobId] = set()
         self._scheduled: list[tuple[datetime, int, JobId]] = []
@@ -67,7 +67,7 @@ class InMemoryJobRepository:
                     if key is not None:
                         batch_keys[key] = new
                     results.append(new)
-            created: dict[JobId, Job] = {}
+            created: dict[JobId, JobRecord] = {}
             out: list[Submitted] = []
             for item in results:
                 if isinstance(item, Submitted):
@@ -84,7 +84,7 @@ class InMemoryJobRepository:
                     out.append(Submitted(job=job, created=True))
             return out
 
-    def get(self, job_id: JobId) -> Job:
+    def get(self, job_id: JobId) -> JobRecord:
         with self._lock:
             try:
                 return self._jobs[job_id]
@@ -94,7 +94,7 @@ class InMemoryJobRepository:
     def find(self, query: JobQuery) -> JobPage:
         with self._lock:
             before = query.before_seq
-            found: list[Job] = []
+            found: list[JobRecord] = []
             for job in reversed(self._jobs.values()):
                 if before is not None and job.seq >= before:
                     continue
@@ -117,13 +117,13 @@ class InMemoryJobRepository:
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         with self._lock:
             at = now or self.now()
             self._promote_due(at)
             wanted = set(types) if types is not None else None
             token = uuid.uuid4()
-            claimed: list[Job] = []
+            claimed: list[JobRecord] = []
             skipped: list[_Entry] = []
             while self._ready and len(claimed) < limit:
                 entry = heapq.heappop(self._ready)
@@ -141,7 +141,9 @@ class InMemoryJobRepository:
                 heapq.heappush(self._ready, entry)
             return claimed
 
-    def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+    def complete(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
         return self._fenced(leases, now, lambda job, ref, at: job.complete(ref, now=at))
 
     def complete_and_claim(
@@ -153,7 +155,7 @@ class InMemoryJobRepository:
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
-    ) -> tuple[list[Job], list[Job]]:
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
         with self._lock:
             completed = self.complete(leases, now=now)
             claimed = self.claim(
@@ -161,7 +163,7 @@ class InMemoryJobRepository:
             )
             return completed, claimed
 
-    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
+    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         by_ref = {f.lease: f for f in failures}
         return self._fenced(
             [f.lease for f in failures], now, lambda job, ref, at: job.fail(by_ref[ref], now=at)
@@ -169,17 +171,21 @@ class InMemoryJobRepository:
 
     def renew(
         self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         return self._fenced(leases, now, lambda job, ref, at: job.renew(ref, now=at, lease=lease))
 
-    def release(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+    def release(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
         return self._fenced(leases, now, lambda job, ref, at: job.release(ref, now=at))
 
-    def expire(self, *, worker_ids: Sequence[str] = (), now: datetime | None = None) -> list[Job]:
+    def expire(
+        self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
+    ) -> list[JobRecord]:
         with self._lock:
             at = now or self.now()
             dead = set(worker_ids)
-            ended: list[Job] = []
+            ended: list[JobRecord] = []
             for job_id in sorted(self._processing, key=lambda i: self._jobs[i].seq):
                 job = self._jobs[job_id]
                 assert job.lease is not None
@@ -187,11 +193,11 @@ class InMemoryJobRepository:
                     ended.append(self._put(job.expire(now=at)))
             return ended
 
-    def cancel(self, job_id: JobId, *, now: datetime | None = None) -> Job:
+    def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         with self._lock:
             return self._put(self.get(job_id).cancel(now=now or self.now()))
 
-    def retry(self, job_id: JobId, *, now: datetime | None = None) -> Job:
+    def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         with self._lock:
             return self._put(self.get(job_id).retry(now=now or self.now()))
 
@@ -213,18 +219,18 @@ class InMemoryJobRepository:
         self,
         refs: Sequence[LeaseRef],
         now: datetime | None,
-        change: Callable[[Job, LeaseRef, datetime], Job],
-    ) -> list[Job]:
+        change: Callable[[JobRecord, LeaseRef, datetime], JobRecord],
+    ) -> list[JobRecord]:
         with self._lock:
             at = now or self.now()
-            changed: list[Job] = []
+            changed: list[JobRecord] = []
             for ref in refs:
                 job = self._jobs.get(ref.job_id)
                 if job is not None and job.holds(ref, at):
                     changed.append(self._put(change(job, ref, at)))
             return changed
 
-    def _put(self, job: Job) -> Job:
+    def _put(self, job: JobRecord) -> JobRecord:
         """Store `job` and index it for claims if it is claimable."""
         self._jobs[job.id] = job
         if job.status is Status.PROCESSING:
@@ -242,7 +248,7 @@ class InMemoryJobRepository:
             if job.status in CLAIMABLE and job.run_at == run_at:
                 heapq.heappush(self._ready, (*claim_order(job), job.id))
 
-    def _live(self, entry: _Entry) -> Job | None:
+    def _live(self, entry: _Entry) -> JobRecord | None:
         job = self._jobs[entry[3]]
         if job.status in CLAIMABLE and claim_order(job) == entry[:3]:
             return job

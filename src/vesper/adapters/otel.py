@@ -37,7 +37,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 
 from vesper.domain.fleet import Fleet
-from vesper.domain.job import Job
+from vesper.domain.job import JobRecord
 from vesper.domain.stats import QueueStats
 
 T = TypeVar("T")
@@ -243,7 +243,7 @@ class OtelMetrics:
 
     # -- the JobMetrics port ------------------------------------------------------------
 
-    def _key(self, job: Job) -> Key:
+    def _key(self, job: JobRecord) -> Key:
         label = self._type_labels.get(job.type)
         if label is None:
             label = OTHER_TYPES if self._types_full else self._admit(job.type)
@@ -260,16 +260,16 @@ class OtelMetrics:
             self._type_labels[job_type] = job_type
             return job_type
 
-    def jobs_enqueued(self, jobs: Sequence[Job]) -> None:
+    def jobs_enqueued(self, jobs: Sequence[JobRecord]) -> None:
         for key, count in Counter(map(self._key, jobs)).items():  # a batch: few keys, one add each
             self._enqueued.add(key, count)
 
-    def job_started(self, job: Job, queue_wait_seconds: float) -> None:
+    def job_started(self, job: JobRecord, queue_wait_seconds: float) -> None:
         key = self._key(job)
         self._started.add(key)
         self._wait.record(key, max(queue_wait_seconds, 0.0))
 
-    def job_finished(self, job: Job, outcome: str, run_seconds: float) -> None:
+    def job_finished(self, job: JobRecord, outcome: str, run_seconds: float) -> None:
         key = self._key(job)
         self._run.record((*key, outcome), max(run_seconds, 0.0))
         if outcome == "done":
@@ -280,7 +280,7 @@ class OtelMetrics:
         else:
             self._abandoned.add((*key, outcome))
 
-    def jobs_cancelled(self, jobs: Sequence[Job]) -> None:
+    def jobs_cancelled(self, jobs: Sequence[JobRecord]) -> None:
         for job in jobs:
             self._cancelled.add(self._key(job))
 

@@ -11,8 +11,7 @@ from typing import Any
 import attrs
 
 from vesper.domain.errors import LeaseLost
-from vesper.domain.job import Job as JobRecord
-from vesper.domain.job import JobId
+from vesper.domain.job import JobId, JobRecord
 
 ConsumerFunction = Callable[["Job"], Any] | Callable[["Job"], Awaitable[Any]]
 

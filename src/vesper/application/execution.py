@@ -7,13 +7,13 @@ from collections.abc import Sequence
 
 import attrs
 
+from vesper.application.policies import Policies
 from vesper.application.ports import JobRepository
-from vesper.application.settings import QueueSettings
 from vesper.domain.errors import LeaseLost
-from vesper.domain.job import Failure, Job, JobId, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 
 
-def lease_of(job: Job) -> LeaseRef:
+def lease_of(job: JobRecord) -> LeaseRef:
     """The reference a worker presents for a job it claimed."""
     if job.lease is None:
         raise ValueError(f"job {job.id} holds no lease")
@@ -31,9 +31,11 @@ class ClaimJobs:
     """
 
     jobs: JobRepository
-    settings: QueueSettings = QueueSettings()
+    settings: Policies = Policies()
 
-    def __call__(self, worker_id: str, limit: int, types: Sequence[str] | None = None) -> list[Job]:
+    def __call__(
+        self, worker_id: str, limit: int, types: Sequence[str] | None = None
+    ) -> list[JobRecord]:
         if limit <= 0:
             return []
         return self.jobs.claim(
@@ -51,7 +53,7 @@ class CompleteJob:
 
     jobs: JobRepository
 
-    def __call__(self, lease: LeaseRef) -> Job:
+    def __call__(self, lease: LeaseRef) -> JobRecord:
         done = self.jobs.complete([lease])
         if not done:
             raise LeaseLost(lease.job_id)
@@ -59,7 +61,7 @@ class CompleteJob:
 
 
 def failure_of(
-    job: Job, error: str, *, retryable: bool, settings: QueueSettings, rng: random.Random
+    job: JobRecord, error: str, *, retryable: bool, settings: Policies, rng: random.Random
 ) -> Failure:
     """The Failure to record for `job`: its backoff follows the retries it was claimed with."""
     delay = settings.backoff.delay(job.retries, rng) if retryable else None
@@ -82,10 +84,10 @@ class FailJob:
     """
 
     jobs: JobRepository
-    settings: QueueSettings = QueueSettings()
+    settings: Policies = Policies()
     rng: random.Random = attrs.field(factory=random.Random)
 
-    def __call__(self, job: Job, error: str, *, retryable: bool = True) -> Job:
+    def __call__(self, job: JobRecord, error: str, *, retryable: bool = True) -> JobRecord:
         failure = failure_of(job, error, retryable=retryable, settings=self.settings, rng=self.rng)
         failed = self.jobs.fail([failure])
         if not failed:
@@ -97,7 +99,7 @@ class FailJob:
 class Outcome:
     """How one attempt ended: `error` None is a success."""
 
-    job: Job
+    job: JobRecord
     error: str | None = None
     retryable: bool = True
 
@@ -111,7 +113,7 @@ class RecordOutcomes:
     """
 
     jobs: JobRepository
-    settings: QueueSettings = QueueSettings()
+    settings: Policies = Policies()
     rng: random.Random = attrs.field(factory=random.Random)
 
     def __call__(self, outcomes: Sequence[Outcome]) -> set[JobId]:
@@ -156,7 +158,7 @@ class RecordAndClaim:
         worker_id: str,
         limit: int,
         types: Sequence[str] | None = None,
-    ) -> tuple[set[JobId], list[Job]]:
+    ) -> tuple[set[JobId], list[JobRecord]]:
         if limit <= 0 or any(o.error is not None for o in outcomes):
             return self.record(outcomes), []
         completed, claimed = self.record.jobs.complete_and_claim(
@@ -174,7 +176,7 @@ class RenewLeases:
     """Extend the leases of running jobs; returns the refs whose lease was lost."""
 
     jobs: JobRepository
-    settings: QueueSettings = QueueSettings()
+    settings: Policies = Policies()
 
     def __call__(self, leases: Sequence[LeaseRef]) -> list[LeaseRef]:
         if not leases:
@@ -189,7 +191,7 @@ class ReleaseJobs:
 
     jobs: JobRepository
 
-    def __call__(self, leases: Sequence[LeaseRef]) -> list[Job]:
+    def __call__(self, leases: Sequence[LeaseRef]) -> list[JobRecord]:
         if not leases:
             return []
         return self.jobs.release(leases)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import attrs
 
 from vesper.application.metrics import NO_METRICS, JobMetrics
+from vesper.application.policies import Policies
 from vesper.application.ports import JobRepository, WorkerRegistry
-from vesper.application.settings import QueueSettings
 from vesper.domain.fleet import Fleet, WorkerProcess
-from vesper.domain.job import Job
+from vesper.domain.job import JobRecord
 
 
 @attrs.frozen
@@ -54,7 +54,7 @@ class ExpireLeases:
 
     jobs: JobRepository
 
-    def __call__(self) -> list[Job]:
+    def __call__(self) -> list[JobRecord]:
         return self.jobs.expire()
 
 
@@ -70,10 +70,10 @@ class ReapDeadWorkers:
 
     registry: WorkerRegistry
     jobs: JobRepository
-    settings: QueueSettings = QueueSettings()
+    settings: Policies = Policies()
     metrics: JobMetrics = NO_METRICS
 
-    def __call__(self) -> list[Job]:
+    def __call__(self) -> list[JobRecord]:
         dead = self.registry.reap(dead_after=self.settings.dead_after)
         if not dead:
             return []

@@ -33,10 +33,10 @@ from vesper.application.ports import JobRepository, Submitted
 from vesper.domain.errors import StoreUnavailable
 from vesper.domain.submission import NewJob
 
-Outcome = Submitted | BaseException
+SubmitResult = Submitted | BaseException
 
 
-def commit_together(jobs: JobRepository, batch: list[NewJob]) -> list[Outcome]:
+def commit_together(jobs: JobRepository, batch: list[NewJob]) -> list[SubmitResult]:
     """`jobs.submit(batch)`, and each job's own outcome: a batch that fails for any
     reason but StoreUnavailable is committed again one job at a time."""
     try:
@@ -134,7 +134,7 @@ class GroupCommit:
 # Runs a blocking call (in a thread) and returns its result: the HTTP store gate. The
 # second argument is when the batch's oldest job began to wait (time.monotonic()): the
 # gate bounds the batch's wait from then, not from the start of its commit.
-RunBlocking = Callable[[Callable[[], list[Outcome]], float], Awaitable[list[Outcome]]]
+RunBlocking = Callable[[Callable[[], list[SubmitResult]], float], Awaitable[list[SubmitResult]]]
 
 
 class _AsyncWaiting(NamedTuple):

@@ -6,7 +6,7 @@ import attrs
 
 from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.ports import JobRepository
-from vesper.domain.job import Job, JobId
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.stats import QueueStats
 
@@ -17,7 +17,7 @@ class GetJob:
 
     jobs: JobRepository
 
-    def __call__(self, job_id: JobId) -> Job:
+    def __call__(self, job_id: JobId) -> JobRecord:
         return self.jobs.get(job_id)
 
 
@@ -38,7 +38,7 @@ class CancelJob:
     jobs: JobRepository
     metrics: JobMetrics = NO_METRICS
 
-    def __call__(self, job_id: JobId) -> Job:
+    def __call__(self, job_id: JobId) -> JobRecord:
         job = self.jobs.cancel(job_id)
         self.metrics.jobs_cancelled([job])
         return job
@@ -50,7 +50,7 @@ class RetryJob:
 
     jobs: JobRepository
 
-    def __call__(self, job_id: JobId) -> Job:
+    def __call__(self, job_id: JobId) -> JobRecord:
         return self.jobs.retry(job_id)
 
 

@@ -10,24 +10,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from vesper.domain.job import Job
+from vesper.domain.job import JobRecord
 
 
 class JobMetrics(Protocol):
-    def jobs_enqueued(self, jobs: Sequence[Job]) -> None:
+    def jobs_enqueued(self, jobs: Sequence[JobRecord]) -> None:
         """Jobs created (idempotent replays excluded)."""
         ...
 
-    def job_started(self, job: Job, queue_wait_seconds: float) -> None:
+    def job_started(self, job: JobRecord, queue_wait_seconds: float) -> None:
         """A claimed job's consumer starts; the wait is from run_at to the claim."""
         ...
 
-    def job_finished(self, job: Job, outcome: str, run_seconds: float) -> None:
+    def job_finished(self, job: JobRecord, outcome: str, run_seconds: float) -> None:
         """An attempt ended: outcome is done, failed (a retry is scheduled), dlq,
         lease_lost or abandoned (nothing recorded)."""
         ...
 
-    def jobs_cancelled(self, jobs: Sequence[Job]) -> None: ...
+    def jobs_cancelled(self, jobs: Sequence[JobRecord]) -> None: ...
 
     def leases_renewed(self, count: int) -> None: ...
 
@@ -39,16 +39,16 @@ class JobMetrics(Protocol):
 class NoMetrics:
     """Reports nothing: for embedding and tests that do not look at metrics."""
 
-    def jobs_enqueued(self, jobs: Sequence[Job]) -> None:
+    def jobs_enqueued(self, jobs: Sequence[JobRecord]) -> None:
         pass
 
-    def job_started(self, job: Job, queue_wait_seconds: float) -> None:
+    def job_started(self, job: JobRecord, queue_wait_seconds: float) -> None:
         pass
 
-    def job_finished(self, job: Job, outcome: str, run_seconds: float) -> None:
+    def job_finished(self, job: JobRecord, outcome: str, run_seconds: float) -> None:
         pass
 
-    def jobs_cancelled(self, jobs: Sequence[Job]) -> None:
+    def jobs_cancelled(self, jobs: Sequence[JobRecord]) -> None:
         pass
 
     def leases_renewed(self, count: int) -> None:

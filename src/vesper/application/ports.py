@@ -14,7 +14,7 @@ from typing import Protocol
 import attrs
 
 from vesper.domain.fleet import WorkerProcess
-from vesper.domain.job import Failure, Job, JobId, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
@@ -22,7 +22,7 @@ from vesper.domain.submission import NewJob
 
 @attrs.frozen(kw_only=True)
 class Submitted:
-    job: Job
+    job: JobRecord
     created: bool  # False: an idempotent replay returned the job the key is bound to
 
 
@@ -58,7 +58,7 @@ class JobRepository(Protocol):
         """
         ...
 
-    def get(self, job_id: JobId) -> Job:
+    def get(self, job_id: JobId) -> JobRecord:
         """The job; JobNotFound if there is none."""
         ...
 
@@ -75,7 +75,7 @@ class JobRepository(Protocol):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """Atomically lease up to `limit` due jobs (pending/failed, run_at <= now), of
         `types` if given, in claim order: priority desc, run_at asc, insertion order.
 
@@ -85,7 +85,9 @@ class JobRepository(Protocol):
         """
         ...
 
-    def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+    def complete(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
         """processing -> done for each lease still current; returns the jobs it changed.
 
         A lease that is stale (another claim, expired, released) changes nothing and is
@@ -102,14 +104,14 @@ class JobRepository(Protocol):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
-    ) -> tuple[list[Job], list[Job]]:
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
         """`complete(leases)` and then `claim(...)`, as one unit of work where the store
         can (a worker records its finished batch and takes the next one): returns
         (completed, claimed), each as the two calls would. Fencing and claim order are
         theirs; a job completed here is never among the claimed."""
         ...
 
-    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
+    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         """Record failed attempts, fenced like complete: failed with retries + 1 and
         run_at = now + retry_delay while retries < max_retries, else dlq (also when
         retry_delay is None: not retryable)."""
@@ -117,27 +119,31 @@ class JobRepository(Protocol):
 
     def renew(
         self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """Extend each current lease to now + `lease`; stale ones are absent from the
         result."""
         ...
 
-    def release(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+    def release(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
         """processing -> pending for each current lease, refunding the attempt
         (graceful shutdown); stale ones are absent from the result."""
         ...
 
-    def expire(self, *, worker_ids: Sequence[str] = (), now: datetime | None = None) -> list[Job]:
+    def expire(
+        self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
+    ) -> list[JobRecord]:
         """End the leases that expired by `now`, and every lease held by `worker_ids`
         (processes found dead): each such job counts a failed attempt and becomes failed
         (claimable at once) or dlq when its retries are exhausted."""
         ...
 
-    def cancel(self, job_id: JobId, *, now: datetime | None = None) -> Job:
+    def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         """pending/failed -> cancelled; JobNotFound, or IllegalTransition otherwise."""
         ...
 
-    def retry(self, job_id: JobId, *, now: datetime | None = None) -> Job:
+    def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         """dlq/failed/cancelled -> pending, due now, retries reset; JobNotFound, or
         IllegalTransition otherwise."""
         ...

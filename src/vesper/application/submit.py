@@ -9,8 +9,8 @@ import attrs
 
 from vesper.application.group_commit import AsyncGroupCommit, GroupCommit
 from vesper.application.metrics import NO_METRICS, JobMetrics
+from vesper.application.policies import Policies
 from vesper.application.ports import JobRepository, JobSignal, Submitted
-from vesper.application.settings import QueueSettings
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId
 from vesper.domain.submission import JobRequest, NewJob, prepare
@@ -36,7 +36,7 @@ class SubmitJobs:
     """
 
     jobs: JobRepository
-    settings: QueueSettings = QueueSettings()
+    settings: Policies = Policies()
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
@@ -71,7 +71,7 @@ class SubmitJob:
     """
 
     jobs: JobRepository
-    settings: QueueSettings = QueueSettings()
+    settings: Policies = Policies()
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
@@ -97,7 +97,7 @@ class SubmitJob:
         return submitted
 
 
-def _prepare(request: JobRequest, settings: QueueSettings, new_id: Callable[[], JobId]) -> NewJob:
+def _prepare(request: JobRequest, settings: Policies, new_id: Callable[[], JobId]) -> NewJob:
     return prepare(
         request,
         job_id=new_id(),

@@ -1,4 +1,5 @@
-"""The Job record and its transitions: each returns a new Job or raises."""
+"""The job record (`JobRecord`, what a store holds; the consumer sees `vesper.Job`) and
+its transitions: each returns a new record or raises."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class Failure:
 
 
 @attrs.frozen(kw_only=True)
-class Job:
+class JobRecord:
     id: JobId
     type: str
     priority: int = 0  # 0-10, higher first
@@ -91,7 +92,7 @@ class Job:
             and self.lease.expires_at > now
         )
 
-    def claim(self, *, worker_id: str, token: UUID, now: datetime, lease: timedelta) -> Job:
+    def claim(self, *, worker_id: str, token: UUID, now: datetime, lease: timedelta) -> JobRecord:
         """pending/failed -> processing, counting an attempt."""
         self._check("claim")
         if self.run_at > now:
@@ -105,17 +106,17 @@ class Job:
             updated_at=now,
         )
 
-    def complete(self, ref: LeaseRef, *, now: datetime) -> Job:
+    def complete(self, ref: LeaseRef, *, now: datetime) -> JobRecord:
         """processing -> done, for the holder of the current lease only."""
         self._fence(ref, now)
         return attrs.evolve(self, status=Status.DONE, lease=None, updated_at=now, finished_at=now)
 
-    def fail(self, failure: Failure, *, now: datetime) -> Job:
+    def fail(self, failure: Failure, *, now: datetime) -> JobRecord:
         """processing -> failed (retry at now + delay), or dlq once retries are exhausted."""
         self._fence(failure.lease, now)
         return self._failed(error=failure.error, retry_delay=failure.retry_delay, now=now)
 
-    def renew(self, ref: LeaseRef, *, now: datetime, lease: timedelta) -> Job:
+    def renew(self, ref: LeaseRef, *, now: datetime, lease: timedelta) -> JobRecord:
         """Extend the current lease to now + lease."""
         self._fence(ref, now)
         assert self.lease is not None
@@ -123,7 +124,7 @@ class Job:
             self, lease=attrs.evolve(self.lease, expires_at=now + lease), updated_at=now
         )
 
-    def release(self, ref: LeaseRef, *, now: datetime) -> Job:
+    def release(self, ref: LeaseRef, *, now: datetime) -> JobRecord:
         """processing -> pending, refunding the attempt (graceful shutdown)."""
         self._fence(ref, now)
         return attrs.evolve(
@@ -135,7 +136,7 @@ class Job:
             updated_at=now,
         )
 
-    def expire(self, *, now: datetime, error: str = LEASE_EXPIRED_ERROR) -> Job:
+    def expire(self, *, now: datetime, error: str = LEASE_EXPIRED_ERROR) -> JobRecord:
         """processing -> failed (claimable at once) or dlq: the holder is gone.
 
         Counts as a failed attempt. Called for a lease past its expiry, and for the
@@ -147,12 +148,12 @@ class Job:
         failed = self._failed(error=error, retry_delay=timedelta(0), now=now)
         return attrs.evolve(failed, run_at=self.run_at)
 
-    def cancel(self, *, now: datetime) -> Job:
+    def cancel(self, *, now: datetime) -> JobRecord:
         """pending/failed -> cancelled."""
         self._check("cancel")
         return attrs.evolve(self, status=Status.CANCELLED, updated_at=now, finished_at=now)
 
-    def retry(self, *, now: datetime) -> Job:
+    def retry(self, *, now: datetime) -> JobRecord:
         """dlq/failed/cancelled -> pending, due now, with a fresh set of retries."""
         self._check("retry")
         return attrs.evolve(
@@ -165,7 +166,7 @@ class Job:
             finished_at=None,
         )
 
-    def _failed(self, *, error: str, retry_delay: timedelta | None, now: datetime) -> Job:
+    def _failed(self, *, error: str, retry_delay: timedelta | None, now: datetime) -> JobRecord:
         if retry_delay is not None and self.retries < self.max_retries:
             return attrs.evolve(
                 self,

@@ -8,7 +8,7 @@ import re
 import attrs
 
 from vesper.domain.errors import InvalidCursor, InvalidRequest
-from vesper.domain.job import Job
+from vesper.domain.job import JobRecord
 from vesper.domain.states import Status
 
 MAX_PAGE = 1000
@@ -45,7 +45,7 @@ class JobQuery:
 
 @attrs.frozen(kw_only=True)
 class JobPage:
-    jobs: tuple[Job, ...]
+    jobs: tuple[JobRecord, ...]
     next_cursor: str | None  # None on the last page
 
 
@@ -68,7 +68,7 @@ def _checksum(digits: str) -> str:
     return hashlib.blake2s(digits.encode(), digest_size=4, person=b"vcursor1").hexdigest()
 
 
-def page_of(jobs: list[Job], limit: int) -> JobPage:
+def page_of(jobs: list[JobRecord], limit: int) -> JobPage:
     """Cut a newest-first list fetched with limit + 1 rows into a page."""
     if len(jobs) > limit:
         return JobPage(jobs=tuple(jobs[:limit]), next_cursor=encode_cursor(jobs[limit - 1].seq))

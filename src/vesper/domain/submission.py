@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from vesper.domain.errors import InvalidRequest
-from vesper.domain.job import Job, JobId
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.states import Status
 
 MIN_PRIORITY = 0
@@ -82,9 +82,9 @@ class NewJob:
     # may insert it as is instead of serialising the payload again
     payload_json: str | None = None
 
-    def materialize(self, *, now: datetime, seq: int) -> Job:
+    def materialize(self, *, now: datetime, seq: int) -> JobRecord:
         """The job as stored at `now`, with insertion order `seq`."""
-        return Job(
+        return JobRecord(
             id=self.id,
             type=self.type,
             priority=self.priority,

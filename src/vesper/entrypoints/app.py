@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
-from vesper.domain.job import Job as JobRecord
+from vesper.domain.job import JobRecord
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
 from vesper.entrypoints.settings import Settings

@@ -167,7 +167,7 @@ class Container(containers.DeclarativeContainer):
     store = providers.Callable(open_once, opened_store.provider, store_lock)
     job_repository = providers.Callable(_jobs, store)
     worker_registry = providers.Callable(_workers, store)
-    queue_settings = providers.Callable(lambda s: s.queue, config.settings)
+    policies = providers.Callable(lambda s: s.policies, config.settings)
     worker_settings = providers.Callable(lambda s: s.worker, config.settings)
     job_signal = providers.Singleton(LocalJobSignal)
     job_listener = providers.Resource(
@@ -186,12 +186,12 @@ class Container(containers.DeclarativeContainer):
     worker_tracer = providers.Callable(lambda p: p.get_tracer("vesper.worker"), tracer_provider)
 
     submit_group = providers.ThreadSafeSingleton(
-        GroupCommit, max_batch=providers.Callable(lambda q: q.limits.max_batch, queue_settings)
+        GroupCommit, max_batch=providers.Callable(lambda q: q.limits.max_batch, policies)
     )
     submit_job = providers.Factory(
         SubmitJob,
         jobs=job_repository,
-        settings=queue_settings,
+        settings=policies,
         signal=job_signal,
         metrics=metrics,
         group=submit_group,
@@ -199,14 +199,14 @@ class Container(containers.DeclarativeContainer):
     submit_jobs = providers.Factory(
         SubmitJobs,
         jobs=job_repository,
-        settings=queue_settings,
+        settings=policies,
         signal=job_signal,
         metrics=metrics,
     )
-    claim_jobs = providers.Factory(ClaimJobs, jobs=job_repository, settings=queue_settings)
+    claim_jobs = providers.Factory(ClaimJobs, jobs=job_repository, settings=policies)
     complete_job = providers.Factory(CompleteJob, jobs=job_repository)
-    fail_job = providers.Factory(FailJob, jobs=job_repository, settings=queue_settings)
-    renew_leases = providers.Factory(RenewLeases, jobs=job_repository, settings=queue_settings)
+    fail_job = providers.Factory(FailJob, jobs=job_repository, settings=policies)
+    renew_leases = providers.Factory(RenewLeases, jobs=job_repository, settings=policies)
     release_jobs = providers.Factory(ReleaseJobs, jobs=job_repository)
     get_job = providers.Factory(GetJob, jobs=job_repository)
     list_jobs = providers.Factory(ListJobs, jobs=job_repository)
@@ -220,12 +220,10 @@ class Container(containers.DeclarativeContainer):
         ReapDeadWorkers,
         registry=worker_registry,
         jobs=job_repository,
-        settings=queue_settings,
+        settings=policies,
         metrics=metrics,
     )
-    record_outcomes = providers.Factory(
-        RecordOutcomes, jobs=job_repository, settings=queue_settings
-    )
+    record_outcomes = providers.Factory(RecordOutcomes, jobs=job_repository, settings=policies)
 
     worker_use_cases = providers.Factory(
         WorkerUseCases,
@@ -244,7 +242,7 @@ class Container(containers.DeclarativeContainer):
     worker_runner = providers.Factory(
         WorkerRunner,
         uses=worker_use_cases,
-        queue=queue_settings,
+        policies=policies,
         settings=worker_settings,
         metrics=metrics,
         tracer=worker_tracer,

@@ -16,8 +16,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import attrs
 
+from vesper.application.policies import Policies
 from vesper.application.ports import Clock, Store
-from vesper.application.settings import QueueSettings
 from vesper.domain.backoff import Backoff
 from vesper.domain.submission import Limits
 from vesper.entrypoints.worker.runner import WorkerSettings
@@ -157,7 +157,7 @@ class Settings:
     db_max_overflow: int = 5
     event_loop: str = "auto"  # auto (uvloop where installed), asyncio or uvloop
     metrics_max_types: int = 100  # job types with a label of their own; the rest are "other"
-    queue: QueueSettings = QueueSettings()
+    policies: Policies = Policies()
     worker: WorkerSettings = WorkerSettings()
     http: HttpSettings = HttpSettings()
 
@@ -185,7 +185,7 @@ class Settings:
                 f"VESPER_HEARTBEAT={heartbeat.total_seconds():g}s: must be shorter than "
                 f"VESPER_LEASE ({lease.total_seconds():g}s), or leases expire while jobs run"
             )
-        queue = QueueSettings(
+        policies = Policies(
             lease=lease,
             heartbeat=heartbeat,
             dead_after=e.get("VESPER_DEAD_AFTER", _positive_duration, timedelta(seconds=30)),
@@ -236,7 +236,7 @@ class Settings:
             db_max_overflow=e.get("VESPER_DB_MAX_OVERFLOW", _non_negative_int, 5),
             event_loop=e.get("VESPER_EVENT_LOOP", _event_loop, "auto"),
             metrics_max_types=e.get("VESPER_METRICS_MAX_TYPES", _non_negative_int, 100),
-            queue=queue,
+            policies=policies,
             worker=worker,
             http=http,
         )

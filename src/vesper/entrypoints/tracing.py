@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from vesper.domain.job import Job
+from vesper.domain.job import JobRecord
 
 
 class TracingConfigError(ValueError):
@@ -166,7 +166,7 @@ class JobSpan:
 
 
 @contextmanager
-def job_span(tracer: Tracer, record: Job, *, worker_id: str) -> Iterator[JobSpan]:
+def job_span(tracer: Tracer, record: JobRecord, *, worker_id: str) -> Iterator[JobSpan]:
     """Spans for one attempt of `record`: its wait in the queue and its execution.
 
     Both are children of the submitting request's span when the job carries its

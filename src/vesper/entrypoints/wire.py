@@ -14,7 +14,7 @@ import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
 from vesper.domain.fleet import Fleet, WorkerProcess
-from vesper.domain.job import Job, Lease
+from vesper.domain.job import JobRecord, Lease
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 
@@ -34,7 +34,7 @@ wire_converter.register_unstructure_hook(timedelta, lambda d: d.total_seconds())
 wire_converter.register_unstructure_hook(Lease, lambda _: None)
 
 _job_fields = make_dict_unstructure_fn(
-    Job,
+    JobRecord,
     wire_converter,
     id=override(rename="job_id"),
     fingerprint=override(omit=True),
@@ -45,7 +45,7 @@ _job_fields = make_dict_unstructure_fn(
 )
 
 
-def job_to_wire(job: Job) -> dict[str, Any]:
+def job_to_wire(job: JobRecord) -> dict[str, Any]:
     data: dict[str, Any] = _job_fields(job)
     data["worker_id"] = job.worker_id
     expires = job.lease_expires_at

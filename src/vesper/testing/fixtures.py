@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from vesper.application.ports import JobRepository, Store, WorkerRegistry
-from vesper.domain.job import Failure, Job, JobId, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobQuery
 from vesper.domain.submission import JobRequest, Limits, NewJob, prepare
 
@@ -85,7 +85,7 @@ def new_job(
     )
 
 
-def submit(jobs: JobRepository, *new: NewJob, now: datetime = T0) -> list[Job]:
+def submit(jobs: JobRepository, *new: NewJob, now: datetime = T0) -> list[JobRecord]:
     """Submit `new` in one call; return the jobs (created or replayed)."""
     return [s.job for s in jobs.submit(list(new), now=now)]
 
@@ -98,32 +98,32 @@ def claim(
     limit: int = 100,
     lease: timedelta = LEASE,
     types: Sequence[str] | None = None,
-) -> list[Job]:
+) -> list[JobRecord]:
     return jobs.claim(worker_id=worker_id, limit=limit, lease=lease, types=types, now=now)
 
 
-def claim_one(jobs: JobRepository, *, now: datetime, worker_id: str = "w1") -> Job:
+def claim_one(jobs: JobRepository, *, now: datetime, worker_id: str = "w1") -> JobRecord:
     """Claim exactly one job (the test set it up so); fail loudly otherwise."""
     claimed = claim(jobs, now=now, worker_id=worker_id, limit=1)
     assert len(claimed) == 1, f"expected one claimable job at {now}, claimed {claimed}"
     return claimed[0]
 
 
-def failure(job: Job, retry_delay: timedelta | None, error: str = "boom") -> Failure:
+def failure(job: JobRecord, retry_delay: timedelta | None, error: str = "boom") -> Failure:
     """The failure report of the holder of `job`'s current lease."""
     return Failure(lease=ref(job), error=error, retry_delay=retry_delay)
 
 
-def ref(job: Job) -> LeaseRef:
+def ref(job: JobRecord) -> LeaseRef:
     """The lease reference the holder of `job`'s current lease presents."""
     assert job.lease is not None, f"job {job.id} holds no lease: {job.status}"
     return LeaseRef(job_id=job.id, token=job.lease.token)
 
 
-def all_jobs(jobs: JobRepository, query: JobQuery | None = None) -> list[Job]:
+def all_jobs(jobs: JobRepository, query: JobQuery | None = None) -> list[JobRecord]:
     """Every job matching `query`'s filters, newest first, following the cursors."""
     base = query or JobQuery(limit=1000)
-    found: list[Job] = []
+    found: list[JobRecord] = []
     cursor: str | None = None
     while True:
         page = jobs.find(
@@ -145,7 +145,7 @@ def all_jobs(jobs: JobRepository, query: JobQuery | None = None) -> list[Job]:
         cursor = page.next_cursor
 
 
-def ids(jobs: Sequence[Job]) -> list[JobId]:
+def ids(jobs: Sequence[JobRecord]) -> list[JobId]:
     return [job.id for job in jobs]
 
 

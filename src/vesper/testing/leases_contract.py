@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 from vesper.application.ports import JobRepository
-from vesper.domain.job import Failure, Job, JobId, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.states import Status
 from vesper.testing.fixtures import (
     LEASE,
@@ -23,13 +23,13 @@ from vesper.testing.fixtures import (
 )
 
 
-def claimed_job(jobs: JobRepository, *, max_retries: int = 3, worker_id: str = "w1") -> Job:
+def claimed_job(jobs: JobRepository, *, max_retries: int = 3, worker_id: str = "w1") -> JobRecord:
     """A job submitted at T0 and claimed at T0 + 1 s (lease until T0 + 31 s)."""
     submit(jobs, new_job(max_retries=max_retries), now=T0)
     return claim_one(jobs, now=at(1), worker_id=worker_id)
 
 
-def superseded(jobs: JobRepository) -> tuple[Job, Job]:
+def superseded(jobs: JobRepository) -> tuple[JobRecord, JobRecord]:
     """(the first claim, the second): the first lease expired and another worker claimed."""
     first = claimed_job(jobs)
     jobs.expire(now=at(40))

@@ -9,7 +9,7 @@ import pytest
 
 from vesper.application.ports import JobRepository
 from vesper.domain.errors import IllegalTransition, InvalidCursor, InvalidRequest, JobNotFound
-from vesper.domain.job import Job, JobId
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobQuery, encode_cursor
 from vesper.domain.states import Status
 from vesper.testing.fixtures import (
@@ -27,7 +27,7 @@ from vesper.testing.fixtures import (
 )
 
 
-def one_of_each_status(jobs: JobRepository) -> dict[Status, Job]:
+def one_of_each_status(jobs: JobRepository) -> dict[Status, JobRecord]:
     """Six jobs, one per status, of types named after the status, priority 0..5."""
     created = submit(jobs, *(new_job(s.value, priority=i) for i, s in enumerate(Status)), now=T0)
     by_status = dict(zip(Status, created, strict=True))

@@ -33,7 +33,7 @@ from hypothesis.stateful import (
 from vesper.adapters.memory import InMemoryJobRepository
 from vesper.application.ports import JobRepository
 from vesper.domain.errors import VesperError
-from vesper.domain.job import Failure, Job, JobId, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobQuery
 from vesper.domain.states import Status
 from vesper.testing.fixtures import T0, StoreFactory, StoreFixtures, StoreOpener, all_jobs
@@ -41,7 +41,7 @@ from vesper.testing.fixtures import ref as ref_of
 from vesper.testing.model_parts import HeldLease, JobSpec, nonzero, norm, norm_all, specs, summary
 
 R = TypeVar("R")
-LeaseAction = Callable[[JobRepository, list[LeaseRef]], list[Job]]
+LeaseAction = Callable[[JobRepository, list[LeaseRef]], list[JobRecord]]
 WORKERS = ("w1", "w2")
 CURRENT_MOSTLY = st.sampled_from([True, True, True, False])  # stale leases a quarter of the time
 
@@ -125,7 +125,7 @@ class StoreModel(RuleBasedStateMachine):
         lease=st.sampled_from([10, 30]),
     )
     def claim(self, worker: str, limit: int, types: tuple[str, ...] | None, lease: int) -> None:
-        def action(repo: JobRepository) -> list[Job]:
+        def action(repo: JobRepository) -> list[JobRecord]:
             length = timedelta(seconds=lease)
             return repo.claim(
                 worker_id=worker, limit=limit, lease=length, types=types, now=self.now
@@ -160,7 +160,7 @@ class StoreModel(RuleBasedStateMachine):
     def fail(self, data: st.DataObject, current: bool, delay: int | None, error: str) -> None:
         retry = timedelta(seconds=delay) if delay is not None else None
 
-        def act(repo: JobRepository, refs: list[LeaseRef]) -> list[Job]:
+        def act(repo: JobRepository, refs: list[LeaseRef]) -> list[JobRecord]:
             failures = [Failure(lease=r, error=error, retry_delay=retry) for r in refs]
             return repo.fail(failures, now=self.now)
 

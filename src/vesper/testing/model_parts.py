@@ -11,7 +11,7 @@ import attrs
 from hypothesis import strategies as st
 
 from vesper.application.ports import Submitted
-from vesper.domain.job import Job, LeaseRef
+from vesper.domain.job import JobRecord, LeaseRef
 from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
 from vesper.testing.fixtures import new_job as build_job
@@ -60,18 +60,18 @@ specs = st.builds(
 )
 
 
-def norm(job: Job) -> Job:
+def norm(job: JobRecord) -> JobRecord:
     """The job without what legitimately differs between two stores."""
     lease = attrs.evolve(job.lease, token=NO_TOKEN) if job.lease is not None else None
     return attrs.evolve(job, lease=lease, seq=0)
 
 
-def norm_all(jobs: Sequence[Job]) -> list[Job]:
+def norm_all(jobs: Sequence[JobRecord]) -> list[JobRecord]:
     """Normalized and in id order: the port does not order these results."""
     return sorted((norm(j) for j in jobs), key=lambda j: j.id)
 
 
-def summary(results: Sequence[Submitted]) -> list[tuple[Job, bool]]:
+def summary(results: Sequence[Submitted]) -> list[tuple[JobRecord, bool]]:
     return [(norm(s.job), s.created) for s in results]
 
 

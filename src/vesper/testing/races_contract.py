@@ -22,7 +22,7 @@ import pytest
 
 from vesper.application.ports import JobRepository, Submitted
 from vesper.domain.errors import IdempotencyConflict
-from vesper.domain.job import Job, JobId
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.states import Status
 from vesper.testing.fixtures import (
     T0,
@@ -158,8 +158,8 @@ class RaceContract(StoreFixtures):
             workers = [f"dying-{k}" for k in range(20)]
             chunks = [claim(handles[0], now=at(1), worker_id=w, limit=5) for w in workers]
 
-            def act(i: int, repo: JobRepository) -> list[Job]:
-                ended: list[Job] = []
+            def act(i: int, repo: JobRepository) -> list[JobRecord]:
+                ended: list[JobRecord] = []
                 if i == 0:  # the workers finish their jobs, first to last
                     for chunk in chunks:
                         ended += repo.complete([ref(j) for j in chunk], now=at(2))

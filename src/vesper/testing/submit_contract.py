@@ -9,7 +9,7 @@ import pytest
 
 from vesper.application.ports import JobRepository
 from vesper.domain.errors import IdempotencyConflict, JobNotFound
-from vesper.domain.job import Job, JobId
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
 from vesper.testing.fixtures import (
@@ -292,7 +292,7 @@ class SubmitContract(StoreFixtures):
         assert lease.expires_at == started + LEASE
 
 
-def submit_at_store_clock(jobs: JobRepository, *new: NewJob) -> list[Job]:
+def submit_at_store_clock(jobs: JobRepository, *new: NewJob) -> list[JobRecord]:
     """Submit with `now` left to the store's clock."""
     return [s.job for s in jobs.submit(list(new))]
 

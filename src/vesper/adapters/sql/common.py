@@ -20,7 +20,7 @@ from vesper.adapters.sql.rows import aware_utc, job_of
 from vesper.adapters.sql.tables import CLAIMABLE_SQL, jobs
 from vesper.application.ports import Submitted
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
-from vesper.domain.job import Job, JobId
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.states import TRANSITIONS, Status, allowed
 from vesper.domain.stats import QueueStats
@@ -78,7 +78,7 @@ class SqlJobReads:
         """The `now` parameter to bind (SQLite resolves None with its clock)."""
         return now
 
-    def get(self, job_id: JobId) -> Job:
+    def get(self, job_id: JobId) -> JobRecord:
         row = self._db.read(lambda conn: conn.execute(self._get, {"job_id": job_id}).first())
         if row is None:
             raise JobNotFound(job_id)
@@ -137,18 +137,18 @@ class SqlJobReads:
 
         return self._db.read(work)
 
-    def cancel(self, job_id: JobId, *, now: datetime | None = None) -> Job:
+    def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         return self._change("cancel", self._cancel, job_id, now)
 
-    def retry(self, job_id: JobId, *, now: datetime | None = None) -> Job:
+    def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         return self._change("retry", self._retry, job_id, now)
 
     def _change(
         self, action: str, statement: ReturningUpdate[Any], job_id: JobId, now: datetime | None
-    ) -> Job:
+    ) -> JobRecord:
         params = {"job_id": job_id, "now": self._at(now)}
 
-        def work(conn: Connection) -> Job:
+        def work(conn: Connection) -> JobRecord:
             status = Status.PENDING
             for _ in range(_RACES):
                 row = conn.execute(statement, params).first()
@@ -167,7 +167,7 @@ class SqlJobReads:
         self._changed(action, changed)
         return changed
 
-    def _changed(self, action: str, job: Job) -> None:
+    def _changed(self, action: str, job: JobRecord) -> None:
         """Hook: a job changed by cancel or retry (PostgreSQL notifies listeners)."""
 
 
@@ -211,13 +211,15 @@ def plan_submission(batch: Sequence[NewJob]) -> SubmitPlan:
     return SubmitPlan(unique=unique, slots=slots)
 
 
-def check_bound(new: NewJob, bound: Job) -> None:
+def check_bound(new: NewJob, bound: JobRecord) -> None:
     """A replay must carry the fingerprint of the job its key is bound to."""
     if bound.fingerprint != new.fingerprint:
         raise IdempotencyConflict(new.idempotency_key or "")
 
 
-def assemble(plan: SubmitPlan, created: dict[JobId, Job], bound: dict[str, Job]) -> list[Submitted]:
+def assemble(
+    plan: SubmitPlan, created: dict[JobId, JobRecord], bound: dict[str, JobRecord]
+) -> list[Submitted]:
     """The results in batch order: created jobs (a repeat of a key: not created), replays.
 
     Raises:

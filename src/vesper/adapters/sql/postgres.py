@@ -42,7 +42,7 @@ from vesper.adapters.sql.notify import NOTIFY_SQL
 from vesper.adapters.sql.rows import in_claim_order, in_order_of, job_of, jobs_of
 from vesper.adapters.sql.tables import CLAIMABLE_SQL, utc_datetime
 from vesper.application.ports import Capabilities, Submitted
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, Job, LeaseRef
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobRecord, LeaseRef
 from vesper.domain.submission import NewJob
 
 NOW = "COALESCE(CAST(:now AS timestamptz), statement_timestamp())"
@@ -323,7 +323,7 @@ class PostgresJobRepository(SqlJobReads):
         # keys already bound (by earlier calls, or by concurrent ones that ON CONFLICT
         # waited for): READ COMMITTED lets this new statement see them
         keys = [n.idempotency_key for n in plan.unique if n.id not in created]
-        bound: dict[str, Job] = {}
+        bound: dict[str, JobRecord] = {}
         if keys:
             for row in _rows(conn, BOUND, {"keys": keys}):
                 job = job_of(row)
@@ -342,7 +342,7 @@ class PostgresJobRepository(SqlJobReads):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         if limit <= 0 or (types is not None and not types):
             return []
         params = _claim_params(worker_id, limit, lease, types, now)
@@ -350,7 +350,9 @@ class PostgresJobRepository(SqlJobReads):
         rows = self._db.statement(lambda conn: _rows(conn, statement, params))
         return in_claim_order(jobs_of(rows))
 
-    def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+    def complete(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
         return self._fenced(self._db, COMPLETE, _sorted(leases), {"now": now}, order=leases)
 
     def complete_and_claim(
@@ -362,7 +364,7 @@ class PostgresJobRepository(SqlJobReads):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
-    ) -> tuple[list[Job], list[Job]]:
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
         if not leases or limit <= 0 or (types is not None and not types):
             completed = self.complete(leases, now=now)
             claimed = self.claim(
@@ -381,7 +383,7 @@ class PostgresJobRepository(SqlJobReads):
         claimed = [job_of(row) for row in rows if not row["vesper_done"]]
         return in_order_of(done, [r.job_id for r in leases]), in_claim_order(claimed)
 
-    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
+    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         ordered = sorted(failures, key=lambda f: f.lease.job_id)
         extra = {
             "now": now,
@@ -393,17 +395,21 @@ class PostgresJobRepository(SqlJobReads):
 
     def renew(
         self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         params = {"now": now, "lease": lease}
         return self._fenced(self._beat, RENEW, _sorted(leases), params, order=leases)
 
-    def release(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+    def release(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
         released = self._fenced(self._db, RELEASE, _sorted(leases), {"now": now}, order=leases)
         if released:
             self._db.statement(lambda conn: _rows(conn, NOTIFY))
         return released
 
-    def expire(self, *, worker_ids: Sequence[str] = (), now: datetime | None = None) -> list[Job]:
+    def expire(
+        self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
+    ) -> list[JobRecord]:
         params = {"now": now, "worker_ids": list(worker_ids), "error": LEASE_EXPIRED_ERROR}
         rows = self._db.statement(lambda conn: _rows(conn, EXPIRE, params))
         ended = sorted(jobs_of(rows), key=lambda job: job.seq)
@@ -411,7 +417,7 @@ class PostgresJobRepository(SqlJobReads):
             self._db.statement(lambda conn: _rows(conn, NOTIFY))
         return ended
 
-    def _changed(self, action: str, job: Job) -> None:
+    def _changed(self, action: str, job: JobRecord) -> None:
         if action == "retry":
             self._db.statement(lambda conn: _rows(conn, NOTIFY))
 
@@ -423,7 +429,7 @@ class PostgresJobRepository(SqlJobReads):
         extra: dict[str, Any],
         *,
         order: Sequence[LeaseRef],
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """Run a fenced batch update; the changed jobs come back in the caller's `order`."""
         if not refs:
             return []
@@ -457,7 +463,7 @@ def _sorted(leases: Sequence[LeaseRef]) -> list[LeaseRef]:
     return sorted(leases, key=lambda ref: ref.job_id)
 
 
-def _created(new: NewJob, *, seq: int, run_at: datetime, created_at: datetime) -> Job:
+def _created(new: NewJob, *, seq: int, run_at: datetime, created_at: datetime) -> JobRecord:
     """The job `new` became: what was sent, and what the store set (seq, times)."""
     at = job_time(created_at)
     assert at is not None

@@ -1,6 +1,6 @@
 """Rows <-> domain objects: the SQL stores' one cattrs converter and its hooks.
 
-A job row is flat (`worker_id`, `lease_token`, `lease_expires_at`); the domain Job holds
+A job row is flat (`worker_id`, `lease_token`, `lease_expires_at`); the domain JobRecord holds
 a `Lease` or None. The domain classes know nothing of rows: all of it is here.
 """
 
@@ -15,7 +15,7 @@ import cattrs
 from sqlalchemy.engine import Row
 
 from vesper.domain.fleet import WorkerProcess
-from vesper.domain.job import Job, JobId, Lease
+from vesper.domain.job import JobId, JobRecord, Lease
 from vesper.domain.ordering import claim_order
 from vesper.domain.states import Status
 
@@ -63,12 +63,12 @@ row_converter.register_unstructure_hook(timedelta, lambda value: value)
 
 
 # looked up once: the converter's dispatch per row would be a tenth of a claim's cost
-_structure_job = row_converter.get_structure_hook(Job)
+_structure_job = row_converter.get_structure_hook(JobRecord)
 _structure_process = row_converter.get_structure_hook(WorkerProcess)
 
 
-def job_of(row: Row[Any] | Mapping[str, Any]) -> Job:
-    """The Job a `vesper_jobs` row holds.
+def job_of(row: Row[Any] | Mapping[str, Any]) -> JobRecord:
+    """The job record a `vesper_jobs` row holds.
 
     Built field by field with the converter's own hooks: cattrs' generic structuring
     (a dict per row, a dispatch per field) cost more than the claim's SQL on a batch of
@@ -78,7 +78,7 @@ def job_of(row: Row[Any] | Mapping[str, Any]) -> Job:
     m: Any = row._mapping if isinstance(row, Row) else row
     token = m["lease_token"]
     started, finished, timeout = m["started_at"], m["finished_at"], m["timeout"]
-    return Job(
+    return JobRecord(
         id=JobId(_uuid(m["id"], UUID)),
         type=m["type"],
         priority=m["priority"],
@@ -108,7 +108,7 @@ def job_of(row: Row[Any] | Mapping[str, Any]) -> Job:
     )
 
 
-def structured_job_of(row: Row[Any] | Mapping[str, Any]) -> Job:
+def structured_job_of(row: Row[Any] | Mapping[str, Any]) -> JobRecord:
     """`job_of` through the cattrs converter: the reference the fast path is tested against."""
     fields = dict(row._mapping if isinstance(row, Row) else row)
     worker_id, token, expires_at = (fields.pop(name) for name in _LEASE_COLUMNS)
@@ -117,15 +117,15 @@ def structured_job_of(row: Row[Any] | Mapping[str, Any]) -> Job:
         if token is None
         else {"worker_id": worker_id, "token": token, "expires_at": expires_at}
     )
-    job: Job = _structure_job(fields, Job)
+    job: JobRecord = _structure_job(fields, JobRecord)
     return job
 
 
-def jobs_of(rows: Iterable[Row[Any] | Mapping[str, Any]]) -> list[Job]:
+def jobs_of(rows: Iterable[Row[Any] | Mapping[str, Any]]) -> list[JobRecord]:
     return [job_of(row) for row in rows]
 
 
-def row_of(job: Job) -> dict[str, Any]:
+def row_of(job: JobRecord) -> dict[str, Any]:
     """The `vesper_jobs` row of `job`: every column, the lease flattened."""
     fields: dict[str, Any] = row_converter.unstructure(job)
     lease = fields.pop("lease")
@@ -141,15 +141,15 @@ def process_of(row: Row[Any]) -> WorkerProcess:
     return process
 
 
-def in_claim_order(jobs: Iterable[Job]) -> list[Job]:
+def in_claim_order(jobs: Iterable[JobRecord]) -> list[JobRecord]:
     """UPDATE ... RETURNING does not keep the ORDER BY of its subquery: sort again."""
     return sorted(jobs, key=claim_order)
 
 
-def in_order_of(jobs: Iterable[Job], ids: Iterable[UUID]) -> list[Job]:
+def in_order_of(jobs: Iterable[JobRecord], ids: Iterable[UUID]) -> list[JobRecord]:
     """`jobs` in the order their ids first appear in `ids` (the caller's order)."""
     by_id = {job.id: job for job in jobs}
-    ordered: list[Job] = []
+    ordered: list[JobRecord] = []
     for job_id in ids:
         job = by_id.pop(job_id, None)  # type: ignore[call-overload]
         if job is not None:

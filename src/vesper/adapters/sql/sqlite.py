@@ -37,7 +37,7 @@ from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.rows import in_claim_order, in_order_of, job_of, jobs_of, row_of
 from vesper.adapters.sql.tables import CLAIMABLE_SQL, PROCESSING_SQL, jobs, utc_datetime
 from vesper.application.ports import Capabilities, Clock, Submitted
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, Job, JobId, LeaseRef
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
 
@@ -173,7 +173,7 @@ class SqliteJobRepository(SqlJobReads):
     def _submit(self, conn: Connection, plan: SubmitPlan, at: datetime) -> list[Submitted]:
         # the write lock is held from BEGIN IMMEDIATE: nobody binds a key meanwhile
         keys = [n.idempotency_key for n in plan.unique if n.idempotency_key is not None]
-        bound: dict[str, Job] = {}
+        bound: dict[str, JobRecord] = {}
         if keys:
             for row in conn.execute(BOUND, {"keys": keys}):
                 job = job_of(row)
@@ -183,7 +183,7 @@ class SqliteJobRepository(SqlJobReads):
             n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None
         ]
         seq = conn.execute(LAST_SEQ).scalar_one()
-        created: dict[JobId, Job] = {}
+        created: dict[JobId, JobRecord] = {}
         for offset, new in enumerate(fresh, start=1):
             created[new.id] = new.materialize(now=at, seq=seq + offset)
         results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
@@ -199,7 +199,7 @@ class SqliteJobRepository(SqlJobReads):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         if limit <= 0 or (types is not None and not types):
             return []
 
@@ -209,7 +209,9 @@ class SqliteJobRepository(SqlJobReads):
 
         return in_claim_order(jobs_of(self._db.statement(work)))
 
-    def complete(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+    def complete(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
         return self._fenced(COMPLETE, leases, lambda: {"now": self._at(now)})
 
     def complete_and_claim(
@@ -221,7 +223,7 @@ class SqliteJobRepository(SqlJobReads):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
-    ) -> tuple[list[Job], list[Job]]:
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
         if not leases or limit <= 0 or (types is not None and not types):
             completed = self.complete(leases, now=now)
             claimed = self.claim(
@@ -230,7 +232,7 @@ class SqliteJobRepository(SqlJobReads):
             return completed, claimed
 
         # one write transaction: one commit (one WAL sync) for the batch and the next
-        def work(conn: Connection) -> tuple[list[Job], list[Job]]:
+        def work(conn: Connection) -> tuple[list[JobRecord], list[JobRecord]]:
             at = self._at(now)
             fenced = _fenced_params(leases, {"now": at})
             statement, params = _claim_params(worker_id, limit, lease, types, at)
@@ -242,21 +244,23 @@ class SqliteJobRepository(SqlJobReads):
 
     def renew(
         self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         def params() -> dict[str, Any]:
             at = self._at(now)
             return {"now": at, "expires_at": at + lease}
 
         return self._fenced(RENEW, leases, params)
 
-    def release(self, leases: Sequence[LeaseRef], *, now: datetime | None = None) -> list[Job]:
+    def release(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
         return self._fenced(RELEASE, leases, lambda: {"now": self._at(now)})
 
-    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[Job]:
+    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         if not failures:
             return []
 
-        def work(conn: Connection) -> list[Job]:
+        def work(conn: Connection) -> list[JobRecord]:
             at = self._at(now)
             params = [
                 {
@@ -275,7 +279,9 @@ class SqliteJobRepository(SqlJobReads):
 
         return in_order_of(self._db.transaction(work), [f.lease.job_id for f in failures])
 
-    def expire(self, *, worker_ids: Sequence[str] = (), now: datetime | None = None) -> list[Job]:
+    def expire(
+        self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
+    ) -> list[JobRecord]:
 
         def work(conn: Connection) -> Any:
             params = {
@@ -293,7 +299,7 @@ class SqliteJobRepository(SqlJobReads):
         statement: Any,
         leases: Sequence[LeaseRef],
         params: Callable[[], dict[str, Any]],
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """`statement` for `leases`, its parameters made under the write lock."""
         if not leases:
             return []

@@ -62,7 +62,7 @@ def create_app(
     guards: list[Guard] = (
         [bearer_guard(token, metrics_public=not settings.http.metrics_auth)] if token else []
     )
-    max_body = settings.queue.limits.max_payload_bytes
+    max_body = settings.policies.limits.max_payload_bytes
 
     api = Router(
         path="/",
@@ -74,7 +74,7 @@ def create_app(
         dependencies=use_case_dependencies(
             c,
             store_slots=settings.db_pool_size + settings.db_max_overflow,
-            max_batch=settings.queue.limits.max_batch,
+            max_batch=settings.policies.limits.max_batch,
         ),
         exception_handlers=exception_handlers(),
         guards=guards,

@@ -19,7 +19,7 @@ from msgspec import Meta
 
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.fleet import Fleet
-from vesper.domain.job import Job
+from vesper.domain.job import JobRecord
 from vesper.domain.query import JobPage
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, JobRequest, Limits, seconds
@@ -225,7 +225,7 @@ class ErrorOut(msgspec.Struct, kw_only=True):
     detail: dict[str, Any] | None = None
 
 
-def job_out(job: Job) -> JobOut:
+def job_out(job: JobRecord) -> JobOut:
     """`job_to_wire(job)` as a JobOut, built from the job's own values: converting that
     dict parsed each of its times back from text (a third of a GET /jobs of 500)."""
     lease = job.lease
@@ -251,7 +251,7 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-def jobs_out(jobs: list[Job]) -> JobsOut:
+def jobs_out(jobs: list[JobRecord]) -> JobsOut:
     return JobsOut(jobs=[job_out(job) for job in jobs])
 
 

@@ -44,14 +44,13 @@ from vesper.application.fleet import (
     RegisterWorker,
 )
 from vesper.application.metrics import NO_METRICS, JobMetrics
-from vesper.application.settings import QueueSettings
+from vesper.application.policies import Policies
 from vesper.domain.errors import SchemaNotMigrated
 from vesper.domain.fleet import WorkerProcess
-from vesper.domain.job import Job as JobRecord
-from vesper.domain.job import JobId
+from vesper.domain.job import JobId, JobRecord
 from vesper.entrypoints.logs import job_fields
 from vesper.entrypoints.tracing import JobSpan, job_span
-from vesper.entrypoints.worker.execution import Attempt, Result, run_attempt
+from vesper.entrypoints.worker.attempt import Attempt, Result, run_attempt
 from vesper.entrypoints.worker.recorder import OutcomeRecorder
 
 log = logging.getLogger("vesper.worker")
@@ -136,7 +135,7 @@ class WorkerRunner:
         *,
         uses: WorkerUseCases,
         consumers: Consumers,
-        queue: QueueSettings,
+        policies: Policies,
         settings: WorkerSettings,
         identity: WorkerProcess | None = None,
         metrics: JobMetrics = NO_METRICS,
@@ -149,7 +148,7 @@ class WorkerRunner:
         # the types this process has consumers for (None: a catch-all takes every type),
         # computed once: every claim passes them, and the claim is the hot path
         self._types = consumers.claim_types
-        self.queue = queue
+        self.policies = policies
         self.settings = settings
         self.identity = identity or new_identity(settings.concurrency)
         # every attempt whose lease this process holds: running, or recording its outcome
@@ -178,7 +177,7 @@ class WorkerRunner:
         self._fleet_log: asyncio.Task[None] | None = None
         # a slot is held until its consumer's thread returns: one thread per slot is enough
         self._job_pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="vesper-job")
-        lease_seconds = queue.lease.total_seconds()
+        lease_seconds = policies.lease.total_seconds()
         self._recorder = OutcomeRecorder(self._write_outcomes, give_up_after=lease_seconds)
         # a finished batch's outcomes and the next claim go to the store together
         self._record_and_claim = RecordAndClaim(record=uses.record_outcomes, claim=uses.claim_jobs)
@@ -375,7 +374,7 @@ class WorkerRunner:
     # -- heartbeat, lease renewal, reaping ----------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.queue.heartbeat.total_seconds()
+        interval = self.policies.heartbeat.total_seconds()
         last_fleet_log = time.monotonic()
         failures = 0
         while True:
@@ -452,7 +451,9 @@ class WorkerRunner:
     async def _deadline_loop(self) -> None:
         """Check local lease deadlines on a timer of its own: a renewal stuck on a silent
         network (the heartbeat awaits it) must not keep a job running past its lease."""
-        period = min(self.queue.heartbeat.total_seconds(), self.queue.lease.total_seconds() / 20)
+        period = min(
+            self.policies.heartbeat.total_seconds(), self.policies.lease.total_seconds() / 20
+        )
         while True:
             await asyncio.sleep(period)
             self._abandon_overdue()
@@ -472,7 +473,7 @@ class WorkerRunner:
     def _lease_margin(self) -> float:
         # The store's lease starts after this process's clock reading, so a deadline a
         # little short of the lease ends before the store's.
-        return self.queue.lease.total_seconds() * 0.9
+        return self.policies.lease.total_seconds() * 0.9
 
     # -- shutdown -----------------------------------------------------------------------
 

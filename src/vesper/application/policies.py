@@ -1,4 +1,4 @@
-"""The queue's policies, as the use cases need them."""
+"""The policies the use cases apply: lease and heartbeat lengths, retries, backoff, limits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from vesper.domain.submission import Limits
 
 
 @attrs.frozen(kw_only=True)
-class QueueSettings:
+class Policies:
     lease: timedelta = timedelta(seconds=30)
     heartbeat: timedelta = timedelta(seconds=5)
     dead_after: timedelta = timedelta(seconds=30)
