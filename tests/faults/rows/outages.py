@@ -215,7 +215,9 @@ def r6(lab: Lab, *, serve: bool = False) -> RowResult:  # noqa: PLR0915
         logs = api.output() if serve else api.output() + worker.output()
         # the one line meant to name the database's address: the store line a process
         # prints at start in development (production names only the database)
-        logs = "\n".join(line for line in logs.splitlines() if "store: postgres database" not in line)
+        logs = "\n".join(
+            line for line in logs.splitlines() if "store: postgres database" not in line
+        )
         leaks = _secrets_in("\n".join(bodies) + logs, lab)
         result.expect(not leaks, f"DSN parts in bodies or logs: {leaks}")
         delays = [float(d) for d in re.findall(r"retrying in ([0-9.]+)s", worker.output())]
