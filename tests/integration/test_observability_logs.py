@@ -204,3 +204,11 @@ def test_text_lines_escape_control_characters() -> None:
     assert traceback[-1] == r"RuntimeError: consumer said \x1b[31mno"
     # JSON escapes them by itself
     assert "\x1b" not in JsonFormatter().format(rec)
+
+
+def test_uvicorns_coloured_copy_of_a_message_is_left_out() -> None:
+    """uvicorn attaches `color_message` (its message with terminal colours) to its
+    records: a field that repeats the message, with escape codes in it."""
+    rec = record("Started server process [%d]", 42, color_message="[\x1b[36m%d\x1b[0m]")
+    assert KeyValueFormatter().format(rec).endswith("Started server process [42]")
+    assert "color_message" not in JsonFormatter().format(rec)

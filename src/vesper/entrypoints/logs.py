@@ -34,6 +34,7 @@ _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",
     "taskName",  # added by Python 3.12's LogRecord
+    "color_message",  # uvicorn's copy of the message with terminal colours
 }
 SECRET_VARIABLES = ("DB_PASSWORD", "VESPER_API_TOKEN")
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+(?=@)")
