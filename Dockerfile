@@ -1,5 +1,5 @@
 # vesper: the job queue service (`vesper serve`: HTTP API + workers), configured only by
-# environment variables (DESIGN.md / README: DB_*, API_ADDR, WORKERS, VESPER_*, OTEL_*).
+# environment variables (README: DB_*, API_ADDR, WORKERS, VESPER_*, OTEL_*).
 #
 #   docker build -t vesper .
 #   docker run -p 8080:8080 -e VESPER_APP=myproject.jobs:app vesper

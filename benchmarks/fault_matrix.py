@@ -1,4 +1,4 @@
-"""The fault matrix of RELIABILITY.md, run through the same harness as tests/faults.
+"""The fault matrix of docs/reliability.md, run through the same harness as tests/faults.
 
     python -m benchmarks.fault_matrix --rows R1,R3a,R5 [--scale full|ci]
     python -m benchmarks.fault_matrix --rows R17 --minutes 30
@@ -180,7 +180,7 @@ PYTEST_ROWS: dict[str, list[str]] = {
         )
     ],
     "S3": [f"{_BAD_INPUT}::test_injection_in_filters_is_400_or_empty"],
-    "S5": _SIZES,  # RELIABILITY.md: S5 is R10
+    "S5": _SIZES,  # docs/reliability.md: S5 is R10
     "S6": [f"{_BAD_INPUT}::test_idempotency_key_hygiene"],
 }
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)")

@@ -16,7 +16,7 @@ Inputs (plain data, so that Hypothesis can generate them and a benchmark can reu
   on a claim made before the database went down, may be the fault's victim too) and
   `overlap_ok` (True for SIGSTOP, where a paused process cannot cancel its job).
 
-`check` returns a Report: every invariant I1-I11 of RELIABILITY.md as counts of
+`check` returns a Report: every invariant I1-I11 of docs/reliability.md as counts of
 violations (0 is a pass), plus a few figures (re-executions, recovery seconds).
 """
 
@@ -126,7 +126,7 @@ def executions(ledger: Sequence[Row], faults: Sequence[Row]) -> list[Execution]:
     return result
 
 
-def check(  # noqa: PLR0915 (one invariant after another, in RELIABILITY.md's order)
+def check(  # noqa: PLR0915 (one invariant after another, in docs/reliability.md's order)
     jobs: Sequence[Row],
     ledger: Sequence[Row],
     responses: Sequence[Row],

@@ -18,7 +18,7 @@ from vesper.testing.postgres import in_ci
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "faults: the fault matrix of RELIABILITY.md (real processes, a disposable PostgreSQL)",
+        "faults: the fault matrix of docs/reliability.md (real processes, a disposable PostgreSQL)",
     )
 
 

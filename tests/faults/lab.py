@@ -30,7 +30,7 @@ from vesper.entrypoints.app import App
 
 FAULTS_APP = "tests.faults.apps.ledger:app"
 
-# RELIABILITY.md's test configuration, scaled to 2 cores: lease 4 s, heartbeat 0.5 s.
+# docs/reliability.md's test timings, scaled to 2 cores: lease 4 s, heartbeat 0.5 s.
 LEASE_S = 4.0
 POLL_S = 0.3
 TIMING = {

@@ -18,7 +18,7 @@ LEDGER_APP = "tests.integration.apps.ledger:app"
 
 T = TypeVar("T")
 
-# Short timings so that recovery happens within seconds (RELIABILITY.md's test config).
+# Short timings so that recovery happens within seconds (docs/reliability.md's test timings).
 FAST = {
     "VESPER_LEASE": "3s",
     "VESPER_HEARTBEAT": "500ms",

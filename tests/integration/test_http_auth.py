@@ -1,4 +1,4 @@
-"""Bearer authentication (RELIABILITY S1): with VESPER_API_TOKEN set, every route but
+"""Bearer authentication (docs/reliability.md, S1): with VESPER_API_TOKEN set, every route but
 /health, /ready and /metrics needs exactly `Authorization: Bearer <token>`."""
 
 from __future__ import annotations

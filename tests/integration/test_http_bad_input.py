@@ -1,4 +1,4 @@
-"""Bad input over every POST route (RELIABILITY R10, R11, S3): each is refused with a
+"""Bad input over every POST route (docs/reliability.md, R10, R11, S3): each is refused with a
 4xx in the error shape that names the field, nothing is created, no 5xx, and nothing
 of the implementation leaks into a body."""
 

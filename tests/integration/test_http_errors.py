@@ -1,4 +1,4 @@
-"""Store failures and unexpected errors (RELIABILITY S2, R5, R6): 503 with Retry-After
+"""Store failures and unexpected errors (docs/reliability.md, S2, R5, R6): 503 with Retry-After
 while the store does not answer, a generic 500 otherwise, nothing leaked, /health up,
 and the read and write timeouts.
 

@@ -1,4 +1,4 @@
-"""RELIABILITY R12 in process: Schemathesis against the app's own OpenAPI document.
+"""docs/reliability.md R12 in process: Schemathesis against the app's own OpenAPI document.
 
 The app runs on PostgreSQL with VESPER_API_TOKEN set, and every request carries the token
 (the `ignored_auth` and `missing_required_header` checks then probe requests without it).
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.postgres
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "t"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SEED = 20251128  # RELIABILITY.md R12
+SEED = 20251128  # docs/reliability.md R12
 MAX_EXAMPLES = 25  # the row's CI scale
 PHASES = ("examples", "coverage", "fuzzing", "stateful")
 

@@ -1,7 +1,7 @@
 """The job's JSON shape, shared by the HTTP API and the CLI.
 
 The original service's field names (job_id, type, priority, payload, status, retries,
-error, created_at, updated_at) stay as they were; DESIGN.md's fields follow.
+error, created_at, updated_at) stay as they were; vesper's own fields follow.
 """
 
 from __future__ import annotations

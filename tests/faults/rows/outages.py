@@ -366,7 +366,7 @@ def r14(lab: Lab) -> RowResult:
             for _ in range(jobs)
         ],
     )
-    # RELIABILITY.md R14: lease 6 s, heartbeat 1 s
+    # docs/reliability.md R14: lease 6 s, heartbeat 1 s
     env = lab.env(
         cluster.env(database), WORKERS=str(jobs // 2), VESPER_LEASE="6s", VESPER_HEARTBEAT="1s"
     )
@@ -424,7 +424,7 @@ def r14(lab: Lab) -> RowResult:
     return result
 
 
-API_POOL = 3  # RELIABILITY.md R14: DB pool 3 for the API
+API_POOL = 3  # docs/reliability.md R14: DB pool 3 for the API
 
 
 def _latency_figures(responses: list[dict[str, Any]], url: str) -> dict[str, Any]:

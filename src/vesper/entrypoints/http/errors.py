@@ -9,7 +9,7 @@ Status codes, chosen once for every route:
   408 a body slower than HTTP_READ_TIMEOUT; 409 a transition the job's status forbids;
   413 a body above VESPER_MAX_BODY (checked against Content-Length before reading,
   and while reading a chunked body); 415 a body that is not declared as JSON.
-- 422: an Idempotency-Key reused with another body (DESIGN.md), and a batch of more
+- 422: an Idempotency-Key reused with another body, and a batch of more
   jobs than Limits.max_batch (the OpenAPI `maxItems`): well-formed, but refused.
 - 503 with `Retry-After` while the store does not answer (connection refused or lost,
   pool exhausted, database locked), or its database is not migrated (the error says so).
