@@ -29,7 +29,8 @@ class Submitted:
 @attrs.frozen(kw_only=True)
 class Capabilities:
     """What a store can do beyond the JobRepository port, for the contract suite and the
-    use cases: each flag a store leaves False is a guarantee or a method it may omit."""
+    use cases: a flag a store leaves False is a guarantee it does not give, or a method
+    it does not offer."""
 
     multi_process: bool = False  # several OS processes may share the store
     # the repository is a CompletingJobRepository too: RecordAndClaim calls it instead of
