@@ -189,8 +189,10 @@ FROM {source}{notified}
 ON CONFLICT (idempotency_key) WHERE {keyed} DO NOTHING
 RETURNING id, seq, run_at, created_at
 """
-# a batch: one array per input; one job: scalar parameters (psycopg would dump eleven
-# one-element arrays for the batch form)
+# A batch: one array per input. One job: scalar parameters, a fast path (psycopg would
+# dump eleven one-element arrays for the batch form): 2,433 against 2,090 single submits
+# a second, 161 against 201 us of client CPU each (docs/benchmarks.md). The contract
+# suite's submits go through both.
 _BATCH = "unnest({}) WITH ORDINALITY AS r({}, ord)".format(
     ", ".join(f"CAST(:{name} AS {_SQL_TYPES[name]}[])" for name in SUPPLIED), ", ".join(SUPPLIED)
 )
