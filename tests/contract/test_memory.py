@@ -1,4 +1,5 @@
-"""The contract suite against the in-memory store, built as production builds it."""
+"""The contract suite against the in-memory store, built as production builds it, and
+against it taking the freedoms the port leaves a store."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 
 import pytest
 
+from vesper.adapters.memory import InMemoryStore
 from vesper.application.ports import Store
 from vesper.entrypoints.container import build_container
-from vesper.testing import StoreContract, StoreFactory, StoreOpener
+from vesper.testing import FreeStore, StoreContract, StoreFactory, StoreOpener
 
 
 class TestInMemoryStore(StoreContract):
@@ -28,3 +30,16 @@ class TestInMemoryStore(StoreContract):
                 return same_store
 
             yield fresh
+
+
+class TestAStoreTakingThePortsFreedoms(StoreContract):
+    """A lease token per claimed job (the stores above share one per claim), the fenced
+    updates' and expire's results in reverse order, and no complete_and_claim."""
+
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        def fresh() -> StoreOpener:
+            store = FreeStore(InMemoryStore(), per_job_tokens=True, reordered=True)
+            return lambda: nullcontext(store)
+
+        return fresh

@@ -24,7 +24,7 @@ from vesper.application.execution import (
 from vesper.application.policies import Policies
 from vesper.application.submit import SubmitJob, SubmitJobs
 from vesper.domain.backoff import Backoff
-from vesper.domain.errors import IdempotencyConflict, InvalidRequest, LeaseLost
+from vesper.domain.errors import IdempotencyConflict, InvalidRequest, LeaseLost, StoreUnavailable
 from vesper.domain.job import JobRecord, LeaseRef
 from vesper.domain.states import Status
 from vesper.domain.submission import JobRequest, Limits
@@ -420,6 +420,25 @@ def test_record_and_claim_with_a_failure_records_and_claims_nothing(
     recorded, claimed = both([], "w1", 0)
     assert recorded == set()
     assert claimed == []
+
+
+class _ClaimFails(InMemoryJobRepository):
+    """A store without complete_and_claim whose claims fail (the database went away)."""
+
+    def claim(self, **_: object) -> list[JobRecord]:  # type: ignore[override]
+        raise StoreUnavailable("down")
+
+
+def test_record_and_claim_keeps_what_it_recorded_when_the_composed_claim_fails(
+    clock: FixedClock,
+) -> None:
+    repo = _ClaimFails(clock)
+    submit(repo)
+    [job] = InMemoryJobRepository.claim(repo, worker_id="w1", limit=1, lease=seconds(30))
+    both = RecordAndClaim(RecordOutcomes(repo, NO_JITTER), ClaimJobs(repo, NO_JITTER))
+    # raising would make the caller retry, find the lease gone and call the job lost
+    assert both([Outcome(job=job)], "w1", 2) == ({job.id}, [])
+    assert repo.get(job.id).status is Status.DONE
 
 
 # -- RenewLeases ----------------------------------------------------------------------

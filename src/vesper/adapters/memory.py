@@ -31,7 +31,7 @@ _Entry = tuple[int, datetime, int, JobId]
 
 
 class InMemoryJobRepository:
-    capabilities = Capabilities(multi_process=False, shared_clock=False)
+    capabilities = Capabilities()  # one process; complete_and_claim would save no call
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
@@ -145,23 +145,6 @@ class InMemoryJobRepository:
         self, leases: Sequence[LeaseRef], *, now: datetime | None = None
     ) -> list[JobRecord]:
         return self._fenced(leases, now, lambda job, ref, at: job.complete(ref, now=at))
-
-    def complete_and_claim(
-        self,
-        leases: Sequence[LeaseRef],
-        *,
-        worker_id: str,
-        limit: int,
-        lease: timedelta,
-        types: Sequence[str] | None = None,
-        now: datetime | None = None,
-    ) -> tuple[list[JobRecord], list[JobRecord]]:
-        with self._lock:
-            completed = self.complete(leases, now=now)
-            claimed = self.claim(
-                worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
-            )
-            return completed, claimed
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         by_ref = {f.lease: f for f in failures}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import cast
 
 import attrs
 
 from vesper.application.policies import Policies
-from vesper.application.ports import JobRepository
+from vesper.application.ports import CompletingJobRepository, JobRepository
 from vesper.domain.errors import LeaseLost
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 
@@ -135,11 +136,13 @@ class RecordOutcomes:
 class RecordAndClaim:
     """Record finished attempts and claim up to `limit` more for `worker_id`.
 
-    When every outcome is a success (the common case) the completions and the claim are
-    one store call (`complete_and_claim`: one statement on PostgreSQL, one transaction on
-    SQLite), all or nothing, so a caller that retries after an error records nothing
-    twice. Failures are recorded as RecordOutcomes does, and nothing is claimed then
-    (the caller claims on its own).
+    When every outcome is a success (the common case) the completions and the claim go
+    together: in one store call where the store declares `complete_and_claim` (one
+    statement on PostgreSQL, one transaction on SQLite), else as complete() and then
+    claim(). Either way an error means nothing was recorded, so a caller that retries
+    records nothing twice: a claim that fails after the completions were recorded
+    claims nothing instead (the caller claims on its own). Failures are recorded as
+    RecordOutcomes does, and nothing is claimed then.
 
     Args:
         types: only these job types are claimed, as for ClaimJobs; None takes every type.
@@ -161,7 +164,16 @@ class RecordAndClaim:
     ) -> tuple[set[JobId], list[JobRecord]]:
         if limit <= 0 or any(o.error is not None for o in outcomes):
             return self.record(outcomes), []
-        completed, claimed = self.record.jobs.complete_and_claim(
+        jobs = self.record.jobs
+        if not jobs.capabilities.complete_and_claim:
+            recorded = self.record(outcomes)
+            try:
+                return recorded, self.claim(worker_id, limit, types)
+            except Exception:
+                # whatever the store raised: were it to reach the caller, its retry would
+                # find these leases gone and report the recorded outcomes as lost
+                return recorded, []
+        completed, claimed = cast(CompletingJobRepository, jobs).complete_and_claim(
             [lease_of(o.job) for o in outcomes],
             worker_id=worker_id,
             limit=limit,

@@ -28,10 +28,14 @@ class Submitted:
 
 @attrs.frozen(kw_only=True)
 class Capabilities:
-    """What a store can do, for the contract suite and for the worker runner."""
+    """What a store can do beyond the JobRepository port, for the contract suite and the
+    use cases: a flag a store leaves False is a guarantee it does not give, or a method
+    it does not offer."""
 
     multi_process: bool = False  # several OS processes may share the store
-    shared_clock: bool = False  # `now=None` reads a clock that all machines share
+    # the repository is a CompletingJobRepository too: RecordAndClaim calls it instead of
+    # complete() and then claim()
+    complete_and_claim: bool = False
 
 
 class Clock(Protocol):
@@ -41,6 +45,15 @@ class Clock(Protocol):
 
 
 class JobRepository(Protocol):
+    """The jobs of a store.
+
+    Lease tokens and results: a claim's token is new; a store may give each claimed job
+    its own or share one among the jobs of that claim, since a lease is named by the
+    job id and the token together. The fenced updates (complete, fail, renew, release)
+    and expire return the jobs they changed in no particular order; claim and find
+    return theirs in the order they document.
+    """
+
     capabilities: Capabilities
 
     def now(self) -> datetime:
@@ -80,8 +93,9 @@ class JobRepository(Protocol):
         `types` if given, in claim order: priority desc, run_at asc, insertion order.
 
         Each claimed job is processing, its attempts counted, with a lease held by
-        `worker_id` until now + `lease` under a fresh token. No job is handed to two
-        concurrent callers. The result is in claim order.
+        `worker_id` until now + `lease` under a token no earlier claim used (one per job,
+        or one shared by this call's jobs). No job is handed to two concurrent callers.
+        The result is in claim order.
         """
         ...
 
@@ -93,22 +107,6 @@ class JobRepository(Protocol):
         A lease that is stale (another claim, expired, released) changes nothing and is
         absent from the result (fencing).
         """
-        ...
-
-    def complete_and_claim(
-        self,
-        leases: Sequence[LeaseRef],
-        *,
-        worker_id: str,
-        limit: int,
-        lease: timedelta,
-        types: Sequence[str] | None = None,
-        now: datetime | None = None,
-    ) -> tuple[list[JobRecord], list[JobRecord]]:
-        """`complete(leases)` and then `claim(...)`, as one unit of work where the store
-        can (a worker records its finished batch and takes the next one): returns
-        (completed, claimed), each as the two calls would. Fencing and claim order are
-        theirs; a job completed here is never among the claimed."""
         ...
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
@@ -150,6 +148,30 @@ class JobRepository(Protocol):
 
     def stats(self, *, now: datetime | None = None) -> QueueStats:
         """Counts by (status, priority) and the run_at of the oldest due job."""
+        ...
+
+
+class CompletingJobRepository(JobRepository, Protocol):
+    """A JobRepository that records a worker's finished batch and claims the next one in
+    one call: optional, declared by `capabilities.complete_and_claim`."""
+
+    def complete_and_claim(
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
+        """`complete(leases)` and then `claim(...)`, as one unit of work: all of it or
+        none (a caller that retries after an error records nothing twice).
+
+        Returns:
+            (completed, claimed), each as the two calls would return it: fencing and
+            result orders are theirs. A job completed here is never among the claimed.
+        """
         ...
 
 

@@ -26,7 +26,10 @@ class TestMyStore(StoreContract):
 ```
 
 `JobRepositoryContract` and `WorkerRegistryContract` check one port each; `StoreContract`
-checks both. Capability flags (`store.jobs.capabilities`) skip what a store cannot do.
+checks both. Capability flags (`store.jobs.capabilities`) skip what a store cannot do or
+does not offer (`complete_and_claim` is optional). `FreeStore` wraps a store to take the
+freedoms the port leaves it (a token per claimed job, results in another order, no
+complete_and_claim): the suite passes such a store too.
 `vesper.testing.postgres` helps with a scratch PostgreSQL database. This package needs
 pytest and hypothesis (vesper's `dev` extra).
 """
@@ -42,6 +45,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.claims_contract",
     "vesper.testing.expiry_contract",
     "vesper.testing.fixtures",
+    "vesper.testing.freedoms",
     "vesper.testing.leases_contract",
     "vesper.testing.management_contract",
     "vesper.testing.model",
@@ -52,10 +56,11 @@ pytest.register_assert_rewrite(
     "vesper.testing.workers_contract",
 )
 
-from vesper.testing.batch_contract import CompleteAndClaimContract
+from vesper.testing.batch_contract import CompleteAndClaimContract, RecordAndClaimContract
 from vesper.testing.claims_contract import ClaimContract
 from vesper.testing.expiry_contract import ExpireContract
 from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener
+from vesper.testing.freedoms import FreeJobs, FreeStore
 from vesper.testing.leases_contract import (
     CompleteContract,
     FailContract,
@@ -79,6 +84,7 @@ class JobRepositoryContract(
     ClaimContract,
     CompleteContract,
     CompleteAndClaimContract,
+    RecordAndClaimContract,
     FailContract,
     RenewContract,
     ReleaseContract,
@@ -105,9 +111,12 @@ __all__ = [
     "ExpireContract",
     "FailContract",
     "FindContract",
+    "FreeJobs",
+    "FreeStore",
     "JobRepositoryContract",
     "ModelContract",
     "RaceContract",
+    "RecordAndClaimContract",
     "ReleaseContract",
     "RenewContract",
     "RetryContract",

@@ -10,7 +10,6 @@ from vesper.application.ports import JobRepository
 from vesper.domain.job import JobId
 from vesper.domain.states import Status
 from vesper.testing.fixtures import (
-    LEASE,
     T0,
     StoreFixtures,
     at,
@@ -120,35 +119,6 @@ class ClaimContract(StoreFixtures):
         submit(jobs, new_job("a"), now=T0)
         assert claim(jobs, now=at(1), types=[]) == []
         assert len(claim(jobs, now=at(1), types=None)) == 1
-
-    def test_complete_and_claim_with_types_takes_only_those_types(
-        self, jobs: JobRepository
-    ) -> None:
-        submit(
-            jobs,
-            new_job("a", priority=1),
-            new_job("b", priority=9),
-            new_job("c", priority=5),
-            new_job("a"),
-            now=T0,
-        )
-        [first] = claim(jobs, now=at(1), limit=1, types=["a"])
-        done, claimed = jobs.complete_and_claim(
-            [ref(first)], worker_id="w1", limit=5, lease=LEASE, types=["a", "c"], now=at(2)
-        )
-        assert ids(done) == [first.id]
-        assert [j.type for j in claimed] == ["c", "a"]
-        assert [j.type for j in claim(jobs, now=at(3))] == ["b"]
-
-    def test_complete_and_claim_with_empty_types_claims_nothing(self, jobs: JobRepository) -> None:
-        submit(jobs, new_job("a"), new_job("a"), now=T0)
-        [first] = claim(jobs, now=at(1), limit=1)
-        done, claimed = jobs.complete_and_claim(
-            [ref(first)], worker_id="w1", limit=5, lease=LEASE, types=[], now=at(2)
-        )
-        assert ids(done) == [first.id]
-        assert claimed == []
-        assert jobs.stats(now=at(2)).by_status[Status.PENDING] == 1
 
     def test_claim_skips_jobs_not_yet_due(self, jobs: JobRepository) -> None:
         [later] = submit(jobs, new_job(run_at=at(60)), now=T0)

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 from vesper.adapters.clock import SystemClock
 from vesper.adapters.sql.common import SqlJobReads, SubmitPlan, assemble, plan_submission
 from vesper.adapters.sql.engines import Database
-from vesper.adapters.sql.rows import in_claim_order, in_order_of, job_of, jobs_of, row_of
+from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of, row_of
 from vesper.adapters.sql.tables import CLAIMABLE_SQL, PROCESSING_SQL, jobs, utc_datetime
 from vesper.application.ports import Capabilities, Clock, Submitted
 from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef
@@ -149,7 +149,7 @@ INSERT = insert(jobs)
 class SqliteJobRepository(SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
-    capabilities = Capabilities(multi_process=True, shared_clock=False)
+    capabilities = Capabilities(multi_process=True, complete_and_claim=True)
 
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         super().__init__(db, NOW)
@@ -240,7 +240,7 @@ class SqliteJobRepository(SqlJobReads):
             return done, jobs_of(conn.execute(statement, params).all())
 
         done, claimed = self._db.transaction(work)
-        return in_order_of(done, [ref.job_id for ref in leases]), in_claim_order(claimed)
+        return done, in_claim_order(claimed)
 
     def renew(
         self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
@@ -277,7 +277,7 @@ class SqliteJobRepository(SqlJobReads):
             rows = [conn.execute(FAIL, p).first() for p in params]
             return [job_of(row) for row in rows if row is not None]
 
-        return in_order_of(self._db.transaction(work), [f.lease.job_id for f in failures])
+        return self._db.transaction(work)
 
     def expire(
         self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
@@ -291,8 +291,7 @@ class SqliteJobRepository(SqlJobReads):
             }
             return conn.execute(EXPIRE, params).all()
 
-        rows = self._db.statement(work)
-        return sorted(jobs_of(rows), key=lambda job: job.seq)
+        return jobs_of(self._db.statement(work))
 
     def _fenced(
         self,
@@ -306,7 +305,7 @@ class SqliteJobRepository(SqlJobReads):
         rows = self._db.statement(
             lambda conn: conn.execute(statement, _fenced_params(leases, params())).all()
         )
-        return in_order_of(jobs_of(rows), [ref.job_id for ref in leases])
+        return jobs_of(rows)
 
 
 def _fenced_params(leases: Sequence[LeaseRef], params: dict[str, Any]) -> dict[str, Any]:
@@ -320,7 +319,8 @@ def _fenced_params(leases: Sequence[LeaseRef], params: dict[str, Any]) -> dict[s
 def _claim_params(
     worker_id: str, limit: int, lease: timedelta, types: Sequence[str] | None, at: datetime
 ) -> tuple[Any, dict[str, Any]]:
-    """The claim statement and its parameters (a fresh lease token per call)."""
+    """The claim statement and its parameters (a fresh lease token per call, shared by
+    the batch)."""
     params: dict[str, Any] = {
         "now": at,
         "limit": limit,

@@ -1,0 +1,287 @@
+"""The PostgreSQL job repository's statements, and how they run on the driver's connection.
+
+Time is the database's when `now` is None: every statement reads
+`COALESCE(:now, statement_timestamp())`. statement_timestamp() (not clock_timestamp())
+because it is one value for the whole statement, so started_at + lease equals
+lease_expires_at exactly, and it is STABLE, so the planner may use it in index scans.
+Batches travel as arrays (`unnest`): one round trip whatever the batch size.
+
+The statements run on the driver's own connection (`run`): SQLAlchemy's result set-up
+per call cost more than psycopg's whole execution of a claim. psycopg prepares each of
+them after its prepare_threshold executions on a connection. Errors are wrapped as
+SQLAlchemy wraps them, so Database's retries and StoreUnavailable mapping hold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import attrs
+import psycopg
+from psycopg.rows import RowFactory, dict_row
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import TextClause
+
+from vesper.adapters.sql.notify import NOTIFY_SQL
+from vesper.adapters.sql.tables import CLAIMABLE_SQL, KEYED_SQL, jobs
+from vesper.domain.submission import NewJob
+
+NOW = "COALESCE(CAST(:now AS timestamptz), statement_timestamp())"
+
+# -- claim --------------------------------------------------------------------------------
+
+_PICKED = """picked AS MATERIALIZED (
+    SELECT id FROM vesper_jobs
+    WHERE {claimable} AND run_at <= {now} {types}
+    ORDER BY priority DESC, run_at, seq
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)"""
+# one lease token for the whole batch: the fence is (job id, token)
+_TAKE = """UPDATE vesper_jobs AS j
+SET status = 'processing', attempts = j.attempts + 1, worker_id = :worker_id,
+    lease_token = :token, lease_expires_at = {now} + CAST(:lease AS interval),
+    started_at = {now}, updated_at = {now}
+FROM picked WHERE j.id = picked.id
+RETURNING j.*"""
+_CLAIM = f"\nWITH {_PICKED}\n{_TAKE}\n"
+_TYPES = "AND type = ANY(CAST(:types AS text[]))"
+CLAIM = text(_CLAIM.format(claimable=CLAIMABLE_SQL, now=NOW, types=""))
+CLAIM_TYPES = text(_CLAIM.format(claimable=CLAIMABLE_SQL, now=NOW, types=_TYPES))
+
+# -- the fenced updates -------------------------------------------------------------------
+
+# Fencing: only the current, unexpired lease of a processing job changes it. A lease token
+# is set exactly while a job is processing (the vesper_jobs_lease_check constraint), so
+# `lease_token = :token` implies the status; leaving `status = 'processing'` out keeps the
+# partial indexes out of reach, and the planner, which underestimates how many jobs are
+# processing, looks the batch's ids up by primary key instead of scanning all of them.
+_FENCED = """
+UPDATE vesper_jobs AS j SET {set}, worker_id = NULL, lease_token = NULL,
+    lease_expires_at = NULL, updated_at = {now}
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[]){more}) AS r(id, token{names})
+WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = r.id AND j.lease_token = r.token
+    AND j.lease_expires_at > {now}
+RETURNING j.*
+"""
+_DONE = _FENCED.format(set=f"status = 'done', finished_at = {NOW}", now=NOW, more="", names="")
+COMPLETE = text(_DONE)
+RELEASE = text(
+    _FENCED.format(
+        set="status = 'pending', attempts = GREATEST(j.attempts - 1, 0), started_at = NULL",
+        now=NOW,
+        more="",
+        names="",
+    )
+)
+_RETRYING = "r.delay IS NOT NULL AND j.retries < j.max_retries"
+FAIL = text(
+    _FENCED.format(
+        set=(
+            f"status = CASE WHEN {_RETRYING} THEN 'failed' ELSE 'dlq' END, "
+            f"retries = j.retries + CASE WHEN {_RETRYING} THEN 1 ELSE 0 END, "
+            f"run_at = CASE WHEN {_RETRYING} THEN {NOW} + r.delay ELSE j.run_at END, "
+            f"finished_at = CASE WHEN {_RETRYING} THEN j.finished_at ELSE {NOW} END, "
+            "error = r.error"
+        ),
+        now=NOW,
+        more=", CAST(:errors AS text[]), CAST(:delays AS interval[])",
+        names=", error, delay",
+    )
+)
+# A worker's finished batch and its next claim, one statement (one round trip, one
+# commit). The claim's snapshot sees the completed jobs as processing: never claimable.
+_COMPLETE_AND_CLAIM = f"""
+WITH done AS ({{done}}),
+{_PICKED},
+claimed AS (
+{_TAKE}
+)
+SELECT true AS vesper_done, * FROM done
+UNION ALL
+SELECT false AS vesper_done, * FROM claimed
+"""
+COMPLETE_AND_CLAIM = text(
+    _COMPLETE_AND_CLAIM.format(done=_DONE, claimable=CLAIMABLE_SQL, now=NOW, types="")
+)
+COMPLETE_AND_CLAIM_TYPES = text(
+    _COMPLETE_AND_CLAIM.format(done=_DONE, claimable=CLAIMABLE_SQL, now=NOW, types=_TYPES)
+)
+RENEW = text(
+    f"""
+UPDATE vesper_jobs AS j SET lease_expires_at = {NOW} + CAST(:lease AS interval), updated_at = {NOW}
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS r(id, token)
+WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = r.id AND j.lease_token = r.token
+    AND j.lease_expires_at > {NOW}
+RETURNING j.*
+"""
+)
+# SKIP LOCKED: a job a worker is completing right now is left to it (no waiting, and no
+# deadlock against a batch that locks the same rows in another order)
+_RETRY_LEFT = "j.retries < j.max_retries"
+EXPIRE = text(
+    f"""
+WITH ended AS MATERIALIZED (
+    SELECT id FROM vesper_jobs
+    WHERE status = 'processing'
+        AND (lease_expires_at <= {NOW} OR worker_id = ANY(CAST(:worker_ids AS text[])))
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE vesper_jobs AS j
+SET status = CASE WHEN {_RETRY_LEFT} THEN 'failed' ELSE 'dlq' END,
+    retries = j.retries + CASE WHEN {_RETRY_LEFT} THEN 1 ELSE 0 END,
+    finished_at = CASE WHEN {_RETRY_LEFT} THEN j.finished_at ELSE {NOW} END,
+    error = :error, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,
+    updated_at = {NOW}
+FROM ended WHERE j.id = ended.id
+RETURNING j.*
+"""
+)
+
+# -- submission ---------------------------------------------------------------------------
+
+# What a submission supplies: the job columns NewJob has a field for, and `delay` (its
+# other way to give run_at), each a parameter of the same name. The INSERTs below (a
+# batch with or without NOTIFY, one job with it) are built from these tables alone.
+SUPPLIED = (
+    *(c.name for c in jobs.c if c.name in attrs.fields_dict(NewJob)),
+    "delay",
+)
+# The value a whole batch usually shares, sent as one NULL array instead (unnest pads it
+# with NULLs); where that value is not NULL, _VALUES turns NULL back into it.
+BLANK: dict[str, object] = {
+    "run_at": None,
+    "delay": timedelta(0),
+    "idempotency_key": None,
+    "fingerprint": "",
+    "timeout": None,
+    "trace_context": None,
+}
+_VALUES = {
+    "run_at": f"COALESCE(r.run_at, {NOW} + COALESCE(r.delay, INTERVAL '0'))",
+    "fingerprint": "COALESCE(r.fingerprint, '')",
+}
+# the columns the store sets in a new row; the rest (seq, the lease, ...) take their default
+_SET_BY_STORE = {
+    "status": "'pending'",
+    "retries": "0",
+    "attempts": "0",
+    "error": "''",
+    "created_at": NOW,
+    "updated_at": NOW,
+}
+_DIALECT = PGDialect()  # type: ignore[no-untyped-call]  # (SQLAlchemy leaves it unannotated)
+_SQL_TYPES = {
+    **{c.name: c.type.compile(dialect=_DIALECT) for c in jobs.c if c.name in SUPPLIED},
+    "delay": "INTERVAL",
+}
+_INSERTED = [c.name for c in jobs.c if c.name in SUPPLIED or c.name in _SET_BY_STORE]
+_INSERT = """
+{notify}INSERT INTO vesper_jobs ({columns})
+SELECT {values}
+FROM {source}{notified}
+ON CONFLICT (idempotency_key) WHERE {keyed} DO NOTHING
+RETURNING id, seq, run_at, created_at
+"""
+# A batch: one array per input. One job: scalar parameters, a fast path (psycopg would
+# dump eleven one-element arrays for the batch form): 2,433 against 2,090 single submits
+# a second, 161 against 201 us of client CPU each (docs/benchmarks.md). The contract
+# suite's submits go through both.
+_BATCH = "unnest({}) WITH ORDINALITY AS r({}, ord)".format(
+    ", ".join(f"CAST(:{name} AS {_SQL_TYPES[name]}[])" for name in SUPPLIED), ", ".join(SUPPLIED)
+)
+_ONE = "(SELECT {}) AS r".format(
+    ", ".join(f"CAST(:{name} AS {_SQL_TYPES[name]}) AS {name}" for name in SUPPLIED)
+)
+
+
+def _insert(source: str, *, notify: bool) -> TextClause:
+    values = [
+        _SET_BY_STORE[name] if name in _SET_BY_STORE else _VALUES.get(name, f"r.{name}")
+        for name in _INSERTED
+    ]
+    # the batch's rows go in its order, so that seq follows it
+    order = "\nORDER BY r.ord" if source is _BATCH else ""
+    return text(
+        _INSERT.format(
+            # the notification is delivered at the commit (on a replay it wakes workers
+            # for nothing)
+            notify=f"WITH note AS MATERIALIZED ({NOTIFY_SQL})\n" if notify else "",
+            columns=", ".join(_INSERTED),
+            values=", ".join(values),
+            source=source,
+            notified=("\nCROSS JOIN note" if notify else "") + order,
+            keyed=KEYED_SQL,
+        )
+    )
+
+
+# The rest of each created job is what was sent: the job is built from it, not read back.
+INSERT = _insert(_BATCH, notify=False)
+INSERT_NOTIFY = _insert(_BATCH, notify=True)  # a submit that runs alone in autocommit
+INSERT_ONE_NOTIFY = _insert(_ONE, notify=True)
+BOUND = text(
+    f"SELECT * FROM vesper_jobs WHERE {KEYED_SQL} AND idempotency_key = ANY(CAST(:keys AS text[]))"
+)
+NOTIFY = text(NOTIFY_SQL)
+
+# -- running them -------------------------------------------------------------------------
+
+_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _pyformat(statement: TextClause, kind: str = "s") -> str:
+    """`statement` with psycopg's placeholders: `:name` -> `%(name)s` (or `%(name)b`)."""
+    return _PARAMETER.sub(rf"%(\1){kind}", statement.text.replace("%", "%%"))
+
+
+_DRIVER_SQL = {
+    id(statement): _pyformat(statement)
+    for statement in (
+        CLAIM,
+        CLAIM_TYPES,
+        COMPLETE,
+        COMPLETE_AND_CLAIM,
+        COMPLETE_AND_CLAIM_TYPES,
+        RELEASE,
+        FAIL,
+        RENEW,
+        EXPIRE,
+        INSERT_ONE_NOTIFY,
+        BOUND,
+        NOTIFY,
+    )
+}
+# Batches go in binary: psycopg's text array dumper runs a regex over every element
+_DRIVER_SQL |= {id(statement): _pyformat(statement, "b") for statement in (INSERT, INSERT_NOTIFY)}
+
+
+def run(
+    conn: Connection,
+    statement: TextClause,
+    params: Mapping[str, Any] | None = None,
+    *,
+    row_factory: RowFactory[Any] = dict_row,
+) -> list[Any]:
+    """Run `statement` on the driver's connection under `conn`; its rows as dicts (or as
+    `row_factory` makes them)."""
+    sql = _DRIVER_SQL[id(statement)]
+    raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+    try:
+        with raw.cursor(row_factory=row_factory) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description is not None else []
+    except psycopg.Error as exc:
+        # as SQLAlchemy would: a connection that broke is not handed out again
+        broken = raw.closed or raw.broken
+        if broken:
+            conn.invalidate()
+        raise DBAPIError.instance(
+            sql, params, exc, psycopg.Error, connection_invalidated=broken
+        ) from exc
