@@ -14,8 +14,6 @@ from vesper.adapters.otel import OtelMetrics
 from vesper.adapters.signal import LocalJobSignal
 from vesper.application.execution import (
     ClaimJobs,
-    CompleteJob,
-    FailJob,
     RecordOutcomes,
     ReleaseJobs,
     RenewLeases,
@@ -204,8 +202,6 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
     )
     claim_jobs = providers.Factory(ClaimJobs, jobs=job_repository, settings=policies)
-    complete_job = providers.Factory(CompleteJob, jobs=job_repository)
-    fail_job = providers.Factory(FailJob, jobs=job_repository, settings=policies)
     renew_leases = providers.Factory(RenewLeases, jobs=job_repository, settings=policies)
     release_jobs = providers.Factory(ReleaseJobs, jobs=job_repository)
     get_job = providers.Factory(GetJob, jobs=job_repository)

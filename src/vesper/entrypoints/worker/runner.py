@@ -331,21 +331,20 @@ class WorkerRunner:
             self._wake.set()
 
     async def _record(self, record: JobRecord, result: Result) -> str:
+        """Record the attempt; returns how the job ended, as the store says: its status
+        (done, failed or dlq), or lease_lost (nothing recorded)."""
         outcome = Outcome(job=record, error=result.error, retryable=result.retryable)
-        if not await self._recorder.record(outcome):
+        stored = await self._recorder.record(outcome)
+        if stored is None:
             log.warning(
                 "job %s: lease lost before its outcome was recorded; another worker owns it",
                 record.id,
                 extra=self._ids(record.id),
             )
             return "lease_lost"
-        if result.error is None:
-            return "done"
-        if not result.retryable or record.retries >= record.max_retries:
-            return "dlq"
-        return "failed"
+        return stored.status.value
 
-    async def _write_outcomes(self, outcomes: Any) -> set[JobId]:
+    async def _write_outcomes(self, outcomes: Any) -> list[JobRecord]:
         """Record `outcomes`, and claim for the free slots in the same store call.
 
         The attempts being recorded are still in _running: once recorded, each one's
