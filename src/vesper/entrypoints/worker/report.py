@@ -17,6 +17,8 @@ log = logging.getLogger("vesper.worker")
 
 
 class Report:
+    """The log lines of one worker process about its jobs; the counts come from the core."""
+
     def __init__(self, worker_id: str, core: WorkerCore) -> None:
         self.worker_id = worker_id
         self.core = core
