@@ -15,13 +15,12 @@ import attrs
 import pytest
 
 import vesper
-from vesper.application.consumers import Job as ConsumerJob
-from vesper.application.execution import lease_of
+from vesper.application.execution import Outcome, lease_of
+from vesper.application.worker import Attempt
 from vesper.domain.states import Status
 from vesper.entrypoints.app import App
 from vesper.entrypoints.service import build_runner
 from vesper.entrypoints.worker import WorkerRunner
-from vesper.entrypoints.worker.attempt import Attempt
 
 FAST = {
     "VESPER_STORAGE": "memory",
@@ -257,19 +256,19 @@ def test_a_job_that_finished_during_the_renewal_is_not_reported_lost(app: App) -
     async def scenario() -> tuple[Attempt, Attempt]:
         [record] = jobs.claim(worker_id=runner.identity.id, limit=1, lease=timedelta(seconds=2))
         jobs.complete([lease_of(record)])  # its outcome was recorded: the lease is over
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[object] = loop.create_future()
-        done.set_result(None)
-        finished = Attempt(context=ConsumerJob(record), deadline=1e18, consumer_task=done)
-        still = loop.create_future()  # a consumer that is still running, lease lost too
         app.enqueue("quick")
         [stolen] = jobs.claim(worker_id="elsewhere", limit=1, lease=timedelta(seconds=2))
         assert stolen.lease is not None
         mine = attrs.evolve(stolen, lease=attrs.evolve(stolen.lease, token=uuid4()))  # stale
-        running = Attempt(context=ConsumerJob(mine), deadline=1e18, consumer_task=still)
-        runner._running[record.id] = finished
-        runner._running[stolen.id] = running
-        await runner._beat()
+        core = runner.core
+        request = core.claim_request()
+        assert request is not None
+        # a consumer that returned, and one that is still running, lease lost too
+        finished, running = core.claimed(request, [record, mine])
+        core.start(finished)
+        core.start(running)
+        assert core.returned(finished, Outcome(job=record)) is not None
+        await runner.heartbeat.beat()
         return finished, running
 
     finished, running = asyncio.run(scenario())
@@ -288,8 +287,7 @@ def test_a_stalled_reap_does_not_hold_up_heartbeats_or_renewals(app: App) -> Non
     def long(job: vesper.Job) -> None:
         job.wait_stopping(1.5)
 
-    runner = build_runner(app)
-    uses = runner.uses
+    uses = app.container.worker_use_cases()
 
     def stalled_reap() -> list[Any]:
         release.wait(10)
@@ -303,8 +301,11 @@ def test_a_stalled_reap_does_not_hold_up_heartbeats_or_renewals(app: App) -> Non
         renewals.append(time.monotonic())
         return uses.renew_leases(refs)
 
-    runner.uses = attrs.evolve(
-        uses, reap_dead_workers=stalled_reap, heartbeat_worker=beat, renew_leases=renew
+    runner = app.container.worker_runner(
+        consumers=app.consumers,
+        uses=attrs.evolve(
+            uses, reap_dead_workers=stalled_reap, heartbeat_worker=beat, renew_leases=renew
+        ),
     )
     app.enqueue("long")
     try:

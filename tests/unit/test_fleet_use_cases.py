@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from vesper.adapters.clock import FixedClock
 from vesper.adapters.memory import InMemoryJobRepository, InMemoryWorkerRegistry
-from vesper.application.execution import ClaimJobs, CompleteJob, lease_of
+from vesper.application.execution import ClaimJobs, Outcome, RecordOutcomes, lease_of
 from vesper.application.fleet import (
     DeregisterWorker,
     ExpireLeases,
@@ -19,7 +17,6 @@ from vesper.application.fleet import (
 )
 from vesper.application.policies import Policies
 from vesper.application.submit import SubmitJob
-from vesper.domain.errors import LeaseLost
 from vesper.domain.fleet import MachineSummary, WorkerProcess
 from vesper.domain.job import LEASE_EXPIRED_ERROR
 from vesper.domain.states import Status
@@ -99,8 +96,7 @@ def test_reap_dead_workers_ends_only_the_dead_process_leases(
     assert [p.id for p in registry.processes()] == ["alive"]
     for job in alive_jobs:
         assert repo.get(job.id).status is Status.PROCESSING
-    with pytest.raises(LeaseLost):
-        CompleteJob(repo)(lease_of(dead_jobs[0]))
+    assert RecordOutcomes(repo)([Outcome(job=dead_jobs[0])]) == []  # fenced: lease lost
     reclaimed = ClaimJobs(repo, SETTINGS)("alive", 10)
     assert sorted(j.id for j in reclaimed) == sorted(j.id for j in dead_jobs)
     assert all(j.attempts == 2 for j in reclaimed)

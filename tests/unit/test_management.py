@@ -8,7 +8,7 @@ import pytest
 
 from vesper.adapters.clock import FixedClock
 from vesper.adapters.memory import InMemoryJobRepository
-from vesper.application.execution import ClaimJobs, CompleteJob, FailJob, lease_of
+from vesper.application.execution import ClaimJobs, Outcome, RecordOutcomes, lease_of
 from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
 from vesper.application.policies import Policies
 from vesper.application.submit import SubmitJob
@@ -42,7 +42,8 @@ def test_cancel_pending_and_failed_jobs(repo: InMemoryJobRepository, clock: Fixe
     failed = submit(repo, priority=5)  # claimed first, then failed
     pending = submit(repo)
     [claimed] = ClaimJobs(repo)("w1", 1)
-    assert FailJob(repo)(claimed, "boom").status is Status.FAILED
+    [failed_now] = RecordOutcomes(repo)([Outcome(job=claimed, error="boom")])
+    assert failed_now.status is Status.FAILED
     clock.advance(seconds(1))
     for job_id in (failed.id, pending.id):
         cancelled = CancelJob(repo)(job_id)
@@ -58,7 +59,7 @@ def test_cancel_in_other_states_raises_illegal_transition(
     job = submit(repo)
     [claimed] = ClaimJobs(repo)("w1", 1)
     if make == "done":
-        CompleteJob(repo)(lease_of(claimed))
+        RecordOutcomes(repo)([Outcome(job=claimed)])
     elif make == "cancelled":
         repo.release([lease_of(claimed)])
         CancelJob(repo)(job.id)
@@ -81,7 +82,7 @@ def test_retry_brings_a_dlq_job_back_due_now_with_fresh_retries(
     job = submit(repo, max_retries=1)
     for _ in range(2):
         [claimed] = ClaimJobs(repo)("w1", 1)
-        FailJob(repo, settings)(claimed, "boom")
+        RecordOutcomes(repo, settings)([Outcome(job=claimed, error="boom")])
         clock.advance(seconds(5))
     dead = repo.get(job.id)
     assert (dead.status, dead.retries, dead.attempts) == (Status.DLQ, 1, 2)
@@ -102,7 +103,7 @@ def test_retry_in_other_states_raises_illegal_transition(
     if make != "pending":
         [claimed] = ClaimJobs(repo)("w1", 1)
         if make == "done":
-            CompleteJob(repo)(lease_of(claimed))
+            RecordOutcomes(repo)([Outcome(job=claimed)])
     before = repo.get(job.id)
     with pytest.raises(IllegalTransition) as raised:
         RetryJob(repo)(job.id)
@@ -136,7 +137,7 @@ def test_get_stats_counts_and_oldest_due_age(
     submit(repo, priority=1, delay=seconds(3600))  # not due: not counted in the age
     submit(repo, priority=4)
     [claimed] = ClaimJobs(repo)("w1", 1)
-    CompleteJob(repo)(lease_of(claimed))
+    RecordOutcomes(repo)([Outcome(job=claimed)])
     clock.advance(seconds(90))
     stats = GetStats(repo)()
     assert stats.total == 3

@@ -12,8 +12,6 @@ from vesper.adapters.clock import FixedClock
 from vesper.adapters.memory import InMemoryJobRepository
 from vesper.application.execution import (
     ClaimJobs,
-    CompleteJob,
-    FailJob,
     Outcome,
     RecordAndClaim,
     RecordOutcomes,
@@ -24,7 +22,7 @@ from vesper.application.execution import (
 from vesper.application.policies import Policies
 from vesper.application.submit import SubmitJob, SubmitJobs
 from vesper.domain.backoff import Backoff
-from vesper.domain.errors import IdempotencyConflict, InvalidRequest, LeaseLost, StoreUnavailable
+from vesper.domain.errors import IdempotencyConflict, InvalidRequest, StoreUnavailable
 from vesper.domain.job import JobRecord, LeaseRef
 from vesper.domain.states import Status
 from vesper.domain.submission import JobRequest, Limits
@@ -53,6 +51,19 @@ def submit(repo: InMemoryJobRepository, **fields: object) -> JobRecord:
 def claim_one(repo: InMemoryJobRepository, worker: str = "w1") -> JobRecord:
     [job] = ClaimJobs(repo, NO_JITTER)(worker, 1)
     return job
+
+
+def record_one(
+    repo: InMemoryJobRepository,
+    outcome: Outcome,
+    settings: Policies = NO_JITTER,
+    rng: random.Random | None = None,
+) -> JobRecord | None:
+    """RecordOutcomes of one attempt: the stored job, or None when its lease was lost."""
+    record = RecordOutcomes(repo, settings, rng or random.Random())
+    recorded = record([outcome])
+    assert len(recorded) <= 1
+    return recorded[0] if recorded else None
 
 
 # -- SubmitJob ------------------------------------------------------------------------
@@ -227,30 +238,32 @@ def test_claim_jobs_filters_by_type(repo: InMemoryJobRepository) -> None:
     assert [j.type for j in ClaimJobs(repo)("w1", 5)] == ["email"]
 
 
-# -- CompleteJob ----------------------------------------------------------------------
+# -- RecordOutcomes: a success -------------------------------------------------------
 
 
-def test_complete_job_marks_done(repo: InMemoryJobRepository, clock: FixedClock) -> None:
+def test_recording_a_success_marks_done(repo: InMemoryJobRepository, clock: FixedClock) -> None:
     submit(repo)
     job = claim_one(repo)
     clock.advance(seconds(3))
-    done = CompleteJob(repo)(lease_of(job))
+    done = record_one(repo, Outcome(job=job))
+    assert done is not None
     assert done.status is Status.DONE
     assert done.finished_at == T0 + seconds(3)
     assert done.lease is None
     assert repo.get(job.id) == done
 
 
-def test_complete_job_twice_raises_lease_lost(repo: InMemoryJobRepository) -> None:
+def test_recording_a_success_twice_records_nothing_the_second_time(
+    repo: InMemoryJobRepository,
+) -> None:
     submit(repo)
     job = claim_one(repo)
-    CompleteJob(repo)(lease_of(job))
-    with pytest.raises(LeaseLost) as raised:
-        CompleteJob(repo)(lease_of(job))
-    assert raised.value.job_id == job.id
+    done = record_one(repo, Outcome(job=job))
+    assert record_one(repo, Outcome(job=job)) is None  # fenced: the lease ended
+    assert repo.get(job.id) == done
 
 
-def test_complete_job_after_the_lease_expired_and_was_reclaimed_raises_lease_lost(
+def test_recording_a_success_after_the_lease_expired_and_was_reclaimed_records_nothing(
     repo: InMemoryJobRepository, clock: FixedClock
 ) -> None:
     submit(repo)
@@ -258,35 +271,35 @@ def test_complete_job_after_the_lease_expired_and_was_reclaimed_raises_lease_los
     clock.advance(LEASE)
     repo.expire()
     second = claim_one(repo, "w2")
-    with pytest.raises(LeaseLost):
-        CompleteJob(repo)(lease_of(first))
+    assert record_one(repo, Outcome(job=first)) is None
     assert repo.get(first.id) == second
-    assert CompleteJob(repo)(lease_of(second)).status is Status.DONE
+    done = record_one(repo, Outcome(job=second))
+    assert done is not None
+    assert done.status is Status.DONE
 
 
-def test_complete_job_at_the_instant_the_lease_expires_raises_lease_lost(
+def test_recording_a_success_at_the_instant_the_lease_expires_records_nothing(
     repo: InMemoryJobRepository, clock: FixedClock
 ) -> None:
     submit(repo)
     job = claim_one(repo)
     clock.advance(LEASE)
-    with pytest.raises(LeaseLost):
-        CompleteJob(repo)(lease_of(job))
+    assert record_one(repo, Outcome(job=job)) is None
     assert repo.get(job.id) == job
 
 
-# -- FailJob --------------------------------------------------------------------------
+# -- RecordOutcomes: a failure --------------------------------------------------------
 
 
-def test_fail_job_schedules_the_retry_after_the_backoff_of_the_claimed_retries(
+def test_recording_a_failure_schedules_the_retry_after_the_backoff_of_the_claimed_retries(
     repo: InMemoryJobRepository, clock: FixedClock
 ) -> None:
     submit(repo, max_retries=5)
-    fail = FailJob(repo, NO_JITTER)
     for retries_before, backoff in enumerate([1, 2, 4, 8]):
         job = claim_one(repo)
         assert job.retries == retries_before
-        failed = fail(job, "boom")
+        failed = record_one(repo, Outcome(job=job, error="boom"))
+        assert failed is not None
         assert failed.status is Status.FAILED
         assert failed.retries == retries_before + 1
         assert failed.run_at == clock.now() + seconds(backoff)
@@ -295,60 +308,71 @@ def test_fail_job_schedules_the_retry_after_the_backoff_of_the_claimed_retries(
         clock.advance(seconds(backoff))
 
 
-def test_fail_job_draws_jitter_from_its_rng(repo: InMemoryJobRepository, clock: FixedClock) -> None:
+def test_recording_a_failure_draws_jitter_from_its_rng(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
     settings = Policies(backoff=Backoff(base=seconds(10), jitter=True))
     submit(repo, max_retries=5)
     submit(repo, max_retries=5)
     first, second = ClaimJobs(repo)("w1", 2)
     expected = settings.backoff.delay(0, random.Random(42))
-    failed = [FailJob(repo, settings, random.Random(42))(job, "x") for job in (first, second)]
-    assert [f.run_at - clock.now() for f in failed] == [expected, expected]
+    failed = [
+        record_one(repo, Outcome(job=job, error="x"), settings, random.Random(42))
+        for job in (first, second)
+    ]
+    assert [f.run_at - clock.now() for f in failed if f is not None] == [expected, expected]
     assert timedelta(0) <= expected <= seconds(10)
 
 
-def test_fail_job_with_no_retries_left_goes_to_dlq(repo: InMemoryJobRepository) -> None:
+def test_recording_a_failure_with_no_retries_left_goes_to_dlq(
+    repo: InMemoryJobRepository,
+) -> None:
     submit(repo, max_retries=0)
     job = claim_one(repo)
-    dead = FailJob(repo, NO_JITTER)(job, "boom")
+    dead = record_one(repo, Outcome(job=job, error="boom"))
+    assert dead is not None
     assert dead.status is Status.DLQ
     assert (dead.retries, dead.error) == (0, "boom")
     assert dead.finished_at is not None
 
 
-def test_fail_job_not_retryable_goes_straight_to_dlq(repo: InMemoryJobRepository) -> None:
+def test_recording_a_failure_not_retryable_goes_straight_to_dlq(
+    repo: InMemoryJobRepository,
+) -> None:
     submit(repo, max_retries=5)
     job = claim_one(repo)
-    dead = FailJob(repo, NO_JITTER)(job, "bad input", retryable=False)
+    dead = record_one(repo, Outcome(job=job, error="bad input", retryable=False))
+    assert dead is not None
     assert dead.status is Status.DLQ
     assert dead.retries == 0
 
 
-def test_fail_job_truncates_a_long_error(repo: InMemoryJobRepository) -> None:
+def test_recording_a_failure_truncates_a_long_error(repo: InMemoryJobRepository) -> None:
     settings = Policies(limits=Limits(max_error_length=10))
     submit(repo)
     job = claim_one(repo)
-    failed = FailJob(repo, settings)(job, "0123456789" + "x" * 5000)
+    failed = record_one(repo, Outcome(job=job, error="0123456789" + "x" * 5000), settings)
+    assert failed is not None
     assert failed.error == "0123456789"
 
 
-def test_fail_job_when_fenced_raises_lease_lost_and_records_nothing(
+def test_recording_a_failure_when_fenced_records_nothing(
     repo: InMemoryJobRepository, clock: FixedClock
 ) -> None:
     submit(repo)
     job = claim_one(repo)
-    CompleteJob(repo)(lease_of(job))
+    record_one(repo, Outcome(job=job))
     done = repo.get(job.id)
-    with pytest.raises(LeaseLost):
-        FailJob(repo)(job, "late")
+    assert record_one(repo, Outcome(job=job, error="late")) is None
     assert repo.get(job.id) == done
 
 
-def test_fail_job_for_a_job_without_a_lease_is_a_programming_error(
+def test_recording_a_failure_for_a_job_without_a_lease_is_a_programming_error(
     repo: InMemoryJobRepository,
 ) -> None:
     pending = submit(repo)
     with pytest.raises(ValueError, match="holds no lease"):
-        FailJob(repo)(pending, "x")
+        record_one(repo, Outcome(job=pending, error="x"))
 
 
 # -- RecordOutcomes -------------------------------------------------------------------
@@ -368,14 +392,16 @@ def test_record_outcomes_records_successes_and_failures_and_skips_lost_leases(
             Outcome(job=lost, error="late", retryable=False),
         ]
     )
-    assert recorded == {ok.id, bad.id}
+    assert {j.id for j in recorded} == {ok.id, bad.id}
     assert repo.get(ok.id).status is Status.DONE
     assert repo.get(bad.id).status is Status.FAILED
     assert repo.get(lost.id).status is Status.PENDING
+    # each as the store left it: its status says how the attempt ended
+    assert sorted(recorded, key=lambda j: j.id != ok.id) == [repo.get(ok.id), repo.get(bad.id)]
 
 
 def test_record_outcomes_of_nothing_records_nothing(repo: InMemoryJobRepository) -> None:
-    assert RecordOutcomes(repo)([]) == set()
+    assert RecordOutcomes(repo)([]) == []
 
 
 def test_record_and_claim_completes_successes_and_claims_the_free_slots(
@@ -387,7 +413,7 @@ def test_record_and_claim_completes_successes_and_claims_the_free_slots(
     ReleaseJobs(repo)([lease_of(lost)])
     both = RecordAndClaim(RecordOutcomes(repo, NO_JITTER), ClaimJobs(repo, NO_JITTER))
     recorded, claimed = both([Outcome(job=first), Outcome(job=lost)], "w1", 2)
-    assert recorded == {first.id}
+    assert recorded == [repo.get(first.id)]
     assert repo.get(first.id).status is Status.DONE
     assert len(claimed) == 2
     assert first.id not in {j.id for j in claimed}
@@ -401,7 +427,7 @@ def test_record_and_claim_claims_only_the_given_types(repo: InMemoryJobRepositor
     assert claimed_first.id == first.id
     both = RecordAndClaim(RecordOutcomes(repo, NO_JITTER), ClaimJobs(repo, NO_JITTER))
     recorded, claimed = both([Outcome(job=claimed_first)], "w1", 5, ("a",))
-    assert recorded == {first.id}
+    assert [j.id for j in recorded] == [first.id]
     assert [j.id for j in claimed] == [j.id for j in others if j.type == "a"]
     assert all(repo.get(j.id).status is Status.PENDING for j in others if j.type == "b")
 
@@ -414,11 +440,11 @@ def test_record_and_claim_with_a_failure_records_and_claims_nothing(
     ok, bad = ClaimJobs(repo, NO_JITTER)("w1", 2)
     both = RecordAndClaim(RecordOutcomes(repo, NO_JITTER), ClaimJobs(repo, NO_JITTER))
     recorded, claimed = both([Outcome(job=ok), Outcome(job=bad, error="boom")], "w1", 2)
-    assert recorded == {ok.id, bad.id}
+    assert {j.id for j in recorded} == {ok.id, bad.id}
     assert claimed == []
     assert repo.get(bad.id).status is Status.FAILED
     recorded, claimed = both([], "w1", 0)
-    assert recorded == set()
+    assert recorded == []
     assert claimed == []
 
 
@@ -437,7 +463,8 @@ def test_record_and_claim_keeps_what_it_recorded_when_the_composed_claim_fails(
     [job] = InMemoryJobRepository.claim(repo, worker_id="w1", limit=1, lease=seconds(30))
     both = RecordAndClaim(RecordOutcomes(repo, NO_JITTER), ClaimJobs(repo, NO_JITTER))
     # raising would make the caller retry, find the lease gone and call the job lost
-    assert both([Outcome(job=job)], "w1", 2) == ({job.id}, [])
+    recorded, claimed = both([Outcome(job=job)], "w1", 2)
+    assert ([j.id for j in recorded], claimed) == ([job.id], [])
     assert repo.get(job.id).status is Status.DONE
 
 
@@ -450,7 +477,7 @@ def test_renew_leases_extends_the_current_ones_and_returns_the_lost(
     for _ in range(3):
         submit(repo)
     kept, done, gone = ClaimJobs(repo, NO_JITTER)("w1", 3)
-    CompleteJob(repo)(lease_of(done))
+    record_one(repo, Outcome(job=done))
     ReleaseJobs(repo)([lease_of(gone)])
     clock.advance(seconds(20))
     lost = RenewLeases(repo, Policies(lease=seconds(60)))(
@@ -490,8 +517,7 @@ def test_release_jobs_returns_them_to_pending_and_refunds_the_attempt(
     assert released.run_at == submitted.run_at
     again = claim_one(repo, "w2")
     assert (again.id, again.attempts) == (job.id, 1)
-    with pytest.raises(LeaseLost):
-        CompleteJob(repo)(lease_of(job))
+    assert record_one(repo, Outcome(job=job)) is None  # fenced: released
 
 
 def test_release_jobs_skips_stale_leases(repo: InMemoryJobRepository) -> None:

@@ -1,4 +1,4 @@
-"""What a worker does with jobs: claim, complete, fail, renew, release."""
+"""What a worker does with jobs: claim, record outcomes, renew, release."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import attrs
 
 from vesper.application.policies import Policies
 from vesper.application.ports import CompletingJobRepository, JobRepository
-from vesper.domain.errors import LeaseLost
-from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.job import Failure, JobRecord, LeaseRef
 
 
 def lease_of(job: JobRecord) -> LeaseRef:
@@ -44,23 +43,6 @@ class ClaimJobs:
         )
 
 
-@attrs.frozen
-class CompleteJob:
-    """processing -> done.
-
-    Raises:
-        LeaseLost: the lease is no longer current; nothing was recorded.
-    """
-
-    jobs: JobRepository
-
-    def __call__(self, lease: LeaseRef) -> JobRecord:
-        done = self.jobs.complete([lease])
-        if not done:
-            raise LeaseLost(lease.job_id)
-        return done[0]
-
-
 def failure_of(
     job: JobRecord, error: str, *, retryable: bool, settings: Policies, rng: random.Random
 ) -> Failure:
@@ -69,31 +51,6 @@ def failure_of(
     return Failure(
         lease=lease_of(job), error=error[: settings.limits.max_error_length], retry_delay=delay
     )
-
-
-@attrs.frozen
-class FailJob:
-    """Record a failed attempt: failed with backoff while retries remain, else dlq.
-
-    Args:
-        job: the job as claimed (its retries decide the backoff).
-        error: what went wrong: exception type and message, no traceback.
-        retryable: False sends the job straight to dlq.
-
-    Raises:
-        LeaseLost: the lease is no longer current; nothing was recorded.
-    """
-
-    jobs: JobRepository
-    settings: Policies = Policies()
-    rng: random.Random = attrs.field(factory=random.Random)
-
-    def __call__(self, job: JobRecord, error: str, *, retryable: bool = True) -> JobRecord:
-        failure = failure_of(job, error, retryable=retryable, settings=self.settings, rng=self.rng)
-        failed = self.jobs.fail([failure])
-        if not failed:
-            raise LeaseLost(job.id)
-        return failed[0]
 
 
 @attrs.frozen(kw_only=True)
@@ -107,28 +64,31 @@ class Outcome:
 
 @attrs.frozen
 class RecordOutcomes:
-    """Record many finished attempts in as few store calls as possible.
+    """Record finished attempts in as few store calls as possible: a success is done;
+    a failure is failed with a backoff while retries remain, else dlq (also when not
+    retryable). The error is truncated to the limit.
 
     Returns:
-        The ids of the jobs whose outcome was recorded; the others had lost their lease.
+        The stored jobs whose outcome was recorded, as the store left them (their
+        status says which of done, failed or dlq); the others had lost their lease.
     """
 
     jobs: JobRepository
     settings: Policies = Policies()
     rng: random.Random = attrs.field(factory=random.Random)
 
-    def __call__(self, outcomes: Sequence[Outcome]) -> set[JobId]:
+    def __call__(self, outcomes: Sequence[Outcome]) -> list[JobRecord]:
         successes = [lease_of(o.job) for o in outcomes if o.error is None]
         failures = [
             failure_of(o.job, o.error, retryable=o.retryable, settings=self.settings, rng=self.rng)
             for o in outcomes
             if o.error is not None
         ]
-        recorded: set[JobId] = set()
+        recorded: list[JobRecord] = []
         if successes:
-            recorded.update(job.id for job in self.jobs.complete(successes))
+            recorded += self.jobs.complete(successes)
         if failures:
-            recorded.update(job.id for job in self.jobs.fail(failures))
+            recorded += self.jobs.fail(failures)
         return recorded
 
 
@@ -148,8 +108,8 @@ class RecordAndClaim:
         types: only these job types are claimed, as for ClaimJobs; None takes every type.
 
     Returns:
-        The ids of the jobs whose outcome was recorded (the others had lost their
-        lease), and the jobs claimed, in claim order.
+        The stored jobs whose outcome was recorded, as RecordOutcomes returns them (the
+        others had lost their lease), and the jobs claimed, in claim order.
     """
 
     record: RecordOutcomes
@@ -161,7 +121,7 @@ class RecordAndClaim:
         worker_id: str,
         limit: int,
         types: Sequence[str] | None = None,
-    ) -> tuple[set[JobId], list[JobRecord]]:
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
         if limit <= 0 or any(o.error is not None for o in outcomes):
             return self.record(outcomes), []
         jobs = self.record.jobs
@@ -180,7 +140,7 @@ class RecordAndClaim:
             lease=self.claim.settings.lease,
             types=types,
         )
-        return {job.id for job in completed}, claimed
+        return completed, claimed
 
 
 @attrs.frozen

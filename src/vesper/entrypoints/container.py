@@ -14,8 +14,7 @@ from vesper.adapters.otel import OtelMetrics
 from vesper.adapters.signal import LocalJobSignal
 from vesper.application.execution import (
     ClaimJobs,
-    CompleteJob,
-    FailJob,
+    RecordAndClaim,
     RecordOutcomes,
     ReleaseJobs,
     RenewLeases,
@@ -35,7 +34,7 @@ from vesper.application.submit import SubmitJob, SubmitJobs
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
 from vesper.entrypoints.tracing import open_tracer_provider
-from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases
+from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases, open_executor_lane
 
 
 def open_memory_store(clock: Clock) -> Iterator[Store]:
@@ -204,8 +203,6 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
     )
     claim_jobs = providers.Factory(ClaimJobs, jobs=job_repository, settings=policies)
-    complete_job = providers.Factory(CompleteJob, jobs=job_repository)
-    fail_job = providers.Factory(FailJob, jobs=job_repository, settings=policies)
     renew_leases = providers.Factory(RenewLeases, jobs=job_repository, settings=policies)
     release_jobs = providers.Factory(ReleaseJobs, jobs=job_repository)
     get_job = providers.Factory(GetJob, jobs=job_repository)
@@ -229,6 +226,9 @@ class Container(containers.DeclarativeContainer):
         WorkerUseCases,
         claim_jobs=claim_jobs,
         record_outcomes=record_outcomes,
+        record_and_claim=providers.Factory(
+            RecordAndClaim, record=record_outcomes, claim=claim_jobs
+        ),
         renew_leases=renew_leases,
         release_jobs=release_jobs,
         register_worker=register_worker,
@@ -246,6 +246,12 @@ class Container(containers.DeclarativeContainer):
         settings=worker_settings,
         metrics=metrics,
         tracer=worker_tracer,
+        # Stand-ins for the process's store gate: claims, outcomes, releases and
+        # maintenance on the main lane (2 threads for claims and outcomes, as many as
+        # are ever in flight, and 1 for maintenance), heartbeats and renewals on a beat
+        # lane of their own, so that a saturated main lane never delays a renewal.
+        main_lane=providers.Resource(open_executor_lane, threads=3, name="vesper-store"),
+        beat_lane=providers.Resource(open_executor_lane, threads=1, name="vesper-heartbeat"),
     )
 
 

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
-from vesper.entrypoints.worker.runner import WorkerRunner, WorkerSettings, WorkerUseCases
+from vesper.entrypoints.worker.lanes import ExecutorLane, Lane, open_executor_lane
+from vesper.entrypoints.worker.runner import WorkerRunner, WorkerSettings
+from vesper.entrypoints.worker.uses import WorkerUseCases
 
-__all__ = ["WorkerRunner", "WorkerSettings", "WorkerUseCases"]
+__all__ = [
+    "ExecutorLane",
+    "Lane",
+    "WorkerRunner",
+    "WorkerSettings",
+    "WorkerUseCases",
+    "open_executor_lane",
+]

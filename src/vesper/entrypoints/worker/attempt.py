@@ -13,30 +13,25 @@ from datetime import timedelta
 
 import attrs
 
-from vesper.application.consumers import Consumer, Job
+from vesper.application.consumers import Consumer
+from vesper.application.execution import Outcome
+from vesper.application.worker import Attempt
 from vesper.domain.errors import NoConsumer, NonRetryable
 
 log = logging.getLogger("vesper.worker")
 
 
-@attrs.define
-class Attempt:
-    """One attempt in flight: what the runner needs to stop it and to record it."""
+@attrs.define(eq=False)
+class ConsumerCall:
+    """The I/O side of one attempt: the task that drives it, its consumer's task, and a
+    sync consumer's thread (the core's `Attempt` holds the rest)."""
 
-    context: Job
-    deadline: float  # monotonic time by which the lease must have been renewed
+    attempt: Attempt
     task: asyncio.Task[None] | None = None
     consumer_task: asyncio.Future[object] | None = None
     # a sync consumer's thread: it may outlive consumer_task (cancelled on a time limit or
     # an abandon), and holds its slot until it returns
     thread: concurrent.futures.Future[object] | None = None
-    abandon_reason: str | None = None  # set: record nothing for this attempt
-    holds_slot: bool = True
-
-    @property
-    def consumer_returned(self) -> bool:
-        """The consumer is done: what is left is recording its outcome."""
-        return self.consumer_task is not None and self.consumer_task.done()
 
     def when_consumer_exits(self, callback: Callable[[], None]) -> None:
         """Call `callback` on the loop once the consumer's code has really stopped: a
@@ -57,59 +52,51 @@ class Attempt:
             return
         callback()
 
-    def abandon(self, reason: str) -> None:
-        """Stop the attempt without recording it (lease lost, or shutdown past grace)."""
-        if self.abandon_reason is not None:
-            return
-        self.abandon_reason = reason
-        self.context.stop(reason)
+    def cancel(self) -> None:
+        """Stop an async consumer at its next await (the core told a sync one through
+        `Job.stopping` when it gave the attempt up)."""
         if self.consumer_task is not None:
-            self.consumer_task.cancel()  # an async consumer stops at its next await
-
-
-@attrs.frozen
-class Result:
-    error: str | None  # None: success
-    retryable: bool = True
+            self.consumer_task.cancel()
 
 
 async def run_attempt(
-    attempt: Attempt, consumer: Consumer | None, timeout: timedelta | None, pool: Executor
-) -> Result | None:
-    """Run the consumer; None when the attempt was abandoned and must not be recorded."""
-    job = attempt.context
+    call: ConsumerCall, consumer: Consumer | None, timeout: timedelta | None, pool: Executor
+) -> Outcome | None:
+    """Run the consumer; its outcome, or None when it was cancelled because the attempt
+    was given up (the core fences any outcome of an abandoned attempt)."""
+    attempt = call.attempt
+    job = attempt.job
     if consumer is None:
-        return Result(error=_describe(NoConsumer(job.type)))
+        return Outcome(job=attempt.record, error=_describe(NoConsumer(job.type)))
     loop = asyncio.get_running_loop()
     if consumer.is_async:
-        attempt.consumer_task = asyncio.ensure_future(consumer.function(job))
+        call.consumer_task = asyncio.ensure_future(consumer.function(job))
     else:
         # copy_context: the consumer's own spans and log lines keep the job's context
         context = contextvars.copy_context()
-        attempt.thread = pool.submit(context.run, consumer.function, job)
-        attempt.consumer_task = asyncio.wrap_future(attempt.thread, loop=loop)
+        call.thread = pool.submit(context.run, consumer.function, job)
+        call.consumer_task = asyncio.wrap_future(call.thread, loop=loop)
     seconds = timeout.total_seconds() if timeout is not None else None
     try:
-        await asyncio.wait_for(asyncio.shield(attempt.consumer_task), seconds)
+        await asyncio.wait_for(asyncio.shield(call.consumer_task), seconds)
     except TimeoutError:
         job.stop("time limit")
-        attempt.consumer_task.cancel()
-        if attempt.abandon_reason is not None:
-            return None
-        return Result(error=f"TimeoutError: the job ran longer than its time limit of {seconds:g}s")
+        call.consumer_task.cancel()
+        return Outcome(
+            job=attempt.record,
+            error=f"TimeoutError: the job ran longer than its time limit of {seconds:g}s",
+        )
     except asyncio.CancelledError:
         if attempt.abandon_reason is None:
             raise  # cancelled from outside: let the runner see it
         return None
     except NonRetryable as exc:
         log.info("job %s raised NonRetryable", job.id, exc_info=exc)
-        return Result(error=_describe(exc), retryable=False)
+        return Outcome(job=attempt.record, error=_describe(exc), retryable=False)
     except Exception as exc:  # the consumer's failure is the job's outcome
         log.info("job %s failed", job.id, exc_info=exc)
-        return Result(error=_describe(exc))
-    if attempt.abandon_reason is not None:
-        return None
-    return Result(error=None)
+        return Outcome(job=attempt.record, error=_describe(exc))
+    return Outcome(job=attempt.record)
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,11 +8,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from vesper.application.execution import Outcome
-from vesper.domain.job import JobId
+from vesper.domain.job import JobRecord
 
 log = logging.getLogger("vesper.worker")
 
-Write = Callable[[Sequence[Outcome]], Awaitable[set[JobId]]]
+# records outcomes; returns the stored jobs whose outcome was recorded
+Write = Callable[[Sequence[Outcome]], Awaitable[list[JobRecord]]]
 
 
 class OutcomeRecorder:
@@ -26,12 +27,13 @@ class OutcomeRecorder:
     def __init__(self, write: Write, *, give_up_after: float) -> None:
         self._write = write
         self._give_up_after = give_up_after
-        self._pending: list[tuple[Outcome, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[Outcome, asyncio.Future[JobRecord | None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def record(self, outcome: Outcome) -> bool:
-        """True once written; False if the job's lease was lost meanwhile."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def record(self, outcome: Outcome) -> JobRecord | None:
+        """The stored job once written (its status says how it ended: done, failed or
+        dlq); None if the job's lease was lost meanwhile."""
+        future: asyncio.Future[JobRecord | None] = asyncio.get_running_loop().create_future()
         self._pending.append((outcome, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -40,12 +42,13 @@ class OutcomeRecorder:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            recorded = await self._write_with_retry([outcome for outcome, _ in batch])
+            written = await self._write_with_retry([outcome for outcome, _ in batch])
+            stored = {job.id: job for job in written}
             for outcome, future in batch:
                 if not future.done():
-                    future.set_result(outcome.job.id in recorded)
+                    future.set_result(stored.get(outcome.job.id))
 
-    async def _write_with_retry(self, outcomes: list[Outcome]) -> set[JobId]:
+    async def _write_with_retry(self, outcomes: list[Outcome]) -> list[JobRecord]:
         started = time.monotonic()
         delay = 0.1
         while True:
@@ -59,7 +62,7 @@ class OutcomeRecorder:
                         self._give_up_after,
                         exc,
                     )
-                    return set()
+                    return []
                 log.warning("recording %d outcomes failed, retrying: %s", len(outcomes), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
