@@ -18,9 +18,9 @@ import attrs
 
 from vesper.application.policies import Policies
 from vesper.application.ports import Clock, Store
+from vesper.application.worker_settings import WorkerSettings
 from vesper.domain.backoff import Backoff
 from vesper.domain.submission import Limits
-from vesper.entrypoints.worker.runner import WorkerSettings
 
 BUILTIN_STORAGES = ("memory", "sqlite", "postgres")
 DEFAULT_SQLITE_PATH = "Vesper_sqlite.db"

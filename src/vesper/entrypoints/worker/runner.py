@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -45,6 +45,7 @@ from vesper.application.fleet import (
 )
 from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.policies import Policies
+from vesper.application.worker_settings import WorkerSettings as WorkerSettings  # noqa: PLC0414 (re-exported until issue 13 merges)
 from vesper.domain.errors import SchemaNotMigrated
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import JobId, JobRecord
@@ -89,15 +90,6 @@ class StoreWait:
             self._told_not_migrated = True
             log.error("%s; the workers wait for it", exc)
         return delay
-
-
-@attrs.frozen(kw_only=True)
-class WorkerSettings:
-    concurrency: int = 5
-    poll_interval: timedelta = timedelta(seconds=1)
-    shutdown_grace: timedelta = timedelta(seconds=30)
-    job_timeout: timedelta | None = None
-    fleet_log_interval: timedelta = timedelta(seconds=60)
 
 
 @attrs.frozen(kw_only=True)
