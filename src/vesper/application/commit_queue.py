@@ -24,14 +24,17 @@ def commit_together(
 ) -> list[Outcome]:
     """`jobs.submit` of all the units' jobs at once, and each unit's own outcome: a
     call that fails for any reason but StoreUnavailable is made again unit by unit."""
-    try:
-        submitted = jobs.submit([job for unit in units for job in unit], now=now)
+    try:  # a lone unit (a batch from one caller: W2) goes as it is, not copied
+        together = units[0] if len(units) == 1 else [job for unit in units for job in unit]
+        submitted = jobs.submit(together, now=now)
     except StoreUnavailable as exc:
         return [exc] * len(units)
     except Exception as exc:
         if len(units) == 1:
             return [exc]
         return [outcome for unit in units for outcome in commit_together(jobs, [unit], now)]
+    if len(units) == 1:
+        return [submitted]
     outcomes: list[Outcome] = []
     start = 0
     for unit in units:
