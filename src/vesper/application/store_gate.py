@@ -125,10 +125,10 @@ class StoreGate:
 
     def limit(self, capacity: int | None) -> None:
         """Admit at most `capacity` calls at once from now on (None: no bound)."""
+        if capacity == self._capacity:  # the usual case: the store was open already
+            return
         _check(capacity)
         with self._lock:
-            if capacity == self._capacity:
-                return
             self._capacity = capacity
             threads = self._thread_count(capacity)
             retired = None
