@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -23,6 +24,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import exc as sa_exc
 
+from vesper.application.store_gate import StoreGate
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.container import Container, build_container
 from vesper.entrypoints.http import create_app, deps
@@ -314,46 +316,57 @@ def test_client_disconnecting_mid_body_is_not_logged_as_an_error(
 
 
 def test_a_request_waits_for_a_store_slot_no_longer_than_the_pool_timeout(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """R14 in small: with every connection busy, the next request gets 503 with
     Retry-After once the pool timeout has passed, not after queueing for a thread too;
     and once the slot frees, requests are served again."""
-    monkeypatch.setattr(deps, "STORE_WAIT_S", 0.3)
-    container = build_container({"VESPER_DB_POOL_SIZE": "1", "VESPER_DB_MAX_OVERFLOW": "0"})
+    container = build_container(
+        {
+            "VESPER_STORAGE": "sqlite",
+            "VESPER_DATABASE_URL": f"sqlite:///{tmp_path / 'q.db'}",
+            "VESPER_DB_POOL_SIZE": "1",
+            "VESPER_DB_MAX_OVERFLOW": "0",
+        }
+    )
+    container.config.store_wait.from_value(0.3)  # the gate's wait, 10 s in production
     real = container.job_repository()
-    with TestClient(create_app(container)) as client:
-        _break(container, None, delay=2.0)  # every store call takes 2 s
-        slow: dict[str, Any] = {}
-        holder = threading.Thread(target=lambda: slow.update(r=client.get("/stats")))
-        holder.start()
-        time.sleep(0.5)  # the slow call holds the one slot
-        started = time.monotonic()
-        response = client.get("/jobs")
-        waited = time.monotonic() - started
-        assert response.status_code == 503, response.text
-        assert response.headers["retry-after"] == "1"
-        assert response.json()["detail"] == {"retry_after": 1}
-        assert waited < 1.5, f"waited {waited:.2f}s for a slot; the bound is 0.3s"
-        holder.join(timeout=10)
-        assert slow["r"].status_code == 200
-        container.job_repository.override(real)
-        assert client.get("/jobs").status_code == 200
+    try:
+        with TestClient(create_app(container)) as client:
+            _break(container, None, delay=2.0)  # every store call takes 2 s
+            slow: dict[str, Any] = {}
+            holder = threading.Thread(target=lambda: slow.update(r=client.get("/stats")))
+            holder.start()
+            time.sleep(0.5)  # the slow call holds the one slot
+            started = time.monotonic()
+            response = client.get("/jobs")
+            waited = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["detail"] == {"retry_after": 1}
+            assert waited < 1.5, f"waited {waited:.2f}s for a slot; the bound is 0.3s"
+            holder.join(timeout=10)
+            assert slow["r"].status_code == 200
+            container.job_repository.override(real)
+            assert client.get("/jobs").status_code == 200
+    finally:
+        container.job_repository.reset_override()
+        container.shutdown_resources()
 
 
-def test_a_batch_out_of_time_is_served_by_a_free_slot_and_never_waits_for_one() -> None:
-    calls = deps.StoreCalls(1, wait=30)
+def test_a_call_out_of_time_is_served_by_a_free_slot_and_never_waits_for_one() -> None:
+    gate = StoreGate(1, wait=30)
     ran: list[str] = []
-    long_ago = time.monotonic() - 60  # its oldest request has waited past the gate's 30 s
+    long_ago = time.monotonic() - 60  # its request has waited past the gate's 30 s
 
     async def scenario() -> Any:
-        served = await calls._run_batch(lambda: ran.append("free slot") or "ok", long_ago)
+        served = await gate.run(lambda: ran.append("free slot") or "ok", deadline=long_ago + 30)
         release = threading.Event()
-        holder = asyncio.ensure_future(calls.run(release.wait, 10))  # takes the one slot
+        holder = asyncio.ensure_future(gate.run(lambda: release.wait(10)))  # takes the slot
         await asyncio.sleep(0.05)
         try:
             with anyio.fail_after(5):  # a waiting gate would hang here for its 30 s
-                await calls._run_batch(lambda: ran.append("busy slot"), long_ago)
+                await gate.run(lambda: ran.append("busy slot"), deadline=long_ago + 30)
         except StoreUnavailable as exc:
             refused: Any = exc
         else:
@@ -368,11 +381,19 @@ def test_a_batch_out_of_time_is_served_by_a_free_slot_and_never_waits_for_one() 
     assert ran == ["free slot"]
 
 
-def test_store_slots_are_the_pool_size_plus_overflow() -> None:
-    container = build_container({"VESPER_DB_POOL_SIZE": "3", "VESPER_DB_MAX_OVERFLOW": "2"})
+def test_store_slots_are_the_pool_size_plus_overflow(tmp_path: Path) -> None:
+    container = build_container(
+        {
+            "VESPER_DATABASE_URL": f"sqlite:///{tmp_path / 'q.db'}",
+            "VESPER_DB_POOL_SIZE": "3",
+            "VESPER_DB_MAX_OVERFLOW": "2",
+        }
+    )
     app = create_app(container)
     calls = app.dependencies["store_calls"].dependency()
     assert isinstance(calls, deps.StoreCalls)
-    assert calls.slots == 5
+    container.store()  # the store reports its capacity when it opens
+    assert calls.gate.capacity == 5
+    container.shutdown_resources()
     with pytest.raises(ValueError, match="at least one slot"):
-        deps.StoreCalls(0)
+        StoreGate(0)

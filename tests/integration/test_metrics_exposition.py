@@ -1,4 +1,4 @@
-"""The per-job series are tallied in plain Python (adapters/otel.py) for speed; their
+"""The per-job series are tallied in plain Python (adapters/otel/metrics.py) for speed; their
 exposition must stay what the OpenTelemetry SDK and its Prometheus exporter produce.
 The reference here is the SDK itself, fed the same measurements."""
 
@@ -16,7 +16,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.builders import make_job
-from vesper.adapters.otel import HTTP_BUCKETS, SECONDS_BUCKETS, OtelMetrics
+from vesper.adapters.otel.metrics import HTTP_BUCKETS, SECONDS_BUCKETS, OtelMetrics
 
 OUTCOMES = ["done", "failed", "dlq", "lease_lost", "abandoned"]
 # bucket edges (inclusive upper bounds), their neighbours, negatives, zero and huge values

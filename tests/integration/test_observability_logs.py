@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 
 import vesper
+from vesper.application.worker_settings import WorkerSettings
 from vesper.entrypoints.app import App
 from vesper.entrypoints.logs import (
     JobFieldsFilter,
@@ -24,7 +25,6 @@ from vesper.entrypoints.logs import (
     job_fields,
 )
 from vesper.entrypoints.service import build_runner
-from vesper.entrypoints.worker.runner import WorkerSettings
 
 
 def record(message: str, *args: object, **extra: object) -> logging.LogRecord:

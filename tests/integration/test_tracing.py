@@ -17,15 +17,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 
 import vesper
+from vesper.adapters.otel.tracing import TracingConfigError, tracer_provider_from_env
 from vesper.domain.job import JobId
 from vesper.entrypoints.app import App
 from vesper.entrypoints.http.app import create_app
 from vesper.entrypoints.service import build_runner
-from vesper.entrypoints.tracing import (
-    TracingConfigError,
-    context_from_traceparent,
-    tracer_provider_from_env,
-)
+from vesper.entrypoints.tracing import context_from_traceparent
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 

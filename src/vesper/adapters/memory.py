@@ -280,6 +280,9 @@ class InMemoryWorkerRegistry:
 class InMemoryStore:
     """Jobs and workers in this process's memory; gone when it exits."""
 
+    # any number of calls at once: they take the lock for microseconds
+    capacity: int | None = None
+
     def __init__(self, clock: Clock | None = None) -> None:
         self.jobs = InMemoryJobRepository(clock)
         self.workers = InMemoryWorkerRegistry(clock)

@@ -1,222 +1,303 @@
-"""Group commit: concurrent single submissions share one store call.
+"""Group commit: concurrent submissions share one store call.
 
-Under a burst every HTTP request used to commit its own job: one round trip, one
-statement, one commit each, and the API process spent half its CPU on store calls
-(W5). Here the first caller to find no commit in flight becomes the leader: it submits
-every job waiting (up to `max_batch`) in one call, answers each waiting caller with its
-own result, and hands the lead to the next caller in line. A caller is answered only
-after the commit that holds its job, so an acknowledged job is as durable as before;
-a caller that finds nobody else waiting commits alone, as before.
+Under a burst every submission used to commit on its own: one round trip, one
+statement, one commit each (W5: the API spent half its CPU on store calls). The
+process's `GroupCommit` queues the submissions that arrive while a commit is running;
+the leader commits everything queued (up to `max_batch` jobs) in one call, answers
+each caller with its own result, and goes on while anyone waits. A caller is answered
+only after the commit that holds its jobs, so an acknowledged job is as durable as
+before; a caller that finds nobody else waiting commits alone, as before. The
+container puts a `CoalescingJobRepository` around the store's repository, so that the
+use cases' `jobs.submit` goes through it.
 
-One caller's job cannot fail the others: a batch that raises anything but
-StoreUnavailable (an IdempotencyConflict, a row the database refuses) is committed
-again one job at a time, so that each caller gets its own outcome. A batch is atomic,
-so nothing of the failed attempt was kept.
+One caller cannot fail the others: a commit that raises anything but StoreUnavailable
+(an IdempotencyConflict, a row the database refuses) is tried again one caller at a
+time, so that each gets its own outcome. A commit is atomic, so nothing of the failed
+attempt was kept, and a caller's batch stays all or nothing.
 
-Two front ends share that rule (`commit_together`): `GroupCommit` for threads (the
-Python API, large HTTP bodies), and `AsyncGroupCommit` for the coroutines of an event
-loop (HTTP submissions), where a waiting request holds no thread and no store slot:
-only each batch's store call runs in a thread.
+Two fronts share the queue, and the leader holds one slot of the store gate while it
+commits:
+
+- `submit`, for threads (app.enqueue, the use cases called in a thread): a caller that
+  finds no leader leads in its own thread until its own jobs are committed, then hands
+  the lead to the next in line.
+- `submit_async`, for coroutines (the HTTP API): waiting holds no thread and no slot.
+  The submission's steps (application/submit.py) are run by the leader, in the thread
+  that commits them: validating a large job never stalls the event loop. A coroutine
+  cancelled while it waits (a request past its write timeout) is dropped if its commit
+  has not started, and may still be committed if it has.
+
+A submission waits for the store no longer than the gate's `wait` from when it began
+to wait: the lead waits for a slot until then, and the submissions whose wait has
+passed get StoreUnavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TypeVar
 
+from vesper.application.commit_queue import (
+    LoopLead,
+    Waiting,
+    answer,
+    commit_together,
+    on_a_loop,
+)
+from vesper.application.forwarding import ForwardingJobRepository
 from vesper.application.ports import JobRepository, Submitted
+from vesper.application.store_gate import StoreGate
+from vesper.application.submit import SubmitSteps
 from vesper.domain.errors import StoreUnavailable
 from vesper.domain.submission import NewJob
 
-SubmitResult = Submitted | BaseException
+T = TypeVar("T")
+# a thread waiting for its answer looks this often whether its leader was stranded
+STRANDED_CHECK_S = 1.0
+
+Leader = Waiting | LoopLead
 
 
-def commit_together(jobs: JobRepository, batch: list[NewJob]) -> list[SubmitResult]:
-    """`jobs.submit(batch)`, and each job's own outcome: a batch that fails for any
-    reason but StoreUnavailable is committed again one job at a time."""
-    try:
-        return list(jobs.submit(batch))
-    except StoreUnavailable as exc:
-        return [exc] * len(batch)
-    except Exception as exc:
-        if len(batch) == 1:
-            return [exc]
-        return [outcome for job in batch for outcome in commit_together(jobs, [job])]
+class CoalescingJobRepository(ForwardingJobRepository):
+    """`jobs`, whose submissions go through `group`: the decorator the container puts
+    around the store's repository (its other calls go straight through)."""
 
+    def __init__(self, jobs: JobRepository, group: GroupCommit) -> None:
+        super().__init__(jobs)
+        self._group = group
 
-class _Waiting:
-    """One caller's job, and what its commit gave it."""
-
-    __slots__ = ("error", "job", "jobs", "lead", "ready", "result")
-
-    def __init__(self, jobs: JobRepository, job: NewJob) -> None:
-        self.jobs = jobs
-        self.job = job
-        self.ready = threading.Event()  # answered, or handed the lead
-        self.lead = False
-        self.result: Submitted | None = None
-        self.error: BaseException | None = None
-
-    def answer(self) -> Submitted:
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
+    def submit(self, jobs: Sequence[NewJob], *, now: datetime | None = None) -> list[Submitted]:
+        return self._group.submit(self._jobs, jobs, now=now)
 
 
 class GroupCommit:
-    """Submits single jobs from many threads in shared batches of at most `max_batch`."""
+    """Commits concurrent submissions together: one per process, for any repository
+    (a batch holds the submissions into one)."""
 
-    def __init__(self, max_batch: int = 1000) -> None:
+    def __init__(self, gate: StoreGate, *, max_batch: int = 1000) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self._gate = gate
         self._max_batch = max_batch
         self._lock = threading.Lock()
-        self._queue: deque[_Waiting] = deque()
-        self._leading = False
+        self._queue: deque[Waiting] = deque()
+        self._leader: Leader | None = None  # who leads; None: nobody
 
-    def submit(self, jobs: JobRepository, job: NewJob) -> Submitted:
-        """`jobs.submit([job])[0]`, possibly committed together with other callers' jobs."""
-        me = _Waiting(jobs, job)
+    # -- the fronts ---------------------------------------------------------------------
+
+    def submit(
+        self, target: JobRepository, jobs: Sequence[NewJob], *, now: datetime | None = None
+    ) -> list[Submitted]:
+        """`target.submit(jobs)`, possibly committed together with other submissions."""
+        if not jobs or on_a_loop():
+            # a sync call on an event loop's thread (an async consumer's enqueue) must
+            # not wait for a lead that may need this very loop: it commits on its own
+            return self._gate.call(
+                lambda: target.submit(jobs, now=now), deadline=self._gate.deadline()
+            )
+        me = Waiting(target, list(jobs), now)
+        me.event = threading.Event()
         with self._lock:
             self._queue.append(me)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            me.ready.wait()
-            if not me.lead:
-                return me.answer()
-        self._lead(me)
-        return me.answer()
+            lead = self._leader is None
+            if lead:
+                self._leader = me
+        while not lead and not me.event.wait(STRANDED_CHECK_S):
+            with self._lock:  # a lead whose loop stopped before it started: take over
+                lead = isinstance(self._leader, LoopLead) and self._leader.stranded()
+                if lead:
+                    self._leader = me
+        if lead or me.lead:
+            deadline = me.since + self._gate.wait
+            try:
+                self._gate.call(lambda: self._lead(me), deadline=deadline)
+            except StoreUnavailable as exc:
+                self._expire(exc, deadline)
+                self._step_down(me)
+        if me.error is not None:
+            raise me.error
+        result: list[Submitted] = me.result
+        return result
 
-    def _lead(self, me: _Waiting) -> None:
-        """Commit batches until `me` is answered, then pass the lead on (or drop it)."""
+    async def submit_async(self, target: JobRepository, steps: SubmitSteps[T]) -> T:
+        """The result of `steps`, run by the leader around a commit into `target`
+        shared with others."""
+        loop = asyncio.get_running_loop()
+        me = Waiting(target, None)
+        me.steps, me.loop, me.future = steps, loop, loop.create_future()
+        with self._lock:
+            self._queue.append(me)
+            if isinstance(self._leader, LoopLead) and self._leader.stranded():
+                self._leader = None  # an app served again on a new loop (tests)
+            lead = None
+            if self._leader is None:
+                lead = self._leader = LoopLead(loop)
+        if lead is not None:
+            self._start(lead)
         try:
-            while me.result is None and me.error is None:
+            result: T = await me.future
+        except asyncio.CancelledError:
+            with self._lock:
+                me.cancelled = True  # dropped, unless its commit has begun
+            raise
+        return result
+
+    # -- leading ------------------------------------------------------------------------
+
+    def _start(self, lead: LoopLead) -> None:
+        """Start `lead` on its loop (called there)."""
+        lead.task = asyncio.ensure_future(self._lead_from_loop(lead))
+
+    async def _lead_from_loop(self, lead: LoopLead) -> None:
+        """Wait for a slot (from the oldest submission's arrival), then lead in the
+        gate's thread; submissions past their wait get StoreUnavailable meanwhile."""
+        try:
+            while True:
                 with self._lock:
-                    batch = self._take()
-                self._commit(batch)
+                    if self._leader is not lead:
+                        return
+                    if not self._queue:
+                        self._leader = None
+                        return
+                    deadline = self._queue[0].since + self._gate.wait
+                try:
+                    await self._gate.run(lambda: self._lead_in_thread(lead), deadline=deadline)
+                    return
+                except StoreUnavailable as exc:
+                    self._expire(exc, deadline)
         finally:
             with self._lock:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.lead = True
-                    successor.ready.set()
-                else:
-                    self._leading = False
+                gave_up = self._leader is lead and not lead.started
+            if gave_up:  # cancelled before it began to lead: pass the lead on
+                self._step_down(lead)
 
-    def _take(self) -> list[_Waiting]:
-        """The oldest waiting jobs for one store, in arrival order (under the lock)."""
-        first = self._queue.popleft()
-        batch = [first]
-        while self._queue and len(batch) < self._max_batch and self._queue[0].jobs is first.jobs:
-            batch.append(self._queue.popleft())
-        return batch
+    def _lead_in_thread(self, lead: LoopLead) -> None:
+        with self._lock:
+            if self._leader is not lead:
+                return  # it gave up, or was found stranded, meanwhile
+            lead.started = True
+        self._lead(None)
 
-    def _commit(self, batch: list[_Waiting]) -> None:
+    def _lead(self, me: Waiting | None) -> None:
+        """Commit batches until `me` is answered (or, leading for coroutines, until
+        nobody waits), then pass the lead on or drop it."""
         try:
-            outcomes = commit_together(batch[0].jobs, [waiting.job for waiting in batch])
+            while (batch := self._next_batch(me)) is not None:
+                if batch:
+                    self._commit(batch)
+        except BaseException:
+            self._step_down(None)
+            raise
+
+    def _next_batch(self, me: Waiting | None) -> list[Waiting] | None:
+        """The next units to commit together (one target, one `now`, at most max_batch
+        jobs but a larger unit alone), prepared; None when the lead ends or is passed on."""
+        batch: list[Waiting] = []
+        count = 0
+        while True:
+            with self._lock:
+                if not batch and (not self._queue or (me is not None and me.done)):
+                    handed = self._hand_over()
+                    break
+                if not self._queue:
+                    return batch
+                unit = self._queue[0]
+                if batch and (
+                    unit.target is not batch[0].target
+                    or unit.now != batch[0].now
+                    or self._too_many(unit.jobs, count)
+                ):
+                    return batch
+                self._queue.popleft()
+                if unit.cancelled:
+                    continue
+            if unit.jobs is None and not self._prepare(unit):
+                continue
+            if batch and self._too_many(unit.jobs, count):
+                with self._lock:
+                    self._queue.appendleft(unit)
+                return batch
+            assert unit.jobs is not None
+            batch.append(unit)
+            count += len(unit.jobs)
+        self._pass_lead(handed)
+        return None
+
+    def _too_many(self, jobs: list[NewJob] | None, count: int) -> bool:
+        return jobs is not None and count + len(jobs) > self._max_batch
+
+    def _prepare(self, unit: Waiting) -> bool:
+        """Run a coroutine's steps up to its jobs; a refusal answers it at once."""
+        assert unit.steps is not None
+        try:
+            unit.jobs = next(unit.steps)
+            return True
+        except Exception as exc:
+            unit.done, unit.error = True, exc
+            answer([unit])
+            return False
+
+    def _commit(self, batch: list[Waiting]) -> None:
+        units = [unit.jobs for unit in batch if unit.jobs is not None]
+        try:
+            outcomes = commit_together(batch[0].target, units, batch[0].now)
         except BaseException as exc:  # nobody may be left waiting
             outcomes = [exc] * len(batch)
-        for waiting, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                waiting.error = outcome
-            else:
-                waiting.result = outcome
-            waiting.ready.set()
+        for unit, outcome in zip(batch, outcomes, strict=True):
+            unit.settle(outcome)
+        answer(batch)
 
+    def _expire(self, exc: StoreUnavailable, deadline: float) -> None:
+        """Answer `exc` to the submissions whose wait ended by `deadline` or now."""
+        until = max(deadline, time.monotonic())
+        with self._lock:
+            late = [unit for unit in self._queue if unit.since + self._gate.wait <= until]
+            for unit in late:
+                self._queue.remove(unit)
+        for unit in late:
+            unit.settle(exc)
+        answer(late)
 
-# Runs a blocking call (in a thread) and returns its result: the HTTP store gate. The
-# second argument is when the batch's oldest job began to wait (time.monotonic()): the
-# gate bounds the batch's wait from then, not from the start of its commit.
-RunBlocking = Callable[[Callable[[], list[SubmitResult]], float], Awaitable[list[SubmitResult]]]
+    def _step_down(self, leader: Leader | None) -> None:
+        """The lead ends without `_next_batch` (a failure): pass it on if it is
+        `leader`'s (None: whoever leads, from the leading thread)."""
+        with self._lock:
+            if leader is not None and self._leader is not leader:
+                return
+            handed = self._hand_over()
+        self._pass_lead(handed)
 
-
-class _AsyncWaiting(NamedTuple):
-    """One coroutine's job, and since when it waits (time.monotonic())."""
-
-    jobs: JobRepository
-    job: NewJob
-    future: asyncio.Future[Submitted]
-    since: float
-
-
-class AsyncGroupCommit:
-    """Submits single jobs from the coroutines of one event loop in shared batches.
-
-    The first submission to find no commit in flight starts a leader task; it commits
-    every job waiting (up to `max_batch`, one store per batch) through `run`, answers
-    each waiting coroutine, and ends when nobody waits. A waiting coroutine that is
-    cancelled (a request past its write timeout) stops waiting: its job is dropped if
-    its commit has not started, and may still be committed if it has (as a store call
-    abandoned in a thread may).
-    """
-
-    def __init__(self, run: RunBlocking, max_batch: int = 1000) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        self._run = run
-        self._max_batch = max_batch
-        # (store, job, its caller's future, when it began to wait)
-        self._queue: deque[_AsyncWaiting] = deque()
-        self._leader: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def submit(self, jobs: JobRepository, job: NewJob) -> Submitted:
-        """`jobs.submit([job])[0]`, possibly committed together with other jobs."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            # served again on a new loop (an app reused by tests): what the old loop left
-            # behind, a leader it closed over without cancelling, can never run again
-            self._queue.clear()
+    def _hand_over(self) -> tuple[Waiting, Leader] | None:
+        """Under the lock: the next in line takes the lead, or nobody leads."""
+        while self._queue and self._queue[0].cancelled:
+            self._queue.popleft()
+        if not self._queue:
             self._leader = None
-            self._loop = loop
-        future: asyncio.Future[Submitted] = loop.create_future()
-        self._queue.append(_AsyncWaiting(jobs, job, future, time.monotonic()))
-        if self._leader is None:
-            self._leader = asyncio.create_task(self._lead())
-        return await future
+            return None
+        successor = self._queue[0]
+        lead: Leader = successor if successor.loop is None else LoopLead(successor.loop)
+        self._leader = lead
+        return successor, lead
 
-    async def _lead(self) -> None:
+    def _pass_lead(self, handed: tuple[Waiting, Leader] | None) -> None:
+        """Wake the new leader: a thread leads in its own thread; a coroutine's loop
+        starts a lead that waits there for a slot."""
+        if handed is None:
+            return
+        successor, lead = handed
+        if isinstance(lead, Waiting):
+            assert successor.event is not None
+            successor.lead = True
+            successor.event.set()
+            return
         try:
-            while self._queue:
-                first = self._queue.popleft()
-                if first.future.done():  # its request stopped waiting: never commit it
-                    continue
-                batch = [first]
-                while (
-                    self._queue
-                    and len(batch) < self._max_batch
-                    and self._queue[0].jobs is first.jobs
-                ):
-                    waiting = self._queue.popleft()
-                    if not waiting.future.done():
-                        batch.append(waiting)
-                try:
-                    outcomes = await self._run(
-                        functools.partial(commit_together, first.jobs, [w.job for w in batch]),
-                        first.since,
-                    )
-                except asyncio.CancelledError:
-                    for waiting in batch:
-                        waiting.future.cancel()
-                    raise
-                except Exception as exc:  # the gate's StoreUnavailable, a thread's failure
-                    outcomes = [exc] * len(batch)
-                for waiting, outcome in zip(batch, outcomes, strict=True):
-                    if waiting.future.done():  # its request stopped waiting
-                        continue
-                    if isinstance(outcome, BaseException):
-                        waiting.future.set_exception(outcome)
-                    else:
-                        waiting.future.set_result(outcome)
-        finally:
-            for waiting in self._queue:  # only when the leader itself was cancelled
-                waiting.future.cancel()
-            self._queue.clear()
-            self._leader = None
+            lead.loop.call_soon_threadsafe(self._start, lead)
+        except RuntimeError:  # its loop is closed: its coroutines wait no more
+            with self._lock:
+                successor.cancelled = True
+            self._step_down(lead)

@@ -204,6 +204,11 @@ class Store(Protocol):
 
     A storage adapter is a factory `open(url: str, clock: Clock) -> Store`, registered
     under the entry-point group `vesper.storage`.
+
+    A store may report its capacity, an optional attribute `capacity: int | None`: how
+    many calls to it may run at once (a connection pool's size; None or absent: no
+    bound). The process's store gate admits no more calls than that, so that an admitted
+    call never waits for a connection (see `store_capacity`).
     """
 
     @property
@@ -215,6 +220,18 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections and files; the store is unusable afterwards."""
         ...
+
+
+def store_capacity(store: Store) -> int | None:
+    """How many calls `store` can serve at once, as it reports it; None: no bound.
+
+    Raises:
+        ValueError: a capacity that is not a positive integer.
+    """
+    capacity = getattr(store, "capacity", None)  # optional: a plugin may not report one
+    if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
+        raise ValueError(f"a store's capacity must be a positive integer or None: {capacity!r}")
+    return capacity
 
 
 class JobSignal(Protocol):

@@ -1,13 +1,21 @@
-"""Submitting jobs: one, or a batch that is inserted whole or not at all."""
+"""Submitting jobs: one, or a batch that is inserted whole or not at all.
+
+Each use case is written once, as steps around its one store call (`steps`): prepare
+the jobs, yield them, receive what the store made of them, announce the new ones, and
+return. Calling the use case runs the steps in the calling thread with `jobs.submit`
+as the store call; the HTTP API hands the same steps to the group commit's event-loop
+front (application/group_commit.py), which runs them in the thread that commits them,
+so that validating a large job never stalls the loop.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
+from typing import TypeVar
 
 import attrs
 
-from vesper.application.group_commit import AsyncGroupCommit, GroupCommit
 from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.policies import Policies
 from vesper.application.ports import JobRepository, JobSignal, Submitted
@@ -15,9 +23,31 @@ from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId
 from vesper.domain.submission import JobRequest, NewJob, prepare
 
+T = TypeVar("T")
+
+# A submission's steps: yields the prepared jobs once, is sent what the store returned
+# for them (in order), and returns the use case's result.
+SubmitSteps = Generator[list[NewJob], list[Submitted], T]
+
 
 def new_job_id() -> JobId:
     return JobId(uuid.uuid4())
+
+
+def run_steps(steps: SubmitSteps[T], submit: Callable[[list[NewJob]], list[Submitted]]) -> T:
+    """Run a submission's steps here, with `submit` as its store call."""
+    jobs = next(steps)
+    try:
+        submitted = submit(jobs)
+    except BaseException:
+        steps.close()
+        raise
+    try:
+        steps.send(submitted)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    raise RuntimeError("a submission's steps yield their jobs once")
 
 
 @attrs.frozen
@@ -42,6 +72,10 @@ class SubmitJobs:
     metrics: JobMetrics = NO_METRICS
 
     def __call__(self, requests: Sequence[JobRequest]) -> list[Submitted]:
+        return run_steps(self.steps(requests), self.jobs.submit)
+
+    def steps(self, requests: Sequence[JobRequest]) -> SubmitSteps[list[Submitted]]:
+        """The use case as steps around its store call (see the module's docstring)."""
         limits = self.settings.limits
         if not requests:
             raise InvalidRequest("jobs", "must hold at least one job")
@@ -53,7 +87,7 @@ class SubmitJobs:
                 prepared.append(_prepare(request, self.settings, self.new_id))
             except InvalidRequest as exc:
                 raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
-        submitted = self.jobs.submit(prepared)
+        submitted = yield prepared
         _announce(submitted, self.signal, self.metrics)
         return submitted
 
@@ -75,26 +109,15 @@ class SubmitJob:
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
-    # shared by the use cases of one process: concurrent calls commit together
-    group: GroupCommit | None = None
 
     def __call__(self, request: JobRequest) -> Submitted:
-        new_job = _prepare(request, self.settings, self.new_id)
-        if self.group is not None:
-            submitted = [self.group.submit(self.jobs, new_job)]
-        else:
-            submitted = self.jobs.submit([new_job])
+        return run_steps(self.steps(request), self.jobs.submit)
+
+    def steps(self, request: JobRequest) -> SubmitSteps[Submitted]:
+        """The use case as steps around its store call (see the module's docstring)."""
+        submitted = yield [_prepare(request, self.settings, self.new_id)]
         _announce(submitted, self.signal, self.metrics)
         return submitted[0]
-
-    async def in_group(self, request: JobRequest, group: AsyncGroupCommit) -> Submitted:
-        """The same for a coroutine: the job joins `group`'s next commit, and waiting
-        for that commit holds no thread. Validation runs on the caller's loop, so keep
-        large requests to `__call__` in a thread."""
-        new_job = _prepare(request, self.settings, self.new_id)
-        submitted = await group.submit(self.jobs, new_job)
-        _announce([submitted], self.signal, self.metrics)
-        return submitted
 
 
 def _prepare(request: JobRequest, settings: Policies, new_id: Callable[[], JobId]) -> NewJob:

@@ -11,6 +11,8 @@ from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
 from vesper.domain.job import JobRecord
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
+from vesper.entrypoints.logs import configure_logging
+from vesper.entrypoints.service import run
 from vesper.entrypoints.settings import Settings
 from vesper.entrypoints.tracing import current_traceparent
 
@@ -113,9 +115,6 @@ class App:
 
     def run(self, *, api: bool = True, workers: bool = True) -> None:
         """Run the HTTP API and the workers (as `vesper serve`) until SIGTERM or SIGINT."""
-        from vesper.entrypoints.logs import configure_logging  # noqa: PLC0415
-        from vesper.entrypoints.service import run  # noqa: PLC0415 (an import cycle)
-
         configure_logging(self.settings)
         run(self, api=api, workers=workers)
 

@@ -1,7 +1,14 @@
-"""The composition root: the only place that knows the concrete classes."""
+"""The composition root: the only place that knows the concrete classes.
+
+Everything concrete is built here: the store (by storage kind, or a plugin), the
+process's store gate (sized by the capacity the store reports when it opens), the
+group commit around the store's repository, the use cases, the metrics and what they
+observe, the tracer provider, the LISTEN listener and the worker.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -10,7 +17,8 @@ from dependency_injector import containers, providers
 
 from vesper.adapters.clock import SystemClock
 from vesper.adapters.memory import InMemoryStore
-from vesper.adapters.otel import OtelMetrics
+from vesper.adapters.otel.metrics import OtelMetrics
+from vesper.adapters.otel.tracing import install_global_tracer_provider, open_tracer_provider
 from vesper.adapters.signal import LocalJobSignal
 from vesper.application.execution import (
     ClaimJobs,
@@ -27,14 +35,26 @@ from vesper.application.fleet import (
     ReapDeadWorkers,
     RegisterWorker,
 )
-from vesper.application.group_commit import GroupCommit
+from vesper.application.group_commit import CoalescingJobRepository, GroupCommit
 from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
-from vesper.application.ports import Clock, JobRepository, Store, WorkerRegistry
+from vesper.application.ports import (
+    Clock,
+    JobRepository,
+    Store,
+    WorkerRegistry,
+    store_capacity,
+)
+from vesper.application.store_gate import STORE_WAIT_S, StoreGate
 from vesper.application.submit import SubmitJob, SubmitJobs
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
-from vesper.entrypoints.tracing import open_tracer_provider
-from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases, open_executor_lane
+from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases
+
+log = logging.getLogger("vesper")
+
+# The lane for heartbeats and lease renewals (the worker's beat lane): its own threads,
+# never behind the store gate (on PostgreSQL they have a pool of their own, 1 + 2).
+BEAT_THREADS = 2
 
 
 def open_memory_store(clock: Clock) -> Iterator[Store]:
@@ -48,31 +68,14 @@ def open_sql_store(
     connections (VESPER_DB_POOL_SIZE, VESPER_DB_MAX_OVERFLOW). Heartbeats and lease
     renewals keep their own small pool, whatever these are."""
     from vesper.adapters.sql import open_store  # noqa: PLC0415 (SQLAlchemy loads only when chosen)
-    from vesper.adapters.sql.engines import default_pool_size  # noqa: PLC0415
 
-    with default_pool_size(pool_size, max_overflow):
-        store = open_store(url, clock=clock, migrate=migrate)
+    store = open_store(
+        url, clock=clock, migrate=migrate, pool_size=pool_size, max_overflow=max_overflow
+    )
     try:
         yield store
     finally:
         store.close()
-
-
-def open_metrics(
-    get_stats: Callable[[], GetStats],
-    get_fleet: Callable[[], GetFleet],
-    store: Callable[[], Store],
-    max_types: int,
-) -> Iterator[OtelMetrics]:
-    """Metrics of this process; the store opens at the first scrape, not before."""
-    metrics = OtelMetrics(max_types=max_types)
-    metrics.observe_queue(lambda: get_stats()())  # noqa: PLW0108 (lazy: opens the store at a scrape)
-    metrics.observe_fleet(lambda: get_fleet()())  # noqa: PLW0108
-    metrics.observe_pools(lambda: store_pools(store()))
-    try:
-        yield metrics
-    finally:
-        metrics.shutdown()
 
 
 def open_plugin_store(name: str, url: str, clock: Clock) -> Iterator[Store]:
@@ -85,35 +88,12 @@ def open_plugin_store(name: str, url: str, clock: Clock) -> Iterator[Store]:
         store.close()
 
 
-def open_listener(storage: str, url: str, signal: LocalJobSignal) -> Iterator[object]:
-    """PostgreSQL: LISTEN for submissions anywhere and wake this process's workers."""
-    if storage != "postgres":
-        yield None
-        return
-    from vesper.adapters.sql.notify import PostgresJobListener  # noqa: PLC0415
-
-    listener = PostgresJobListener(url, signal.notify).start()
-    try:
-        yield listener
-    finally:
-        listener.stop()
-
-
-def store_pools(store: Store) -> dict[str, Any]:
-    """The SQL store's connection pools by name (main, beat); none for other stores."""
-    # SqlStore keeps its engines in `_databases`; a public accessor is requested
-    databases = getattr(store, "_databases", None) or ()
-    names = ("main", "beat")
-    return {
-        names[i] if i < len(names) else f"pool{i}": db.engine.pool for i, db in enumerate(databases)
-    }
-
-
 STORE_OPEN_WAIT_S = 5.0  # a caller waits this long for another thread opening the store
 
 
-def open_once(open_store: Callable[[], Store], lock: threading.Lock) -> Store:
-    """The store, opened by one thread at a time.
+def open_once(open_store: Callable[[], Store], lock: threading.Lock, gate: StoreGate) -> Store:
+    """The store, opened by one thread at a time; the gate admits as many calls at
+    once as the store reports it can serve.
 
     The store's resource is not thread-safe: first uses in several threads at once (the
     workers waiting for the database and the API's first requests, in `vesper serve`)
@@ -122,9 +102,81 @@ def open_once(open_store: Callable[[], Store], lock: threading.Lock) -> Store:
     if not lock.acquire(timeout=STORE_OPEN_WAIT_S):
         raise StoreUnavailable("the store is still being opened")
     try:
-        return open_store()
+        store = open_store()
     finally:
         lock.release()
+    gate.limit(store_capacity(store))  # unchanged but when the store was just opened
+    return store
+
+
+def store_pools(store: Store) -> dict[str, Any]:
+    """The store's connection pools by name (SQL: main, beat); none for other stores."""
+    pools: dict[str, Any] | None = getattr(store, "pools", None)  # only SqlStore has them
+    return dict(pools or {})
+
+
+def open_metrics(
+    get_stats: Callable[[], GetStats],
+    get_fleet: Callable[[], GetFleet],
+    store: Callable[[], Store],
+    gate: StoreGate,
+    max_types: int,
+) -> Iterator[OtelMetrics]:
+    """Metrics of this process; the store opens at the first scrape, not before, and
+    the scrape's store reads go through the gate like every other call."""
+    metrics = OtelMetrics(max_types=max_types)
+    metrics.observe_queue(lambda: gate.call(get_stats(), deadline=gate.deadline()))
+    metrics.observe_fleet(lambda: gate.call(get_fleet(), deadline=gate.deadline()))
+    metrics.observe_pools(lambda: store_pools(store()))
+    try:
+        yield metrics
+    finally:
+        metrics.shutdown()
+
+
+def serve_metrics(addr: tuple[str, int] | None, metrics: OtelMetrics) -> Iterator[bool]:
+    """A worker-only process serves /metrics on VESPER_METRICS_ADDR (`:9100`), if set
+    (a daemon thread: it ends with the process). Yields whether it serves."""
+    if addr is None:
+        yield False
+        return
+    from prometheus_client import start_http_server  # noqa: PLC0415
+
+    host, port = addr
+    try:
+        start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise SystemExit(
+            f"vesper: cannot listen on {host}:{port} (VESPER_METRICS_ADDR): {exc.strerror}"
+        ) from None
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    yield True
+
+
+def open_listener(
+    storage: str, url: str, signal: LocalJobSignal, metrics: OtelMetrics
+) -> Iterator[object]:
+    """PostgreSQL: LISTEN for submissions anywhere and wake this process's workers."""
+    if storage != "postgres":
+        yield None
+        return
+    from vesper.adapters.sql.notify import PostgresJobListener  # noqa: PLC0415
+
+    listener = PostgresJobListener(url, signal.notify).start()
+    metrics.observe_listener(listener.connected.is_set, lambda: listener.reconnects)
+    try:
+        yield listener
+    finally:
+        listener.stop()
+
+
+def observed_runner(
+    consumers: Any, make_runner: Callable[..., WorkerRunner], metrics: OtelMetrics
+) -> WorkerRunner:
+    """The worker runner for `consumers`, its busy slots observed by the metrics."""
+    runner = make_runner(consumers=consumers)
+    metrics.observe_busy_slots(lambda: runner.busy)
+    return runner
 
 
 def _jobs(store: Store) -> JobRepository:
@@ -139,6 +191,11 @@ class Container(containers.DeclarativeContainer):
     config = providers.Configuration(strict=True)
 
     clock = providers.Singleton(SystemClock)
+    # one per process: sized when the store opens (open_once); the worker's main lane
+    store_gate = providers.ThreadSafeSingleton(StoreGate, wait=config.store_wait)
+    beat_lane = providers.ThreadSafeSingleton(
+        StoreGate, None, threads=BEAT_THREADS, name="vesper-beat"
+    )
     opened_store = providers.Selector(
         config.storage_kind,
         memory=providers.Resource(open_memory_store, clock=clock),
@@ -163,64 +220,67 @@ class Container(containers.DeclarativeContainer):
         ),
     )
     store_lock = providers.ThreadSafeSingleton(threading.Lock)
-    store = providers.Callable(open_once, opened_store.provider, store_lock)
-    job_repository = providers.Callable(_jobs, store)
+    store = providers.Callable(open_once, opened_store.provider, store_lock, store_gate)
+    job_repository = providers.Callable(_jobs, store)  # the store's own
     worker_registry = providers.Callable(_workers, store)
+    group_commit = providers.ThreadSafeSingleton(
+        GroupCommit,
+        gate=store_gate,
+        max_batch=providers.Callable(lambda s: s.policies.limits.max_batch, config.settings),
+    )
+    # what the use cases get: the store's repository, its submissions committed together
+    jobs = providers.Factory(CoalescingJobRepository, jobs=job_repository, group=group_commit)
     policies = providers.Callable(lambda s: s.policies, config.settings)
     worker_settings = providers.Callable(lambda s: s.worker, config.settings)
     job_signal = providers.Singleton(LocalJobSignal)
-    job_listener = providers.Resource(
-        open_listener, storage=config.storage, url=config.database_url, signal=job_signal
-    )
-    get_stats = providers.Factory(GetStats, jobs=job_repository)
+    get_stats = providers.Factory(GetStats, jobs=jobs)
     get_fleet = providers.Factory(GetFleet, registry=worker_registry)
     metrics = providers.Resource(
         open_metrics,
         get_stats=get_stats.provider,
         get_fleet=get_fleet.provider,
         store=store.provider,
+        gate=store_gate,
         max_types=config.metrics_max_types,
     )
-    tracer_provider = providers.Resource(open_tracer_provider)
+    metrics_server = providers.Resource(serve_metrics, addr=config.metrics_addr, metrics=metrics)
+    job_listener = providers.Resource(
+        open_listener,
+        storage=config.storage,
+        url=config.database_url,
+        signal=job_signal,
+        metrics=metrics,
+    )
+    tracer_provider = providers.Resource(open_tracer_provider, env=config.otel)
+    # `vesper serve`: the spans consumers open themselves go where vesper's go
+    global_tracing = providers.Callable(install_global_tracer_provider, tracer_provider)
     worker_tracer = providers.Callable(lambda p: p.get_tracer("vesper.worker"), tracer_provider)
 
-    submit_group = providers.ThreadSafeSingleton(
-        GroupCommit, max_batch=providers.Callable(lambda q: q.limits.max_batch, policies)
-    )
     submit_job = providers.Factory(
-        SubmitJob,
-        jobs=job_repository,
-        settings=policies,
-        signal=job_signal,
-        metrics=metrics,
-        group=submit_group,
+        SubmitJob, jobs=jobs, settings=policies, signal=job_signal, metrics=metrics
     )
     submit_jobs = providers.Factory(
-        SubmitJobs,
-        jobs=job_repository,
-        settings=policies,
-        signal=job_signal,
-        metrics=metrics,
+        SubmitJobs, jobs=jobs, settings=policies, signal=job_signal, metrics=metrics
     )
-    claim_jobs = providers.Factory(ClaimJobs, jobs=job_repository, settings=policies)
-    renew_leases = providers.Factory(RenewLeases, jobs=job_repository, settings=policies)
-    release_jobs = providers.Factory(ReleaseJobs, jobs=job_repository)
-    get_job = providers.Factory(GetJob, jobs=job_repository)
-    list_jobs = providers.Factory(ListJobs, jobs=job_repository)
-    cancel_job = providers.Factory(CancelJob, jobs=job_repository, metrics=metrics)
-    retry_job = providers.Factory(RetryJob, jobs=job_repository)
+    claim_jobs = providers.Factory(ClaimJobs, jobs=jobs, settings=policies)
+    renew_leases = providers.Factory(RenewLeases, jobs=jobs, settings=policies)
+    release_jobs = providers.Factory(ReleaseJobs, jobs=jobs)
+    get_job = providers.Factory(GetJob, jobs=jobs)
+    list_jobs = providers.Factory(ListJobs, jobs=jobs)
+    cancel_job = providers.Factory(CancelJob, jobs=jobs, metrics=metrics)
+    retry_job = providers.Factory(RetryJob, jobs=jobs)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
     heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
     deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)
-    expire_leases = providers.Factory(ExpireLeases, jobs=job_repository)
+    expire_leases = providers.Factory(ExpireLeases, jobs=jobs)
     reap_dead_workers = providers.Factory(
         ReapDeadWorkers,
         registry=worker_registry,
-        jobs=job_repository,
+        jobs=jobs,
         settings=policies,
         metrics=metrics,
     )
-    record_outcomes = providers.Factory(RecordOutcomes, jobs=job_repository, settings=policies)
+    record_outcomes = providers.Factory(RecordOutcomes, jobs=jobs, settings=policies)
 
     worker_use_cases = providers.Factory(
         WorkerUseCases,
@@ -246,13 +306,14 @@ class Container(containers.DeclarativeContainer):
         settings=worker_settings,
         metrics=metrics,
         tracer=worker_tracer,
-        # Stand-ins for the process's store gate: claims, outcomes, releases and
-        # maintenance on the main lane (2 threads for claims and outcomes, as many as
-        # are ever in flight, and 1 for maintenance), heartbeats and renewals on a beat
-        # lane of their own, so that a saturated main lane never delays a renewal.
-        main_lane=providers.Resource(open_executor_lane, threads=3, name="vesper-store"),
-        beat_lane=providers.Resource(open_executor_lane, threads=1, name="vesper-heartbeat"),
+        # claims, outcomes, releases and maintenance through the process's one store
+        # gate (shared with the API in `vesper serve`); heartbeats and renewals on a
+        # lane of their own, so that a saturated gate never delays a renewal
+        main_lane=store_gate,
+        beat_lane=beat_lane,
     )
+    # the runner the service runs, observed (busy slots); called with consumers=...
+    worker = providers.Factory(observed_runner, make_runner=worker_runner.provider, metrics=metrics)
 
 
 def build_container(env: Mapping[str, str] | Settings) -> Container:
@@ -268,6 +329,9 @@ def build_container(env: Mapping[str, str] | Settings) -> Container:
             "db_pool_size": settings.db_pool_size,
             "db_max_overflow": settings.db_max_overflow,
             "metrics_max_types": settings.metrics_max_types,
+            "metrics_addr": settings.metrics_addr,
+            "otel": dict(settings.otel),
+            "store_wait": STORE_WAIT_S,
             "settings": settings,
         }
     )

@@ -18,20 +18,35 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from vesper.adapters.otel.tracing import TracingConfigError
+from vesper.application.consumers import Consumers
 from vesper.domain.errors import StoreUnavailable
-from vesper.entrypoints.settings import describe_store, parse_addr
-from vesper.entrypoints.tracing import TracingConfigError, install_global_tracer_provider
+from vesper.entrypoints.container import Container
+from vesper.entrypoints.settings import Settings, describe_store
 from vesper.entrypoints.worker.runner import StoreWait, WorkerRunner
 
 if TYPE_CHECKING:
     import uvicorn
 
-    from vesper.entrypoints.app import App
-
 log = logging.getLogger("vesper")
 T = TypeVar("T")
+
+
+class App(Protocol):
+    """What the service runs: a `vesper.App` (entrypoints/app.py, which imports this
+    module to run itself: naming it here would make an import circle)."""
+
+    consumers: Consumers
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def container(self) -> Container: ...
+
+    def close(self) -> None: ...
 
 
 class MissingConsumer(SystemExit):
@@ -53,8 +68,7 @@ def check_consumers(app: App) -> bool:
 
 
 def build_runner(app: App) -> WorkerRunner:
-    runner: WorkerRunner = app.container.worker_runner(consumers=app.consumers)
-    app.container.metrics().observe_busy_slots(lambda: runner.busy)
+    runner: WorkerRunner = app.container.worker(consumers=app.consumers)
     return runner
 
 
@@ -124,7 +138,7 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     """
     log.info("%s", describe_store(app.settings))
     try:  # OTEL_TRACES_EXPORTER: a bad value stops start-up with one line
-        install_global_tracer_provider(app.container.tracer_provider())
+        app.container.global_tracing()
     except TracingConfigError as exc:
         raise SystemExit(f"vesper: {exc}") from None
     listening = listen(app.settings.http.host, app.settings.http.port) if api else None
@@ -141,8 +155,8 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     tasks: list[Awaitable[None]] = []
     if with_workers:
         app.container.job_signal()  # made here, before request threads may race to make it
-        if server is None:
-            serve_worker_metrics(app)
+        if server is None:  # a worker-only process serves /metrics on VESPER_METRICS_ADDR
+            app.container.metrics_server()
         tasks.append(_run_workers(app, stopper))
     if server is not None and listening is not None:
         tasks.append(_serve_http(server, listening, stopper.stop))
@@ -176,11 +190,7 @@ async def _run_workers(app: App, stopper: _Stopper) -> None:
     stopper.runner = runner
     unsubscribe = app.container.job_signal().subscribe(runner.wake)
     try:
-        listener: Any = app.container.job_listener()  # PostgreSQL: LISTEN for submissions
-        if listener is not None:
-            app.container.metrics().observe_listener(
-                listener.connected.is_set, lambda: listener.reconnects
-            )
+        app.container.job_listener()  # PostgreSQL: LISTEN for submissions
         if not stopper.stopping.is_set():
             await runner.run()  # sets its loop before its first await: stop() reaches it
     finally:
@@ -201,26 +211,6 @@ async def _unless_stopped(work: Awaitable[T], stopping: asyncio.Event) -> T | No
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return None
-
-
-def serve_worker_metrics(app: App) -> None:
-    """A worker-only process serves /metrics on VESPER_METRICS_ADDR (`:9100`), if set."""
-    addr = os.environ.get("VESPER_METRICS_ADDR", "")
-    if not addr:
-        return
-    from prometheus_client import start_http_server  # noqa: PLC0415
-
-    try:
-        host, port = parse_addr(addr)
-    except ValueError as exc:
-        raise SystemExit(f"vesper: VESPER_METRICS_ADDR={addr!r}: {exc}") from None
-    try:  # a daemon thread: it ends with the process
-        start_http_server(port, addr=host, registry=app.container.metrics().registry)
-    except OSError as exc:
-        raise SystemExit(
-            f"vesper: cannot listen on {host}:{port} (VESPER_METRICS_ADDR): {exc.strerror}"
-        ) from None
-    log.info("metrics on http://%s:%d/metrics", host, port)
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -18,9 +18,9 @@ import attrs
 
 from vesper.application.policies import Policies
 from vesper.application.ports import Clock, Store
+from vesper.application.worker_settings import WorkerSettings
 from vesper.domain.backoff import Backoff
 from vesper.domain.submission import Limits
-from vesper.entrypoints.worker.runner import WorkerSettings
 
 BUILTIN_STORAGES = ("memory", "sqlite", "postgres")
 DEFAULT_SQLITE_PATH = "Vesper_sqlite.db"
@@ -157,6 +157,10 @@ class Settings:
     db_max_overflow: int = 5
     event_loop: str = "auto"  # auto (uvloop where installed), asyncio or uvloop
     metrics_max_types: int = 100  # job types with a label of their own; the rest are "other"
+    # where a worker-only process serves /metrics (VESPER_METRICS_ADDR); None: nowhere
+    metrics_addr: tuple[str, int] | None = None
+    # the OTEL_* variables: the tracer provider's own configuration (adapters/otel)
+    otel: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     policies: Policies = Policies()
     worker: WorkerSettings = WorkerSettings()
     http: HttpSettings = HttpSettings()
@@ -236,6 +240,8 @@ class Settings:
             db_max_overflow=e.get("VESPER_DB_MAX_OVERFLOW", _non_negative_int, 5),
             event_loop=e.get("VESPER_EVENT_LOOP", _event_loop, "auto"),
             metrics_max_types=e.get("VESPER_METRICS_MAX_TYPES", _non_negative_int, 100),
+            metrics_addr=e.get("VESPER_METRICS_ADDR", parse_addr, None),
+            otel={name: value for name, value in env.items() if name.startswith("OTEL_")},
             policies=policies,
             worker=worker,
             http=http,

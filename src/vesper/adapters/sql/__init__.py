@@ -7,12 +7,21 @@ SQLAlchemy loads only when this package is imported: entrypoints import it lazil
 
 from __future__ import annotations
 
-from vesper.adapters.sql.engines import Database, is_postgres, open_engine, sql_url
+from typing import Any
+
+from vesper.adapters.sql.engines import (
+    DEFAULT_MAX_OVERFLOW,
+    DEFAULT_POOL_SIZE,
+    Database,
+    is_postgres,
+    open_engine,
+    sql_url,
+)
 from vesper.adapters.sql.migrate import migrate, migrate_database
 from vesper.adapters.sql.postgres import PostgresJobRepository
 from vesper.adapters.sql.sqlite import SqliteJobRepository
 from vesper.adapters.sql.workers import SqlWorkerRegistry
-from vesper.application.ports import Clock, JobRepository, Store, WorkerRegistry
+from vesper.application.ports import Clock, JobRepository, WorkerRegistry
 
 # heartbeats and lease renewals: a few connections of their own (DESIGN.md: a saturated
 # pool must not starve them)
@@ -21,14 +30,25 @@ BEAT_MAX_OVERFLOW = 2
 
 
 class SqlStore:
-    """A job repository and a worker registry on one database."""
+    """A job repository and a worker registry on one database.
+
+    `capacity` is how many calls its main pool serves at once (the store gate admits
+    that many); heartbeats and lease renewals on PostgreSQL have a pool of their own
+    beside it (`pools`).
+    """
 
     def __init__(
-        self, jobs: JobRepository, workers: WorkerRegistry, databases: list[Database]
+        self,
+        jobs: JobRepository,
+        workers: WorkerRegistry,
+        databases: list[Database],
+        *,
+        capacity: int,
     ) -> None:
         self._jobs = jobs
         self._workers = workers
         self._databases = databases
+        self.capacity: int | None = capacity
 
     @property
     def jobs(self) -> JobRepository:
@@ -38,13 +58,26 @@ class SqlStore:
     def workers(self) -> WorkerRegistry:
         return self._workers
 
+    @property
+    def pools(self) -> dict[str, Any]:
+        """The connection pools by name: main, and on PostgreSQL beat (for metrics)."""
+        names = ("main", "beat")
+        return {names[i]: db.engine.pool for i, db in enumerate(self._databases)}
+
     def close(self) -> None:
         """Close every pooled connection; the store is unusable afterwards."""
         for db in self._databases:
             db.dispose()
 
 
-def open_store(url: str, *, clock: Clock | None = None, migrate: bool = True) -> Store:
+def open_store(
+    url: str,
+    *,
+    clock: Clock | None = None,
+    migrate: bool = True,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+) -> SqlStore:
     """Open the SQLite or PostgreSQL store at `url`.
 
     Args:
@@ -52,13 +85,17 @@ def open_store(url: str, *, clock: Clock | None = None, migrate: bool = True) ->
         clock: SQLite's clock (default: the host's). PostgreSQL uses the database clock.
         migrate: bring the schema to the newest revision first (idempotent, safe when
             several processes start at once); False assumes it is there.
+        pool_size: the connections PostgreSQL's main pool keeps (VESPER_DB_POOL_SIZE).
+        max_overflow: the connections it opens beyond them on demand
+            (VESPER_DB_MAX_OVERFLOW). The sum of both is the store's `capacity`, on
+            SQLite too, where it sizes only the gate (the pool stays SQLAlchemy's).
 
     Raises:
         ValueError: a URL that is neither a SQLite file nor PostgreSQL.
         StoreUnavailable: `migrate` could not reach the database.
     """
     parsed = sql_url(url)
-    db = Database(open_engine(parsed))
+    db = Database(open_engine(parsed, pool_size=pool_size, max_overflow=max_overflow))
     databases = [db]
     try:
         if migrate:
@@ -77,7 +114,7 @@ def open_store(url: str, *, clock: Clock | None = None, migrate: bool = True) ->
         for opened in databases:
             opened.dispose()
         raise
-    return SqlStore(jobs, workers, databases)
+    return SqlStore(jobs, workers, databases, capacity=pool_size + max_overflow)
 
 
 __all__ = [

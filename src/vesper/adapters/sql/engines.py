@@ -11,19 +11,16 @@ inside (SQLite's "database is locked", PostgreSQL's deadlocks), so callers never
 from __future__ import annotations
 
 import random
-import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from vesper.application.store_gate import STORE_WAIT_S
 from vesper.domain.errors import SchemaNotMigrated, StoreUnavailable
 
 T = TypeVar("T")
@@ -37,15 +34,10 @@ PG_CONNECT_TIMEOUT_S = 5
 PING_AFTER_IDLE_S = 1.0
 DEFAULT_POOL_SIZE = 10  # VESPER_DB_POOL_SIZE
 DEFAULT_MAX_OVERFLOW = 5  # VESPER_DB_MAX_OVERFLOW
-POOL_TIMEOUT_S = 10  # longest wait for a pooled connection, then StoreUnavailable
-
-# The moment (time.monotonic()) past which a store call must not wait for a connection;
-# None: POOL_TIMEOUT_S from when it asks. The HTTP API sets it when a request starts to
-# wait for the store, so that its wait in all (for a slot, then for a connection that
-# in-process workers may hold) stays within the pool timeout.
-CONNECTION_DEADLINE: ContextVar[float | None] = ContextVar(
-    "vesper_connection_deadline", default=None
-)
+# The longest wait for a pooled connection, then StoreUnavailable. Callers that come
+# through the process's store gate never wait here (the gate admits one call per
+# connection, and bounds the wait for it); this is the bound for the others.
+POOL_TIMEOUT_S = STORE_WAIT_S
 
 _WRITE = "vesper_write"  # execution option: this SQLite connection begins IMMEDIATE
 _SQLITE_BUSY = 5
@@ -87,44 +79,18 @@ def is_postgres(url: URL) -> bool:
     return url.get_backend_name() == "postgresql"
 
 
-class PoolSize(NamedTuple):
-    size: int = DEFAULT_POOL_SIZE
-    max_overflow: int = DEFAULT_MAX_OVERFLOW
-
-
-_POOL_SIZE: ContextVar[PoolSize | None] = ContextVar("vesper_pool_size", default=None)
-
-
-@contextmanager
-def default_pool_size(size: int, max_overflow: int) -> Iterator[None]:
-    """Within this block (this thread or task), engines opened without explicit pool
-    arguments get `size` connections plus `max_overflow` on demand: how the settings'
-    VESPER_DB_POOL_SIZE reaches the store's main pool through `open_store`."""
-    if size < 1 or max_overflow < 0:
-        raise ValueError(f"pool size {size} + {max_overflow}: need size >= 1, overflow >= 0")
-    token = _POOL_SIZE.set(PoolSize(size, max_overflow))
-    try:
-        yield
-    finally:
-        _POOL_SIZE.reset(token)
-
-
 def open_engine(
-    url: URL, *, pool_size: int | None = None, max_overflow: int | None = None
+    url: URL, *, pool_size: int = DEFAULT_POOL_SIZE, max_overflow: int = DEFAULT_MAX_OVERFLOW
 ) -> Engine:
     """A configured engine for `url` (see `sql_url`).
 
     The PostgreSQL pool holds `pool_size` connections and opens up to `max_overflow`
-    more on demand; either left out comes from the enclosing `default_pool_size()` block, or
-    the defaults (10 + 5). SQLite keeps SQLAlchemy's pool.
+    more on demand. SQLite keeps SQLAlchemy's pool.
     """
+    if pool_size < 1 or max_overflow < 0:
+        raise ValueError(f"pool size {pool_size} + {max_overflow}: need size >= 1, overflow >= 0")
     if is_postgres(url):
-        default = _POOL_SIZE.get() or PoolSize()
-        return _postgres_engine(
-            url,
-            pool_size=default.size if pool_size is None else pool_size,
-            max_overflow=default.max_overflow if max_overflow is None else max_overflow,
-        )
+        return _postgres_engine(url, pool_size=pool_size, max_overflow=max_overflow)
     return _sqlite_engine(url)
 
 
@@ -156,7 +122,6 @@ def _postgres_engine(url: URL, *, pool_size: int, max_overflow: int) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        # the wait happens at Database's gate (with the caller's deadline), not here
         pool_timeout=POOL_TIMEOUT_S,
         # autocommit: see Database; explicit transactions run at READ COMMITTED, which
         # the claim (SKIP LOCKED) and submit (ON CONFLICT) rely on
@@ -164,11 +129,7 @@ def _postgres_engine(url: URL, *, pool_size: int, max_overflow: int) -> Engine:
         connect_args=connect_args,
     )
     _ping_when_idle(engine)
-    _CAPACITY[engine] = pool_size + max_overflow
     return engine
-
-
-_CAPACITY: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 
 
 def _ping_when_idle(engine: Engine) -> None:
@@ -238,10 +199,6 @@ class Database:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._backend = "PostgreSQL" if self.postgres else "SQLite"
-        # One permit per connection the pool can hand out: a caller that holds one finds
-        # a connection at once, and waits for a permit no longer than its deadline.
-        self._capacity = _CAPACITY.get(engine, 0)
-        self._permits = threading.BoundedSemaphore(self._capacity) if self._capacity else None
 
     def read(self, work: Callable[[Connection], T]) -> T:
         """Run `work`, which changes nothing."""
@@ -284,21 +241,6 @@ class Database:
         self.engine.dispose()
 
     def _postgres(self, work: Callable[[Connection], T], *, begin: str | None) -> T:
-        if self._permits is None:
-            return self._postgres_run(work, begin=begin)
-        deadline = CONNECTION_DEADLINE.get()
-        wait = POOL_TIMEOUT_S if deadline is None else max(0.0, deadline - time.monotonic())
-        if not self._permits.acquire(timeout=wait):
-            raise StoreUnavailable(
-                f"the PostgreSQL store is unavailable: all {self._capacity} connections "
-                f"stayed busy for {wait:.3g}s"
-            )
-        try:
-            return self._postgres_run(work, begin=begin)
-        finally:
-            self._permits.release()
-
-    def _postgres_run(self, work: Callable[[Connection], T], *, begin: str | None) -> T:
         for attempt in range(PG_RETRIES + 1):
             try:
                 with self.engine.connect() as conn:

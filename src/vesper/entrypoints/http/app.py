@@ -71,11 +71,7 @@ def create_app(
     )
     app = Litestar(
         route_handlers=[api, *HEALTH_ROUTES, *route_handlers],
-        dependencies=use_case_dependencies(
-            c,
-            store_slots=settings.db_pool_size + settings.db_max_overflow,
-            max_batch=settings.policies.limits.max_batch,
-        ),
+        dependencies=use_case_dependencies(c),
         exception_handlers=exception_handlers(),
         guards=guards,
         middleware=[

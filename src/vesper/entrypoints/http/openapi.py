@@ -10,6 +10,7 @@ a job may not carry both `run_at` and `delay_seconds`. A fuzzer reading the docu
 from __future__ import annotations
 
 import copy
+from importlib.metadata import version
 from typing import Any
 
 import msgspec
@@ -19,7 +20,6 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components
 from litestar.status_codes import HTTP_404_NOT_FOUND
 
-import vesper
 from vesper.entrypoints.http.auth import security_components
 from vesper.entrypoints.http.errors import error_response
 from vesper.entrypoints.http.schemas import BatchJobIn, SubmitBatchIn, SubmitJobIn
@@ -75,7 +75,7 @@ def openapi_config(*, with_security: bool) -> OpenAPIConfig:
     )
     return OpenAPIConfig(
         title="vesper",
-        version=vesper.__version__,
+        version=version("vesper-hivemind"),  # the package's (not `vesper`: an import circle)
         description=DESCRIPTION,
         path="/schema",
         render_plugins=[AmendedJsonRenderPlugin(path=["/", "/openapi.json"])],

@@ -21,10 +21,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 
-import attrs
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
@@ -33,6 +32,7 @@ from vesper.application.execution import Outcome
 from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.policies import Policies
 from vesper.application.worker import Attempt, ClaimRequest, WorkerCore
+from vesper.application.worker_settings import WorkerSettings
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import JobRecord
 from vesper.entrypoints.logs import job_fields
@@ -52,7 +52,7 @@ from vesper.entrypoints.worker.waits import (
     until_stopped,
 )
 
-__all__ = ["StoreWait", "WorkerRunner", "WorkerSettings", "WorkerUseCases"]
+__all__ = ["StoreWait", "WorkerRunner", "WorkerUseCases"]
 
 log = logging.getLogger("vesper.worker")
 
@@ -61,15 +61,6 @@ log = logging.getLogger("vesper.worker")
 # connection the server cut just before the signal must not leave the process in the
 # fleet, or its jobs processing, until they are reaped.
 MIN_SHUTDOWN_RETRY = 5.0
-
-
-@attrs.frozen(kw_only=True)
-class WorkerSettings:
-    concurrency: int = 5
-    poll_interval: timedelta = timedelta(seconds=1)
-    shutdown_grace: timedelta = timedelta(seconds=30)
-    job_timeout: timedelta | None = None
-    fleet_log_interval: timedelta = timedelta(seconds=60)
 
 
 def new_identity(concurrency: int) -> WorkerProcess:

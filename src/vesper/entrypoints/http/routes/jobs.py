@@ -20,8 +20,8 @@ from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId
 from vesper.domain.query import MAX_PAGE, JobQuery
 from vesper.domain.states import Status
-from vesper.entrypoints.http.body import INLINE_BYTES, StrictJSON, check_request_body
-from vesper.entrypoints.http.deps import StoreCalls
+from vesper.entrypoints.http.body import StrictJSON, check_request_body
+from vesper.entrypoints.http.deps import StoreCalls, blocking
 from vesper.entrypoints.http.errors import error_responses
 from vesper.entrypoints.http.schemas import (
     DOCUMENTED_LIMITS,
@@ -126,10 +126,8 @@ async def submit_job_route(
     job_request = attrs.evolve(
         data.to_request(idempotency_key=idempotency_key), trace_context=current_traceparent()
     )
-    if len(await request.body()) <= INLINE_BYTES:
-        job, created = _job_and_created(await store_calls.submit(submit_job, job_request))
-    else:
-        job, created = await store_calls.presented(_job_and_created, submit_job, job_request)
+    # the job joins the next group commit; it is validated where it is committed
+    job, created = _job_and_created(await store_calls.submit(submit_job.steps(job_request)))
     return Response(job, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
 
@@ -174,7 +172,9 @@ async def submit_batch_route(
         )
     traceparent = current_traceparent()
     requests = [attrs.evolve(r, trace_context=traceparent) for r in data.to_requests()]
-    jobs, created = await store_calls.presented(_jobs_and_created, submit_jobs, requests)
+    submitted = await store_calls.submit(submit_jobs.steps(requests))
+    # up to max_batch jobs to present: in a thread, off the loop
+    jobs, created = await blocking(_jobs_and_created, submitted)
     return Response(jobs, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
 

@@ -1,0 +1,93 @@
+"""A job repository that forwards every call to another: the base of decorators that
+change one method (application/group_commit.py) and keep the rest of the port."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import cast
+
+from vesper.application.ports import CompletingJobRepository, JobRepository, Submitted
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.stats import QueueStats
+from vesper.domain.submission import NewJob
+
+
+class ForwardingJobRepository:
+    """Every method of the port, straight through to `jobs`."""
+
+    def __init__(self, jobs: JobRepository) -> None:
+        self._jobs = jobs
+        self.capabilities = jobs.capabilities
+
+    def now(self) -> datetime:
+        return self._jobs.now()
+
+    def submit(self, jobs: Sequence[NewJob], *, now: datetime | None = None) -> list[Submitted]:
+        return self._jobs.submit(jobs, now=now)
+
+    def get(self, job_id: JobId) -> JobRecord:
+        return self._jobs.get(job_id)
+
+    def find(self, query: JobQuery) -> JobPage:
+        return self._jobs.find(query)
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[JobRecord]:
+        return self._jobs.claim(worker_id=worker_id, limit=limit, lease=lease, types=types, now=now)
+
+    def complete(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
+        return self._jobs.complete(leases, now=now)
+
+    def complete_and_claim(
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
+        """Only called where `capabilities.complete_and_claim` (the wrapped store's) is
+        set, so the wrapped store has it."""
+        return cast(CompletingJobRepository, self._jobs).complete_and_claim(
+            leases, worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+        )
+
+    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
+        return self._jobs.fail(failures, now=now)
+
+    def renew(
+        self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
+    ) -> list[JobRecord]:
+        return self._jobs.renew(leases, lease=lease, now=now)
+
+    def release(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
+        return self._jobs.release(leases, now=now)
+
+    def expire(
+        self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
+    ) -> list[JobRecord]:
+        return self._jobs.expire(worker_ids=worker_ids, now=now)
+
+    def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        return self._jobs.cancel(job_id, now=now)
+
+    def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        return self._jobs.retry(job_id, now=now)
+
+    def stats(self, *, now: datetime | None = None) -> QueueStats:
+        return self._jobs.stats(now=now)

@@ -1,0 +1,17 @@
+"""How a process's workers run: slots, polling, shutdown grace, time limits (WORKERS,
+VESPER_POLL_INTERVAL, VESPER_SHUTDOWN_GRACE, VESPER_JOB_TIMEOUT)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class WorkerSettings:
+    concurrency: int = 5  # job slots: consumers running at once
+    poll_interval: timedelta = timedelta(seconds=1)  # claim this often when nothing wakes it
+    shutdown_grace: timedelta = timedelta(seconds=30)  # running jobs may finish this long
+    job_timeout: timedelta | None = None  # an attempt's time limit, unless its type has one
+    fleet_log_interval: timedelta = timedelta(seconds=60)  # the summary lines' period
