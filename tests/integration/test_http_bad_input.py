@@ -79,7 +79,7 @@ CORPUS: list[tuple[str, bytes, str | None, str | None]] = [
         "run_at",
     ),
     ("run_at year 1", b'{"type": "a", "run_at": "0001-01-01T00:00:00Z"}', JSON, "run_at"),
-    ("run_at 1999", b'{"type": "a", "run_at": "1999-12-31T23:59:59Z"}', JSON, "run_at"),
+    ("run_at 1999", b'{"type": "a", "run_at": "1999-12-30T23:59:59Z"}', JSON, "run_at"),
     (
         "run_at and delay",
         b'{"type": "a", "run_at": "2030-01-01T00:00:00Z", "delay_seconds": 5}',

@@ -79,7 +79,7 @@ INVALID = [
     case("run_at", run_at=T0, delay=timedelta(seconds=1)),
     case("run_at", run_at=T0, delay=timedelta(0)),
     case("run_at", run_at=datetime(1, 1, 1, tzinfo=UTC)),
-    case("run_at", run_at=datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+    case("run_at", run_at=datetime(1999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)),
     case("run_at", run_at=datetime(2000, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))),
     case("delay_seconds", delay=timedelta(seconds=-1)),
     case("delay_seconds", delay=timedelta(microseconds=-1)),
@@ -124,7 +124,12 @@ VALID = [
     pytest.param(
         {"run_at": datetime(2030, 1, 1, 5, tzinfo=timezone(timedelta(hours=5)))}, id="run-at-offset"
     ),
-    pytest.param({"run_at": datetime(2000, 1, 1, tzinfo=UTC)}, id="run-at-earliest"),
+    pytest.param({"run_at": datetime(2000, 1, 1, tzinfo=UTC)}, id="run-at-2000-utc"),
+    # the year 2000 as written in the most positive offset: 1999-12-31T00:01Z
+    pytest.param(
+        {"run_at": datetime(2000, 1, 1, tzinfo=timezone(timedelta(hours=23, minutes=59)))},
+        id="run-at-earliest-year-2000-in-any-offset",
+    ),
     pytest.param({"delay": timedelta(0)}, id="delay-0"),
     pytest.param({"delay": timedelta(days=3650)}, id="delay-at-limit"),
     pytest.param({"timeout": timedelta(microseconds=1)}, id="timeout-tiny"),

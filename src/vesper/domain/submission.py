@@ -19,7 +19,10 @@ MIN_PRIORITY = 0
 MAX_PRIORITY = 10
 # A run_at before it is a mistake (year 1 from a zero value, a swapped field), and it
 # would sort before every job due now: refused rather than jumping the queue.
-EARLIEST_RUN_AT = datetime(2000, 1, 1, tzinfo=UTC)
+# A run_at from the year 2000 on, as written in any offset: the earliest such instant is
+# 2000-01-01T00:00+23:59, so the bound is a day before 2000-01-01Z. (Bounded at all
+# because a run_at in year 1 would jump every queue.)
+EARLIEST_RUN_AT = datetime(1999, 12, 31, tzinfo=UTC)
 
 # built once: json.dumps with options builds an encoder per call, a cost per job
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -123,7 +126,7 @@ def prepare(
     except OverflowError:
         raise InvalidRequest("run_at", "is out of range") from None
     if run_at is not None and run_at < EARLIEST_RUN_AT:
-        raise InvalidRequest("run_at", "must be 2000-01-01T00:00:00Z or later")
+        raise InvalidRequest("run_at", "must be in the year 2000 or later")
     delay = request.delay if request.delay is not None else timedelta(0)
     if not timedelta(0) <= delay <= limits.max_delay:
         raise InvalidRequest(

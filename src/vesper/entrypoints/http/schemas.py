@@ -60,9 +60,8 @@ MaxRetries = Annotated[
 RunAt = Annotated[
     datetime,
     _doc(
-        "RFC 3339 date-time with an offset; not claimable before it. "
-        "2000-01-01T00:00:00Z or later.",
-        pattern=r"^[2-9][0-9]{3}-",  # the year; the domain checks the instant
+        "RFC 3339 date-time with an offset; not claimable before it. The year 2000 or later.",
+        pattern=r"^[2-9][0-9]{3}-",  # the year as written; the domain bounds the instant
     ),
 ]
 DelaySeconds = Annotated[

@@ -228,6 +228,14 @@ class WorkerRunner:
             return await self.main.run(partial(self.uses.record_outcomes, outcomes)), None, []
         worker_id = self.identity.id
         try:
+            await self.heartbeat.alive_before_claiming()
+        except Exception:
+            self.core.claim_failed(request)
+            if not outcomes:
+                raise  # the claim loop backs off
+            # the outcomes do not wait for the registration: recorded, nothing claimed
+            return await self.main.run(partial(self.uses.record_outcomes, outcomes)), None, []
+        try:
             if outcomes:
                 recorded, claimed = await self.main.run(
                     partial(
