@@ -80,7 +80,7 @@ INVALID = [
     case("run_at", run_at=T0, delay=timedelta(0)),
     case("run_at", run_at=datetime(1, 1, 1, tzinfo=UTC)),
     case("run_at", run_at=datetime(1999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)),
-    case("run_at", run_at=datetime(2000, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))),
+    case("run_at", run_at=datetime(1999, 12, 31, 0, 30, tzinfo=timezone(timedelta(hours=1)))),
     case("delay_seconds", delay=timedelta(seconds=-1)),
     case("delay_seconds", delay=timedelta(microseconds=-1)),
     case("delay_seconds", delay=timedelta(days=3651)),
