@@ -5,9 +5,9 @@ opens, from the capacity the store reports), shared by every caller of the store
 main connections: the HTTP API, the group commit and the workers' main lane. A call
 waits for a free slot, never past its deadline: then StoreUnavailable, which the API
 answers 503 with Retry-After. An admitted call finds a connection at once, so the wait
-for a slot is the only wait, and a caller's deadline bounds all of it (RELIABILITY
-R14). There is no second wait in the adapter: its pool timeout is only the backstop
-for callers that do not come through a gate.
+for a slot is the only wait, and a caller's deadline bounds all of it (fault row R14
+in docs/reliability.md). There is no second wait in the adapter: its pool timeout is
+only the backstop for callers that do not come through a gate.
 
 Two fronts share the slots, first come first served:
 

@@ -26,7 +26,7 @@ def _seconds(field: str, value: float | timedelta | None) -> timedelta | None:
 class App:
     """A vesper application: its consumers and its connection to the store.
 
-    Configuration comes from the environment (DESIGN.md's variables) unless `env` or
+    Configuration comes from the environment (the README's variables) unless `env` or
     `settings` is given. Nothing is opened until first use.
     """
 

@@ -317,7 +317,7 @@ class Container(containers.DeclarativeContainer):
 
 
 def build_container(env: Mapping[str, str] | Settings) -> Container:
-    """A container configured from environment variables (DESIGN.md's names)."""
+    """A container configured from environment variables (the README's names)."""
     settings = env if isinstance(env, Settings) else Settings.from_env(env)
     container = Container()
     container.config.from_dict(

@@ -23,7 +23,7 @@ from vesper.adapters.sql.sqlite import SqliteJobRepository
 from vesper.adapters.sql.workers import SqlWorkerRegistry
 from vesper.application.ports import Clock, JobRepository, WorkerRegistry
 
-# heartbeats and lease renewals: a few connections of their own (DESIGN.md: a saturated
+# heartbeats and lease renewals: a few connections of their own (a saturated
 # pool must not starve them)
 BEAT_POOL_SIZE = 1
 BEAT_MAX_OVERFLOW = 2
