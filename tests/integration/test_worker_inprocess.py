@@ -319,3 +319,41 @@ def test_a_stalled_reap_does_not_hold_up_heartbeats_or_renewals(app: App) -> Non
             release.set()
     finally:
         release.set()
+
+
+def test_a_claim_after_a_silence_of_half_dead_after_heartbeats_first(app: App) -> None:
+    """After an outage longer than dead-after, another process may reap this one as soon
+    as the database is back and end the leases of whatever it claims before its next
+    heartbeat (R5 at full scale: jobs run twice). So a claim is preceded by a heartbeat
+    when the store has not heard from the process for half of dead-after, and only then."""
+    calls: list[str] = []
+
+    @app.consumer("x")
+    def x(job: vesper.Job) -> None:
+        pass
+
+    uses = app.container.worker_use_cases()
+
+    def beat(identity: Any) -> bool:
+        calls.append("beat")
+        return uses.heartbeat_worker(identity)
+
+    def claim(worker_id: str, limit: int, types: Any = None) -> Any:
+        calls.append("claim")
+        return uses.claim_jobs(worker_id, limit, types)
+
+    runner = app.container.worker_runner(
+        consumers=app.consumers,
+        uses=attrs.evolve(uses, heartbeat_worker=beat, claim_jobs=claim),
+    )
+    uses.register_worker(runner.identity)
+    dead_after = app.settings.policies.dead_after.total_seconds()
+
+    async def claims() -> None:
+        await runner._claim(())  # heard from just now (registered): no heartbeat
+        runner.heartbeat.said_alive_at -= dead_after / 2 + 0.1  # heartbeats failed meanwhile
+        await runner._claim(())  # a heartbeat first
+        await runner._claim(())  # heard from again: none
+
+    asyncio.run(claims())
+    assert calls == ["claim", "beat", "claim", "claim"]
