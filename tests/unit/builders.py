@@ -6,7 +6,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vesper.domain.job import JobId, JobRecord, LeaseRef
+from hypothesis import strategies as st
+
+from vesper.domain.job import JobId, JobRecord, Lease, LeaseRef
+from vesper.domain.states import Status
 from vesper.domain.submission import JobRequest, Limits, NewJob, prepare
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -48,3 +51,31 @@ def new_job(request: JobRequest | None = None, **fields: Any) -> NewJob:
     """A validated NewJob, from `request` or from JobRequest(**fields)."""
     req = request if request is not None else JobRequest(**{"type": "email", **fields})
     return prepare(req, job_id=new_id(), limits=Limits(), default_max_retries=3)
+
+
+_times = st.datetimes(timezones=st.just(UTC))
+# any stored job: for the properties of its conversions (rows, wire, API)
+job_records = st.builds(
+    JobRecord,
+    id=st.uuids().map(JobId),
+    type=st.text(min_size=1, max_size=20),
+    priority=st.integers(0, 10),
+    payload=st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5)),
+    status=st.sampled_from(Status),
+    retries=st.integers(0, 5),
+    attempts=st.integers(0, 9),
+    max_retries=st.integers(0, 9),
+    error=st.text(max_size=20),
+    run_at=_times,
+    idempotency_key=st.none() | st.text(min_size=1, max_size=10),
+    fingerprint=st.text(max_size=10),
+    timeout=st.none() | st.timedeltas(min_value=timedelta(microseconds=1)),
+    trace_context=st.none() | st.text(max_size=10),
+    lease=st.none()
+    | st.builds(Lease, worker_id=st.text(max_size=10), token=st.uuids(), expires_at=_times),
+    created_at=_times,
+    updated_at=_times,
+    started_at=st.none() | _times,
+    finished_at=st.none() | _times,
+    seq=st.integers(0, 10**9),
+)
