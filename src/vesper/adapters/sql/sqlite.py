@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from vesper.adapters.clock import SystemClock
+from vesper.adapters.sql import caller
 from vesper.adapters.sql.common import SqlJobReads, SubmitPlan, assemble, plan_submission
 from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of, row_of
@@ -144,12 +145,17 @@ EXPIRE = (
 BOUND = select(jobs).where(jobs.c.idempotency_key.in_(bindparam("keys", expanding=True)))
 LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
 INSERT = insert(jobs)
+# a write that changes nothing: SQLite takes the write lock for it (an UPDATE starts a
+# write transaction whatever its WHERE)
+WRITE_LOCK = text("UPDATE vesper_jobs SET seq = seq WHERE 0")
 
 
 class SqliteJobRepository(SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
-    capabilities = Capabilities(multi_process=True, complete_and_claim=True)
+    capabilities = Capabilities(
+        multi_process=True, complete_and_claim=True, transactional_submit=True
+    )
 
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         super().__init__(db, NOW)
@@ -190,6 +196,40 @@ class SqliteJobRepository(SqlJobReads):
         if created:
             conn.execute(INSERT, [row_of(job) for job in created.values()])
         return results
+
+    # -- in the caller's transaction (TransactionalJobRepository) --------------------------
+
+    def is_async(self, connection: object) -> bool:
+        return caller.kind_of(connection, database="sqlite") == "sqlalchemy_async"
+
+    def submit_in(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        if self.is_async(connection):
+            raise TypeError("connection: an asyncio connection: use submit_in_async")
+        if not jobs:
+            return []
+        return self._submit_in(caller.sqlalchemy_connection(connection), plan_submission(jobs))
+
+    async def submit_in_async(
+        self, connection: object, jobs: Sequence[NewJob]
+    ) -> list[Submitted]:
+        if not self.is_async(connection):
+            raise TypeError("connection: not an asyncio connection: use submit_in")
+        if not jobs:
+            return []
+        plan = plan_submission(jobs)
+        return await caller.run_async(connection, lambda conn: self._submit_in(conn, plan))
+
+    def _submit_in(self, conn: Connection, plan: SubmitPlan) -> list[Submitted]:
+        # The caller's transaction may have begun deferred (pysqlite's default): take the
+        # write lock first, as the store's BEGIN IMMEDIATE does, so that no other writer
+        # binds a key or takes a seq between the reads below and the INSERT. A
+        # transaction that read before a concurrent commit fails here, with SQLite's
+        # "database is locked", rather than insert on a stale view.
+        conn.execute(WRITE_LOCK)
+        return self._submit(conn, plan, self._at(None))
+
+    def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
+        caller.after_commit(connection, callback)
 
     def claim(
         self,
