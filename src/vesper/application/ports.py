@@ -207,9 +207,7 @@ class TransactionalJobRepository(JobRepository, Protocol):
         """
         ...
 
-    async def submit_in_async(
-        self, connection: object, jobs: Sequence[NewJob]
-    ) -> list[Submitted]:
+    async def submit_in_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
         """`submit_in` on an asyncio connection."""
         ...
 

@@ -42,8 +42,7 @@ Kind = Literal["sqlalchemy", "sqlalchemy_async", "psycopg", "psycopg_async"]
 Steps = Generator[tuple[TextClause, dict[str, Any], bool], list[Any], T]
 
 KINDS = (
-    "a SQLAlchemy Connection or Session (or AsyncConnection, AsyncSession) "
-    "or a psycopg connection"
+    "a SQLAlchemy Connection or Session (or AsyncConnection, AsyncSession) or a psycopg connection"
 )
 
 
@@ -94,7 +93,9 @@ def _dialect(connection: Connection | Session) -> str:
         raise TypeError("connection: the Session is bound to no engine") from None
 
 
-def _check_in_transaction(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+def _check_in_transaction(
+    connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+) -> None:
     # in autocommit mode outside `with conn.transaction()` each statement commits alone:
     # the job would exist whatever the caller does next
     idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE

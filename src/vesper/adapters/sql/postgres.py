@@ -124,9 +124,7 @@ class PostgresJobRepository(SqlJobReads):
             raise TypeError("connection: an asyncio connection: use submit_in_async")
         return caller.run_steps_sqlalchemy(caller.sqlalchemy_connection(connection), steps)
 
-    async def submit_in_async(
-        self, connection: object, jobs: Sequence[NewJob]
-    ) -> list[Submitted]:
+    async def submit_in_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
         kind = caller.kind_of(connection, database="postgresql")
         if not jobs:
             return []

@@ -209,9 +209,7 @@ class SqliteJobRepository(SqlJobReads):
             return []
         return self._submit_in(caller.sqlalchemy_connection(connection), plan_submission(jobs))
 
-    async def submit_in_async(
-        self, connection: object, jobs: Sequence[NewJob]
-    ) -> list[Submitted]:
+    async def submit_in_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
         if not self.is_async(connection):
             raise TypeError("connection: not an asyncio connection: use submit_in")
         if not jobs:
