@@ -12,9 +12,10 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.contract.caller import sqlalchemy_transactions
 from vesper.application.ports import Store
 from vesper.entrypoints.container import build_container
-from vesper.testing import StoreContract, StoreFactory, StoreOpener
+from vesper.testing import CallerTransactions, StoreContract, StoreFactory, StoreOpener
 from vesper.testing import postgres as pg
 
 pytestmark = pytest.mark.postgres
@@ -50,3 +51,7 @@ class TestPostgresStore(StoreContract):
             return functools.partial(open_postgres_store, postgres_url)
 
         return fresh
+
+    @pytest.fixture
+    def caller_transactions(self) -> Iterator[CallerTransactions]:
+        yield from sqlalchemy_transactions()

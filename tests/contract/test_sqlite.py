@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract.caller import sqlalchemy_transactions
 from vesper.application.ports import Store
 from vesper.entrypoints.container import build_container
-from vesper.testing import StoreContract, StoreFactory, StoreOpener
+from vesper.testing import CallerTransactions, StoreContract, StoreFactory, StoreOpener
 
 
 @contextmanager
@@ -34,3 +35,7 @@ class TestSqliteStore(StoreContract):
             )
 
         return fresh
+
+    @pytest.fixture
+    def caller_transactions(self) -> Iterator[CallerTransactions]:
+        yield from sqlalchemy_transactions()

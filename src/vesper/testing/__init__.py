@@ -53,6 +53,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
     "vesper.testing.submit_contract",
+    "vesper.testing.transactions_contract",
     "vesper.testing.workers_contract",
 )
 
@@ -76,6 +77,7 @@ from vesper.testing.management_contract import (
 from vesper.testing.model import ModelContract, StoreModel
 from vesper.testing.races_contract import RaceContract
 from vesper.testing.submit_contract import SubmitContract
+from vesper.testing.transactions_contract import CallerTransactions, TransactionalSubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
 
@@ -95,6 +97,7 @@ class JobRepositoryContract(
     RetryContract,
     RaceContract,
     ModelContract,
+    TransactionalSubmitContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -104,6 +107,7 @@ class StoreContract(JobRepositoryContract, WorkerRegistryContract):
 
 
 __all__ = [
+    "CallerTransactions",
     "CancelContract",
     "ClaimContract",
     "CompleteAndClaimContract",
@@ -127,5 +131,6 @@ __all__ = [
     "StoreModel",
     "StoreOpener",
     "SubmitContract",
+    "TransactionalSubmitContract",
     "WorkerRegistryContract",
 ]
