@@ -27,6 +27,7 @@ import vesper
 from tests.integration.harness import FAST, read_ledger, starts, wait_until, workers
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobRecord
+from vesper.domain.query import JobQuery
 from vesper.domain.states import Status
 from vesper.entrypoints.app import App
 from vesper.entrypoints.http import create_app
@@ -421,3 +422,33 @@ def test_concurrent_callers_with_one_key_get_one_job(sqlite_app: tuple[App, str]
     assert len(results) == 2
     assert results[0].id == results[1].id
     assert app.container.get_stats()().total == 1
+
+
+@pytest.mark.postgres
+def test_a_released_savepoint_is_not_the_commit(postgres_database: str) -> None:
+    """Session: a job enqueued in a savepoint wakes the workers at the outer commit, and
+    no one when the outer transaction rolls back. (PostgreSQL: pysqlite's legacy
+    transaction handling commits at a savepoint's release, SQLAlchemy's documented
+    caveat.)"""
+    pg.truncate(postgres_database)
+    app = App({"VESPER_STORAGE": "postgres", "VESPER_DATABASE_URL": postgres_database})
+    woken: list[int] = []
+    app.container.job_signal().subscribe(lambda: woken.append(1))
+    engine = create_engine(postgres_database)
+    try:
+        with Session(engine) as session:
+            session.begin()
+            with session.begin_nested():
+                app.enqueue("email", connection=session)
+            assert woken == []  # the savepoint was released: nothing is committed yet
+            session.rollback()
+            assert woken == []
+            session.begin()
+            with session.begin_nested():
+                job = app.enqueue("email", connection=session)
+            session.commit()
+            assert woken == [1]
+        assert [j.id for j in app.container.list_jobs()(JobQuery()).jobs] == [job.id]
+    finally:
+        engine.dispose()
+        app.close()

@@ -198,7 +198,7 @@ def after_commit(connection: object, callback: Callable[[], None]) -> None:
 
 def _listen(target: Session | Connection) -> None:
     if isinstance(target, Session):
-        event.listen(target, "after_commit", _committed)
+        event.listen(target, "after_commit", _session_committed)
         event.listen(target, "after_transaction_end", _session_ended)
     else:
         event.listen(target, "commit", _committed)
@@ -220,6 +220,12 @@ def _dropped(target: Session | Connection) -> None:
     with _lock:
         if target in _waiting:
             _waiting[target] = []
+
+
+def _session_committed(session: Session) -> None:
+    # a released savepoint is reported as a commit too: only the outermost one counts
+    if not session.in_nested_transaction():
+        _committed(session)
 
 
 def _session_ended(session: Session, transaction: Any) -> None:
