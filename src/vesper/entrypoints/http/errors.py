@@ -43,6 +43,7 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+
 from vesper.domain.errors import (
     IdempotencyConflict,
     IllegalTransition,
