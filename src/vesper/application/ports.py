@@ -205,8 +205,9 @@ class WorkerRegistry(Protocol):
         ...
 
     def heartbeat(self, worker_id: str, *, now: datetime | None = None) -> bool:
-        """Set last_heartbeat to now; False if the process is not registered (it was
-        reaped: the caller registers again)."""
+        """Set last_heartbeat to now; True while the process is registered, also when
+        now equals its last heartbeat (nothing changes then); False if it is not
+        registered (it was reaped: the caller registers again)."""
         ...
 
     def deregister(self, worker_id: str) -> None:
