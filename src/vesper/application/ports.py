@@ -158,7 +158,11 @@ class JobRepository(Protocol):
     ) -> list[JobRecord]:
         """End the leases that expired by `now`, and every lease held by `worker_ids`
         (processes found dead): each such job counts a failed attempt and becomes failed
-        (claimable at once) or dlq when its retries are exhausted."""
+        (claimable at once) or dlq when its retries are exhausted.
+
+        A job that a concurrent fenced update is changing may be left to it (a later
+        expire ends its lease if still due); a job expire changed is never changed back
+        by a fenced update that started before."""
         ...
 
     def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
