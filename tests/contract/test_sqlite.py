@@ -18,7 +18,16 @@ import pytest
 from vesper.adapters.sql import engines
 from vesper.application.ports import Store
 from vesper.entrypoints.container import build_container
-from vesper.testing import StoreContract, StoreFactory, StoreOpener, StoreOutage
+from vesper.testing import (
+    CompleteAndClaimContract,
+    CompleteContract,
+    FreeStore,
+    RecordAndClaimContract,
+    StoreContract,
+    StoreFactory,
+    StoreOpener,
+    StoreOutage,
+)
 
 
 @contextmanager
@@ -46,6 +55,28 @@ class TestSqliteStore(StoreContract):
         return StoreOutage(
             cut=lambda opener: write_lock_held(opener, monkeypatch), reads_fail=False
         )
+
+
+@contextmanager
+def open_free_sqlite_store(url: str) -> Iterator[Store]:
+    """The SQLite store taking the port's freedoms, complete_and_claim kept."""
+    with open_sqlite_store(url) as store:
+        yield FreeStore(store, per_job_tokens=True, reordered=True, keep_complete_and_claim=True)
+
+
+class TestASqliteStoreTakingThePortsFreedoms(
+    CompleteAndClaimContract, RecordAndClaimContract, CompleteContract
+):
+    """complete_and_claim with a lease token per claimed job and the completed jobs in
+    reverse order (the memory store's freedoms test has no complete_and_claim)."""
+
+    @pytest.fixture
+    def store_factory(self, tmp_path: Path) -> StoreFactory:
+        def fresh() -> StoreOpener:
+            url = f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
+            return functools.partial(open_free_sqlite_store, url)
+
+        return fresh
 
 
 @contextmanager
