@@ -32,6 +32,8 @@ freedoms the port leaves it (a token per claimed job, results in another order, 
 complete_and_claim): the suite passes such a store too.
 The error contract's outage tests run when the store's test module also overrides
 `store_outage` (a StoreOutage: how to take its database away), and are skipped otherwise.
+A store declaring `transactional_submit` overrides `caller_transactions` too (how a caller
+begins a transaction on its database: see `transactions_contract`).
 `vesper.testing.postgres` helps with a scratch PostgreSQL database. This package needs
 pytest and hypothesis (vesper's `dev` extra).
 """
