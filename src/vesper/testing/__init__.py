@@ -30,7 +30,8 @@ checks both. Capability flags (`store.jobs.capabilities`) skip what a store cann
 does not offer (`complete_and_claim` is optional). `FreeStore` wraps a store to take the
 freedoms the port leaves it (a token per claimed job, results in another order, no
 complete_and_claim): the suite passes such a store too.
-`vesper.testing.postgres` helps with a scratch PostgreSQL database. This package needs
+`scratch_database(url)` (vesper.testing.scratch) makes a scratch database of any
+SQLAlchemy URL (SQLite, PostgreSQL, MySQL/MariaDB, or one registered there). This package needs
 pytest and hypothesis (vesper's `dev` extra).
 """
 
@@ -75,6 +76,7 @@ from vesper.testing.management_contract import (
 )
 from vesper.testing.model import ModelContract, StoreModel
 from vesper.testing.races_contract import RaceContract
+from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
@@ -128,4 +130,5 @@ __all__ = [
     "StoreOpener",
     "SubmitContract",
     "WorkerRegistryContract",
+    "scratch_database",
 ]
