@@ -34,8 +34,9 @@ own SQL stores nor alembic):
     SqlJobReads: get, find, stats, cancel and retry (subclass it);
     `plan_submission`, SubmitPlan, `assemble`, `submit_serialized`: idempotent
     submission (the last for a store whose writers are serialized);
-    NOW, COMPLETE, RELEASE, RENEW, FAIL, EXPIRE and `fenced_params`, `fail_params`,
-    `expire_params`: the fenced updates, with the time bound as the parameter `now`.
+    FencedWrites: complete, renew, release, fail and expire (subclass it, with the
+    clock bound as the parameter `now`), built on NOW, COMPLETE, RELEASE, RENEW, FAIL,
+    EXPIRE and `fenced_params`, `fail_params`, `expire_params` (the fenced updates).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from vesper.adapters.sqlcore.leases import (
     NOW,
     RELEASE,
     RENEW,
+    FencedWrites,
     expire_params,
     fail_params,
     fenced_params,
@@ -123,6 +125,7 @@ __all__ = [
     "Clock",
     "CompletingJobRepository",
     "Failure",
+    "FencedWrites",
     "IdempotencyConflict",
     "IllegalTransition",
     "JobId",

@@ -48,18 +48,12 @@ from sqlalchemy.exc import OperationalError
 
 from vesper.store import (
     CLAIMABLE_SQL,
-    COMPLETE,
-    EXPIRE,
-    FAIL,
     NOW,
-    RELEASE,
-    RENEW,
     Capabilities,
     Clock,
-    Failure,
+    FencedWrites,
     JobId,
     JobRecord,
-    LeaseRef,
     NewJob,
     SchemaNotMigrated,
     SqlJobReads,
@@ -68,9 +62,6 @@ from vesper.store import (
     StoreUnavailable,
     Submitted,
     WorkerProcess,
-    expire_params,
-    fail_params,
-    fenced_params,
     in_claim_order,
     jobs,
     jobs_of,
@@ -166,8 +157,9 @@ CLAIM = (
 )
 
 
-class JobRepository(SqlJobReads):
-    """get, find, stats, cancel and retry come from SqlJobReads; the writes are here."""
+class JobRepository(FencedWrites, SqlJobReads):
+    """get, find, stats, cancel and retry come from SqlJobReads, the fenced writes
+    (complete, renew, release, fail, expire) from FencedWrites; submit and claim are here."""
 
     capabilities = Capabilities(multi_process=True)
 
@@ -219,59 +211,13 @@ class JobRepository(SqlJobReads):
 
         return in_claim_order(jobs_of(self._db.statement(work)))
 
-    def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
-    ) -> list[JobRecord]:
-        return self._fenced(COMPLETE, leases, now)
-
-    def renew(
-        self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
-    ) -> list[JobRecord]:
-        return self._fenced(RENEW, leases, now, lease)
-
-    def release(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
-    ) -> list[JobRecord]:
-        return self._notifying(self._fenced(RELEASE, leases, now))
-
-    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
-        def work(conn: Connection) -> list[Any]:
-            rows = [conn.execute(FAIL, p).first() for p in fail_params(failures, self._at(now))]
-            return [row for row in rows if row is not None]
-
-        return jobs_of(self._db.transaction(work)) if failures else []
-
-    def expire(
-        self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
-    ) -> list[JobRecord]:
-        def work(conn: Connection) -> list[Any]:
-            return list(conn.execute(EXPIRE, expire_params(worker_ids, self._at(now))).all())
-
-        return self._notifying(jobs_of(self._db.statement(work)))
-
     def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         job = super().retry(job_id, now=now)
         self._notify()
         return job
 
-    def _fenced(
-        self,
-        statement: Any,
-        leases: Sequence[LeaseRef],
-        now: datetime | None,
-        lease: timedelta = timedelta(0),
-    ) -> list[JobRecord]:
-        def work(conn: Connection) -> list[Any]:
-            at = self._at(now)
-            params = fenced_params(leases, {"now": at, "expires_at": at + lease})
-            return list(conn.execute(statement, params).all())
-
-        return jobs_of(self._db.statement(work)) if leases else []
-
-    def _notifying(self, changed: list[JobRecord]) -> list[JobRecord]:
-        if changed:
-            self._notify()  # claimable jobs again: wake the idle workers
-        return changed
+    def _made_due(self, jobs: list[JobRecord]) -> None:
+        self._notify()  # released or expired: claimable again
 
 
 _register = insert(workers).values(

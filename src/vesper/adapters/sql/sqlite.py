@@ -9,7 +9,7 @@ date arithmetic happens in Python: SQLite stores times as text.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,19 +27,14 @@ from vesper.adapters.sql.engines import Database
 from vesper.adapters.sqlcore.common import SqlJobReads, plan_submission, submit_serialized
 from vesper.adapters.sqlcore.leases import (
     COMPLETE,
-    EXPIRE,
-    FAIL,
     NOW,
-    RELEASE,
-    RENEW,
-    expire_params,
-    fail_params,
+    FencedWrites,
     fenced_params,
 )
-from vesper.adapters.sqlcore.rows import in_claim_order, job_of, jobs_of
+from vesper.adapters.sqlcore.rows import in_claim_order, jobs_of
 from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs, utc_datetime
 from vesper.application.ports import Capabilities, Clock, Submitted
-from vesper.domain.job import Failure, JobRecord, LeaseRef
+from vesper.domain.job import JobRecord, LeaseRef
 from vesper.domain.submission import NewJob
 
 # INDEXED BY: without statistics SQLite may prefer (status, seq) and sort every claimable
@@ -75,7 +70,7 @@ CLAIM = _claim("")
 CLAIM_TYPES = _claim("AND type IN :types", bindparam("types", expanding=True))
 
 
-class SqliteJobRepository(SqlJobReads):
+class SqliteJobRepository(FencedWrites, SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
     capabilities = Capabilities(multi_process=True, complete_and_claim=True)
@@ -117,11 +112,6 @@ class SqliteJobRepository(SqlJobReads):
 
         return in_claim_order(jobs_of(self._db.statement(work)))
 
-    def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
-    ) -> list[JobRecord]:
-        return self._fenced(COMPLETE, leases, lambda: {"now": self._at(now)})
-
     def complete_and_claim(
         self,
         leases: Sequence[LeaseRef],
@@ -149,55 +139,6 @@ class SqliteJobRepository(SqlJobReads):
 
         done, claimed = self._db.transaction(work)
         return done, in_claim_order(claimed)
-
-    def renew(
-        self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
-    ) -> list[JobRecord]:
-        def params() -> dict[str, Any]:
-            at = self._at(now)
-            return {"now": at, "expires_at": at + lease}
-
-        return self._fenced(RENEW, leases, params)
-
-    def release(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
-    ) -> list[JobRecord]:
-        return self._fenced(RELEASE, leases, lambda: {"now": self._at(now)})
-
-    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
-        if not failures:
-            return []
-
-        def work(conn: Connection) -> list[JobRecord]:
-            params = fail_params(failures, self._at(now))
-            # each failure has its own error and delay: one UPDATE each, one transaction
-            rows = [conn.execute(FAIL, p).first() for p in params]
-            return [job_of(row) for row in rows if row is not None]
-
-        return self._db.transaction(work)
-
-    def expire(
-        self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
-    ) -> list[JobRecord]:
-
-        def work(conn: Connection) -> Any:
-            return conn.execute(EXPIRE, expire_params(worker_ids, self._at(now))).all()
-
-        return jobs_of(self._db.statement(work))
-
-    def _fenced(
-        self,
-        statement: Any,
-        leases: Sequence[LeaseRef],
-        params: Callable[[], dict[str, Any]],
-    ) -> list[JobRecord]:
-        """`statement` for `leases`, its parameters made under the write lock."""
-        if not leases:
-            return []
-        rows = self._db.statement(
-            lambda conn: conn.execute(statement, fenced_params(leases, params())).all()
-        )
-        return jobs_of(rows)
 
 
 def _claim_params(

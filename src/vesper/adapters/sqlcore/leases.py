@@ -9,13 +9,16 @@ processing, holds that token, and its lease has not expired by `now`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Boolean, and_, bindparam, case, or_, text, tuple_, update
+from sqlalchemy.engine import Connection
 
+from vesper.adapters.sqlcore.common import Database
+from vesper.adapters.sqlcore.rows import job_of, jobs_of
 from vesper.adapters.sqlcore.tables import PROCESSING_SQL, jobs, utc_datetime
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, LeaseRef
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobRecord, LeaseRef
 from vesper.domain.states import Status
 
 NOW = bindparam("now", type_=utc_datetime())
@@ -114,3 +117,74 @@ def fail_params(failures: Sequence[Failure], at: datetime) -> list[dict[str, Any
 
 def expire_params(worker_ids: Sequence[str], at: datetime) -> dict[str, Any]:
     return {"now": at, "worker_ids": list(worker_ids), "b_error": LEASE_EXPIRED_ERROR}
+
+
+class FencedWrites:
+    """complete, renew, release, fail and expire, for a repository that sets `_db` and
+    `_at` (its clock, read inside the unit of work: under the write lock where writes
+    are serialized, so a writer that waited never dates a lease in the past)."""
+
+    _db: Database
+
+    def _at(self, now: datetime | None) -> datetime:
+        raise NotImplementedError
+
+    def _made_due(self, jobs: list[JobRecord]) -> None:
+        """Hook: release or expire made `jobs` claimable again (a notifier publishes)."""
+
+    def complete(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
+        return self._fenced(COMPLETE, leases, now)
+
+    def renew(
+        self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
+    ) -> list[JobRecord]:
+        return self._fenced(RENEW, leases, now, lease)
+
+    def release(
+        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+    ) -> list[JobRecord]:
+        return self._due(self._fenced(RELEASE, leases, now))
+
+    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
+        if not failures:
+            return []
+
+        def work(conn: Connection) -> list[JobRecord]:
+            # each failure has its own error and delay: one UPDATE each, one transaction
+            rows = [conn.execute(FAIL, p).first() for p in fail_params(failures, self._at(now))]
+            return [job_of(row) for row in rows if row is not None]
+
+        return self._db.transaction(work)
+
+    def expire(
+        self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
+    ) -> list[JobRecord]:
+        def work(conn: Connection) -> list[JobRecord]:
+            params = expire_params(worker_ids, self._at(now))
+            return jobs_of(conn.execute(EXPIRE, params).all())
+
+        return self._due(self._db.statement(work))
+
+    def _fenced(
+        self,
+        statement: Any,
+        leases: Sequence[LeaseRef],
+        now: datetime | None,
+        lease: timedelta = timedelta(0),
+    ) -> list[JobRecord]:
+        if not leases:
+            return []
+
+        def work(conn: Connection) -> list[JobRecord]:
+            at = self._at(now)
+            params = fenced_params(leases, {"now": at, "expires_at": at + lease})
+            return jobs_of(conn.execute(statement, params).all())
+
+        return self._db.statement(work)
+
+    def _due(self, changed: list[JobRecord]) -> list[JobRecord]:
+        if changed:
+            self._made_due(changed)
+        return changed
