@@ -44,6 +44,7 @@ from vesper.application.ports import (
     WorkerRegistry,
     store_capacity,
 )
+from vesper.application.retention import DeleteJob, PruneJobs
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
 from vesper.application.submit import SubmitJob, SubmitJobs
 from vesper.domain.errors import StoreUnavailable
@@ -281,6 +282,9 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
     )
     record_outcomes = providers.Factory(RecordOutcomes, jobs=jobs, settings=policies)
+    retention = providers.Callable(lambda s: s.retention, config.settings)
+    prune_jobs = providers.Factory(PruneJobs, jobs=jobs, retention=retention, metrics=metrics)
+    delete_job = providers.Factory(DeleteJob, jobs=jobs)
 
     worker_use_cases = providers.Factory(
         WorkerUseCases,
@@ -297,6 +301,7 @@ class Container(containers.DeclarativeContainer):
         reap_dead_workers=reap_dead_workers,
         expire_leases=expire_leases,
         get_fleet=get_fleet,
+        prune_jobs=prune_jobs,
     )
     # called with consumers=...
     worker_runner = providers.Factory(

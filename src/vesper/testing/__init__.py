@@ -52,6 +52,8 @@ pytest.register_assert_rewrite(
     "vesper.testing.model_parts",
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
+    "vesper.testing.results_contract",
+    "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
     "vesper.testing.workers_contract",
 )
@@ -75,6 +77,8 @@ from vesper.testing.management_contract import (
 )
 from vesper.testing.model import ModelContract, StoreModel
 from vesper.testing.races_contract import RaceContract
+from vesper.testing.results_contract import GetManyContract, ResultsContract
+from vesper.testing.retention_contract import DeleteContract, PruneContract, PruneModelContract
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
@@ -95,6 +99,11 @@ class JobRepositoryContract(
     RetryContract,
     RaceContract,
     ModelContract,
+    ResultsContract,
+    GetManyContract,
+    PruneContract,
+    PruneModelContract,
+    DeleteContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -108,17 +117,22 @@ __all__ = [
     "ClaimContract",
     "CompleteAndClaimContract",
     "CompleteContract",
+    "DeleteContract",
     "ExpireContract",
     "FailContract",
     "FindContract",
     "FreeJobs",
     "FreeStore",
+    "GetManyContract",
     "JobRepositoryContract",
     "ModelContract",
+    "PruneContract",
+    "PruneModelContract",
     "RaceContract",
     "RecordAndClaimContract",
     "ReleaseContract",
     "RenewContract",
+    "ResultsContract",
     "RetryContract",
     "StatsContract",
     "StoreContract",

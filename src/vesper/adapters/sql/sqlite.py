@@ -9,13 +9,14 @@ date arithmetic happens in Python: SQLite stores times as text.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     BindParameter,
     Boolean,
+    Text,
     TextualSelect,
     Uuid,
     and_,
@@ -35,9 +36,16 @@ from vesper.adapters.clock import SystemClock
 from vesper.adapters.sql.common import SqlJobReads, SubmitPlan, assemble, plan_submission
 from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of, row_of
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, PROCESSING_SQL, jobs, utc_datetime
+from vesper.adapters.sql.tables import (
+    CLAIMABLE_SQL,
+    FINISHED_SQL,
+    PROCESSING_SQL,
+    jobs,
+    utc_datetime,
+)
 from vesper.application.ports import Capabilities, Clock, Submitted
 from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.retention import check_ages
 from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
 
@@ -90,6 +98,25 @@ def _fenced(**values: Any) -> Any:
 
 
 COMPLETE = _fenced(status=Status.DONE.value, updated_at=NOW, finished_at=NOW, **_LEASE_CLEARED)
+# a job with a result: one UPDATE each (in the same transaction), its JSON text bound
+# as text so that the column keeps it verbatim
+COMPLETE_ONE = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("job_id"),
+        jobs.c.lease_token == bindparam("token"),
+        text(PROCESSING_SQL),
+        jobs.c.lease_expires_at > NOW,
+    )
+    .values(
+        status=Status.DONE.value,
+        updated_at=NOW,
+        finished_at=NOW,
+        result=bindparam("b_result", type_=Text()),
+        **_LEASE_CLEARED,
+    )
+    .returning(*jobs.c)
+)
 RELEASE = _fenced(
     status=Status.PENDING.value,
     attempts=func.max(jobs.c.attempts - 1, 0),
@@ -140,6 +167,19 @@ EXPIRE = (
     )
     .returning(*jobs.c)
 )
+
+# the oldest finished jobs of one status: a short write transaction per batch
+PRUNE = text(
+    f"""
+DELETE FROM vesper_jobs WHERE id IN (
+    SELECT id FROM vesper_jobs INDEXED BY vesper_jobs_finished_idx
+    WHERE {FINISHED_SQL} AND status = :status AND finished_at <= :cutoff
+    ORDER BY finished_at
+    LIMIT :limit
+)
+RETURNING status
+"""
+).bindparams(bindparam("cutoff", type_=utc_datetime()))
 
 BOUND = select(jobs).where(jobs.c.idempotency_key.in_(bindparam("keys", expanding=True)))
 LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
@@ -210,9 +250,17 @@ class SqliteJobRepository(SqlJobReads):
         return in_claim_order(jobs_of(self._db.statement(work)))
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
-        return self._fenced(COMPLETE, leases, lambda: {"now": self._at(now)})
+        if not results:
+            return self._fenced(COMPLETE, leases, lambda: {"now": self._at(now)})
+        if not leases:
+            return []
+        return self._db.transaction(lambda conn: _complete(conn, leases, results, self._at(now)))
 
     def complete_and_claim(
         self,
@@ -223,9 +271,10 @@ class SqliteJobRepository(SqlJobReads):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         if not leases or limit <= 0 or (types is not None and not types):
-            completed = self.complete(leases, now=now)
+            completed = self.complete(leases, now=now, results=results)
             claimed = self.claim(
                 worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
             )
@@ -234,9 +283,11 @@ class SqliteJobRepository(SqlJobReads):
         # one write transaction: one commit (one WAL sync) for the batch and the next
         def work(conn: Connection) -> tuple[list[JobRecord], list[JobRecord]]:
             at = self._at(now)
-            fenced = _fenced_params(leases, {"now": at})
             statement, params = _claim_params(worker_id, limit, lease, types, at)
-            done = jobs_of(conn.execute(COMPLETE, fenced).all())
+            if results:
+                done = _complete(conn, leases, results, at)
+            else:
+                done = jobs_of(conn.execute(COMPLETE, _fenced_params(leases, {"now": at})).all())
             return done, jobs_of(conn.execute(statement, params).all())
 
         done, claimed = self._db.transaction(work)
@@ -293,6 +344,36 @@ class SqliteJobRepository(SqlJobReads):
 
         return jobs_of(self._db.statement(work))
 
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        check_ages(older_than)
+        counts: dict[Status, int] = {}
+        left = limit
+        for status, age in older_than.items():  # one short write transaction per status
+            if left <= 0:
+                break
+
+            deleted = self._prune_status(status, age, left, now)
+            if deleted:
+                counts[status] = deleted
+                left -= deleted
+        return counts
+
+    def _prune_status(
+        self, status: Status, age: timedelta, limit: int, now: datetime | None
+    ) -> int:
+        def work(conn: Connection) -> int:
+            # the cutoff is read under the write lock, like every time a write stamps
+            params = {"status": status.value, "cutoff": self._at(now) - age, "limit": limit}
+            return len(conn.execute(PRUNE, params).all())
+
+        return self._db.statement(work)
+
     def _fenced(
         self,
         statement: Any,
@@ -306,6 +387,26 @@ class SqliteJobRepository(SqlJobReads):
             lambda conn: conn.execute(statement, _fenced_params(leases, params())).all()
         )
         return jobs_of(rows)
+
+
+def _complete(
+    conn: Connection, leases: Sequence[LeaseRef], results: Mapping[JobId, str], at: datetime
+) -> list[JobRecord]:
+    """Complete `leases` at `at`, storing the results: the jobs without one in one
+    UPDATE, each job with one in an UPDATE of its own (the caller's transaction)."""
+    plain = [ref for ref in leases if ref.job_id not in results]
+    done = (
+        jobs_of(conn.execute(COMPLETE, _fenced_params(plain, {"now": at})).all()) if plain else []
+    )
+    for ref in leases:
+        text_ = results.get(ref.job_id)
+        if text_ is None:
+            continue
+        params = {"now": at, "job_id": ref.job_id, "token": ref.token, "b_result": text_}
+        row = conn.execute(COMPLETE_ONE, params).first()
+        if row is not None:
+            done.append(job_of(row))
+    return done
 
 
 def _fenced_params(leases: Sequence[LeaseRef], params: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ VERSION_TABLE = "vesper_alembic_version"
 CLAIMABLE_SQL = "status IN ('pending', 'failed')"
 PROCESSING_SQL = "status = 'processing'"
 KEYED_SQL = "idempotency_key IS NOT NULL"
+FINISHED_SQL = "status IN ('done', 'dlq', 'cancelled')"
 # a lease exists exactly while the job is processing (the fenced updates rely on it)
 LEASE_CHECK_SQL = (
     "(status = 'processing') = "
@@ -138,6 +139,7 @@ jobs = Table(
     Column("updated_at", utc_datetime(), nullable=False),
     Column("started_at", utc_datetime(), nullable=True),
     Column("finished_at", utc_datetime(), nullable=True),
+    Column("result", payload_type(), nullable=True),  # the consumer's return value
     UniqueConstraint("seq", name="vesper_jobs_seq_key"),
     CheckConstraint(STATUS_CHECK_SQL, name="vesper_jobs_status_check"),
     CheckConstraint(LEASE_CHECK_SQL, name="vesper_jobs_lease_check"),
@@ -173,6 +175,14 @@ jobs = Table(
     ),
     Index("vesper_jobs_status_seq_idx", "status", "seq"),
     Index("vesper_jobs_type_seq_idx", "type", "seq"),
+    # prunes: the oldest finished jobs of a status, and nothing else
+    Index(
+        "vesper_jobs_finished_idx",
+        "status",
+        "finished_at",
+        postgresql_where=text(FINISHED_SQL),
+        sqlite_where=text(FINISHED_SQL),
+    ),
 )
 
 workers = Table(
