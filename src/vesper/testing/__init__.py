@@ -56,6 +56,8 @@ pytest.register_assert_rewrite(
     "vesper.testing.outage_contract",
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
+    "vesper.testing.results_contract",
+    "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
     "vesper.testing.workers_contract",
 )
@@ -80,6 +82,8 @@ from vesper.testing.management_contract import (
 from vesper.testing.model import ModelContract, StoreModel
 from vesper.testing.outage_contract import OutageContract
 from vesper.testing.races_contract import RaceContract
+from vesper.testing.results_contract import GetManyContract, ResultsContract
+from vesper.testing.retention_contract import DeleteContract, PruneContract, PruneModelContract
 from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
@@ -101,6 +105,11 @@ class JobRepositoryContract(
     RetryContract,
     RaceContract,
     ModelContract,
+    ResultsContract,
+    GetManyContract,
+    PruneContract,
+    PruneModelContract,
+    DeleteContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -115,18 +124,23 @@ __all__ = [
     "ClaimContract",
     "CompleteAndClaimContract",
     "CompleteContract",
+    "DeleteContract",
     "ExpireContract",
     "FailContract",
     "FindContract",
     "FreeJobs",
     "FreeStore",
+    "GetManyContract",
     "JobRepositoryContract",
     "ModelContract",
     "OutageContract",
+    "PruneContract",
+    "PruneModelContract",
     "RaceContract",
     "RecordAndClaimContract",
     "ReleaseContract",
     "RenewContract",
+    "ResultsContract",
     "RetryContract",
     "StatsContract",
     "StoreContract",
