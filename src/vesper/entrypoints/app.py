@@ -6,9 +6,11 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
+from uuid import UUID
 
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
-from vesper.domain.job import JobRecord
+from vesper.application.waiting import JobWaits
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
 from vesper.entrypoints.logs import configure_logging
@@ -201,6 +203,21 @@ class App:
             return [s.job for s in await submit.submit_async(connection, jobs)]
 
         return written()
+
+    def wait(self, job_id: JobId | str, timeout: float = 30) -> JobRecord:
+        """The job once it is done, dlq or cancelled.
+
+        Raises:
+            TimeoutError: it had not finished after `timeout` seconds.
+            JobNotFound: there is no such job (or it was deleted meanwhile).
+        """
+        waits: JobWaits = self.container.shared_job_waits()
+        job, finished = waits.wait_blocking(JobId(UUID(str(job_id))), timeout)
+        if not finished:
+            raise TimeoutError(
+                f"job {job.id} did not finish within {timeout:g}s (it is {job.status.value})"
+            )
+        return job
 
     def run(self, *, api: bool = True, workers: bool = True) -> None:
         """Run the HTTP API and the workers (as `vesper serve`) until SIGTERM or SIGINT."""

@@ -11,7 +11,7 @@ from vesper.testing import StoreContract, StoreFactory, StoreOpener
 
 @contextmanager
 def open_my_store(url: str):                 # module level: picklable for child processes
-    store = my_adapter.open(url, clock=SystemClock())
+    store = my_adapter.open_store(url, SystemClock(), StoreOptions())
     try:
         yield store
     finally:
@@ -34,7 +34,8 @@ The error contract's outage tests run when the store's test module also override
 `store_outage` (a StoreOutage: how to take its database away), and are skipped otherwise.
 A store declaring `transactional_submit` overrides `caller_transactions` too (how a caller
 begins a transaction on its database: see `transactions_contract`).
-`vesper.testing.postgres` helps with a scratch PostgreSQL database. This package needs
+`scratch_database(url)` (vesper.testing.scratch) makes a scratch database of any
+SQLAlchemy URL (SQLite, PostgreSQL, MySQL/MariaDB, or one registered there). This package needs
 pytest and hypothesis (vesper's `dev` extra).
 """
 
@@ -57,6 +58,8 @@ pytest.register_assert_rewrite(
     "vesper.testing.outage_contract",
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
+    "vesper.testing.results_contract",
+    "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
     "vesper.testing.transactions_contract",
     "vesper.testing.workers_contract",
@@ -82,6 +85,9 @@ from vesper.testing.management_contract import (
 from vesper.testing.model import ModelContract, StoreModel
 from vesper.testing.outage_contract import OutageContract
 from vesper.testing.races_contract import RaceContract
+from vesper.testing.results_contract import GetManyContract, ResultsContract
+from vesper.testing.retention_contract import DeleteContract, PruneContract, PruneModelContract
+from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.transactions_contract import CallerTransactions, TransactionalSubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
@@ -103,6 +109,11 @@ class JobRepositoryContract(
     RetryContract,
     RaceContract,
     ModelContract,
+    ResultsContract,
+    GetManyContract,
+    PruneContract,
+    PruneModelContract,
+    DeleteContract,
     TransactionalSubmitContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
@@ -119,18 +130,23 @@ __all__ = [
     "ClaimContract",
     "CompleteAndClaimContract",
     "CompleteContract",
+    "DeleteContract",
     "ExpireContract",
     "FailContract",
     "FindContract",
     "FreeJobs",
     "FreeStore",
+    "GetManyContract",
     "JobRepositoryContract",
     "ModelContract",
     "OutageContract",
+    "PruneContract",
+    "PruneModelContract",
     "RaceContract",
     "RecordAndClaimContract",
     "ReleaseContract",
     "RenewContract",
+    "ResultsContract",
     "RetryContract",
     "StatsContract",
     "StoreContract",
@@ -142,4 +158,5 @@ __all__ = [
     "SubmitContract",
     "TransactionalSubmitContract",
     "WorkerRegistryContract",
+    "scratch_database",
 ]

@@ -1,7 +1,7 @@
 """PostgreSQL: the SQL function vesper_enqueue, for producers in any language and triggers.
 
 Revision ID: 0002_i18_vesper_enqueue
-Revises: 0001
+Revises: 0002_i16_retention
 Create Date: 2026-12-05
 
 `SELECT vesper_enqueue('email', '{"to": "a@b"}')` submits a job in the caller's
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002_i18_vesper_enqueue"
-down_revision = "0001"
+down_revision = "0002_i16_retention"
 branch_labels = None
 depends_on = None
 
