@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import cast
 
-from vesper.application.ports import CompletingJobRepository, JobRepository, Submitted
+from vesper.application.ports import (
+    ActivityJobRepository,
+    CompletingJobRepository,
+    JobRepository,
+    Submitted,
+)
+from vesper.domain.activity import Activity
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.stats import QueueStats
@@ -91,3 +97,7 @@ class ForwardingJobRepository:
 
     def stats(self, *, now: datetime | None = None) -> QueueStats:
         return self._jobs.stats(now=now)
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        """Only called where `capabilities.activity` (the wrapped store's) is set."""
+        return cast(ActivityJobRepository, self._jobs).activity(window=window, now=now)

@@ -37,6 +37,7 @@ from typing import Protocol
 
 import attrs
 
+from vesper.domain.activity import Activity
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobPage, JobQuery
@@ -60,6 +61,8 @@ class Capabilities:
     # the repository is a CompletingJobRepository too: RecordAndClaim calls it instead of
     # complete() and then claim()
     complete_and_claim: bool = False
+    # the repository is an ActivityJobRepository too: the dashboard's per-minute chart
+    activity: bool = False
 
 
 class Clock(Protocol):
@@ -200,6 +203,18 @@ class CompletingJobRepository(JobRepository, Protocol):
             (completed, claimed), each as the two calls would return it: fencing and
             result orders are theirs. A job completed here is never among the claimed.
         """
+        ...
+
+
+class ActivityJobRepository(JobRepository, Protocol):
+    """A JobRepository that counts finished work by minute: optional, declared by
+    `capabilities.activity` (the dashboard shows no chart without it)."""
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        """Per minute of the `window` ending at now (UTC minutes, oldest first, empty
+        ones included): the jobs that finished done (by finished_at), and the failures
+        (jobs now in dlq by finished_at, jobs now failed by their last failed attempt,
+        updated_at). Counted over the whole store, whichever process did the work."""
         ...
 
 

@@ -45,6 +45,7 @@ import pytest
 pytest.register_assert_rewrite(
     "vesper.testing.batch_contract",
     "vesper.testing.claims_contract",
+    "vesper.testing.dashboard_contract",
     "vesper.testing.expiry_contract",
     "vesper.testing.fixtures",
     "vesper.testing.freedoms",
@@ -61,6 +62,7 @@ pytest.register_assert_rewrite(
 
 from vesper.testing.batch_contract import CompleteAndClaimContract, RecordAndClaimContract
 from vesper.testing.claims_contract import ClaimContract
+from vesper.testing.dashboard_contract import ActivityContract, SearchContract
 from vesper.testing.expiry_contract import ExpireContract
 from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener, StoreOutage
 from vesper.testing.freedoms import FreeJobs, FreeStore
@@ -99,6 +101,8 @@ class JobRepositoryContract(
     RetryContract,
     RaceContract,
     ModelContract,
+    SearchContract,
+    ActivityContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -109,6 +113,7 @@ class StoreContract(JobRepositoryContract, WorkerRegistryContract, OutageContrac
 
 
 __all__ = [
+    "ActivityContract",
     "CancelContract",
     "ClaimContract",
     "CompleteAndClaimContract",
@@ -126,6 +131,7 @@ __all__ = [
     "ReleaseContract",
     "RenewContract",
     "RetryContract",
+    "SearchContract",
     "StatsContract",
     "StoreContract",
     "StoreFactory",

@@ -7,18 +7,20 @@ and executed with bound parameters, so SQLAlchemy compiles each one a single tim
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
-from sqlalchemy import ColumnElement, Select, bindparam, func, select, text, update
+from sqlalchemy import ColumnElement, Select, Uuid, bindparam, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import TextClause
 
 from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.rows import aware_utc, job_of
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, jobs
+from vesper.adapters.sql.tables import CLAIMABLE_SQL, jobs, utc_datetime
 from vesper.application.ports import Submitted
+from vesper.domain.activity import MINUTE, Activity, minute_of
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
@@ -35,6 +37,24 @@ def status_list(action: str) -> str:
     return ", ".join(f"'{status.value}'" for status in sorted(TRANSITIONS[action][0]))
 
 
+# finished work by minute: done and dlq jobs by finished_at, failed ones by their last
+# failure (updated_at); both ranges bounded by :since and :until (the store's now)
+_ACTIVITY = """
+SELECT m, SUM(d), SUM(f) FROM (
+    SELECT {finished} AS m,
+           CASE WHEN status = 'done' THEN 1 ELSE 0 END AS d,
+           CASE WHEN status = 'dlq' THEN 1 ELSE 0 END AS f
+    FROM vesper_jobs
+    WHERE finished_at >= :since AND finished_at <= :until AND status IN ('done', 'dlq')
+    UNION ALL
+    SELECT {updated} AS m, 0 AS d, 1 AS f
+    FROM vesper_jobs
+    WHERE status = 'failed' AND updated_at >= :since AND updated_at <= :until
+) AS minutes
+GROUP BY m
+"""
+
+
 class SqlJobReads:
     """get, find, stats, cancel and retry, for a repository that sets `_db` and `_now`.
 
@@ -46,13 +66,15 @@ class SqlJobReads:
         self._db = db
         self._now = now
         self._get = select(jobs).where(jobs.c.id == bindparam("job_id"))
-        self._finds: dict[tuple[bool, bool, bool, bool], Select[Any]] = {}
+        self._finds: dict[tuple[bool, ...], Select[Any]] = {}
         self._counts = select(jobs.c.status, jobs.c.priority, func.count()).group_by(
             jobs.c.status, jobs.c.priority
         )
         self._oldest = select(func.min(jobs.c.run_at), now.label("now")).where(
             text(CLAIMABLE_SQL), jobs.c.run_at <= now
         )
+        self._clock_now = select(now.label("now"))
+        self._activity: TextClause | None = None
         self._cancel = self._transition(
             "cancel", status=Status.CANCELLED.value, updated_at=now, finished_at=now
         )
@@ -92,19 +114,29 @@ class SqlJobReads:
         before = query.before_seq
         if before is not None and before > _MAX_SEQ:
             before = None  # every seq is below it (and the column cannot hold it)
-        shape = (query.status is not None, query.type is not None, query.priority is not None)
-        statement = self._find_statement((*shape, before is not None))
+        search_id = query.search_id
+        shape = (
+            query.status is not None,
+            query.type is not None,
+            query.priority is not None,
+            before is not None,
+            query.search is not None,
+            search_id is not None,
+        )
+        statement = self._find_statement(shape)
         params = {
             "status": query.status.value if query.status is not None else None,
             "type": query.type,
             "priority": query.priority,
             "before": before,
+            "search": query.search,
+            "search_id": search_id,
             "limit": query.limit + 1,
         }
         rows = self._db.read(lambda conn: conn.execute(statement, params).all())
         return page_of([job_of(row) for row in rows], query.limit)
 
-    def _find_statement(self, shape: tuple[bool, bool, bool, bool]) -> Select[Any]:
+    def _find_statement(self, shape: tuple[bool, ...]) -> Select[Any]:
         # one statement per combination of filters: a catch-all `(:x IS NULL OR ...)`
         # would keep PostgreSQL's generic plans off the (status, seq) and (type, seq) indexes
         statement = self._finds.get(shape)
@@ -120,6 +152,16 @@ class SqlJobReads:
                     statement = statement.where(column == bindparam(name))
             if shape[3]:
                 statement = statement.where(jobs.c.seq < bindparam("before"))
+            if shape[4]:
+                # a substring of the key, characters compared exactly (LIKE would need
+                # escaping, and SQLite's folds ASCII case)
+                position = func.strpos if self._db.postgres else func.instr
+                in_key = position(jobs.c.idempotency_key, bindparam("search")) > 0
+                statement = statement.where(
+                    or_(jobs.c.id == bindparam("search_id", type_=Uuid()), in_key)
+                    if shape[5]
+                    else in_key
+                )
             statement = statement.order_by(jobs.c.seq.desc()).limit(bindparam("limit"))
             self._finds[shape] = statement
         return statement
@@ -134,6 +176,37 @@ class SqlJobReads:
                 for status, priority, n in conn.execute(self._counts).all()
             }
             return QueueStats(counts=counts, oldest_due_run_at=job_time(oldest), now=at)
+
+        return self._db.read(work)
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        """Finished work by minute (the ports' ActivityJobRepository)."""
+        if self._activity is None:
+            # the minute as 'YYYY-MM-DD HH:MM' text: SQLite's timestamps are UTC text
+            # already; the two ranges use (finished_at) and (status, seq)
+            minute = (
+                "to_char({0} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')"
+                if self._db.postgres
+                else "substr({0}, 1, 16)"
+            )
+            self._activity = text(
+                _ACTIVITY.format(
+                    finished=minute.format("finished_at"), updated=minute.format("updated_at")
+                )
+            ).bindparams(
+                bindparam("since", type_=utc_datetime()), bindparam("until", type_=utc_datetime())
+            )
+        statement = self._activity
+
+        def work(conn: Connection) -> Activity:
+            at = conn.execute(self._clock_now, {"now": self._at(now)}).scalar_one()
+            since = minute_of(at) - (max(1, int(window / MINUTE)) - 1) * MINUTE
+            rows = conn.execute(statement, {"since": since, "until": at}).all()
+            counts = {
+                datetime.strptime(m, "%Y-%m-%d %H:%M").replace(tzinfo=UTC): (int(d), int(f))
+                for m, d, f in rows
+            }
+            return Activity.of(counts, now=at, window=window)
 
         return self._db.read(work)
 

@@ -149,7 +149,7 @@ INSERT = insert(jobs)
 class SqliteJobRepository(SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
-    capabilities = Capabilities(multi_process=True, complete_and_claim=True)
+    capabilities = Capabilities(multi_process=True, complete_and_claim=True, activity=True)
 
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         super().__init__(db, NOW)
