@@ -45,6 +45,7 @@ USE_CASES = (
     "retry_job",
     "get_stats",
     "get_fleet",
+    "get_activity",  # the dashboard's chart
 )
 
 
