@@ -7,13 +7,14 @@ CSRF token. Store calls run through the request's store gate, as the JSON API's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 from uuid import UUID
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import PathParameter, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
@@ -45,6 +46,9 @@ from vesper.entrypoints.http.ui.session import (
 )
 
 PAGE_SIZE = 50
+# the form's fields as typed: checked here, so that a bad value gets the page's own message
+TextQuery = Annotated[str | None, QueryParameter(required=False)]
+PathText = Annotated[str, PathParameter()]
 NOTICES = {
     "retried": "The job was sent back to pending.",
     "cancelled": "The job was cancelled.",
@@ -112,11 +116,11 @@ async def jobs_page(
     request: Request[Any, Any, Any],
     list_jobs: NamedDependency[ListJobs],
     store_calls: NamedDependency[StoreCalls],
-    status: str | None = None,
-    type: str | None = None,
-    priority: str | None = None,
-    q: str | None = None,
-    cursor: str | None = None,
+    status: TextQuery = None,
+    type: TextQuery = None,
+    priority: TextQuery = None,
+    q: TextQuery = None,
+    cursor: TextQuery = None,
 ) -> Template:
     query = JobQuery(
         status=_status(status),
@@ -140,7 +144,7 @@ async def jobs_page(
 @get("/jobs/{job_id:str}")
 async def job_page(
     request: Request[Any, Any, Any],
-    job_id: str,
+    job_id: PathText,
     get_job: NamedDependency[GetJob],
     store_calls: NamedDependency[StoreCalls],
 ) -> Template:
@@ -191,7 +195,7 @@ async def schedules_page(
 @post("/jobs/{job_id:str}/retry")
 async def retry_action(
     request: Request[Any, Any, Any],
-    job_id: str,
+    job_id: PathText,
     retry_job: NamedDependency[RetryJob],
     store_calls: NamedDependency[StoreCalls],
 ) -> Redirect:
@@ -203,7 +207,7 @@ async def retry_action(
 @post("/jobs/{job_id:str}/cancel")
 async def cancel_action(
     request: Request[Any, Any, Any],
-    job_id: str,
+    job_id: PathText,
     cancel_job: NamedDependency[CancelJob],
     store_calls: NamedDependency[StoreCalls],
 ) -> Redirect:
@@ -233,8 +237,8 @@ async def bulk_action(
 @post("/queues/{name:str}/{action:str}")
 async def queue_action(
     request: Request[Any, Any, Any],
-    name: str,
-    action: str,
+    name: PathText,
+    action: PathText,
     ui_container: NamedDependency[Any],
     store_calls: NamedDependency[StoreCalls],
 ) -> Redirect:
@@ -252,8 +256,8 @@ async def queue_action(
 @post("/schedules/{name:str}/{action:str}")
 async def schedule_action(
     request: Request[Any, Any, Any],
-    name: str,
-    action: str,
+    name: PathText,
+    action: PathText,
     ui_container: NamedDependency[Any],
     store_calls: NamedDependency[StoreCalls],
 ) -> Redirect:
@@ -268,10 +272,12 @@ async def schedule_action(
 
 
 @get("/login", opt={"ui_public": True})
-async def login_page(request: Request[Any, Any, Any], next: str = "/ui") -> Template | Redirect:
+async def login_page(
+    request: Request[Any, Any, Any], next: TextQuery = None
+) -> Template | Redirect:
     if request.app.state.ui_token is None:
         return back("/ui")
-    return page(request, "login.html", next=_local(next), error=None, nav="login")
+    return page(request, "login.html", next=_local(next or "/ui"), error=None, nav="login")
 
 
 @post("/login", opt={"ui_public": True})
