@@ -11,7 +11,7 @@ from vesper.testing import StoreContract, StoreFactory, StoreOpener
 
 @contextmanager
 def open_my_store(url: str):                 # module level: picklable for child processes
-    store = my_adapter.open(url, clock=SystemClock())
+    store = my_adapter.open_store(url, SystemClock(), StoreOptions())
     try:
         yield store
     finally:
@@ -32,7 +32,8 @@ freedoms the port leaves it (a token per claimed job, results in another order, 
 complete_and_claim): the suite passes such a store too.
 The error contract's outage tests run when the store's test module also overrides
 `store_outage` (a StoreOutage: how to take its database away), and are skipped otherwise.
-`vesper.testing.postgres` helps with a scratch PostgreSQL database. This package needs
+`scratch_database(url)` (vesper.testing.scratch) makes a scratch database of any
+SQLAlchemy URL (SQLite, PostgreSQL, MySQL/MariaDB, or one registered there). This package needs
 pytest and hypothesis (vesper's `dev` extra).
 """
 
@@ -81,6 +82,7 @@ from vesper.testing.management_contract import (
 from vesper.testing.model import ModelContract, StoreModel
 from vesper.testing.outage_contract import OutageContract
 from vesper.testing.races_contract import RaceContract
+from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
@@ -141,4 +143,5 @@ __all__ = [
     "StoreOutage",
     "SubmitContract",
     "WorkerRegistryContract",
+    "scratch_database",
 ]

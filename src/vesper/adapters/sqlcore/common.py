@@ -1,4 +1,4 @@
-"""What both SQL job repositories share: reads, cancel/retry, and idempotent submission.
+"""What SQL job repositories share: reads, cancel/retry, and idempotent submission.
 
 Statements are built once per repository (they depend on how the dialect spells "now")
 and executed with bound parameters, so SQLAlchemy compiles each one a single time.
@@ -6,19 +6,29 @@ and executed with bound parameters, so SQLAlchemy compiles each one a single tim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import attrs
-from sqlalchemy import ColumnElement, Select, Uuid, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Uuid,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import TextClause
 
-from vesper.adapters.sql.engines import Database
-from vesper.adapters.sql.rows import aware_utc, job_of
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, jobs, utc_datetime
+from vesper.adapters.sqlcore.rows import aware_utc, job_of, row_of
+from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs, utc_datetime
 from vesper.application.ports import Submitted
 from vesper.domain.activity import MINUTE, Activity, minute_of
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
@@ -28,6 +38,11 @@ from vesper.domain.states import TRANSITIONS, Status, allowed
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
+T = TypeVar("T")
+
+BOUND = select(jobs).where(jobs.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
+INSERT = insert(jobs)
 _MAX_SEQ = 2**63 - 1  # BIGINT / SQLite INTEGER
 _RACES = 3  # cancel/retry: a status that keeps changing under us is reported after this
 
@@ -55,6 +70,29 @@ GROUP BY m
 """
 
 
+def _postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+class Database(Protocol):
+    """How a SQL store runs a unit of work on a connection: the one thing SqlJobReads
+    needs from it. Each method maps the driver's errors to the store's error contract
+    (StoreUnavailable, SchemaNotMigrated) and retries transient lock errors itself."""
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Run `work`, which changes nothing."""
+        ...
+
+    def statement(self, work: Callable[[Connection], T]) -> T:
+        """Run `work`, one statement that changes rows (atomic on its own)."""
+        ...
+
+    def transaction(self, work: Callable[[Connection], T], *, durable: bool = False) -> T:
+        """Run `work` in one transaction: committed if it returns, rolled back if it
+        raises; `durable`: the commit is on disk when this returns."""
+        ...
+
+
 class SqlJobReads:
     """get, find, stats, cancel and retry, for a repository that sets `_db` and `_now`.
 
@@ -74,7 +112,7 @@ class SqlJobReads:
             text(CLAIMABLE_SQL), jobs.c.run_at <= now
         )
         self._clock_now = select(now.label("now"))
-        self._activity: TextClause | None = None
+        self._activities: dict[bool, TextClause] = {}
         self._cancel = self._transition(
             "cancel", status=Status.CANCELLED.value, updated_at=now, finished_at=now
         )
@@ -123,7 +161,6 @@ class SqlJobReads:
             query.search is not None,
             search_id is not None,
         )
-        statement = self._find_statement(shape)
         params = {
             "status": query.status.value if query.status is not None else None,
             "type": query.type,
@@ -133,10 +170,16 @@ class SqlJobReads:
             "search_id": search_id,
             "limit": query.limit + 1,
         }
-        rows = self._db.read(lambda conn: conn.execute(statement, params).all())
+
+        def work(conn: Connection) -> Any:
+            statement = self._find_statement((*shape, _postgres(conn)))
+            return conn.execute(statement, params).all()
+
+        rows = self._db.read(work)
         return page_of([job_of(row) for row in rows], query.limit)
 
     def _find_statement(self, shape: tuple[bool, ...]) -> Select[Any]:
+        """`shape`: which filters are present, then whether the dialect is PostgreSQL."""
         # one statement per combination of filters: a catch-all `(:x IS NULL OR ...)`
         # would keep PostgreSQL's generic plans off the (status, seq) and (type, seq) indexes
         statement = self._finds.get(shape)
@@ -155,7 +198,7 @@ class SqlJobReads:
             if shape[4]:
                 # a substring of the key, characters compared exactly (LIKE would need
                 # escaping, and SQLite's folds ASCII case)
-                position = func.strpos if self._db.postgres else func.instr
+                position = func.strpos if shape[6] else func.instr
                 in_key = position(jobs.c.idempotency_key, bindparam("search")) > 0
                 statement = statement.where(
                     or_(jobs.c.id == bindparam("search_id", type_=Uuid()), in_key)
@@ -181,24 +224,9 @@ class SqlJobReads:
 
     def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
         """Finished work by minute (the ports' ActivityJobRepository)."""
-        if self._activity is None:
-            # the minute as 'YYYY-MM-DD HH:MM' text: SQLite's timestamps are UTC text
-            # already; the two ranges use (finished_at) and (status, seq)
-            minute = (
-                "to_char({0} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')"
-                if self._db.postgres
-                else "substr({0}, 1, 16)"
-            )
-            self._activity = text(
-                _ACTIVITY.format(
-                    finished=minute.format("finished_at"), updated=minute.format("updated_at")
-                )
-            ).bindparams(
-                bindparam("since", type_=utc_datetime()), bindparam("until", type_=utc_datetime())
-            )
-        statement = self._activity
 
         def work(conn: Connection) -> Activity:
+            statement = self._activity_statement(_postgres(conn))
             at = conn.execute(self._clock_now, {"now": self._at(now)}).scalar_one()
             since = minute_of(at) - (max(1, int(window / MINUTE)) - 1) * MINUTE
             rows = conn.execute(statement, {"since": since, "until": at}).all()
@@ -209,6 +237,26 @@ class SqlJobReads:
             return Activity.of(counts, now=at, window=window)
 
         return self._db.read(work)
+
+    def _activity_statement(self, postgres: bool) -> TextClause:
+        statement = self._activities.get(postgres)
+        if statement is None:
+            # the minute as 'YYYY-MM-DD HH:MM' text: SQLite's timestamps are UTC text
+            # already; the two ranges use (finished_at) and (status, seq)
+            minute = (
+                "to_char({0} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')"
+                if postgres
+                else "substr({0}, 1, 16)"
+            )
+            statement = text(
+                _ACTIVITY.format(
+                    finished=minute.format("finished_at"), updated=minute.format("updated_at")
+                )
+            ).bindparams(
+                bindparam("since", type_=utc_datetime()), bindparam("until", type_=utc_datetime())
+            )
+            self._activities[postgres] = statement
+        return statement
 
     def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         return self._change("cancel", self._cancel, job_id, now)
@@ -282,6 +330,34 @@ def plan_submission(batch: Sequence[NewJob]) -> SubmitPlan:
         slots.append(len(unique))
         unique.append(new)
     return SubmitPlan(unique=unique, slots=slots)
+
+
+def submit_serialized(conn: Connection, plan: SubmitPlan, at: datetime) -> list[Submitted]:
+    """Insert `plan` at `at` in a transaction that no other writer runs beside (SQLite's
+    write lock from BEGIN IMMEDIATE; elsewhere, a lock on the jobs table): nobody binds
+    a key or takes a `seq` meanwhile: the bound keys are read, then the new jobs are
+    inserted with `seq` following the largest one.
+
+    Raises:
+        IdempotencyConflict: a key bound to a job with another fingerprint (raise it
+            inside the transaction: nothing is inserted).
+    """
+    keys = [n.idempotency_key for n in plan.unique if n.idempotency_key is not None]
+    bound: dict[str, JobRecord] = {}
+    if keys:
+        for row in conn.execute(BOUND, {"keys": keys}):
+            job = job_of(row)
+            assert job.idempotency_key is not None
+            bound[job.idempotency_key] = job
+    fresh = [n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None]
+    seq = conn.execute(LAST_SEQ).scalar_one()
+    created: dict[JobId, JobRecord] = {}
+    for offset, new in enumerate(fresh, start=1):
+        created[new.id] = new.materialize(now=at, seq=seq + offset)
+    results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
+    if created:
+        conn.execute(INSERT, [row_of(job) for job in created.values()])
+    return results
 
 
 def check_bound(new: NewJob, bound: JobRecord) -> None:
