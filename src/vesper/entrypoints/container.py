@@ -36,7 +36,14 @@ from vesper.application.fleet import (
     RegisterWorker,
 )
 from vesper.application.group_commit import CoalescingJobRepository, GroupCommit
-from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
+from vesper.application.management import (
+    CancelJob,
+    GetActivity,
+    GetJob,
+    GetStats,
+    ListJobs,
+    RetryJob,
+)
 from vesper.application.ports import (
     Clock,
     JobRepository,
@@ -328,6 +335,7 @@ class Container(containers.DeclarativeContainer):
     list_jobs = providers.Factory(ListJobs, jobs=jobs)
     cancel_job = providers.Factory(CancelJob, jobs=jobs, metrics=metrics)
     retry_job = providers.Factory(RetryJob, jobs=jobs)
+    get_activity = providers.Factory(GetActivity, jobs=jobs)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
     heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
     deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)

@@ -48,6 +48,7 @@ import pytest
 pytest.register_assert_rewrite(
     "vesper.testing.batch_contract",
     "vesper.testing.claims_contract",
+    "vesper.testing.dashboard_contract",
     "vesper.testing.expiry_contract",
     "vesper.testing.fixtures",
     "vesper.testing.freedoms",
@@ -67,6 +68,7 @@ pytest.register_assert_rewrite(
 
 from vesper.testing.batch_contract import CompleteAndClaimContract, RecordAndClaimContract
 from vesper.testing.claims_contract import ClaimContract
+from vesper.testing.dashboard_contract import ActivityContract, SearchContract
 from vesper.testing.expiry_contract import ExpireContract
 from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener, StoreOutage
 from vesper.testing.freedoms import FreeJobs, FreeStore
@@ -115,6 +117,8 @@ class JobRepositoryContract(
     PruneModelContract,
     DeleteContract,
     TransactionalSubmitContract,
+    SearchContract,
+    ActivityContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -125,6 +129,7 @@ class StoreContract(JobRepositoryContract, WorkerRegistryContract, OutageContrac
 
 
 __all__ = [
+    "ActivityContract",
     "CallerTransactions",
     "CancelContract",
     "ClaimContract",
@@ -148,6 +153,7 @@ __all__ = [
     "RenewContract",
     "ResultsContract",
     "RetryContract",
+    "SearchContract",
     "StatsContract",
     "StoreContract",
     "StoreFactory",
