@@ -111,7 +111,7 @@ def _harness() -> Any:
 )
 @click.option(
     "--w6s-minutes",
-    type=click.FloatRange(2, 120),
+    type=click.FloatRange(3, 120),
     default=5.0,
     show_default=True,
     help="W6s: how long the steady flow runs (one run, whatever --repeats).",
