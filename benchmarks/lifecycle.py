@@ -101,7 +101,10 @@ def retention(bench: Bench, system: System) -> dict[str, float]:
         "gone_s": prune["gone_s"],
         "max_age_s": prune["max_age_s"],
         "bound_s": config.retain_s + config.prune_interval_s,
-        "age_over_bound_s": prune["max_age_s"] - (config.retain_s + config.prune_interval_s),
+        # A's last job waited gone_s at most (A may be gone before the first poll: then
+        # gone_s is the first poll's time, an overestimate), the others max_age_s
+        "age_over_bound_s": max(prune["max_age_s"], prune["gone_s"])
+        - (config.retain_s + config.prune_interval_s),
     }
 
 

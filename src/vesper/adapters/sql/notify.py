@@ -120,7 +120,7 @@ class PostgresJobListener:
                 ) as conn:
                     conn.execute(f"LISTEN {self._channel}")
                     if self._after_listen is not None:
-                        conn.execute(self._after_listen)  # type: ignore[arg-type]
+                        conn.execute(self._after_listen)
                     self.up.set()
                     backoff = 0.1
                     self._signal()  # catch up on what was submitted while not listening
