@@ -101,8 +101,7 @@ def retention(bench: Bench, system: System) -> dict[str, float]:
         "gone_s": prune["gone_s"],
         "max_age_s": prune["max_age_s"],
         "bound_s": config.retain_s + config.prune_interval_s,
-        # A's last job waited gone_s at most (A may be gone before the first poll: then
-        # gone_s is the first poll's time, an overestimate), the others max_age_s
+        # A's last job waited gone_s at most, the others max_age_s
         "age_over_bound_s": max(prune["max_age_s"], prune["gone_s"])
         - (config.retain_s + config.prune_interval_s),
     }
@@ -123,14 +122,24 @@ def _retention_half(bench: Bench, system: System, *, prune: bool) -> dict[str, f
             f"SELECT count(*), min({epoch(system, 'finished_at')}) FROM vesper_jobs"
             f" WHERE seq <= {int(last_seq)}"
         )
-        # B: queued in one transaction; its drain is timed as W3's
-        committed_at = system.run("fill", "--jobs", str(jobs))["committed_at"]
+        # B: queued in one transaction; its drain is timed as W3's. A is watched from
+        # now on, while the driver that queues B starts up
+        filled: dict[str, Any] = {}
+        filler = threading.Thread(
+            target=lambda: filled.update(system.run("fill", "--jobs", str(jobs))), daemon=True
+        )
+        filler.start()
+        committed_at: float | None = None
         deadline = time.monotonic() + DRAIN_TIMEOUT
         finished_at: float | None = None
         gone_at: float | None = None
         max_age = 0.0
         while finished_at is None or (prune and gone_at is None):
-            if finished_at is None and system.query(unfinished) == 0:
+            if committed_at is None and not filler.is_alive():
+                if "committed_at" not in filled:
+                    raise RuntimeError(f"R1 {system.name}: queueing B failed")
+                committed_at = float(filled["committed_at"])
+            if committed_at is not None and finished_at is None and system.query(unfinished) == 0:
                 finished_at = time.time()
             if prune and gone_at is None:
                 left, oldest = fetch(system, a_left)
@@ -142,6 +151,7 @@ def _retention_half(bench: Bench, system: System, *, prune: bool) -> dict[str, f
             if time.monotonic() > deadline:
                 raise TimeoutError(f"R1 {system.name}: B not drained or A not pruned in time")
             time.sleep(POLL_S)
+    assert committed_at is not None
     result = {"jobs_per_s": jobs / (finished_at - committed_at)}
     if prune:
         assert gone_at is not None
