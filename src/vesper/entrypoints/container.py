@@ -197,10 +197,14 @@ def open_job_waits(
     if notified:
         from vesper.adapters.sql.notify import (  # noqa: PLC0415
             FINISHED_CHANNEL,
+            WAITERS_LOCK_SQL,
             PostgresJobListener,
         )
 
-        listener = PostgresJobListener(url, waits.poke, channel=FINISHED_CHANNEL).start()
+        # the lock tells the outcome statements that this process listens (notify.py)
+        listener = PostgresJobListener(
+            url, waits.poke, channel=FINISHED_CHANNEL, after_listen=WAITERS_LOCK_SQL
+        ).start()
     try:
         yield waits
     finally:
