@@ -75,7 +75,7 @@ def _fill(app: Any, jobs: int) -> None:
 # -- 1. contention ------------------------------------------------------------------------
 
 
-def _claimer(url: str, batch: int, start_at: float, stop_at: float, out: Any) -> None:
+def _claimer(url: str, batch: int, seconds: float, ready: Any, out: Any) -> None:
     from vesper.application.execution import lease_of  # noqa: PLC0415
     from vesper.application.policies import Policies  # noqa: PLC0415
 
@@ -86,8 +86,9 @@ def _claimer(url: str, batch: int, start_at: float, stop_at: float, out: Any) ->
     store.jobs.claim(worker_id=worker, limit=0, lease=lease)  # connect before the start
     latencies: list[float] = []
     done = 0
-    time.sleep(max(0.0, start_at - time.time()))
-    while time.time() < stop_at:
+    ready.wait(timeout=300)  # every process connected: they start together
+    stop_at = time.monotonic() + seconds
+    while time.monotonic() < stop_at:
         began = time.perf_counter()
         claimed = store.jobs.claim(worker_id=worker, limit=batch, lease=lease)
         latencies.append((time.perf_counter() - began) * 1000)
@@ -109,15 +110,14 @@ def contention(url: str, claimers: int, batch: int, seconds: float) -> dict[str,
         conn.execute("VACUUM ANALYZE vesper_jobs")
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
-    start_at = time.time() + 3.0 + 0.2 * claimers  # every process connected by then
-    stop_at = start_at + seconds
+    ready = context.Barrier(claimers)
     processes = [
-        context.Process(target=_claimer, args=(url, batch, start_at, stop_at, out))
+        context.Process(target=_claimer, args=(url, batch, seconds, ready, out))
         for _ in range(claimers)
     ]
     for process in processes:
         process.start()
-    results = [out.get(timeout=seconds + 120) for _ in processes]
+    results = [out.get(timeout=seconds + 300) for _ in processes]
     for process in processes:
         process.join(timeout=30)
     done = sum(r[0] for r in results)
