@@ -19,9 +19,10 @@ from vesper.adapters.sql.engines import (
 )
 from vesper.adapters.sql.migrate import migrate, migrate_database
 from vesper.adapters.sql.postgres import PostgresJobRepository
+from vesper.adapters.sql.schedules import SqlScheduleRegistry
 from vesper.adapters.sql.sqlite import SqliteJobRepository
 from vesper.adapters.sql.workers import SqlWorkerRegistry
-from vesper.application.ports import Clock, JobRepository, WorkerRegistry
+from vesper.application.ports import Clock, JobRepository, ScheduleRegistry, WorkerRegistry
 
 # heartbeats and lease renewals: a few connections of their own (a saturated
 # pool must not starve them)
@@ -30,7 +31,7 @@ BEAT_MAX_OVERFLOW = 2
 
 
 class SqlStore:
-    """A job repository and a worker registry on one database.
+    """A job repository, a worker registry and a schedule registry on one database.
 
     `capacity` is how many calls its main pool serves at once (the store gate admits
     that many); heartbeats and lease renewals on PostgreSQL have a pool of their own
@@ -44,11 +45,13 @@ class SqlStore:
         databases: list[Database],
         *,
         capacity: int,
+        schedules: ScheduleRegistry,
     ) -> None:
         self._jobs = jobs
         self._workers = workers
         self._databases = databases
         self.capacity: int | None = capacity
+        self.schedules = schedules
 
     @property
     def jobs(self) -> JobRepository:
@@ -110,15 +113,19 @@ def open_store(
         else:
             jobs = SqliteJobRepository(db, clock)
             workers = SqlWorkerRegistry(db, clock)
+        schedules = SqlScheduleRegistry(db, clock)
     except BaseException:
         for opened in databases:
             opened.dispose()
         raise
-    return SqlStore(jobs, workers, databases, capacity=pool_size + max_overflow)
+    return SqlStore(
+        jobs, workers, databases, capacity=pool_size + max_overflow, schedules=schedules
+    )
 
 
 __all__ = [
     "PostgresJobRepository",
+    "SqlScheduleRegistry",
     "SqlStore",
     "SqlWorkerRegistry",
     "SqliteJobRepository",

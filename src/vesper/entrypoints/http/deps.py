@@ -45,6 +45,9 @@ USE_CASES = (
     "retry_job",
     "get_stats",
     "get_fleet",
+    "list_schedules",
+    "pause_schedule",
+    "delete_schedule",
 )
 
 
