@@ -52,6 +52,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.model_parts",
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
+    "vesper.testing.schedules_contract",
     "vesper.testing.submit_contract",
     "vesper.testing.workers_contract",
 )
@@ -75,6 +76,7 @@ from vesper.testing.management_contract import (
 )
 from vesper.testing.model import ModelContract, StoreModel
 from vesper.testing.races_contract import RaceContract
+from vesper.testing.schedules_contract import ScheduleRegistryContract
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
@@ -99,8 +101,9 @@ class JobRepositoryContract(
     """Every guarantee of the JobRepository port, grouped by port method."""
 
 
-class StoreContract(JobRepositoryContract, WorkerRegistryContract):
-    """The whole Store: its JobRepository and its WorkerRegistry."""
+class StoreContract(JobRepositoryContract, WorkerRegistryContract, ScheduleRegistryContract):
+    """The whole Store: its JobRepository, its WorkerRegistry, its optional
+    ScheduleRegistry."""
 
 
 __all__ = [
@@ -120,6 +123,7 @@ __all__ = [
     "ReleaseContract",
     "RenewContract",
     "RetryContract",
+    "ScheduleRegistryContract",
     "StatsContract",
     "StoreContract",
     "StoreFactory",
