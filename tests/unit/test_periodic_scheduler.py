@@ -87,6 +87,20 @@ def test_three_schedulers_make_one_job_per_tick_and_miss_none(
     assert (job.type, dict(job.payload), job.run_at) == ("report", {"n": 1}, ticks[-1])
 
 
+def test_a_late_round_submits_each_tick_it_passed(store: InMemoryStore, clock: FixedClock) -> None:
+    one = scheduler(store)
+    one.declare()
+    one.fire()
+    clock.advance(timedelta(seconds=3.5))  # a loaded machine: three ticks passed
+    assert [tick for _, tick, _ in one.fire().submitted] == [
+        datetime(2030, 1, 1, 0, 0, s, tzinfo=UTC) for s in (1, 2, 3)
+    ]
+    clock.advance(timedelta(seconds=60))  # a stall: downtime, only the latest
+    assert [tick for _, tick, _ in one.fire().submitted] == [
+        datetime(2030, 1, 1, 0, 1, 3, tzinfo=UTC)
+    ]
+
+
 def test_first_round_owes_nothing_from_before(store: InMemoryStore, clock: FixedClock) -> None:
     hourly = Schedule(name="hourly", cron="0 * * * *", type="report")
     one = scheduler(store, hourly)
@@ -145,8 +159,8 @@ def test_paused_schedule_submits_nothing_and_resumes_at_next_tick(
         assert one.fire().submitted == []  # the ticks that passed paused stay skipped
     clock.advance(timedelta(seconds=1))
     submitted = [s for one in fleet for s in one.fire().submitted]
-    # the second round read the first one's recorded tick: nothing left to submit
-    assert [created for _, _, created in submitted] == [True]
+    # each process submits the tick: the first creates its job, the second replays it
+    assert [created for _, _, created in submitted] == [True, False]
     assert len(all_jobs(store)) == 1
 
 

@@ -11,7 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from vesper.domain.errors import InvalidSchedule
-from vesper.domain.periodic import Cron, due_tick, tick_key
+from vesper.domain.periodic import Cron, due_ticks, tick_key
 
 US = timedelta(microseconds=1)
 # zones with DST in either hemisphere, half-hour DST (Lord Howe), odd offsets
@@ -95,19 +95,35 @@ def test_catch_up_submits_only_the_latest_tick(cron: Cron, last: datetime, gap: 
     last one submitted; and once it is submitted, nothing more until the next tick."""
     last_tick = cron.latest_at_or_before(last)
     now = last + timedelta(seconds=gap)
-    due = due_tick(cron, now=now, after=last_tick)
+    due = due_ticks(cron, now=now, after=last_tick)
     latest = cron.latest_at_or_before(now)
     if latest > last_tick:
-        assert due == latest
-        assert due_tick(cron, now=now, after=due) is None
-        assert due_tick(cron, now=cron.next_after(now), after=due) == cron.next_after(now)
+        assert due == [latest]
+        assert due_ticks(cron, now=now, after=latest) == []
+        following = cron.next_after(now)
+        assert due_ticks(cron, now=following, after=latest) == [following]
     else:
-        assert due is None
+        assert due == []
 
 
-@given(crons, instants)
-def test_nothing_known_makes_the_latest_tick_due(cron: Cron, moment: datetime) -> None:
-    assert due_tick(cron, now=moment, after=None) == cron.latest_at_or_before(moment)
+@given(crons, instants, st.floats(0, 30), st.integers(1, 20))
+def test_a_late_round_within_grace_submits_every_tick_it_passed(
+    cron: Cron, moment: datetime, late: float, grace: int
+) -> None:
+    """A running scheduler whose round comes `late` seconds after its last handled tick:
+    within the grace every tick since is due, in order; beyond it only the latest."""
+    handled = cron.latest_at_or_before(moment)
+    now = handled + timedelta(seconds=late)
+    due = due_ticks(cron, now=now, after=handled, late_grace=timedelta(seconds=grace))
+    passed = []
+    tick = cron.next_after(handled)
+    while tick <= now:
+        passed.append(tick)
+        tick = cron.next_after(tick)
+    if late <= grace:
+        assert due == passed
+    else:
+        assert due == passed[-1:]
 
 
 @given(st.sampled_from(ZONES), instants)
@@ -132,10 +148,10 @@ def test_walking_a_clock_submits_each_tick_once_and_in_order() -> None:
     steps = [0.3, 1.1, 2.9, 0.01, 3.99, 2.5]
     for i in range(2000):
         now += timedelta(seconds=steps[i % len(steps)])
-        due = due_tick(cron, now=now, after=last)
-        if due is not None:
-            submitted.append(due)
-            last = due
+        due = due_ticks(cron, now=now, after=last)
+        assert len(due) <= 1
+        submitted += due
+        last = due[-1] if due else last
     assert len(submitted) == len(set(submitted))
     expected = []
     tick = cron.next_after(start)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import attrs
 
@@ -27,7 +27,7 @@ from vesper.domain.errors import (
     SchedulesUnsupported,
 )
 from vesper.domain.job import JobId
-from vesper.domain.periodic import Cron, Schedule, ScheduleRecord, due_tick, tick_key
+from vesper.domain.periodic import Cron, Schedule, ScheduleRecord, due_ticks, tick_key
 from vesper.domain.submission import JobRequest, prepare
 
 log = logging.getLogger("vesper.periodic")
@@ -74,6 +74,11 @@ def check_schedules(schedules: Sequence[Schedule], policies: Policies) -> dict[s
     return crons
 
 
+# A round later than this after the last tick a running scheduler handled counts as
+# downtime (a stall, a store outage): only the latest tick is submitted.
+LATE_GRACE = timedelta(seconds=10)
+
+
 @attrs.frozen
 class FireRound:
     """What one round did: the ticks it submitted (name, tick, created), the store's
@@ -89,10 +94,13 @@ class PeriodicScheduler:
 
     Not thread-safe: one driver calls it, one round at a time.
 
-    The catch-up rule: a round submits, per schedule, only the latest tick at or before
-    the store's now, and only when it is later than the last tick submitted (the
-    store's record, or this process's memory). A schedule with no recorded tick owes
-    nothing from before this process's first round: it starts with the next tick.
+    Each process submits every tick itself (the others' submissions are replays): a
+    tick is not lost while one process that declares it runs, whatever another one
+    recorded. The catch-up rule, at a process's first round: the store's last tick of
+    the schedule is what was handled before; after downtime only the latest tick since
+    is due. A schedule with no recorded tick owes nothing from before: it starts with
+    the next tick. While running, a round that came late (by less than LATE_GRACE)
+    submits each tick it passed; later than that it is downtime again (latest only).
     Paused schedules submit nothing; the ticks that pass while a process sees one
     paused are skipped by that process for good.
     """
@@ -110,8 +118,7 @@ class PeriodicScheduler:
         self.jobs = jobs
         self.registry = registry
         self.submit = submit
-        self._started: datetime | None = None  # the store's time at the first round
-        self._fired: dict[str, datetime] = {}  # name -> the last tick this process handled
+        self._handled: dict[str, datetime] = {}  # name -> the last tick this process handled
 
     def declare(self) -> None:
         """Record the schedules in the store (again: their last_declared_at moves)."""
@@ -121,38 +128,39 @@ class PeriodicScheduler:
     def fire(self) -> FireRound:
         """Submit every due tick; one store read for the time and one for the state."""
         now = self.jobs.now()
-        if self._started is None:
-            self._started = now
         records = {r.name: r for r in self.registry.list()} if self.registry is not None else {}
         submitted: list[tuple[str, datetime, bool]] = []
         for schedule in self.schedules:
             name = schedule.name
-            cron = self.crons[name]
             record = records.get(name)
-            after = self._after(name, record)
-            tick = due_tick(cron, now=now, after=after)
-            if tick is None:
+            ticks = self._due(name, record, now)
+            if not ticks:
                 continue
-            self._fired[name] = tick  # handled, whatever happens below: never retried
+            self._handled[name] = ticks[-1]  # whatever happens below: never retried
             if record is not None and record.paused:
-                continue
-            created = self._submit(schedule, tick)
-            if created is not None:
+                continue  # skipped for good by this process
+            for tick in ticks:
+                created = self._submit(schedule, tick)
+                if created is None:
+                    continue
                 submitted.append((name, tick, created[1]))
                 if self.registry is not None:
                     self.registry.record_tick(name, tick, created[0])
         next_tick = min((c.next_after(now) for c in self.crons.values()), default=None)
         return FireRound(now=now, submitted=submitted, next_tick=next_tick)
 
-    def _after(self, name: str, record: ScheduleRecord | None) -> datetime:
-        """The tick after which this schedule owes one."""
-        assert self._started is not None
+    def _due(self, name: str, record: ScheduleRecord | None, now: datetime) -> list[datetime]:
+        cron = self.crons[name]
+        handled = self._handled.get(name)
+        if handled is not None:  # running: a late round submits each tick it passed
+            return due_ticks(cron, now=now, after=handled, late_grace=LATE_GRACE)
+        # the first round: the store's last tick, if any, is what was handled before
+        # (downtime: only the latest tick since is due); none: nothing is owed yet
         if record is not None and record.last_tick is not None:
-            last = record.last_tick
+            self._handled[name] = record.last_tick
         else:
-            last = self._started  # nothing recorded: nothing owed from before
-        fired = self._fired.get(name)
-        return last if fired is None else max(last, fired)
+            self._handled[name] = now
+        return due_ticks(cron, now=now, after=self._handled[name])
 
     def _submit(self, schedule: Schedule, tick: datetime) -> tuple[JobId, bool] | None:
         """The tick's job and whether this call created it; None if it could not be

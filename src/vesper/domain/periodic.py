@@ -13,8 +13,9 @@ Daylight-saving transitions are croniter's (croniter 2 or later with zoneinfo zo
   hour, 25 of them that day.
 A schedule in UTC (the default) has no transitions.
 
-The catch-up rule: after downtime only the latest missed tick is due (`due_tick`),
-never the ticks before it.
+The catch-up rule: after downtime only the latest missed tick is due (`due_ticks`),
+never the ticks before it; a running scheduler that came a few seconds late to a round
+submits each tick it passed.
 """
 
 from __future__ import annotations
@@ -181,15 +182,26 @@ def tick_key(name: str, tick: datetime) -> str:
     return f"periodic:{name}:{tick.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
 
 
-def due_tick(cron: Cron, *, now: datetime, after: datetime | None) -> datetime | None:
-    """The tick to submit at `now`, if any: the latest tick at or before `now`, when it
-    is later than `after` (the last tick already submitted, or the moment before which
-    nothing is owed). Only the latest: after downtime the missed ticks before it are
-    not submitted (no backfill storm).
+def due_ticks(
+    cron: Cron, *, now: datetime, after: datetime, late_grace: timedelta | None = None
+) -> list[datetime]:
+    """The ticks to submit at `now`, oldest first: those after `after` (the last tick
+    handled, or the moment before which nothing is owed) and at or before `now`.
 
-    `after` None means nothing is known: the latest tick is due.
+    The catch-up rule: when the ticks were missed through downtime, only the latest
+    is due (no backfill storm). A scheduler that was running and merely came late to
+    a round (a loaded machine) passes `late_grace`: if its last handled tick is no
+    older than that before `now`, every tick since is due, so that a late round skips
+    none; further behind (a stall, a store outage) it is downtime again.
     """
     latest = cron.latest_at_or_before(now)
-    if after is not None and latest <= after:
-        return None
-    return latest
+    if latest <= after:
+        return []
+    if late_grace is None or after < now - late_grace:
+        return [latest]
+    ticks: list[datetime] = []
+    tick = cron.next_after(after)
+    while tick <= now:  # bounded: ticks are whole seconds within late_grace
+        ticks.append(tick)
+        tick = cron.next_after(tick)
+    return ticks
