@@ -3,11 +3,35 @@
 The docstrings are the specification that `vesper.testing`'s contract suite checks.
 Every time-dependent method takes `now`: None means the store's own clock (the database
 clock for PostgreSQL), a datetime is used as is (tests never sleep).
+
+Errors. A store raises only these (all in `vesper.domain.errors`), each with a message
+that names no host, user, password or file path:
+
+- StoreUnavailable: the database did not answer, or not in time (connection refused or
+  lost, pool exhausted, locked for too long, shutting down). Nothing can be assumed
+  about the call's effect; the caller waits and retries (`serve` and `worker` wait for it
+  at start-up, the API answers 503 with Retry-After). The same store object must work
+  again once the database is back: no reopening.
+- SchemaNotMigrated, a kind of StoreUnavailable: the database answers but lacks the
+  store's tables (`vesper migrate` was not run).
+- IdempotencyConflict (submit): the key is bound to a job with another fingerprint.
+- JobNotFound (get, cancel, retry): no job has the id.
+- IllegalTransition (cancel, retry): the job's status does not allow the action.
+
+Anything else a store raises (a driver's own exception, an integrity error, a
+ValueError) is a bug in the store: the API answers 500 and logs it. A store maps its
+driver's errors to these; no caller catches a driver's exception.
+
+Text. Job types, payloads (JSON) and idempotency keys reach a store as valid Unicode: no
+lone surrogates (the domain refuses them before a store sees them) and no NUL character
+in a type or key. A store keeps every such string exactly, whitespace included: `k` and
+`k ` are two keys, so a database that pads or folds strings when it compares them must
+compare them as bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -135,7 +159,11 @@ class JobRepository(Protocol):
     ) -> list[JobRecord]:
         """End the leases that expired by `now`, and every lease held by `worker_ids`
         (processes found dead): each such job counts a failed attempt and becomes failed
-        (claimable at once) or dlq when its retries are exhausted."""
+        (claimable at once) or dlq when its retries are exhausted.
+
+        A job that a concurrent fenced update is changing may be left to it (a later
+        expire ends its lease if still due); a job expire changed is never changed back
+        by a fenced update that started before."""
         ...
 
     def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
@@ -182,8 +210,9 @@ class WorkerRegistry(Protocol):
         ...
 
     def heartbeat(self, worker_id: str, *, now: datetime | None = None) -> bool:
-        """Set last_heartbeat to now; False if the process is not registered (it was
-        reaped: the caller registers again)."""
+        """Set last_heartbeat to now; True while the process is registered, also when
+        now equals its last heartbeat (nothing changes then); False if it is not
+        registered (it was reaped: the caller registers again)."""
         ...
 
     def deregister(self, worker_id: str) -> None:
@@ -235,13 +264,24 @@ class ScheduleRegistry(Protocol):
 class Store(Protocol):
     """One storage backend: its job repository and worker registry, sharing a database.
 
-    A storage adapter is a factory `open(url: str, clock: Clock) -> Store`, registered
-    under the entry-point group `vesper.storage`.
+    A storage adapter is a factory `open_store(url, clock, options) -> Store` (the
+    StoreFactory protocol), registered under the entry-point group `vesper.storage`;
+    `options` carries the operational settings (StoreOptions: pool size, overflow,
+    auto-migration).
 
     A store may report its capacity, an optional attribute `capacity: int | None`: how
     many calls to it may run at once (a connection pool's size; None or absent: no
     bound). The process's store gate admits no more calls than that, so that an admitted
-    call never waits for a connection (see `store_capacity`).
+    call never waits for a connection (see `store_capacity`). Heartbeats and lease
+    renewals do not pass that gate: a worker sends them on a lane of its own (two
+    threads), so that a saturated gate never delays a renewal; a store with a pool
+    keeps a few connections for them (the built-in PostgreSQL store: a second pool)
+    or counts them into its capacity.
+
+    Optional capabilities, each found by its attribute (absent: not offered):
+    `pool_figures()` (PoolReporter: connection pools for the metrics), `notifier`
+    (Notifier: wakes workers in other processes), `migrate()` (Migrator: `vesper
+    migrate` runs it).
 
     A store may keep periodic schedules, an optional attribute `schedules:
     ScheduleRegistry` (see `store_schedules`). Without it the schedulers still submit
@@ -282,3 +322,120 @@ class JobSignal(Protocol):
     """Tells idle workers in this process that jobs may be waiting."""
 
     def notify(self) -> None: ...
+
+
+# -- what a store factory gets, and the optional capabilities of a store --------------------
+
+
+@attrs.frozen(kw_only=True)
+class StoreOptions:
+    """The operational settings a store factory gets, from the environment.
+
+    A store uses what applies to it and ignores the rest (an in-memory store all of it).
+    """
+
+    pool_size: int = 10  # connections a pool keeps (VESPER_DB_POOL_SIZE)
+    max_overflow: int = 5  # connections it opens beyond them on demand (VESPER_DB_MAX_OVERFLOW)
+    # bring the schema to the newest version when the store opens (VESPER_AUTO_MIGRATE;
+    # off by default in production, where `vesper migrate` does it)
+    auto_migrate: bool = True
+
+
+class StoreFactory(Protocol):
+    """What a `vesper.storage` entry point names: `open_store(url, clock, options)`.
+
+    `url` is VESPER_DATABASE_URL (or `<name>://` when unset); `clock` is the host's
+    clock (a store with a database clock may ignore it). Opening should not need the
+    database: a store that cannot reach it raises StoreUnavailable from its first call
+    (or here), and vesper waits for it.
+    """
+
+    def __call__(self, url: str, clock: Clock, options: StoreOptions, /) -> Store: ...
+
+
+@attrs.frozen(kw_only=True)
+class PoolFigures:
+    """One connection pool, at the moment it was read."""
+
+    size: int  # the connections it keeps
+    max_overflow: int  # the connections it may open beyond them
+    in_use: int  # checked out
+    idle: int  # open, waiting in the pool
+
+
+class PoolReporter(Protocol):
+    """Optional: a store with connection pools reports them (`vesper_db_pool_*`)."""
+
+    def pool_figures(self) -> Mapping[str, PoolFigures]:
+        """Each pool by name (the built-in stores: `main`, and `beat` for heartbeats)."""
+        ...
+
+
+class Subscription(Protocol):
+    """A live subscription to a Notifier."""
+
+    def connected(self) -> bool:
+        """Whether notifications can arrive now (`vesper_listen_connected`)."""
+        ...
+
+    @property
+    def reconnects(self) -> int:
+        """How often the channel was lost and opened again (`vesper_listen_reconnects`)."""
+        ...
+
+    def close(self) -> None:
+        """Stop delivering; returns promptly."""
+        ...
+
+
+class Notifier(Protocol):
+    """Optional (a store's attribute `notifier`): "jobs may be waiting", across processes.
+
+    A store publishes whenever it makes jobs due (a submission, a retry), once the
+    change is visible to other processes (at commit, or in the committing transaction
+    as PostgreSQL's NOTIFY); vesper subscribes once per process and wakes that
+    process's idle workers. A notification is a hint: a lost one costs a poll interval,
+    a spurious one a claim that finds nothing. Without a notifier workers poll
+    (VESPER_POLL_INTERVAL).
+    """
+
+    def publish(self) -> None:
+        """Tell every subscriber, in any process, that jobs may be waiting."""
+        ...
+
+    def subscribe(self, on_jobs: Callable[[], None]) -> Subscription:
+        """Call `on_jobs` (from a thread of the notifier's) after each publish, and
+        once whenever the channel is (re)established: what was published meanwhile
+        may have been missed."""
+        ...
+
+
+class Migrator(Protocol):
+    """Optional: a store that manages a schema creates or upgrades it here."""
+
+    def migrate(self) -> str:
+        """Bring the schema to the newest version (a no-op when it is there; safe when
+        several processes run it at once); returns one line saying what it did.
+
+        Raises:
+            StoreUnavailable: the database did not answer.
+        """
+        ...
+
+
+def store_pools(store: Store) -> Mapping[str, PoolFigures]:
+    """The pools `store` reports; none when it reports none."""
+    report: Callable[[], Mapping[str, PoolFigures]] | None = getattr(store, "pool_figures", None)
+    return dict(report()) if report is not None else {}
+
+
+def store_notifier(store: Store) -> Notifier | None:
+    """The store's notifier, or None: its workers poll."""
+    notifier: Notifier | None = getattr(store, "notifier", None)
+    return notifier
+
+
+def store_migrator(store: Store) -> Callable[[], str] | None:
+    """The store's migration hook, or None: it has no schema to manage."""
+    hook: Callable[[], str] | None = getattr(store, "migrate", None)
+    return hook if callable(hook) else None

@@ -10,13 +10,16 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import click
 from dotenv import load_dotenv
 
+from vesper.application.ports import store_migrator
 from vesper.domain.errors import InvalidRequest, InvalidSchedule, VesperError
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
-from vesper.entrypoints.settings import BUILTIN_STORAGES, ConfigError, describe_store
+from vesper.entrypoints.container import build_container
+from vesper.entrypoints.settings import ConfigError, describe_store
 from vesper.entrypoints.wire import job_to_wire, schedule_to_wire
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -128,44 +131,23 @@ def _override(*, workers: int | None, addr: str | None) -> None:
 @main.command()
 def migrate() -> None:
     """Create or upgrade the database schema, then exit."""
-    app = _load(None)
-    settings = app.settings
+    settings = _load(None).settings
     if settings.storage == "memory":
         click.echo("memory storage has no schema")
         return
-    if settings.storage not in BUILTIN_STORAGES:
-        _migrate_plugin(app)
-        return
-    from vesper.adapters.sql import migrate as migrate_sql  # noqa: PLC0415
-
+    # the store's own hook (Migrator in application/ports.py), on a store opened without
+    # auto-migration: the hook is what runs, and says what it did
+    container = build_container(attrs.evolve(settings, auto_migrate=False))
     try:
-        done = migrate_sql(settings.database_url)
-    except VesperError as exc:
-        _fail(str(exc))
-    if done.applied:
-        plural = "" if done.applied == 1 else "s"
-        click.echo(
-            f"applied {done.applied} migration{plural} ({done.before or 'base'} -> {done.after})"
-        )
-    else:
-        click.echo(f"up to date at {done.after}")
-
-
-def _migrate_plugin(app: App) -> None:
-    """A plugin store migrates itself when it has a `migrate()`; else it manages its
-    own schema (a formal migration port is to come)."""
-    name = app.settings.storage
-    try:
-        hook = getattr(app.container.store(), "migrate", None)
-        if not callable(hook):
-            click.echo(f"vesper: store {name!r} manages its own schema; nothing to migrate")
+        hook = store_migrator(container.store())
+        if hook is None:
+            click.echo(f"vesper: store {settings.storage!r} manages its own schema; nothing to do")
             return
-        hook()
+        click.echo(hook())
     except VesperError as exc:
         _fail(str(exc))
     finally:
-        app.close()
-    click.echo(f"store {name!r} migrated by its own migrate()")
+        container.shutdown_resources()
 
 
 @main.command()

@@ -3,7 +3,7 @@
 Everything concrete is built here: the store (by storage kind, or a plugin), the
 process's store gate (sized by the capacity the store reports when it opens), the
 group commit around the store's repository, the use cases, the metrics and what they
-observe, the tracer provider, the LISTEN listener and the worker.
+observe, the tracer provider, the subscription to the store's notifier and the worker.
 """
 
 from __future__ import annotations
@@ -48,8 +48,12 @@ from vesper.application.ports import (
     JobRepository,
     ScheduleRegistry,
     Store,
+    StoreOptions,
+    Subscription,
     WorkerRegistry,
     store_capacity,
+    store_notifier,
+    store_pools,
     store_schedules,
 )
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
@@ -69,27 +73,23 @@ def open_memory_store(clock: Clock) -> Iterator[Store]:
     yield InMemoryStore(clock)
 
 
-def open_sql_store(
-    url: str, clock: Clock, migrate: bool, pool_size: int, max_overflow: int
-) -> Iterator[Store]:
+def open_sql_store(url: str, clock: Clock, options: StoreOptions) -> Iterator[Store]:
     """The SQL store; its main pool (PostgreSQL) has `pool_size` + `max_overflow`
     connections (VESPER_DB_POOL_SIZE, VESPER_DB_MAX_OVERFLOW). Heartbeats and lease
     renewals keep their own small pool, whatever these are."""
     from vesper.adapters.sql import open_store  # noqa: PLC0415 (SQLAlchemy loads only when chosen)
 
-    store = open_store(
-        url, clock=clock, migrate=migrate, pool_size=pool_size, max_overflow=max_overflow
-    )
+    store = open_store(url, clock, options)
     try:
         yield store
     finally:
         store.close()
 
 
-def open_plugin_store(name: str, url: str, clock: Clock) -> Iterator[Store]:
+def open_plugin_store(name: str, url: str, clock: Clock, options: StoreOptions) -> Iterator[Store]:
     """A third-party store, from the entry point `name` of the group `vesper.storage`."""
     factory = load_storage_plugin(name)
-    store = factory(url, clock)
+    store = factory(url, clock, options)
     try:
         yield store
     finally:
@@ -115,12 +115,6 @@ def open_once(open_store: Callable[[], Store], lock: threading.Lock, gate: Store
         lock.release()
     gate.limit(store_capacity(store))  # unchanged but when the store was just opened
     return store
-
-
-def store_pools(store: Store) -> dict[str, Any]:
-    """The store's connection pools by name (SQL: main, beat); none for other stores."""
-    pools: dict[str, Any] | None = getattr(store, "pools", None)  # only SqlStore has them
-    return dict(pools or {})
 
 
 def open_metrics(
@@ -162,20 +156,21 @@ def serve_metrics(addr: tuple[str, int] | None, metrics: OtelMetrics) -> Iterato
 
 
 def open_listener(
-    storage: str, url: str, signal: LocalJobSignal, metrics: OtelMetrics
-) -> Iterator[object]:
-    """PostgreSQL: LISTEN for submissions anywhere and wake this process's workers."""
-    if storage != "postgres":
+    store: Callable[[], Store], signal: LocalJobSignal, metrics: OtelMetrics
+) -> Iterator[Subscription | None]:
+    """Subscribe to the store's notifier, if it has one (PostgreSQL: LISTEN), and wake
+    this process's workers at each notification; without one they poll. Opens the
+    store: call it once the store is reachable."""
+    notifier = store_notifier(store())
+    if notifier is None:
         yield None
         return
-    from vesper.adapters.sql.notify import PostgresJobListener  # noqa: PLC0415
-
-    listener = PostgresJobListener(url, signal.notify).start()
-    metrics.observe_listener(listener.connected.is_set, lambda: listener.reconnects)
+    subscription = notifier.subscribe(signal.notify)
+    metrics.observe_listener(subscription.connected, lambda: subscription.reconnects)
     try:
-        yield listener
+        yield subscription
     finally:
-        listener.stop()
+        subscription.close()
 
 
 def observed_runner(
@@ -218,23 +213,17 @@ class Container(containers.DeclarativeContainer):
         config.storage_kind,
         memory=providers.Resource(open_memory_store, clock=clock),
         sqlite=providers.Resource(
-            open_sql_store,
-            url=config.database_url,
-            clock=clock,
-            migrate=config.auto_migrate,
-            pool_size=config.db_pool_size,
-            max_overflow=config.db_max_overflow,
+            open_sql_store, url=config.database_url, clock=clock, options=config.store_options
         ),
         postgres=providers.Resource(
-            open_sql_store,
-            url=config.database_url,
-            clock=clock,
-            migrate=config.auto_migrate,
-            pool_size=config.db_pool_size,
-            max_overflow=config.db_max_overflow,
+            open_sql_store, url=config.database_url, clock=clock, options=config.store_options
         ),
         plugin=providers.Resource(
-            open_plugin_store, name=config.storage, url=config.database_url, clock=clock
+            open_plugin_store,
+            name=config.storage,
+            url=config.database_url,
+            clock=clock,
+            options=config.store_options,
         ),
     )
     store_lock = providers.ThreadSafeSingleton(threading.Lock)
@@ -264,11 +253,7 @@ class Container(containers.DeclarativeContainer):
     )
     metrics_server = providers.Resource(serve_metrics, addr=config.metrics_addr, metrics=metrics)
     job_listener = providers.Resource(
-        open_listener,
-        storage=config.storage,
-        url=config.database_url,
-        signal=job_signal,
-        metrics=metrics,
+        open_listener, store=store.provider, signal=job_signal, metrics=metrics
     )
     tracer_provider = providers.Resource(open_tracer_provider, env=config.otel)
     # `vesper serve`: the spans consumers open themselves go where vesper's go
@@ -361,9 +346,7 @@ def build_container(env: Mapping[str, str] | Settings) -> Container:
             "storage": settings.storage,
             "storage_kind": settings.storage if settings.storage in BUILTIN_STORAGES else "plugin",
             "database_url": settings.database_url,
-            "auto_migrate": settings.auto_migrate,
-            "db_pool_size": settings.db_pool_size,
-            "db_max_overflow": settings.db_max_overflow,
+            "store_options": settings.store_options,
             "metrics_max_types": settings.metrics_max_types,
             "metrics_addr": settings.metrics_addr,
             "otel": dict(settings.otel),

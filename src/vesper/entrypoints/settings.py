@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 import attrs
 
 from vesper.application.policies import Policies
-from vesper.application.ports import Clock, Store
+from vesper.application.ports import StoreFactory, StoreOptions
 from vesper.application.worker_settings import WorkerSettings
 from vesper.domain.backoff import Backoff
 from vesper.domain.submission import Limits
@@ -166,6 +166,15 @@ class Settings:
     http: HttpSettings = HttpSettings()
 
     @property
+    def store_options(self) -> StoreOptions:
+        """What the store factory gets of these settings."""
+        return StoreOptions(
+            pool_size=self.db_pool_size,
+            max_overflow=self.db_max_overflow,
+            auto_migrate=self.auto_migrate,
+        )
+
+    @property
     def production(self) -> bool:
         return self.app_env == "production"
 
@@ -256,15 +265,15 @@ def storage_plugins() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=STORAGE_GROUP)}
 
 
-def load_storage_plugin(name: str) -> Callable[[str, Clock], Store]:
-    """The factory `(url, clock) -> Store` registered under `name`."""
+def load_storage_plugin(name: str) -> StoreFactory:
+    """The factory `open_store(url, clock, options) -> Store` registered under `name`."""
     try:
         entry_point = storage_plugins()[name]
     except KeyError:
         raise ConfigError(
             f"VESPER_STORAGE={name!r}: no installed storage adapter has that name"
         ) from None
-    factory: Callable[[str, Clock], Store] = entry_point.load()
+    factory: StoreFactory = entry_point.load()
     return factory
 
 

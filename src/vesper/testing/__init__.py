@@ -11,7 +11,7 @@ from vesper.testing import StoreContract, StoreFactory, StoreOpener
 
 @contextmanager
 def open_my_store(url: str):                 # module level: picklable for child processes
-    store = my_adapter.open(url, clock=SystemClock())
+    store = my_adapter.open_store(url, SystemClock(), StoreOptions())
     try:
         yield store
     finally:
@@ -30,7 +30,10 @@ checks both. Capability flags (`store.jobs.capabilities`) skip what a store cann
 does not offer (`complete_and_claim` is optional). `FreeStore` wraps a store to take the
 freedoms the port leaves it (a token per claimed job, results in another order, no
 complete_and_claim): the suite passes such a store too.
-`vesper.testing.postgres` helps with a scratch PostgreSQL database. This package needs
+The error contract's outage tests run when the store's test module also overrides
+`store_outage` (a StoreOutage: how to take its database away), and are skipped otherwise.
+`scratch_database(url)` (vesper.testing.scratch) makes a scratch database of any
+SQLAlchemy URL (SQLite, PostgreSQL, MySQL/MariaDB, or one registered there). This package needs
 pytest and hypothesis (vesper's `dev` extra).
 """
 
@@ -50,6 +53,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.management_contract",
     "vesper.testing.model",
     "vesper.testing.model_parts",
+    "vesper.testing.outage_contract",
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
     "vesper.testing.schedules_contract",
@@ -60,7 +64,7 @@ pytest.register_assert_rewrite(
 from vesper.testing.batch_contract import CompleteAndClaimContract, RecordAndClaimContract
 from vesper.testing.claims_contract import ClaimContract
 from vesper.testing.expiry_contract import ExpireContract
-from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener
+from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener, StoreOutage
 from vesper.testing.freedoms import FreeJobs, FreeStore
 from vesper.testing.leases_contract import (
     CompleteContract,
@@ -75,8 +79,10 @@ from vesper.testing.management_contract import (
     StatsContract,
 )
 from vesper.testing.model import ModelContract, StoreModel
+from vesper.testing.outage_contract import OutageContract
 from vesper.testing.races_contract import RaceContract
 from vesper.testing.schedules_contract import ScheduleRegistryContract
+from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
@@ -101,9 +107,11 @@ class JobRepositoryContract(
     """Every guarantee of the JobRepository port, grouped by port method."""
 
 
-class StoreContract(JobRepositoryContract, WorkerRegistryContract, ScheduleRegistryContract):
-    """The whole Store: its JobRepository, its WorkerRegistry, its optional
-    ScheduleRegistry."""
+class StoreContract(
+    JobRepositoryContract, WorkerRegistryContract, OutageContract, ScheduleRegistryContract
+):
+    """The whole Store: its JobRepository, its WorkerRegistry, its errors when the
+    database goes away, and its optional ScheduleRegistry."""
 
 
 __all__ = [
@@ -118,6 +126,7 @@ __all__ = [
     "FreeStore",
     "JobRepositoryContract",
     "ModelContract",
+    "OutageContract",
     "RaceContract",
     "RecordAndClaimContract",
     "ReleaseContract",
@@ -130,6 +139,8 @@ __all__ = [
     "StoreFixtures",
     "StoreModel",
     "StoreOpener",
+    "StoreOutage",
     "SubmitContract",
     "WorkerRegistryContract",
+    "scratch_database",
 ]

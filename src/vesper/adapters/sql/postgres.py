@@ -19,13 +19,6 @@ from sqlalchemy import DateTime, bindparam, cast, func, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
-from vesper.adapters.sql.common import (
-    SqlJobReads,
-    SubmitPlan,
-    assemble,
-    job_time,
-    plan_submission,
-)
 from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.postgres_statements import (
     BLANK,
@@ -46,8 +39,15 @@ from vesper.adapters.sql.postgres_statements import (
     SUPPLIED,
     run,
 )
-from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of
-from vesper.adapters.sql.tables import utc_datetime
+from vesper.adapters.sqlcore.common import (
+    SqlJobReads,
+    SubmitPlan,
+    assemble,
+    job_time,
+    plan_submission,
+)
+from vesper.adapters.sqlcore.rows import in_claim_order, job_of, jobs_of
+from vesper.adapters.sqlcore.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
 from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobRecord, LeaseRef
 from vesper.domain.submission import NewJob
@@ -74,6 +74,8 @@ class PostgresJobRepository(SqlJobReads):
     """Jobs in PostgreSQL: any number of processes on any number of machines."""
 
     capabilities = Capabilities(multi_process=True, complete_and_claim=True)
+
+    _db: Database  # the engines' Database, which has durable_statement too
 
     def __init__(self, db: Database, *, beat: Database | None = None) -> None:
         super().__init__(db, now_expression())

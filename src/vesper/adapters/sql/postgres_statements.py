@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
 from vesper.adapters.sql.notify import NOTIFY_SQL
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, KEYED_SQL, jobs
+from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, KEYED_SQL, jobs
 from vesper.domain.submission import NewJob
 
 NOW = "COALESCE(CAST(:now AS timestamptz), statement_timestamp())"

@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection, Row
 
 from vesper.adapters.clock import SystemClock
 from vesper.adapters.sql.engines import Database
-from vesper.adapters.sql.rows import aware_utc
-from vesper.adapters.sql.tables import schedules, utc_datetime
+from vesper.adapters.sqlcore.rows import aware_utc
+from vesper.adapters.sqlcore.tables import schedules, utc_datetime
 from vesper.application.ports import Clock
 from vesper.domain.errors import ScheduleNotFound
 from vesper.domain.job import JobId

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from sqlalchemy.engine import Row
 
-from vesper.adapters.sql.tables import jobs
+from vesper.adapters.sqlcore.tables import jobs
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import JobId, JobRecord, Lease
 from vesper.domain.ordering import claim_order

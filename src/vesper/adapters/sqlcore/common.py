@@ -1,4 +1,4 @@
-"""What both SQL job repositories share: reads, cancel/retry, and idempotent submission.
+"""What SQL job repositories share: reads, cancel/retry, and idempotent submission.
 
 Statements are built once per repository (they depend on how the dialect spells "now")
 and executed with bound parameters, so SQLAlchemy compiles each one a single time.
@@ -6,18 +6,17 @@ and executed with bound parameters, so SQLAlchemy compiles each one a single tim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import attrs
-from sqlalchemy import ColumnElement, Select, bindparam, func, select, text, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from vesper.adapters.sql.engines import Database
-from vesper.adapters.sql.rows import aware_utc, job_of
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, jobs
+from vesper.adapters.sqlcore.rows import aware_utc, job_of, row_of
+from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs
 from vesper.application.ports import Submitted
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
 from vesper.domain.job import JobId, JobRecord
@@ -26,6 +25,11 @@ from vesper.domain.states import TRANSITIONS, Status, allowed
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
+T = TypeVar("T")
+
+BOUND = select(jobs).where(jobs.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
+INSERT = insert(jobs)
 _MAX_SEQ = 2**63 - 1  # BIGINT / SQLite INTEGER
 _RACES = 3  # cancel/retry: a status that keeps changing under us is reported after this
 
@@ -33,6 +37,25 @@ _RACES = 3  # cancel/retry: a status that keeps changing under us is reported af
 def status_list(action: str) -> str:
     """The SQL list of the statuses `action` may start from (the domain's table)."""
     return ", ".join(f"'{status.value}'" for status in sorted(TRANSITIONS[action][0]))
+
+
+class Database(Protocol):
+    """How a SQL store runs a unit of work on a connection: the one thing SqlJobReads
+    needs from it. Each method maps the driver's errors to the store's error contract
+    (StoreUnavailable, SchemaNotMigrated) and retries transient lock errors itself."""
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Run `work`, which changes nothing."""
+        ...
+
+    def statement(self, work: Callable[[Connection], T]) -> T:
+        """Run `work`, one statement that changes rows (atomic on its own)."""
+        ...
+
+    def transaction(self, work: Callable[[Connection], T], *, durable: bool = False) -> T:
+        """Run `work` in one transaction: committed if it returns, rolled back if it
+        raises; `durable`: the commit is on disk when this returns."""
+        ...
 
 
 class SqlJobReads:
@@ -209,6 +232,34 @@ def plan_submission(batch: Sequence[NewJob]) -> SubmitPlan:
         slots.append(len(unique))
         unique.append(new)
     return SubmitPlan(unique=unique, slots=slots)
+
+
+def submit_serialized(conn: Connection, plan: SubmitPlan, at: datetime) -> list[Submitted]:
+    """Insert `plan` at `at` in a transaction that no other writer runs beside (SQLite's
+    write lock from BEGIN IMMEDIATE; elsewhere, a lock on the jobs table): nobody binds
+    a key or takes a `seq` meanwhile: the bound keys are read, then the new jobs are
+    inserted with `seq` following the largest one.
+
+    Raises:
+        IdempotencyConflict: a key bound to a job with another fingerprint (raise it
+            inside the transaction: nothing is inserted).
+    """
+    keys = [n.idempotency_key for n in plan.unique if n.idempotency_key is not None]
+    bound: dict[str, JobRecord] = {}
+    if keys:
+        for row in conn.execute(BOUND, {"keys": keys}):
+            job = job_of(row)
+            assert job.idempotency_key is not None
+            bound[job.idempotency_key] = job
+    fresh = [n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None]
+    seq = conn.execute(LAST_SEQ).scalar_one()
+    created: dict[JobId, JobRecord] = {}
+    for offset, new in enumerate(fresh, start=1):
+        created[new.id] = new.materialize(now=at, seq=seq + offset)
+    results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
+    if created:
+        conn.execute(INSERT, [row_of(job) for job in created.values()])
+    return results
 
 
 def check_bound(new: NewJob, bound: JobRecord) -> None:
