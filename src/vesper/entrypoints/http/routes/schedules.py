@@ -58,7 +58,7 @@ async def patch_schedule_route(
 @delete(
     "/schedules/{name:str}",
     status_code=HTTP_204_NO_CONTENT,
-    responses=error_responses(401, 404, 501, 503),
+    responses=error_responses(400, 401, 404, 501, 503),
     tags=["schedules"],
 )
 async def delete_schedule_route(
