@@ -38,7 +38,9 @@ own SQL stores nor alembic):
     submission (the last for a store whose writers are serialized);
     FencedWrites: complete, renew, release, fail and expire (subclass it, with the
     clock bound as the parameter `now`), built on NOW, COMPLETE, RELEASE, RENEW, FAIL,
-    EXPIRE and `fenced_params`, `fail_params`, `expire_params` (the fenced updates).
+    EXPIRE and `fenced_params`, `fail_params`, `expire_params` (the fenced updates);
+    `complete_with_results` (complete storing each job's result, in a transaction);
+    SqlPruning: `prune` (retention), on `prune_statement()` (subclass it).
 """
 
 from __future__ import annotations
@@ -59,10 +61,12 @@ from vesper.adapters.sqlcore.leases import (
     RELEASE,
     RENEW,
     FencedWrites,
+    complete_with_results,
     expire_params,
     fail_params,
     fenced_params,
 )
+from vesper.adapters.sqlcore.retention import SqlPruning, prune_statement
 from vesper.adapters.sqlcore.rows import (
     aware_utc,
     in_claim_order,
@@ -154,6 +158,7 @@ __all__ = [
     "SchemaNotMigrated",
     "SqlDatabase",
     "SqlJobReads",
+    "SqlPruning",
     "Status",
     "Store",
     "StoreFactory",
@@ -169,6 +174,7 @@ __all__ = [
     "assemble",
     "aware_utc",
     "claim_order",
+    "complete_with_results",
     "duration",
     "expire_params",
     "fail_params",
@@ -181,6 +187,7 @@ __all__ = [
     "page_of",
     "plan_submission",
     "process_of",
+    "prune_statement",
     "row_of",
     "submit_serialized",
     "utc_datetime",

@@ -41,6 +41,7 @@ from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
@@ -125,12 +126,18 @@ class JobRepository(Protocol):
         ...
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
         """processing -> done for each lease still current; returns the jobs it changed.
 
         A lease that is stale (another claim, expired, released) changes nothing and is
-        absent from the result (fencing).
+        absent from the result (fencing). `results` holds the JSON text of the
+        consumers' return values by job id (the caller encoded and bounded it): a
+        completed job's `result` is that value decoded, None for a job absent from it.
         """
         ...
 
@@ -179,6 +186,35 @@ class JobRepository(Protocol):
         """Counts by (status, priority) and the run_at of the oldest due job."""
         ...
 
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        """The jobs among `job_ids` that exist, in no particular order (unknown ids are
+        left out): one read, however many ids (waiters look their jobs up together)."""
+        ...
+
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        """Delete up to `limit` finished jobs whose status is in `older_than` and whose
+        finished_at is at least that status's age before now; returns how many of each
+        status it deleted (statuses with none may be absent).
+
+        Pending, failed and processing jobs are never deleted (ValueError if
+        `older_than` names such a status, or holds a negative age). A deleted job's
+        idempotency key is free again. Takes no lock a claim or another prune waits
+        for: any number of pruners may run at once, each deleting other jobs.
+        """
+        ...
+
+    def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        """Delete a finished (done, dlq, cancelled) job and return it as it was;
+        JobNotFound, or IllegalTransition (action "delete") for any other status. Its
+        idempotency key is free again."""
+        ...
+
 
 class CompletingJobRepository(JobRepository, Protocol):
     """A JobRepository that records a worker's finished batch and claims the next one in
@@ -193,9 +229,11 @@ class CompletingJobRepository(JobRepository, Protocol):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
-        """`complete(leases)` and then `claim(...)`, as one unit of work: all of it or
-        none (a caller that retries after an error records nothing twice).
+        """`complete(leases, results=results)` and then `claim(...)`, as one unit of
+        work: all of it or none (a caller that retries after an error records nothing
+        twice).
 
         Returns:
             (completed, claimed), each as the two calls would return it: fencing and

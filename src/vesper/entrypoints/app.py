@@ -6,10 +6,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
+from uuid import UUID
 
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
+from vesper.application.waiting import JobWaits
 from vesper.domain.errors import InvalidSchedule
-from vesper.domain.job import JobRecord
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.periodic import Schedule, check_name
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
@@ -178,6 +180,21 @@ class App:
     def enqueue_many(self, requests: Iterable[JobRequest]) -> list[JobRecord]:
         """Submit a batch, all or nothing."""
         return [s.job for s in self.container.submit_jobs()(list(requests))]
+
+    def wait(self, job_id: JobId | str, timeout: float = 30) -> JobRecord:
+        """The job once it is done, dlq or cancelled.
+
+        Raises:
+            TimeoutError: it had not finished after `timeout` seconds.
+            JobNotFound: there is no such job (or it was deleted meanwhile).
+        """
+        waits: JobWaits = self.container.shared_job_waits()
+        job, finished = waits.wait_blocking(JobId(UUID(str(job_id))), timeout)
+        if not finished:
+            raise TimeoutError(
+                f"job {job.id} did not finish within {timeout:g}s (it is {job.status.value})"
+            )
+        return job
 
     def run(self, *, api: bool = True, workers: bool = True) -> None:
         """Run the HTTP API and the workers (as `vesper serve`) until SIGTERM or SIGINT."""

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from dotenv import load_dotenv
 
 from vesper.application.ports import store_migrator
 from vesper.domain.errors import InvalidRequest, InvalidSchedule, VesperError
+from vesper.domain.job import JobId
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
 from vesper.entrypoints.container import build_container
@@ -195,6 +197,31 @@ def enqueue(
         )
     except InvalidRequest as exc:
         _fail(str(exc), 2)
+    except VesperError as exc:
+        _fail(str(exc))
+    finally:
+        app.close()
+    click.echo(json.dumps(job_to_wire(job), indent=2))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0, max=60),
+    help="Seconds to wait for the job to be done, dlq or cancelled (exit 1 if it is not).",
+)
+def show(job_id: str, wait: float | None) -> None:
+    """Print one job as JSON, its result included."""
+    try:
+        parsed = JobId(uuid.UUID(job_id))
+    except ValueError:
+        _fail(f"JOB_ID {job_id!r}: not a job id (a UUID)", 2)
+    app = _load(None, announce=False)
+    try:
+        job = app.container.get_job()(parsed) if wait is None else app.wait(parsed, wait)
+    except TimeoutError as exc:
+        _fail(str(exc))
     except VesperError as exc:
         _fail(str(exc))
     finally:

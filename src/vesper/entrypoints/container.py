@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from dependency_injector import containers, providers
 
@@ -56,13 +56,16 @@ from vesper.application.ports import (
     store_pools,
     store_schedules,
 )
+from vesper.application.retention import DeleteJob, PruneJobs
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
 from vesper.application.submit import SubmitJob, SubmitJobs
+from vesper.application.waiting import JobWaits
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
 from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases
 
 log = logging.getLogger("vesper")
+T = TypeVar("T")
 
 # The lane for heartbeats and lease renewals (the worker's beat lane): its own threads,
 # never behind the store gate (on PostgreSQL they have a pool of their own, 1 + 2).
@@ -173,6 +176,46 @@ def open_listener(
         subscription.close()
 
 
+# Without notifications (SQLite, memory, plugins) waiters' jobs are read this often;
+# with them (PostgreSQL), this is only the backstop for a notification lost meanwhile.
+WAIT_POLL_S = 0.05
+WAIT_POLL_NOTIFIED_S = 1.0
+
+
+def open_job_waits(
+    storage: str, url: str, jobs: JobRepository, gate: StoreGate
+) -> Iterator[JobWaits]:
+    """The process's one JobWaits, opened at the first wait; on PostgreSQL with a
+    listener of its own (one connection, whatever the number of waiters)."""
+    notified = storage == "postgres"
+    waits = JobWaits(
+        jobs,
+        lambda read: gate.call(read, deadline=gate.deadline()),
+        poll=WAIT_POLL_NOTIFIED_S if notified else WAIT_POLL_S,
+    )
+    listener = None
+    if notified:
+        from vesper.adapters.sql.notify import (  # noqa: PLC0415
+            FINISHED_CHANNEL,
+            PostgresJobListener,
+        )
+
+        listener = PostgresJobListener(url, waits.poke, channel=FINISHED_CHANNEL).start()
+    try:
+        yield waits
+    finally:
+        if listener is not None:
+            listener.stop()
+        waits.close()
+
+
+def locked(resolve: Callable[[], T], lock: threading.Lock) -> T:
+    """`resolve()` under `lock`: a Resource provider is not safe to initialize from
+    several threads at once (a hundred first app.wait calls)."""
+    with lock:
+        return resolve()
+
+
 def observed_runner(
     consumers: Any,
     make_runner: Callable[..., WorkerRunner],
@@ -255,6 +298,16 @@ class Container(containers.DeclarativeContainer):
     job_listener = providers.Resource(
         open_listener, store=store.provider, signal=job_signal, metrics=metrics
     )
+    job_waits = providers.Resource(
+        open_job_waits,
+        storage=config.storage,
+        url=config.database_url,
+        jobs=job_repository,
+        gate=store_gate,
+    )
+    waits_lock = providers.ThreadSafeSingleton(threading.Lock)
+    # what callers resolve: the one JobWaits, opened by one thread
+    shared_job_waits = providers.Callable(locked, job_waits.provider, waits_lock)
     tracer_provider = providers.Resource(open_tracer_provider, env=config.otel)
     # `vesper serve`: the spans consumers open themselves go where vesper's go
     global_tracing = providers.Callable(install_global_tracer_provider, tracer_provider)
@@ -296,6 +349,9 @@ class Container(containers.DeclarativeContainer):
     periodic_scheduler = providers.Factory(
         PeriodicScheduler, jobs=jobs, registry=schedule_registry, submit=submit_job
     )
+    retention = providers.Callable(lambda s: s.retention, config.settings)
+    prune_jobs = providers.Factory(PruneJobs, jobs=jobs, retention=retention, metrics=metrics)
+    delete_job = providers.Factory(DeleteJob, jobs=jobs)
 
     worker_use_cases = providers.Factory(
         WorkerUseCases,
@@ -312,6 +368,7 @@ class Container(containers.DeclarativeContainer):
         reap_dead_workers=reap_dead_workers,
         expire_leases=expire_leases,
         get_fleet=get_fleet,
+        prune_jobs=prune_jobs,
     )
     # called with consumers=...
     worker_runner = providers.Factory(

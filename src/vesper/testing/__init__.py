@@ -57,6 +57,8 @@ pytest.register_assert_rewrite(
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
     "vesper.testing.schedules_contract",
+    "vesper.testing.results_contract",
+    "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
     "vesper.testing.workers_contract",
 )
@@ -81,6 +83,8 @@ from vesper.testing.management_contract import (
 from vesper.testing.model import ModelContract, StoreModel
 from vesper.testing.outage_contract import OutageContract
 from vesper.testing.races_contract import RaceContract
+from vesper.testing.results_contract import GetManyContract, ResultsContract
+from vesper.testing.retention_contract import DeleteContract, PruneContract, PruneModelContract
 from vesper.testing.schedules_contract import ScheduleRegistryContract
 from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
@@ -103,6 +107,11 @@ class JobRepositoryContract(
     RetryContract,
     RaceContract,
     ModelContract,
+    ResultsContract,
+    GetManyContract,
+    PruneContract,
+    PruneModelContract,
+    DeleteContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -119,18 +128,23 @@ __all__ = [
     "ClaimContract",
     "CompleteAndClaimContract",
     "CompleteContract",
+    "DeleteContract",
     "ExpireContract",
     "FailContract",
     "FindContract",
     "FreeJobs",
     "FreeStore",
+    "GetManyContract",
     "JobRepositoryContract",
     "ModelContract",
     "OutageContract",
+    "PruneContract",
+    "PruneModelContract",
     "RaceContract",
     "RecordAndClaimContract",
     "ReleaseContract",
     "RenewContract",
+    "ResultsContract",
     "RetryContract",
     "ScheduleRegistryContract",
     "StatsContract",

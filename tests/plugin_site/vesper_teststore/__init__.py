@@ -57,6 +57,7 @@ from vesper.store import (
     NewJob,
     SchemaNotMigrated,
     SqlJobReads,
+    SqlPruning,
     Status,
     StoreOptions,
     StoreUnavailable,
@@ -157,9 +158,10 @@ CLAIM = (
 )
 
 
-class JobRepository(FencedWrites, SqlJobReads):
+class JobRepository(FencedWrites, SqlPruning, SqlJobReads):
     """get, find, stats, cancel and retry come from SqlJobReads, the fenced writes
-    (complete, renew, release, fail, expire) from FencedWrites; submit and claim are here."""
+    (complete, renew, release, fail, expire) from FencedWrites, prune from SqlPruning;
+    submit and claim are here."""
 
     capabilities = Capabilities(multi_process=True)
 

@@ -39,6 +39,7 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from vesper.application.ports import PoolFigures
 from vesper.domain.fleet import Fleet
 from vesper.domain.job import JobRecord
+from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 
 T = TypeVar("T")
@@ -190,6 +191,9 @@ class OtelMetrics:
         self._reaped = meter.create_counter(
             "vesper_processes_reaped", description="Worker processes removed as dead"
         )
+        self._pruned = meter.create_counter(
+            "vesper_jobs_pruned", description="Finished jobs deleted by retention, by status"
+        )
         self._wait = _Histogram(
             "vesper_job_queue_wait_seconds", "Time from run_at to the claim", job, SECONDS_BUCKETS
         )
@@ -283,6 +287,10 @@ class OtelMetrics:
 
     def processes_reaped(self, count: int) -> None:
         self._reaped.add(count)
+
+    def jobs_pruned(self, counts: Mapping[Status, int]) -> None:
+        for status, count in counts.items():
+            self._pruned.add(count, {"status": status.value})
 
     # -- observed from the store --------------------------------------------------------
 

@@ -27,6 +27,11 @@ from sqlalchemy.engine import make_url
 
 CHANNEL = "vesper_jobs"
 NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
+# jobs finished (done, dlq, cancelled): wakes the waiters of GET /jobs/{id}?wait=. One
+# notification per statement that records outcomes, whatever the number of jobs: the
+# waiters then read their jobs together (application/waiting.py).
+FINISHED_CHANNEL = "vesper_finished"
+FINISHED_NOTIFY_SQL = f"SELECT pg_notify('{FINISHED_CHANNEL}', '')"
 
 log = logging.getLogger("vesper.listen")
 
@@ -46,7 +51,9 @@ class PostgresJobListener:
         *,
         max_backoff: float = 5.0,
         check_interval: float = 1.0,
+        channel: str = CHANNEL,
     ) -> None:
+        self._channel = channel
         self._conninfo = libpq_conninfo(url)
         self._on_jobs = on_jobs
         self._max_backoff = max_backoff
@@ -90,7 +97,7 @@ class PostgresJobListener:
                     application_name="vesper-listen",
                     connect_timeout=5,
                 ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {self._channel}")
                     self.up.set()
                     backoff = 0.1
                     self._signal()  # catch up on what was submitted while not listening

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
@@ -30,10 +30,13 @@ from vesper.adapters.sql.postgres_statements import (
     COMPLETE_AND_CLAIM_TYPES,
     EXPIRE,
     FAIL,
+    GET_MANY,
     INSERT,
     INSERT_NOTIFY,
     INSERT_ONE_NOTIFY,
     NOTIFY,
+    NOTIFY_FINISHED,
+    PRUNE,
     RELEASE,
     RENEW,
     SUPPLIED,
@@ -49,7 +52,9 @@ from vesper.adapters.sqlcore.common import (
 from vesper.adapters.sqlcore.rows import in_claim_order, job_of, jobs_of
 from vesper.adapters.sqlcore.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobRecord, LeaseRef
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.retention import check_ages
+from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
 
 __all__ = ["CLAIM", "PostgresJobRepository"]  # CLAIM: the fault matrix EXPLAINs it (R15)
@@ -147,9 +152,16 @@ class PostgresJobRepository(SqlJobReads):
         return in_claim_order(jobs_of(rows))
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
-        return self._fenced(self._db, COMPLETE, _sorted(leases), {"now": now})
+        refs = _sorted(leases)
+        return self._fenced(
+            self._db, COMPLETE, refs, {"now": now, "results": _results(refs, results)}
+        )
 
     def complete_and_claim(
         self,
@@ -160,9 +172,10 @@ class PostgresJobRepository(SqlJobReads):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         if not leases or limit <= 0 or (types is not None and not types):
-            completed = self.complete(leases, now=now)
+            completed = self.complete(leases, now=now, results=results)
             claimed = self.claim(
                 worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
             )
@@ -172,6 +185,7 @@ class PostgresJobRepository(SqlJobReads):
             **_claim_params(worker_id, limit, lease, types, now),
             "ids": [r.job_id for r in refs],
             "tokens": [r.token for r in refs],
+            "results": _results(refs, results),
         }
         statement = COMPLETE_AND_CLAIM if types is None else COMPLETE_AND_CLAIM_TYPES
         rows = self._db.statement(lambda conn: run(conn, statement, params))
@@ -209,11 +223,44 @@ class PostgresJobRepository(SqlJobReads):
         ended = jobs_of(self._db.statement(lambda conn: run(conn, EXPIRE, params)))
         if ended:
             self._db.statement(lambda conn: run(conn, NOTIFY))
+        if any(job.finished_at is not None for job in ended):  # some went to dlq
+            self._db.statement(lambda conn: run(conn, NOTIFY_FINISHED))
         return ended
 
     def _changed(self, action: str, job: JobRecord) -> None:
         if action == "retry":
             self._db.statement(lambda conn: run(conn, NOTIFY))
+        elif action == "cancel":  # a finished job: its waiters look
+            self._db.statement(lambda conn: run(conn, NOTIFY_FINISHED))
+
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        if not job_ids:
+            return []
+        params = {"ids": list(job_ids)}
+        return jobs_of(self._db.read(lambda conn: run(conn, GET_MANY, params)))
+
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        check_ages(older_than)
+        counts: dict[Status, int] = {}
+        left = limit
+        for status, age in older_than.items():  # one short transaction per status
+            if left <= 0:
+                break
+            params = {"status": status.value, "age": age, "now": now, "limit": left}
+            rows = self._statement(PRUNE, params)
+            if rows:
+                counts[status] = len(rows)
+                left -= len(rows)
+        return counts
+
+    def _statement(self, statement: TextClause, params: dict[str, Any]) -> list[Any]:
+        return self._db.statement(lambda conn: run(conn, statement, params))
 
     def _fenced(
         self, db: Database, statement: TextClause, refs: Sequence[LeaseRef], extra: dict[str, Any]
@@ -242,6 +289,15 @@ def _claim_params(
     if types is not None:
         params["types"] = list(types)
     return params
+
+
+def _results(
+    refs: Sequence[LeaseRef], results: Mapping[JobId, str] | None
+) -> list[str | None] | None:
+    """The results' JSON texts in the order of `refs`; None (one NULL array) for none."""
+    if not results:
+        return None
+    return [results.get(ref.job_id) for ref in refs]
 
 
 def _sorted(leases: Sequence[LeaseRef]) -> list[LeaseRef]:

@@ -9,7 +9,7 @@ date arithmetic happens in Python: SQLite stores times as text.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,12 +29,14 @@ from vesper.adapters.sqlcore.leases import (
     COMPLETE,
     NOW,
     FencedWrites,
+    complete_with_results,
     fenced_params,
 )
+from vesper.adapters.sqlcore.retention import SqlPruning, prune_statement
 from vesper.adapters.sqlcore.rows import in_claim_order, jobs_of
 from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs, utc_datetime
 from vesper.application.ports import Capabilities, Clock, Submitted
-from vesper.domain.job import JobRecord, LeaseRef
+from vesper.domain.job import JobId, JobRecord, LeaseRef
 from vesper.domain.submission import NewJob
 
 # INDEXED BY: without statistics SQLite may prefer (status, seq) and sort every claimable
@@ -70,10 +72,12 @@ CLAIM = _claim("")
 CLAIM_TYPES = _claim("AND type IN :types", bindparam("types", expanding=True))
 
 
-class SqliteJobRepository(FencedWrites, SqlJobReads):
+class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
     capabilities = Capabilities(multi_process=True, complete_and_claim=True)
+    # without statistics SQLite may not pick the partial index of finished jobs
+    _prune = prune_statement("vesper_jobs INDEXED BY vesper_jobs_finished_idx")
 
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         super().__init__(db, NOW)
@@ -121,9 +125,10 @@ class SqliteJobRepository(FencedWrites, SqlJobReads):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         if not leases or limit <= 0 or (types is not None and not types):
-            completed = self.complete(leases, now=now)
+            completed = self.complete(leases, now=now, results=results)
             claimed = self.claim(
                 worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
             )
@@ -132,9 +137,11 @@ class SqliteJobRepository(FencedWrites, SqlJobReads):
         # one write transaction: one commit (one WAL sync) for the batch and the next
         def work(conn: Connection) -> tuple[list[JobRecord], list[JobRecord]]:
             at = self._at(now)
-            fenced = fenced_params(leases, {"now": at})
             statement, params = _claim_params(worker_id, limit, lease, types, at)
-            done = jobs_of(conn.execute(COMPLETE, fenced).all())
+            if results:
+                done = complete_with_results(conn, leases, results, at)
+            else:
+                done = jobs_of(conn.execute(COMPLETE, fenced_params(leases, {"now": at})).all())
             return done, jobs_of(conn.execute(statement, params).all())
 
         done, claimed = self._db.transaction(work)

@@ -11,12 +11,12 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import attrs
-from sqlalchemy import ColumnElement, Select, bindparam, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from vesper.adapters.sqlcore.rows import aware_utc, job_of, row_of
-from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs
+from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, FINISHED_SQL, jobs
 from vesper.application.ports import Submitted
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
 from vesper.domain.job import JobId, JobRecord
@@ -31,6 +31,7 @@ BOUND = select(jobs).where(jobs.c.idempotency_key.in_(bindparam("keys", expandin
 LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
 INSERT = insert(jobs)
 _MAX_SEQ = 2**63 - 1  # BIGINT / SQLite INTEGER
+_IDS_PER_READ = 1000  # SQLite binds each id of an IN list as a parameter of its own
 _RACES = 3  # cancel/retry: a status that keeps changing under us is reported after this
 
 
@@ -69,6 +70,12 @@ class SqlJobReads:
         self._db = db
         self._now = now
         self._get = select(jobs).where(jobs.c.id == bindparam("job_id"))
+        self._get_many = select(jobs).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+        self._delete = (
+            delete(jobs)
+            .where(jobs.c.id == bindparam("job_id"), text(FINISHED_SQL))
+            .returning(*jobs.c)
+        )
         self._finds: dict[tuple[bool, bool, bool, bool], Select[Any]] = {}
         self._counts = select(jobs.c.status, jobs.c.priority, func.count()).group_by(
             jobs.c.status, jobs.c.priority
@@ -192,6 +199,31 @@ class SqlJobReads:
 
     def _changed(self, action: str, job: JobRecord) -> None:
         """Hook: a job changed by cancel or retry (PostgreSQL notifies listeners)."""
+
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        unique = list(dict.fromkeys(job_ids))
+        chunks = [unique[i : i + _IDS_PER_READ] for i in range(0, len(unique), _IDS_PER_READ)]
+
+        def work(conn: Connection) -> list[JobRecord]:
+            return [
+                job_of(row) for ids in chunks for row in conn.execute(self._get_many, {"ids": ids})
+            ]
+
+        return self._db.read(work) if chunks else []
+
+    def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        params = {"job_id": job_id}
+
+        def work(conn: Connection) -> JobRecord:
+            row = conn.execute(self._delete, params).first()
+            if row is not None:
+                return job_of(row)
+            current = conn.execute(self._get, params).first()
+            if current is None:
+                raise JobNotFound(job_id)
+            raise IllegalTransition(job_id, Status(current.status), "delete")
+
+        return self._db.transaction(work, durable=True)
 
 
 def job_time(value: datetime | None) -> datetime | None:

@@ -8,17 +8,17 @@ processing, holds that token, and its lease has not expired by `now`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, and_, bindparam, case, or_, text, tuple_, update
+from sqlalchemy import Boolean, Text, and_, bindparam, case, or_, text, tuple_, update
 from sqlalchemy.engine import Connection
 
 from vesper.adapters.sqlcore.common import Database
 from vesper.adapters.sqlcore.rows import job_of, jobs_of
 from vesper.adapters.sqlcore.tables import PROCESSING_SQL, jobs, utc_datetime
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobRecord, LeaseRef
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.states import Status
 
 NOW = bindparam("now", type_=utc_datetime())
@@ -38,6 +38,25 @@ def _fenced(**values: Any) -> Any:
 
 
 COMPLETE = _fenced(status=Status.DONE.value, updated_at=NOW, finished_at=NOW, **_LEASE_CLEARED)
+# a job with a result: one UPDATE each (in the same transaction), its JSON text bound
+# as text so that the column keeps it verbatim
+COMPLETE_ONE = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("job_id"),
+        jobs.c.lease_token == bindparam("token"),
+        text(PROCESSING_SQL),
+        jobs.c.lease_expires_at > NOW,
+    )
+    .values(
+        status=Status.DONE.value,
+        updated_at=NOW,
+        finished_at=NOW,
+        result=bindparam("b_result", type_=Text()),
+        **_LEASE_CLEARED,
+    )
+    .returning(*jobs.c)
+)
 RELEASE = _fenced(
     status=Status.PENDING.value,
     attempts=case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0),
@@ -100,6 +119,24 @@ def fenced_params(leases: Sequence[LeaseRef], params: dict[str, Any]) -> dict[st
     }
 
 
+def complete_with_results(
+    conn: Connection, leases: Sequence[LeaseRef], results: Mapping[JobId, str], at: datetime
+) -> list[JobRecord]:
+    """Complete `leases` at `at` in the caller's transaction, storing the results: the
+    jobs without one in one UPDATE, each job with one in an UPDATE of its own."""
+    plain = [ref for ref in leases if ref.job_id not in results]
+    done = jobs_of(conn.execute(COMPLETE, fenced_params(plain, {"now": at})).all()) if plain else []
+    for ref in leases:
+        result = results.get(ref.job_id)
+        if result is None:
+            continue
+        params = {"now": at, "job_id": ref.job_id, "token": ref.token, "b_result": result}
+        row = conn.execute(COMPLETE_ONE, params).first()
+        if row is not None:
+            done.append(job_of(row))
+    return done
+
+
 def fail_params(failures: Sequence[Failure], at: datetime) -> list[dict[str, Any]]:
     """FAIL's parameters, one set per failure (each has its own error and delay)."""
     return [
@@ -133,9 +170,19 @@ class FencedWrites:
         """Hook: release or expire made `jobs` claimable again (a notifier publishes)."""
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
-        return self._fenced(COMPLETE, leases, now)
+        if not results:
+            return self._fenced(COMPLETE, leases, now)
+        if not leases:
+            return []
+        return self._db.transaction(
+            lambda conn: complete_with_results(conn, leases, results, self._at(now))
+        )
 
     def renew(
         self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None

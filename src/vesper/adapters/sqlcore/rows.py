@@ -90,6 +90,7 @@ def job_of(row: Row[Any] | Mapping[str, Any]) -> JobRecord:
         started_at=None if started is None else aware_utc(started),
         finished_at=None if finished is None else aware_utc(finished),
         seq=m["seq"],
+        result=m["result"],  # decoded JSON (the column's type, or psycopg's json loader)
     )
 
 
