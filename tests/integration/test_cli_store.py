@@ -15,14 +15,16 @@ from alembic.script import ScriptDirectory
 
 from tests.integration.harness import REPO, read_ledger, starts, wait_until
 from tests.integration.service import Service
-from vesper.adapters.sql.migrate import alembic_config, head_revision
+from vesper.adapters.sql.migrate import alembic_config
 from vesper.entrypoints.app import App
 from vesper.testing import postgres as pg
 
+# what `vesper migrate` applies to an empty database: every revision, up to the head
+_SCRIPTS = ScriptDirectory.from_config(alembic_config())
+HEAD = _SCRIPTS.get_current_head()
+APPLIED_ALL = f"applied {len(list(_SCRIPTS.walk_revisions()))} migrations (base -> {HEAD})"
+
 LEDGER_APP = "tests.integration.apps.ledger:app"
-HEAD = head_revision()
-_COUNT = len(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))
-APPLIED_ALL = f"applied {_COUNT} migration{'' if _COUNT == 1 else 's'} (base -> {HEAD})"
 
 
 def vesper(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:

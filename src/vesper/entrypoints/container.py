@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from dependency_injector import containers, providers
 
@@ -50,6 +50,7 @@ from vesper.application.ports import (
     Store,
     StoreOptions,
     Subscription,
+    TransactionalJobRepository,
     WorkerRegistry,
     store_capacity,
     store_notifier,
@@ -58,7 +59,7 @@ from vesper.application.ports import (
 )
 from vesper.application.retention import DeleteJob, PruneJobs
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
-from vesper.application.submit import SubmitJob, SubmitJobs
+from vesper.application.submit import SubmitInTransaction, SubmitJob, SubmitJobs
 from vesper.application.waiting import JobWaits
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
@@ -243,6 +244,17 @@ def _schedules(store: Store) -> ScheduleRegistry | None:
     return store_schedules(store)
 
 
+def _transactional(store: Store, storage: str) -> TransactionalJobRepository:
+    """The store's repository, if it can write in its caller's transaction."""
+    jobs = store.jobs
+    if not jobs.capabilities.transactional_submit:
+        raise TypeError(
+            f"connection: the {storage} store cannot write in your transaction; "
+            "use VESPER_STORAGE=postgres or sqlite"
+        )
+    return cast(TransactionalJobRepository, jobs)
+
+
 class Container(containers.DeclarativeContainer):
     config = providers.Configuration(strict=True)
 
@@ -318,6 +330,15 @@ class Container(containers.DeclarativeContainer):
     )
     submit_jobs = providers.Factory(
         SubmitJobs, jobs=jobs, settings=policies, signal=job_signal, metrics=metrics
+    )
+    # `app.enqueue(..., connection=conn)`: the store's own repository, on the caller's
+    # connection (neither the group commit nor the gate: no pooled connection is used)
+    submit_in_transaction = providers.Factory(
+        SubmitInTransaction,
+        jobs=providers.Callable(_transactional, store, config.storage),
+        settings=policies,
+        signal=job_signal,
+        metrics=metrics,
     )
     claim_jobs = providers.Factory(ClaimJobs, jobs=jobs, settings=policies)
     renew_leases = providers.Factory(RenewLeases, jobs=jobs, settings=policies)

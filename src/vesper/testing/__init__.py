@@ -32,6 +32,8 @@ freedoms the port leaves it (a token per claimed job, results in another order, 
 complete_and_claim): the suite passes such a store too.
 The error contract's outage tests run when the store's test module also overrides
 `store_outage` (a StoreOutage: how to take its database away), and are skipped otherwise.
+A store declaring `transactional_submit` overrides `caller_transactions` too (how a caller
+begins a transaction on its database: see `transactions_contract`).
 `scratch_database(url)` (vesper.testing.scratch) makes a scratch database of any
 SQLAlchemy URL (SQLite, PostgreSQL, MySQL/MariaDB, or one registered there). This package needs
 pytest and hypothesis (vesper's `dev` extra).
@@ -60,6 +62,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.results_contract",
     "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
+    "vesper.testing.transactions_contract",
     "vesper.testing.workers_contract",
 )
 
@@ -88,6 +91,7 @@ from vesper.testing.retention_contract import DeleteContract, PruneContract, Pru
 from vesper.testing.schedules_contract import ScheduleRegistryContract
 from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
+from vesper.testing.transactions_contract import CallerTransactions, TransactionalSubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
 
@@ -112,6 +116,7 @@ class JobRepositoryContract(
     PruneContract,
     PruneModelContract,
     DeleteContract,
+    TransactionalSubmitContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -124,6 +129,7 @@ class StoreContract(
 
 
 __all__ = [
+    "CallerTransactions",
     "CancelContract",
     "ClaimContract",
     "CompleteAndClaimContract",
@@ -155,6 +161,7 @@ __all__ = [
     "StoreOpener",
     "StoreOutage",
     "SubmitContract",
+    "TransactionalSubmitContract",
     "WorkerRegistryContract",
     "scratch_database",
 ]

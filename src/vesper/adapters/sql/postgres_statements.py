@@ -316,6 +316,11 @@ _DRIVER_SQL = {
 _DRIVER_SQL |= {id(statement): _pyformat(statement, "b") for statement in (INSERT, INSERT_NOTIFY)}
 
 
+def driver_sql(statement: TextClause) -> str:
+    """`statement` as psycopg takes it (placeholders `%(name)s`)."""
+    return _DRIVER_SQL[id(statement)]
+
+
 def run(
     conn: Connection,
     statement: TextClause,
@@ -325,7 +330,7 @@ def run(
 ) -> list[Any]:
     """Run `statement` on the driver's connection under `conn`; its rows as dicts (or as
     `row_factory` makes them)."""
-    sql = _DRIVER_SQL[id(statement)]
+    sql = driver_sql(statement)
     raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     try:
         with raw.cursor(row_factory=row_factory) as cursor:

@@ -9,7 +9,7 @@ date arithmetic happens in Python: SQLite stores times as text.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,8 +23,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from vesper.adapters.clock import SystemClock
+from vesper.adapters.sql import caller
 from vesper.adapters.sql.engines import Database
-from vesper.adapters.sqlcore.common import SqlJobReads, plan_submission, submit_serialized
+from vesper.adapters.sqlcore.common import (
+    SqlJobReads,
+    SubmitPlan,
+    plan_submission,
+    submit_serialized,
+)
 from vesper.adapters.sqlcore.leases import (
     COMPLETE,
     NOW,
@@ -70,12 +76,17 @@ def _claim(types: str, *extra: BindParameter[Any]) -> TextualSelect:
 
 CLAIM = _claim("")
 CLAIM_TYPES = _claim("AND type IN :types", bindparam("types", expanding=True))
+# a write that changes nothing: SQLite takes the write lock for it (an UPDATE starts a
+# write transaction whatever its WHERE)
+WRITE_LOCK = text("UPDATE vesper_jobs SET seq = seq WHERE 0")
 
 
 class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
-    capabilities = Capabilities(multi_process=True, complete_and_claim=True)
+    capabilities = Capabilities(
+        multi_process=True, complete_and_claim=True, transactional_submit=True
+    )
     # without statistics SQLite may not pick the partial index of finished jobs
     _prune = prune_statement("vesper_jobs INDEXED BY vesper_jobs_finished_idx")
 
@@ -97,6 +108,38 @@ class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
         # stamps a time): a writer that waited for the lock must not date its rows, or
         # start a lease, in the past; `seq` and `run_at` then grow together too
         return self._db.transaction(lambda conn: submit_serialized(conn, plan, self._at(now)))
+
+    # -- in the caller's transaction (TransactionalJobRepository) --------------------------
+
+    def is_async(self, connection: object) -> bool:
+        return caller.kind_of(connection, database="sqlite") == "sqlalchemy_async"
+
+    def submit_in(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        if self.is_async(connection):
+            raise TypeError("connection: an asyncio connection: use submit_in_async")
+        if not jobs:
+            return []
+        return self._submit_in(caller.sqlalchemy_connection(connection), plan_submission(jobs))
+
+    async def submit_in_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        if not self.is_async(connection):
+            raise TypeError("connection: not an asyncio connection: use submit_in")
+        if not jobs:
+            return []
+        plan = plan_submission(jobs)
+        return await caller.run_async(connection, lambda conn: self._submit_in(conn, plan))
+
+    def _submit_in(self, conn: Connection, plan: SubmitPlan) -> list[Submitted]:
+        # The caller's transaction may have begun deferred (pysqlite's default): take the
+        # write lock first, as the store's BEGIN IMMEDIATE does, so that no other writer
+        # binds a key or takes a seq between the reads of submit_serialized and its
+        # INSERT. A transaction that read before a concurrent commit fails here, with
+        # SQLite's "database is locked", rather than insert on a stale view.
+        conn.execute(WRITE_LOCK)
+        return submit_serialized(conn, plan, self._at(None))
+
+    def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
+        caller.after_commit(connection, callback)
 
     def claim(
         self,

@@ -1,7 +1,7 @@
 """The periodic schedules table.
 
 Revision ID: 0002_i17_schedules
-Revises: 0002_i16_retention
+Revises: 0002_i18_vesper_enqueue
 Create Date: 2026-01-20
 
 Self-contained, as every migration: SQLite keeps times as fixed-width UTC text, the
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0002_i17_schedules"
-down_revision = "0002_i16_retention"
+down_revision = "0002_i18_vesper_enqueue"
 branch_labels = None
 depends_on = None
 
