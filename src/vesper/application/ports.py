@@ -37,6 +37,7 @@ from typing import Protocol
 
 import attrs
 
+from vesper.domain.activity import Activity
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.periodic import Schedule, ScheduleRecord
@@ -65,6 +66,8 @@ class Capabilities:
     # the repository is a TransactionalJobRepository too: it writes jobs in a transaction
     # the caller holds open on a connection of its own (`app.enqueue(connection=...)`)
     transactional_submit: bool = False
+    # the repository is an ActivityJobRepository too: the dashboard's per-minute chart
+    activity: bool = False
 
 
 class Clock(Protocol):
@@ -287,6 +290,17 @@ class TransactionalJobRepository(JobRepository, Protocol):
         """Call `callback` once, when the transaction open on `connection` commits (never
         when it rolls back), where that kind of connection lets the store hear it; other
         processes learn of the jobs as they learn of any submit."""
+
+
+class ActivityJobRepository(JobRepository, Protocol):
+    """A JobRepository that counts finished work by minute: optional, declared by
+    `capabilities.activity` (the dashboard shows no chart without it)."""
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        """Per minute of the `window` ending at now (UTC minutes, oldest first, empty
+        ones included): the jobs that finished done (by finished_at), and the failures
+        (jobs now in dlq by finished_at, jobs now failed by their last failed attempt,
+        updated_at). Counted over the whole store, whichever process did the work."""
         ...
 
 

@@ -36,7 +36,14 @@ from vesper.application.fleet import (
     RegisterWorker,
 )
 from vesper.application.group_commit import CoalescingJobRepository, GroupCommit
-from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
+from vesper.application.management import (
+    CancelJob,
+    GetActivity,
+    GetJob,
+    GetStats,
+    ListJobs,
+    RetryJob,
+)
 from vesper.application.periodic import (
     DeleteSchedule,
     ListSchedules,
@@ -198,10 +205,14 @@ def open_job_waits(
     if notified:
         from vesper.adapters.sql.notify import (  # noqa: PLC0415
             FINISHED_CHANNEL,
+            WAITERS_LOCK_SQL,
             PostgresJobListener,
         )
 
-        listener = PostgresJobListener(url, waits.poke, channel=FINISHED_CHANNEL).start()
+        # the lock tells the outcome statements that this process listens (notify.py)
+        listener = PostgresJobListener(
+            url, waits.poke, channel=FINISHED_CHANNEL, after_listen=WAITERS_LOCK_SQL
+        ).start()
     try:
         yield waits
     finally:
@@ -347,6 +358,7 @@ class Container(containers.DeclarativeContainer):
     list_jobs = providers.Factory(ListJobs, jobs=jobs)
     cancel_job = providers.Factory(CancelJob, jobs=jobs, metrics=metrics)
     retry_job = providers.Factory(RetryJob, jobs=jobs)
+    get_activity = providers.Factory(GetActivity, jobs=jobs)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
     heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
     deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)

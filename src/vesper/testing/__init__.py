@@ -48,6 +48,7 @@ import pytest
 pytest.register_assert_rewrite(
     "vesper.testing.batch_contract",
     "vesper.testing.claims_contract",
+    "vesper.testing.dashboard_contract",
     "vesper.testing.expiry_contract",
     "vesper.testing.fixtures",
     "vesper.testing.freedoms",
@@ -68,6 +69,7 @@ pytest.register_assert_rewrite(
 
 from vesper.testing.batch_contract import CompleteAndClaimContract, RecordAndClaimContract
 from vesper.testing.claims_contract import ClaimContract
+from vesper.testing.dashboard_contract import ActivityContract, SearchContract
 from vesper.testing.expiry_contract import ExpireContract
 from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener, StoreOutage
 from vesper.testing.freedoms import FreeJobs, FreeStore
@@ -117,6 +119,8 @@ class JobRepositoryContract(
     PruneModelContract,
     DeleteContract,
     TransactionalSubmitContract,
+    SearchContract,
+    ActivityContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -129,6 +133,7 @@ class StoreContract(
 
 
 __all__ = [
+    "ActivityContract",
     "CallerTransactions",
     "CancelContract",
     "ClaimContract",
@@ -153,6 +158,7 @@ __all__ = [
     "ResultsContract",
     "RetryContract",
     "ScheduleRegistryContract",
+    "SearchContract",
     "StatsContract",
     "StoreContract",
     "StoreFactory",

@@ -83,7 +83,7 @@ class PostgresJobRepository(SqlJobReads):
     """Jobs in PostgreSQL: any number of processes on any number of machines."""
 
     capabilities = Capabilities(
-        multi_process=True, complete_and_claim=True, transactional_submit=True
+        multi_process=True, complete_and_claim=True, transactional_submit=True, activity=True
     )
 
     _db: Database  # the engines' Database, which has durable_statement too

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
-from vesper.adapters.sql.notify import FINISHED_NOTIFY_SQL, NOTIFY_SQL
+from vesper.adapters.sql.notify import FINISHED_NOTIFY_SQL, NOTIFY_SQL, WAITERS_ABSENT_SQL
 from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, FINISHED_SQL, KEYED_SQL, jobs
 from vesper.domain.submission import NewJob
 
@@ -79,13 +79,19 @@ _DONE = _FENCED.format(
     names=", result",
 )
 # Waiters learn that jobs finished by one notification per statement (delivered at
-# commit), sent only when the statement finished a job; `finished` is the statement's
-# CTE of changed rows, and `{finished_where}` picks the rows that finished.
-_NOTE = """note AS MATERIALIZED (
+# commit), sent only when the statement finished a job and some process listens for
+# finished jobs (WAITERS_ABSENT_SQL, in notify.py); `finished` is the statement's CTE of
+# changed rows, and `{finished_where}` picks the rows that finished.
+_NOTE = (
+    """note AS MATERIALIZED (
     SELECT pg_notify('vesper_finished', '') FROM (
         SELECT 1 FROM {finished} {finished_where} LIMIT 1
     ) AS any_finished
+    WHERE NOT """
+    + WAITERS_ABSENT_SQL
+    + """
 )"""
+)
 assert FINISHED_NOTIFY_SQL == "SELECT pg_notify('vesper_finished', '')"  # one channel name
 
 

@@ -85,7 +85,10 @@ class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
     capabilities = Capabilities(
-        multi_process=True, complete_and_claim=True, transactional_submit=True
+        multi_process=True,
+        complete_and_claim=True,
+        transactional_submit=True,
+        activity=True,
     )
     # without statistics SQLite may not pick the partial index of finished jobs
     _prune = prune_statement("vesper_jobs INDEXED BY vesper_jobs_finished_idx")

@@ -50,6 +50,7 @@ USE_CASES = (
     "pause_schedule",
     "delete_schedule",
     "delete_job",
+    "get_activity",  # the dashboard's chart
 )
 
 
