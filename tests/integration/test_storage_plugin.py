@@ -182,7 +182,9 @@ def test_the_notifier_wakes_a_worker_in_another_process(database: str, tmp_path:
         VESPER_POLL_INTERVAL="30s",  # a job found by polling would wait up to 30 s
         VESPER_TEST_LEDGER=str(ledger),
     )
-    worker = Service(env, tmp_path / "worker.log", command=("worker", "--app", LEDGER_APP))
+    worker = Service(
+        env, tmp_path / "worker.log", command=("worker", "--processes", "1", "--app", LEDGER_APP)
+    )
     producer = App({k: v for k, v in env.items() if k != "PYTHONPATH"})  # this process
     try:
         wait_until(lambda: "started" in worker.output(), timeout=30, what="the worker")
