@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -153,25 +152,6 @@ def test_migrate_runs_the_plugin_s_hook(database: str) -> None:
     enqueued = vesper("enqueue", "hello", "--payload", '{"a": 1}', env=env)
     assert enqueued.returncode == 0, enqueued.stderr
     assert json.loads(enqueued.stdout)["type"] == "hello"
-
-
-def test_publish_removes_the_socket_of_a_gone_subscriber(tmp_path: Path) -> None:
-    from vesper_teststore import SocketNotifier  # noqa: PLC0415
-
-    notifier = SocketNotifier(tmp_path / "wake")
-    woken: list[int] = []
-    live = notifier.subscribe(lambda: woken.append(1))
-    gone = tmp_path / "wake" / "gone.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
-        dead.bind(str(gone))  # a subscriber that died without closing: its file stays
-    try:
-        wait_until(lambda: woken, timeout=5, what="the catch-up call")
-        notifier.publish()
-        wait_until(lambda: len(woken) >= 2, timeout=5, what="the published wake-up")
-        assert not gone.exists()
-    finally:
-        live.close()
-    assert list((tmp_path / "wake").iterdir()) == []
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ date arithmetic happens in Python: SQLite stores times as text.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -79,9 +79,18 @@ class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
     # without statistics SQLite may not pick the partial index of finished jobs
     _prune = prune_statement("vesper_jobs INDEXED BY vesper_jobs_finished_idx")
 
-    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock | None = None,
+        *,
+        notify: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(db, NOW)
         self._clock = clock or SystemClock()
+        # the notifier's publish (other processes' workers wake), called after a commit
+        # that made jobs due: SQLite has no NOTIFY
+        self._notify = notify or (lambda: None)
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -96,7 +105,17 @@ class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
         # the time is read once the write lock is held (here and in every write that
         # stamps a time): a writer that waited for the lock must not date its rows, or
         # start a lease, in the past; `seq` and `run_at` then grow together too
-        return self._db.transaction(lambda conn: submit_serialized(conn, plan, self._at(now)))
+        results = self._db.transaction(lambda conn: submit_serialized(conn, plan, self._at(now)))
+        if any(result.created for result in results):
+            self._notify()
+        return results
+
+    def _changed(self, action: str, job: JobRecord) -> None:
+        if action == "retry":
+            self._notify()
+
+    def _made_due(self, jobs: list[JobRecord]) -> None:
+        self._notify()  # released or expired: claimable again
 
     def claim(
         self,
