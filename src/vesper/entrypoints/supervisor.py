@@ -35,7 +35,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
@@ -51,7 +50,7 @@ LISTEN_FD_ENV = "VESPER_LISTEN_FD"  # the API's listening socket, bound by the s
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
 HEALTHY_AFTER = 60.0  # a child that ran this long died of something new: backoff resets
-TICK = 0.1  # how often exits are noticed (a signal wakes the loop at once)
+TICK = 0.1  # how often exits and signals are acted on
 CONFIG_ERROR = 2  # the CLI's exit code for a usage or configuration error
 
 
@@ -98,9 +97,12 @@ class Supervisor:
         self.metrics_addr = metrics_addr
         self.env = dict(os.environ if env is None else env)
         self.children = [Child(index) for index in range(count)]
-        self.signals = 0
+        self.stopping = False
         self.exit_code = 0
-        self._wake = threading.Event()
+        # the signal handler only appends here (no lock, no I/O: it interrupts the loop
+        # anywhere); the loop acts on each signal within a tick
+        self._signals: list[int] = []
+        self._handled = 0
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -117,8 +119,7 @@ class Supervisor:
             for child in self.children:
                 self._start(child)
             while self._supervise():
-                self._wake.wait(TICK)
-                self._wake.clear()
+                time.sleep(TICK)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -127,38 +128,32 @@ class Supervisor:
         return self.exit_code
 
     def _supervise(self) -> bool:
-        """One round: note the children that ended, start those due; False when done."""
-        if self.signals > 1:
-            self._kill_all()
+        """One round: act on signals, note the children that ended, start those due;
+        False when done."""
+        while self._handled < len(self._signals):
+            self._handled += 1
+            name = signal.Signals(self._signals[self._handled - 1]).name
+            if self._handled == 1:
+                log.info("%s received: stopping the %s processes gracefully", name, self.what)
+                self.stopping = True
+            else:
+                log.warning("second signal (%s): killing the %s processes", name, self.what)
+                self.exit_code = 1
+                self._kill_all()
         now = time.monotonic()
         for child in self.children:
             if child.popen is not None and (code := child.popen.poll()) is not None:
                 self._ended(child, code, now)
         if self.stopping:
-            self._ask_all_to_stop()  # again: a child started as the signal came
+            self._ask_all_to_stop()
             return any(child.popen is not None for child in self.children)
         for child in self.children:
             if child.popen is None and now >= child.restart_at:
                 self._start(child)
         return True
 
-    @property
-    def stopping(self) -> bool:
-        return self.signals > 0
-
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self.signals += 1
-        if self.signals == 1:
-            log.info(
-                "%s received: stopping the %s processes gracefully",
-                signal.Signals(signum).name,
-                self.what,
-            )
-            self._ask_all_to_stop()
-        else:
-            log.warning("second signal: killing the %s processes", self.what)
-            self.exit_code = 1
-        self._wake.set()
+        self._signals.append(signum)
 
     # -- children -------------------------------------------------------------------------
 
@@ -205,8 +200,7 @@ class Supervisor:
                 how,
             )
             self.exit_code = CONFIG_ERROR
-            self.signals = max(self.signals, 1)
-            self._ask_all_to_stop()
+            self.stopping = True
             return
         if now - child.started_at >= HEALTHY_AFTER:
             child.quick_deaths = 0
