@@ -7,7 +7,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import cast
 
-from vesper.application.ports import CompletingJobRepository, JobRepository, Submitted
+from vesper.application.ports import (
+    ActivityJobRepository,
+    CompletingJobRepository,
+    JobRepository,
+    Submitted,
+)
+from vesper.domain.activity import Activity
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.states import Status
@@ -125,3 +131,7 @@ class ForwardingJobRepository:
 
     def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         return self._jobs.delete(job_id, now=now)
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        """Only called where `capabilities.activity` (the wrapped store's) is set."""
+        return cast(ActivityJobRepository, self._jobs).activity(window=window, now=now)

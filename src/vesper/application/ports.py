@@ -37,6 +37,7 @@ from typing import Protocol
 
 import attrs
 
+from vesper.domain.activity import Activity
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobPage, JobQuery
@@ -61,6 +62,11 @@ class Capabilities:
     # the repository is a CompletingJobRepository too: RecordAndClaim calls it instead of
     # complete() and then claim()
     complete_and_claim: bool = False
+    # the repository is a TransactionalJobRepository too: it writes jobs in a transaction
+    # the caller holds open on a connection of its own (`app.enqueue(connection=...)`)
+    transactional_submit: bool = False
+    # the repository is an ActivityJobRepository too: the dashboard's per-minute chart
+    activity: bool = False
 
 
 class Clock(Protocol):
@@ -238,6 +244,62 @@ class CompletingJobRepository(JobRepository, Protocol):
             (completed, claimed), each as the two calls would return it: fencing and
             result orders are theirs. A job completed here is never among the claimed.
         """
+        ...
+
+
+class TransactionalJobRepository(JobRepository, Protocol):
+    """A JobRepository that writes jobs inside a transaction its caller holds open on a
+    database connection of the caller's own: optional, declared by
+    `capabilities.transactional_submit`. Which connections a store can join is its own
+    business (the SQL stores: the README's list); `connection` is typed `object` here so
+    that the use cases need no database library.
+    """
+
+    def is_async(self, connection: object) -> bool:
+        """Whether `connection` is an asyncio one (use submit_in_async).
+
+        Raises:
+            TypeError: a connection this store cannot write in (its kind, or its
+                database's, named).
+        """
+        ...
+
+    def submit_in(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        """`submit(jobs)`, its statements run in the transaction open on `connection`
+        (begun if none is): the jobs exist if and only if the caller commits it, and are
+        invisible to every other transaction until then. Idempotency keys behave as in
+        `submit`; a key that a concurrent, still open transaction is binding makes this
+        wait until that transaction ends, and then see its job (a replay or
+        IdempotencyConflict) or, if it rolled back, bind the key itself. Nothing is
+        committed or rolled back here: an error leaves the caller's transaction to the
+        caller.
+
+        Errors: IdempotencyConflict, and TypeError for a connection it cannot join. The
+        exception to the error contract above: the connection's own driver errors (a
+        lock timeout, a lost connection, missing tables) reach the caller unchanged,
+        since the connection and its transaction are the caller's to retry.
+        """
+        ...
+
+    async def submit_in_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        """`submit_in` on an asyncio connection."""
+        ...
+
+    def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when the transaction open on `connection` commits (never
+        when it rolls back), where that kind of connection lets the store hear it; other
+        processes learn of the jobs as they learn of any submit."""
+
+
+class ActivityJobRepository(JobRepository, Protocol):
+    """A JobRepository that counts finished work by minute: optional, declared by
+    `capabilities.activity` (the dashboard shows no chart without it)."""
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        """Per minute of the `window` ending at now (UTC minutes, oldest first, empty
+        ones included): the jobs that finished done (by finished_at), and the failures
+        (jobs now in dlq by finished_at, jobs now failed by their last failed attempt,
+        updated_at). Counted over the whole store, whichever process did the work."""
         ...
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from dependency_injector import containers, providers
 
@@ -36,13 +36,21 @@ from vesper.application.fleet import (
     RegisterWorker,
 )
 from vesper.application.group_commit import CoalescingJobRepository, GroupCommit
-from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
+from vesper.application.management import (
+    CancelJob,
+    GetActivity,
+    GetJob,
+    GetStats,
+    ListJobs,
+    RetryJob,
+)
 from vesper.application.ports import (
     Clock,
     JobRepository,
     Store,
     StoreOptions,
     Subscription,
+    TransactionalJobRepository,
     WorkerRegistry,
     store_capacity,
     store_notifier,
@@ -50,7 +58,7 @@ from vesper.application.ports import (
 )
 from vesper.application.retention import DeleteJob, PruneJobs
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
-from vesper.application.submit import SubmitJob, SubmitJobs
+from vesper.application.submit import SubmitInTransaction, SubmitJob, SubmitJobs
 from vesper.application.waiting import JobWaits
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
@@ -189,10 +197,14 @@ def open_job_waits(
     if notified:
         from vesper.adapters.sql.notify import (  # noqa: PLC0415
             FINISHED_CHANNEL,
+            WAITERS_LOCK_SQL,
             PostgresJobListener,
         )
 
-        listener = PostgresJobListener(url, waits.poke, channel=FINISHED_CHANNEL).start()
+        # the lock tells the outcome statements that this process listens (notify.py)
+        listener = PostgresJobListener(
+            url, waits.poke, channel=FINISHED_CHANNEL, after_listen=WAITERS_LOCK_SQL
+        ).start()
     try:
         yield waits
     finally:
@@ -223,6 +235,17 @@ def _jobs(store: Store) -> JobRepository:
 
 def _workers(store: Store) -> WorkerRegistry:
     return store.workers
+
+
+def _transactional(store: Store, storage: str) -> TransactionalJobRepository:
+    """The store's repository, if it can write in its caller's transaction."""
+    jobs = store.jobs
+    if not jobs.capabilities.transactional_submit:
+        raise TypeError(
+            f"connection: the {storage} store cannot write in your transaction; "
+            "use VESPER_STORAGE=postgres or sqlite"
+        )
+    return cast(TransactionalJobRepository, jobs)
 
 
 class Container(containers.DeclarativeContainer):
@@ -300,6 +323,15 @@ class Container(containers.DeclarativeContainer):
     submit_jobs = providers.Factory(
         SubmitJobs, jobs=jobs, settings=policies, signal=job_signal, metrics=metrics
     )
+    # `app.enqueue(..., connection=conn)`: the store's own repository, on the caller's
+    # connection (neither the group commit nor the gate: no pooled connection is used)
+    submit_in_transaction = providers.Factory(
+        SubmitInTransaction,
+        jobs=providers.Callable(_transactional, store, config.storage),
+        settings=policies,
+        signal=job_signal,
+        metrics=metrics,
+    )
     claim_jobs = providers.Factory(ClaimJobs, jobs=jobs, settings=policies)
     renew_leases = providers.Factory(RenewLeases, jobs=jobs, settings=policies)
     release_jobs = providers.Factory(ReleaseJobs, jobs=jobs)
@@ -307,6 +339,7 @@ class Container(containers.DeclarativeContainer):
     list_jobs = providers.Factory(ListJobs, jobs=jobs)
     cancel_job = providers.Factory(CancelJob, jobs=jobs, metrics=metrics)
     retry_job = providers.Factory(RetryJob, jobs=jobs)
+    get_activity = providers.Factory(GetActivity, jobs=jobs)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
     heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
     deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)

@@ -32,6 +32,8 @@ freedoms the port leaves it (a token per claimed job, results in another order, 
 complete_and_claim): the suite passes such a store too.
 The error contract's outage tests run when the store's test module also overrides
 `store_outage` (a StoreOutage: how to take its database away), and are skipped otherwise.
+A store declaring `transactional_submit` overrides `caller_transactions` too (how a caller
+begins a transaction on its database: see `transactions_contract`).
 `scratch_database(url)` (vesper.testing.scratch) makes a scratch database of any
 SQLAlchemy URL (SQLite, PostgreSQL, MySQL/MariaDB, or one registered there). This package needs
 pytest and hypothesis (vesper's `dev` extra).
@@ -46,6 +48,7 @@ import pytest
 pytest.register_assert_rewrite(
     "vesper.testing.batch_contract",
     "vesper.testing.claims_contract",
+    "vesper.testing.dashboard_contract",
     "vesper.testing.expiry_contract",
     "vesper.testing.fixtures",
     "vesper.testing.freedoms",
@@ -59,11 +62,13 @@ pytest.register_assert_rewrite(
     "vesper.testing.results_contract",
     "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
+    "vesper.testing.transactions_contract",
     "vesper.testing.workers_contract",
 )
 
 from vesper.testing.batch_contract import CompleteAndClaimContract, RecordAndClaimContract
 from vesper.testing.claims_contract import ClaimContract
+from vesper.testing.dashboard_contract import ActivityContract, SearchContract
 from vesper.testing.expiry_contract import ExpireContract
 from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener, StoreOutage
 from vesper.testing.freedoms import FreeJobs, FreeStore
@@ -86,6 +91,7 @@ from vesper.testing.results_contract import GetManyContract, ResultsContract
 from vesper.testing.retention_contract import DeleteContract, PruneContract, PruneModelContract
 from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
+from vesper.testing.transactions_contract import CallerTransactions, TransactionalSubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
 
@@ -110,6 +116,9 @@ class JobRepositoryContract(
     PruneContract,
     PruneModelContract,
     DeleteContract,
+    TransactionalSubmitContract,
+    SearchContract,
+    ActivityContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -120,6 +129,8 @@ class StoreContract(JobRepositoryContract, WorkerRegistryContract, OutageContrac
 
 
 __all__ = [
+    "ActivityContract",
+    "CallerTransactions",
     "CancelContract",
     "ClaimContract",
     "CompleteAndClaimContract",
@@ -142,6 +153,7 @@ __all__ = [
     "RenewContract",
     "ResultsContract",
     "RetryContract",
+    "SearchContract",
     "StatsContract",
     "StoreContract",
     "StoreFactory",
@@ -150,6 +162,7 @@ __all__ = [
     "StoreOpener",
     "StoreOutage",
     "SubmitContract",
+    "TransactionalSubmitContract",
     "WorkerRegistryContract",
     "scratch_database",
 ]

@@ -47,6 +47,7 @@ USE_CASES = (
     "get_stats",
     "get_fleet",
     "delete_job",
+    "get_activity",  # the dashboard's chart
 )
 
 
