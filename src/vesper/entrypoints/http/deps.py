@@ -48,6 +48,7 @@ USE_CASES = (
     "get_fleet",
     "delete_job",
     "get_activity",  # the dashboard's chart
+    "get_summary",  # the dashboard's counts
 )
 
 
