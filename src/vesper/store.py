@@ -8,7 +8,9 @@ guide is docs/custom-stores.md; the contract suite that checks a store is
 The ports (the specification; their docstrings are what the contract suite checks):
     Store, JobRepository, CompletingJobRepository, WorkerRegistry, Capabilities,
     Clock, Submitted; the factory StoreFactory and its StoreOptions; the optional
-    capabilities PoolReporter (PoolFigures), Notifier (Subscription) and Migrator.
+    capabilities PoolReporter (PoolFigures), Notifier (Subscription) and Migrator,
+    and the optional `schedules` attribute, a ScheduleRegistry (periodic jobs: it
+    keeps Schedule declarations as ScheduleRecords; ScheduleNotFound).
 
 The records a store keeps and returns:
     JobRecord (a job as stored, with its lease: not `vesper.Job`, which is what a
@@ -91,6 +93,7 @@ from vesper.application.ports import (
     Notifier,
     PoolFigures,
     PoolReporter,
+    ScheduleRegistry,
     Store,
     StoreFactory,
     StoreOptions,
@@ -102,6 +105,7 @@ from vesper.domain.errors import (
     IdempotencyConflict,
     IllegalTransition,
     JobNotFound,
+    ScheduleNotFound,
     SchemaNotMigrated,
     StoreUnavailable,
     VesperError,
@@ -109,6 +113,7 @@ from vesper.domain.errors import (
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, Lease, LeaseRef
 from vesper.domain.ordering import claim_order
+from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.states import TRANSITIONS, Status, allowed
 from vesper.domain.stats import QueueStats
@@ -146,6 +151,10 @@ __all__ = [
     "PoolFigures",
     "PoolReporter",
     "QueueStats",
+    "Schedule",
+    "ScheduleNotFound",
+    "ScheduleRecord",
+    "ScheduleRegistry",
     "SchemaNotMigrated",
     "SqlDatabase",
     "SqlJobReads",

@@ -16,13 +16,13 @@ import click
 from dotenv import load_dotenv
 
 from vesper.application.ports import store_migrator
-from vesper.domain.errors import InvalidRequest, VesperError
+from vesper.domain.errors import InvalidRequest, InvalidSchedule, VesperError
 from vesper.domain.job import JobId
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
 from vesper.entrypoints.container import build_container
 from vesper.entrypoints.settings import ConfigError, describe_store
-from vesper.entrypoints.wire import job_to_wire
+from vesper.entrypoints.wire import job_to_wire, schedule_to_wire
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +42,8 @@ def load_app(path: str | None) -> App:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.UsageError(f"--app {path!r}: cannot import {module_name!r}: {exc}") from None
+    except InvalidSchedule as exc:  # raised by app.periodic(...) as the module loads
+        _fail(str(exc), 2)
     target = getattr(module, attribute, None)
     if target is None:
         raise click.UsageError(f"--app {path!r}: {module_name!r} has no attribute {attribute!r}")
@@ -253,6 +255,70 @@ def status(watch: bool, interval: float, count: int | None) -> None:
         _fail(str(exc))
     finally:
         app.close()
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_context
+def schedules(ctx: click.Context, as_json: bool) -> None:
+    """List the periodic schedules (pause, resume and delete are subcommands)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from vesper.entrypoints.status import schedules_table  # noqa: PLC0415
+
+    app = _load(None)
+    try:
+        views = app.container.list_schedules()()
+    except VesperError as exc:
+        _fail(str(exc))
+    finally:
+        app.close()
+    if as_json:
+        wire = [schedule_to_wire(v.record, next_tick=v.next_tick, stale=v.stale) for v in views]
+        click.echo(json.dumps({"schedules": wire}, indent=2))
+    else:
+        from rich.console import Console  # noqa: PLC0415
+
+        Console().print(schedules_table(views))
+
+
+def _set_paused(name: str, paused: bool) -> None:
+    app = _load(None)
+    try:
+        view = app.container.pause_schedule()(name, paused)
+    except VesperError as exc:
+        _fail(str(exc))
+    finally:
+        app.close()
+    click.echo(f"{name}: {'paused' if view.record.paused else 'resumed'}")
+
+
+@schedules.command("pause")
+@click.argument("name")
+def pause_schedule(name: str) -> None:
+    """Pause a schedule: no worker submits its ticks until it is resumed."""
+    _set_paused(name, True)
+
+
+@schedules.command("resume")
+@click.argument("name")
+def resume_schedule(name: str) -> None:
+    """Resume a paused schedule from its next tick."""
+    _set_paused(name, False)
+
+
+@schedules.command("delete")
+@click.argument("name")
+def delete_schedule(name: str) -> None:
+    """Forget a schedule (one removed from the code, listed as stale)."""
+    app = _load(None)
+    try:
+        app.container.delete_schedule()(name)
+    except VesperError as exc:
+        _fail(str(exc))
+    finally:
+        app.close()
+    click.echo(f"{name}: deleted")
 
 
 main.add_command(bench)

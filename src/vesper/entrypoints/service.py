@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from vesper.adapters.otel.tracing import TracingConfigError
 from vesper.application.consumers import Consumers
-from vesper.domain.errors import StoreUnavailable
+from vesper.application.periodic import check_schedules
+from vesper.domain.errors import InvalidSchedule, StoreUnavailable
+from vesper.domain.periodic import Schedule
 from vesper.entrypoints.container import Container
 from vesper.entrypoints.settings import Settings, describe_store
 from vesper.entrypoints.worker.runner import StoreWait, WorkerRunner
@@ -39,6 +41,7 @@ class App(Protocol):
     module to run itself: naming it here would make an import circle)."""
 
     consumers: Consumers
+    schedules: list[Schedule]
 
     @property
     def settings(self) -> Settings: ...
@@ -68,7 +71,9 @@ def check_consumers(app: App) -> bool:
 
 
 def build_runner(app: App) -> WorkerRunner:
-    runner: WorkerRunner = app.container.worker(consumers=app.consumers)
+    runner: WorkerRunner = app.container.worker(
+        consumers=app.consumers, schedules=list(app.schedules)
+    )
     return runner
 
 
@@ -145,6 +150,11 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     if listening is not None:
         announce(listening, token=app.settings.http.api_token)
     with_workers = workers and check_consumers(app)
+    if with_workers:
+        try:  # a schedule its ticks could not submit stops start-up, in one line
+            check_schedules(app.schedules, app.settings.policies)
+        except InvalidSchedule as exc:
+            raise SystemExit(f"vesper: {exc}") from None
     server = build_http_server(app) if api else None
     if not with_workers and server is None:
         return

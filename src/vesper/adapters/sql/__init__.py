@@ -16,6 +16,7 @@ from vesper.adapters.sql.engines import Database, is_postgres, open_engine, sql_
 from vesper.adapters.sql.migrate import Migration, migrate, migrate_database
 from vesper.adapters.sql.notify import NOTIFY_SQL, PostgresNotifier
 from vesper.adapters.sql.postgres import PostgresJobRepository
+from vesper.adapters.sql.schedules import SqlScheduleRegistry
 from vesper.adapters.sql.sqlite import SqliteJobRepository
 from vesper.adapters.sql.workers import SqlWorkerRegistry
 from vesper.application.ports import (
@@ -23,6 +24,7 @@ from vesper.application.ports import (
     JobRepository,
     Notifier,
     PoolFigures,
+    ScheduleRegistry,
     StoreOptions,
     WorkerRegistry,
 )
@@ -34,7 +36,7 @@ BEAT_MAX_OVERFLOW = 2
 
 
 class SqlStore:
-    """A job repository and a worker registry on one database.
+    """A job repository, a worker registry and a schedule registry on one database.
 
     `capacity` is how many calls its main pool serves at once (the store gate admits
     that many); heartbeats and lease renewals on PostgreSQL have a pool of their own
@@ -48,12 +50,14 @@ class SqlStore:
         databases: list[Database],
         *,
         capacity: int,
+        schedules: ScheduleRegistry,
         notifier: Notifier | None = None,
     ) -> None:
         self._jobs = jobs
         self._workers = workers
         self._databases = databases
         self.capacity: int | None = capacity
+        self.schedules = schedules
         self.notifier = notifier
 
     @property
@@ -140,15 +144,24 @@ def open_store(
         else:
             jobs = SqliteJobRepository(db, clock)
             workers = SqlWorkerRegistry(db, clock)
+        schedules = SqlScheduleRegistry(db, clock)
     except BaseException:
         for opened in databases:
             opened.dispose()
         raise
-    return SqlStore(jobs, workers, databases, capacity=pool_size + max_overflow, notifier=notifier)
+    return SqlStore(
+        jobs,
+        workers,
+        databases,
+        capacity=pool_size + max_overflow,
+        schedules=schedules,
+        notifier=notifier,
+    )
 
 
 __all__ = [
     "PostgresJobRepository",
+    "SqlScheduleRegistry",
     "SqlStore",
     "SqlWorkerRegistry",
     "SqliteJobRepository",
