@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         for planned in plan(args.seed, args.minutes):
             print(planned.line())
         return 0
+    # SIGTERM ends the run like Ctrl+C: the processes and the cluster are cleaned up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cluster = start_cluster()
     root = Path(tempfile.mkdtemp(prefix="vesper-soak-"))
     try:

@@ -131,7 +131,9 @@ class Lab:
         self, env: Mapping[str, str], *, extra_env: Mapping[str, str] = {}, app: str = FAULTS_APP
     ) -> WorkerProcess:
         self._count += 1
-        process = WorkerProcess({**env, **extra_env}, self.root / f"worker-{self._count}.log", app=app)
+        process = WorkerProcess(
+            {**env, **extra_env}, self.root / f"worker-{self._count}.log", app=app
+        )
         self._closers.append(process.stop)
         return process
 

@@ -63,3 +63,15 @@ def slow(job: vesper.Job) -> dict[str, Any]:
         job.raise_if_stopping()
     write("end", job)
     return _claim(job)
+
+
+# Issue 17: a schedule every second (one job per tick across the four workers)
+SCHEDULE = "soak-every-second"
+if hasattr(app, "periodic"):
+
+    @app.periodic("* * * * * *", name=SCHEDULE)
+    @app.consumer("tick")
+    def tick(job: vesper.Job) -> dict[str, Any]:
+        write("start", job)
+        write("end", job)
+        return _claim(job)

@@ -69,66 +69,77 @@ class Nemesis:
         return fault
 
     def inject(self, planned: Planned) -> None:
-        fleet = self.fleet
+        inject = getattr(self, f"_{planned.kind}", None)
+        if inject is None:
+            raise ValueError(f"unknown fault {planned.kind!r}")
+        inject(planned)
+
+    def _kill_worker(self, planned: Planned) -> None:
+        victim = self.fleet.workers[planned.target]
+        victim.signal(signal.SIGKILL)  # recorded after: every run it began is before
+        self.record("kill", victim.pid)
+        self.fleet.replace_worker(planned.target)
+
+    def _kill_api(self, planned: Planned) -> None:
+        api = self.fleet.apis[planned.target]
+        api.popen.send_signal(signal.SIGKILL)
+        self.record("api_kill", api.popen.pid)
+        self.fleet.restart_api(planned.target)
+
+    def _sigstop(self, planned: Planned) -> None:
+        victim = self.fleet.workers[planned.target]
+        self.quiet_until = float("inf")
+        victim.signal(signal.SIGSTOP)
+        self.record("stop", victim.pid, overlap_ok=True)
+        self._stop.wait(planned.seconds)
+        victim.signal(signal.SIGCONT)
+        self.quiet_until = time.monotonic() + 3.0
+
+    def _pg_restart(self, planned: Planned) -> None:
         cluster = self.lab.need_cluster()
-        kind = planned.kind
-        if kind == "kill_worker":
-            victim = fleet.workers[planned.target]
-            victim.signal(signal.SIGKILL)  # recorded after: every run it began is before
-            self.record("kill", victim.pid)
-            fleet.replace_worker(planned.target)
-        elif kind == "kill_api":
-            fleet.apis[planned.target].popen.send_signal(signal.SIGKILL)
-            self.record("api_kill", fleet.apis[planned.target].popen.pid)
-            fleet.restart_api(planned.target)
-        elif kind == "sigstop":
-            victim = fleet.workers[planned.target]
-            self.quiet_until = float("inf")
-            victim.signal(signal.SIGSTOP)
-            self.record("stop", victim.pid, overlap_ok=True)
-            self._stop.wait(planned.seconds)
-            victim.signal(signal.SIGCONT)
-            self.quiet_until = time.monotonic() + 3.0
-        elif kind == "pg_restart":
-            fault = self.record("pg_restart", None, mode=planned.detail)
-            if planned.detail == "immediate":
-                cluster.stop("immediate")
-                cluster.start()
-            else:
-                cluster.restart("fast")
-            fault["mono_end"] = time.monotonic_ns()
-        elif kind == "backend_kill":
-            rng = random.Random(planned.detail)
-            sessions = cluster.execute(
-                """SELECT pid FROM pg_stat_activity
-                   WHERE datname = %s AND application_name LIKE 'vesper%%'
-                     AND application_name <> 'vesper-faults-harness' ORDER BY pid""",
-                (self.database,),
-            )
-            chosen = [pid for (pid,) in sessions if rng.random() < 0.5]
-            fault = self.record("backend_kill", None, backends=len(chosen))
-            for pid in chosen:
-                cluster.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            fault["mono_end"] = time.monotonic_ns()
-        elif kind == "blackhole":
-            self.quiet_until = float("inf")
-            fleet.proxy.blackhole()
-            self.record("blackhole", fleet.workers[0].pid)
-            self._stop.wait(planned.seconds)
-            fleet.proxy.resume()
-            self.quiet_until = time.monotonic() + 3.0
-        elif kind == "skew":
-            index = planned.target
-            self.record("sigterm", fleet.workers[index].pid)
-            fleet.skewed[index] = planned.detail
-            _, new = fleet.replace_worker(index, term=True)
-            self.record("skew", new, offset=planned.detail)
-            self._stop.wait(planned.seconds)
-            self.record("sigterm", new)
-            del fleet.skewed[index]
-            fleet.replace_worker(index, term=True)
+        fault = self.record("pg_restart", None, mode=planned.detail)
+        if planned.detail == "immediate":
+            cluster.stop("immediate")
+            cluster.start()
         else:
-            raise ValueError(f"unknown fault {kind!r}")
+            cluster.restart("fast")
+        fault["mono_end"] = time.monotonic_ns()
+
+    def _backend_kill(self, planned: Planned) -> None:
+        cluster = self.lab.need_cluster()
+        rng = random.Random(planned.detail)
+        sessions = cluster.execute(
+            """SELECT pid FROM pg_stat_activity
+               WHERE datname = %s AND application_name LIKE 'vesper%%'
+                 AND application_name <> 'vesper-faults-harness' ORDER BY pid""",
+            (self.database,),
+        )
+        chosen = [pid for (pid,) in sessions if rng.random() < 0.5]
+        fault = self.record("backend_kill", None, backends=len(chosen))
+        for pid in chosen:
+            cluster.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        fault["mono_end"] = time.monotonic_ns()
+
+    def _blackhole(self, planned: Planned) -> None:
+        self.quiet_until = float("inf")
+        self.fleet.proxy.blackhole()
+        self.record("blackhole", self.fleet.workers[0].pid)
+        self._stop.wait(planned.seconds)
+        self.fleet.proxy.resume()
+        self.quiet_until = time.monotonic() + 3.0
+
+    def _skew(self, planned: Planned) -> None:
+        """A worker replaced (SIGTERM, a graceful stop) by one whose wall clock is off,
+        which is replaced back by a true one after `seconds`."""
+        fleet, index = self.fleet, planned.target
+        self.record("sigterm", fleet.workers[index].pid)
+        fleet.skewed[index] = planned.detail
+        _, new = fleet.replace_worker(index, term=True)
+        self.record("skew", new, offset=planned.detail)
+        self._stop.wait(planned.seconds)
+        self.record("sigterm", new)
+        del fleet.skewed[index]
+        fleet.replace_worker(index, term=True)
 
     def settle(self) -> None:
         """Undo whatever a stopped nemesis may have left: every process running, traffic

@@ -15,18 +15,22 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 import httpx
 import psycopg
 
+from tests.faults import invariants
+from tests.faults.apps.soak import SCHEDULE
+from tests.faults.checker import Execution
 from tests.faults.producer import _log
 from vesper.domain.submission import JobRequest
 from vesper.entrypoints.app import App
 
+Row = Mapping[str, Any]
 RETRYABLE = frozenset({0, 429, 503})
 GIVE_UP_S = 90.0  # one submission's retries (the longest fault is a 15 s skew swap)
 
@@ -42,6 +46,7 @@ class Evidence:
     answers: list[dict[str, Any]] = attrs.field(factory=list)  # waiters (I17)
     recent: deque[str] = attrs.field(factory=lambda: deque(maxlen=2000))  # for waiters
     unexpected: list[str] = attrs.field(factory=list)  # a 4xx the workload did not expect
+    notes: list[str] = attrs.field(factory=list)  # what explains a violation
 
 
 @attrs.define
@@ -53,6 +58,7 @@ class Context:
     seed: int
     stop: threading.Event
     deadline: float  # monotonic: no loop runs past it
+    faults: list[dict[str, Any]]  # the lab's fault log (as the nemesis fills it)
 
     def running(self) -> bool:
         return not self.stop.is_set() and time.monotonic() < self.deadline
@@ -98,6 +104,13 @@ class Piece:
     def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
         raise NotImplementedError
 
+    def finish(self, ctx: Context) -> None:
+        """After the workload stopped, before the drain (e.g. pause what keeps going)."""
+
+    def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
+        """This feature's invariants (tests/faults/invariants.py) over the evidence."""
+        return {}
+
 
 def post_until_answered(
     ctx: Context,
@@ -107,6 +120,7 @@ def post_until_answered(
     body: Any,
     *,
     key: str | None = None,
+    method: str = "POST",
 ) -> httpx.Response | None:
     """POST with retries on 429/503/connection errors (the same key each time), to
     either API; None if the run ended or the give-up time passed first."""
@@ -116,7 +130,7 @@ def post_until_answered(
         url = rng.choice(ctx.urls())
         started = time.monotonic()
         try:
-            response = client.post(url + path, json=body, headers=headers)
+            response = client.request(method, url + path, json=body, headers=headers)
         except httpx.HTTPError as exc:
             _log(ctx.evidence.responses, key, None, started, type(exc).__name__)
             time.sleep(0.2)
@@ -251,6 +265,9 @@ class TransactionalSubmits(Piece):
         conn.commit()  # if this raises, the outcome is unknown: logged as neither
         ctx.evidence.acked.append(job_id)
 
+    def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
+        return invariants.rolled_back(ctx.evidence.rolled_back, rows, runs)
+
 
 class PendingCancels(Piece):
     """A job submitted 3 s in the future, then cancelled while it waits."""
@@ -273,6 +290,9 @@ class PendingCancels(Piece):
             ctx.evidence.cancel_acks.append(
                 {"job_id": job_id, "at": datetime.fromisoformat(finished)}
             )
+
+    def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
+        return invariants.cancels(ctx.evidence.cancel_acks, rows, runs)
 
 
 class DlqRetries(Piece):
@@ -329,6 +349,67 @@ class Waiters(Piece):
             answer = {k: response.json()[k] for k in ("status", "result")}
         ctx.evidence.answers.append({"job_id": job_id, **answer})
 
+    def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
+        return invariants.waiters(ctx.evidence.answers, rows)
+
+
+class Schedules(Piece):
+    """Issue 17: the soak app's schedule fires every second in all four workers; one job
+    per tick, none missing (a tick during a database restart excused). Paused at the end
+    so that the drain can finish."""
+
+    name = "schedules"
+
+    def available(self) -> bool:
+        return hasattr(App, "periodic")
+
+    def start(self, ctx: Context) -> list[threading.Thread]:
+        return []  # the workers fire it
+
+    def finish(self, ctx: Context) -> None:
+        rng = ctx.rng(self.name)
+        with httpx.Client(timeout=15.0) as client:
+            answer = post_until_answered(
+                ctx, rng, client, f"/schedules/{SCHEDULE}", {"paused": True}, method="PATCH"
+            )
+        _expect(ctx, answer, "PATCH /schedules", 200)
+
+    def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
+        prefix = f"periodic:{SCHEDULE}:"
+        ticks = sorted(
+            r["idempotency_key"][len(prefix) :]
+            for r in rows
+            if (r.get("idempotency_key") or "").startswith(prefix)
+        )
+        if not ticks:
+            return {"I13_no_tick_at_all": 1}
+        first, last = (
+            datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (ticks[0], ticks[-1])
+        )
+        outages = [
+            (f["db_now"], f["db_now"] + timedelta(seconds=(f["mono_end"] - f["mono"]) / 1e9))
+            for f in ctx.faults
+            if f["kind"] == "pg_restart" and f.get("mono_end")
+        ]
+        counts = invariants.schedule_ticks(
+            rows, SCHEDULE, period_s=1.0, first=first, last=last, outages=outages, grace_s=0.0
+        )
+        per_tick: dict[str, list[Row]] = {}
+        for r in rows:
+            if (r.get("idempotency_key") or "").startswith(prefix):
+                per_tick.setdefault(r["idempotency_key"], []).append(r)
+        ctx.evidence.notes.extend(
+            f"{key}: "
+            + ", ".join(
+                f"job {r['job_id'][:8]} created {r['created_at']} finished {r.get('finished_at')}"
+                f" deleted {r.get('deleted_at')}"
+                for r in sorted(jobs, key=lambda r: r["created_at"])
+            )
+            for key, jobs in per_tick.items()
+            if len(jobs) > 1
+        )
+        return counts
+
 
 def pieces() -> list[Piece]:
     """Every piece of this branch's features (the run starts those available)."""
@@ -340,6 +421,7 @@ def pieces() -> list[Piece]:
         PendingCancels(),
         DlqRetries(),
         Waiters(),
+        Schedules(),
     ]
 
 

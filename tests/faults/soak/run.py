@@ -21,11 +21,11 @@ from typing import Any
 import psycopg
 
 from tests.faults import invariants
-from tests.faults.checker import ORPHANING, Options, check, executions
+from tests.faults.checker import ORPHANING, Execution, Options, check, executions
 from tests.faults.lab import Lab, RowResult
 from tests.faults.soak.fleet import Fleet
 from tests.faults.soak.nemesis import Nemesis
-from tests.faults.soak.pieces import Context, Evidence, pieces, start_all
+from tests.faults.soak.pieces import Context, Evidence, Piece, pieces, start_all
 from tests.faults.soak.schedule import plan
 
 RETAIN = {"done": 5.0, "cancelled": 5.0, "dlq": 15.0}  # seconds: retention at seconds
@@ -77,6 +77,7 @@ def soak(lab: Lab, *, minutes: float, seed: int, say: Callable[[str], None] = pr
         seed=seed,
         stop=stop,
         deadline=origin + minutes * 60 + 120,
+        faults=lab.faults,
     )
     threads = start_all(chosen, ctx)
     nemesis = Nemesis(lab, fleet, database, schedule).start(origin)
@@ -94,38 +95,14 @@ def soak(lab: Lab, *, minutes: float, seed: int, say: Callable[[str], None] = pr
         for thread in [*threads, sampler]:
             thread.join(timeout=120)
     workload_s = time.monotonic() - origin
+    for piece in chosen:
+        piece.finish(ctx)
     drain_s = _drain(lab, database, result)
     rows = _rows(lab, database)
     fleet.terminate()
     ledger = lab.ledger()
     runs = executions(ledger, lab.faults)
-    report = check(
-        rows,
-        ledger,
-        lab.responses,
-        lab.faults,
-        Options(
-            require_terminal=True,
-            lease_lost=lab.lease_lost(fleet.every_process),
-            activity=activity,
-            pg_log=cluster.log_text().splitlines(),
-        ),
-    )
-    result.expect_clean(report)
-    acked = [r["job_id"] for r in lab.responses if r.get("job_id") and 200 <= r["status"] < 300]
-    acked += evidence.acked
-    paused = {f["pid"] for f in lab.faults if f.get("overlap_ok")}
-    counts: dict[str, int] = {}
-    counts |= invariants.accounted(acked, rows)
-    counts |= invariants.rolled_back(evidence.rolled_back, rows, runs)
-    counts |= invariants.retention(rows, RETAIN)
-    counts |= invariants.cancels(evidence.cancel_acks, rows, runs)
-    counts |= invariants.results(rows, runs)
-    counts |= invariants.waiters(evidence.answers, rows)
-    counts |= invariants.queue_limits(rows, runs, {}, paused_pids=paused)
-    for name, count in counts.items():
-        result.expect(count == 0, f"{name}={count}")
-    result.expect(not evidence.unexpected, f"unexpected answers: {evidence.unexpected[:5]}")
+    checked, acked = _judge(lab, result, rows, ledger, runs, ctx, chosen, fleet, activity)
     failed_faults = [d for d in nemesis.done if d["error"]]
     result.expect(not failed_faults, f"faults that failed to run: {failed_faults[:3]}")
     statuses = Counter(row["status"] for row in rows)
@@ -145,10 +122,53 @@ def soak(lab: Lab, *, minutes: float, seed: int, say: Callable[[str], None] = pr
         drain_s=round(drain_s, 1),
         activity_samples=len(activity),
     )
-    result.figures["checked"] = {**report.counts, **counts}
+    result.figures["checked"] = checked
     result.figures["per_fault"] = per_fault(lab.faults, runs)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _judge(
+    lab: Lab,
+    result: RowResult,
+    rows: list[dict[str, Any]],
+    ledger: list[dict[str, Any]],
+    runs: list[Execution],
+    ctx: Context,
+    chosen: list[Piece],
+    fleet: Fleet,
+    activity: list[dict[str, Any]],
+) -> tuple[dict[str, int], list[str]]:
+    """Every checker over the evidence: I1-I11 (checker.py), then accounting, retention,
+    results and each piece's own invariants; violations go to `result`."""
+    evidence = ctx.evidence
+    report = check(
+        rows,
+        ledger,
+        lab.responses,
+        lab.faults,
+        Options(
+            require_terminal=True,
+            lease_lost=lab.lease_lost(fleet.every_process),
+            activity=activity,
+            pg_log=lab.need_cluster().log_text().splitlines(),
+        ),
+    )
+    result.expect_clean(report)
+    acked = [r["job_id"] for r in lab.responses if r.get("job_id") and 200 <= r["status"] < 300]
+    acked += evidence.acked
+    counts: dict[str, int] = {}
+    counts |= invariants.accounted(acked, rows)
+    counts |= invariants.retention(rows, RETAIN)
+    counts |= invariants.results(rows, runs)
+    for piece in chosen:
+        counts |= piece.check(rows, runs, ctx)
+    for name, count in counts.items():
+        result.expect(count == 0, f"{name}={count}")
+    result.expect(not evidence.unexpected, f"unexpected answers: {evidence.unexpected[:5]}")
+    if result.failures:
+        result.failures.extend(evidence.notes[:5])
+    return {**report.counts, **counts}, acked
 
 
 def _sample(
@@ -228,7 +248,7 @@ def per_fault(faults: list[dict[str, Any]], runs: list[Any]) -> dict[str, dict[s
         window = ordered[
             bisect.bisect_left(starts, fault["mono"] - longest) : bisect.bisect_right(starts, ended)
         ]
-        hit = [r for r in window if (pid is None or r.pid == pid) and r.end > fault["mono"]]
+        hit = [r for r in window if (pid is None or r.pid == pid) and r.end >= fault["mono"]]
         entry["in_flight"] += len(hit)
         i = bisect.bisect_right(starts, ended)
         if i < len(starts):
