@@ -41,10 +41,16 @@ own SQL stores nor alembic):
     EXPIRE and `fenced_params`, `fail_params`, `expire_params` (the fenced updates);
     `complete_with_results` (complete storing each job's result, in a transaction);
     SqlPruning: `prune` (retention), on `prune_statement()` (subclass it).
+
+The notifier for a store whose processes share one machine:
+    SocketNotifier(directory): a Notifier over Unix datagram sockets in `directory`
+    (vesper's SQLite store uses `<file>-wake/`); where no socket can be bound the
+    workers poll.
 """
 
 from __future__ import annotations
 
+from vesper.adapters.socket_notifier import SocketNotifier
 from vesper.adapters.sqlcore.common import Database as SqlDatabase
 from vesper.adapters.sqlcore.common import (
     SqlJobReads,
@@ -156,6 +162,7 @@ __all__ = [
     "ScheduleRecord",
     "ScheduleRegistry",
     "SchemaNotMigrated",
+    "SocketNotifier",
     "SqlDatabase",
     "SqlJobReads",
     "SqlPruning",

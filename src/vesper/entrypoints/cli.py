@@ -21,7 +21,10 @@ from vesper.domain.job import JobId
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
 from vesper.entrypoints.container import build_container
-from vesper.entrypoints.settings import ConfigError, describe_store
+from vesper.entrypoints.logs import configure_logging
+from vesper.entrypoints.service import listen
+from vesper.entrypoints.settings import ConfigError, Settings, describe_store
+from vesper.entrypoints.supervisor import Supervisor, child_command, default_processes
 from vesper.entrypoints.wire import job_to_wire, schedule_to_wire
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,6 +86,7 @@ workers_option = click.option(
 addr_option = click.option(
     "--addr", help="Listen address, :8080 or host:port (overrides API_ADDR)."
 )
+API_BACKLOG = 2048  # uvicorn's default: connections queue while every process restarts
 
 
 @main.command()
@@ -98,11 +102,22 @@ def serve(app_path: str | None, workers: int | None, addr: str | None) -> None:
 @main.command()
 @app_option
 @workers_option
-def worker(app_path: str | None, workers: int | None) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Worker processes, supervised (default: one per core; 1: this process only).",
+)
+def worker(app_path: str | None, workers: int | None, processes: int | None) -> None:
     """Run workers only: claim and run jobs until SIGTERM or Ctrl+C."""
     _override(workers=workers, addr=None)
     app = _load(app_path, announce=False)
-    if app.settings.storage == "memory":
+    memory = app.settings.storage == "memory"
+    if memory and processes is not None and processes > 1:
+        raise click.UsageError(
+            "--processes: VESPER_STORAGE=memory keeps jobs inside one process; "
+            "several processes need sqlite or postgres"
+        )
+    if memory:
         click.echo(
             "vesper: warning: VESPER_STORAGE=memory: this worker sees only jobs submitted "
             "inside this process, and nothing survives its exit",
@@ -112,15 +127,60 @@ def worker(app_path: str | None, workers: int | None) -> None:
         raise click.UsageError(
             "no consumer is registered; pass --app module:attribute (or set VESPER_APP)"
         )
-    app.run(api=False, workers=True)
+    count = processes or (1 if memory else default_processes())
+    if count == 1:
+        app.run(api=False, workers=True)
+        return
+    options = ("--app", app_path) if app_path else ()
+    _supervise(
+        app.settings,
+        Supervisor(
+            child_command("worker", *options),
+            count,
+            what="worker",
+            metrics_addr=app.settings.metrics_addr,
+        ),
+    )
 
 
 @main.command()
 @addr_option
-def api(addr: str | None) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="API processes, supervised, accepting on one socket.",
+)
+def api(addr: str | None, processes: int) -> None:
     """Run the HTTP API only (producers, tracking, fleet view, metrics)."""
     _override(workers=None, addr=addr)
-    _load(None, announce=False).run(api=True, workers=False)
+    app = _load(None, announce=False)
+    if processes == 1:
+        app.run(api=True, workers=False)
+        return
+    settings = app.settings
+    if settings.storage == "memory":
+        raise click.UsageError(
+            "--processes: VESPER_STORAGE=memory keeps jobs inside one process; "
+            "several processes need sqlite or postgres"
+        )
+    listener = listen(settings.http.host, settings.http.port)  # a taken port: one line, exit 1
+    listener.listen(API_BACKLOG)
+    with listener:
+        supervisor = Supervisor(
+            child_command("api"),
+            processes,
+            what="api",
+            listener=listener,
+            metrics_addr=settings.metrics_addr,
+        )
+        _supervise(settings, supervisor)
+
+
+def _supervise(settings: Settings, supervisor: Supervisor) -> None:
+    configure_logging(settings)
+    sys.exit(supervisor.run())
 
 
 def _override(*, workers: int | None, addr: str | None) -> None:

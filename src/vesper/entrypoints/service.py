@@ -27,6 +27,7 @@ from vesper.domain.errors import InvalidSchedule, StoreUnavailable
 from vesper.domain.periodic import Schedule
 from vesper.entrypoints.container import Container
 from vesper.entrypoints.settings import Settings, describe_store
+from vesper.entrypoints.supervisor import inherited_listener, stop_pipe, supervised
 from vesper.entrypoints.worker.runner import StoreWait, WorkerRunner
 
 if TYPE_CHECKING:
@@ -146,7 +147,11 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
         app.container.global_tracing()
     except TracingConfigError as exc:
         raise SystemExit(f"vesper: {exc}") from None
-    listening = listen(app.settings.http.host, app.settings.http.port) if api else None
+    listening = (
+        (inherited_listener() or listen(app.settings.http.host, app.settings.http.port))
+        if api
+        else None
+    )
     if listening is not None:
         announce(listening, token=app.settings.http.api_token)
     with_workers = workers and check_consumers(app)
@@ -162,12 +167,15 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     stopper = _Stopper(server)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopper.on_signal, signum)
+    watch_supervisor(loop, stopper)
     tasks: list[Awaitable[None]] = []
     if with_workers:
         app.container.job_signal()  # made here, before request threads may race to make it
         if server is None:  # a worker-only process serves /metrics on VESPER_METRICS_ADDR
             app.container.metrics_server()
         tasks.append(_run_workers(app, stopper))
+    if server is not None and supervised():  # one of N API processes: its own /metrics too
+        app.container.metrics_server()
     if server is not None and listening is not None:
         tasks.append(_serve_http(server, listening, stopper.stop))
     freeze_startup_objects()
@@ -176,6 +184,23 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def watch_supervisor(loop: asyncio.AbstractEventLoop, stopper: _Stopper) -> None:
+    """Under `--processes N`: stop gracefully when the supervisor closes this process's
+    stop pipe (it asks, or it died); the supervisor never writes, so readable is EOF."""
+    fd = stop_pipe()
+    if fd is None:
+        return
+
+    def stop() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        if not stopper.stopping.is_set():
+            log.info("the supervisor asked this process to stop: shutting down gracefully")
+            stopper.stop()
+
+    loop.add_reader(fd, stop)
 
 
 def freeze_startup_objects() -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from pathlib import Path
 
 from sqlalchemy import text
 
+from vesper.adapters.socket_notifier import SocketNotifier
 from vesper.adapters.sql.engines import Database, is_postgres, open_engine, sql_url
 from vesper.adapters.sql.migrate import Migration, migrate, migrate_database
 from vesper.adapters.sql.notify import NOTIFY_SQL, PostgresNotifier
@@ -40,7 +42,8 @@ class SqlStore:
 
     `capacity` is how many calls its main pool serves at once (the store gate admits
     that many); heartbeats and lease renewals on PostgreSQL have a pool of their own
-    beside it (`pool_figures`). On PostgreSQL its `notifier` is LISTEN/NOTIFY.
+    beside it (`pool_figures`). Its `notifier` is LISTEN/NOTIFY on PostgreSQL, and on
+    SQLite a datagram to each subscribing process's socket in `<file>-wake/`.
     """
 
     def __init__(
@@ -129,7 +132,7 @@ def open_store(
     parsed = sql_url(url)
     db = Database(open_engine(parsed, pool_size=pool_size, max_overflow=max_overflow))
     databases = [db]
-    notifier = None
+    notifier: Notifier | None = None
     try:
         if options.auto_migrate:
             migrate_database(db)
@@ -142,7 +145,10 @@ def open_store(
             workers = SqlWorkerRegistry(db, clock, beat=beat)
             notifier = PostgresNotifier(url, functools.partial(_notify, db))
         else:
-            jobs = SqliteJobRepository(db, clock)
+            file = Path(parsed.database or "").absolute()
+            sockets = SocketNotifier(file.with_name(f"{file.name}-wake"))
+            jobs = SqliteJobRepository(db, clock, notify=sockets.publish)
+            notifier = sockets
             workers = SqlWorkerRegistry(db, clock)
         schedules = SqlScheduleRegistry(db, clock)
     except BaseException:
