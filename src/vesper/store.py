@@ -8,15 +8,17 @@ guide is docs/custom-stores.md; the contract suite that checks a store is
 The ports (the specification; their docstrings are what the contract suite checks):
     Store, JobRepository, CompletingJobRepository, WorkerRegistry, Capabilities,
     Clock, Submitted; the factory StoreFactory and its StoreOptions; the optional
-    capabilities PoolReporter (PoolFigures), Notifier (Subscription) and Migrator.
+    capabilities PoolReporter (PoolFigures), Notifier (Subscription) and Migrator,
+    and the optional `schedules` attribute, a ScheduleRegistry (periodic jobs: it
+    keeps Schedule declarations as ScheduleRecords; ScheduleNotFound).
 
 The records a store keeps and returns:
     JobRecord (a job as stored, with its lease: not `vesper.Job`, which is what a
     consumer function receives), JobId, Lease, LeaseRef, Failure, NewJob (a validated
     submission: `materialize(now=, seq=)` makes its first JobRecord), WorkerProcess,
-    JobQuery, JobPage (`page_of`), QueueStats; Status, TRANSITIONS and `allowed` (which
-    status an action starts from), `claim_order` (the claim's sort key) and
-    LEASE_EXPIRED_ERROR (the error an expired lease records).
+    JobQuery, JobPage (`page_of`), QueueStats, QueueSummary; Status, TRANSITIONS and
+    `allowed` (which status an action starts from), `claim_order` (the claim's sort
+    key) and LEASE_EXPIRED_ERROR (the error an expired lease records).
 
 The errors (what each means for the caller is in application/ports.py):
     StoreUnavailable (the database did not answer: vesper waits and retries),
@@ -31,7 +33,8 @@ own SQL stores nor alembic):
     `job_of`, `jobs_of`, `row_of`, `process_of`, `aware_utc`, `in_claim_order`: row
     <-> record conversion;
     SqlDatabase: the unit-of-work protocol the shared code runs on;
-    SqlJobReads: get, find, stats, cancel and retry (subclass it);
+    SqlJobReads: get, find, stats, cancel and retry (subclass it), and summary (the
+    overview's capped counts: declare `Capabilities(summary=True)` to have it used);
     `plan_submission`, SubmitPlan, `assemble`, `submit_serialized`: idempotent
     submission (the last for a store whose writers are serialized);
     FencedWrites: complete, renew, release, fail and expire (subclass it, with the
@@ -39,10 +42,16 @@ own SQL stores nor alembic):
     EXPIRE and `fenced_params`, `fail_params`, `expire_params` (the fenced updates);
     `complete_with_results` (complete storing each job's result, in a transaction);
     SqlPruning: `prune` (retention), on `prune_statement()` (subclass it).
+
+The notifier for a store whose processes share one machine:
+    SocketNotifier(directory): a Notifier over Unix datagram sockets in `directory`
+    (vesper's SQLite store uses `<file>-wake/`); where no socket can be bound the
+    workers poll.
 """
 
 from __future__ import annotations
 
+from vesper.adapters.socket_notifier import SocketNotifier
 from vesper.adapters.sqlcore.common import Database as SqlDatabase
 from vesper.adapters.sqlcore.common import (
     SqlJobReads,
@@ -91,6 +100,7 @@ from vesper.application.ports import (
     Notifier,
     PoolFigures,
     PoolReporter,
+    ScheduleRegistry,
     Store,
     StoreFactory,
     StoreOptions,
@@ -102,6 +112,7 @@ from vesper.domain.errors import (
     IdempotencyConflict,
     IllegalTransition,
     JobNotFound,
+    ScheduleNotFound,
     SchemaNotMigrated,
     StoreUnavailable,
     VesperError,
@@ -109,9 +120,10 @@ from vesper.domain.errors import (
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, Lease, LeaseRef
 from vesper.domain.ordering import claim_order
+from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.states import TRANSITIONS, Status, allowed
-from vesper.domain.stats import QueueStats
+from vesper.domain.stats import QueueStats, QueueSummary
 from vesper.domain.submission import NewJob
 
 __all__ = [
@@ -146,7 +158,13 @@ __all__ = [
     "PoolFigures",
     "PoolReporter",
     "QueueStats",
+    "QueueSummary",
+    "Schedule",
+    "ScheduleNotFound",
+    "ScheduleRecord",
+    "ScheduleRegistry",
     "SchemaNotMigrated",
+    "SocketNotifier",
     "SqlDatabase",
     "SqlJobReads",
     "SqlPruning",

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from vesper.adapters.clock import SystemClock
+from vesper.adapters.memory_schedules import InMemoryScheduleRegistry
 from vesper.application.ports import Capabilities, Clock, Submitted
 from vesper.domain.activity import MINUTE, Activity, minute_of
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
@@ -27,7 +28,7 @@ from vesper.domain.ordering import claim_order
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.retention import check_ages, deletable, prunable
 from vesper.domain.states import CLAIMABLE, FINISHED, Status
-from vesper.domain.stats import QueueStats
+from vesper.domain.stats import QueueStats, QueueSummary, check_cap
 from vesper.domain.submission import NewJob
 
 _Entry = tuple[int, datetime, int, JobId]
@@ -35,7 +36,7 @@ _Entry = tuple[int, datetime, int, JobId]
 
 class InMemoryJobRepository:
     # one process; complete_and_claim would save no call
-    capabilities = Capabilities(activity=True)
+    capabilities = Capabilities(activity=True, summary=True)
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
@@ -251,6 +252,11 @@ class InMemoryJobRepository:
             self._remove(job)
             return job
 
+    def summary(self, *, cap: int, now: datetime | None = None) -> QueueSummary:
+        # counting a dict is cheap at any size the process can hold: no cap needed to do it
+        check_cap(cap)
+        return QueueSummary.of(self.stats(now=now), cap)
+
     def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
         with self._lock:
             at = now or self.now()
@@ -374,6 +380,7 @@ class InMemoryStore:
     def __init__(self, clock: Clock | None = None) -> None:
         self.jobs = InMemoryJobRepository(clock)
         self.workers = InMemoryWorkerRegistry(clock)
+        self.schedules = InMemoryScheduleRegistry(clock)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -40,9 +40,10 @@ import attrs
 from vesper.domain.activity import Activity
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.states import Status
-from vesper.domain.stats import QueueStats
+from vesper.domain.stats import QueueStats, QueueSummary
 from vesper.domain.submission import NewJob
 
 
@@ -67,6 +68,9 @@ class Capabilities:
     transactional_submit: bool = False
     # the repository is an ActivityJobRepository too: the dashboard's per-minute chart
     activity: bool = False
+    # the repository is a SummaryJobRepository too: the overview's counts, capped (without
+    # it the overview counts everything through stats())
+    summary: bool = False
 
 
 class Clock(Protocol):
@@ -303,6 +307,19 @@ class ActivityJobRepository(JobRepository, Protocol):
         ...
 
 
+class SummaryJobRepository(JobRepository, Protocol):
+    """A JobRepository that counts jobs by status only up to a cap: optional, declared
+    by `capabilities.summary` (the dashboard's overview then costs the same on a table of
+    any size)."""
+
+    def summary(self, *, cap: int, now: datetime | None = None) -> QueueSummary:
+        """Each status's jobs, counted up to `cap` + 1 and no further (so cap + 1 means
+        more than `cap`), and the run_at of the oldest due job as `stats` gives it.
+        The point is a cost that grows with the cap, not with the table (a SQL store reads
+        at most cap + 1 index entries per status). ValueError for a cap below 1."""
+        ...
+
+
 class WorkerRegistry(Protocol):
     def register(self, process: WorkerProcess, *, now: datetime | None = None) -> WorkerProcess:
         """Add (or replace) a process; started_at and last_heartbeat are set to now."""
@@ -328,6 +345,38 @@ class WorkerRegistry(Protocol):
         ...
 
 
+class ScheduleRegistry(Protocol):
+    """The periodic schedules the processes declare, and each one's state (optional: a
+    store offers it as its attribute `schedules`; see `store_schedules`)."""
+
+    def declare(self, schedules: Sequence[Schedule], *, now: datetime | None = None) -> None:
+        """Insert or update each schedule by name, and set its last_declared_at to now.
+
+        A schedule declared again keeps its state: paused, last_tick and last_job_id.
+        """
+        ...
+
+    def record_tick(
+        self, name: str, tick: datetime, job_id: JobId, *, now: datetime | None = None
+    ) -> bool:
+        """Record `tick` and its job as the schedule's last, if `tick` is later than the
+        last one recorded (or none is); False when it is not, or the schedule is unknown.
+        Two concurrent callers never move last_tick backwards."""
+        ...
+
+    def set_paused(self, name: str, paused: bool) -> ScheduleRecord:
+        """Pause or resume the schedule; returns it. ScheduleNotFound if unknown."""
+        ...
+
+    def list(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Forget the schedule and its state. ScheduleNotFound if unknown."""
+        ...
+
+
 class Store(Protocol):
     """One storage backend: its job repository and worker registry, sharing a database.
 
@@ -349,6 +398,11 @@ class Store(Protocol):
     `pool_figures()` (PoolReporter: connection pools for the metrics), `notifier`
     (Notifier: wakes workers in other processes), `migrate()` (Migrator: `vesper
     migrate` runs it).
+
+    A store may keep periodic schedules, an optional attribute `schedules:
+    ScheduleRegistry` (see `store_schedules`). Without it the schedulers still submit
+    one job per tick (the idempotency key does that), but nothing lists, pauses or
+    deletes schedules, and a restart after downtime submits no catch-up tick.
     """
 
     @property
@@ -372,6 +426,12 @@ def store_capacity(store: Store) -> int | None:
     if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
         raise ValueError(f"a store's capacity must be a positive integer or None: {capacity!r}")
     return capacity
+
+
+def store_schedules(store: Store) -> ScheduleRegistry | None:
+    """The store's schedule registry; None when it keeps none (a plugin may not)."""
+    registry: ScheduleRegistry | None = getattr(store, "schedules", None)
+    return registry
 
 
 class JobSignal(Protocol):

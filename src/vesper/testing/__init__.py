@@ -59,9 +59,11 @@ pytest.register_assert_rewrite(
     "vesper.testing.outage_contract",
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
+    "vesper.testing.schedules_contract",
     "vesper.testing.results_contract",
     "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
+    "vesper.testing.summary_contract",
     "vesper.testing.transactions_contract",
     "vesper.testing.workers_contract",
 )
@@ -89,8 +91,10 @@ from vesper.testing.outage_contract import OutageContract
 from vesper.testing.races_contract import RaceContract
 from vesper.testing.results_contract import GetManyContract, ResultsContract
 from vesper.testing.retention_contract import DeleteContract, PruneContract, PruneModelContract
+from vesper.testing.schedules_contract import ScheduleRegistryContract
 from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
+from vesper.testing.summary_contract import SummaryContract
 from vesper.testing.transactions_contract import CallerTransactions, TransactionalSubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
@@ -119,13 +123,16 @@ class JobRepositoryContract(
     TransactionalSubmitContract,
     SearchContract,
     ActivityContract,
+    SummaryContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
 
-class StoreContract(JobRepositoryContract, WorkerRegistryContract, OutageContract):
-    """The whole Store: its JobRepository, its WorkerRegistry, and its errors when the
-    database goes away."""
+class StoreContract(
+    JobRepositoryContract, WorkerRegistryContract, OutageContract, ScheduleRegistryContract
+):
+    """The whole Store: its JobRepository, its WorkerRegistry, its errors when the
+    database goes away, and its optional ScheduleRegistry."""
 
 
 __all__ = [
@@ -153,6 +160,7 @@ __all__ = [
     "RenewContract",
     "ResultsContract",
     "RetryContract",
+    "ScheduleRegistryContract",
     "SearchContract",
     "StatsContract",
     "StoreContract",
@@ -162,6 +170,7 @@ __all__ = [
     "StoreOpener",
     "StoreOutage",
     "SubmitContract",
+    "SummaryContract",
     "TransactionalSubmitContract",
     "WorkerRegistryContract",
     "scratch_database",

@@ -26,6 +26,7 @@ from vesper.entrypoints.http.routes.fleet import FLEET_ROUTES
 from vesper.entrypoints.http.routes.health import HEALTH_ROUTES
 from vesper.entrypoints.http.routes.jobs import JOB_ROUTES
 from vesper.entrypoints.http.routes.retention import RETENTION_ROUTES
+from vesper.entrypoints.http.routes.schedules import SCHEDULE_ROUTES
 from vesper.entrypoints.http.telemetry import HttpTelemetry
 from vesper.entrypoints.http.timeouts import TimeoutMiddleware
 from vesper.entrypoints.http.ui import template_config, ui_router
@@ -68,7 +69,7 @@ def create_app(
 
     api = Router(
         path="/",
-        route_handlers=[*JOB_ROUTES, *RETENTION_ROUTES, *FLEET_ROUTES],
+        route_handlers=[*JOB_ROUTES, *RETENTION_ROUTES, *FLEET_ROUTES, *SCHEDULE_ROUTES],
         security=security_requirement() if token else None,
     )
     ui = ui_router(c, token) if settings.http.ui else []

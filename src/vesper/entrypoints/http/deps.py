@@ -46,8 +46,12 @@ USE_CASES = (
     "retry_job",
     "get_stats",
     "get_fleet",
+    "list_schedules",
+    "pause_schedule",
+    "delete_schedule",
     "delete_job",
     "get_activity",  # the dashboard's chart
+    "get_summary",  # the dashboard's counts
 )
 
 
