@@ -18,12 +18,13 @@ import attrs
 
 from vesper.adapters.clock import SystemClock
 from vesper.application.ports import Capabilities, Clock, Submitted
+from vesper.domain.bulk import BulkAction, BulkFilter, apply
 from vesper.domain.errors import IdempotencyConflict, JobNotFound
 from vesper.domain.fleet import WorkerProcess
-from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.ordering import claim_order
 from vesper.domain.query import JobPage, JobQuery, page_of
-from vesper.domain.states import CLAIMABLE, Status
+from vesper.domain.states import CLAIMABLE, FINISHED, Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
@@ -38,6 +39,7 @@ class InMemoryJobRepository:
         self._lock = threading.RLock()
         self._jobs: dict[JobId, JobRecord] = {}  # insertion order = seq order
         self._by_key: dict[str, JobId] = {}
+        self._by_unique: dict[str, JobId] = {}  # the last job given each unique key
         self._processing: set[JobId] = set()
         self._scheduled: list[tuple[datetime, int, JobId]] = []
         self._ready: list[_Entry] = []
@@ -51,10 +53,12 @@ class InMemoryJobRepository:
             at = now or self.now()
             results: list[Submitted | NewJob] = []
             batch_keys: dict[str, NewJob] = {}
+            batch_unique: dict[str, NewJob] = {}
             for new in jobs:  # check everything before changing anything
                 key = new.idempotency_key
                 bound = self._jobs[self._by_key[key]] if key in self._by_key else None
                 earlier = batch_keys.get(key) if key is not None else None
+                active = self._active(new.unique_key)
                 if bound is not None:
                     if bound.fingerprint != new.fingerprint:
                         raise IdempotencyConflict(key or "")
@@ -63,9 +67,15 @@ class InMemoryJobRepository:
                     if earlier.fingerprint != new.fingerprint:
                         raise IdempotencyConflict(key or "")
                     results.append(earlier)  # resolved below to the job `earlier` became
+                elif active is not None:
+                    results.append(Submitted(job=active, created=False))
+                elif new.unique_key is not None and new.unique_key in batch_unique:
+                    results.append(batch_unique[new.unique_key])
                 else:
                     if key is not None:
                         batch_keys[key] = new
+                    if new.unique_key is not None:
+                        batch_unique[new.unique_key] = new
                     results.append(new)
             created: dict[JobId, JobRecord] = {}
             out: list[Submitted] = []
@@ -81,8 +91,17 @@ class InMemoryJobRepository:
                     self._put(job)
                     if job.idempotency_key is not None:
                         self._by_key[job.idempotency_key] = job.id
+                    if job.unique_key is not None:
+                        self._by_unique[job.unique_key] = job.id
                     out.append(Submitted(job=job, created=True))
             return out
+
+    def _active(self, unique_key: str | None) -> JobRecord | None:
+        """The active job holding `unique_key`, if any."""
+        if unique_key is None or unique_key not in self._by_unique:
+            return None
+        job = self._jobs[self._by_unique[unique_key]]
+        return None if job.status in FINISHED else job
 
     def get(self, job_id: JobId) -> JobRecord:
         with self._lock:
@@ -183,6 +202,29 @@ class InMemoryJobRepository:
     def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         with self._lock:
             return self._put(self.get(job_id).retry(now=now or self.now()))
+
+    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
+        by_ref = {s.lease: s for s in snoozes}
+        return self._fenced(
+            [s.lease for s in snoozes],
+            now,
+            lambda job, ref, at: job.snooze(by_ref[ref], now=at),
+        )
+
+    def bulk(
+        self,
+        action: BulkAction,
+        where: BulkFilter,
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> int:
+        with self._lock:
+            at = now or self.now()
+            taken = [j for j in self._jobs.values() if where.matches(j, action)][:limit]
+            for job in taken:
+                self._put(apply(job, action, now=at))
+            return len(taken)
 
     def stats(self, *, now: datetime | None = None) -> QueueStats:
         with self._lock:

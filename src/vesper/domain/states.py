@@ -6,8 +6,10 @@ pending ──claim──▶ processing ──ok──────────�
    │                   │ error, no retries left ─▶ dlq
    │                   │ lease expired ─────────▶ failed / dlq (counts as an attempt)
    │                   │ graceful release ──────▶ pending (attempt refunded)
+   │                   │ snooze ────────────────▶ pending later (attempt refunded)
    └── retry (manual, from dlq/failed/cancelled)
 pending/failed ──cancel──▶ cancelled
+processing ──cancel──▶ processing with a cancel request ──(any end but done)──▶ cancelled
 ```
 """
 
@@ -35,11 +37,21 @@ FINISHED: Final = frozenset({Status.DONE, Status.DLQ, Status.CANCELLED})
 TRANSITIONS: Final[dict[str, tuple[frozenset[Status], frozenset[Status]]]] = {
     "claim": (CLAIMABLE, frozenset({Status.PROCESSING})),
     "complete": (frozenset({Status.PROCESSING}), frozenset({Status.DONE})),
-    "fail": (frozenset({Status.PROCESSING}), frozenset({Status.FAILED, Status.DLQ})),
-    "expire": (frozenset({Status.PROCESSING}), frozenset({Status.FAILED, Status.DLQ})),
-    "release": (frozenset({Status.PROCESSING}), frozenset({Status.PENDING})),
-    "renew": (frozenset({Status.PROCESSING}), frozenset({Status.PROCESSING})),
+    # cancelled: the job had a cancel request
+    "fail": (
+        frozenset({Status.PROCESSING}),
+        frozenset({Status.FAILED, Status.DLQ, Status.CANCELLED}),
+    ),
+    "expire": (
+        frozenset({Status.PROCESSING}),
+        frozenset({Status.FAILED, Status.DLQ, Status.CANCELLED}),
+    ),
+    "release": (frozenset({Status.PROCESSING}), frozenset({Status.PENDING, Status.CANCELLED})),
+    "renew": (frozenset({Status.PROCESSING}), frozenset({Status.PROCESSING, Status.CANCELLED})),
     "cancel": (CLAIMABLE, frozenset({Status.CANCELLED})),
+    # a cancel of a running job: recorded, acted on by its worker
+    "request_cancel": (frozenset({Status.PROCESSING}), frozenset({Status.PROCESSING})),
+    "snooze": (frozenset({Status.PROCESSING}), frozenset({Status.PENDING, Status.CANCELLED})),
     "retry": (
         frozenset({Status.DLQ, Status.FAILED, Status.CANCELLED}),
         frozenset({Status.PENDING}),

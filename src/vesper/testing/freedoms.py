@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 import attrs
 
 from vesper.application.ports import JobRepository, Store, Submitted, WorkerRegistry
-from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.bulk import BulkAction, BulkFilter
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
@@ -95,6 +96,20 @@ class FreeJobs:
 
     def stats(self, *, now: datetime | None = None) -> QueueStats:
         return self._inner.stats(now=now)
+
+    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
+        inner = [attrs.evolve(s, lease=self._in(s.lease)) for s in snoozes]
+        return self._changed(self._inner.snooze(inner, now=now))
+
+    def bulk(
+        self,
+        action: BulkAction,
+        where: BulkFilter,
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> int:
+        return self._inner.bulk(action, where, limit=limit, now=now)
 
     def _out(self, job: JobRecord) -> JobRecord:
         """`job` as this store shows it: with its own token."""

@@ -11,14 +11,25 @@ from datetime import datetime
 from typing import Any
 
 import attrs
-from sqlalchemy import ColumnElement, Select, bindparam, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.rows import aware_utc, job_of
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, jobs
+from vesper.adapters.sql.tables import CLAIMABLE_SQL, UNIQUE_ACTIVE_SQL, jobs
 from vesper.application.ports import Submitted
+from vesper.domain.bulk import BulkAction, BulkFilter
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
@@ -27,6 +38,10 @@ from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
 _MAX_SEQ = 2**63 - 1  # BIGINT / SQLite INTEGER
+# the active jobs holding some unique keys (the partial unique index's rows)
+ACTIVE_HOLDERS = select(jobs).where(
+    text(UNIQUE_ACTIVE_SQL), jobs.c.unique_key.in_(bindparam("uniques", expanding=True))
+)
 _RACES = 3  # cancel/retry: a status that keeps changing under us is reported after this
 
 
@@ -53,8 +68,20 @@ class SqlJobReads:
         self._oldest = select(func.min(jobs.c.run_at), now.label("now")).where(
             text(CLAIMABLE_SQL), jobs.c.run_at <= now
         )
+        # a processing job is not cancelled but gets a cancel request (the first one's
+        # time; a second request changes nothing): JobRecord.cancel
+        running = jobs.c.status == Status.PROCESSING.value
+        requested = and_(running, jobs.c.cancel_requested_at.is_not(None))
         self._cancel = self._transition(
-            "cancel", status=Status.CANCELLED.value, updated_at=now, finished_at=now
+            "cancel",
+            "request_cancel",
+            status=case((running, jobs.c.status), else_=Status.CANCELLED.value),
+            cancel_requested_at=case(
+                (running, func.coalesce(jobs.c.cancel_requested_at, now)),
+                else_=jobs.c.cancel_requested_at,
+            ),
+            updated_at=case((requested, jobs.c.updated_at), else_=now),
+            finished_at=case((running, jobs.c.finished_at), else_=now),
         )
         self._retry = self._transition(
             "retry",
@@ -64,12 +91,32 @@ class SqlJobReads:
             updated_at=now,
             started_at=None,
             finished_at=None,
+            cancel_requested_at=None,
         )
+        # what each bulk action sets: the single-job statements' values, less the
+        # cancel request's branch (a bulk cancel takes pending and failed jobs only)
+        self._bulk_values: dict[BulkAction, dict[str, Any]] = {
+            BulkAction.RETRY: {
+                "status": Status.PENDING.value,
+                "retries": 0,
+                "run_at": now,
+                "updated_at": now,
+                "started_at": None,
+                "finished_at": None,
+                "cancel_requested_at": None,
+            },
+            BulkAction.CANCEL: {
+                "status": Status.CANCELLED.value,
+                "updated_at": now,
+                "finished_at": now,
+            },
+        }
 
-    def _transition(self, action: str, **values: Any) -> ReturningUpdate[Any]:
+    def _transition(self, *actions: str, **values: Any) -> ReturningUpdate[Any]:
+        statuses = ", ".join(status_list(action) for action in actions)
         return (
             update(jobs)
-            .where(jobs.c.id == bindparam("job_id"), text(f"status IN ({status_list(action)})"))
+            .where(jobs.c.id == bindparam("job_id"), text(f"status IN ({statuses})"))
             .values(**values)
             .returning(*jobs.c)
         )
@@ -138,13 +185,18 @@ class SqlJobReads:
         return self._db.read(work)
 
     def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
-        return self._change("cancel", self._cancel, job_id, now)
+        return self._change("cancel", self._cancel, job_id, now, also="request_cancel")
 
     def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         return self._change("retry", self._retry, job_id, now)
 
     def _change(
-        self, action: str, statement: ReturningUpdate[Any], job_id: JobId, now: datetime | None
+        self,
+        action: str,
+        statement: ReturningUpdate[Any],
+        job_id: JobId,
+        now: datetime | None,
+        also: str | None = None,
     ) -> JobRecord:
         params = {"job_id": job_id, "now": self._at(now)}
 
@@ -158,7 +210,7 @@ class SqlJobReads:
                 if current is None:
                     raise JobNotFound(job_id)
                 status = Status(current.status)
-                if not allowed(action, status):
+                if not allowed(action, status) and not (also and allowed(also, status)):
                     raise IllegalTransition(job_id, status, action)
                 # the status changed between the two statements: try again
             raise IllegalTransition(job_id, status, action)
@@ -169,6 +221,65 @@ class SqlJobReads:
 
     def _changed(self, action: str, job: JobRecord) -> None:
         """Hook: a job changed by cancel or retry (PostgreSQL notifies listeners)."""
+
+    def bulk(
+        self,
+        action: BulkAction,
+        where: BulkFilter,
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> int:
+        if limit <= 0 or (where.type is not None and "\x00" in where.type):
+            return 0
+        statuses = sorted(s.value for s in where.statuses(action))
+        picked = select(jobs.c.id).where(jobs.c.status.in_(statuses))
+        params: dict[str, Any] = {"now": self._at(now)}
+        for name, column in (
+            ("type", jobs.c.type),
+            ("priority", jobs.c.priority),
+        ):
+            value = getattr(where, name)
+            if value is not None:
+                picked = picked.where(column == bindparam(f"b_{name}"))
+                params[f"b_{name}"] = value
+        for name, column in (
+            ("created_before", jobs.c.created_at),
+            ("touched_before", jobs.c.updated_at),
+        ):
+            value = getattr(where, name)
+            if value is not None:
+                picked = picked.where(column < bindparam(f"b_{name}", type_=column.type))
+                params[f"b_{name}"] = value
+        picked = self._lock_picked(picked.order_by(jobs.c.seq).limit(limit))
+        statement = (
+            update(jobs)
+            .where(jobs.c.id.in_(picked.scalar_subquery()), jobs.c.status.in_(statuses))
+            .values(**self._bulk_values[action])
+        )
+        count: int = self._db.transaction(
+            lambda conn: conn.execute(statement, params).rowcount, durable=True
+        )
+        self._bulk_changed(action, count)
+        return count
+
+    def _lock_picked(self, picked: Select[Any]) -> Select[Any]:
+        """Hook: lock the rows a bulk batch picked (PostgreSQL; SQLite holds its write
+        lock already)."""
+        return picked
+
+    def _bulk_changed(self, action: BulkAction, count: int) -> None:
+        """Hook: a bulk batch changed `count` jobs."""
+
+
+def active_holders(rows: Any) -> dict[str, JobRecord]:
+    """The active jobs of `rows` by their unique key."""
+    holders: dict[str, JobRecord] = {}
+    for row in rows:
+        job = job_of(row)
+        assert job.unique_key is not None
+        holders[job.unique_key] = job
+    return holders
 
 
 def job_time(value: datetime | None) -> datetime | None:
@@ -218,9 +329,13 @@ def check_bound(new: NewJob, bound: JobRecord) -> None:
 
 
 def assemble(
-    plan: SubmitPlan, created: dict[JobId, JobRecord], bound: dict[str, JobRecord]
+    plan: SubmitPlan,
+    created: dict[JobId, JobRecord],
+    bound: dict[str, JobRecord],
+    active: dict[str, JobRecord] | None = None,
 ) -> list[Submitted]:
-    """The results in batch order: created jobs (a repeat of a key: not created), replays.
+    """The results in batch order: created jobs (a repeat of a key: not created), replays,
+    and the active jobs holding the unique keys of jobs not inserted (`active`, by key).
 
     Raises:
         IdempotencyConflict: a key bound to a job with another fingerprint.
@@ -236,10 +351,13 @@ def assemble(
             results.append(Submitted(job=job, created=new.id not in seen))
             seen.add(new.id)
             continue
-        assert new.idempotency_key is not None, "a job without a key is always inserted"
-        replayed = bound.get(new.idempotency_key)
-        if replayed is None:
-            raise RuntimeError(f"idempotency key {new.idempotency_key!r} bound to no job")
-        check_bound(new, replayed)
-        results.append(Submitted(job=replayed, created=False))
+        replayed = bound.get(new.idempotency_key) if new.idempotency_key is not None else None
+        if replayed is not None:
+            check_bound(new, replayed)
+            results.append(Submitted(job=replayed, created=False))
+            continue
+        holder = (active or {}).get(new.unique_key) if new.unique_key is not None else None
+        if holder is None:
+            raise RuntimeError(f"job {new.id} was not inserted, and no key explains it")
+        results.append(Submitted(job=holder, created=False))
     return results

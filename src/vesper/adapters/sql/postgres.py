@@ -15,19 +15,21 @@ from typing import Any
 
 import attrs
 from psycopg.rows import tuple_row
-from sqlalchemy import DateTime, bindparam, cast, func, text
+from sqlalchemy import DateTime, Select, bindparam, cast, func, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
 from vesper.adapters.sql.common import (
     SqlJobReads,
     SubmitPlan,
+    active_holders,
     assemble,
     job_time,
     plan_submission,
 )
 from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.postgres_statements import (
+    ACTIVE_HOLDERS,
     BLANK,
     BOUND,
     CLAIM,
@@ -43,18 +45,22 @@ from vesper.adapters.sql.postgres_statements import (
     NOTIFY,
     RELEASE,
     RENEW,
+    SNOOZE,
     SUPPLIED,
     run,
 )
 from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of
 from vesper.adapters.sql.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobRecord, LeaseRef
+from vesper.domain.bulk import BulkAction
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobRecord, LeaseRef, Snoozed
 from vesper.domain.submission import NewJob
 
 __all__ = ["CLAIM", "PostgresJobRepository"]  # CLAIM: the fault matrix EXPLAINs it (R15)
 
 CLOCK = text("SELECT statement_timestamp()")
+# a unique key whose holder finished between the INSERT and the read of it: inserted again
+_UNIQUE_RACES = 3
 
 
 def now_expression() -> Any:
@@ -97,7 +103,7 @@ class PostgresJobRepository(SqlJobReads):
                 lambda conn: self._submit(conn, plan, one, INSERT_ONE_NOTIFY)
             )
         params = _insert_params(plan.unique, now)
-        if all(n.idempotency_key is None for n in plan.unique):
+        if all(n.idempotency_key is None and n.unique_key is None for n in plan.unique):
             # every job is new (no keys): all or nothing holds with one statement too
             return self._db.durable_statement(
                 lambda conn: self._submit(conn, plan, params, INSERT_NOTIFY)
@@ -116,17 +122,59 @@ class PostgresJobRepository(SqlJobReads):
         }
         # keys already bound (by earlier calls, or by concurrent ones that ON CONFLICT
         # waited for): READ COMMITTED lets this new statement see them
-        keys = [n.idempotency_key for n in plan.unique if n.id not in created]
+        keys = [
+            n.idempotency_key
+            for n in plan.unique
+            if n.id not in created and n.idempotency_key is not None
+        ]
         bound: dict[str, JobRecord] = {}
         if keys:
             for row in run(conn, BOUND, {"keys": keys}):
                 job = job_of(row)
                 assert job.idempotency_key is not None
                 bound[job.idempotency_key] = job
-        results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
+        active = self._holders(conn, plan, created, bound, params.get("now"))
+        # raises IdempotencyConflict: rolls back
+        results = assemble(plan, created, bound, active)
         if created and insert is INSERT:
             run(conn, NOTIFY)  # delivered at commit
         return results
+
+    def _holders(
+        self,
+        conn: Connection,
+        plan: SubmitPlan,
+        created: dict[Any, JobRecord],
+        bound: dict[str, JobRecord],
+        now: datetime | None,
+    ) -> dict[str, JobRecord]:
+        """The active jobs holding the unique keys of the jobs not inserted (no bound
+        idempotency key explains them). A holder that finished before it could be read
+        freed its key: such a job is inserted again (adding to `created`)."""
+        active: dict[str, JobRecord] = {}
+        for _ in range(_UNIQUE_RACES):
+            left = [
+                n
+                for n in plan.unique
+                if n.id not in created
+                and n.unique_key is not None
+                and n.idempotency_key not in bound
+                and n.unique_key not in active
+            ]
+            if not left:
+                return active
+            uniques = sorted({n.unique_key for n in left if n.unique_key is not None})
+            active |= active_holders(run(conn, ACTIVE_HOLDERS, {"uniques": uniques}))
+            again = [n for n in left if n.unique_key not in active]
+            if not again:
+                return active
+            rows = run(conn, INSERT, _insert_params(again, now), row_factory=tuple_row)
+            by_id = {n.id: n for n in again}
+            for job_id, seq, run_at, created_at in rows:
+                created[job_id] = _created(
+                    by_id[job_id], seq=seq, run_at=run_at, created_at=created_at
+                )
+        return active
 
     def claim(
         self,
@@ -199,6 +247,19 @@ class PostgresJobRepository(SqlJobReads):
         if released:
             self._db.statement(lambda conn: run(conn, NOTIFY))
         return released
+
+    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
+        ordered = sorted(snoozes, key=lambda s: s.lease.job_id)
+        extra = {"now": now, "delays": [s.delay for s in ordered]}
+        return self._fenced(self._db, SNOOZE, [s.lease for s in ordered], extra)
+
+    def _lock_picked(self, picked: Select[Any]) -> Select[Any]:
+        # a row a claim or an outcome is changing right now is left to it
+        return picked.with_for_update(skip_locked=True)
+
+    def _bulk_changed(self, action: BulkAction, count: int) -> None:
+        if action is BulkAction.RETRY and count:
+            self._db.statement(lambda conn: run(conn, NOTIFY))
 
     def expire(
         self, *, worker_ids: Sequence[str] = (), now: datetime | None = None

@@ -23,6 +23,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    null,
     or_,
     select,
     text,
@@ -32,12 +33,19 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from vesper.adapters.clock import SystemClock
-from vesper.adapters.sql.common import SqlJobReads, SubmitPlan, assemble, plan_submission
+from vesper.adapters.sql.common import (
+    ACTIVE_HOLDERS,
+    SqlJobReads,
+    SubmitPlan,
+    active_holders,
+    assemble,
+    plan_submission,
+)
 from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of, row_of
 from vesper.adapters.sql.tables import CLAIMABLE_SQL, PROCESSING_SQL, jobs, utc_datetime
 from vesper.application.ports import Capabilities, Clock, Submitted
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
 
@@ -89,15 +97,53 @@ def _fenced(**values: Any) -> Any:
     return update(jobs).where(_FENCE).values(**values).returning(*jobs.c)
 
 
+# a job with a cancel request ends cancelled at whatever ends its attempt, but a success
+_REQUESTED = jobs.c.cancel_requested_at.is_not(None)
+_CANCELLED = Status.CANCELLED.value
+
+
+def _unless_requested(value: Any) -> Any:
+    """`value`, or the cancelled job's finished_at (now) when a cancel was requested."""
+    return case((_REQUESTED, NOW), else_=value)
+
+
 COMPLETE = _fenced(status=Status.DONE.value, updated_at=NOW, finished_at=NOW, **_LEASE_CLEARED)
 RELEASE = _fenced(
-    status=Status.PENDING.value,
+    status=case((_REQUESTED, _CANCELLED), else_=Status.PENDING.value),
     attempts=func.max(jobs.c.attempts - 1, 0),
     started_at=None,
+    finished_at=_unless_requested(jobs.c.finished_at),
     updated_at=NOW,
     **_LEASE_CLEARED,
 )
-RENEW = _fenced(lease_expires_at=bindparam("expires_at"), updated_at=NOW)
+RENEW = _fenced(
+    status=case((_REQUESTED, _CANCELLED), else_=jobs.c.status),
+    worker_id=case((_REQUESTED, null()), else_=jobs.c.worker_id),
+    lease_token=case((_REQUESTED, null()), else_=jobs.c.lease_token),
+    lease_expires_at=case((_REQUESTED, null()), else_=bindparam("expires_at")),
+    finished_at=_unless_requested(jobs.c.finished_at),
+    updated_at=NOW,
+)
+SNOOZE = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("job_id"),
+        jobs.c.lease_token == bindparam("token"),
+        text(PROCESSING_SQL),
+        jobs.c.lease_expires_at > NOW,
+    )
+    .values(
+        status=case((_REQUESTED, _CANCELLED), else_=Status.PENDING.value),
+        attempts=func.max(jobs.c.attempts - 1, 0),
+        snoozes=jobs.c.snoozes + 1,
+        run_at=bindparam("snooze_at", type_=utc_datetime()),
+        started_at=None,
+        finished_at=_unless_requested(jobs.c.finished_at),
+        updated_at=NOW,
+        **_LEASE_CLEARED,
+    )
+    .returning(*jobs.c)
+)
 
 _retrying = and_(bindparam("retryable", type_=Boolean()), jobs.c.retries < jobs.c.max_retries)
 FAIL = (
@@ -109,10 +155,12 @@ FAIL = (
         jobs.c.lease_expires_at > NOW,
     )
     .values(
-        status=case((_retrying, Status.FAILED.value), else_=Status.DLQ.value),
+        status=case(
+            (_REQUESTED, _CANCELLED), (_retrying, Status.FAILED.value), else_=Status.DLQ.value
+        ),
         retries=case((_retrying, jobs.c.retries + 1), else_=jobs.c.retries),
         run_at=case((_retrying, bindparam("retry_at", type_=utc_datetime())), else_=jobs.c.run_at),
-        finished_at=case((_retrying, jobs.c.finished_at), else_=NOW),
+        finished_at=_unless_requested(case((_retrying, jobs.c.finished_at), else_=NOW)),
         error=bindparam("b_error"),
         updated_at=NOW,
         **_LEASE_CLEARED,
@@ -131,9 +179,11 @@ EXPIRE = (
         ),
     )
     .values(
-        status=case((_retry_left, Status.FAILED.value), else_=Status.DLQ.value),
+        status=case(
+            (_REQUESTED, _CANCELLED), (_retry_left, Status.FAILED.value), else_=Status.DLQ.value
+        ),
         retries=case((_retry_left, jobs.c.retries + 1), else_=jobs.c.retries),
-        finished_at=case((_retry_left, jobs.c.finished_at), else_=NOW),
+        finished_at=_unless_requested(case((_retry_left, jobs.c.finished_at), else_=NOW)),
         error=bindparam("b_error"),
         updated_at=NOW,
         **_LEASE_CLEARED,
@@ -179,14 +229,27 @@ class SqliteJobRepository(SqlJobReads):
                 job = job_of(row)
                 assert job.idempotency_key is not None
                 bound[job.idempotency_key] = job
-        fresh = [
+        unbound = [
             n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None
         ]
+        uniques = [n.unique_key for n in unbound if n.unique_key is not None]
+        active = active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": uniques})) if uniques else {}
+        taken = set(active)
+        fresh: list[NewJob] = []
+        for new in unbound:  # a unique key held, or taken by an earlier job of the batch
+            if new.unique_key is not None:
+                if new.unique_key in taken:
+                    continue
+                taken.add(new.unique_key)
+            fresh.append(new)
         seq = conn.execute(LAST_SEQ).scalar_one()
         created: dict[JobId, JobRecord] = {}
         for offset, new in enumerate(fresh, start=1):
-            created[new.id] = new.materialize(now=at, seq=seq + offset)
-        results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
+            job = created[new.id] = new.materialize(now=at, seq=seq + offset)
+            if job.unique_key is not None:
+                active[job.unique_key] = job
+        # raises IdempotencyConflict: rolls back
+        results = assemble(plan, created, bound, active)
         if created:
             conn.execute(INSERT, [row_of(job) for job in created.values()])
         return results
@@ -275,6 +338,28 @@ class SqliteJobRepository(SqlJobReads):
             ]
             # each failure has its own error and delay: one UPDATE each, one transaction
             rows = [conn.execute(FAIL, p).first() for p in params]
+            return [job_of(row) for row in rows if row is not None]
+
+        return self._db.transaction(work)
+
+    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
+        if not snoozes:
+            return []
+
+        def work(conn: Connection) -> list[JobRecord]:
+            at = self._at(now)
+            rows = [
+                conn.execute(
+                    SNOOZE,
+                    {
+                        "now": at,
+                        "job_id": s.lease.job_id,
+                        "token": s.lease.token,
+                        "snooze_at": at + s.delay,
+                    },
+                ).first()
+                for s in snoozes
+            ]
             return [job_of(row) for row in rows if row is not None]
 
         return self._db.transaction(work)
