@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from vesper.application.ports import CompletingJobRepository, JobRepository, Submitted
-from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.bulk import BulkAction, BulkFilter
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
@@ -91,3 +92,16 @@ class ForwardingJobRepository:
 
     def stats(self, *, now: datetime | None = None) -> QueueStats:
         return self._jobs.stats(now=now)
+
+    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
+        return self._jobs.snooze(snoozes, now=now)
+
+    def bulk(
+        self,
+        action: BulkAction,
+        where: BulkFilter,
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> int:
+        return self._jobs.bulk(action, where, limit=limit, now=now)

@@ -6,9 +6,16 @@ import attrs
 
 from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.ports import JobRepository
+from vesper.domain.bulk import BulkAction, BulkFilter
+from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
+
+# jobs changed per bulk statement: each batch is one short transaction (some ms), so a
+# bulk action over a million jobs never holds locks or a snapshot for long
+BULK_BATCH = 1000
 
 
 @attrs.frozen
@@ -33,14 +40,17 @@ class ListJobs:
 
 @attrs.frozen
 class CancelJob:
-    """pending/failed -> cancelled. Raises JobNotFound or IllegalTransition."""
+    """pending/failed -> cancelled; a processing job gets a cancel request, which its
+    worker acts on at its next heartbeat (the job is returned still processing, with
+    `cancel_requested_at`). Raises JobNotFound or IllegalTransition."""
 
     jobs: JobRepository
     metrics: JobMetrics = NO_METRICS
 
     def __call__(self, job_id: JobId) -> JobRecord:
         job = self.jobs.cancel(job_id)
-        self.metrics.jobs_cancelled([job])
+        if job.status is Status.CANCELLED:
+            self.metrics.jobs_cancelled([job])
         return job
 
 
@@ -62,3 +72,35 @@ class GetStats:
 
     def __call__(self) -> QueueStats:
         return self.jobs.stats()
+
+
+@attrs.frozen
+class BulkJobs:
+    """Retry or cancel every job matching a filter, `batch` jobs per transaction.
+
+    Only jobs last changed before the action began are taken (`touched_before`), so the
+    loop ends, and a job the action changed is not taken again.
+
+    Returns:
+        How many jobs changed.
+
+    Raises:
+        InvalidRequest: a filter the action cannot take (a status it does not start
+            from, a queue).
+    """
+
+    jobs: JobRepository
+    batch: int = BULK_BATCH
+
+    def __call__(self, action: BulkAction, where: BulkFilter) -> int:
+        if where.queue is not None:
+            # the seam for queues (issue 15): the stores learn the filter with the column
+            raise InvalidRequest("queue", "queues are not supported by this server yet")
+        where.statuses(action)  # a status the action cannot take: refused before any work
+        where = attrs.evolve(where, touched_before=self.jobs.now())
+        total = 0
+        while True:
+            changed = self.jobs.bulk(action, where, limit=self.batch)
+            if changed == 0:
+                return total
+            total += changed

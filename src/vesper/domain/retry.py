@@ -89,18 +89,14 @@ class RetryPolicy:
             return True
         return not self.retry_on or isinstance(error, self.retry_on)
 
-    def retry_delay(
-        self,
-        error: BaseException,
-        *,
-        retries: int,
-        default: Backoff,
-        rng: random.Random | None = None,
+    def delay(
+        self, error: BaseException, *, retries: int, rng: random.Random | None = None
     ) -> timedelta | None:
-        """The delay before retrying after `error`, the job having `retries` earlier
-        failures; None: not retryable (dlq). RetryAfter's own delay replaces the backoff."""
-        if not self.retryable(error):
-            return None
+        """The delay this policy sets before retrying after `error` (a retryable one),
+        the job having `retries` earlier failures: RetryAfter's own, else its backoff's;
+        None: the service's backoff applies."""
         if isinstance(error, RetryAfter):
             return error.delay
-        return (self.backoff or default).delay(retries, rng)
+        if self.backoff is not None:
+            return self.backoff.delay(retries, rng)
+        return None

@@ -36,7 +36,14 @@ from vesper.application.fleet import (
     RegisterWorker,
 )
 from vesper.application.group_commit import CoalescingJobRepository, GroupCommit
-from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
+from vesper.application.management import (
+    BulkJobs,
+    CancelJob,
+    GetJob,
+    GetStats,
+    ListJobs,
+    RetryJob,
+)
 from vesper.application.ports import (
     Clock,
     JobRepository,
@@ -45,7 +52,7 @@ from vesper.application.ports import (
     store_capacity,
 )
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
-from vesper.application.submit import SubmitJob, SubmitJobs
+from vesper.application.submit import SubmitJob, SubmitJobs, TypeDefaults
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
 from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases
@@ -256,11 +263,23 @@ class Container(containers.DeclarativeContainer):
     global_tracing = providers.Callable(install_global_tracer_provider, tracer_provider)
     worker_tracer = providers.Callable(lambda p: p.get_tracer("vesper.worker"), tracer_provider)
 
+    # the consumers' max_retries by job type: `vesper.App` sets its consumers' here
+    type_defaults: providers.Provider[TypeDefaults | None] = providers.Object(None)
     submit_job = providers.Factory(
-        SubmitJob, jobs=jobs, settings=policies, signal=job_signal, metrics=metrics
+        SubmitJob,
+        jobs=jobs,
+        settings=policies,
+        signal=job_signal,
+        metrics=metrics,
+        type_defaults=type_defaults,
     )
     submit_jobs = providers.Factory(
-        SubmitJobs, jobs=jobs, settings=policies, signal=job_signal, metrics=metrics
+        SubmitJobs,
+        jobs=jobs,
+        settings=policies,
+        signal=job_signal,
+        metrics=metrics,
+        type_defaults=type_defaults,
     )
     claim_jobs = providers.Factory(ClaimJobs, jobs=jobs, settings=policies)
     renew_leases = providers.Factory(RenewLeases, jobs=jobs, settings=policies)
@@ -269,6 +288,7 @@ class Container(containers.DeclarativeContainer):
     list_jobs = providers.Factory(ListJobs, jobs=jobs)
     cancel_job = providers.Factory(CancelJob, jobs=jobs, metrics=metrics)
     retry_job = providers.Factory(RetryJob, jobs=jobs)
+    bulk_jobs = providers.Factory(BulkJobs, jobs=jobs)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
     heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
     deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)

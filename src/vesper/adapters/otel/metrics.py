@@ -277,7 +277,9 @@ class OtelMetrics:
         elif outcome in {"failed", "dlq"}:
             self._failed.add(key)
             (self._retried if outcome == "failed" else self._dead).add(key)
-        else:
+        elif outcome == "cancelled":  # stopped on a cancel request
+            self._cancelled.add(key)
+        elif outcome != "snoozed":  # a snooze is neither an end nor a loss
             self._abandoned.add((*key, outcome))
 
     def jobs_cancelled(self, jobs: Sequence[JobRecord]) -> None:

@@ -233,7 +233,9 @@ class SqliteJobRepository(SqlJobReads):
             n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None
         ]
         uniques = [n.unique_key for n in unbound if n.unique_key is not None]
-        active = active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": uniques})) if uniques else {}
+        active = (
+            active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": uniques})) if uniques else {}
+        )
         taken = set(active)
         fresh: list[NewJob] = []
         for new in unbound:  # a unique key held, or taken by an earlier job of the batch
