@@ -16,6 +16,7 @@ from dotenv import load_dotenv
 from vesper.domain.errors import InvalidRequest, VesperError
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
+from vesper.entrypoints.jobs_cli import jobs
 from vesper.entrypoints.settings import BUILTIN_STORAGES, ConfigError, describe_store
 from vesper.entrypoints.wire import job_to_wire
 
@@ -173,6 +174,7 @@ def _migrate_plugin(app: App) -> None:
 @click.option("--max-retries", type=click.IntRange(min=0))
 @click.option("--delay", type=float, help="Seconds before the job is due.")
 @click.option("--idempotency-key")
+@click.option("--unique-key", help="Return the active job with this key instead, if any.")
 def enqueue(
     job_type: str,
     payload: str,
@@ -180,6 +182,7 @@ def enqueue(
     max_retries: int | None,
     delay: float | None,
     idempotency_key: str | None,
+    unique_key: str | None,
 ) -> None:
     """Submit one job and print it as JSON."""
     # a bad input is one line naming the option, exit 2, before anything is opened
@@ -208,6 +211,7 @@ def enqueue(
             max_retries=max_retries,
             delay=delay,
             idempotency_key=idempotency_key,
+            unique_key=unique_key,
         )
     except InvalidRequest as exc:
         _fail(str(exc), 2)
@@ -247,6 +251,7 @@ def status(watch: bool, interval: float, count: int | None) -> None:
 
 
 main.add_command(bench)
+main.add_command(jobs)
 
 
 def _load(app_path: str | None, *, announce: bool = True) -> App:
