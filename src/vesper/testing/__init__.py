@@ -42,6 +42,8 @@ import pytest
 # Before the submodules load: pytest then shows the operands of a failing assert there.
 pytest.register_assert_rewrite(
     "vesper.testing.batch_contract",
+    "vesper.testing.bulk_contract",
+    "vesper.testing.cancel_request_contract",
     "vesper.testing.claims_contract",
     "vesper.testing.expiry_contract",
     "vesper.testing.fixtures",
@@ -53,10 +55,13 @@ pytest.register_assert_rewrite(
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
     "vesper.testing.submit_contract",
+    "vesper.testing.unique_contract",
     "vesper.testing.workers_contract",
 )
 
 from vesper.testing.batch_contract import CompleteAndClaimContract, RecordAndClaimContract
+from vesper.testing.bulk_contract import BulkContract
+from vesper.testing.cancel_request_contract import CancelRequestContract, SnoozeContract
 from vesper.testing.claims_contract import ClaimContract
 from vesper.testing.expiry_contract import ExpireContract
 from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener
@@ -76,6 +81,7 @@ from vesper.testing.management_contract import (
 from vesper.testing.model import ModelContract, StoreModel
 from vesper.testing.races_contract import RaceContract
 from vesper.testing.submit_contract import SubmitContract
+from vesper.testing.unique_contract import UniqueKeyContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
 
@@ -95,6 +101,10 @@ class JobRepositoryContract(
     RetryContract,
     RaceContract,
     ModelContract,
+    CancelRequestContract,
+    SnoozeContract,
+    BulkContract,
+    UniqueKeyContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -104,7 +114,9 @@ class StoreContract(JobRepositoryContract, WorkerRegistryContract):
 
 
 __all__ = [
+    "BulkContract",
     "CancelContract",
+    "CancelRequestContract",
     "ClaimContract",
     "CompleteAndClaimContract",
     "CompleteContract",
@@ -120,6 +132,7 @@ __all__ = [
     "ReleaseContract",
     "RenewContract",
     "RetryContract",
+    "SnoozeContract",
     "StatsContract",
     "StoreContract",
     "StoreFactory",
@@ -127,5 +140,6 @@ __all__ = [
     "StoreModel",
     "StoreOpener",
     "SubmitContract",
+    "UniqueKeyContract",
     "WorkerRegistryContract",
 ]

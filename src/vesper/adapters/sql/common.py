@@ -251,10 +251,10 @@ class SqlJobReads:
             if value is not None:
                 picked = picked.where(column < bindparam(f"b_{name}", type_=column.type))
                 params[f"b_{name}"] = value
-        picked = self._lock_picked(picked.order_by(jobs.c.seq).limit(limit))
+        picked = picked.order_by(jobs.c.seq).limit(limit)
         statement = (
             update(jobs)
-            .where(jobs.c.id.in_(picked.scalar_subquery()), jobs.c.status.in_(statuses))
+            .where(self._among(picked), jobs.c.status.in_(statuses))
             .values(**self._bulk_values[action])
         )
         count: int = self._db.transaction(
@@ -263,10 +263,10 @@ class SqlJobReads:
         self._bulk_changed(action, count)
         return count
 
-    def _lock_picked(self, picked: Select[Any]) -> Select[Any]:
-        """Hook: lock the rows a bulk batch picked (PostgreSQL; SQLite holds its write
-        lock already)."""
-        return picked
+    def _among(self, picked: Select[Any]) -> ColumnElement[bool]:
+        """Hook: the condition "a job of `picked`" (SQLite holds its write lock already:
+        nothing to lock)."""
+        return jobs.c.id.in_(picked.scalar_subquery())
 
     def _bulk_changed(self, action: BulkAction, count: int) -> None:
         """Hook: a bulk batch changed `count` jobs."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 from psycopg.rows import tuple_row
-from sqlalchemy import DateTime, Select, bindparam, cast, func, text
+from sqlalchemy import ColumnElement, DateTime, Select, bindparam, cast, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
@@ -50,6 +50,7 @@ from vesper.adapters.sql.postgres_statements import (
     run,
 )
 from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of
+from vesper.adapters.sql.tables import jobs as jobs_table
 from vesper.adapters.sql.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
 from vesper.domain.bulk import BulkAction
@@ -253,9 +254,13 @@ class PostgresJobRepository(SqlJobReads):
         extra = {"now": now, "delays": [s.delay for s in ordered]}
         return self._fenced(self._db, SNOOZE, [s.lease for s in ordered], extra)
 
-    def _lock_picked(self, picked: Select[Any]) -> Select[Any]:
-        # a row a claim or an outcome is changing right now is left to it
-        return picked.with_for_update(skip_locked=True)
+    def _among(self, picked: Select[Any]) -> ColumnElement[bool]:
+        # MATERIALIZED: picked once; a subquery the planner puts on the inner side of a
+        # join is run again per row, and with SKIP LOCKED picks other rows each time
+        # (a batch of 2 changed 5). SKIP LOCKED: a row a claim or an outcome is
+        # changing right now is left to it.
+        batch = picked.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        return jobs_table.c.id.in_(select(batch.c.id))
 
     def _bulk_changed(self, action: BulkAction, count: int) -> None:
         if action is BulkAction.RETRY and count:
