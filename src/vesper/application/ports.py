@@ -3,6 +3,30 @@
 The docstrings are the specification that `vesper.testing`'s contract suite checks.
 Every time-dependent method takes `now`: None means the store's own clock (the database
 clock for PostgreSQL), a datetime is used as is (tests never sleep).
+
+Errors. A store raises only these (all in `vesper.domain.errors`), each with a message
+that names no host, user, password or file path:
+
+- StoreUnavailable: the database did not answer, or not in time (connection refused or
+  lost, pool exhausted, locked for too long, shutting down). Nothing can be assumed
+  about the call's effect; the caller waits and retries (`serve` and `worker` wait for it
+  at start-up, the API answers 503 with Retry-After). The same store object must work
+  again once the database is back: no reopening.
+- SchemaNotMigrated, a kind of StoreUnavailable: the database answers but lacks the
+  store's tables (`vesper migrate` was not run).
+- IdempotencyConflict (submit): the key is bound to a job with another fingerprint.
+- JobNotFound (get, cancel, retry): no job has the id.
+- IllegalTransition (cancel, retry): the job's status does not allow the action.
+
+Anything else a store raises (a driver's own exception, an integrity error, a
+ValueError) is a bug in the store: the API answers 500 and logs it. A store maps its
+driver's errors to these; no caller catches a driver's exception.
+
+Text. Job types, payloads (JSON) and idempotency keys reach a store as valid Unicode: no
+lone surrogates (the domain refuses them before a store sees them) and no NUL character
+in a type or key. A store keeps every such string exactly, whitespace included: `k` and
+`k ` are two keys, so a database that pads or folds strings when it compares them must
+compare them as bytes.
 """
 
 from __future__ import annotations
@@ -147,7 +171,11 @@ class JobRepository(Protocol):
         """End the leases that expired by `now`, and every lease held by `worker_ids`
         (processes found dead): each such job counts a failed attempt and becomes failed
         (claimable at once) or dlq when its retries are exhausted; cancelled (finished
-        now) if it had a cancel request."""
+        now) if it had a cancel request.
+
+        A job that a concurrent fenced update is changing may be left to it (a later
+        expire ends its lease if still due); a job expire changed is never changed back
+        by a fenced update that started before."""
         ...
 
     def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
@@ -216,8 +244,9 @@ class WorkerRegistry(Protocol):
         ...
 
     def heartbeat(self, worker_id: str, *, now: datetime | None = None) -> bool:
-        """Set last_heartbeat to now; False if the process is not registered (it was
-        reaped: the caller registers again)."""
+        """Set last_heartbeat to now; True while the process is registered, also when
+        now equals its last heartbeat (nothing changes then); False if it is not
+        registered (it was reaped: the caller registers again)."""
         ...
 
     def deregister(self, worker_id: str) -> None:

@@ -30,6 +30,8 @@ checks both. Capability flags (`store.jobs.capabilities`) skip what a store cann
 does not offer (`complete_and_claim` is optional). `FreeStore` wraps a store to take the
 freedoms the port leaves it (a token per claimed job, results in another order, no
 complete_and_claim): the suite passes such a store too.
+The error contract's outage tests run when the store's test module also overrides
+`store_outage` (a StoreOutage: how to take its database away), and are skipped otherwise.
 `vesper.testing.postgres` helps with a scratch PostgreSQL database. This package needs
 pytest and hypothesis (vesper's `dev` extra).
 """
@@ -52,6 +54,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.management_contract",
     "vesper.testing.model",
     "vesper.testing.model_parts",
+    "vesper.testing.outage_contract",
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
     "vesper.testing.submit_contract",
@@ -64,7 +67,7 @@ from vesper.testing.bulk_contract import BulkContract
 from vesper.testing.cancel_request_contract import CancelRequestContract, SnoozeContract
 from vesper.testing.claims_contract import ClaimContract
 from vesper.testing.expiry_contract import ExpireContract
-from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener
+from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener, StoreOutage
 from vesper.testing.freedoms import FreeJobs, FreeStore
 from vesper.testing.leases_contract import (
     CompleteContract,
@@ -79,6 +82,7 @@ from vesper.testing.management_contract import (
     StatsContract,
 )
 from vesper.testing.model import ModelContract, StoreModel
+from vesper.testing.outage_contract import OutageContract
 from vesper.testing.races_contract import RaceContract
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.unique_contract import UniqueKeyContract
@@ -109,8 +113,9 @@ class JobRepositoryContract(
     """Every guarantee of the JobRepository port, grouped by port method."""
 
 
-class StoreContract(JobRepositoryContract, WorkerRegistryContract):
-    """The whole Store: its JobRepository and its WorkerRegistry."""
+class StoreContract(JobRepositoryContract, WorkerRegistryContract, OutageContract):
+    """The whole Store: its JobRepository, its WorkerRegistry, and its errors when the
+    database goes away."""
 
 
 __all__ = [
@@ -127,6 +132,7 @@ __all__ = [
     "FreeStore",
     "JobRepositoryContract",
     "ModelContract",
+    "OutageContract",
     "RaceContract",
     "RecordAndClaimContract",
     "ReleaseContract",
@@ -139,6 +145,7 @@ __all__ = [
     "StoreFixtures",
     "StoreModel",
     "StoreOpener",
+    "StoreOutage",
     "SubmitContract",
     "UniqueKeyContract",
     "WorkerRegistryContract",

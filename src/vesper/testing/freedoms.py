@@ -1,8 +1,9 @@
 """A store that takes the freedoms the JobRepository port leaves it, for the suite to
 show that they pass: it offers no complete_and_claim (RecordAndClaim then composes
-complete and claim), and, when asked, gives each claimed job a lease token of its own
-and returns the fenced updates' and expire's results in another order than the store
-it wraps.
+complete and claim) unless asked to keep the one of the store it wraps, and, when asked,
+gives each claimed job a lease token of its own and returns the fenced updates' and
+expire's results (complete_and_claim's completed jobs too) in another order than the
+store it wraps.
 """
 
 from __future__ import annotations
@@ -10,10 +11,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
 import attrs
 
-from vesper.application.ports import JobRepository, Store, Submitted, WorkerRegistry
+from vesper.application.ports import (
+    CompletingJobRepository,
+    JobRepository,
+    Store,
+    Submitted,
+    WorkerRegistry,
+)
 from vesper.domain.bulk import BulkAction, BulkFilter
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobPage, JobQuery
@@ -22,15 +30,22 @@ from vesper.domain.submission import NewJob
 
 
 class FreeJobs:
-    """`inner`, without complete_and_claim; `per_job_tokens`: each claimed job gets a
-    token of its own (derived from the one `inner` shares among a claim's jobs, and
-    valid only with that job's id); `reordered`: results in reverse order."""
+    """`inner`, without complete_and_claim unless `keep_complete_and_claim` (and `inner`
+    offers it); `per_job_tokens`: each claimed job gets a token of its own (derived from
+    the one `inner` shares among a claim's jobs, and valid only with that job's id);
+    `reordered`: results in reverse order."""
 
     def __init__(
-        self, inner: JobRepository, *, per_job_tokens: bool = False, reordered: bool = False
+        self,
+        inner: JobRepository,
+        *,
+        per_job_tokens: bool = False,
+        reordered: bool = False,
+        keep_complete_and_claim: bool = False,
     ) -> None:
         self._inner = inner
-        self.capabilities = attrs.evolve(inner.capabilities, complete_and_claim=False)
+        kept = keep_complete_and_claim and inner.capabilities.complete_and_claim
+        self.capabilities = attrs.evolve(inner.capabilities, complete_and_claim=kept)
         self._per_job_tokens = per_job_tokens
         self._reordered = reordered
         self._inner_tokens: dict[uuid.UUID, tuple[JobId, uuid.UUID]] = {}
@@ -67,6 +82,30 @@ class FreeJobs:
         self, leases: Sequence[LeaseRef], *, now: datetime | None = None
     ) -> list[JobRecord]:
         return self._changed(self._inner.complete([self._in(r) for r in leases], now=now))
+
+    def complete_and_claim(
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
+        """The inner store's, as this store shows results (only when capabilities say)."""
+        if not self.capabilities.complete_and_claim:
+            raise NotImplementedError("this FreeJobs offers no complete_and_claim")
+        inner = cast(CompletingJobRepository, self._inner)
+        done, claimed = inner.complete_and_claim(
+            [self._in(r) for r in leases],
+            worker_id=worker_id,
+            limit=limit,
+            lease=lease,
+            types=types,
+            now=now,
+        )
+        return self._changed(done), [self._out(job) for job in claimed]
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         inner = [attrs.evolve(f, lease=self._in(f.lease)) for f in failures]
@@ -136,10 +175,20 @@ class FreeStore:
     """`inner` with its jobs as FreeJobs shows them; closing it closes `inner`."""
 
     def __init__(
-        self, inner: Store, *, per_job_tokens: bool = False, reordered: bool = False
+        self,
+        inner: Store,
+        *,
+        per_job_tokens: bool = False,
+        reordered: bool = False,
+        keep_complete_and_claim: bool = False,
     ) -> None:
         self._inner = inner
-        self._jobs = FreeJobs(inner.jobs, per_job_tokens=per_job_tokens, reordered=reordered)
+        self._jobs = FreeJobs(
+            inner.jobs,
+            per_job_tokens=per_job_tokens,
+            reordered=reordered,
+            keep_complete_and_claim=keep_complete_and_claim,
+        )
 
     @property
     def jobs(self) -> JobRepository:
