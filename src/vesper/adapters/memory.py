@@ -219,6 +219,7 @@ class InMemoryJobRepository:
         limit: int,
         now: datetime | None = None,
     ) -> int:
+        where.statuses(action)  # refuses a status the action cannot take, jobs or none
         with self._lock:
             at = now or self.now()
             taken = [j for j in self._jobs.values() if where.matches(j, action)][:limit]
