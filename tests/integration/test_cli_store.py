@@ -1,5 +1,5 @@
 """The store a command uses: chosen by VESPER_DATABASE_URL's scheme alone, named in one
-line at start, migrated by `vesper migrate` (a plugin's own hook, when it has one)."""
+line at start, migrated by `vesper migrate` (a plugin's hook: test_storage_plugin.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from tests.integration.service import Service
 from vesper.entrypoints.app import App
 from vesper.testing import postgres as pg
 
-PLUGIN_SITE = Path(__file__).resolve().parents[1] / "plugin_site"
 LEDGER_APP = "tests.integration.apps.ledger:app"
 
 
@@ -84,29 +83,3 @@ def test_a_worker_selected_by_its_url_alone_listens(postgres_database: str, tmp_
     finally:
         producer.close()
         worker.stop()
-
-
-def _plugin_env(**extra: str) -> dict[str, str]:
-    return {
-        "VESPER_STORAGE": "teststore",
-        "PYTHONPATH": os.pathsep.join([str(PLUGIN_SITE), str(REPO)]),
-        **extra,
-    }
-
-
-def test_migrate_with_a_plugin_store_that_manages_its_own_schema() -> None:
-    result = vesper("migrate", env=_plugin_env())
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
-        "vesper: store 'teststore' manages its own schema; nothing to migrate"
-    )
-    assert "Traceback" not in result.stderr
-
-
-def test_migrate_calls_a_plugin_store_s_own_migrate(tmp_path: Path) -> None:
-    marker = tmp_path / "migrated"
-    env = _plugin_env(VESPER_DATABASE_URL=f"teststore://db?migrate_marker={marker}")
-    result = vesper("migrate", env=env)
-    assert result.returncode == 0, result.stderr
-    assert marker.read_text() == "teststore://db?migrate_marker=" + str(marker)
-    assert result.stdout.strip() == "store 'teststore' migrated by its own migrate()"

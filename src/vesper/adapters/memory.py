@@ -9,21 +9,23 @@ entry counts only while the job's current (status, run_at) still matches it.
 from __future__ import annotations
 
 import heapq
+import json
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import attrs
 
 from vesper.adapters.clock import SystemClock
 from vesper.application.ports import Capabilities, Clock, Submitted
-from vesper.domain.bulk import BulkAction, BulkFilter, apply
-from vesper.domain.errors import IdempotencyConflict, JobNotFound
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter, apply, kinds_of, take
+from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound, UniqueKeyHeld
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.ordering import claim_order
 from vesper.domain.query import JobPage, JobQuery, page_of
+from vesper.domain.retention import check_ages, deletable, prunable
 from vesper.domain.states import CLAIMABLE, FINISHED, Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
@@ -43,6 +45,11 @@ class InMemoryJobRepository:
         self._processing: set[JobId] = set()
         self._scheduled: list[tuple[datetime, int, JobId]] = []
         self._ready: list[_Entry] = []
+        # finished jobs by status, oldest finished_at first, for prunes (lazily
+        # invalidated like the claim heaps: an entry counts while the job still matches)
+        self._finished: dict[Status, list[tuple[datetime, int, JobId]]] = {
+            status: [] for status in FINISHED
+        }
         self._seq = 0
 
     def now(self) -> datetime:
@@ -100,8 +107,14 @@ class InMemoryJobRepository:
         """The active job holding `unique_key`, if any."""
         if unique_key is None or unique_key not in self._by_unique:
             return None
-        job = self._jobs[self._by_unique[unique_key]]
-        return None if job.status in FINISHED else job
+        job = self._jobs.get(self._by_unique[unique_key])  # None: deleted since
+        return None if job is None or job.status in FINISHED else job
+
+    def _hold(self, job: JobRecord) -> JobRecord:
+        """A retried job holds its unique key again (the caller checked it was free)."""
+        if job.unique_key is not None and job.status not in FINISHED:
+            self._by_unique[job.unique_key] = job.id
+        return job
 
     def get(self, job_id: JobId) -> JobRecord:
         with self._lock:
@@ -161,9 +174,19 @@ class InMemoryJobRepository:
             return claimed
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
-        return self._fenced(leases, now, lambda job, ref, at: job.complete(ref, now=at))
+        given = results or {}
+
+        def done(job: JobRecord, ref: LeaseRef, at: datetime) -> JobRecord:
+            text = given.get(job.id)
+            return job.complete(ref, now=at, result=None if text is None else json.loads(text))
+
+        return self._fenced(leases, now, done)
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         by_ref = {f.lease: f for f in failures}
@@ -201,7 +224,13 @@ class InMemoryJobRepository:
 
     def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         with self._lock:
-            return self._put(self.get(job_id).retry(now=now or self.now()))
+            job = self.get(job_id)
+            retried = job.retry(now=now or self.now())  # IllegalTransition first
+            holder = self._active(job.unique_key)
+            if holder is not None and holder.id != job.id:
+                assert job.unique_key is not None
+                raise UniqueKeyHeld(job.id, job.status, job.unique_key, holder.id)
+            return self._hold(self._put(retried))
 
     def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
         by_ref = {s.lease: s for s in snoozes}
@@ -218,14 +247,21 @@ class InMemoryJobRepository:
         *,
         limit: int,
         now: datetime | None = None,
-    ) -> int:
+    ) -> BulkBatch:
         where.statuses(action)  # refuses a status the action cannot take, jobs or none
         with self._lock:
             at = now or self.now()
-            taken = [j for j in self._jobs.values() if where.matches(j, action)][:limit]
+            # insertion order is seq order
+            matching = [j for j in self._jobs.values() if where.matches(j, action)][:limit]
+            keys = {j.unique_key for j in matching if j.unique_key is not None}
+            holders = {k: h.id for k in keys if (h := self._active(k)) is not None}
+            taken, skipped = take(matching, action, holders)
             for job in taken:
-                self._put(apply(job, action, now=at))
-            return len(taken)
+                self._hold(self._put(apply(job, action, now=at)))
+            last = matching[-1].seq if matching else None
+            return BulkBatch(
+                changed=len(taken), skipped=len(skipped), last_seq=last, kinds=kinds_of(taken)
+            )
 
     def stats(self, *, now: datetime | None = None) -> QueueStats:
         with self._lock:
@@ -239,7 +275,49 @@ class InMemoryJobRepository:
                     oldest = job.run_at
             return QueueStats(counts=counts, oldest_due_run_at=oldest, now=at)
 
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        with self._lock:
+            return [self._jobs[i] for i in dict.fromkeys(job_ids) if i in self._jobs]
+
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        check_ages(older_than)
+        with self._lock:
+            at = now or self.now()
+            counts: dict[Status, int] = {}
+            for status, age in older_than.items():
+                heap = self._finished[status]
+                while heap and heap[0][0] <= at - age and sum(counts.values()) < limit:
+                    _, _, job_id = heapq.heappop(heap)
+                    job = self._jobs.get(job_id)
+                    if job is None or not prunable(job, older_than, at):
+                        continue  # deleted, retried, or finished again later: stale
+                    self._remove(job)
+                    counts[job.status] = counts.get(job.status, 0) + 1
+            return counts
+
+    def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        with self._lock:
+            job = self.get(job_id)
+            if not deletable(job):
+                raise IllegalTransition(job_id, job.status, "delete")
+            self._remove(job)
+            return job
+
     # -- internals -------------------------------------------------------------------
+
+    def _remove(self, job: JobRecord) -> None:
+        """Forget a finished job (no heap holds it: it is not claimable) and free its key."""
+        del self._jobs[job.id]
+        if job.idempotency_key is not None and self._by_key.get(job.idempotency_key) == job.id:
+            del self._by_key[job.idempotency_key]
+        if job.unique_key is not None and self._by_unique.get(job.unique_key) == job.id:
+            del self._by_unique[job.unique_key]
 
     def _fenced(
         self,
@@ -265,18 +343,20 @@ class InMemoryJobRepository:
             self._processing.discard(job.id)
         if job.status in CLAIMABLE:
             heapq.heappush(self._scheduled, (job.run_at, job.seq, job.id))
+        elif job.status in FINISHED and job.finished_at is not None:
+            heapq.heappush(self._finished[job.status], (job.finished_at, job.seq, job.id))
         return job
 
     def _promote_due(self, now: datetime) -> None:
         while self._scheduled and self._scheduled[0][0] <= now:
             run_at, _, job_id = heapq.heappop(self._scheduled)
-            job = self._jobs[job_id]
-            if job.status in CLAIMABLE and job.run_at == run_at:
+            job = self._jobs.get(job_id)  # None: deleted since (a finished job)
+            if job is not None and job.status in CLAIMABLE and job.run_at == run_at:
                 heapq.heappush(self._ready, (*claim_order(job), job.id))
 
     def _live(self, entry: _Entry) -> JobRecord | None:
-        job = self._jobs[entry[3]]
-        if job.status in CLAIMABLE and claim_order(job) == entry[:3]:
+        job = self._jobs.get(entry[3])
+        if job is not None and job.status in CLAIMABLE and claim_order(job) == entry[:3]:
             return job
         return None
 

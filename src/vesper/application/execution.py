@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import cast
+from typing import Any, cast
 
 import attrs
 
 from vesper.application.policies import Policies
 from vesper.application.ports import CompletingJobRepository, JobRepository
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
+from vesper.domain.results import ResultRejected, encode_result
 from vesper.domain.states import Status
 
 
@@ -81,10 +82,35 @@ class Outcome:
     retryable: bool = True
     retry_delay: timedelta | None = None
     snooze: timedelta | None = None
+    result: Any = None  # a success's return value, stored as the job's result unless None
 
     @property
     def succeeded(self) -> bool:
         return self.error is None and self.snooze is None
+
+
+def with_results(
+    outcomes: Sequence[Outcome], max_bytes: int
+) -> tuple[Sequence[Outcome], dict[JobId, str]]:
+    """The outcomes to record, and the JSON text of each success's result by job id.
+
+    A result that cannot be stored (not JSON, or over `max_bytes`) turns its success
+    into a failure without retry: the same code would return the same value again.
+    """
+    if all(o.result is None for o in outcomes):  # the common case: nothing to encode
+        return outcomes, {}
+    settled: list[Outcome] = []
+    results: dict[JobId, str] = {}
+    for outcome in outcomes:
+        if outcome.error is None and outcome.result is not None:
+            try:
+                results[outcome.job.id] = encode_result(outcome.result, max_bytes)
+            except ResultRejected as exc:
+                error = f"ResultRejected: {exc}"
+                settled.append(Outcome(job=outcome.job, error=error, retryable=False))
+                continue
+        settled.append(outcome)
+    return settled, results
 
 
 @attrs.frozen
@@ -103,6 +129,7 @@ class RecordOutcomes:
     rng: random.Random = attrs.field(factory=random.Random)
 
     def __call__(self, outcomes: Sequence[Outcome]) -> list[JobRecord]:
+        outcomes, results = with_results(outcomes, self.settings.limits.max_result_bytes)
         successes = [lease_of(o.job) for o in outcomes if o.succeeded]
         failures = [
             failure_of(
@@ -122,7 +149,9 @@ class RecordOutcomes:
             if o.error is None and o.snooze is not None
         ]
         recorded: list[JobRecord] = []
-        if successes:
+        if successes and results:
+            recorded += self.jobs.complete(successes, results=results)
+        elif successes:  # no results: the call a store written before them knows
             recorded += self.jobs.complete(successes)
         if failures:
             recorded += self.jobs.fail(failures)
@@ -161,6 +190,7 @@ class RecordAndClaim:
         limit: int,
         types: Sequence[str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
+        outcomes, results = with_results(outcomes, self.record.settings.limits.max_result_bytes)
         if limit <= 0 or not all(o.succeeded for o in outcomes):
             return self.record(outcomes), []
         jobs = self.record.jobs
@@ -172,14 +202,16 @@ class RecordAndClaim:
                 # whatever the store raised: were it to reach the caller, its retry would
                 # find these leases gone and report the recorded outcomes as lost
                 return recorded, []
-        completed, claimed = cast(CompletingJobRepository, jobs).complete_and_claim(
-            [lease_of(o.job) for o in outcomes],
-            worker_id=worker_id,
-            limit=limit,
-            lease=self.claim.settings.lease,
-            types=types,
+        completing = cast(CompletingJobRepository, jobs)
+        leases = [lease_of(o.job) for o in outcomes]
+        lease = self.claim.settings.lease
+        if results:
+            return completing.complete_and_claim(
+                leases, worker_id=worker_id, limit=limit, lease=lease, types=types, results=results
+            )
+        return completing.complete_and_claim(
+            leases, worker_id=worker_id, limit=limit, lease=lease, types=types
         )
-        return completed, claimed
 
 
 @attrs.frozen(kw_only=True)

@@ -3,14 +3,15 @@ change one method (application/group_commit.py) and keep the rest of the port.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import cast
 
 from vesper.application.ports import CompletingJobRepository, JobRepository, Submitted
-from vesper.domain.bulk import BulkAction, BulkFilter
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
@@ -46,8 +47,14 @@ class ForwardingJobRepository:
         return self._jobs.claim(worker_id=worker_id, limit=limit, lease=lease, types=types, now=now)
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
+        if results:  # only then: a store written before results keeps working
+            return self._jobs.complete(leases, now=now, results=results)
         return self._jobs.complete(leases, now=now)
 
     def complete_and_claim(
@@ -59,10 +66,22 @@ class ForwardingJobRepository:
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         """Only called where `capabilities.complete_and_claim` (the wrapped store's) is
         set, so the wrapped store has it."""
-        return cast(CompletingJobRepository, self._jobs).complete_and_claim(
+        jobs = cast(CompletingJobRepository, self._jobs)
+        if results:
+            return jobs.complete_and_claim(
+                leases,
+                worker_id=worker_id,
+                limit=limit,
+                lease=lease,
+                types=types,
+                now=now,
+                results=results,
+            )
+        return jobs.complete_and_claim(
             leases, worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
         )
 
@@ -93,6 +112,21 @@ class ForwardingJobRepository:
     def stats(self, *, now: datetime | None = None) -> QueueStats:
         return self._jobs.stats(now=now)
 
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        return self._jobs.get_many(job_ids)
+
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        return self._jobs.prune(older_than, limit=limit, now=now)
+
+    def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        return self._jobs.delete(job_id, now=now)
+
     def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
         return self._jobs.snooze(snoozes, now=now)
 
@@ -103,5 +137,5 @@ class ForwardingJobRepository:
         *,
         limit: int,
         now: datetime | None = None,
-    ) -> int:
+    ) -> BulkBatch:
         return self._jobs.bulk(action, where, limit=limit, now=now)

@@ -6,7 +6,7 @@ import attrs
 
 from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.ports import JobRepository
-from vesper.domain.bulk import BulkAction, BulkFilter
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery
@@ -78,11 +78,14 @@ class GetStats:
 class BulkJobs:
     """Retry or cancel every job matching a filter, `batch` jobs per transaction.
 
-    Only jobs last changed before the action began are taken (`touched_before`), so the
-    loop ends, and a job the action changed is not taken again.
+    Only jobs last changed before the action began are taken (`touched_before`), and
+    each batch starts after the last job the previous one looked at (`after_seq`), so
+    the loop ends and a job is looked at once. A retry skips a finished job whose
+    unique key an active job holds (never two active jobs with one key).
 
     Returns:
-        How many jobs changed.
+        How many jobs changed, and how many a retry skipped (`last_seq`: the last job
+        looked at).
 
     Raises:
         InvalidRequest: a filter the action cannot take (a status it does not start
@@ -91,16 +94,23 @@ class BulkJobs:
 
     jobs: JobRepository
     batch: int = BULK_BATCH
+    metrics: JobMetrics = NO_METRICS
 
-    def __call__(self, action: BulkAction, where: BulkFilter) -> int:
+    def __call__(self, action: BulkAction, where: BulkFilter) -> BulkBatch:
         if where.queue is not None:
             # the seam for queues (issue 15): the stores learn the filter with the column
             raise InvalidRequest("queue", "queues are not supported by this server yet")
         where.statuses(action)  # a status the action cannot take: refused before any work
         where = attrs.evolve(where, touched_before=self.jobs.now())
-        total = 0
+        changed = skipped = 0
+        last: int | None = None
         while True:
-            changed = self.jobs.bulk(action, where, limit=self.batch)
-            if changed == 0:
-                return total
-            total += changed
+            batch = self.jobs.bulk(action, where, limit=self.batch)
+            if batch.last_seq is None:
+                return BulkBatch(changed=changed, skipped=skipped, last_seq=last)
+            changed += batch.changed
+            skipped += batch.skipped
+            last = batch.last_seq
+            if action is BulkAction.CANCEL and batch.kinds:
+                self.metrics.jobs_cancelled_by_kind(batch.kinds)
+            where = attrs.evolve(where, after_seq=batch.last_seq)

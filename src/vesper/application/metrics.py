@@ -7,10 +7,11 @@ reports the same truth.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from vesper.domain.job import JobRecord
+from vesper.domain.states import Status
 
 
 class JobMetrics(Protocol):
@@ -35,6 +36,14 @@ class JobMetrics(Protocol):
 
     def processes_reaped(self, count: int) -> None: ...
 
+    def jobs_pruned(self, counts: Mapping[Status, int]) -> None:
+        """Finished jobs deleted by retention, by status."""
+        ...
+
+    def jobs_cancelled_by_kind(self, counts: Mapping[tuple[str, int], int]) -> None:
+        """Jobs cancelled together (a bulk cancel), counted by (type, priority)."""
+        ...
+
 
 class NoMetrics:
     """Reports nothing: for embedding and tests that do not look at metrics."""
@@ -58,6 +67,12 @@ class NoMetrics:
         pass
 
     def processes_reaped(self, count: int) -> None:
+        pass
+
+    def jobs_pruned(self, counts: Mapping[Status, int]) -> None:
+        pass
+
+    def jobs_cancelled_by_kind(self, counts: Mapping[tuple[str, int], int]) -> None:
         pass
 
 

@@ -16,7 +16,8 @@ that names no host, user, password or file path:
   store's tables (`vesper migrate` was not run).
 - IdempotencyConflict (submit): the key is bound to a job with another fingerprint.
 - JobNotFound (get, cancel, retry): no job has the id.
-- IllegalTransition (cancel, retry): the job's status does not allow the action.
+- IllegalTransition (cancel, retry): the job's status does not allow the action;
+  UniqueKeyHeld, a kind of it (retry): another active job holds the job's unique key.
 
 Anything else a store raises (a driver's own exception, an integrity error, a
 ValueError) is a bug in the store: the API answers 500 and logs it. A store maps its
@@ -31,16 +32,17 @@ compare them as bytes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
 import attrs
 
-from vesper.domain.bulk import BulkAction, BulkFilter
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
@@ -132,12 +134,18 @@ class JobRepository(Protocol):
         ...
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
         """processing -> done for each lease still current; returns the jobs it changed.
 
         A lease that is stale (another claim, expired, released) changes nothing and is
-        absent from the result (fencing).
+        absent from the result (fencing). `results` holds the JSON text of the
+        consumers' return values by job id (the caller encoded and bounded it): a
+        completed job's `result` is that value decoded, None for a job absent from it.
         """
         ...
 
@@ -186,11 +194,42 @@ class JobRepository(Protocol):
 
     def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         """dlq/failed/cancelled -> pending, due now, retries reset, cancel request
-        cleared; JobNotFound, or IllegalTransition otherwise."""
+        cleared; JobNotFound, or IllegalTransition otherwise. UniqueKeyHeld (an
+        IllegalTransition) when another job, active, holds the job's unique key: the
+        job is left as it is (never two active jobs with one key)."""
         ...
 
     def stats(self, *, now: datetime | None = None) -> QueueStats:
         """Counts by (status, priority) and the run_at of the oldest due job."""
+        ...
+
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        """The jobs among `job_ids` that exist, in no particular order (unknown ids are
+        left out): one read, however many ids (waiters look their jobs up together)."""
+        ...
+
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        """Delete up to `limit` finished jobs whose status is in `older_than` and whose
+        finished_at is at least that status's age before now; returns how many of each
+        status it deleted (statuses with none may be absent).
+
+        Pending, failed and processing jobs are never deleted (ValueError if
+        `older_than` names such a status, or holds a negative age). A deleted job's
+        idempotency key is free again. Takes no lock a claim or another prune waits
+        for: any number of pruners may run at once, each deleting other jobs.
+        """
+        ...
+
+    def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        """Delete a finished (done, dlq, cancelled) job and return it as it was;
+        JobNotFound, or IllegalTransition (action "delete") for any other status. Its
+        idempotency key is free again."""
         ...
 
     def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
@@ -206,11 +245,17 @@ class JobRepository(Protocol):
         *,
         limit: int,
         now: datetime | None = None,
-    ) -> int:
-        """Apply `action` (JobRecord.retry or .cancel) to at most `limit` jobs matching
-        `where` (`BulkFilter.matches`), in one short transaction; returns how many
-        changed. Callers loop until it returns 0: with `where.touched_before` set, no
-        job is taken twice."""
+    ) -> BulkBatch:
+        """Apply `action` (JobRecord.retry or .cancel) to the first `limit` jobs, in
+        insertion order, matching `where` (`BulkFilter.matches`), in one short
+        transaction.
+
+        A retry skips (leaves as they are) finished jobs whose unique key an active job
+        holds, or an earlier job of the batch took (`bulk.take`). Returns how many jobs
+        changed, how many were skipped, and `last_seq`: the seq of the last of the
+        `limit` jobs (None: none matched). Callers loop with `where.after_seq` =
+        `last_seq` until it is None: no job is looked at twice.
+        """
         ...
 
 
@@ -227,9 +272,11 @@ class CompletingJobRepository(JobRepository, Protocol):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
-        """`complete(leases)` and then `claim(...)`, as one unit of work: all of it or
-        none (a caller that retries after an error records nothing twice).
+        """`complete(leases, results=results)` and then `claim(...)`, as one unit of
+        work: all of it or none (a caller that retries after an error records nothing
+        twice).
 
         Returns:
             (completed, claimed), each as the two calls would return it: fencing and
@@ -266,13 +313,24 @@ class WorkerRegistry(Protocol):
 class Store(Protocol):
     """One storage backend: its job repository and worker registry, sharing a database.
 
-    A storage adapter is a factory `open(url: str, clock: Clock) -> Store`, registered
-    under the entry-point group `vesper.storage`.
+    A storage adapter is a factory `open_store(url, clock, options) -> Store` (the
+    StoreFactory protocol), registered under the entry-point group `vesper.storage`;
+    `options` carries the operational settings (StoreOptions: pool size, overflow,
+    auto-migration).
 
     A store may report its capacity, an optional attribute `capacity: int | None`: how
     many calls to it may run at once (a connection pool's size; None or absent: no
     bound). The process's store gate admits no more calls than that, so that an admitted
-    call never waits for a connection (see `store_capacity`).
+    call never waits for a connection (see `store_capacity`). Heartbeats and lease
+    renewals do not pass that gate: a worker sends them on a lane of its own (two
+    threads), so that a saturated gate never delays a renewal; a store with a pool
+    keeps a few connections for them (the built-in PostgreSQL store: a second pool)
+    or counts them into its capacity.
+
+    Optional capabilities, each found by its attribute (absent: not offered):
+    `pool_figures()` (PoolReporter: connection pools for the metrics), `notifier`
+    (Notifier: wakes workers in other processes), `migrate()` (Migrator: `vesper
+    migrate` runs it).
     """
 
     @property
@@ -302,3 +360,120 @@ class JobSignal(Protocol):
     """Tells idle workers in this process that jobs may be waiting."""
 
     def notify(self) -> None: ...
+
+
+# -- what a store factory gets, and the optional capabilities of a store --------------------
+
+
+@attrs.frozen(kw_only=True)
+class StoreOptions:
+    """The operational settings a store factory gets, from the environment.
+
+    A store uses what applies to it and ignores the rest (an in-memory store all of it).
+    """
+
+    pool_size: int = 10  # connections a pool keeps (VESPER_DB_POOL_SIZE)
+    max_overflow: int = 5  # connections it opens beyond them on demand (VESPER_DB_MAX_OVERFLOW)
+    # bring the schema to the newest version when the store opens (VESPER_AUTO_MIGRATE;
+    # off by default in production, where `vesper migrate` does it)
+    auto_migrate: bool = True
+
+
+class StoreFactory(Protocol):
+    """What a `vesper.storage` entry point names: `open_store(url, clock, options)`.
+
+    `url` is VESPER_DATABASE_URL (or `<name>://` when unset); `clock` is the host's
+    clock (a store with a database clock may ignore it). Opening should not need the
+    database: a store that cannot reach it raises StoreUnavailable from its first call
+    (or here), and vesper waits for it.
+    """
+
+    def __call__(self, url: str, clock: Clock, options: StoreOptions, /) -> Store: ...
+
+
+@attrs.frozen(kw_only=True)
+class PoolFigures:
+    """One connection pool, at the moment it was read."""
+
+    size: int  # the connections it keeps
+    max_overflow: int  # the connections it may open beyond them
+    in_use: int  # checked out
+    idle: int  # open, waiting in the pool
+
+
+class PoolReporter(Protocol):
+    """Optional: a store with connection pools reports them (`vesper_db_pool_*`)."""
+
+    def pool_figures(self) -> Mapping[str, PoolFigures]:
+        """Each pool by name (the built-in stores: `main`, and `beat` for heartbeats)."""
+        ...
+
+
+class Subscription(Protocol):
+    """A live subscription to a Notifier."""
+
+    def connected(self) -> bool:
+        """Whether notifications can arrive now (`vesper_listen_connected`)."""
+        ...
+
+    @property
+    def reconnects(self) -> int:
+        """How often the channel was lost and opened again (`vesper_listen_reconnects`)."""
+        ...
+
+    def close(self) -> None:
+        """Stop delivering; returns promptly."""
+        ...
+
+
+class Notifier(Protocol):
+    """Optional (a store's attribute `notifier`): "jobs may be waiting", across processes.
+
+    A store publishes whenever it makes jobs due (a submission, a retry), once the
+    change is visible to other processes (at commit, or in the committing transaction
+    as PostgreSQL's NOTIFY); vesper subscribes once per process and wakes that
+    process's idle workers. A notification is a hint: a lost one costs a poll interval,
+    a spurious one a claim that finds nothing. Without a notifier workers poll
+    (VESPER_POLL_INTERVAL).
+    """
+
+    def publish(self) -> None:
+        """Tell every subscriber, in any process, that jobs may be waiting."""
+        ...
+
+    def subscribe(self, on_jobs: Callable[[], None]) -> Subscription:
+        """Call `on_jobs` (from a thread of the notifier's) after each publish, and
+        once whenever the channel is (re)established: what was published meanwhile
+        may have been missed."""
+        ...
+
+
+class Migrator(Protocol):
+    """Optional: a store that manages a schema creates or upgrades it here."""
+
+    def migrate(self) -> str:
+        """Bring the schema to the newest version (a no-op when it is there; safe when
+        several processes run it at once); returns one line saying what it did.
+
+        Raises:
+            StoreUnavailable: the database did not answer.
+        """
+        ...
+
+
+def store_pools(store: Store) -> Mapping[str, PoolFigures]:
+    """The pools `store` reports; none when it reports none."""
+    report: Callable[[], Mapping[str, PoolFigures]] | None = getattr(store, "pool_figures", None)
+    return dict(report()) if report is not None else {}
+
+
+def store_notifier(store: Store) -> Notifier | None:
+    """The store's notifier, or None: its workers poll."""
+    notifier: Notifier | None = getattr(store, "notifier", None)
+    return notifier
+
+
+def store_migrator(store: Store) -> Callable[[], str] | None:
+    """The store's migration hook, or None: it has no schema to manage."""
+    hook: Callable[[], str] | None = getattr(store, "migrate", None)
+    return hook if callable(hook) else None

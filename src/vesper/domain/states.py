@@ -32,6 +32,8 @@ class Status(enum.StrEnum):
 CLAIMABLE: Final = frozenset({Status.PENDING, Status.FAILED})
 # Statuses from which nothing moves without a person's action.
 FINISHED: Final = frozenset({Status.DONE, Status.DLQ, Status.CANCELLED})
+# The others: a job holds its unique key while it is in one of these.
+ACTIVE: Final = frozenset(Status) - FINISHED
 
 # action -> (statuses it starts from, statuses it may end in)
 TRANSITIONS: Final[dict[str, tuple[frozenset[Status], frozenset[Status]]]] = {

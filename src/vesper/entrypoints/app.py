@@ -6,12 +6,14 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
+from uuid import UUID
 
 from dependency_injector import providers
 
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
+from vesper.application.waiting import JobWaits
 from vesper.domain.backoff import Backoff
-from vesper.domain.job import JobRecord
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.retry import ExceptionTypes, RetryPolicy
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
@@ -149,6 +151,21 @@ class App:
     def enqueue_many(self, requests: Iterable[JobRequest]) -> list[JobRecord]:
         """Submit a batch, all or nothing."""
         return [s.job for s in self.container.submit_jobs()(list(requests))]
+
+    def wait(self, job_id: JobId | str, timeout: float = 30) -> JobRecord:
+        """The job once it is done, dlq or cancelled.
+
+        Raises:
+            TimeoutError: it had not finished after `timeout` seconds.
+            JobNotFound: there is no such job (or it was deleted meanwhile).
+        """
+        waits: JobWaits = self.container.shared_job_waits()
+        job, finished = waits.wait_blocking(JobId(UUID(str(job_id))), timeout)
+        if not finished:
+            raise TimeoutError(
+                f"job {job.id} did not finish within {timeout:g}s (it is {job.status.value})"
+            )
+        return job
 
     def run(self, *, api: bool = True, workers: bool = True) -> None:
         """Run the HTTP API and the workers (as `vesper serve`) until SIGTERM or SIGINT."""

@@ -66,14 +66,14 @@ def _run(
     except ConfigError as exc:
         _fail(str(exc), 2)
     try:
-        count = app.container.bulk_jobs()(action, where)
+        done = app.container.bulk_jobs()(action, where)
     except InvalidRequest as exc:
         _fail(str(exc), 2)
     except VesperError as exc:
         _fail(str(exc))
     finally:
         app.close()
-    click.echo(json.dumps({"count": count}))
+    click.echo(json.dumps({"count": done.changed, "skipped": done.skipped}))
 
 
 @click.group()
@@ -90,7 +90,8 @@ def retry(
     priority: int | None,
     created_before: str | None,
 ) -> None:
-    """Retry the dlq, failed or cancelled jobs matching the filter; print the count."""
+    """Retry the dlq, failed or cancelled jobs matching the filter; print the count, and
+    how many were skipped (finished jobs whose unique key an active job holds)."""
     _run(BulkAction.RETRY, status, job_type, queue, priority, created_before)
 
 

@@ -11,7 +11,7 @@ from vesper.testing import StoreContract, StoreFactory, StoreOpener
 
 @contextmanager
 def open_my_store(url: str):                 # module level: picklable for child processes
-    store = my_adapter.open(url, clock=SystemClock())
+    store = my_adapter.open_store(url, SystemClock(), StoreOptions())
     try:
         yield store
     finally:
@@ -32,7 +32,8 @@ freedoms the port leaves it (a token per claimed job, results in another order, 
 complete_and_claim): the suite passes such a store too.
 The error contract's outage tests run when the store's test module also overrides
 `store_outage` (a StoreOutage: how to take its database away), and are skipped otherwise.
-`vesper.testing.postgres` helps with a scratch PostgreSQL database. This package needs
+`scratch_database(url)` (vesper.testing.scratch) makes a scratch database of any
+SQLAlchemy URL (SQLite, PostgreSQL, MySQL/MariaDB, or one registered there). This package needs
 pytest and hypothesis (vesper's `dev` extra).
 """
 
@@ -57,6 +58,8 @@ pytest.register_assert_rewrite(
     "vesper.testing.outage_contract",
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
+    "vesper.testing.results_contract",
+    "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
     "vesper.testing.unique_contract",
     "vesper.testing.workers_contract",
@@ -84,8 +87,11 @@ from vesper.testing.management_contract import (
 from vesper.testing.model import ModelContract, StoreModel
 from vesper.testing.outage_contract import OutageContract
 from vesper.testing.races_contract import RaceContract
+from vesper.testing.results_contract import GetManyContract, ResultsContract
+from vesper.testing.retention_contract import DeleteContract, PruneContract, PruneModelContract
+from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
-from vesper.testing.unique_contract import UniqueKeyContract
+from vesper.testing.unique_contract import UniqueKeyContract, UniqueRetryContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
 
@@ -109,6 +115,12 @@ class JobRepositoryContract(
     SnoozeContract,
     BulkContract,
     UniqueKeyContract,
+    UniqueRetryContract,
+    ResultsContract,
+    GetManyContract,
+    PruneContract,
+    PruneModelContract,
+    DeleteContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -125,18 +137,23 @@ __all__ = [
     "ClaimContract",
     "CompleteAndClaimContract",
     "CompleteContract",
+    "DeleteContract",
     "ExpireContract",
     "FailContract",
     "FindContract",
     "FreeJobs",
     "FreeStore",
+    "GetManyContract",
     "JobRepositoryContract",
     "ModelContract",
     "OutageContract",
+    "PruneContract",
+    "PruneModelContract",
     "RaceContract",
     "RecordAndClaimContract",
     "ReleaseContract",
     "RenewContract",
+    "ResultsContract",
     "RetryContract",
     "SnoozeContract",
     "StatsContract",
@@ -148,5 +165,7 @@ __all__ = [
     "StoreOutage",
     "SubmitContract",
     "UniqueKeyContract",
+    "UniqueRetryContract",
     "WorkerRegistryContract",
+    "scratch_database",
 ]

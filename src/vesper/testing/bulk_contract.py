@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import attrs
 import pytest
 
 from vesper.application.ports import JobRepository
@@ -20,45 +23,79 @@ def dead_jobs(jobs: JobRepository, count: int, job_type: str = "email") -> list[
     return [str(job.id) for job in created]
 
 
+def changed(
+    jobs: JobRepository,
+    action: BulkAction,
+    where: BulkFilter,
+    *,
+    limit: int = 10,
+    now: datetime | None = None,
+) -> int:
+    """How many jobs one batch changed (checking it skipped none)."""
+    batch = jobs.bulk(action, where, limit=limit, now=now)
+    assert batch.skipped == 0
+    assert (batch.last_seq is None) == (batch.changed == 0)
+    return batch.changed
+
+
 class BulkContract(StoreFixtures):
     def test_bulk_retry_changes_at_most_limit_jobs_per_call(self, jobs: JobRepository) -> None:
         dead_jobs(jobs, 5)
+        seqs = sorted(j.seq for j in all_jobs(jobs))
         where = BulkFilter(status=Status.DLQ, touched_before=at(10))
-        assert jobs.bulk(BulkAction.RETRY, where, limit=2, now=at(10)) == 2
-        assert jobs.bulk(BulkAction.RETRY, where, limit=2, now=at(10)) == 2
-        assert jobs.bulk(BulkAction.RETRY, where, limit=2, now=at(10)) == 1
-        assert jobs.bulk(BulkAction.RETRY, where, limit=2, now=at(10)) == 0
+        batches = []
+        for _ in range(4):  # bounded: the fourth finds none
+            batch = jobs.bulk(BulkAction.RETRY, where, limit=2, now=at(10))
+            batches.append((batch.changed, batch.skipped, batch.last_seq))
+            where = attrs.evolve(where, after_seq=batch.last_seq)
+        # each batch takes the next jobs in insertion order and names the last it saw
+        assert batches == [(2, 0, seqs[1]), (2, 0, seqs[3]), (1, 0, seqs[4]), (0, 0, None)]
         every = all_jobs(jobs)
         assert {j.status for j in every} == {Status.PENDING}
         assert all((j.run_at, j.retries, j.updated_at) == (at(10), 0, at(10)) for j in every)
 
+    def test_a_batch_starts_after_after_seq(self, jobs: JobRepository) -> None:
+        dead_jobs(jobs, 3)
+        first, second, third = sorted(all_jobs(jobs), key=lambda j: j.seq)
+        where = BulkFilter(after_seq=first.seq)
+        batch = jobs.bulk(BulkAction.RETRY, where, limit=10, now=at(5))
+        assert (batch.changed, batch.last_seq) == (2, third.seq)
+        assert jobs.get(first.id).status is Status.DLQ
+        assert {jobs.get(second.id).status, jobs.get(third.id).status} == {Status.PENDING}
+
+    def test_a_batch_counts_the_changed_jobs_by_kind(self, jobs: JobRepository) -> None:
+        dead_jobs(jobs, 2, "a")
+        dead_jobs(jobs, 1, "b")
+        batch = jobs.bulk(BulkAction.RETRY, BulkFilter(), limit=10, now=at(5))
+        assert dict(batch.kinds) == {("a", 0): 2, ("b", 0): 1}
+
     def test_bulk_retry_does_what_retry_does(self, jobs: JobRepository) -> None:
         [job_id] = dead_jobs(jobs, 1)
         [before] = all_jobs(jobs)
-        assert jobs.bulk(BulkAction.RETRY, BulkFilter(), limit=10, now=at(9)) == 1
+        assert changed(jobs, BulkAction.RETRY, BulkFilter(), now=at(9)) == 1
         assert jobs.get(before.id) == before.retry(now=at(9))
         assert str(before.id) == job_id
 
     def test_bulk_filters_by_type_priority_and_creation(self, jobs: JobRepository) -> None:
         dead_jobs(jobs, 2, "a")
         dead_jobs(jobs, 3, "b")
-        assert jobs.bulk(BulkAction.RETRY, BulkFilter(type="a"), limit=10, now=at(5)) == 2
+        assert changed(jobs, BulkAction.RETRY, BulkFilter(type="a"), now=at(5)) == 2
         assert {j.type for j in all_jobs(jobs) if j.status is Status.PENDING} == {"a"}
-        assert jobs.bulk(BulkAction.RETRY, BulkFilter(priority=1), limit=10, now=at(5)) == 0
+        assert changed(jobs, BulkAction.RETRY, BulkFilter(priority=1), now=at(5)) == 0
         # every job was created at T0: none before it
-        assert jobs.bulk(BulkAction.RETRY, BulkFilter(created_before=T0), limit=10) == 0
-        assert jobs.bulk(BulkAction.RETRY, BulkFilter(created_before=at(1)), limit=10) == 3
+        assert changed(jobs, BulkAction.RETRY, BulkFilter(created_before=T0)) == 0
+        assert changed(jobs, BulkAction.RETRY, BulkFilter(created_before=at(1))) == 3
 
     def test_bulk_takes_only_jobs_touched_before_the_mark(self, jobs: JobRepository) -> None:
         dead_jobs(jobs, 3)  # last changed at T0 + 2 s
         early = BulkFilter(touched_before=at(2))
-        assert jobs.bulk(BulkAction.RETRY, early, limit=10, now=at(5)) == 0
+        assert changed(jobs, BulkAction.RETRY, early, now=at(5)) == 0
         late = BulkFilter(touched_before=at(3))
-        assert jobs.bulk(BulkAction.RETRY, late, limit=10, now=at(5)) == 3
+        assert changed(jobs, BulkAction.RETRY, late, now=at(5)) == 3
 
     def test_bulk_cancel_takes_pending_and_failed_only(self, jobs: JobRepository) -> None:
         before = one_of_each_status(jobs)
-        assert jobs.bulk(BulkAction.CANCEL, BulkFilter(), limit=10, now=at(3)) == 2
+        assert changed(jobs, BulkAction.CANCEL, BulkFilter(), now=at(3)) == 2
         for status in (Status.PENDING, Status.FAILED):
             job = jobs.get(before[status].id)
             assert job == before[status].cancel(now=at(3))
@@ -67,7 +104,7 @@ class BulkContract(StoreFixtures):
 
     def test_bulk_retry_takes_dlq_failed_and_cancelled(self, jobs: JobRepository) -> None:
         before = one_of_each_status(jobs)
-        assert jobs.bulk(BulkAction.RETRY, BulkFilter(), limit=10, now=at(3)) == 3
+        assert changed(jobs, BulkAction.RETRY, BulkFilter(), now=at(3)) == 3
         for status in (Status.DLQ, Status.FAILED, Status.CANCELLED):
             assert jobs.get(before[status].id) == before[status].retry(now=at(3))
         for status in (Status.PENDING, Status.PROCESSING, Status.DONE):

@@ -9,7 +9,7 @@ store it wraps.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -22,9 +22,10 @@ from vesper.application.ports import (
     Submitted,
     WorkerRegistry,
 )
-from vesper.domain.bulk import BulkAction, BulkFilter
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
@@ -79,9 +80,14 @@ class FreeJobs:
         return [self._out(job) for job in claimed]  # claim order is the port's
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
-        return self._changed(self._inner.complete([self._in(r) for r in leases], now=now))
+        inner = [self._in(r) for r in leases]
+        return self._changed(self._inner.complete(inner, now=now, results=results))
 
     def complete_and_claim(
         self,
@@ -136,6 +142,22 @@ class FreeJobs:
     def stats(self, *, now: datetime | None = None) -> QueueStats:
         return self._inner.stats(now=now)
 
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        found = [self._out(job) for job in self._inner.get_many(job_ids)]
+        return found[::-1] if self._reordered else found
+
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        return self._inner.prune(older_than, limit=limit, now=now)
+
+    def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        return self._out(self._inner.delete(job_id, now=now))
+
     def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
         inner = [attrs.evolve(s, lease=self._in(s.lease)) for s in snoozes]
         return self._changed(self._inner.snooze(inner, now=now))
@@ -147,7 +169,7 @@ class FreeJobs:
         *,
         limit: int,
         now: datetime | None = None,
-    ) -> int:
+    ) -> BulkBatch:
         return self._inner.bulk(action, where, limit=limit, now=now)
 
     def _out(self, job: JobRecord) -> JobRecord:

@@ -59,10 +59,8 @@ specs = st.builds(
     delay=st.sampled_from([0, 0, 0, 5, 20]),
     max_retries=st.integers(0, 3),
     payload=st.integers(0, 1),
-    # no unique keys yet: a retry of a finished job whose key another active job holds
-    # breaks the SQL stores' unique index (a known gap, see CHANGELOG); the
-    # UniqueKeyContract covers submission
-    unique_key=st.none(),
+    # two keys among a few jobs: retries and bulk retries meet keys held by others
+    unique_key=st.none() | st.sampled_from(["u0", "u1"]),
 )
 
 

@@ -1,6 +1,8 @@
 """PostgreSQL LISTEN/NOTIFY: workers wake when jobs are submitted anywhere.
 
-A store NOTIFYs `CHANNEL` in the transaction that makes jobs due (delivered at commit).
+The PostgreSQL store's Notifier (application/ports.py). The store NOTIFYs `CHANNEL` in
+the statement or transaction that makes jobs due (delivered at commit: no round trip
+of its own); `publish()` is the same NOTIFY alone, for anything else.
 The listener holds its own autocommit connection in a daemon thread, reconnects with a
 capped backoff when the connection drops (or its backend is terminated), LISTENs again,
 and signals once after every (re)connect so that nothing missed meanwhile waits for a
@@ -25,6 +27,11 @@ from sqlalchemy.engine import make_url
 
 CHANNEL = "vesper_jobs"
 NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
+# jobs finished (done, dlq, cancelled): wakes the waiters of GET /jobs/{id}?wait=. One
+# notification per statement that records outcomes, whatever the number of jobs: the
+# waiters then read their jobs together (application/waiting.py).
+FINISHED_CHANNEL = "vesper_finished"
+FINISHED_NOTIFY_SQL = f"SELECT pg_notify('{FINISHED_CHANNEL}', '')"
 
 log = logging.getLogger("vesper.listen")
 
@@ -44,7 +51,9 @@ class PostgresJobListener:
         *,
         max_backoff: float = 5.0,
         check_interval: float = 1.0,
+        channel: str = CHANNEL,
     ) -> None:
+        self._channel = channel
         self._conninfo = libpq_conninfo(url)
         self._on_jobs = on_jobs
         self._max_backoff = max_backoff
@@ -54,8 +63,14 @@ class PostgresJobListener:
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_read.setblocking(False)
         self._wake_write.setblocking(False)
-        self.connected = threading.Event()
+        self.up = threading.Event()  # set while LISTENing
         self.reconnects = 0
+
+    def connected(self) -> bool:
+        return self.up.is_set()
+
+    def close(self) -> None:
+        self.stop()
 
     def start(self) -> PostgresJobListener:
         self._thread.start()
@@ -82,13 +97,13 @@ class PostgresJobListener:
                     application_name="vesper-listen",
                     connect_timeout=5,
                 ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.connected.set()
+                    conn.execute(f"LISTEN {self._channel}")
+                    self.up.set()
                     backoff = 0.1
                     self._signal()  # catch up on what was submitted while not listening
                     self._listen(conn)
             except psycopg.Error as exc:
-                self.connected.clear()
+                self.up.clear()
                 if self._stopped.is_set():
                     break
                 self.reconnects += 1
@@ -97,7 +112,7 @@ class PostgresJobListener:
                 )
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
-        self.connected.clear()
+        self.up.clear()
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         """Signal once per batch of notifications until stop(); raises psycopg.Error
@@ -121,6 +136,21 @@ class PostgresJobListener:
             self._on_jobs()
         except Exception:
             log.exception("job listener callback failed")
+
+
+class PostgresNotifier:
+    """LISTEN/NOTIFY on `CHANNEL`: `publish` runs through `run_notify` (the store's
+    pool), each subscription holds a connection of its own to `url`."""
+
+    def __init__(self, url: str, run_notify: Callable[[], None]) -> None:
+        self._url = url
+        self._run_notify = run_notify
+
+    def publish(self) -> None:
+        self._run_notify()
+
+    def subscribe(self, on_jobs: Callable[[], None]) -> PostgresJobListener:
+        return PostgresJobListener(self._url, on_jobs).start()
 
 
 def _oneline(exc: BaseException) -> str:

@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
 import attrs
 from psycopg.rows import tuple_row
-from sqlalchemy import ColumnElement, DateTime, Select, bindparam, cast, func, select, text
+from sqlalchemy import DateTime, Select, bindparam, cast, func, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
-from vesper.adapters.sql.common import (
-    SqlJobReads,
-    SubmitPlan,
-    active_holders,
-    assemble,
-    job_time,
-    plan_submission,
-)
 from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.postgres_statements import (
     ACTIVE_HOLDERS,
@@ -39,22 +31,34 @@ from vesper.adapters.sql.postgres_statements import (
     COMPLETE_AND_CLAIM_TYPES,
     EXPIRE,
     FAIL,
+    GET_MANY,
     INSERT,
     INSERT_NOTIFY,
     INSERT_ONE_NOTIFY,
     NOTIFY,
+    NOTIFY_FINISHED,
+    PRUNE,
     RELEASE,
     RENEW,
     SNOOZE,
     SUPPLIED,
     run,
 )
-from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of
-from vesper.adapters.sql.tables import jobs as jobs_table
-from vesper.adapters.sql.tables import utc_datetime
+from vesper.adapters.sqlcore.common import (
+    SqlJobReads,
+    SubmitPlan,
+    active_holders,
+    assemble,
+    job_time,
+    plan_submission,
+)
+from vesper.adapters.sqlcore.rows import in_claim_order, job_of, jobs_of
+from vesper.adapters.sqlcore.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
 from vesper.domain.bulk import BulkAction
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobRecord, LeaseRef, Snoozed
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef, Snoozed
+from vesper.domain.retention import check_ages
+from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
 
 __all__ = ["CLAIM", "PostgresJobRepository"]  # CLAIM: the fault matrix EXPLAINs it (R15)
@@ -81,6 +85,8 @@ class PostgresJobRepository(SqlJobReads):
     """Jobs in PostgreSQL: any number of processes on any number of machines."""
 
     capabilities = Capabilities(multi_process=True, complete_and_claim=True)
+
+    _db: Database  # the engines' Database, which has durable_statement too
 
     def __init__(self, db: Database, *, beat: Database | None = None) -> None:
         super().__init__(db, now_expression())
@@ -194,9 +200,16 @@ class PostgresJobRepository(SqlJobReads):
         return in_claim_order(jobs_of(rows))
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
-        return self._fenced(self._db, COMPLETE, _sorted(leases), {"now": now})
+        refs = _sorted(leases)
+        return self._fenced(
+            self._db, COMPLETE, refs, {"now": now, "results": _results(refs, results)}
+        )
 
     def complete_and_claim(
         self,
@@ -207,9 +220,10 @@ class PostgresJobRepository(SqlJobReads):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         if not leases or limit <= 0 or (types is not None and not types):
-            completed = self.complete(leases, now=now)
+            completed = self.complete(leases, now=now, results=results)
             claimed = self.claim(
                 worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
             )
@@ -219,6 +233,7 @@ class PostgresJobRepository(SqlJobReads):
             **_claim_params(worker_id, limit, lease, types, now),
             "ids": [r.job_id for r in refs],
             "tokens": [r.token for r in refs],
+            "results": _results(refs, results),
         }
         statement = COMPLETE_AND_CLAIM if types is None else COMPLETE_AND_CLAIM_TYPES
         rows = self._db.statement(lambda conn: run(conn, statement, params))
@@ -254,17 +269,15 @@ class PostgresJobRepository(SqlJobReads):
         extra = {"now": now, "delays": [s.delay for s in ordered]}
         return self._fenced(self._db, SNOOZE, [s.lease for s in ordered], extra)
 
-    def _among(self, picked: Select[Any]) -> ColumnElement[bool]:
-        # MATERIALIZED: picked once; a subquery the planner puts on the inner side of a
-        # join is run again per row, and with SKIP LOCKED picks other rows each time
-        # (a batch of 2 changed 5). SKIP LOCKED: a row a claim or an outcome is
-        # changing right now is left to it.
-        batch = picked.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
-        return jobs_table.c.id.in_(select(batch.c.id))
+    def _locked(self, picked: Select[Any]) -> Select[Any]:
+        # the batch's rows stay locked until its UPDATE commits; SKIP LOCKED: a row a
+        # claim or an outcome is changing right now is left to it
+        return picked.with_for_update(skip_locked=True)
 
     def _bulk_changed(self, action: BulkAction, count: int) -> None:
-        if action is BulkAction.RETRY and count:
-            self._db.statement(lambda conn: run(conn, NOTIFY))
+        if count:  # retried jobs wake workers; cancelled ones, their waiters
+            note = NOTIFY if action is BulkAction.RETRY else NOTIFY_FINISHED
+            self._db.statement(lambda conn: run(conn, note))
 
     def expire(
         self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
@@ -273,11 +286,44 @@ class PostgresJobRepository(SqlJobReads):
         ended = jobs_of(self._db.statement(lambda conn: run(conn, EXPIRE, params)))
         if ended:
             self._db.statement(lambda conn: run(conn, NOTIFY))
+        if any(job.finished_at is not None for job in ended):  # some went to dlq
+            self._db.statement(lambda conn: run(conn, NOTIFY_FINISHED))
         return ended
 
     def _changed(self, action: str, job: JobRecord) -> None:
         if action == "retry":
             self._db.statement(lambda conn: run(conn, NOTIFY))
+        elif action == "cancel" and job.status is Status.CANCELLED:  # its waiters look
+            self._db.statement(lambda conn: run(conn, NOTIFY_FINISHED))
+
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        if not job_ids:
+            return []
+        params = {"ids": list(job_ids)}
+        return jobs_of(self._db.read(lambda conn: run(conn, GET_MANY, params)))
+
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        check_ages(older_than)
+        counts: dict[Status, int] = {}
+        left = limit
+        for status, age in older_than.items():  # one short transaction per status
+            if left <= 0:
+                break
+            params = {"status": status.value, "age": age, "now": now, "limit": left}
+            rows = self._statement(PRUNE, params)
+            if rows:
+                counts[status] = len(rows)
+                left -= len(rows)
+        return counts
+
+    def _statement(self, statement: TextClause, params: dict[str, Any]) -> list[Any]:
+        return self._db.statement(lambda conn: run(conn, statement, params))
 
     def _fenced(
         self, db: Database, statement: TextClause, refs: Sequence[LeaseRef], extra: dict[str, Any]
@@ -306,6 +352,15 @@ def _claim_params(
     if types is not None:
         params["types"] = list(types)
     return params
+
+
+def _results(
+    refs: Sequence[LeaseRef], results: Mapping[JobId, str] | None
+) -> list[str | None] | None:
+    """The results' JSON texts in the order of `refs`; None (one NULL array) for none."""
+    if not results:
+        return None
+    return [results.get(ref.job_id) for ref in refs]
 
 
 def _sorted(leases: Sequence[LeaseRef]) -> list[LeaseRef]:

@@ -28,8 +28,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
-from vesper.adapters.sql.notify import NOTIFY_SQL
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, KEYED_SQL, UNIQUE_ACTIVE_SQL, jobs
+from vesper.adapters.sql.notify import FINISHED_NOTIFY_SQL, NOTIFY_SQL
+from vesper.adapters.sqlcore.tables import (
+    CLAIMABLE_SQL,
+    FINISHED_SQL,
+    KEYED_SQL,
+    UNIQUE_ACTIVE_SQL,
+    jobs,
+)
 from vesper.domain.submission import NewJob
 
 NOW = "COALESCE(CAST(:now AS timestamptz), statement_timestamp())"
@@ -70,60 +76,97 @@ WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = r.id AND j.lease_token = r.tok
     AND j.lease_expires_at > {now}
 RETURNING j.*
 """
-_DONE = _FENCED.format(set=f"status = 'done', finished_at = {NOW}", now=NOW, more="", names="")
-COMPLETE = text(_DONE)
+# the consumers' results travel as a third array, of JSON text; NULL for a batch with
+# none (unnest pads it with NULLs), so a batch without results sends nothing more
+_DONE = _FENCED.format(
+    set=f"status = 'done', finished_at = {NOW}, result = CAST(r.result AS json)",
+    now=NOW,
+    more=", CAST(:results AS text[])",
+    names=", result",
+)
+# Waiters learn that jobs finished by one notification per statement (delivered at
+# commit), sent only when the statement finished a job; `finished` is the statement's
+# CTE of changed rows, and `{finished_where}` picks the rows that finished.
+_NOTE = """note AS MATERIALIZED (
+    SELECT pg_notify('vesper_finished', '') FROM (
+        SELECT 1 FROM {finished} {finished_where} LIMIT 1
+    ) AS any_finished
+)"""
+assert FINISHED_NOTIFY_SQL == "SELECT pg_notify('vesper_finished', '')"  # one channel name
+
+
+def _noting(update: str, finished_where: str = "") -> str:
+    """`update` (a fenced UPDATE ... RETURNING j.*), notifying the finished channel."""
+    note = _NOTE.format(finished="changed", finished_where=finished_where)
+    return f"""
+WITH changed AS ({update}),
+{note}
+SELECT changed.* FROM changed LEFT JOIN note ON true
+"""
+
+
+COMPLETE = text(_noting(_DONE))
 # a job with a cancel request ends cancelled at whatever ends its attempt, but a success
 _REQUESTED = "j.cancel_requested_at IS NOT NULL"
 _ENDED = f"finished_at = CASE WHEN {_REQUESTED} THEN {NOW} ELSE j.finished_at END"
+_CANCELLED = "'cancelled'"
+# the statements that end a job with a cancel request also wake its waiters
+_WHEN_CANCELLED = f"WHERE status = {_CANCELLED}"
 RELEASE = text(
-    _FENCED.format(
-        set=(
-            f"status = CASE WHEN {_REQUESTED} THEN 'cancelled' ELSE 'pending' END, "
-            f"attempts = GREATEST(j.attempts - 1, 0), started_at = NULL, {_ENDED}"
+    _noting(
+        _FENCED.format(
+            set=(
+                f"status = CASE WHEN {_REQUESTED} THEN 'cancelled' ELSE 'pending' END, "
+                f"attempts = GREATEST(j.attempts - 1, 0), started_at = NULL, {_ENDED}"
+            ),
+            now=NOW,
+            more="",
+            names="",
         ),
-        now=NOW,
-        more="",
-        names="",
+        _WHEN_CANCELLED,
     )
 )
 SNOOZE = text(
-    _FENCED.format(
-        set=(
-            f"status = CASE WHEN {_REQUESTED} THEN 'cancelled' ELSE 'pending' END, "
-            "attempts = GREATEST(j.attempts - 1, 0), snoozes = j.snoozes + 1, "
-            f"run_at = {NOW} + r.delay, started_at = NULL, {_ENDED}"
+    _noting(
+        _FENCED.format(
+            set=(
+                f"status = CASE WHEN {_REQUESTED} THEN 'cancelled' ELSE 'pending' END, "
+                "attempts = GREATEST(j.attempts - 1, 0), snoozes = j.snoozes + 1, "
+                f"run_at = {NOW} + r.delay, started_at = NULL, {_ENDED}"
+            ),
+            now=NOW,
+            more=", CAST(:delays AS interval[])",
+            names=", delay",
         ),
-        now=NOW,
-        more=", CAST(:delays AS interval[])",
-        names=", delay",
+        _WHEN_CANCELLED,
     )
 )
 _RETRYING = "r.delay IS NOT NULL AND j.retries < j.max_retries"
-FAIL = text(
-    _FENCED.format(
-        set=(
-            f"status = CASE WHEN {_REQUESTED} THEN 'cancelled' "
-            f"WHEN {_RETRYING} THEN 'failed' ELSE 'dlq' END, "
-            f"retries = j.retries + CASE WHEN {_RETRYING} THEN 1 ELSE 0 END, "
-            f"run_at = CASE WHEN {_RETRYING} THEN {NOW} + r.delay ELSE j.run_at END, "
-            f"finished_at = CASE WHEN {_REQUESTED} THEN {NOW} "
-            f"WHEN {_RETRYING} THEN j.finished_at ELSE {NOW} END, "
-            "error = r.error"
-        ),
-        now=NOW,
-        more=", CAST(:errors AS text[]), CAST(:delays AS interval[])",
-        names=", error, delay",
-    )
+_FAIL = _FENCED.format(
+    set=(
+        f"status = CASE WHEN {_REQUESTED} THEN 'cancelled' "
+        f"WHEN {_RETRYING} THEN 'failed' ELSE 'dlq' END, "
+        f"retries = j.retries + CASE WHEN {_RETRYING} THEN 1 ELSE 0 END, "
+        f"run_at = CASE WHEN {_RETRYING} THEN {NOW} + r.delay ELSE j.run_at END, "
+        f"finished_at = CASE WHEN {_REQUESTED} THEN {NOW} "
+        f"WHEN {_RETRYING} THEN j.finished_at ELSE {NOW} END, "
+        "error = r.error"
+    ),
+    now=NOW,
+    more=", CAST(:errors AS text[]), CAST(:delays AS interval[])",
+    names=", error, delay",
 )
+FAIL = text(_noting(_FAIL, f"WHERE status IN ('dlq', {_CANCELLED})"))
 # A worker's finished batch and its next claim, one statement (one round trip, one
 # commit). The claim's snapshot sees the completed jobs as processing: never claimable.
 _COMPLETE_AND_CLAIM = f"""
 WITH done AS ({{done}}),
+{_NOTE.format(finished="done", finished_where="")},
 {_PICKED},
 claimed AS (
 {_TAKE}
 )
-SELECT true AS vesper_done, * FROM done
+SELECT true AS vesper_done, done.* FROM done LEFT JOIN note ON true
 UNION ALL
 SELECT false AS vesper_done, * FROM claimed
 """
@@ -134,8 +177,7 @@ COMPLETE_AND_CLAIM_TYPES = text(
     _COMPLETE_AND_CLAIM.format(done=_DONE, claimable=CLAIMABLE_SQL, now=NOW, types=_TYPES)
 )
 # a job with a cancel request ends cancelled here: its worker learns it from the result
-RENEW = text(
-    f"""
+_RENEW = f"""
 UPDATE vesper_jobs AS j SET
     status = CASE WHEN {_REQUESTED} THEN 'cancelled' ELSE j.status END,
     worker_id = CASE WHEN {_REQUESTED} THEN NULL ELSE j.worker_id END,
@@ -148,7 +190,7 @@ WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = r.id AND j.lease_token = r.tok
     AND j.lease_expires_at > {NOW}
 RETURNING j.*
 """
-)
+RENEW = text(_noting(_RENEW, _WHEN_CANCELLED))
 # SKIP LOCKED: a job a worker is completing right now is left to it (no waiting, and no
 # deadlock against a batch that locks the same rows in another order)
 _RETRY_LEFT = "j.retries < j.max_retries"
@@ -172,6 +214,28 @@ FROM ended WHERE j.id = ended.id
 RETURNING j.*
 """
 )
+
+# -- retention ----------------------------------------------------------------------------
+
+# The oldest finished jobs of one status, deleted in one short transaction. SKIP LOCKED:
+# a row another pruner (or a retry) holds is left to it, so pruners never wait for each
+# other; claims never lock finished rows, so they never wait for a prune. FINISHED_SQL
+# is spelled out for the planner to use the partial index vesper_jobs_finished_idx.
+PRUNE = text(
+    f"""
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM vesper_jobs
+    WHERE {FINISHED_SQL} AND status = :status
+        AND finished_at <= {NOW} - CAST(:age AS interval)
+    ORDER BY finished_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM vesper_jobs AS j USING doomed WHERE j.id = doomed.id
+RETURNING j.status
+"""
+)
+GET_MANY = text("SELECT * FROM vesper_jobs WHERE id = ANY(CAST(:ids AS uuid[]))")
 
 # -- submission ---------------------------------------------------------------------------
 
@@ -267,6 +331,7 @@ ACTIVE_HOLDERS = text(
     "AND unique_key = ANY(CAST(:uniques AS text[]))"
 )
 NOTIFY = text(NOTIFY_SQL)
+NOTIFY_FINISHED = text(FINISHED_NOTIFY_SQL)
 
 # -- running them -------------------------------------------------------------------------
 
@@ -295,6 +360,9 @@ _DRIVER_SQL = {
         BOUND,
         ACTIVE_HOLDERS,
         NOTIFY,
+        NOTIFY_FINISHED,
+        PRUNE,
+        GET_MANY,
     )
 }
 # Batches go in binary: psycopg's text array dumper runs a regex over every element

@@ -9,48 +9,35 @@ date arithmetic happens in Python: SQLite stores times as text.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     BindParameter,
-    Boolean,
     TextualSelect,
     Uuid,
-    and_,
     bindparam,
-    case,
-    func,
-    insert,
-    null,
-    or_,
-    select,
     text,
-    tuple_,
-    update,
 )
 from sqlalchemy.engine import Connection
 
 from vesper.adapters.clock import SystemClock
-from vesper.adapters.sql.common import (
-    ACTIVE_HOLDERS,
-    SqlJobReads,
-    SubmitPlan,
-    active_holders,
-    assemble,
-    plan_submission,
-)
 from vesper.adapters.sql.engines import Database
-from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of, row_of
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, PROCESSING_SQL, jobs, utc_datetime
+from vesper.adapters.sqlcore.common import SqlJobReads, plan_submission, submit_serialized
+from vesper.adapters.sqlcore.leases import (
+    COMPLETE,
+    NOW,
+    FencedWrites,
+    complete_with_results,
+    fenced_params,
+)
+from vesper.adapters.sqlcore.retention import SqlPruning, prune_statement
+from vesper.adapters.sqlcore.rows import in_claim_order, jobs_of
+from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs, utc_datetime
 from vesper.application.ports import Capabilities, Clock, Submitted
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef, Snoozed
-from vesper.domain.states import Status
+from vesper.domain.job import JobId, JobRecord, LeaseRef
 from vesper.domain.submission import NewJob
-
-NOW = bindparam("now", type_=utc_datetime())
-_LEASE_CLEARED: dict[str, Any] = {"worker_id": None, "lease_token": None, "lease_expires_at": None}
 
 # INDEXED BY: without statistics SQLite may prefer (status, seq) and sort every claimable
 # row; the partial claim index yields them in claim order, so LIMIT stops early
@@ -84,122 +71,13 @@ def _claim(types: str, *extra: BindParameter[Any]) -> TextualSelect:
 CLAIM = _claim("")
 CLAIM_TYPES = _claim("AND type IN :types", bindparam("types", expanding=True))
 
-# fencing: only the current, unexpired lease of a processing job changes it
-_FENCE = and_(
-    jobs.c.id.in_(bindparam("ids", expanding=True)),  # leads the planner to the primary key
-    tuple_(jobs.c.id, jobs.c.lease_token).in_(bindparam("refs", expanding=True)),
-    text(PROCESSING_SQL),
-    jobs.c.lease_expires_at > NOW,
-)
 
-
-def _fenced(**values: Any) -> Any:
-    return update(jobs).where(_FENCE).values(**values).returning(*jobs.c)
-
-
-# a job with a cancel request ends cancelled at whatever ends its attempt, but a success
-_REQUESTED = jobs.c.cancel_requested_at.is_not(None)
-_CANCELLED = Status.CANCELLED.value
-
-
-def _unless_requested(value: Any) -> Any:
-    """`value`, or the cancelled job's finished_at (now) when a cancel was requested."""
-    return case((_REQUESTED, NOW), else_=value)
-
-
-COMPLETE = _fenced(status=Status.DONE.value, updated_at=NOW, finished_at=NOW, **_LEASE_CLEARED)
-RELEASE = _fenced(
-    status=case((_REQUESTED, _CANCELLED), else_=Status.PENDING.value),
-    attempts=func.max(jobs.c.attempts - 1, 0),
-    started_at=None,
-    finished_at=_unless_requested(jobs.c.finished_at),
-    updated_at=NOW,
-    **_LEASE_CLEARED,
-)
-RENEW = _fenced(
-    status=case((_REQUESTED, _CANCELLED), else_=jobs.c.status),
-    worker_id=case((_REQUESTED, null()), else_=jobs.c.worker_id),
-    lease_token=case((_REQUESTED, null()), else_=jobs.c.lease_token),
-    lease_expires_at=case((_REQUESTED, null()), else_=bindparam("expires_at")),
-    finished_at=_unless_requested(jobs.c.finished_at),
-    updated_at=NOW,
-)
-SNOOZE = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("job_id"),
-        jobs.c.lease_token == bindparam("token"),
-        text(PROCESSING_SQL),
-        jobs.c.lease_expires_at > NOW,
-    )
-    .values(
-        status=case((_REQUESTED, _CANCELLED), else_=Status.PENDING.value),
-        attempts=func.max(jobs.c.attempts - 1, 0),
-        snoozes=jobs.c.snoozes + 1,
-        run_at=bindparam("snooze_at", type_=utc_datetime()),
-        started_at=None,
-        finished_at=_unless_requested(jobs.c.finished_at),
-        updated_at=NOW,
-        **_LEASE_CLEARED,
-    )
-    .returning(*jobs.c)
-)
-
-_retrying = and_(bindparam("retryable", type_=Boolean()), jobs.c.retries < jobs.c.max_retries)
-FAIL = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("job_id"),
-        jobs.c.lease_token == bindparam("token"),
-        text(PROCESSING_SQL),
-        jobs.c.lease_expires_at > NOW,
-    )
-    .values(
-        status=case(
-            (_REQUESTED, _CANCELLED), (_retrying, Status.FAILED.value), else_=Status.DLQ.value
-        ),
-        retries=case((_retrying, jobs.c.retries + 1), else_=jobs.c.retries),
-        run_at=case((_retrying, bindparam("retry_at", type_=utc_datetime())), else_=jobs.c.run_at),
-        finished_at=_unless_requested(case((_retrying, jobs.c.finished_at), else_=NOW)),
-        error=bindparam("b_error"),
-        updated_at=NOW,
-        **_LEASE_CLEARED,
-    )
-    .returning(*jobs.c)
-)
-
-_retry_left = jobs.c.retries < jobs.c.max_retries
-EXPIRE = (
-    update(jobs)
-    .where(
-        text(PROCESSING_SQL),
-        or_(
-            jobs.c.lease_expires_at <= NOW,
-            jobs.c.worker_id.in_(bindparam("worker_ids", expanding=True)),
-        ),
-    )
-    .values(
-        status=case(
-            (_REQUESTED, _CANCELLED), (_retry_left, Status.FAILED.value), else_=Status.DLQ.value
-        ),
-        retries=case((_retry_left, jobs.c.retries + 1), else_=jobs.c.retries),
-        finished_at=_unless_requested(case((_retry_left, jobs.c.finished_at), else_=NOW)),
-        error=bindparam("b_error"),
-        updated_at=NOW,
-        **_LEASE_CLEARED,
-    )
-    .returning(*jobs.c)
-)
-
-BOUND = select(jobs).where(jobs.c.idempotency_key.in_(bindparam("keys", expanding=True)))
-LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
-INSERT = insert(jobs)
-
-
-class SqliteJobRepository(SqlJobReads):
+class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
     capabilities = Capabilities(multi_process=True, complete_and_claim=True)
+    # without statistics SQLite may not pick the partial index of finished jobs
+    _prune = prune_statement("vesper_jobs INDEXED BY vesper_jobs_finished_idx")
 
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         super().__init__(db, NOW)
@@ -218,43 +96,7 @@ class SqliteJobRepository(SqlJobReads):
         # the time is read once the write lock is held (here and in every write that
         # stamps a time): a writer that waited for the lock must not date its rows, or
         # start a lease, in the past; `seq` and `run_at` then grow together too
-        return self._db.transaction(lambda conn: self._submit(conn, plan, self._at(now)))
-
-    def _submit(self, conn: Connection, plan: SubmitPlan, at: datetime) -> list[Submitted]:
-        # the write lock is held from BEGIN IMMEDIATE: nobody binds a key meanwhile
-        keys = [n.idempotency_key for n in plan.unique if n.idempotency_key is not None]
-        bound: dict[str, JobRecord] = {}
-        if keys:
-            for row in conn.execute(BOUND, {"keys": keys}):
-                job = job_of(row)
-                assert job.idempotency_key is not None
-                bound[job.idempotency_key] = job
-        unbound = [
-            n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None
-        ]
-        uniques = [n.unique_key for n in unbound if n.unique_key is not None]
-        active = (
-            active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": uniques})) if uniques else {}
-        )
-        taken = set(active)
-        fresh: list[NewJob] = []
-        for new in unbound:  # a unique key held, or taken by an earlier job of the batch
-            if new.unique_key is not None:
-                if new.unique_key in taken:
-                    continue
-                taken.add(new.unique_key)
-            fresh.append(new)
-        seq = conn.execute(LAST_SEQ).scalar_one()
-        created: dict[JobId, JobRecord] = {}
-        for offset, new in enumerate(fresh, start=1):
-            job = created[new.id] = new.materialize(now=at, seq=seq + offset)
-            if job.unique_key is not None:
-                active[job.unique_key] = job
-        # raises IdempotencyConflict: rolls back
-        results = assemble(plan, created, bound, active)
-        if created:
-            conn.execute(INSERT, [row_of(job) for job in created.values()])
-        return results
+        return self._db.transaction(lambda conn: submit_serialized(conn, plan, self._at(now)))
 
     def claim(
         self,
@@ -274,11 +116,6 @@ class SqliteJobRepository(SqlJobReads):
 
         return in_claim_order(jobs_of(self._db.statement(work)))
 
-    def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
-    ) -> list[JobRecord]:
-        return self._fenced(COMPLETE, leases, lambda: {"now": self._at(now)})
-
     def complete_and_claim(
         self,
         leases: Sequence[LeaseRef],
@@ -288,9 +125,10 @@ class SqliteJobRepository(SqlJobReads):
         lease: timedelta,
         types: Sequence[str] | None = None,
         now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         if not leases or limit <= 0 or (types is not None and not types):
-            completed = self.complete(leases, now=now)
+            completed = self.complete(leases, now=now, results=results)
             claimed = self.claim(
                 worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
             )
@@ -299,108 +137,15 @@ class SqliteJobRepository(SqlJobReads):
         # one write transaction: one commit (one WAL sync) for the batch and the next
         def work(conn: Connection) -> tuple[list[JobRecord], list[JobRecord]]:
             at = self._at(now)
-            fenced = _fenced_params(leases, {"now": at})
             statement, params = _claim_params(worker_id, limit, lease, types, at)
-            done = jobs_of(conn.execute(COMPLETE, fenced).all())
+            if results:
+                done = complete_with_results(conn, leases, results, at)
+            else:
+                done = jobs_of(conn.execute(COMPLETE, fenced_params(leases, {"now": at})).all())
             return done, jobs_of(conn.execute(statement, params).all())
 
         done, claimed = self._db.transaction(work)
         return done, in_claim_order(claimed)
-
-    def renew(
-        self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
-    ) -> list[JobRecord]:
-        def params() -> dict[str, Any]:
-            at = self._at(now)
-            return {"now": at, "expires_at": at + lease}
-
-        return self._fenced(RENEW, leases, params)
-
-    def release(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
-    ) -> list[JobRecord]:
-        return self._fenced(RELEASE, leases, lambda: {"now": self._at(now)})
-
-    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
-        if not failures:
-            return []
-
-        def work(conn: Connection) -> list[JobRecord]:
-            at = self._at(now)
-            params = [
-                {
-                    "now": at,
-                    "job_id": f.lease.job_id,
-                    "token": f.lease.token,
-                    "b_error": f.error,
-                    "retryable": f.retry_delay is not None,
-                    "retry_at": at + f.retry_delay if f.retry_delay is not None else at,
-                }
-                for f in failures
-            ]
-            # each failure has its own error and delay: one UPDATE each, one transaction
-            rows = [conn.execute(FAIL, p).first() for p in params]
-            return [job_of(row) for row in rows if row is not None]
-
-        return self._db.transaction(work)
-
-    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
-        if not snoozes:
-            return []
-
-        def work(conn: Connection) -> list[JobRecord]:
-            at = self._at(now)
-            rows = [
-                conn.execute(
-                    SNOOZE,
-                    {
-                        "now": at,
-                        "job_id": s.lease.job_id,
-                        "token": s.lease.token,
-                        "snooze_at": at + s.delay,
-                    },
-                ).first()
-                for s in snoozes
-            ]
-            return [job_of(row) for row in rows if row is not None]
-
-        return self._db.transaction(work)
-
-    def expire(
-        self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
-    ) -> list[JobRecord]:
-
-        def work(conn: Connection) -> Any:
-            params = {
-                "now": self._at(now),
-                "worker_ids": list(worker_ids),
-                "b_error": LEASE_EXPIRED_ERROR,
-            }
-            return conn.execute(EXPIRE, params).all()
-
-        return jobs_of(self._db.statement(work))
-
-    def _fenced(
-        self,
-        statement: Any,
-        leases: Sequence[LeaseRef],
-        params: Callable[[], dict[str, Any]],
-    ) -> list[JobRecord]:
-        """`statement` for `leases`, its parameters made under the write lock."""
-        if not leases:
-            return []
-        rows = self._db.statement(
-            lambda conn: conn.execute(statement, _fenced_params(leases, params())).all()
-        )
-        return jobs_of(rows)
-
-
-def _fenced_params(leases: Sequence[LeaseRef], params: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **params,
-        "ids": [ref.job_id for ref in leases],
-        "refs": [(ref.job_id, ref.token) for ref in leases],
-    }
 
 
 def _claim_params(

@@ -9,6 +9,7 @@ other requests pass straight through (a `before_send` hook ran on every message)
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar.types import ASGIApp, Message
@@ -39,11 +40,17 @@ class AllowHeaderFix:
     def _fix(self, message: Any, scope: Any) -> None:
         if self._allowed is None:
             self._allowed = {
-                path: ", ".join(sorted(methods)).encode()
+                _template(path): ", ".join(sorted(methods)).encode()
                 for path, methods in scope["litestar_app"].route_handler_method_map.items()
             }
-        allowed = self._allowed.get(scope.get("path_template", ""))
+        allowed = self._allowed.get(_template(scope.get("path_template", "")))
         if allowed is None:
             return
         headers = [(name, value) for name, value in message["headers"] if name.lower() != b"allow"]
         message["headers"] = [*headers, (b"allow", allowed)]
+
+
+def _template(path: str) -> str:
+    """A path template without its parameters' types: the route map spells
+    `/jobs/{job_id:str}`, a request's template `/jobs/{job_id}`."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)

@@ -180,6 +180,7 @@ class JobOut(msgspec.Struct, kw_only=True):
     finished_at: datetime | None
     worker_id: str | None
     lease_expires_at: datetime | None
+    result: Any = None  # the consumer's return value (JSON); null when it returned none
     cancel_requested_at: datetime | None = None  # a cancel of the running job, pending
     snoozes: int = 0
     unique_key: str | None = None
@@ -265,6 +266,7 @@ def job_out(job: JobRecord) -> JobOut:
         finished_at=job.finished_at,
         worker_id=lease.worker_id if lease is not None else None,
         lease_expires_at=lease.expires_at if lease is not None else None,
+        result=job.result,
         cancel_requested_at=job.cancel_requested_at,
         snoozes=job.snoozes,
         unique_key=job.unique_key,
@@ -325,6 +327,8 @@ class BulkIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class CountOut(msgspec.Struct, kw_only=True):
-    """How many jobs a bulk action changed."""
+    """How many jobs a bulk action changed, and how many it left as they were."""
 
     count: int
+    # retry: finished jobs whose unique key an active job holds (0 for a cancel)
+    skipped: int = 0

@@ -79,7 +79,7 @@ async def run_attempt(
         call.consumer_task = asyncio.wrap_future(call.thread, loop=loop)
     seconds = timeout.total_seconds() if timeout is not None else None
     try:
-        await asyncio.wait_for(asyncio.shield(call.consumer_task), seconds)
+        value = await asyncio.wait_for(asyncio.shield(call.consumer_task), seconds)
     except TimeoutError:
         job.stop("time limit")
         call.consumer_task.cancel()
@@ -105,7 +105,8 @@ async def run_attempt(
         return Outcome(
             job=attempt.record, error=_describe(exc), retryable=retryable, retry_delay=delay
         )
-    return Outcome(job=attempt.record)
+    # the return value is encoded (and checked) when the outcome is recorded, off the loop
+    return Outcome(job=attempt.record, result=value)
 
 
 def _describe(exc: BaseException) -> str:

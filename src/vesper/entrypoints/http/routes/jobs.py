@@ -27,7 +27,7 @@ from vesper.domain.job import JobId
 from vesper.domain.query import MAX_PAGE, JobQuery
 from vesper.domain.states import Status
 from vesper.entrypoints.http.body import StrictJSON, check_request_body
-from vesper.entrypoints.http.deps import StoreCalls, blocking
+from vesper.entrypoints.http.deps import StoreCalls, Waits, blocking
 from vesper.entrypoints.http.errors import error_responses
 from vesper.entrypoints.http.schemas import (
     DOCUMENTED_LIMITS,
@@ -43,6 +43,7 @@ from vesper.entrypoints.http.schemas import (
     jobs_out,
     page_out,
 )
+from vesper.entrypoints.http.waiting import wait_seconds
 from vesper.entrypoints.tracing import current_traceparent
 
 IdempotencyKeyHeader = Annotated[
@@ -55,6 +56,14 @@ IdempotencyKeyHeader = Annotated[
         min_length=1,
         max_length=DOCUMENTED_LIMITS.max_key_length,
         pattern=r"^[\x20-\x7e]+$",
+    ),
+]
+WaitQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="Wait up to this long (e.g. 30s, at most 60s) for the job to be done, "
+        "dlq or cancelled; the answer is the job as it is then, 200 either way.",
+        max_length=32,
     ),
 ]
 JobIdPath = Annotated[UUID, PathParameter(description="The job's id (a UUID).", format="uuid")]
@@ -191,9 +200,15 @@ async def get_job_route(
     job_id: JobIdPath,
     get_job: NamedDependency[GetJob],
     store_calls: NamedDependency[StoreCalls],
+    waits: NamedDependency[Waits],
+    wait: WaitQuery = None,
 ) -> JobOut:
-    """Look up a job by id."""
-    return await store_calls.presented(job_out, get_job, JobId(job_id))
+    """Look up a job by id; with `wait`, once it has finished or the wait is over."""
+    if wait is None:
+        return await store_calls.presented(job_out, get_job, JobId(job_id))
+    seconds = wait_seconds(wait)
+    job, _ = await (await waits.get()).wait(JobId(job_id), seconds)
+    return await blocking(job_out, job)
 
 
 @get("/jobs", responses=error_responses(400, 401, 503), tags=["jobs"])
@@ -253,7 +268,8 @@ async def retry_job_route(
     retry_job: NamedDependency[RetryJob],
     store_calls: NamedDependency[StoreCalls],
 ) -> JobOut:
-    """Send a dlq, failed or cancelled job back to pending, due now (409 otherwise)."""
+    """Send a dlq, failed or cancelled job back to pending, due now (409 otherwise, and
+    when another active job holds its unique key: `detail.held_by` names it)."""
     return await store_calls.presented(job_out, retry_job, JobId(job_id))
 
 
@@ -272,11 +288,12 @@ async def bulk_retry_route(
     store_calls: NamedDependency[StoreCalls],
 ) -> CountOut:
     """Retry every dlq, failed or cancelled job matching the filter (`status` narrows
-    it); returns how many. Done in batches of short transactions."""
+    it); returns how many, and how many it skipped: finished jobs whose unique key an
+    active job holds. Done in batches of short transactions."""
     await check_request_body(request)
     where = data.to_filter()
-    count = await store_calls.run(bulk_jobs, BulkAction.RETRY, where)
-    return CountOut(count=count)
+    done = await store_calls.run(bulk_jobs, BulkAction.RETRY, where)
+    return CountOut(count=done.changed, skipped=done.skipped)
 
 
 @post(
@@ -297,8 +314,8 @@ async def bulk_cancel_route(
     batches of short transactions; a running job is cancelled one at a time."""
     await check_request_body(request)
     where = data.to_filter()
-    count = await store_calls.run(bulk_jobs, BulkAction.CANCEL, where)
-    return CountOut(count=count)
+    done = await store_calls.run(bulk_jobs, BulkAction.CANCEL, where)
+    return CountOut(count=done.changed, skipped=done.skipped)
 
 
 def _job_and_created(submitted: Submitted) -> tuple[JobOut, bool]:

@@ -1,4 +1,4 @@
-"""What both SQL job repositories share: reads, cancel/retry, and idempotent submission.
+"""What SQL job repositories share: reads, cancel/retry, and idempotent submission.
 
 Statements are built once per repository (they depend on how the dialect spells "now")
 and executed with bound parameters, so SQLAlchemy compiles each one a single time.
@@ -6,9 +6,10 @@ and executed with bound parameters, so SQLAlchemy compiles each one a single tim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import attrs
 from sqlalchemy import (
@@ -17,27 +18,36 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
+    exists,
     func,
+    insert,
     select,
     text,
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from vesper.adapters.sql.engines import Database
-from vesper.adapters.sql.rows import aware_utc, job_of
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, UNIQUE_ACTIVE_SQL, jobs
+from vesper.adapters.sqlcore.rows import aware_utc, job_of, row_of
+from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, FINISHED_SQL, UNIQUE_ACTIVE_SQL, jobs
 from vesper.application.ports import Submitted
-from vesper.domain.bulk import BulkAction, BulkFilter
-from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter, kinds_of, take
+from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound, UniqueKeyHeld
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
-from vesper.domain.states import TRANSITIONS, Status, allowed
+from vesper.domain.states import ACTIVE, TRANSITIONS, Status, allowed
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
+T = TypeVar("T")
+
+BOUND = select(jobs).where(jobs.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
+INSERT = insert(jobs)
 _MAX_SEQ = 2**63 - 1  # BIGINT / SQLite INTEGER
+_IDS_PER_READ = 1000  # SQLite binds each id of an IN list as a parameter of its own
 # the active jobs holding some unique keys (the partial unique index's rows)
 ACTIVE_HOLDERS = select(jobs).where(
     text(UNIQUE_ACTIVE_SQL), jobs.c.unique_key.in_(bindparam("uniques", expanding=True))
@@ -48,6 +58,25 @@ _RACES = 3  # cancel/retry: a status that keeps changing under us is reported af
 def status_list(action: str) -> str:
     """The SQL list of the statuses `action` may start from (the domain's table)."""
     return ", ".join(f"'{status.value}'" for status in sorted(TRANSITIONS[action][0]))
+
+
+class Database(Protocol):
+    """How a SQL store runs a unit of work on a connection: the one thing SqlJobReads
+    needs from it. Each method maps the driver's errors to the store's error contract
+    (StoreUnavailable, SchemaNotMigrated) and retries transient lock errors itself."""
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Run `work`, which changes nothing."""
+        ...
+
+    def statement(self, work: Callable[[Connection], T]) -> T:
+        """Run `work`, one statement that changes rows (atomic on its own)."""
+        ...
+
+    def transaction(self, work: Callable[[Connection], T], *, durable: bool = False) -> T:
+        """Run `work` in one transaction: committed if it returns, rolled back if it
+        raises; `durable`: the commit is on disk when this returns."""
+        ...
 
 
 class SqlJobReads:
@@ -61,6 +90,12 @@ class SqlJobReads:
         self._db = db
         self._now = now
         self._get = select(jobs).where(jobs.c.id == bindparam("job_id"))
+        self._get_many = select(jobs).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+        self._delete = (
+            delete(jobs)
+            .where(jobs.c.id == bindparam("job_id"), text(FINISHED_SQL))
+            .returning(*jobs.c)
+        )
         self._finds: dict[tuple[bool, bool, bool, bool], Select[Any]] = {}
         self._counts = select(jobs.c.status, jobs.c.priority, func.count()).group_by(
             jobs.c.status, jobs.c.priority
@@ -83,8 +118,16 @@ class SqlJobReads:
             updated_at=case((requested, jobs.c.updated_at), else_=now),
             finished_at=case((running, jobs.c.finished_at), else_=now),
         )
+        # a finished job whose unique key another active job holds is not retried
+        holder = jobs.alias("holder")
+        key_free = ~exists().where(
+            holder.c.unique_key == jobs.c.unique_key,
+            holder.c.id != jobs.c.id,
+            holder.c.status.in_(sorted(s.value for s in ACTIVE)),
+        )
         self._retry = self._transition(
             "retry",
+            key_free,
             status=Status.PENDING.value,
             retries=0,
             run_at=now,
@@ -112,11 +155,17 @@ class SqlJobReads:
             },
         }
 
-    def _transition(self, *actions: str, **values: Any) -> ReturningUpdate[Any]:
-        statuses = ", ".join(status_list(action) for action in actions)
+    def _transition(
+        self, *actions: str | ColumnElement[bool], **values: Any
+    ) -> ReturningUpdate[Any]:
+        """The UPDATE of one job by `actions` (their statuses), under any conditions
+        given among them."""
+        names = [a for a in actions if isinstance(a, str)]
+        conditions = [a for a in actions if not isinstance(a, str)]
+        statuses = ", ".join(status_list(action) for action in names)
         return (
             update(jobs)
-            .where(jobs.c.id == bindparam("job_id"), text(f"status IN ({statuses})"))
+            .where(jobs.c.id == bindparam("job_id"), text(f"status IN ({statuses})"), *conditions)
             .values(**values)
             .returning(*jobs.c)
         )
@@ -188,7 +237,15 @@ class SqlJobReads:
         return self._change("cancel", self._cancel, job_id, now, also="request_cancel")
 
     def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
-        return self._change("retry", self._retry, job_id, now)
+        for attempt in range(_RACES):
+            try:
+                return self._change("retry", self._retry, job_id, now)
+            except IntegrityError:
+                # a concurrent submit took the unique key between the check and the
+                # UPDATE (PostgreSQL): the next try finds its holder
+                if attempt == _RACES - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _change(
         self,
@@ -212,6 +269,12 @@ class SqlJobReads:
                 status = Status(current.status)
                 if not allowed(action, status) and not (also and allowed(also, status)):
                     raise IllegalTransition(job_id, status, action)
+                key = current.unique_key
+                if action == "retry" and key is not None:
+                    holders = active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": [key]}))
+                    holder = holders.get(key)
+                    if holder is not None and holder.id != job_id:
+                        raise UniqueKeyHeld(job_id, status, key, holder.id)
                 # the status changed between the two statements: try again
             raise IllegalTransition(job_id, status, action)
 
@@ -222,6 +285,31 @@ class SqlJobReads:
     def _changed(self, action: str, job: JobRecord) -> None:
         """Hook: a job changed by cancel or retry (PostgreSQL notifies listeners)."""
 
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        unique = list(dict.fromkeys(job_ids))
+        chunks = [unique[i : i + _IDS_PER_READ] for i in range(0, len(unique), _IDS_PER_READ)]
+
+        def work(conn: Connection) -> list[JobRecord]:
+            return [
+                job_of(row) for ids in chunks for row in conn.execute(self._get_many, {"ids": ids})
+            ]
+
+        return self._db.read(work) if chunks else []
+
+    def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        params = {"job_id": job_id}
+
+        def work(conn: Connection) -> JobRecord:
+            row = conn.execute(self._delete, params).first()
+            if row is not None:
+                return job_of(row)
+            current = conn.execute(self._get, params).first()
+            if current is None:
+                raise JobNotFound(job_id)
+            raise IllegalTransition(job_id, Status(current.status), "delete")
+
+        return self._db.transaction(work, durable=True)
+
     def bulk(
         self,
         action: BulkAction,
@@ -229,19 +317,23 @@ class SqlJobReads:
         *,
         limit: int,
         now: datetime | None = None,
-    ) -> int:
-        if limit <= 0 or (where.type is not None and "\x00" in where.type):
-            return 0
+    ) -> BulkBatch:
         statuses = sorted(s.value for s in where.statuses(action))
-        picked = select(jobs.c.id).where(jobs.c.status.in_(statuses))
-        params: dict[str, Any] = {"now": self._at(now)}
+        if limit <= 0 or (where.type is not None and "\x00" in where.type):
+            return BulkBatch()
+        picked = select(
+            jobs.c.id, jobs.c.seq, jobs.c.status, jobs.c.unique_key, jobs.c.type, jobs.c.priority
+        ).where(jobs.c.status.in_(statuses))
+        params: dict[str, Any] = {}
         for name, column in (
             ("type", jobs.c.type),
             ("priority", jobs.c.priority),
+            ("after_seq", jobs.c.seq),
         ):
             value = getattr(where, name)
             if value is not None:
-                picked = picked.where(column == bindparam(f"b_{name}"))
+                op = operator.gt if name == "after_seq" else operator.eq
+                picked = picked.where(op(column, bindparam(f"b_{name}")))
                 params[f"b_{name}"] = value
         for name, column in (
             ("created_before", jobs.c.created_at),
@@ -251,22 +343,49 @@ class SqlJobReads:
             if value is not None:
                 picked = picked.where(column < bindparam(f"b_{name}", type_=column.type))
                 params[f"b_{name}"] = value
-        picked = picked.order_by(jobs.c.seq).limit(limit)
+        picked = self._locked(picked.order_by(jobs.c.seq).limit(limit))
         statement = (
             update(jobs)
-            .where(self._among(picked), jobs.c.status.in_(statuses))
+            .where(jobs.c.id.in_(bindparam("b_ids", expanding=True)), jobs.c.status.in_(statuses))
             .values(**self._bulk_values[action])
         )
-        count: int = self._db.transaction(
-            lambda conn: conn.execute(statement, params).rowcount, durable=True
-        )
-        self._bulk_changed(action, count)
-        return count
 
-    def _among(self, picked: Select[Any]) -> ColumnElement[bool]:
-        """Hook: the condition "a job of `picked`" (SQLite holds its write lock already:
-        nothing to lock)."""
-        return jobs.c.id.in_(picked.scalar_subquery())
+        def work(conn: Connection) -> BulkBatch:
+            matching = conn.execute(picked, params).all()
+            if not matching:
+                return BulkBatch()
+            keys = sorted({row.unique_key for row in matching if row.unique_key is not None})
+            holders = {}
+            if keys and action is BulkAction.RETRY:
+                active = active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": keys}))
+                holders = {key: job.id for key, job in active.items()}
+            taken, skipped = take(matching, action, holders)
+            changed = 0
+            if taken:
+                ids = {"b_ids": [row.id for row in taken], "now": self._at(now)}
+                changed = conn.execute(statement, ids).rowcount
+            return BulkBatch(
+                changed=changed,
+                skipped=len(skipped),
+                last_seq=matching[-1].seq,
+                kinds=kinds_of(taken),
+            )
+
+        for attempt in range(_RACES):
+            try:
+                batch = self._db.transaction(work, durable=True)
+                break
+            except IntegrityError:
+                # a concurrent submit took a unique key (PostgreSQL): look again
+                if attempt == _RACES - 1:
+                    raise
+        self._bulk_changed(action, batch.changed)
+        return batch
+
+    def _locked(self, picked: Select[Any]) -> Select[Any]:
+        """Hook: `picked` as the bulk batch reads it (SQLite holds its write lock
+        already: nothing to lock)."""
+        return picked
 
     def _bulk_changed(self, action: BulkAction, count: int) -> None:
         """Hook: a bulk batch changed `count` jobs."""
@@ -320,6 +439,49 @@ def plan_submission(batch: Sequence[NewJob]) -> SubmitPlan:
         slots.append(len(unique))
         unique.append(new)
     return SubmitPlan(unique=unique, slots=slots)
+
+
+def submit_serialized(conn: Connection, plan: SubmitPlan, at: datetime) -> list[Submitted]:
+    """Insert `plan` at `at` in a transaction that no other writer runs beside (SQLite's
+    write lock from BEGIN IMMEDIATE; elsewhere, a lock on the jobs table): nobody binds
+    a key, takes a unique key or a `seq` meanwhile: the bound keys and the active
+    holders of the unique keys are read, then the new jobs are inserted with `seq`
+    following the largest one.
+
+    Raises:
+        IdempotencyConflict: a key bound to a job with another fingerprint (raise it
+            inside the transaction: nothing is inserted).
+    """
+    keys = [n.idempotency_key for n in plan.unique if n.idempotency_key is not None]
+    bound: dict[str, JobRecord] = {}
+    if keys:
+        for row in conn.execute(BOUND, {"keys": keys}):
+            job = job_of(row)
+            assert job.idempotency_key is not None
+            bound[job.idempotency_key] = job
+    unbound = [
+        n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None
+    ]
+    uniques = [n.unique_key for n in unbound if n.unique_key is not None]
+    active = active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": uniques})) if uniques else {}
+    taken = set(active)
+    fresh: list[NewJob] = []
+    for new in unbound:  # a unique key held, or taken by an earlier job of the batch
+        if new.unique_key is not None:
+            if new.unique_key in taken:
+                continue
+            taken.add(new.unique_key)
+        fresh.append(new)
+    seq = conn.execute(LAST_SEQ).scalar_one()
+    created: dict[JobId, JobRecord] = {}
+    for offset, new in enumerate(fresh, start=1):
+        job = created[new.id] = new.materialize(now=at, seq=seq + offset)
+        if job.unique_key is not None:
+            active[job.unique_key] = job
+    results = assemble(plan, created, bound, active)  # IdempotencyConflict: rolls back
+    if created:
+        conn.execute(INSERT, [row_of(job) for job in created.values()])
+    return results
 
 
 def check_bound(new: NewJob, bound: JobRecord) -> None:
