@@ -52,12 +52,13 @@ def test_bulk_retry_and_cancel_count_what_they_changed(
     jobs.fail([Failure(lease=ref, error="boom", retry_delay=None) for ref in leases])
     response = client.post("/jobs/retry", json={"status": "dlq", "type": "t1"})
     assert response.status_code == 200, response.text
-    assert response.json() == {"count": 3}
-    assert client.post("/jobs/retry", json={"status": "dlq"}).json() == {"count": 1}
-    assert client.post("/jobs/cancel", json={"type": "t1", "priority": 0}).json() == {"count": 3}
+    assert response.json() == {"count": 3, "skipped": 0}
+    assert client.post("/jobs/retry", json={"status": "dlq"}).json() == {"count": 1, "skipped": 0}
+    cancelled = client.post("/jobs/cancel", json={"type": "t1", "priority": 0}).json()
+    assert cancelled == {"count": 3, "skipped": 0}
     listed = client.get("/jobs", params={"status": "cancelled"}).json()["jobs"]
     assert {j["type"] for j in listed} == {"t1"}
-    assert client.post("/jobs/cancel", json={}).json() == {"count": 1}
+    assert client.post("/jobs/cancel", json={}).json() == {"count": 1, "skipped": 0}
 
 
 def test_bulk_refuses_a_filter_it_cannot_take(client: TestClient[Litestar]) -> None:
@@ -80,3 +81,24 @@ def test_a_unique_key_returns_the_active_job(client: TestClient[Litestar]) -> No
     third = client.post("/jobs", json={"type": "sync", "unique_key": "user:42"})
     assert third.status_code == 201
     assert third.json()["job_id"] != first.json()["job_id"]
+
+
+def test_a_retry_never_makes_a_second_active_job_with_one_key(
+    client: TestClient[Litestar], container: Container
+) -> None:
+    first = client.post("/jobs", json={"type": "sync", "unique_key": "user:7"}).json()
+    assert client.post(f"/jobs/{first['job_id']}/cancel").status_code == 200
+    second = client.post("/jobs", json={"type": "sync", "unique_key": "user:7"}).json()
+    assert second["job_id"] != first["job_id"]  # the key was free: a new job holds it
+    body = error_body(client.post(f"/jobs/{first['job_id']}/retry"), 409)
+    assert second["job_id"] in body["error"]
+    assert "user:7" in body["error"]
+    assert body["detail"]["held_by"] == second["job_id"]
+    assert client.get(f"/jobs/{first['job_id']}").json()["status"] == "cancelled"
+    # bulk: the held job is skipped and counted; a free one is retried
+    free = client.post("/jobs", json={"type": "sync", "unique_key": "user:8"}).json()
+    assert client.post(f"/jobs/{free['job_id']}/cancel").status_code == 200
+    done = client.post("/jobs/retry", json={"status": "cancelled"})
+    assert done.json() == {"count": 1, "skipped": 1}
+    assert client.get(f"/jobs/{free['job_id']}").json()["status"] == "pending"
+    assert client.get(f"/jobs/{first['job_id']}").json()["status"] == "cancelled"

@@ -305,7 +305,13 @@ class BulkIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     status: Annotated[str, _doc("Only jobs in this status.")] | None = None
     type: Annotated[str, _doc("Only jobs of this type.")] | None = None
     queue: Annotated[str, _doc("Only jobs of this queue.")] | None = None
-    priority: Annotated[int, _doc("Only jobs of this priority (0-10).")] | None = None
+    priority: (
+        Annotated[
+            int,
+            _doc("Only jobs of this priority.", minimum=MIN_PRIORITY, maximum=MAX_PRIORITY),
+        ]
+        | None
+    ) = None
     created_before: (
         Annotated[datetime, _doc("Only jobs created before this RFC 3339 date-time.")] | None
     ) = None
@@ -324,6 +330,14 @@ class BulkIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             priority=self.priority,
             created_before=_utc("created_before", self.created_before),
         )
+
+
+class BulkRetryIn(BulkIn, forbid_unknown_fields=True, kw_only=True):
+    """Which jobs POST /jobs/retry takes (status: dlq, failed or cancelled)."""
+
+
+class BulkCancelIn(BulkIn, forbid_unknown_fields=True, kw_only=True):
+    """Which jobs POST /jobs/cancel takes (status: pending or failed)."""
 
 
 class CountOut(msgspec.Struct, kw_only=True):

@@ -32,7 +32,8 @@ from vesper.entrypoints.http.errors import error_responses
 from vesper.entrypoints.http.schemas import (
     DOCUMENTED_LIMITS,
     NO_CONTROL_CHARACTERS,
-    BulkIn,
+    BulkCancelIn,
+    BulkRetryIn,
     CountOut,
     JobOut,
     JobPageOut,
@@ -275,7 +276,7 @@ async def retry_job_route(
 
 @post(
     "/jobs/retry",
-    dto=StrictJSON[BulkIn],
+    dto=StrictJSON[BulkRetryIn],
     return_dto=None,
     status_code=HTTP_200_OK,
     responses=error_responses(400, 401, 413, 415, 422, 503),
@@ -283,7 +284,7 @@ async def retry_job_route(
 )
 async def bulk_retry_route(
     request: Request[Any, Any, Any],
-    data: JSONBody[BulkIn],
+    data: JSONBody[BulkRetryIn],
     bulk_jobs: NamedDependency[BulkJobs],
     store_calls: NamedDependency[StoreCalls],
 ) -> CountOut:
@@ -298,7 +299,7 @@ async def bulk_retry_route(
 
 @post(
     "/jobs/cancel",
-    dto=StrictJSON[BulkIn],
+    dto=StrictJSON[BulkCancelIn],
     return_dto=None,
     status_code=HTTP_200_OK,
     responses=error_responses(400, 401, 413, 415, 422, 503),
@@ -306,7 +307,7 @@ async def bulk_retry_route(
 )
 async def bulk_cancel_route(
     request: Request[Any, Any, Any],
-    data: JSONBody[BulkIn],
+    data: JSONBody[BulkCancelIn],
     bulk_jobs: NamedDependency[BulkJobs],
     store_calls: NamedDependency[StoreCalls],
 ) -> CountOut:
