@@ -1,13 +1,15 @@
 """Bulk retry on PostgreSQL: 100,000 dlq jobs back to pending, watched for long
 statements and transactions.
 
-    .venv/bin/python benchmarks/bulk_retry.py [--jobs 100000] [--batch 1000]
+    .venv/bin/python benchmarks/bulk_retry.py [--jobs 100000] [--batch 1000] [--unique-keys]
 
 Fills a scratch database with `jobs` dlq rows, runs the bulk retry use case (what
 `POST /jobs/retry` and `vesper jobs retry` call), and meanwhile samples pg_stat_activity
 every 20 ms, as the fault checker's long-transaction probe does (tests/faults/lab.py,
 `Lab.activity`): the oldest running statement and the oldest open transaction of
 vesper's sessions. Exits 1 if either reached 1 s. Not a test: it prints figures.
+`--unique-keys` gives every job a unique key of its own: each batch then also looks up
+the active holders of its keys (none hold them: every job is retried).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from vesper.testing.postgres import admin_url, scratch_database
 
 FILL = """
 INSERT INTO vesper_jobs (id, type, priority, payload, status, retries, attempts,
-    max_retries, error, run_at, fingerprint, created_at, updated_at, finished_at)
+    max_retries, error, run_at, fingerprint, created_at, updated_at, finished_at, unique_key)
 SELECT gen_random_uuid(), 'bulk', 0, '{}', 'dlq', 0, 1, 0, 'boom', now(), '', now(), now(),
-    now()
-FROM generate_series(1, %s)
+    now(), CASE WHEN %s THEN 'key-' || n END
+FROM generate_series(1, %s) AS n
 """
 PROBE = """
 SELECT COALESCE(MAX(EXTRACT(EPOCH FROM now() - query_start)) FILTER (WHERE state = 'active'), 0),
@@ -45,13 +47,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--unique-keys", action="store_true")
     args = parser.parse_args()
     with scratch_database(admin_url()) as url:
         app = App({"VESPER_STORAGE": "postgres", "VESPER_DATABASE_URL": url})
         jobs = app.container.job_repository()
         dsn = url.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(FILL, (args.jobs,))
+            conn.execute(FILL, (args.unique_keys, args.jobs))
             conn.execute("ANALYZE vesper_jobs")
         worst = [0.0, 0.0]
         samples = 0
@@ -72,7 +75,7 @@ def main() -> int:
         watcher.start()
         started = time.perf_counter()
         try:
-            count = BulkJobs(jobs, batch=args.batch)(
+            outcome = BulkJobs(jobs, batch=args.batch)(
                 BulkAction.RETRY, BulkFilter(status=Status.DLQ)
             )
         finally:
@@ -82,10 +85,12 @@ def main() -> int:
         pending = app.container.get_stats()().counts
         app.close()
     left = sum(n for (status, _), n in pending.items() if status is Status.DLQ)
+    count = outcome.changed
+    keys = " with unique keys" if args.unique_keys else ""
     print(
-        f"bulk retry: {count} jobs in {seconds:.2f}s ({count / seconds:,.0f}/s), batches of "
-        f"{args.batch}; longest statement {worst[0]:.3f}s, longest transaction "
-        f"{worst[1]:.3f}s ({samples} samples); dlq left: {left}"
+        f"bulk retry: {count} jobs{keys} in {seconds:.2f}s ({count / seconds:,.0f}/s), batches "
+        f"of {args.batch}; longest statement {worst[0]:.3f}s, longest transaction "
+        f"{worst[1]:.3f}s ({samples} samples); skipped {outcome.skipped}; dlq left: {left}"
     )
     return 0 if count == args.jobs and left == 0 and max(worst) < 1.0 else 1
 

@@ -269,6 +269,13 @@ class PostgresJobRepository(SqlJobReads):
         extra = {"now": now, "delays": [s.delay for s in ordered]}
         return self._fenced(self._db, SNOOZE, [s.lease for s in ordered], extra)
 
+    def _active_holders(self, conn: Connection, keys: Sequence[str]) -> dict[str, JobRecord]:
+        # planned for its keys each time: a bulk retry makes thousands of jobs active
+        # faster than statistics follow, and a cached generic plan then read every
+        # active job through the status index (4 s a batch at 100,000 jobs)
+        holders = run(conn, ACTIVE_HOLDERS, {"uniques": list(keys)}, prepare=False)
+        return active_holders(holders)
+
     def _locked(self, picked: Select[Any]) -> Select[Any]:
         # the batch's rows stay locked until its UPDATE commits; SKIP LOCKED: a row a
         # claim or an outcome is changing right now is left to it

@@ -375,14 +375,16 @@ def run(
     params: Mapping[str, Any] | None = None,
     *,
     row_factory: RowFactory[Any] = dict_row,
+    prepare: bool | None = None,
 ) -> list[Any]:
     """Run `statement` on the driver's connection under `conn`; its rows as dicts (or as
-    `row_factory` makes them)."""
+    `row_factory` makes them). `prepare`: psycopg's (None: prepared once it has run a
+    few times; False: planned for its parameters each time)."""
     sql = _DRIVER_SQL[id(statement)]
     raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     try:
         with raw.cursor(row_factory=row_factory) as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(sql, params, prepare=prepare)
             return cursor.fetchall() if cursor.description is not None else []
     except psycopg.Error as exc:
         # as SQLAlchemy would: a connection that broke is not handed out again

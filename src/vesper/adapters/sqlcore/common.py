@@ -271,8 +271,7 @@ class SqlJobReads:
                     raise IllegalTransition(job_id, status, action)
                 key = current.unique_key
                 if action == "retry" and key is not None:
-                    holders = active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": [key]}))
-                    holder = holders.get(key)
+                    holder = self._active_holders(conn, [key]).get(key)
                     if holder is not None and holder.id != job_id:
                         raise UniqueKeyHeld(job_id, status, key, holder.id)
                 # the status changed between the two statements: try again
@@ -357,7 +356,7 @@ class SqlJobReads:
             keys = sorted({row.unique_key for row in matching if row.unique_key is not None})
             holders = {}
             if keys and action is BulkAction.RETRY:
-                active = active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": keys}))
+                active = self._active_holders(conn, keys)
                 holders = {key: job.id for key, job in active.items()}
             taken, skipped = take(matching, action, holders)
             changed = 0
@@ -381,6 +380,10 @@ class SqlJobReads:
                     raise
         self._bulk_changed(action, batch.changed)
         return batch
+
+    def _active_holders(self, conn: Connection, keys: Sequence[str]) -> dict[str, JobRecord]:
+        """Hook: the active jobs holding `keys`, by key (PostgreSQL plans it its own way)."""
+        return active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": list(keys)}))
 
     def _locked(self, picked: Select[Any]) -> Select[Any]:
         """Hook: `picked` as the bulk batch reads it (SQLite holds its write lock
