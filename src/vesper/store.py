@@ -8,7 +8,9 @@ guide is docs/custom-stores.md; the contract suite that checks a store is
 The ports (the specification; their docstrings are what the contract suite checks):
     Store, JobRepository, CompletingJobRepository, WorkerRegistry, Capabilities,
     Clock, Submitted; the factory StoreFactory and its StoreOptions; the optional
-    capabilities PoolReporter (PoolFigures), Notifier (Subscription) and Migrator.
+    capabilities PoolReporter (PoolFigures), Notifier (Subscription) and Migrator,
+    and the optional `schedules` attribute, a ScheduleRegistry (periodic jobs: it
+    keeps Schedule declarations as ScheduleRecords; ScheduleNotFound).
 
 The records a store keeps and returns:
     JobRecord (a job as stored, with its lease: not `vesper.Job`, which is what a
@@ -46,10 +48,16 @@ own SQL stores nor alembic):
     `fenced_params`, `fail_params`, `snooze_params`, `expire_params`;
     `complete_with_results` (complete storing each job's result, in a transaction);
     SqlPruning: `prune` (retention), on `prune_statement()` (subclass it).
+
+The notifier for a store whose processes share one machine:
+    SocketNotifier(directory): a Notifier over Unix datagram sockets in `directory`
+    (vesper's SQLite store uses `<file>-wake/`); where no socket can be bound the
+    workers poll.
 """
 
 from __future__ import annotations
 
+from vesper.adapters.socket_notifier import SocketNotifier
 from vesper.adapters.sqlcore.common import (
     ACTIVE_HOLDERS,
     SqlJobReads,
@@ -103,6 +111,7 @@ from vesper.application.ports import (
     Notifier,
     PoolFigures,
     PoolReporter,
+    ScheduleRegistry,
     Store,
     StoreFactory,
     StoreOptions,
@@ -115,6 +124,7 @@ from vesper.domain.errors import (
     IdempotencyConflict,
     IllegalTransition,
     JobNotFound,
+    ScheduleNotFound,
     SchemaNotMigrated,
     StoreUnavailable,
     UniqueKeyHeld,
@@ -131,6 +141,7 @@ from vesper.domain.job import (
     Snoozed,
 )
 from vesper.domain.ordering import claim_order
+from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.states import ACTIVE, TRANSITIONS, Status, allowed
 from vesper.domain.stats import QueueStats
@@ -175,8 +186,13 @@ __all__ = [
     "PoolFigures",
     "PoolReporter",
     "QueueStats",
+    "Schedule",
+    "ScheduleNotFound",
+    "ScheduleRecord",
+    "ScheduleRegistry",
     "SchemaNotMigrated",
     "Snoozed",
+    "SocketNotifier",
     "SqlDatabase",
     "SqlJobReads",
     "SqlPruning",

@@ -17,9 +17,16 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from tests.contract.caller import sqlalchemy_transactions
 from vesper.application.ports import Store
 from vesper.entrypoints.container import build_container
-from vesper.testing import StoreContract, StoreFactory, StoreOpener, StoreOutage
+from vesper.testing import (
+    CallerTransactions,
+    StoreContract,
+    StoreFactory,
+    StoreOpener,
+    StoreOutage,
+)
 from vesper.testing import postgres as pg
 
 pytestmark = pytest.mark.postgres
@@ -82,3 +89,7 @@ class TestPostgresStore(StoreContract):
     def store_outage(self, postgres_url: str) -> StoreOutage:
         # every store of this module opens the one scratch database
         return StoreOutage(cut=lambda _opener: database_gone(postgres_url))
+
+    @pytest.fixture
+    def caller_transactions(self) -> Iterator[CallerTransactions]:
+        yield from sqlalchemy_transactions()

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract.caller import sqlalchemy_transactions
 from vesper.adapters.sql import engines
 from vesper.application.ports import Store
 from vesper.entrypoints.container import build_container
 from vesper.testing import (
+    CallerTransactions,
     CompleteAndClaimContract,
     CompleteContract,
     FreeStore,
@@ -55,6 +57,10 @@ class TestSqliteStore(StoreContract):
         return StoreOutage(
             cut=lambda opener: write_lock_held(opener, monkeypatch), reads_fail=False
         )
+
+    @pytest.fixture
+    def caller_transactions(self) -> Iterator[CallerTransactions]:
+        yield from sqlalchemy_transactions()
 
 
 @contextmanager

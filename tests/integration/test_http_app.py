@@ -55,6 +55,8 @@ def test_options_lists_every_method_of_the_path(client: TestClient[Litestar]) ->
     assert client.options("/jobs/batch").headers["allow"] == "OPTIONS, POST"
     assert client.options(f"/jobs/{uuid4()}").headers["allow"] == "DELETE, GET, OPTIONS"
     assert client.options("/health").headers["allow"] == "GET, HEAD, OPTIONS"
+    # a typed path parameter, two handlers on the path
+    assert client.options("/schedules/tick").headers["allow"] == "DELETE, OPTIONS, PATCH"
 
 
 def test_handler_annotations_are_strings_resolved_by_litestar() -> None:
@@ -88,11 +90,20 @@ def test_openapi_document_describes_every_route(client: TestClient[Litestar]) ->
         "/jobs/cancel",
         "/workers",
         "/stats",
+        "/schedules",
+        "/schedules/{name}",
         "/health",
         "/ready",
     }
     schemas = spec["components"]["schemas"]
-    for name in ("SubmitJobIn", "BatchJobIn", "SubmitBatchIn", "BulkRetryIn", "BulkCancelIn"):
+    for name in (
+        "SubmitJobIn",
+        "BatchJobIn",
+        "SubmitBatchIn",
+        "BulkRetryIn",
+        "BulkCancelIn",
+        "SchedulePatchIn",
+    ):
         assert schemas[name]["additionalProperties"] is False
     # a bulk action's statuses are those it starts from
     for name, statuses in (

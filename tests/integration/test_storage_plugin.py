@@ -8,10 +8,10 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -23,10 +23,14 @@ import pytest
 from tests.integration.harness import REPO, read_ledger, starts, wait_until
 from tests.integration.service import Service
 from vesper.application.ports import Store, StoreOptions, store_notifier
+from vesper.domain.bulk import BulkAction, BulkFilter
+from vesper.domain.states import Status
+from vesper.domain.submission import JobRequest
 from vesper.entrypoints.app import App
 from vesper.entrypoints.container import build_container
 from vesper.entrypoints.settings import storage_plugins
 from vesper.testing import StoreContract, StoreFactory, StoreOpener, scratch_database
+from vesper.testing.fixtures import claim, failure
 
 PLUGIN_SITE = Path(__file__).resolve().parents[1] / "plugin_site"
 LEDGER_APP = "tests.integration.apps.ledger:app"
@@ -155,25 +159,6 @@ def test_migrate_runs_the_plugin_s_hook(database: str) -> None:
     assert json.loads(enqueued.stdout)["type"] == "hello"
 
 
-def test_publish_removes_the_socket_of_a_gone_subscriber(tmp_path: Path) -> None:
-    from vesper_teststore import SocketNotifier  # noqa: PLC0415
-
-    notifier = SocketNotifier(tmp_path / "wake")
-    woken: list[int] = []
-    live = notifier.subscribe(lambda: woken.append(1))
-    gone = tmp_path / "wake" / "gone.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
-        dead.bind(str(gone))  # a subscriber that died without closing: its file stays
-    try:
-        wait_until(lambda: woken, timeout=5, what="the catch-up call")
-        notifier.publish()
-        wait_until(lambda: len(woken) >= 2, timeout=5, what="the published wake-up")
-        assert not gone.exists()
-    finally:
-        live.close()
-    assert list((tmp_path / "wake").iterdir()) == []
-
-
 @pytest.mark.slow
 def test_the_notifier_wakes_a_worker_in_another_process(database: str, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
@@ -182,7 +167,9 @@ def test_the_notifier_wakes_a_worker_in_another_process(database: str, tmp_path:
         VESPER_POLL_INTERVAL="30s",  # a job found by polling would wait up to 30 s
         VESPER_TEST_LEDGER=str(ledger),
     )
-    worker = Service(env, tmp_path / "worker.log", command=("worker", "--app", LEDGER_APP))
+    worker = Service(
+        env, tmp_path / "worker.log", command=("worker", "--processes", "1", "--app", LEDGER_APP)
+    )
     producer = App({k: v for k, v in env.items() if k != "PYTHONPATH"})  # this process
     try:
         wait_until(lambda: "started" in worker.output(), timeout=30, what="the worker")
@@ -232,3 +219,36 @@ def test_an_unknown_storage_name_is_one_clear_line() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith("vesper: VESPER_STORAGE='nosuchstore': expected one of")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("storage", ["teststore", "sqlite"])
+def test_a_bulk_retry_publishes_to_the_notifier(database: str, storage: str) -> None:
+    """Jobs a bulk retry made due wake workers of other processes, as submits do: the
+    plugin and vesper's SQLite store publish once a batch retried jobs."""
+    url = database if storage == "teststore" else database.replace("teststore", "sqlite", 1)
+    container = build_container(plugin_env(url, VESPER_STORAGE=storage))
+    try:
+        jobs = container.store().jobs
+        notifier = store_notifier(container.store())
+        assert notifier is not None
+        heard = threading.Semaphore(0)
+        subscription = notifier.subscribe(heard.release)
+
+        def quiet() -> None:  # every wake-up so far received (bounded: 50 at most)
+            for _ in range(50):
+                if not heard.acquire(timeout=0.5):
+                    return
+            raise AssertionError("the notifier never went quiet")
+
+        try:
+            container.submit_jobs()([JobRequest(type="t", payload={}, max_retries=0)] * 3)
+            now = jobs.now()
+            jobs.fail([failure(job, None) for job in claim(jobs, now=now)], now=now)
+            quiet()
+            done = container.bulk_jobs()(BulkAction.RETRY, BulkFilter(status=Status.DLQ))
+            assert done.changed == 3
+            assert heard.acquire(timeout=10), "the bulk retry published nothing"
+        finally:
+            subscription.close()
+    finally:
+        container.shutdown_resources()

@@ -18,7 +18,9 @@ from datetime import datetime, timedelta
 import attrs
 
 from vesper.adapters.clock import SystemClock
+from vesper.adapters.memory_schedules import InMemoryScheduleRegistry
 from vesper.application.ports import Capabilities, Clock, Submitted
+from vesper.domain.activity import MINUTE, Activity, minute_of
 from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter, apply, kinds_of, take
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound, UniqueKeyHeld
 from vesper.domain.fleet import WorkerProcess
@@ -34,7 +36,8 @@ _Entry = tuple[int, datetime, int, JobId]
 
 
 class InMemoryJobRepository:
-    capabilities = Capabilities()  # one process; complete_and_claim would save no call
+    # one process; complete_and_claim would save no call
+    capabilities = Capabilities(activity=True)
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
@@ -135,6 +138,8 @@ class InMemoryJobRepository:
                 if query.type is not None and job.type != query.type:
                     continue
                 if query.priority is not None and job.priority != query.priority:
+                    continue
+                if not query.matches_search(job):
                     continue
                 found.append(job)
                 if len(found) > query.limit:
@@ -309,6 +314,19 @@ class InMemoryJobRepository:
             self._remove(job)
             return job
 
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        with self._lock:
+            at = now or self.now()
+            since = minute_of(at - window + MINUTE)
+            counts: dict[datetime, tuple[int, int]] = {}
+            for job in self._jobs.values():
+                ended = _ended(job)
+                if ended is None or not since <= ended[1] <= at:
+                    continue
+                done, failed = counts.get(minute_of(ended[1]), (0, 0))
+                counts[minute_of(ended[1])] = (done + ended[0], failed + 1 - ended[0])
+            return Activity.of(counts, now=at, window=window)
+
     # -- internals -------------------------------------------------------------------
 
     def _remove(self, job: JobRecord) -> None:
@@ -400,6 +418,18 @@ class InMemoryWorkerRegistry:
             return dead
 
 
+def _ended(job: JobRecord) -> tuple[int, datetime] | None:
+    """(1, when) for a job that finished done, (0, when) for its last failure; None
+    for the others (the ports' activity() semantics)."""
+    if job.status is Status.DONE and job.finished_at is not None:
+        return 1, job.finished_at
+    if job.status is Status.DLQ and job.finished_at is not None:
+        return 0, job.finished_at
+    if job.status is Status.FAILED:
+        return 0, job.updated_at
+    return None
+
+
 class InMemoryStore:
     """Jobs and workers in this process's memory; gone when it exits."""
 
@@ -409,6 +439,7 @@ class InMemoryStore:
     def __init__(self, clock: Clock | None = None) -> None:
         self.jobs = InMemoryJobRepository(clock)
         self.workers = InMemoryWorkerRegistry(clock)
+        self.schedules = InMemoryScheduleRegistry(clock)
 
     def close(self) -> None:
         """Nothing to release."""

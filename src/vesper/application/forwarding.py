@@ -7,7 +7,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import cast
 
-from vesper.application.ports import CompletingJobRepository, JobRepository, Submitted
+from vesper.application.ports import (
+    ActivityJobRepository,
+    CompletingJobRepository,
+    JobRepository,
+    Submitted,
+)
+from vesper.domain.activity import Activity
 from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobPage, JobQuery
@@ -139,3 +145,7 @@ class ForwardingJobRepository:
         now: datetime | None = None,
     ) -> BulkBatch:
         return self._jobs.bulk(action, where, limit=limit, now=now)
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        """Only called where `capabilities.activity` (the wrapped store's) is set."""
+        return cast(ActivityJobRepository, self._jobs).activity(window=window, now=now)

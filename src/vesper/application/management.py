@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import cast
+
 import attrs
 
 from vesper.application.metrics import NO_METRICS, JobMetrics
-from vesper.application.ports import JobRepository
+from vesper.application.ports import ActivityJobRepository, JobRepository
+from vesper.domain.activity import Activity
 from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId, JobRecord
@@ -114,3 +118,17 @@ class BulkJobs:
             if action is BulkAction.CANCEL and batch.kinds:
                 self.metrics.jobs_cancelled_by_kind(batch.kinds)
             where = attrs.evolve(where, after_seq=batch.last_seq)
+
+
+@attrs.frozen
+class GetActivity:
+    """Finished work per minute over the last `window`, counted by the store (so for the
+    whole fleet); None when the store does not count it (`capabilities.activity`)."""
+
+    jobs: JobRepository
+    window: timedelta = timedelta(hours=1)
+
+    def __call__(self) -> Activity | None:
+        if not self.jobs.capabilities.activity:
+            return None
+        return cast(ActivityJobRepository, self.jobs).activity(window=self.window)

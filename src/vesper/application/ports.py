@@ -38,9 +38,11 @@ from typing import Protocol
 
 import attrs
 
+from vesper.domain.activity import Activity
 from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
+from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
@@ -65,6 +67,11 @@ class Capabilities:
     # the repository is a CompletingJobRepository too: RecordAndClaim calls it instead of
     # complete() and then claim()
     complete_and_claim: bool = False
+    # the repository is a TransactionalJobRepository too: it writes jobs in a transaction
+    # the caller holds open on a connection of its own (`app.enqueue(connection=...)`)
+    transactional_submit: bool = False
+    # the repository is an ActivityJobRepository too: the dashboard's per-minute chart
+    activity: bool = False
 
 
 class Clock(Protocol):
@@ -285,6 +292,62 @@ class CompletingJobRepository(JobRepository, Protocol):
         ...
 
 
+class TransactionalJobRepository(JobRepository, Protocol):
+    """A JobRepository that writes jobs inside a transaction its caller holds open on a
+    database connection of the caller's own: optional, declared by
+    `capabilities.transactional_submit`. Which connections a store can join is its own
+    business (the SQL stores: the README's list); `connection` is typed `object` here so
+    that the use cases need no database library.
+    """
+
+    def is_async(self, connection: object) -> bool:
+        """Whether `connection` is an asyncio one (use submit_in_async).
+
+        Raises:
+            TypeError: a connection this store cannot write in (its kind, or its
+                database's, named).
+        """
+        ...
+
+    def submit_in(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        """`submit(jobs)`, its statements run in the transaction open on `connection`
+        (begun if none is): the jobs exist if and only if the caller commits it, and are
+        invisible to every other transaction until then. Idempotency keys behave as in
+        `submit`; a key that a concurrent, still open transaction is binding makes this
+        wait until that transaction ends, and then see its job (a replay or
+        IdempotencyConflict) or, if it rolled back, bind the key itself. Nothing is
+        committed or rolled back here: an error leaves the caller's transaction to the
+        caller.
+
+        Errors: IdempotencyConflict, and TypeError for a connection it cannot join. The
+        exception to the error contract above: the connection's own driver errors (a
+        lock timeout, a lost connection, missing tables) reach the caller unchanged,
+        since the connection and its transaction are the caller's to retry.
+        """
+        ...
+
+    async def submit_in_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        """`submit_in` on an asyncio connection."""
+        ...
+
+    def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when the transaction open on `connection` commits (never
+        when it rolls back), where that kind of connection lets the store hear it; other
+        processes learn of the jobs as they learn of any submit."""
+
+
+class ActivityJobRepository(JobRepository, Protocol):
+    """A JobRepository that counts finished work by minute: optional, declared by
+    `capabilities.activity` (the dashboard shows no chart without it)."""
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        """Per minute of the `window` ending at now (UTC minutes, oldest first, empty
+        ones included): the jobs that finished done (by finished_at), and the failures
+        (jobs now in dlq by finished_at, jobs now failed by their last failed attempt,
+        updated_at). Counted over the whole store, whichever process did the work."""
+        ...
+
+
 class WorkerRegistry(Protocol):
     def register(self, process: WorkerProcess, *, now: datetime | None = None) -> WorkerProcess:
         """Add (or replace) a process; started_at and last_heartbeat are set to now."""
@@ -310,6 +373,38 @@ class WorkerRegistry(Protocol):
         ...
 
 
+class ScheduleRegistry(Protocol):
+    """The periodic schedules the processes declare, and each one's state (optional: a
+    store offers it as its attribute `schedules`; see `store_schedules`)."""
+
+    def declare(self, schedules: Sequence[Schedule], *, now: datetime | None = None) -> None:
+        """Insert or update each schedule by name, and set its last_declared_at to now.
+
+        A schedule declared again keeps its state: paused, last_tick and last_job_id.
+        """
+        ...
+
+    def record_tick(
+        self, name: str, tick: datetime, job_id: JobId, *, now: datetime | None = None
+    ) -> bool:
+        """Record `tick` and its job as the schedule's last, if `tick` is later than the
+        last one recorded (or none is); False when it is not, or the schedule is unknown.
+        Two concurrent callers never move last_tick backwards."""
+        ...
+
+    def set_paused(self, name: str, paused: bool) -> ScheduleRecord:
+        """Pause or resume the schedule; returns it. ScheduleNotFound if unknown."""
+        ...
+
+    def list(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Forget the schedule and its state. ScheduleNotFound if unknown."""
+        ...
+
+
 class Store(Protocol):
     """One storage backend: its job repository and worker registry, sharing a database.
 
@@ -331,6 +426,11 @@ class Store(Protocol):
     `pool_figures()` (PoolReporter: connection pools for the metrics), `notifier`
     (Notifier: wakes workers in other processes), `migrate()` (Migrator: `vesper
     migrate` runs it).
+
+    A store may keep periodic schedules, an optional attribute `schedules:
+    ScheduleRegistry` (see `store_schedules`). Without it the schedulers still submit
+    one job per tick (the idempotency key does that), but nothing lists, pauses or
+    deletes schedules, and a restart after downtime submits no catch-up tick.
     """
 
     @property
@@ -354,6 +454,12 @@ def store_capacity(store: Store) -> int | None:
     if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
         raise ValueError(f"a store's capacity must be a positive integer or None: {capacity!r}")
     return capacity
+
+
+def store_schedules(store: Store) -> ScheduleRegistry | None:
+    """The store's schedule registry; None when it keeps none (a plugin may not)."""
+    registry: ScheduleRegistry | None = getattr(store, "schedules", None)
+    return registry
 
 
 class JobSignal(Protocol):

@@ -112,3 +112,23 @@ class NoConsumer(VesperError):
     def __init__(self, job_type: str) -> None:
         super().__init__(f"no consumer is registered for job type {job_type!r} in this worker")
         self.job_type = job_type
+
+
+class InvalidSchedule(VesperError, ValueError):
+    """A periodic schedule that cannot run: a bad cron expression, time zone or name."""
+
+
+class ScheduleNotFound(VesperError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"schedule {name!r} not found")
+        self.name = name
+
+
+class SchedulesUnsupported(VesperError):
+    """The store keeps no schedules (a third-party store without a schedule registry)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this store keeps no periodic schedules: they still run, but cannot be "
+            "listed, paused or deleted"
+        )

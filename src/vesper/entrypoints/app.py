@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 from uuid import UUID
 
 from dependency_injector import providers
@@ -13,7 +13,9 @@ from dependency_injector import providers
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
 from vesper.application.waiting import JobWaits
 from vesper.domain.backoff import Backoff
+from vesper.domain.errors import InvalidSchedule
 from vesper.domain.job import JobId, JobRecord
+from vesper.domain.periodic import Schedule, check_name
 from vesper.domain.retry import ExceptionTypes, RetryPolicy
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
@@ -22,11 +24,26 @@ from vesper.entrypoints.service import run
 from vesper.entrypoints.settings import Settings
 from vesper.entrypoints.tracing import current_traceparent
 
+if TYPE_CHECKING:
+    import psycopg
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.orm import Session
+
 F = TypeVar("F", bound=ConsumerFunction)
+
+# the caller's connections `enqueue(..., connection=...)` writes in (annotations only:
+# vesper loads neither library for an App that never passes one)
+SyncConnection: TypeAlias = "Connection | Session | psycopg.Connection[Any]"
+AsyncioConnection: TypeAlias = "AsyncConnection | AsyncSession | psycopg.AsyncConnection[Any]"
 
 
 def _seconds(field: str, value: float | timedelta | None) -> timedelta | None:
     return value if isinstance(value, timedelta) else seconds(field, value)
+
+
+async def _first(jobs: Awaitable[list[JobRecord]]) -> JobRecord:
+    return (await jobs)[0]
 
 
 class App:
@@ -44,6 +61,7 @@ class App:
         container: Container | None = None,
     ) -> None:
         self.consumers = Consumers()
+        self.schedules: list[Schedule] = []  # fired by this process's workers
         self._env = env
         self._settings = settings
         self._container = container
@@ -117,6 +135,70 @@ class App:
 
         return register
 
+    def periodic(
+        self,
+        cron: str,
+        *,
+        type: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        name: str | None = None,
+        timezone: str = "UTC",
+    ) -> Callable[[F], F]:
+        """Declare a periodic schedule: each tick of `cron` submits one job of `type`,
+        exactly one across every process that declares it.
+
+        `cron` has 5 fields (minute hour day month weekday) or 6 with a leading seconds
+        field (`*/10 * * * * *`: every 10 seconds), read in `timezone` (an IANA name).
+        `name` identifies the schedule in the store and in each tick's idempotency key;
+        it defaults to the type. Given a `type`, the schedule is declared by this call;
+        without one, decorate a consumer (above `@app.consumer("report")`) and it takes
+        that consumer's type. Worker processes fire the schedules they declare.
+
+        Raises:
+            InvalidSchedule: a bad expression, time zone or name, or a name declared
+                twice (one line naming it).
+        """
+
+        def declare(job_type: str) -> None:
+            schedule = Schedule(
+                name=check_name(name if name is not None else job_type),
+                cron=cron,
+                timezone=timezone,
+                type=job_type,
+                payload=dict(payload) if payload is not None else {},
+                priority=priority,
+                queue=queue,
+            )
+            schedule.parsed()  # the expression and the zone, checked now
+            if any(s.name == schedule.name for s in self.schedules):
+                raise InvalidSchedule(
+                    f"periodic schedule {schedule.name!r} is declared twice (give each a name=)"
+                )
+            self.schedules.append(schedule)
+
+        if type is not None:
+            declare(type)
+
+        def decorate(function: F) -> F:
+            if type is None:
+                declare(self._consumer_type(function, cron))
+            return function
+
+        return decorate
+
+    def _consumer_type(self, function: ConsumerFunction, cron: str) -> str:
+        """The job type `function` consumes, for a schedule that names none."""
+        for job_type, consumer in self.consumers.types.items():
+            if consumer.function is function and job_type is not None:
+                return job_type
+        raise InvalidSchedule(
+            f"periodic {cron!r}: no type= given and {getattr(function, '__name__', function)!r} "
+            'is not a consumer of one type (put @app.periodic above @app.consumer("type"))'
+        )
+
+    @overload
     def enqueue(
         self,
         job_type: str,
@@ -129,9 +211,47 @@ class App:
         idempotency_key: str | None = None,
         timeout: float | timedelta | None = None,
         unique_key: str | None = None,
-    ) -> JobRecord:
+        connection: SyncConnection | None = None,
+    ) -> JobRecord: ...
+
+    @overload
+    def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        max_retries: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | timedelta | None = None,
+        unique_key: str | None = None,
+        connection: AsyncioConnection,
+    ) -> Awaitable[JobRecord]: ...
+
+    def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        max_retries: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | timedelta | None = None,
+        unique_key: str | None = None,
+        connection: SyncConnection | AsyncioConnection | None = None,
+    ) -> JobRecord | Awaitable[JobRecord]:
         """Submit one job and return it (the bound job on an idempotent replay; the
-        active job holding `unique_key`, if one does)."""
+        active job holding `unique_key`, if one does).
+
+        With `connection` (a SQLAlchemy Connection or Session, or a psycopg connection,
+        to the store's database), the job is written in the transaction open on it and
+        exists only if the caller commits; with an asyncio one (AsyncConnection,
+        AsyncSession, psycopg.AsyncConnection) the result is awaited.
+        """
         request = JobRequest(
             type=job_type,
             # as given: the domain copies it, and refuses anything but a mapping (dict()
@@ -146,11 +266,48 @@ class App:
             trace_context=current_traceparent(),  # the producer's trace continues in the worker
             unique_key=unique_key,
         )
-        return self.container.submit_job()(request).job
+        if connection is None:
+            return self.container.submit_job()(request).job
+        written = self._submit_in(connection, [request], batch=False)
+        if isinstance(written, list):
+            return written[0]
+        return _first(written)
 
-    def enqueue_many(self, requests: Iterable[JobRequest]) -> list[JobRecord]:
-        """Submit a batch, all or nothing."""
-        return [s.job for s in self.container.submit_jobs()(list(requests))]
+    @overload
+    def enqueue_many(
+        self, requests: Iterable[JobRequest], *, connection: SyncConnection | None = None
+    ) -> list[JobRecord]: ...
+
+    @overload
+    def enqueue_many(
+        self, requests: Iterable[JobRequest], *, connection: AsyncioConnection
+    ) -> Awaitable[list[JobRecord]]: ...
+
+    def enqueue_many(
+        self,
+        requests: Iterable[JobRequest],
+        *,
+        connection: SyncConnection | AsyncioConnection | None = None,
+    ) -> list[JobRecord] | Awaitable[list[JobRecord]]:
+        """Submit a batch, all or nothing; `connection` as for `enqueue`."""
+        if connection is None:
+            return [s.job for s in self.container.submit_jobs()(list(requests))]
+        return self._submit_in(connection, list(requests), batch=True)
+
+    def _submit_in(
+        self, connection: object, requests: list[JobRequest], *, batch: bool
+    ) -> list[JobRecord] | Awaitable[list[JobRecord]]:
+        """Validate now (an error is raised here, not at an await), then write on the
+        caller's connection."""
+        submit = self.container.submit_in_transaction()
+        jobs = submit.prepare(requests, batch=batch)
+        if not submit.is_async(connection):
+            return [s.job for s in submit(connection, jobs)]
+
+        async def written() -> list[JobRecord]:
+            return [s.job for s in await submit.submit_async(connection, jobs)]
+
+        return written()
 
     def wait(self, job_id: JobId | str, timeout: float = 30) -> JobRecord:
         """The job once it is done, dlq or cancelled.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from dependency_injector import containers, providers
 
@@ -39,25 +39,35 @@ from vesper.application.group_commit import CoalescingJobRepository, GroupCommit
 from vesper.application.management import (
     BulkJobs,
     CancelJob,
+    GetActivity,
     GetJob,
     GetStats,
     ListJobs,
     RetryJob,
 )
+from vesper.application.periodic import (
+    DeleteSchedule,
+    ListSchedules,
+    PauseSchedule,
+    PeriodicScheduler,
+)
 from vesper.application.ports import (
     Clock,
     JobRepository,
+    ScheduleRegistry,
     Store,
     StoreOptions,
     Subscription,
+    TransactionalJobRepository,
     WorkerRegistry,
     store_capacity,
     store_notifier,
     store_pools,
+    store_schedules,
 )
 from vesper.application.retention import DeleteJob, PruneJobs
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
-from vesper.application.submit import SubmitJob, SubmitJobs, TypeDefaults
+from vesper.application.submit import SubmitInTransaction, SubmitJob, SubmitJobs, TypeDefaults
 from vesper.application.waiting import JobWaits
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
@@ -196,10 +206,14 @@ def open_job_waits(
     if notified:
         from vesper.adapters.sql.notify import (  # noqa: PLC0415
             FINISHED_CHANNEL,
+            WAITERS_LOCK_SQL,
             PostgresJobListener,
         )
 
-        listener = PostgresJobListener(url, waits.poke, channel=FINISHED_CHANNEL).start()
+        # the lock tells the outcome statements that this process listens (notify.py)
+        listener = PostgresJobListener(
+            url, waits.poke, channel=FINISHED_CHANNEL, after_listen=WAITERS_LOCK_SQL
+        ).start()
     try:
         yield waits
     finally:
@@ -216,10 +230,16 @@ def locked(resolve: Callable[[], T], lock: threading.Lock) -> T:
 
 
 def observed_runner(
-    consumers: Any, make_runner: Callable[..., WorkerRunner], metrics: OtelMetrics
+    consumers: Any,
+    make_runner: Callable[..., WorkerRunner],
+    metrics: OtelMetrics,
+    make_scheduler: Callable[..., PeriodicScheduler],
+    schedules: Any = (),
 ) -> WorkerRunner:
-    """The worker runner for `consumers`, its busy slots observed by the metrics."""
-    runner = make_runner(consumers=consumers)
+    """The worker runner for `consumers` (and the periodic `schedules` it fires), its
+    busy slots observed by the metrics."""
+    scheduler = make_scheduler(schedules=schedules) if schedules else None
+    runner = make_runner(consumers=consumers, scheduler=scheduler)
     metrics.observe_busy_slots(lambda: runner.busy)
     return runner
 
@@ -230,6 +250,21 @@ def _jobs(store: Store) -> JobRepository:
 
 def _workers(store: Store) -> WorkerRegistry:
     return store.workers
+
+
+def _schedules(store: Store) -> ScheduleRegistry | None:
+    return store_schedules(store)
+
+
+def _transactional(store: Store, storage: str) -> TransactionalJobRepository:
+    """The store's repository, if it can write in its caller's transaction."""
+    jobs = store.jobs
+    if not jobs.capabilities.transactional_submit:
+        raise TypeError(
+            f"connection: the {storage} store cannot write in your transaction; "
+            "use VESPER_STORAGE=postgres or sqlite"
+        )
+    return cast(TransactionalJobRepository, jobs)
 
 
 class Container(containers.DeclarativeContainer):
@@ -262,6 +297,7 @@ class Container(containers.DeclarativeContainer):
     store = providers.Callable(open_once, opened_store.provider, store_lock, store_gate)
     job_repository = providers.Callable(_jobs, store)  # the store's own
     worker_registry = providers.Callable(_workers, store)
+    schedule_registry = providers.Callable(_schedules, store)  # None: the store keeps none
     group_commit = providers.ThreadSafeSingleton(
         GroupCommit,
         gate=store_gate,
@@ -319,6 +355,16 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
         type_defaults=type_defaults,
     )
+    # `app.enqueue(..., connection=conn)`: the store's own repository, on the caller's
+    # connection (neither the group commit nor the gate: no pooled connection is used)
+    submit_in_transaction = providers.Factory(
+        SubmitInTransaction,
+        jobs=providers.Callable(_transactional, store, config.storage),
+        settings=policies,
+        signal=job_signal,
+        metrics=metrics,
+        type_defaults=type_defaults,
+    )
     claim_jobs = providers.Factory(ClaimJobs, jobs=jobs, settings=policies)
     renew_leases = providers.Factory(RenewLeases, jobs=jobs, settings=policies)
     release_jobs = providers.Factory(ReleaseJobs, jobs=jobs)
@@ -327,6 +373,7 @@ class Container(containers.DeclarativeContainer):
     cancel_job = providers.Factory(CancelJob, jobs=jobs, metrics=metrics)
     retry_job = providers.Factory(RetryJob, jobs=jobs)
     bulk_jobs = providers.Factory(BulkJobs, jobs=jobs, metrics=metrics)
+    get_activity = providers.Factory(GetActivity, jobs=jobs)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
     heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
     deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)
@@ -339,6 +386,17 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
     )
     record_outcomes = providers.Factory(RecordOutcomes, jobs=jobs, settings=policies)
+    list_schedules = providers.Factory(
+        ListSchedules, jobs=jobs, registry=schedule_registry, settings=policies
+    )
+    pause_schedule = providers.Factory(
+        PauseSchedule, jobs=jobs, registry=schedule_registry, settings=policies
+    )
+    delete_schedule = providers.Factory(DeleteSchedule, registry=schedule_registry)
+    # called with schedules=...
+    periodic_scheduler = providers.Factory(
+        PeriodicScheduler, jobs=jobs, registry=schedule_registry, submit=submit_job
+    )
     retention = providers.Callable(lambda s: s.retention, config.settings)
     prune_jobs = providers.Factory(PruneJobs, jobs=jobs, retention=retention, metrics=metrics)
     delete_job = providers.Factory(DeleteJob, jobs=jobs)
@@ -375,7 +433,13 @@ class Container(containers.DeclarativeContainer):
         beat_lane=beat_lane,
     )
     # the runner the service runs, observed (busy slots); called with consumers=...
-    worker = providers.Factory(observed_runner, make_runner=worker_runner.provider, metrics=metrics)
+    # (and schedules=...)
+    worker = providers.Factory(
+        observed_runner,
+        make_runner=worker_runner.provider,
+        metrics=metrics,
+        make_scheduler=periodic_scheduler.provider,
+    )
 
 
 def build_container(env: Mapping[str, str] | Settings) -> Container:

@@ -161,6 +161,7 @@ class HttpSettings:
     max_connections: int = 1024
     api_token: str | None = None
     metrics_auth: bool = False  # /metrics requires the token too
+    ui: bool = True  # the dashboard at /ui (VESPER_UI=off turns it off)
 
 
 @attrs.frozen(kw_only=True)
@@ -259,6 +260,7 @@ class Settings:
             max_connections=e.get("VESPER_MAX_CONNECTIONS", _positive_int, 1024),
             api_token=env.get("VESPER_API_TOKEN") or None,
             metrics_auth=e.get("VESPER_METRICS_AUTH", parse_bool, False),
+            ui=e.get("VESPER_UI", parse_bool, True),
         )
         if http.metrics_auth and not http.api_token:
             raise ConfigError(

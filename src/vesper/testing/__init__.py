@@ -32,6 +32,8 @@ freedoms the port leaves it (a token per claimed job, results in another order, 
 complete_and_claim): the suite passes such a store too.
 The error contract's outage tests run when the store's test module also overrides
 `store_outage` (a StoreOutage: how to take its database away), and are skipped otherwise.
+A store declaring `transactional_submit` overrides `caller_transactions` too (how a caller
+begins a transaction on its database: see `transactions_contract`).
 `scratch_database(url)` (vesper.testing.scratch) makes a scratch database of any
 SQLAlchemy URL (SQLite, PostgreSQL, MySQL/MariaDB, or one registered there). This package needs
 pytest and hypothesis (vesper's `dev` extra).
@@ -48,6 +50,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.bulk_contract",
     "vesper.testing.cancel_request_contract",
     "vesper.testing.claims_contract",
+    "vesper.testing.dashboard_contract",
     "vesper.testing.expiry_contract",
     "vesper.testing.fixtures",
     "vesper.testing.freedoms",
@@ -58,9 +61,11 @@ pytest.register_assert_rewrite(
     "vesper.testing.outage_contract",
     "vesper.testing.postgres",
     "vesper.testing.races_contract",
+    "vesper.testing.schedules_contract",
     "vesper.testing.results_contract",
     "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
+    "vesper.testing.transactions_contract",
     "vesper.testing.unique_contract",
     "vesper.testing.workers_contract",
 )
@@ -69,6 +74,7 @@ from vesper.testing.batch_contract import CompleteAndClaimContract, RecordAndCla
 from vesper.testing.bulk_contract import BulkContract
 from vesper.testing.cancel_request_contract import CancelRequestContract, SnoozeContract
 from vesper.testing.claims_contract import ClaimContract
+from vesper.testing.dashboard_contract import ActivityContract, SearchContract
 from vesper.testing.expiry_contract import ExpireContract
 from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener, StoreOutage
 from vesper.testing.freedoms import FreeJobs, FreeStore
@@ -89,8 +95,10 @@ from vesper.testing.outage_contract import OutageContract
 from vesper.testing.races_contract import RaceContract
 from vesper.testing.results_contract import GetManyContract, ResultsContract
 from vesper.testing.retention_contract import DeleteContract, PruneContract, PruneModelContract
+from vesper.testing.schedules_contract import ScheduleRegistryContract
 from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
+from vesper.testing.transactions_contract import CallerTransactions, TransactionalSubmitContract
 from vesper.testing.unique_contract import UniqueKeyContract, UniqueRetryContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
@@ -121,17 +129,24 @@ class JobRepositoryContract(
     PruneContract,
     PruneModelContract,
     DeleteContract,
+    TransactionalSubmitContract,
+    SearchContract,
+    ActivityContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
 
-class StoreContract(JobRepositoryContract, WorkerRegistryContract, OutageContract):
-    """The whole Store: its JobRepository, its WorkerRegistry, and its errors when the
-    database goes away."""
+class StoreContract(
+    JobRepositoryContract, WorkerRegistryContract, OutageContract, ScheduleRegistryContract
+):
+    """The whole Store: its JobRepository, its WorkerRegistry, its errors when the
+    database goes away, and its optional ScheduleRegistry."""
 
 
 __all__ = [
+    "ActivityContract",
     "BulkContract",
+    "CallerTransactions",
     "CancelContract",
     "CancelRequestContract",
     "ClaimContract",
@@ -155,6 +170,8 @@ __all__ = [
     "RenewContract",
     "ResultsContract",
     "RetryContract",
+    "ScheduleRegistryContract",
+    "SearchContract",
     "SnoozeContract",
     "StatsContract",
     "StoreContract",
@@ -164,6 +181,7 @@ __all__ = [
     "StoreOpener",
     "StoreOutage",
     "SubmitContract",
+    "TransactionalSubmitContract",
     "UniqueKeyContract",
     "UniqueRetryContract",
     "WorkerRegistryContract",

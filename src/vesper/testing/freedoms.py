@@ -46,7 +46,10 @@ class FreeJobs:
     ) -> None:
         self._inner = inner
         kept = keep_complete_and_claim and inner.capabilities.complete_and_claim
-        self.capabilities = attrs.evolve(inner.capabilities, complete_and_claim=kept)
+        # activity is optional too: a store free of it shows the dashboard no chart
+        self.capabilities = attrs.evolve(
+            inner.capabilities, complete_and_claim=kept, activity=False
+        )
         self._per_job_tokens = per_job_tokens
         self._reordered = reordered
         self._inner_tokens: dict[uuid.UUID, tuple[JobId, uuid.UUID]] = {}

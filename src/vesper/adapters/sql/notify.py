@@ -32,6 +32,25 @@ NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
 # waiters then read their jobs together (application/waiting.py).
 FINISHED_CHANNEL = "vesper_finished"
 FINISHED_NOTIFY_SQL = f"SELECT pg_notify('{FINISHED_CHANNEL}', '')"
+# A NOTIFY is not free on the hot path: PostgreSQL serialises notifying commits on one
+# lock (held through the commit's flush) and wakes every listening session of the
+# database. So the outcome statements notify only while some process listens for
+# finished jobs: such a listener holds advisory locks WAITERS_LOCK (class, slot) for
+# every slot, shared, for as long as its connection lives; a statement that finished jobs
+# tries the lock of its slot (its backend pid modulo the slots) exclusively for its
+# transaction, and notifies when that fails. The try and the listener's lock exclude
+# each other: a statement that got the lock (and so did not notify) has committed before
+# the listener's lock is granted, and the listener reads its waited jobs after that.
+# Slots keep concurrent statements from failing each other's try (a needless NOTIFY).
+WAITERS_LOCK_CLASS = 0x7665_7377  # "vesw", an int4 that other applications are unlikely to use
+WAITERS_LOCK_SLOTS = 16
+WAITERS_LOCK_SQL = (
+    f"SELECT count(pg_advisory_lock_shared({WAITERS_LOCK_CLASS}, slot))"
+    f" FROM generate_series(0, {WAITERS_LOCK_SLOTS - 1}) AS slot"
+)
+WAITERS_ABSENT_SQL = (
+    f"pg_try_advisory_xact_lock({WAITERS_LOCK_CLASS}, pg_backend_pid() % {WAITERS_LOCK_SLOTS})"
+)
 
 log = logging.getLogger("vesper.listen")
 
@@ -52,8 +71,10 @@ class PostgresJobListener:
         max_backoff: float = 5.0,
         check_interval: float = 1.0,
         channel: str = CHANNEL,
+        after_listen: str | None = None,
     ) -> None:
         self._channel = channel
+        self._after_listen = after_listen  # SQL run after each LISTEN (WAITERS_LOCK_SQL)
         self._conninfo = libpq_conninfo(url)
         self._on_jobs = on_jobs
         self._max_backoff = max_backoff
@@ -98,6 +119,8 @@ class PostgresJobListener:
                     connect_timeout=5,
                 ) as conn:
                     conn.execute(f"LISTEN {self._channel}")
+                    if self._after_listen is not None:
+                        conn.execute(self._after_listen)
                     self.up.set()
                     backoff = 0.1
                     self._signal()  # catch up on what was submitted while not listening

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
-from psycopg.rows import tuple_row
+import psycopg
+from psycopg.rows import dict_row, tuple_row
 from sqlalchemy import DateTime, Select, bindparam, cast, func, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
+from vesper.adapters.sql import caller
 from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.postgres_statements import (
     ACTIVE_HOLDERS,
@@ -63,6 +65,8 @@ from vesper.domain.submission import NewJob
 
 __all__ = ["CLAIM", "PostgresJobRepository"]  # CLAIM: the fault matrix EXPLAINs it (R15)
 
+T = TypeVar("T")
+
 CLOCK = text("SELECT statement_timestamp()")
 # a unique key whose holder finished between the INSERT and the read of it: inserted again
 _UNIQUE_RACES = 3
@@ -84,7 +88,9 @@ def _text(value: str) -> str:
 class PostgresJobRepository(SqlJobReads):
     """Jobs in PostgreSQL: any number of processes on any number of machines."""
 
-    capabilities = Capabilities(multi_process=True, complete_and_claim=True)
+    capabilities = Capabilities(
+        multi_process=True, complete_and_claim=True, transactional_submit=True, activity=True
+    )
 
     _db: Database  # the engines' Database, which has durable_statement too
 
@@ -102,86 +108,52 @@ class PostgresJobRepository(SqlJobReads):
         if not jobs:
             return []
         plan = plan_submission(jobs)
-        if len(plan.unique) == 1:
-            # the one job is inserted or replayed whole: all or nothing in one statement,
-            # which a durable session commits in its own round trip
-            one = _insert_one_params(plan.unique[0], now)
+        insert, params = _insert_for(plan, now)
+        if insert is not INSERT:
+            # one job, or only new ones (no keys): all or nothing in one statement, which
+            # a durable session commits in its own round trip
             return self._db.durable_statement(
-                lambda conn: self._submit(conn, plan, one, INSERT_ONE_NOTIFY)
-            )
-        params = _insert_params(plan.unique, now)
-        if all(n.idempotency_key is None and n.unique_key is None for n in plan.unique):
-            # every job is new (no keys): all or nothing holds with one statement too
-            return self._db.durable_statement(
-                lambda conn: self._submit(conn, plan, params, INSERT_NOTIFY)
+                lambda conn: run_steps(conn, submission(plan, insert, params))
             )
         return self._db.transaction(
-            lambda conn: self._submit(conn, plan, params, INSERT), durable=True
+            lambda conn: run_steps(conn, submission(plan, insert, params)), durable=True
         )
 
-    def _submit(
-        self, conn: Connection, plan: SubmitPlan, params: dict[str, Any], insert: TextClause
-    ) -> list[Submitted]:
-        by_id = {n.id: n for n in plan.unique}
-        created = {
-            job_id: _created(by_id[job_id], seq=seq, run_at=run_at, created_at=created_at)
-            for job_id, seq, run_at, created_at in run(conn, insert, params, row_factory=tuple_row)
-        }
-        # keys already bound (by earlier calls, or by concurrent ones that ON CONFLICT
-        # waited for): READ COMMITTED lets this new statement see them
-        keys = [
-            n.idempotency_key
-            for n in plan.unique
-            if n.id not in created and n.idempotency_key is not None
-        ]
-        bound: dict[str, JobRecord] = {}
-        if keys:
-            for row in run(conn, BOUND, {"keys": keys}):
-                job = job_of(row)
-                assert job.idempotency_key is not None
-                bound[job.idempotency_key] = job
-        active = self._holders(conn, plan, created, bound, params.get("now"))
-        # raises IdempotencyConflict: rolls back
-        results = assemble(plan, created, bound, active)
-        if created and insert is INSERT:
-            run(conn, NOTIFY)  # delivered at commit
-        return results
+    # -- in the caller's transaction (TransactionalJobRepository) --------------------------
 
-    def _holders(
-        self,
-        conn: Connection,
-        plan: SubmitPlan,
-        created: dict[Any, JobRecord],
-        bound: dict[str, JobRecord],
-        now: datetime | None,
-    ) -> dict[str, JobRecord]:
-        """The active jobs holding the unique keys of the jobs not inserted (no bound
-        idempotency key explains them). A holder that finished before it could be read
-        freed its key: such a job is inserted again (adding to `created`)."""
-        active: dict[str, JobRecord] = {}
-        for _ in range(_UNIQUE_RACES):
-            left = [
-                n
-                for n in plan.unique
-                if n.id not in created
-                and n.unique_key is not None
-                and n.idempotency_key not in bound
-                and n.unique_key not in active
-            ]
-            if not left:
-                return active
-            uniques = sorted({n.unique_key for n in left if n.unique_key is not None})
-            active |= active_holders(run(conn, ACTIVE_HOLDERS, {"uniques": uniques}))
-            again = [n for n in left if n.unique_key not in active]
-            if not again:
-                return active
-            rows = run(conn, INSERT, _insert_params(again, now), row_factory=tuple_row)
-            by_id = {n.id: n for n in again}
-            for job_id, seq, run_at, created_at in rows:
-                created[job_id] = _created(
-                    by_id[job_id], seq=seq, run_at=run_at, created_at=created_at
-                )
-        return active
+    def is_async(self, connection: object) -> bool:
+        return caller.kind_of(connection, database="postgresql").endswith("_async")
+
+    def submit_in(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        kind = caller.kind_of(connection, database="postgresql")
+        if not jobs:
+            return []
+        plan = plan_submission(jobs)
+        steps = submission(plan, *_insert_for(plan, None))
+        if kind == "psycopg":
+            assert isinstance(connection, psycopg.Connection)
+            return caller.run_steps_psycopg(connection, steps)
+        if kind != "sqlalchemy":
+            raise TypeError("connection: an asyncio connection: use submit_in_async")
+        return caller.run_steps_sqlalchemy(caller.sqlalchemy_connection(connection), steps)
+
+    async def submit_in_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        kind = caller.kind_of(connection, database="postgresql")
+        if not jobs:
+            return []
+        plan = plan_submission(jobs)
+        steps = submission(plan, *_insert_for(plan, None))
+        if kind == "psycopg_async":
+            assert isinstance(connection, psycopg.AsyncConnection)
+            return await caller.run_steps_psycopg_async(connection, steps)
+        if kind != "sqlalchemy_async":
+            raise TypeError("connection: not an asyncio connection: use submit_in")
+        return await caller.run_async(
+            connection, lambda conn: caller.run_steps_sqlalchemy(conn, steps)
+        )
+
+    def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
+        caller.after_commit(connection, callback)
 
     def claim(
         self,
@@ -340,6 +312,101 @@ class PostgresJobRepository(SqlJobReads):
             return []
         params = {"ids": [r.job_id for r in refs], "tokens": [r.token for r in refs], **extra}
         return jobs_of(db.statement(lambda conn: run(conn, statement, params)))
+
+
+# A submission's statements as steps, to run on any connection: each step yields a
+# statement with its parameters and whether its rows come as tuples (else as mappings),
+# is sent the rows, and the steps return the results. The store runs them on its pooled
+# connection (`run_steps`); `submit_in` on the caller's (caller.py).
+SqlSteps = Generator[tuple[TextClause, dict[str, Any], bool], list[Any], T]
+
+
+def _insert_for(plan: SubmitPlan, now: datetime | None) -> tuple[TextClause, dict[str, Any]]:
+    """The INSERT for `plan` and its parameters."""
+    if len(plan.unique) == 1:
+        # the one job is inserted or replayed whole, NOTIFY included: one statement
+        return INSERT_ONE_NOTIFY, _insert_one_params(plan.unique[0], now)
+    params = _insert_params(plan.unique, now)
+    if all(n.idempotency_key is None and n.unique_key is None for n in plan.unique):
+        return INSERT_NOTIFY, params  # every job is new (no keys): one statement too
+    return INSERT, params
+
+
+def submission(
+    plan: SubmitPlan, insert: TextClause, params: dict[str, Any]
+) -> SqlSteps[list[Submitted]]:
+    """Insert `plan`'s jobs, read the jobs their keys are bound to or that hold their
+    unique keys, NOTIFY: as steps."""
+    by_id = {n.id: n for n in plan.unique}
+    rows = yield insert, params, True
+    created = {
+        job_id: _created(by_id[job_id], seq=seq, run_at=run_at, created_at=created_at)
+        for job_id, seq, run_at, created_at in rows
+    }
+    # keys already bound (by earlier calls, or by concurrent ones that ON CONFLICT
+    # waited for): READ COMMITTED lets this new statement see them
+    keys = [
+        n.idempotency_key
+        for n in plan.unique
+        if n.id not in created and n.idempotency_key is not None
+    ]
+    bound: dict[str, JobRecord] = {}
+    if keys:
+        for row in (yield BOUND, {"keys": keys}, False):
+            job = job_of(row)
+            assert job.idempotency_key is not None
+            bound[job.idempotency_key] = job
+    active = yield from _holders(plan, created, bound, params.get("now"))
+    # raises IdempotencyConflict: rolls back
+    results = assemble(plan, created, bound, active)
+    if created and insert is INSERT:
+        yield NOTIFY, {}, False  # delivered at commit
+    return results
+
+
+def _holders(
+    plan: SubmitPlan,
+    created: dict[Any, JobRecord],
+    bound: dict[str, JobRecord],
+    now: datetime | None,
+) -> SqlSteps[dict[str, JobRecord]]:
+    """The active jobs holding the unique keys of the jobs not inserted (no bound
+    idempotency key explains them), as steps. A holder that finished before it could be
+    read freed its key: such a job is inserted again (adding to `created`)."""
+    active: dict[str, JobRecord] = {}
+    for _ in range(_UNIQUE_RACES):
+        left = [
+            n
+            for n in plan.unique
+            if n.id not in created
+            and n.unique_key is not None
+            and n.idempotency_key not in bound
+            and n.unique_key not in active
+        ]
+        if not left:
+            return active
+        uniques = sorted({n.unique_key for n in left if n.unique_key is not None})
+        active |= active_holders((yield ACTIVE_HOLDERS, {"uniques": uniques}, False))
+        again = [n for n in left if n.unique_key not in active]
+        if not again:
+            return active
+        rows = yield INSERT, _insert_params(again, now), True
+        by_id = {n.id: n for n in again}
+        for job_id, seq, run_at, created_at in rows:
+            created[job_id] = _created(by_id[job_id], seq=seq, run_at=run_at, created_at=created_at)
+    return active
+
+
+def run_steps(conn: Connection, steps: SqlSteps[T]) -> T:
+    """Run `steps` on the driver's connection under `conn` (the store's own)."""
+    try:
+        statement, params, tuples = next(steps)
+        while True:
+            rows = run(conn, statement, params, row_factory=tuple_row if tuples else dict_row)
+            statement, params, tuples = steps.send(rows)
+    except StopIteration as done:
+        result: T = done.value
+        return result
 
 
 def _claim_params(

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
-from vesper.adapters.sql.notify import FINISHED_NOTIFY_SQL, NOTIFY_SQL
+from vesper.adapters.sql.notify import FINISHED_NOTIFY_SQL, NOTIFY_SQL, WAITERS_ABSENT_SQL
 from vesper.adapters.sqlcore.tables import (
     CLAIMABLE_SQL,
     FINISHED_SQL,
@@ -85,13 +85,19 @@ _DONE = _FENCED.format(
     names=", result",
 )
 # Waiters learn that jobs finished by one notification per statement (delivered at
-# commit), sent only when the statement finished a job; `finished` is the statement's
-# CTE of changed rows, and `{finished_where}` picks the rows that finished.
-_NOTE = """note AS MATERIALIZED (
+# commit), sent only when the statement finished a job and some process listens for
+# finished jobs (WAITERS_ABSENT_SQL, in notify.py); `finished` is the statement's CTE of
+# changed rows, and `{finished_where}` picks the rows that finished.
+_NOTE = (
+    """note AS MATERIALIZED (
     SELECT pg_notify('vesper_finished', '') FROM (
         SELECT 1 FROM {finished} {finished_where} LIMIT 1
     ) AS any_finished
+    WHERE NOT """
+    + WAITERS_ABSENT_SQL
+    + """
 )"""
+)
 assert FINISHED_NOTIFY_SQL == "SELECT pg_notify('vesper_finished', '')"  # one channel name
 
 
@@ -369,6 +375,11 @@ _DRIVER_SQL = {
 _DRIVER_SQL |= {id(statement): _pyformat(statement, "b") for statement in (INSERT, INSERT_NOTIFY)}
 
 
+def driver_sql(statement: TextClause) -> str:
+    """`statement` as psycopg takes it (placeholders `%(name)s`)."""
+    return _DRIVER_SQL[id(statement)]
+
+
 def run(
     conn: Connection,
     statement: TextClause,
@@ -380,7 +391,7 @@ def run(
     """Run `statement` on the driver's connection under `conn`; its rows as dicts (or as
     `row_factory` makes them). `prepare`: psycopg's (None: prepared once it has run a
     few times; False: planned for its parameters each time)."""
-    sql = _DRIVER_SQL[id(statement)]
+    sql = driver_sql(statement)
     raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     try:
         with raw.cursor(row_factory=row_factory) as cursor:

@@ -9,7 +9,7 @@ date arithmetic happens in Python: SQLite stores times as text.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,8 +23,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from vesper.adapters.clock import SystemClock
+from vesper.adapters.sql import caller
 from vesper.adapters.sql.engines import Database
-from vesper.adapters.sqlcore.common import SqlJobReads, plan_submission, submit_serialized
+from vesper.adapters.sqlcore.common import (
+    SqlJobReads,
+    SubmitPlan,
+    plan_submission,
+    submit_serialized,
+)
 from vesper.adapters.sqlcore.leases import (
     COMPLETE,
     NOW,
@@ -36,6 +42,7 @@ from vesper.adapters.sqlcore.retention import SqlPruning, prune_statement
 from vesper.adapters.sqlcore.rows import in_claim_order, jobs_of
 from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs, utc_datetime
 from vesper.application.ports import Capabilities, Clock, Submitted
+from vesper.domain.bulk import BulkAction
 from vesper.domain.job import JobId, JobRecord, LeaseRef
 from vesper.domain.submission import NewJob
 
@@ -70,18 +77,35 @@ def _claim(types: str, *extra: BindParameter[Any]) -> TextualSelect:
 
 CLAIM = _claim("")
 CLAIM_TYPES = _claim("AND type IN :types", bindparam("types", expanding=True))
+# a write that changes nothing: SQLite takes the write lock for it (an UPDATE starts a
+# write transaction whatever its WHERE)
+WRITE_LOCK = text("UPDATE vesper_jobs SET seq = seq WHERE 0")
 
 
 class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
-    capabilities = Capabilities(multi_process=True, complete_and_claim=True)
+    capabilities = Capabilities(
+        multi_process=True,
+        complete_and_claim=True,
+        transactional_submit=True,
+        activity=True,
+    )
     # without statistics SQLite may not pick the partial index of finished jobs
     _prune = prune_statement("vesper_jobs INDEXED BY vesper_jobs_finished_idx")
 
-    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock | None = None,
+        *,
+        notify: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(db, NOW)
         self._clock = clock or SystemClock()
+        # the notifier's publish (other processes' workers wake), called after a commit
+        # that made jobs due: SQLite has no NOTIFY
+        self._notify = notify or (lambda: None)
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -96,7 +120,62 @@ class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
         # the time is read once the write lock is held (here and in every write that
         # stamps a time): a writer that waited for the lock must not date its rows, or
         # start a lease, in the past; `seq` and `run_at` then grow together too
-        return self._db.transaction(lambda conn: submit_serialized(conn, plan, self._at(now)))
+        results = self._db.transaction(lambda conn: submit_serialized(conn, plan, self._at(now)))
+        if any(result.created for result in results):
+            self._notify()
+        return results
+
+    def _changed(self, action: str, job: JobRecord) -> None:
+        if action == "retry":
+            self._notify()
+
+    def _made_due(self, jobs: list[JobRecord]) -> None:
+        self._notify()  # released or expired: claimable again
+
+    def _bulk_changed(self, action: BulkAction, count: int) -> None:
+        if count and action is BulkAction.RETRY:
+            self._notify()  # retried jobs are claimable
+
+    # -- in the caller's transaction (TransactionalJobRepository) --------------------------
+
+    def is_async(self, connection: object) -> bool:
+        return caller.kind_of(connection, database="sqlite") == "sqlalchemy_async"
+
+    def submit_in(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        if self.is_async(connection):
+            raise TypeError("connection: an asyncio connection: use submit_in_async")
+        if not jobs:
+            return []
+        plan = plan_submission(jobs)
+        results = self._submit_in(caller.sqlalchemy_connection(connection), plan)
+        return self._notify_at_commit(connection, results)
+
+    async def submit_in_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        if not self.is_async(connection):
+            raise TypeError("connection: not an asyncio connection: use submit_in")
+        if not jobs:
+            return []
+        plan = plan_submission(jobs)
+        results = await caller.run_async(connection, lambda conn: self._submit_in(conn, plan))
+        return self._notify_at_commit(connection, results)
+
+    def _notify_at_commit(self, connection: object, results: list[Submitted]) -> list[Submitted]:
+        """Other processes' workers wake when the caller commits (as after `submit`)."""
+        if any(result.created for result in results):
+            caller.after_commit(connection, self._notify)
+        return results
+
+    def _submit_in(self, conn: Connection, plan: SubmitPlan) -> list[Submitted]:
+        # The caller's transaction may have begun deferred (pysqlite's default): take the
+        # write lock first, as the store's BEGIN IMMEDIATE does, so that no other writer
+        # binds a key or takes a seq between the reads of submit_serialized and its
+        # INSERT. A transaction that read before a concurrent commit fails here, with
+        # SQLite's "database is locked", rather than insert on a stale view.
+        conn.execute(WRITE_LOCK)
+        return submit_serialized(conn, plan, self._at(None))
+
+    def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
+        caller.after_commit(connection, callback)
 
     def claim(
         self,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import attrs
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Uuid,
     and_,
     bindparam,
     case,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -29,10 +31,18 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import TextClause
 
 from vesper.adapters.sqlcore.rows import aware_utc, job_of, row_of
-from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, FINISHED_SQL, UNIQUE_ACTIVE_SQL, jobs
+from vesper.adapters.sqlcore.tables import (
+    CLAIMABLE_SQL,
+    FINISHED_SQL,
+    UNIQUE_ACTIVE_SQL,
+    jobs,
+    utc_datetime,
+)
 from vesper.application.ports import Submitted
+from vesper.domain.activity import MINUTE, Activity, minute_of
 from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter, kinds_of, take
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound, UniqueKeyHeld
 from vesper.domain.job import JobId, JobRecord
@@ -58,6 +68,30 @@ _RACES = 3  # cancel/retry: a status that keeps changing under us is reported af
 def status_list(action: str) -> str:
     """The SQL list of the statuses `action` may start from (the domain's table)."""
     return ", ".join(f"'{status.value}'" for status in sorted(TRANSITIONS[action][0]))
+
+
+# finished work by minute: done and dlq jobs by finished_at, failed ones by their last
+# failure (updated_at); both ranges bounded by :since and :until (the store's now);
+# the first reads the finished jobs' (status, finished_at) index
+_ACTIVITY = """
+SELECT m, SUM(d), SUM(f) FROM (
+    SELECT {finished} AS m,
+           CASE WHEN status = 'done' THEN 1 ELSE 0 END AS d,
+           CASE WHEN status = 'dlq' THEN 1 ELSE 0 END AS f
+    FROM vesper_jobs
+    WHERE {finished_sql} AND status IN ('done', 'dlq')
+      AND finished_at >= :since AND finished_at <= :until
+    UNION ALL
+    SELECT {updated} AS m, 0 AS d, 1 AS f
+    FROM vesper_jobs
+    WHERE status = 'failed' AND updated_at >= :since AND updated_at <= :until
+) AS minutes
+GROUP BY m
+"""
+
+
+def _postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
 
 
 class Database(Protocol):
@@ -96,13 +130,15 @@ class SqlJobReads:
             .where(jobs.c.id == bindparam("job_id"), text(FINISHED_SQL))
             .returning(*jobs.c)
         )
-        self._finds: dict[tuple[bool, bool, bool, bool], Select[Any]] = {}
+        self._finds: dict[tuple[bool, ...], Select[Any]] = {}
         self._counts = select(jobs.c.status, jobs.c.priority, func.count()).group_by(
             jobs.c.status, jobs.c.priority
         )
         self._oldest = select(func.min(jobs.c.run_at), now.label("now")).where(
             text(CLAIMABLE_SQL), jobs.c.run_at <= now
         )
+        self._clock_now = select(now.label("now"))
+        self._activities: dict[bool, TextClause] = {}
         # a processing job is not cancelled but gets a cancel request (the first one's
         # time; a second request changes nothing): JobRecord.cancel
         running = jobs.c.status == Status.PROCESSING.value
@@ -188,19 +224,34 @@ class SqlJobReads:
         before = query.before_seq
         if before is not None and before > _MAX_SEQ:
             before = None  # every seq is below it (and the column cannot hold it)
-        shape = (query.status is not None, query.type is not None, query.priority is not None)
-        statement = self._find_statement((*shape, before is not None))
+        search_id = query.search_id
+        shape = (
+            query.status is not None,
+            query.type is not None,
+            query.priority is not None,
+            before is not None,
+            query.search is not None,
+            search_id is not None,
+        )
         params = {
             "status": query.status.value if query.status is not None else None,
             "type": query.type,
             "priority": query.priority,
             "before": before,
+            "search": query.search,
+            "search_id": search_id,
             "limit": query.limit + 1,
         }
-        rows = self._db.read(lambda conn: conn.execute(statement, params).all())
+
+        def work(conn: Connection) -> Any:
+            statement = self._find_statement((*shape, _postgres(conn)))
+            return conn.execute(statement, params).all()
+
+        rows = self._db.read(work)
         return page_of([job_of(row) for row in rows], query.limit)
 
-    def _find_statement(self, shape: tuple[bool, bool, bool, bool]) -> Select[Any]:
+    def _find_statement(self, shape: tuple[bool, ...]) -> Select[Any]:
+        """`shape`: which filters are present, then whether the dialect is PostgreSQL."""
         # one statement per combination of filters: a catch-all `(:x IS NULL OR ...)`
         # would keep PostgreSQL's generic plans off the (status, seq) and (type, seq) indexes
         statement = self._finds.get(shape)
@@ -216,6 +267,16 @@ class SqlJobReads:
                     statement = statement.where(column == bindparam(name))
             if shape[3]:
                 statement = statement.where(jobs.c.seq < bindparam("before"))
+            if shape[4]:
+                # a substring of the key, characters compared exactly (LIKE would need
+                # escaping, and SQLite's folds ASCII case)
+                position = func.strpos if shape[6] else func.instr
+                in_key = position(jobs.c.idempotency_key, bindparam("search")) > 0
+                statement = statement.where(
+                    or_(jobs.c.id == bindparam("search_id", type_=Uuid()), in_key)
+                    if shape[5]
+                    else in_key
+                )
             statement = statement.order_by(jobs.c.seq.desc()).limit(bindparam("limit"))
             self._finds[shape] = statement
         return statement
@@ -232,6 +293,44 @@ class SqlJobReads:
             return QueueStats(counts=counts, oldest_due_run_at=job_time(oldest), now=at)
 
         return self._db.read(work)
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        """Finished work by minute (the ports' ActivityJobRepository)."""
+
+        def work(conn: Connection) -> Activity:
+            statement = self._activity_statement(_postgres(conn))
+            at = conn.execute(self._clock_now, {"now": self._at(now)}).scalar_one()
+            since = minute_of(at) - (max(1, int(window / MINUTE)) - 1) * MINUTE
+            rows = conn.execute(statement, {"since": since, "until": at}).all()
+            counts = {
+                datetime.strptime(m, "%Y-%m-%d %H:%M").replace(tzinfo=UTC): (int(d), int(f))
+                for m, d, f in rows
+            }
+            return Activity.of(counts, now=at, window=window)
+
+        return self._db.read(work)
+
+    def _activity_statement(self, postgres: bool) -> TextClause:
+        statement = self._activities.get(postgres)
+        if statement is None:
+            # the minute as 'YYYY-MM-DD HH:MM' text: SQLite's timestamps are UTC text
+            # already; the two ranges use (finished_at) and (status, seq)
+            minute = (
+                "to_char({0} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')"
+                if postgres
+                else "substr({0}, 1, 16)"
+            )
+            statement = text(
+                _ACTIVITY.format(
+                    finished=minute.format("finished_at"),
+                    updated=minute.format("updated_at"),
+                    finished_sql=FINISHED_SQL,  # the partial index of finished jobs
+                )
+            ).bindparams(
+                bindparam("since", type_=utc_datetime()), bindparam("until", type_=utc_datetime())
+            )
+            self._activities[postgres] = statement
+        return statement
 
     def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         return self._change("cancel", self._cancel, job_id, now, also="request_cancel")

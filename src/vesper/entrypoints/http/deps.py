@@ -47,7 +47,11 @@ USE_CASES = (
     "bulk_jobs",
     "get_stats",
     "get_fleet",
+    "list_schedules",
+    "pause_schedule",
+    "delete_schedule",
     "delete_job",
+    "get_activity",  # the dashboard's chart
 )
 
 

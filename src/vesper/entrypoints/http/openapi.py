@@ -29,6 +29,7 @@ from vesper.entrypoints.http.schemas import (
     BatchJobIn,
     BulkCancelIn,
     BulkRetryIn,
+    SchedulePatchIn,
     SubmitBatchIn,
     SubmitJobIn,
 )
@@ -46,6 +47,7 @@ _REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (
     SubmitBatchIn,
     BulkRetryIn,
     BulkCancelIn,
+    SchedulePatchIn,
 )
 _BULK_BODIES = {BulkRetryIn: BulkAction.RETRY, BulkCancelIn: BulkAction.CANCEL}
 _JOB_BODIES = (SubmitJobIn, BatchJobIn)

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from vesper.application.periodic import ScheduleView
 from vesper.domain.bulk import BulkFilter
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.fleet import Fleet
@@ -25,7 +26,7 @@ from vesper.domain.query import JobPage
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, JobRequest, Limits, seconds
-from vesper.entrypoints.wire import fleet_to_wire, stats_to_wire
+from vesper.entrypoints.wire import fleet_to_wire, schedule_to_wire, stats_to_wire
 
 # Documented bounds; the domain enforces the configured ones (only the body size varies).
 DOCUMENTED_LIMITS = Limits()
@@ -346,3 +347,44 @@ class CountOut(msgspec.Struct, kw_only=True):
     count: int
     # retry: finished jobs whose unique key an active job holds (0 for a cancel)
     skipped: int = 0
+
+
+class ScheduleOut(msgspec.Struct, kw_only=True):
+    """A periodic schedule: its last declaration, its next and last tick, its state.
+
+    `stale`: no process declared it lately (removed from the code, or every process
+    that declares it is down); it stays listed until deleted.
+    """
+
+    name: str
+    cron: str
+    timezone: str
+    type: str
+    payload: dict[str, Any]
+    priority: int
+    queue: str | None
+    paused: bool
+    next_tick: datetime | None
+    last_tick: datetime | None
+    last_job_id: str | None
+    last_declared_at: datetime
+    stale: bool
+
+
+class SchedulesOut(msgspec.Struct, kw_only=True):
+    schedules: list[ScheduleOut]
+
+
+class SchedulePatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`{"paused": true}` pauses the schedule fleet-wide; false resumes it."""
+
+    paused: bool
+
+
+def schedule_out(view: ScheduleView) -> ScheduleOut:
+    wire = schedule_to_wire(view.record, next_tick=view.next_tick, stale=view.stale)
+    return msgspec.convert(wire, ScheduleOut)
+
+
+def schedules_out(views: list[ScheduleView]) -> SchedulesOut:
+    return SchedulesOut(schedules=[schedule_out(view) for view in views])

@@ -67,7 +67,7 @@ class TimeoutMiddleware:
         start = asyncio.get_running_loop().time()
         read_by = start + self.read_timeout if self.read_timeout is not None else math.inf
         write_by = start + self.write_timeout if self.write_timeout is not None else math.inf
-        if scope["method"] == "GET":  # GET /jobs/{id}?wait=30s answers after its wait
+        if scope.get("method") == "GET":  # GET /jobs/{id}?wait=30s answers after its wait
             write_by += requested_wait(scope["query_string"])
         body_complete = False
         response_started = False

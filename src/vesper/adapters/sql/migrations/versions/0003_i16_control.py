@@ -1,7 +1,7 @@
 """Cancel requests, snooze counts and unique keys on jobs (issue 16).
 
 Revision ID: 0003_i16_control
-Revises: 0002_i16_retention
+Revises: 0002_i17_schedules
 Create Date: 2026-01-20
 
 `cancel_requested_at`: a cancel of a processing job, acted on at its worker's next
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_i16_control"
-down_revision = "0002_i16_retention"
+down_revision = "0002_i17_schedules"
 branch_labels = None
 depends_on = None
 
