@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from vesper.domain.errors import InvalidRequest
-from vesper.domain.job import JobRecord
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.states import FINISHED, TRANSITIONS, Status
 
 
@@ -40,6 +40,8 @@ class BulkFilter:
     created_before: datetime | None = None
     touched_before: datetime | None = None
     after_seq: int | None = None
+    # only these jobs (the dashboard's selection); None: any job
+    ids: frozenset[JobId] | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.priority is not None and not 0 <= self.priority <= 10:
@@ -66,6 +68,7 @@ class BulkFilter:
             and (self.created_before is None or job.created_at < self.created_before)
             and (self.touched_before is None or job.updated_at < self.touched_before)
             and (self.after_seq is None or job.seq > self.after_seq)
+            and (self.ids is None or job.id in self.ids)
         )
 
 

@@ -113,3 +113,23 @@ class BulkContract(StoreFixtures):
     def test_a_status_the_action_cannot_take_is_refused(self, jobs: JobRepository) -> None:
         with pytest.raises(InvalidRequest, match="status"):
             jobs.bulk(BulkAction.RETRY, BulkFilter(status=Status.DONE), limit=10)
+
+    def test_bulk_takes_only_the_given_ids(self, jobs: JobRepository) -> None:
+        dead_jobs(jobs, 4)
+        first, second, third, fourth = sorted(all_jobs(jobs), key=lambda j: j.seq)
+        pending = submit(jobs, new_job(), now=at(3))[0]
+        # a pending job is not retried even when named; the others named change
+        where = BulkFilter(ids=frozenset({first.id, third.id, pending.id}))
+        assert changed(jobs, BulkAction.RETRY, where, now=at(5)) == 2
+        assert [jobs.get(j.id).status for j in (first, second, third, fourth)] == [
+            Status.PENDING,
+            Status.DLQ,
+            Status.PENDING,
+            Status.DLQ,
+        ]
+        assert jobs.get(pending.id) == pending
+        # named jobs combine with the other fields, and none named takes none
+        where = BulkFilter(ids=frozenset({second.id}), type="other")
+        assert changed(jobs, BulkAction.RETRY, where, now=at(6)) == 0
+        assert changed(jobs, BulkAction.RETRY, BulkFilter(ids=frozenset()), now=at(6)) == 0
+        assert jobs.get(second.id).status is Status.DLQ

@@ -417,7 +417,11 @@ class SqlJobReads:
         now: datetime | None = None,
     ) -> BulkBatch:
         statuses = sorted(s.value for s in where.statuses(action))
-        if limit <= 0 or (where.type is not None and "\x00" in where.type):
+        if (
+            limit <= 0
+            or (where.type is not None and "\x00" in where.type)
+            or where.ids == frozenset()
+        ):
             return BulkBatch()
         picked = select(
             jobs.c.id, jobs.c.seq, jobs.c.status, jobs.c.unique_key, jobs.c.type, jobs.c.priority
@@ -441,6 +445,9 @@ class SqlJobReads:
             if value is not None:
                 picked = picked.where(column < bindparam(f"b_{name}", type_=column.type))
                 params[f"b_{name}"] = value
+        if where.ids is not None:
+            picked = picked.where(jobs.c.id.in_(bindparam("b_only", expanding=True)))
+            params["b_only"] = sorted(where.ids)
         picked = self._locked(picked.order_by(jobs.c.seq).limit(limit))
         statement = (
             update(jobs)
