@@ -15,7 +15,8 @@ from vesper.application.ports import (
     SummaryJobRepository,
 )
 from vesper.domain.activity import Activity
-from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats, QueueSummary
@@ -132,6 +133,19 @@ class ForwardingJobRepository:
 
     def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         return self._jobs.delete(job_id, now=now)
+
+    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
+        return self._jobs.snooze(snoozes, now=now)
+
+    def bulk(
+        self,
+        action: BulkAction,
+        where: BulkFilter,
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> BulkBatch:
+        return self._jobs.bulk(action, where, limit=limit, now=now)
 
     def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
         """Only called where `capabilities.activity` (the wrapped store's) is set."""

@@ -30,6 +30,10 @@ from vesper.domain.submission import JobRequest, NewJob, prepare
 
 T = TypeVar("T")
 
+# The max_retries a job type's consumer sets for jobs submitted without one (None: the
+# service's default); `Consumers.max_retries` in a process that registers consumers.
+TypeDefaults = Callable[[str], "int | None"]
+
 # A submission's steps: yields the prepared jobs once, is sent what the store returned
 # for them (in order), and returns the use case's result.
 SubmitSteps = Generator[list[NewJob], list[Submitted], T]
@@ -80,13 +84,16 @@ class SubmitJobs:
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
     bounded: bool = True
+    type_defaults: TypeDefaults | None = None
 
     def __call__(self, requests: Sequence[JobRequest]) -> list[Submitted]:
         return run_steps(self.steps(requests), self.jobs.submit)
 
     def steps(self, requests: Sequence[JobRequest]) -> SubmitSteps[list[Submitted]]:
         """The use case as steps around its store call (see the module's docstring)."""
-        submitted = yield _prepare_batch(requests, self.settings, self.new_id, self.bounded)
+        submitted = yield _prepare_batch(
+            requests, self.settings, self.new_id, self.type_defaults, bounded=self.bounded
+        )
         _announce(submitted, self.signal, self.metrics)
         return submitted
 
@@ -108,13 +115,14 @@ class SubmitJob:
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
+    type_defaults: TypeDefaults | None = None
 
     def __call__(self, request: JobRequest) -> Submitted:
         return run_steps(self.steps(request), self.jobs.submit)
 
     def steps(self, request: JobRequest) -> SubmitSteps[Submitted]:
         """The use case as steps around its store call (see the module's docstring)."""
-        submitted = yield [_prepare(request, self.settings, self.new_id)]
+        submitted = yield [_prepare(request, self.settings, self.new_id, self.type_defaults)]
         _announce(submitted, self.signal, self.metrics)
         return submitted[0]
 
@@ -123,6 +131,7 @@ def _prepare_batch(
     requests: Sequence[JobRequest],
     settings: Policies,
     new_id: Callable[[], JobId],
+    type_defaults: TypeDefaults | None,
     bounded: bool = True,
 ) -> list[NewJob]:
     """Validate a batch; an error names the field with the job's index."""
@@ -134,18 +143,24 @@ def _prepare_batch(
     prepared: list[NewJob] = []
     for index, request in enumerate(requests):
         try:
-            prepared.append(_prepare(request, settings, new_id))
+            prepared.append(_prepare(request, settings, new_id, type_defaults))
         except InvalidRequest as exc:
             raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
     return prepared
 
 
-def _prepare(request: JobRequest, settings: Policies, new_id: Callable[[], JobId]) -> NewJob:
+def _prepare(
+    request: JobRequest,
+    settings: Policies,
+    new_id: Callable[[], JobId],
+    type_defaults: TypeDefaults | None,
+) -> NewJob:
+    default = type_defaults(request.type) if type_defaults is not None else None
     return prepare(
         request,
         job_id=new_id(),
         limits=settings.limits,
-        default_max_retries=settings.default_max_retries,
+        default_max_retries=settings.default_max_retries if default is None else default,
     )
 
 
@@ -179,13 +194,16 @@ class SubmitInTransaction:
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
+    type_defaults: TypeDefaults | None = None
 
     def prepare(self, requests: Sequence[JobRequest], *, batch: bool) -> list[NewJob]:
         """The validated jobs; `batch` False: one request, its errors name the bare field."""
         if batch:
-            return _prepare_batch(requests, self.settings, self.new_id, bounded=False)
+            return _prepare_batch(
+                requests, self.settings, self.new_id, self.type_defaults, bounded=False
+            )
         (request,) = requests
-        return [_prepare(request, self.settings, self.new_id)]
+        return [_prepare(request, self.settings, self.new_id, self.type_defaults)]
 
     def is_async(self, connection: object) -> bool:
         return self.jobs.is_async(connection)

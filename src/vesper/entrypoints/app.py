@@ -8,11 +8,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 from uuid import UUID
 
+from dependency_injector import providers
+
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
 from vesper.application.waiting import JobWaits
+from vesper.domain.backoff import Backoff
 from vesper.domain.errors import InvalidSchedule
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.periodic import Schedule, check_name
+from vesper.domain.retry import ExceptionTypes, RetryPolicy
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
 from vesper.entrypoints.logs import configure_logging
@@ -72,6 +76,9 @@ class App:
     def container(self) -> Container:
         if self._container is None:
             self._container = build_container(self.settings)
+        if self._container.type_defaults() is None:
+            # jobs submitted here without max_retries take their consumer's
+            self._container.type_defaults.override(providers.Object(self.consumers.max_retries))
         return self._container
 
     @overload
@@ -79,24 +86,51 @@ class App:
 
     @overload
     def consumer(
-        self, job_type: str | None = None, /, *, timeout: float | timedelta | None = None
+        self,
+        job_type: str | None = None,
+        /,
+        *,
+        timeout: float | timedelta | None = None,
+        max_retries: int | None = None,
+        backoff: Backoff | None = None,
+        retry_on: type[BaseException] | ExceptionTypes = (),
+        discard_on: type[BaseException] | ExceptionTypes = (),
     ) -> Callable[[F], F]: ...
 
     def consumer(
-        self, job_type: str | F | None = None, /, *, timeout: float | timedelta | None = None
+        self,
+        job_type: str | F | None = None,
+        /,
+        *,
+        timeout: float | timedelta | None = None,
+        max_retries: int | None = None,
+        backoff: Backoff | None = None,
+        retry_on: type[BaseException] | ExceptionTypes = (),
+        discard_on: type[BaseException] | ExceptionTypes = (),
     ) -> F | Callable[[F], F]:
         """Register a consumer for `job_type`; with no type it takes every other type.
 
         The function gets a `vesper.Job`; it may be `async def`. Raising fails the
         attempt (retried with backoff); raising `vesper.NonRetryable` sends the job
-        straight to dlq. `timeout` (seconds) limits one attempt of this type.
+        straight to dlq, `vesper.Snooze(s)` runs it again in s seconds without counting
+        the attempt, `vesper.RetryAfter(s)` retries it in s seconds instead of the
+        backoff. `timeout` (seconds) limits one attempt of this type.
+
+        The retry policy of this type: `max_retries` for its jobs submitted through
+        this app without one (a job's own wins), `backoff` between its retries,
+        `retry_on` (only these exceptions retry, others go to dlq) and `discard_on`
+        (these go to dlq at once).
         """
         if callable(job_type):
             self.consumers.add(None, Consumer(job_type))
             return job_type
+        policy = RetryPolicy(
+            max_retries=max_retries, backoff=backoff, retry_on=retry_on, discard_on=discard_on
+        )
 
         def register(function: F) -> F:
-            self.consumers.add(job_type, Consumer(function, timeout=_seconds("timeout", timeout)))
+            consumer = Consumer(function, timeout=_seconds("timeout", timeout), policy=policy)
+            self.consumers.add(job_type, consumer)
             return function
 
         return register
@@ -176,6 +210,7 @@ class App:
         delay: float | timedelta | None = None,
         idempotency_key: str | None = None,
         timeout: float | timedelta | None = None,
+        unique_key: str | None = None,
         connection: SyncConnection | None = None,
     ) -> JobRecord: ...
 
@@ -191,6 +226,7 @@ class App:
         delay: float | timedelta | None = None,
         idempotency_key: str | None = None,
         timeout: float | timedelta | None = None,
+        unique_key: str | None = None,
         connection: AsyncioConnection,
     ) -> Awaitable[JobRecord]: ...
 
@@ -205,9 +241,11 @@ class App:
         delay: float | timedelta | None = None,
         idempotency_key: str | None = None,
         timeout: float | timedelta | None = None,
+        unique_key: str | None = None,
         connection: SyncConnection | AsyncioConnection | None = None,
     ) -> JobRecord | Awaitable[JobRecord]:
-        """Submit one job and return it (the bound job on an idempotent replay).
+        """Submit one job and return it (the bound job on an idempotent replay; the
+        active job holding `unique_key`, if one does).
 
         With `connection` (a SQLAlchemy Connection or Session, or a psycopg connection,
         to the store's database), the job is written in the transaction open on it and
@@ -226,6 +264,7 @@ class App:
             idempotency_key=idempotency_key,
             timeout=_seconds("timeout", timeout),
             trace_context=current_traceparent(),  # the producer's trace continues in the worker
+            unique_key=unique_key,
         )
         if connection is None:
             return self.container.submit_job()(request).job

@@ -21,6 +21,7 @@ from vesper.domain.job import JobId
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
 from vesper.entrypoints.container import build_container
+from vesper.entrypoints.jobs_cli import jobs
 from vesper.entrypoints.logs import configure_logging
 from vesper.entrypoints.service import listen
 from vesper.entrypoints.settings import ConfigError, Settings, describe_store
@@ -219,6 +220,7 @@ def migrate() -> None:
 @click.option("--max-retries", type=click.IntRange(min=0))
 @click.option("--delay", type=float, help="Seconds before the job is due.")
 @click.option("--idempotency-key")
+@click.option("--unique-key", help="Return the active job with this key instead, if any.")
 def enqueue(
     job_type: str,
     payload: str,
@@ -226,6 +228,7 @@ def enqueue(
     max_retries: int | None,
     delay: float | None,
     idempotency_key: str | None,
+    unique_key: str | None,
 ) -> None:
     """Submit one job and print it as JSON."""
     # a bad input is one line naming the option, exit 2, before anything is opened
@@ -254,6 +257,7 @@ def enqueue(
             max_retries=max_retries,
             delay=delay,
             idempotency_key=idempotency_key,
+            unique_key=unique_key,
         )
     except InvalidRequest as exc:
         _fail(str(exc), 2)
@@ -382,6 +386,7 @@ def delete_schedule(name: str) -> None:
 
 
 main.add_command(bench)
+main.add_command(jobs)
 
 
 def _load(app_path: str | None, *, announce: bool = True) -> App:

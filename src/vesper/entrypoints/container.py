@@ -37,6 +37,7 @@ from vesper.application.fleet import (
 )
 from vesper.application.group_commit import CoalescingJobRepository, GroupCommit
 from vesper.application.management import (
+    BulkJobs,
     CancelJob,
     GetActivity,
     GetJob,
@@ -67,7 +68,7 @@ from vesper.application.ports import (
 )
 from vesper.application.retention import DeleteJob, PruneJobs
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
-from vesper.application.submit import SubmitInTransaction, SubmitJob, SubmitJobs
+from vesper.application.submit import SubmitInTransaction, SubmitJob, SubmitJobs, TypeDefaults
 from vesper.application.waiting import JobWaits
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
@@ -337,11 +338,23 @@ class Container(containers.DeclarativeContainer):
     global_tracing = providers.Callable(install_global_tracer_provider, tracer_provider)
     worker_tracer = providers.Callable(lambda p: p.get_tracer("vesper.worker"), tracer_provider)
 
+    # the consumers' max_retries by job type: `vesper.App` sets its consumers' here
+    type_defaults: providers.Provider[TypeDefaults | None] = providers.Object(None)
     submit_job = providers.Factory(
-        SubmitJob, jobs=jobs, settings=policies, signal=job_signal, metrics=metrics
+        SubmitJob,
+        jobs=jobs,
+        settings=policies,
+        signal=job_signal,
+        metrics=metrics,
+        type_defaults=type_defaults,
     )
     submit_jobs = providers.Factory(
-        SubmitJobs, jobs=jobs, settings=policies, signal=job_signal, metrics=metrics
+        SubmitJobs,
+        jobs=jobs,
+        settings=policies,
+        signal=job_signal,
+        metrics=metrics,
+        type_defaults=type_defaults,
     )
     # `app.enqueue(..., connection=conn)`: the store's own repository, on the caller's
     # connection (neither the group commit nor the gate: no pooled connection is used)
@@ -351,6 +364,7 @@ class Container(containers.DeclarativeContainer):
         settings=policies,
         signal=job_signal,
         metrics=metrics,
+        type_defaults=type_defaults,
     )
     claim_jobs = providers.Factory(ClaimJobs, jobs=jobs, settings=policies)
     renew_leases = providers.Factory(RenewLeases, jobs=jobs, settings=policies)
@@ -359,6 +373,7 @@ class Container(containers.DeclarativeContainer):
     list_jobs = providers.Factory(ListJobs, jobs=jobs)
     cancel_job = providers.Factory(CancelJob, jobs=jobs, metrics=metrics)
     retry_job = providers.Factory(RetryJob, jobs=jobs)
+    bulk_jobs = providers.Factory(BulkJobs, jobs=jobs, metrics=metrics)
     get_activity = providers.Factory(GetActivity, jobs=jobs)
     get_summary = providers.Factory(GetSummary, jobs=jobs)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)

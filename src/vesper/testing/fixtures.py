@@ -82,6 +82,7 @@ def new_job(
     timeout: timedelta | None = None,
     trace_context: str | None = None,
     job_id: JobId | None = None,
+    unique_key: str | None = None,
 ) -> NewJob:
     """A validated job, as the submit use case hands it to a store."""
     request = JobRequest(
@@ -94,6 +95,7 @@ def new_job(
         idempotency_key=key,
         timeout=timeout,
         trace_context=trace_context,
+        unique_key=unique_key,
     )
     return prepare(
         request,

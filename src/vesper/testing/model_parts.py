@@ -29,6 +29,7 @@ class JobSpec:
     delay: int  # seconds
     max_retries: int
     payload: int
+    unique_key: str | None = None
 
     def new_job(self) -> NewJob:
         return build_job(
@@ -38,6 +39,7 @@ class JobSpec:
             delay=timedelta(seconds=self.delay),
             max_retries=self.max_retries,
             payload={"n": self.payload},
+            unique_key=self.unique_key,
         )
 
 
@@ -57,6 +59,8 @@ specs = st.builds(
     delay=st.sampled_from([0, 0, 0, 5, 20]),
     max_retries=st.integers(0, 3),
     payload=st.integers(0, 1),
+    # two keys among a few jobs: retries and bulk retries meet keys held by others
+    unique_key=st.none() | st.sampled_from(["u0", "u1"]),
 )
 
 

@@ -47,6 +47,9 @@ from sqlalchemy.exc import OperationalError
 from vesper.store import (
     CLAIMABLE_SQL,
     NOW,
+    BulkAction,
+    BulkBatch,
+    BulkFilter,
     Capabilities,
     Clock,
     FencedWrites,
@@ -158,9 +161,9 @@ CLAIM = (
 
 
 class JobRepository(FencedWrites, SqlPruning, SqlJobReads):
-    """get, find, stats, cancel and retry come from SqlJobReads, the fenced writes
-    (complete, renew, release, fail, expire) from FencedWrites, prune from SqlPruning;
-    submit and claim are here."""
+    """get, find, stats, cancel, retry and bulk come from SqlJobReads, the fenced writes
+    (complete, renew, release, fail, snooze, expire) from FencedWrites, prune from
+    SqlPruning; submit (with unique keys: submit_serialized) and claim are here."""
 
     capabilities = Capabilities(multi_process=True, summary=True)  # SqlJobReads' summary
 
@@ -216,6 +219,14 @@ class JobRepository(FencedWrites, SqlPruning, SqlJobReads):
         job = super().retry(job_id, now=now)
         self._notify()
         return job
+
+    def bulk(
+        self, action: BulkAction, where: BulkFilter, *, limit: int, now: datetime | None = None
+    ) -> BulkBatch:
+        batch = super().bulk(action, where, limit=limit, now=now)
+        if batch.changed and action is BulkAction.RETRY:
+            self._notify()  # retried jobs are claimable
+        return batch
 
     def _made_due(self, jobs: list[JobRecord]) -> None:
         self._notify()  # released or expired: claimable again
