@@ -4,6 +4,7 @@ reader's store calls recorded (the store gate is the hub's injected `read`)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ import pytest
 
 from vesper.adapters.memory import InMemoryJobRepository
 from vesper.application.execution import lease_of
-from vesper.application.waiting import JobWaits
+from vesper.application.waiting import READ_IDS, JobWaits
 from vesper.domain.job import JobId, JobRecord
 
 from .builders import LEASE, new_id, new_job
@@ -96,3 +97,29 @@ def test_a_named_poke_reads_only_the_named_waited_jobs(
 
     waits.poke()  # names none: every waited job
     assert reads.until(before + 2)[before + 1] == set(ids) - {finished}
+
+
+def test_reads_look_up_at_most_read_ids_jobs_each(
+    store: InMemoryJobRepository, reads: Reads, waits: JobWaits
+) -> None:
+    """A read of every waited job goes in parts, so that a notification's jobs never wait
+    behind hundreds of others."""
+    count = 2 * READ_IDS + 1
+    ids = [s.job.id for s in store.submit([new_job() for _ in range(count)])]
+
+    async def main() -> set[JobId]:
+        tasks = [asyncio.create_task(waits.wait(job_id, WAIT_S)) for job_id in ids]
+        await asyncio.sleep(0)
+        while set().union(*reads.asked) != set(ids):  # the new waiters' first reads
+            await asyncio.sleep(0.01)
+        before = len(reads.asked)
+        store.complete(
+            [lease_of(job) for job in store.claim(worker_id="w", limit=count, lease=LEASE)]
+        )
+        waits.poke()
+        answered = await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
+        assert all(finished for _, finished in answered)
+        return set().union(*reads.asked[before:])
+
+    assert asyncio.run(main()) == set(ids)
+    assert max(len(asked) for asked in reads.asked) <= READ_IDS

@@ -1,10 +1,10 @@
 """Waiting for jobs to finish: GET /jobs/{id}?wait= and `app.wait`.
 
 One `JobWaits` per process serves every waiter, threads and coroutines alike: waiters
-register the job they wait for, and one reader thread looks all their jobs up in one
-store call (`get_many`, through the store gate) whenever jobs may have finished, then
-answers those whose job is done, dlq or cancelled (or gone). A thousand waiters thus
-cost one read at a time, never a connection each. The reader reads when poked (the
+register the job they wait for, and one reader thread looks their jobs up in store
+calls of up to READ_IDS jobs (`get_many`, through the store gate) whenever jobs may
+have finished, then answers those whose job is done, dlq or cancelled (or gone). A
+thousand waiters thus cost one read at a time, never a connection each. The reader reads when poked (the
 PostgreSQL listener of finished jobs), and at least every `poll` seconds while anyone
 waits (the other stores have no notification; PostgreSQL's poll only covers a
 notification lost while its listener reconnected). A poke that names the jobs that
@@ -39,6 +39,9 @@ MAX_WAIT_S = 60.0  # the longest wait a request may ask for
 # reads follow each other at least this far apart: a burst of notifications (a drain
 # commits hundreds of batches a second) costs one read per gap, not one each
 MIN_READ_GAP_S = 0.005
+# the most jobs one read looks up: reading 500 took up to 90 ms on a loaded machine, and
+# the jobs a notification names waited behind it (W7 in docs/benchmarks.md)
+READ_IDS = 64
 
 
 class _Waiter:
@@ -71,6 +74,7 @@ class JobWaits:
         # what the next read looks up (under _lock): every waited job, or these of them
         self._read_all = False
         self._named: set[JobId] = set()
+        self._unread: list[JobId] = []  # the rest of a read of every waited job
         self._closed = False
         self._thread: threading.Thread | None = None
         self.reads = 0  # store calls made so far (tests and benchmarks look)
@@ -152,20 +156,19 @@ class JobWaits:
     def _run(self) -> None:
         last_read = 0.0
         while not self._closed:
-            poked = self._wake.wait(self._poll)
-            self._wake.clear()
+            with self._lock:
+                more = bool(self._named or self._unread)  # left from the last read
+            if not more:
+                if not self._wake.wait(self._poll):
+                    with self._lock:
+                        self._read_all = True
+                self._wake.clear()
             if self._closed:
                 return
             gap = last_read + MIN_READ_GAP_S - time.monotonic()
             if gap > 0:
                 time.sleep(gap)
-            with self._lock:
-                if self._read_all or not poked:
-                    wanted = list(self._waiters)
-                else:
-                    wanted = [job_id for job_id in self._named if job_id in self._waiters]
-                self._read_all = False
-                self._named.clear()
+            wanted = self._next_read()
             if not wanted:
                 continue
             last_read = time.monotonic()
@@ -176,6 +179,22 @@ class JobWaits:
                 log.warning("reading %d waited jobs failed: %s", len(wanted), exc)
                 continue
             self._settle(wanted, found)
+
+    def _next_read(self) -> list[JobId]:
+        """Up to READ_IDS waited jobs: those named first, then the rest of a read of
+        every waited job (so that named jobs never queue behind all the others)."""
+        with self._lock:
+            if self._read_all:
+                self._read_all = False
+                self._unread = list(self._waiters)
+            named = [job_id for job_id in self._named if job_id in self._waiters]
+            self._named.clear()
+            if named:
+                self._named.update(named[READ_IDS:])
+                return named[:READ_IDS]
+            unread = [job_id for job_id in self._unread[:READ_IDS] if job_id in self._waiters]
+            del self._unread[:READ_IDS]
+            return unread
 
     def _settle(self, wanted: Sequence[JobId], found: list[JobRecord]) -> None:
         by_id = {job.id: job for job in found}
