@@ -174,12 +174,12 @@ class AutovacuumStandIn(threading.Thread):
     alike with its own threshold and scale factor; the table's own settings first),
     throttled by autovacuum's cost delay and limit. Its own connection and thread."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, naptime_s: float | None = None) -> None:
         super().__init__(daemon=True)
         self.url = url
+        self.naptime_s = naptime_s or 0.0  # 0: the server's autovacuum_naptime
         self.stop = threading.Event()
         self.vacuums = 0
-        self.naptime_s = 0.0
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -203,7 +203,7 @@ class AutovacuumStandIn(threading.Thread):
                     "SET vacuum_cost_limit = "
                     + str(limit if limit > 0 else int(settings["vacuum_cost_limit"]))
                 )
-                self.naptime_s = float(settings["autovacuum_naptime"])
+                self.naptime_s = self.naptime_s or float(settings["autovacuum_naptime"])
                 deadline = time.monotonic() + 7200
                 while not self.stop.wait(self.naptime_s) and time.monotonic() < deadline:
                     dead, changed, tuples = conn.execute(
@@ -261,7 +261,7 @@ def steady(bench: Bench, system: System) -> dict[str, float]:
                 next_at = time.monotonic() + STEADY_SAMPLE_S
                 row = conn.execute("SHOW autovacuum").fetchone()
                 if not (row and row[0] == "on"):
-                    stand_in = AutovacuumStandIn(system.url)
+                    stand_in = AutovacuumStandIn(system.url, config.steady_naptime_s)
                     stand_in.start()
                 while producer.poll() is None and time.time() - started < seconds + 60:
                     time.sleep(max(0.0, next_at - time.monotonic()))
