@@ -1,9 +1,7 @@
 """The pruner: deletes finished jobs past their retention, in every worker process.
 
 Every prune interval (jittered, so that a fleet started together does not prune in
-step; counted from one round's start to the next, so that a job waits at most its
-retention + one interval + the round's first batch, however long rounds take) it
-deletes batches on the main lane until one comes back short. Between two
+step) it deletes batches on the main lane until one comes back short. Between two
 batches it leaves the store alone for as long as the last batch took, so a backlog
 of old jobs takes at most half the store's time from claims (SQLite has one writer).
 Any number of processes may prune at once: the store skips rows another pruner holds.
@@ -54,16 +52,12 @@ class Pruner:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _loop(self) -> None:
-        round_took = 0.0
         while True:
-            await asyncio.sleep(max(0.0, self.interval * random.uniform(0.8, 1.0) - round_took))
-            started = time.monotonic()
+            await asyncio.sleep(self.interval * random.uniform(0.8, 1.0))
             try:
                 await self.round()
                 self._failures = 0
-                round_took = time.monotonic() - started
             except Exception as exc:
-                round_took = 0.0  # a whole interval before trying again
                 self._failures += 1
                 if self._failures == 1 or self._failures % 10 == 0:
                     log.warning("pruning failed (%d in a row): %s", self._failures, exc)
