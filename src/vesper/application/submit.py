@@ -59,6 +59,10 @@ def run_steps(steps: SubmitSteps[T], submit: Callable[[list[NewJob]], list[Submi
 class SubmitJobs:
     """Validate and insert a batch, all or nothing.
 
+    `bounded` (the HTTP API's use) refuses a batch of more than `Limits.max_batch` jobs, a
+    bound on request bodies; the library's `app.enqueue_many` takes any number, in one
+    transaction.
+
     Args:
         requests: the jobs, in the order they should be inserted.
 
@@ -75,13 +79,14 @@ class SubmitJobs:
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
+    bounded: bool = True
 
     def __call__(self, requests: Sequence[JobRequest]) -> list[Submitted]:
         return run_steps(self.steps(requests), self.jobs.submit)
 
     def steps(self, requests: Sequence[JobRequest]) -> SubmitSteps[list[Submitted]]:
         """The use case as steps around its store call (see the module's docstring)."""
-        submitted = yield _prepare_batch(requests, self.settings, self.new_id)
+        submitted = yield _prepare_batch(requests, self.settings, self.new_id, self.bounded)
         _announce(submitted, self.signal, self.metrics)
         return submitted
 
@@ -115,13 +120,16 @@ class SubmitJob:
 
 
 def _prepare_batch(
-    requests: Sequence[JobRequest], settings: Policies, new_id: Callable[[], JobId]
+    requests: Sequence[JobRequest],
+    settings: Policies,
+    new_id: Callable[[], JobId],
+    bounded: bool = True,
 ) -> list[NewJob]:
     """Validate a batch; an error names the field with the job's index."""
     limits = settings.limits
     if not requests:
         raise InvalidRequest("jobs", "must hold at least one job")
-    if len(requests) > limits.max_batch:
+    if bounded and len(requests) > limits.max_batch:
         raise InvalidRequest("jobs", f"must hold at most {limits.max_batch} jobs")
     prepared: list[NewJob] = []
     for index, request in enumerate(requests):
@@ -175,7 +183,7 @@ class SubmitInTransaction:
     def prepare(self, requests: Sequence[JobRequest], *, batch: bool) -> list[NewJob]:
         """The validated jobs; `batch` False: one request, its errors name the bare field."""
         if batch:
-            return _prepare_batch(requests, self.settings, self.new_id)
+            return _prepare_batch(requests, self.settings, self.new_id, bounded=False)
         (request,) = requests
         return [_prepare(request, self.settings, self.new_id)]
 

@@ -250,9 +250,13 @@ class App:
         *,
         connection: SyncConnection | AsyncioConnection | None = None,
     ) -> list[JobRecord] | Awaitable[list[JobRecord]]:
-        """Submit a batch, all or nothing; `connection` as for `enqueue`."""
+        """Submit a batch, all or nothing; `connection` as for `enqueue`.
+
+        Any number of jobs, in one transaction (the HTTP API's `Limits.max_batch` bounds
+        request bodies, not this call).
+        """
         if connection is None:
-            return [s.job for s in self.container.submit_jobs()(list(requests))]
+            return [s.job for s in self.container.submit_jobs(bounded=False)(list(requests))]
         return self._submit_in(connection, list(requests), batch=True)
 
     def _submit_in(

@@ -41,6 +41,7 @@ from vesper.application.management import (
     GetActivity,
     GetJob,
     GetStats,
+    GetSummary,
     ListJobs,
     RetryJob,
 )
@@ -364,6 +365,7 @@ class Container(containers.DeclarativeContainer):
     cancel_job = providers.Factory(CancelJob, jobs=jobs, metrics=metrics)
     retry_job = providers.Factory(RetryJob, jobs=jobs)
     get_activity = providers.Factory(GetActivity, jobs=jobs)
+    get_summary = providers.Factory(GetSummary, jobs=jobs)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
     heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
     deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)

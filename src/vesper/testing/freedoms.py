@@ -45,9 +45,10 @@ class FreeJobs:
     ) -> None:
         self._inner = inner
         kept = keep_complete_and_claim and inner.capabilities.complete_and_claim
-        # activity is optional too: a store free of it shows the dashboard no chart
+        # activity and summary are optional too: a store free of them shows the dashboard
+        # no chart, and counts its overview through stats
         self.capabilities = attrs.evolve(
-            inner.capabilities, complete_and_claim=kept, activity=False
+            inner.capabilities, complete_and_claim=kept, activity=False, summary=False
         )
         self._per_job_tokens = per_job_tokens
         self._reordered = reordered

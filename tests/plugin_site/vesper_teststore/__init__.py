@@ -162,7 +162,7 @@ class JobRepository(FencedWrites, SqlPruning, SqlJobReads):
     (complete, renew, release, fail, expire) from FencedWrites, prune from SqlPruning;
     submit and claim are here."""
 
-    capabilities = Capabilities(multi_process=True)
+    capabilities = Capabilities(multi_process=True, summary=True)  # SqlJobReads' summary
 
     def __init__(self, db: Database, clock: Clock, notify: Callable[[], None]) -> None:
         super().__init__(db, NOW)

@@ -83,7 +83,11 @@ class PostgresJobRepository(SqlJobReads):
     """Jobs in PostgreSQL: any number of processes on any number of machines."""
 
     capabilities = Capabilities(
-        multi_process=True, complete_and_claim=True, transactional_submit=True, activity=True
+        multi_process=True,
+        complete_and_claim=True,
+        transactional_submit=True,
+        activity=True,
+        summary=True,
     )
 
     _db: Database  # the engines' Database, which has durable_statement too

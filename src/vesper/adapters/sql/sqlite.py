@@ -89,6 +89,7 @@ class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
         complete_and_claim=True,
         transactional_submit=True,
         activity=True,
+        summary=True,
     )
     # without statistics SQLite may not pick the partial index of finished jobs
     _prune = prune_statement("vesper_jobs INDEXED BY vesper_jobs_finished_idx")

@@ -115,10 +115,16 @@ class WorkerCore:
         if len(records) > request.limit:
             raise ValueError(f"claimed {len(records)} jobs for {request.limit} free slots")
         started = []
+        # A claim whose answer comes back after its local deadline (the connection was
+        # held past the lease) may have been taken over already: its jobs are given up
+        # before their consumers start, never run as a second live execution.
+        late = self.clock() > request.deadline
         for record in records:
             attempt = Attempt(job=Job(record), deadline=request.deadline)
             self._book[record.id] = attempt
             started.append(attempt)
+            if late:
+                self.abandon(attempt, "lease expired locally")
         self._busy += len(started)
         return started
 
