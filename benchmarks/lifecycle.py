@@ -12,7 +12,7 @@ W6s  steady state (PostgreSQL): a producer queues a continuous flow (1,000 jobs/
      VESPER_RETAIN_DONE=30s. Sampled every 10 s: row count, pg_total_relation_size,
      dead tuples; and the pickup latency (started_at - created_at, both the server's
      clock) of every job claimed since the last sample. Figures per minute. With the
-     server's autovacuum off, the harness VACUUMs the table every 30 s in its stead.
+     server's autovacuum off, the harness stands in for it (AutovacuumStandIn).
 W7   waiting: 500 jobs queued with no worker up, 500 concurrent
      `GET /jobs/{id}?wait=30s` (one connection each) against one `vesper api` process,
      then a worker drains them. Latency: the client's clock when the answer's last byte
@@ -163,9 +163,70 @@ def _retention_half(bench: Bench, system: System, *, prune: bool) -> dict[str, f
 
 
 STEADY_SAMPLE_S = 10.0
-# With the server's autovacuum off (as on the bench's machines), the harness VACUUMs the
-# table this often in its stead: without any vacuum, deleted rows' space is never reused.
-STEADY_VACUUM_S = 30.0
+
+
+class AutovacuumStandIn(threading.Thread):
+    """With the server's autovacuum off (as on the bench's machines, and settable only
+    for the whole server), the harness does to vesper_jobs what autovacuum would, so
+    that W6s shows the steady state of a deployment with autovacuum on (its default):
+    every autovacuum_naptime, VACUUM when the dead tuples exceed
+    autovacuum_vacuum_threshold + autovacuum_vacuum_scale_factor x reltuples (ANALYZE
+    alike with its own threshold and scale factor; the table's own settings first),
+    throttled by autovacuum's cost delay and limit. Its own connection and thread."""
+
+    def __init__(self, url: str, naptime_s: float | None = None) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.naptime_s = naptime_s or 0.0  # 0: the server's autovacuum_naptime
+        self.stop = threading.Event()
+        self.vacuums = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        import psycopg  # noqa: PLC0415
+
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                settings = dict(
+                    conn.execute(
+                        "SELECT name, setting FROM pg_settings WHERE name LIKE 'autovacuum%'"
+                        " OR name = 'vacuum_cost_limit'"
+                    ).fetchall()
+                )
+                options = conn.execute(
+                    "SELECT reloptions FROM pg_class WHERE oid = 'vesper_jobs'::regclass"
+                ).fetchone()
+                settings |= dict(o.split("=", 1) for o in (options[0] if options else None) or [])
+                limit = int(settings["autovacuum_vacuum_cost_limit"])
+                conn.execute(f"SET vacuum_cost_delay = {settings['autovacuum_vacuum_cost_delay']}")
+                conn.execute(
+                    "SET vacuum_cost_limit = "
+                    + str(limit if limit > 0 else int(settings["vacuum_cost_limit"]))
+                )
+                self.naptime_s = self.naptime_s or float(settings["autovacuum_naptime"])
+                deadline = time.monotonic() + 7200
+                while not self.stop.wait(self.naptime_s) and time.monotonic() < deadline:
+                    dead, changed, tuples = conn.execute(
+                        "SELECT n_dead_tup, n_mod_since_analyze, greatest(c.reltuples, 0)"
+                        " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
+                        " WHERE s.relid = 'vesper_jobs'::regclass"
+                    ).fetchone() or (0, 0, 0)
+                    vacuum = dead > float(settings["autovacuum_vacuum_threshold"]) + float(
+                        settings["autovacuum_vacuum_scale_factor"]
+                    ) * float(tuples)
+                    analyze = changed > float(settings["autovacuum_analyze_threshold"]) + float(
+                        settings["autovacuum_analyze_scale_factor"]
+                    ) * float(tuples)
+                    if vacuum or analyze:
+                        what = (
+                            "VACUUM (ANALYZE)"
+                            if vacuum and analyze
+                            else ("VACUUM" if vacuum else "ANALYZE")
+                        )
+                        conn.execute(f"{what} vesper_jobs")
+                        self.vacuums += vacuum
+        except BaseException as exc:  # reported by the harness
+            self.error = exc
 
 
 def steady(bench: Bench, system: System) -> dict[str, float]:
@@ -194,19 +255,17 @@ def steady(bench: Bench, system: System) -> dict[str, float]:
         )
         started = time.time()
         since = started
-        vacuum_every = STEADY_VACUUM_S
+        stand_in: AutovacuumStandIn | None = None
         try:
             with psycopg.connect(system.url, autocommit=True) as conn:
                 next_at = time.monotonic() + STEADY_SAMPLE_S
                 row = conn.execute("SHOW autovacuum").fetchone()
-                vacuum_every = 0 if row and row[0] == "on" else STEADY_VACUUM_S
-                vacuumed_at = time.monotonic()
+                if not (row and row[0] == "on"):
+                    stand_in = AutovacuumStandIn(system.url, config.steady_naptime_s)
+                    stand_in.start()
                 while producer.poll() is None and time.time() - started < seconds + 60:
                     time.sleep(max(0.0, next_at - time.monotonic()))
                     next_at += STEADY_SAMPLE_S
-                    if vacuum_every and time.monotonic() - vacuumed_at >= vacuum_every:
-                        conn.execute("VACUUM vesper_jobs")  # autovacuum's stand-in
-                        vacuumed_at = time.monotonic()
                     # jobs claimed since the last sample (up to 1 s ago: claims in flight)
                     upto = time.time() - 1.0
                     rows = conn.execute(
@@ -233,13 +292,20 @@ def steady(bench: Bench, system: System) -> dict[str, float]:
                         }
                     )
         finally:
+            if stand_in is not None:
+                stand_in.stop.set()
+                stand_in.join(timeout=600)
             if producer.poll() is None:
                 producer.terminate()
             producer.wait(timeout=30)
     if producer.returncode != 0:
         raise RuntimeError(f"W6s: the producer failed; see {log}")
+    if stand_in is not None and stand_in.error is not None:
+        raise RuntimeError(f"W6s: the autovacuum stand-in failed: {stand_in.error}")
     out = _per_minute(samples, latencies, math.ceil(config.steady_minutes))
-    out["harness_vacuum_s"] = float(vacuum_every)
+    # 0: the server's own autovacuum ran
+    out["harness_naptime_s"] = stand_in.naptime_s if stand_in is not None else 0.0
+    out["harness_vacuums"] = float(stand_in.vacuums) if stand_in is not None else 0.0
     return out
 
 

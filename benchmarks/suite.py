@@ -82,6 +82,7 @@ class Config:
     steady_rate: float = 1_000.0
     steady_retain_s: float = 30.0
     steady_prune_interval_s: float = 5.0
+    steady_naptime_s: float | None = None  # the autovacuum stand-in's; None: the server's
     # W7: concurrent GET /jobs/{id}?wait=
     wait_jobs: int = 500
     wait_s: float = 30.0

@@ -13,14 +13,17 @@ import pytest
 
 from vesper.adapters.sql.notify import (
     FINISHED_CHANNEL,
+    FINISHED_PAYLOAD_IDS,
     WAITERS_LOCK_SQL,
     PostgresJobListener,
+    finished_ids,
     libpq_conninfo,
 )
 from vesper.application.execution import lease_of
 from vesper.application.policies import Policies
 from vesper.application.ports import JobRepository
 from vesper.application.submit import new_job_id
+from vesper.domain.job import JobId
 from vesper.domain.submission import JobRequest, Limits, prepare
 from vesper.entrypoints.container import build_container
 
@@ -38,7 +41,7 @@ def jobs(postgres_database: str) -> Iterator[JobRepository]:
         container.shutdown_resources()
 
 
-def _finish(jobs: JobRepository, count: int) -> None:
+def _finish(jobs: JobRepository, count: int) -> list[JobId]:
     """Queue `count` jobs, claim them, complete them in one call (one statement)."""
     jobs.submit(
         [
@@ -51,10 +54,15 @@ def _finish(jobs: JobRepository, count: int) -> None:
     claimed = jobs.claim(worker_id="w", limit=count, lease=Policies().lease)
     assert len(claimed) == count
     assert len(jobs.complete([lease_of(job) for job in claimed])) == count
+    return [job.id for job in claimed]
 
 
 def _heard(conn: psycopg.Connection[Any]) -> int:
-    return sum(1 for _ in conn.notifies(timeout=1.0))
+    return len(_payloads(conn))
+
+
+def _payloads(conn: psycopg.Connection[Any]) -> list[str]:
+    return [note.payload for note in conn.notifies(timeout=1.0)]
 
 
 def test_finished_jobs_are_notified_only_while_a_process_listens(
@@ -75,9 +83,18 @@ def test_finished_jobs_are_notified_only_while_a_process_listens(
         try:
             assert listener.up.wait(10)
             assert woken.acquire(timeout=5)  # the catch-up signal after connecting
-            _finish(jobs, 3)
-            assert _heard(observer) == 1  # one per statement, not one per job
+            finished = _finish(jobs, 3)
+            payloads = _payloads(observer)
+            assert len(payloads) == 1  # one per statement, not one per job
             assert woken.acquire(timeout=5), "the waiting process was not woken"
+            # it names the jobs, so that their waiters read only those
+            assert sorted(finished_ids(payloads) or []) == sorted(finished)
+
+            more = FINISHED_PAYLOAD_IDS + 1  # too many to name: names none
+            _finish(jobs, more)
+            payloads = _payloads(observer)
+            assert payloads == [""]
+            assert finished_ids(payloads) is None
         finally:
             listener.stop()
 

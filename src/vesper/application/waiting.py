@@ -1,13 +1,16 @@
 """Waiting for jobs to finish: GET /jobs/{id}?wait= and `app.wait`.
 
 One `JobWaits` per process serves every waiter, threads and coroutines alike: waiters
-register the job they wait for, and one reader thread looks all their jobs up in one
-store call (`get_many`, through the store gate) whenever jobs may have finished, then
-answers those whose job is done, dlq or cancelled (or gone). A thousand waiters thus
-cost one read at a time, never a connection each. The reader reads when poked (the
+register the job they wait for, and one reader thread looks their jobs up in store
+calls of up to READ_IDS jobs (`get_many`, through the store gate) whenever jobs may
+have finished, then answers those whose job is done, dlq or cancelled (or gone). A
+thousand waiters thus cost one read at a time, never a connection each. The reader reads when poked (the
 PostgreSQL listener of finished jobs), and at least every `poll` seconds while anyone
 waits (the other stores have no notification; PostgreSQL's poll only covers a
-notification lost while its listener reconnected).
+notification lost while its listener reconnected). A poke that names the jobs that
+finished reads only those of them that someone waits for (and new waiters' jobs): with
+hundreds waiting, reading them all at every notification kept the reader busy behind
+the drain (W7 in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
 from vesper.application.ports import JobRepository
@@ -36,6 +39,9 @@ MAX_WAIT_S = 60.0  # the longest wait a request may ask for
 # reads follow each other at least this far apart: a burst of notifications (a drain
 # commits hundreds of batches a second) costs one read per gap, not one each
 MIN_READ_GAP_S = 0.005
+# the most jobs one read looks up: reading 500 took up to 90 ms on a loaded machine, and
+# the jobs a notification names waited behind it (W7 in docs/benchmarks.md)
+READ_IDS = 64
 
 
 class _Waiter:
@@ -65,6 +71,10 @@ class JobWaits:
         self._lock = threading.Lock()
         self._waiters: dict[JobId, list[_Waiter]] = {}
         self._wake = threading.Event()  # a poke, a new waiter, or close
+        # what the next read looks up (under _lock): every waited job, or these of them
+        self._read_all = False
+        self._named: set[JobId] = set()
+        self._unread: list[JobId] = []  # the rest of a read of every waited job
         self._closed = False
         self._thread: threading.Thread | None = None
         self.reads = 0  # store calls made so far (tests and benchmarks look)
@@ -98,8 +108,14 @@ class JobWaits:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self._answer, waiter, False)
 
-    def poke(self) -> None:
-        """Jobs may have finished: read the waited ones now (thread-safe)."""
+    def poke(self, job_ids: Collection[JobId] | None = None) -> None:
+        """Jobs may have finished (`job_ids`: these; None: any): read those waited for
+        now (thread-safe)."""
+        with self._lock:
+            if job_ids is None:
+                self._read_all = True
+            else:
+                self._named.update(job_ids)
         self._wake.set()
 
     def close(self) -> None:
@@ -122,6 +138,7 @@ class JobWaits:
     def _register(self, waiter: _Waiter) -> _Waiter:
         with self._lock:
             self._waiters.setdefault(waiter.job_id, []).append(waiter)
+            self._named.add(waiter.job_id)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="vesper-waits", daemon=True)
                 self._thread.start()
@@ -139,17 +156,21 @@ class JobWaits:
     def _run(self) -> None:
         last_read = 0.0
         while not self._closed:
-            self._wake.wait(self._poll)
-            self._wake.clear()
+            with self._lock:
+                more = bool(self._named or self._unread)  # left from the last read
+            if not more:
+                if not self._wake.wait(self._poll):
+                    with self._lock:
+                        self._read_all = True
+                self._wake.clear()
             if self._closed:
                 return
-            with self._lock:
-                wanted = list(self._waiters)
-            if not wanted:
-                continue
             gap = last_read + MIN_READ_GAP_S - time.monotonic()
             if gap > 0:
                 time.sleep(gap)
+            wanted = self._next_read()
+            if not wanted:
+                continue
             last_read = time.monotonic()
             try:
                 found = self._read(functools.partial(self._jobs.get_many, wanted))
@@ -158,6 +179,22 @@ class JobWaits:
                 log.warning("reading %d waited jobs failed: %s", len(wanted), exc)
                 continue
             self._settle(wanted, found)
+
+    def _next_read(self) -> list[JobId]:
+        """Up to READ_IDS waited jobs: those named first, then the rest of a read of
+        every waited job (so that named jobs never queue behind all the others)."""
+        with self._lock:
+            if self._read_all:
+                self._read_all = False
+                self._unread = list(self._waiters)
+            named = [job_id for job_id in self._named if job_id in self._waiters]
+            self._named.clear()
+            if named:
+                self._named.update(named[READ_IDS:])
+                return named[:READ_IDS]
+            unread = [job_id for job_id in self._unread[:READ_IDS] if job_id in self._waiters]
+            del self._unread[:READ_IDS]
+            return unread
 
     def _settle(self, wanted: Sequence[JobId], found: list[JobRecord]) -> None:
         by_id = {job.id: job for job in found}

@@ -128,6 +128,13 @@ def _harness() -> Any:
     show_default=True,
     help="W6s: jobs queued per second.",
 )
+@click.option(
+    "--w6s-naptime",
+    type=click.FloatRange(1, 600),
+    default=None,
+    help="W6s, on a server with autovacuum off: the naptime the harness's stand-in for"
+    " autovacuum uses (default: the server's autovacuum_naptime).",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
 def bench(
     peers: bool,
@@ -143,6 +150,7 @@ def bench(
     w6_rss_seconds: float,
     w6s_minutes: float,
     w6s_rate: float,
+    w6s_naptime: float | None,
     json_path: Path | None,
 ) -> None:
     """Benchmark vesper (and, with --peers, its peers) on the local PostgreSQL and SQLite.
@@ -166,6 +174,7 @@ def bench(
         rss_seconds=w6_rss_seconds,
         steady_minutes=w6s_minutes,
         steady_rate=w6s_rate,
+        steady_naptime_s=w6s_naptime,
     )
     for name in _COUNTS:
         setattr(config, name, max(10, int(getattr(config, name) * scale)))

@@ -209,11 +209,16 @@ def open_job_waits(
             FINISHED_CHANNEL,
             WAITERS_LOCK_SQL,
             PostgresJobListener,
+            finished_ids,
         )
 
         # the lock tells the outcome statements that this process listens (notify.py)
         listener = PostgresJobListener(
-            url, waits.poke, channel=FINISHED_CHANNEL, after_listen=WAITERS_LOCK_SQL
+            url,
+            waits.poke,
+            channel=FINISHED_CHANNEL,
+            after_listen=WAITERS_LOCK_SQL,
+            on_payloads=lambda payloads: waits.poke(finished_ids(payloads)),
         ).start()
     try:
         yield waits

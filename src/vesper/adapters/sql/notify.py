@@ -21,9 +21,12 @@ import socket
 import threading
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from sqlalchemy.engine import make_url
+
+from vesper.domain.job import JobId
 
 CHANNEL = "vesper_jobs"
 NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
@@ -32,6 +35,10 @@ NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
 # waiters then read their jobs together (application/waiting.py).
 FINISHED_CHANNEL = "vesper_finished"
 FINISHED_NOTIFY_SQL = f"SELECT pg_notify('{FINISHED_CHANNEL}', '')"
+# The outcome statements' notifications name their finished jobs (comma-separated ids),
+# up to this many (36-character ids: under the payload's 8,000-byte limit); an empty
+# payload (FINISHED_NOTIFY_SQL, or a larger batch) means "any waited job".
+FINISHED_PAYLOAD_IDS = 200
 # A NOTIFY is not free on the hot path: PostgreSQL serialises notifying commits on one
 # lock (held through the commit's flush) and wakes every listening session of the
 # database. So the outcome statements notify only while some process listens for
@@ -72,8 +79,12 @@ class PostgresJobListener:
         check_interval: float = 1.0,
         channel: str = CHANNEL,
         after_listen: str | None = None,
+        on_payloads: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._channel = channel
+        # given: called with each batch's payloads instead of on_jobs (which still
+        # signals every (re)connect)
+        self._on_payloads = on_payloads
         self._after_listen = after_listen  # SQL run after each LISTEN (WAITERS_LOCK_SQL)
         self._conninfo = libpq_conninfo(url)
         self._on_jobs = on_jobs
@@ -151,12 +162,16 @@ class PostgresJobListener:
                     continue
                 # what arrived, never waiting; a lost connection raises here (or at the
                 # next read: its error message may come before the end of the stream)
-                if sum(1 for _ in conn.notifies(timeout=0)):
-                    self._signal()
+                payloads = [note.payload for note in conn.notifies(timeout=0)]
+                if payloads:
+                    self._signal(payloads)
 
-    def _signal(self) -> None:
+    def _signal(self, payloads: list[str] | None = None) -> None:
         try:
-            self._on_jobs()
+            if payloads is not None and self._on_payloads is not None:
+                self._on_payloads(payloads)
+            else:
+                self._on_jobs()
         except Exception:
             log.exception("job listener callback failed")
 
@@ -174,6 +189,17 @@ class PostgresNotifier:
 
     def subscribe(self, on_jobs: Callable[[], None]) -> PostgresJobListener:
         return PostgresJobListener(self._url, on_jobs).start()
+
+
+def finished_ids(payloads: list[str]) -> list[JobId] | None:
+    """The jobs a batch of `FINISHED_CHANNEL` notifications names; None when one of them
+    names none (any waited job may have finished)."""
+    ids: list[JobId] = []
+    for payload in payloads:
+        if not payload:
+            return None
+        ids += [JobId(UUID(text)) for text in payload.split(",")]
+    return ids
 
 
 def _oneline(exc: BaseException) -> str:

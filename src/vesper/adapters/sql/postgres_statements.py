@@ -28,7 +28,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
-from vesper.adapters.sql.notify import FINISHED_NOTIFY_SQL, NOTIFY_SQL, WAITERS_ABSENT_SQL
+from vesper.adapters.sql.notify import (
+    FINISHED_NOTIFY_SQL,
+    FINISHED_PAYLOAD_IDS,
+    NOTIFY_SQL,
+    WAITERS_ABSENT_SQL,
+)
 from vesper.adapters.sqlcore.tables import (
     CLAIMABLE_SQL,
     FINISHED_SQL,
@@ -87,12 +92,17 @@ _DONE = _FENCED.format(
 # Waiters learn that jobs finished by one notification per statement (delivered at
 # commit), sent only when the statement finished a job and some process listens for
 # finished jobs (WAITERS_ABSENT_SQL, in notify.py); `finished` is the statement's CTE of
-# changed rows, and `{finished_where}` picks the rows that finished.
+# changed rows, and `{finished_where}` picks the rows that finished. The payload names
+# the finished jobs (comma-separated) so that the waiters read only those; empty (read
+# every waited job) when they would not fit a payload (FINISHED_PAYLOAD_IDS).
 _NOTE = (
     """note AS MATERIALIZED (
-    SELECT pg_notify('vesper_finished', '') FROM (
-        SELECT 1 FROM {finished} {finished_where} LIMIT 1
-    ) AS any_finished
+    SELECT pg_notify('vesper_finished', ids) FROM (
+        SELECT CASE WHEN count(*) <= """
+    + str(FINISHED_PAYLOAD_IDS)
+    + """ THEN string_agg(id::text, ',') ELSE '' END AS ids
+        FROM {finished} {finished_where} HAVING count(*) > 0
+    ) AS finished_ids
     WHERE NOT """
     + WAITERS_ABSENT_SQL
     + """
