@@ -357,3 +357,37 @@ def test_a_claim_after_a_silence_of_half_dead_after_heartbeats_first(app: App) -
 
     asyncio.run(claims())
     assert calls == ["claim", "beat", "claim", "claim"]
+
+
+def test_a_pause_between_the_claim_and_the_start_runs_nothing_on_the_stale_lease(
+    app: App,
+) -> None:
+    """Found by the soak (seed 21): a worker paused after its claim's answer and before
+    its consumers began resumed past the lease, when another worker had run the jobs,
+    and ran them again. Here the runner's clock jumps past the lease (2 s) right after
+    the answer: the first attempt runs no consumer, the job runs once, on a later claim."""
+    ran_at_attempt: list[int] = []
+
+    @app.consumer("once")
+    def once(job: vesper.Job) -> None:
+        ran_at_attempt.append(job.attempt)
+
+    job = app.enqueue("once")
+    runner = build_runner(app)
+    core = runner.core
+    paused = [0.0]
+    core.clock = lambda: time.monotonic() + paused[0]
+    answered = core.claimed
+
+    def then_paused(request: Any, records: Any) -> list[Attempt]:
+        attempts = answered(request, records)
+        if records and not paused[0]:
+            paused[0] = 2.5  # the store's lease still runs: only a deadline check stops it
+        return attempts
+
+    core.claimed = then_paused  # type: ignore[method-assign]
+    get_job = app.container.get_job()
+    with Background(runner):
+        wait_for(lambda: get_job(job.id).status is Status.DONE)
+    assert ran_at_attempt == [2]
+    assert get_job(job.id).attempts == 2

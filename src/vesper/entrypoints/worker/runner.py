@@ -318,7 +318,13 @@ class WorkerRunner:
             job_span(self.tracer, record, worker_id=self.identity.id) as span,
         ):
             try:
-                self.core.start(attempt)
+                if not self.core.start(attempt):  # run_attempt will not call the consumer
+                    log.warning(
+                        "job %s: its lease expired locally before its consumer began;"
+                        " not running it",
+                        record.id,
+                        extra=self.report.ids(record.id),
+                    )
                 try:
                     result = await run_attempt(call, consumer, timeout, self._job_pool)
                 finally:
