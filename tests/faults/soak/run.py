@@ -117,7 +117,7 @@ def soak(lab: Lab, *, minutes: float, seed: int, say: Callable[[str], None] = pr
     for piece in chosen:
         piece.finish(ctx)
     drain_s = _drain(lab, database, result)
-    rows = _rows(lab, database)
+    rows = table_rows(cluster.conninfo(database))
     # every row, live and deleted, for the post-mortem of a failure (one JSON a line)
     with (lab.root / "jobs.jsonl").open("w") as out:
         out.writelines(json.dumps(row, default=str) + "\n" for row in rows)
@@ -232,14 +232,16 @@ def _drain(lab: Lab, database: str, result: RowResult) -> float:
     return time.monotonic() - started
 
 
-def _rows(lab: Lab, database: str) -> list[dict[str, Any]]:
+def table_rows(conninfo: str) -> list[dict[str, Any]]:
     """The job table and every deleted row (with `deleted_at`), as the checkers read them."""
-    with psycopg.connect(lab.need_cluster().conninfo(database), autocommit=True) as conn:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
         live = conn.execute(
             "SELECT to_jsonb(j), NULL::timestamptz, NULL::timestamptz FROM vesper_jobs j"
         ).fetchall()
         gone = conn.execute("SELECT row, deleted_at, row_deleted_at FROM soak_deleted").fetchall()
-        inserted = dict(conn.execute("SELECT id::text, row_inserted_at FROM soak_inserted"))
+        inserted: dict[str, datetime] = dict(
+            conn.execute("SELECT id::text, row_inserted_at FROM soak_inserted").fetchall()
+        )
     rows = []
     for data, deleted_at, row_deleted_at in [*live, *gone]:
         row = dict(data)
