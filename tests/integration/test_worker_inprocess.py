@@ -391,3 +391,45 @@ def test_a_pause_between_the_claim_and_the_start_runs_nothing_on_the_stale_lease
         wait_for(lambda: get_job(job.id).status is Status.DONE)
     assert ran_at_attempt == [2]
     assert get_job(job.id).attempts == 2
+
+
+def test_jobs_claimed_by_an_outcome_write_in_flight_at_the_stop_get_the_grace() -> None:
+    """Found by the soak (seed 7): SIGTERM came while an outcome's write (which claims
+    for the free slot) was in flight; its job started after the shutdown had listed the
+    running ones, and was released as soon as those ended: it ran twice."""
+    app = App({**FAST, "WORKERS": "1"})
+    ran: list[str] = []
+
+    @app.consumer("work")
+    def work(job: vesper.Job) -> None:
+        ran.append(job.record.payload["name"])
+        if job.record.payload["name"] == "second":
+            time.sleep(0.5)  # still running when the first job's attempt ends
+
+    uses = app.container.worker_use_cases()
+    runners: list[WorkerRunner] = []
+
+    def stopped_meanwhile(*args: Any) -> Any:
+        if not runners[0].core.stopping:
+            runners[0].stop()
+            time.sleep(0.3)  # the shutdown lists the running jobs meanwhile
+        return uses.record_and_claim(*args)
+
+    runner = app.container.worker_runner(
+        consumers=app.consumers, uses=attrs.evolve(uses, record_and_claim=stopped_meanwhile)
+    )
+    runners.append(runner)
+    try:
+        first = app.enqueue("work", {"name": "first"})
+        second = app.enqueue("work", {"name": "second"})
+        thread = Background(runner)
+        thread.thread.start()
+        thread.thread.join(timeout=30)
+        assert not thread.thread.is_alive(), "the runner did not stop"
+        assert thread.error is None, thread.error
+        get_job = app.container.get_job()
+        assert ran == ["first", "second"]
+        assert get_job(first.id).status is Status.DONE
+        assert get_job(second.id).status is Status.DONE  # not released after it ran
+    finally:
+        app.close()
