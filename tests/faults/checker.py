@@ -4,7 +4,8 @@ Inputs (plain data, so that Hypothesis can generate them and a benchmark can reu
 
 - `jobs`: the job table dump, one mapping per row (`job_id`, `status`, `retries`,
   `attempts`, `max_retries`, `idempotency_key`, `priority`, `seq`, `run_at`,
-  `created_at`, `started_at`, `finished_at`; times as aware datetimes or None).
+  `created_at`, `started_at`, `finished_at`; times as aware datetimes or None; the
+  soak adds `deleted_at`, and `row_inserted_at`/`row_deleted_at` for keyed rows).
 - `ledger`: the execution ledger (tests/faults/apps/ledger.py): `event` in
   start/end/abort, `job_id`, `pid`, `token`, `mono` (CLOCK_MONOTONIC ns, one clock for
   the machine), `claimed_at` (ISO text, the store's clock at the claim).
@@ -254,9 +255,11 @@ def check(  # noqa: PLR0915 (one invariant after another, in docs/reliability.md
     for row in jobs:
         if row.get("idempotency_key"):
             keyed[row["idempotency_key"]].append(row)
-    counts["I9_keys_with_rows_over_1"] = sum(
-        1 for rows in keyed.values() if len(rows) > 1 and not _one_after_another(rows)
-    )
+    overlapping = {
+        key: rows for key, rows in keyed.items() if len(rows) > 1 and not _one_after_another(rows)
+    }
+    counts["I9_keys_with_rows_over_1"] = len(overlapping)
+    notes += tuple(_key_story(key, rows) for key, rows in sorted(overlapping.items())[:5])
     answered: dict[str, set[str]] = defaultdict(set)
     for r in responses:
         if r.get("key") and r.get("job_id") and 200 <= r["status"] < 300:
@@ -315,12 +318,41 @@ def check(  # noqa: PLR0915 (one invariant after another, in docs/reliability.md
 
 
 def _one_after_another(rows: Sequence[Row]) -> bool:
-    """Did each of these rows (of one key) exist only after the one before was deleted?"""
-    ordered = sorted(rows, key=lambda row: row["created_at"])
+    """Did each of these rows (of one key) exist only after the one before was deleted?
+
+    By the moments the rows themselves were inserted and deleted (`row_inserted_at`,
+    `row_deleted_at`) where the evidence has them: `created_at` and `deleted_at` are
+    their statements' start, and an INSERT that began before a DELETE may wait for it
+    and insert the key the DELETE freed (tests/faults/soak/run.py)."""
+
+    def inserted(row: Row) -> datetime:
+        moment: datetime = row.get("row_inserted_at") or row["created_at"]
+        return moment
+
+    def deleted(row: Row) -> datetime | None:
+        moment: datetime | None = row.get("row_deleted_at") or row.get("deleted_at")
+        return moment
+
+    ordered = sorted(rows, key=inserted)
     return all(
-        a.get("deleted_at") is not None and a["deleted_at"] <= b["created_at"]
-        for a, b in pairwise(ordered)
+        (gone := deleted(a)) is not None and gone <= inserted(b) for a, b in pairwise(ordered)
     )
+
+
+def _key_story(key: str, rows: Sequence[Row]) -> str:
+    """One idempotency key's rows, oldest first: what an I9 failure needs explained."""
+    lives = ", ".join(
+        f"{row['job_id'][:8]} {row['status']} type={row.get('type')}"
+        f" created {_iso(row.get('created_at'))} deleted {_iso(row.get('deleted_at'))}"
+        f" (row inserted {_iso(row.get('row_inserted_at'))}"
+        f" deleted {_iso(row.get('row_deleted_at'))})"
+        for row in sorted(rows, key=lambda row: row["created_at"])
+    )
+    return f"key {key!r}: {lives}"
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="microseconds") if moment is not None else "-"
 
 
 def _taken_effect(fault: Row) -> int:

@@ -302,3 +302,21 @@ def test_a_start_while_a_database_fault_takes_effect_explains_its_rerun(
     report = check(jobs, ledger, responses, [instant])
     assert report.counts["I5_unexplained_reruns"] == 1
     assert any(start["job_id"] in note and "pg_crash" in note for note in report.notes)
+
+
+def test_a_key_freed_by_a_delete_that_began_after_the_insert_is_no_i9_violation() -> None:
+    """Soak seed 21: an INSERT began (created_at), waited on a lock while a later DELETE
+    freed its key (deleted_at after created_at), then inserted. The rows' own moments
+    order them; the statements' start times do not."""
+    jobs, ledger, responses = history(2, 1, seed=21)
+    old, new = jobs
+    new["idempotency_key"] = old["idempotency_key"]
+    old["deleted_at"] = T0 + timedelta(seconds=5)
+    new["created_at"] = T0 + timedelta(seconds=4)  # its statement began first
+    old["row_deleted_at"] = T0 + timedelta(seconds=5.001)
+    new["row_inserted_at"] = T0 + timedelta(seconds=5.002)  # its row came after
+    assert check(jobs, ledger, responses, []).counts["I9_keys_with_rows_over_1"] == 0
+    new["row_inserted_at"] = T0 + timedelta(seconds=5.0005)  # both rows lived at once
+    report = check(jobs, ledger, responses, [])
+    assert report.counts["I9_keys_with_rows_over_1"] == 1
+    assert any(note.startswith(f"key {old['idempotency_key']!r}: ") for note in report.notes)

@@ -362,3 +362,79 @@ def test_a_claim_after_a_silence_of_half_dead_after_heartbeats_first(app: App) -
 
     asyncio.run(claims())
     assert calls == ["claim", "beat", "claim", "claim"]
+
+
+def test_a_pause_between_the_claim_and_the_start_runs_nothing_on_the_stale_lease(
+    app: App,
+) -> None:
+    """Found by the soak (seed 21): a worker paused after its claim's answer and before
+    its consumers began resumed past the lease, when another worker had run the jobs,
+    and ran them again. Here the runner's clock jumps past the lease (2 s) right after
+    the answer: the first attempt runs no consumer, the job runs once, on a later claim."""
+    ran_at_attempt: list[int] = []
+
+    @app.consumer("once")
+    def once(job: vesper.Job) -> None:
+        ran_at_attempt.append(job.attempt)
+
+    job = app.enqueue("once")
+    runner = build_runner(app)
+    core = runner.core
+    paused = [0.0]
+    core.clock = lambda: time.monotonic() + paused[0]
+    answered = core.claimed
+
+    def then_paused(request: Any, records: Any) -> list[Attempt]:
+        attempts = answered(request, records)
+        if records and not paused[0]:
+            paused[0] = 2.5  # the store's lease still runs: only a deadline check stops it
+        return attempts
+
+    core.claimed = then_paused  # type: ignore[method-assign]
+    get_job = app.container.get_job()
+    with Background(runner):
+        wait_for(lambda: get_job(job.id).status is Status.DONE)
+    assert ran_at_attempt == [2]
+    assert get_job(job.id).attempts == 2
+
+
+def test_jobs_claimed_by_an_outcome_write_in_flight_at_the_stop_get_the_grace() -> None:
+    """Found by the soak (seed 7): SIGTERM came while an outcome's write (which claims
+    for the free slot) was in flight; its job started after the shutdown had listed the
+    running ones, and was released as soon as those ended: it ran twice."""
+    app = App({**FAST, "WORKERS": "1"})
+    ran: list[str] = []
+
+    @app.consumer("work")
+    def work(job: vesper.Job) -> None:
+        ran.append(job.record.payload["name"])
+        if job.record.payload["name"] == "second":
+            time.sleep(0.5)  # still running when the first job's attempt ends
+
+    uses = app.container.worker_use_cases()
+    runners: list[WorkerRunner] = []
+
+    def stopped_meanwhile(*args: Any) -> Any:
+        if not runners[0].core.stopping:
+            runners[0].stop()
+            time.sleep(0.3)  # the shutdown lists the running jobs meanwhile
+        return uses.record_and_claim(*args)
+
+    runner = app.container.worker_runner(
+        consumers=app.consumers, uses=attrs.evolve(uses, record_and_claim=stopped_meanwhile)
+    )
+    runners.append(runner)
+    try:
+        first = app.enqueue("work", {"name": "first"})
+        second = app.enqueue("work", {"name": "second"})
+        thread = Background(runner)
+        thread.thread.start()
+        thread.thread.join(timeout=30)
+        assert not thread.thread.is_alive(), "the runner did not stop"
+        assert thread.error is None, thread.error
+        get_job = app.container.get_job()
+        assert ran == ["first", "second"]
+        assert get_job(first.id).status is Status.DONE
+        assert get_job(second.id).status is Status.DONE  # not released after it ran
+    finally:
+        app.close()

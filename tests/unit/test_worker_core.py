@@ -158,6 +158,37 @@ def test_a_claim_answered_in_time_runs() -> None:
     assert attempt.abandon_reason is None
 
 
+def test_an_attempt_past_its_deadline_when_it_would_start_is_given_up() -> None:
+    """Found by the soak (seed 21): a worker was paused (SIGSTOP, 6 s; lease 4 s) after
+    its claim's answer and before its consumers began; others re-claimed and ran the
+    jobs; resumed, it ran both consumers on its stale lease. `start` now refuses them."""
+    world = World()
+    world.submit(2)
+    request = world.core.claim_request()
+    assert request is not None
+    records = ClaimJobs(world.repo, POLICIES)(WORKER, request.limit, request.types)
+    attempts = world.core.claimed(request, records)  # answered in time
+    assert [a.abandon_reason for a in attempts] == [None, None]
+    world.clock.advance(27.001)  # paused between the answer and the start
+    assert [world.core.start(a) for a in attempts] == [False, False]
+    assert [a.abandon_reason for a in attempts] == ["lease expired locally"] * 2
+    assert all(a.job.stopping for a in attempts)
+    assert world.core.overdue() == []  # given up once
+    assert world.core.renewal().attempts == ()  # its lease is not renewed either
+
+
+def test_an_attempt_at_its_deadline_when_it_starts_runs() -> None:
+    world = World()
+    world.submit()
+    request = world.core.claim_request()
+    assert request is not None
+    records = ClaimJobs(world.repo, POLICIES)(WORKER, request.limit, request.types)
+    [attempt] = world.core.claimed(request, records)
+    world.clock.advance(27)
+    assert world.core.start(attempt)
+    assert attempt.abandon_reason is None
+
+
 def test_the_local_deadline_ends_before_the_stores_lease() -> None:
     world = World()
     world.submit()

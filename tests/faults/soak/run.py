@@ -6,11 +6,20 @@ copies each deleted row (the whole row, as JSON) with the database time of its
 deletion into `soak_deleted`, in the deleting transaction itself. A row is in that log
 iff its deletion committed, so retention (I15) and accounting (I2) see every prune,
 however short the retention and whatever process pruned.
+
+Two times per deletion, two per keyed row. `deleted_at` and `created_at` are their
+statements' start (`statement_timestamp()`): retention's age is counted from the first.
+They cannot order a key's rows: an INSERT that began first may wait on a lock while a
+later DELETE frees its key, then insert with the earlier time (soak seed 21: 11 keys).
+So AFTER ROW triggers also log `clock_timestamp()` when the row itself was deleted
+(`row_deleted_at`, before that commit) and inserted (`row_inserted_at`, after any wait
+for it): a key's next row is inserted strictly after its last one was deleted.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import threading
 import time
 from collections import Counter, defaultdict
@@ -31,14 +40,24 @@ from tests.faults.soak.schedule import plan
 RETAIN = {"done": 5.0, "cancelled": 5.0, "dlq": 15.0}  # seconds: retention at seconds
 DRAIN_S = 240.0
 TRIGGER = """
-CREATE TABLE soak_deleted (row jsonb NOT NULL, deleted_at timestamptz NOT NULL);
+CREATE TABLE soak_deleted (
+    row jsonb NOT NULL, deleted_at timestamptz NOT NULL, row_deleted_at timestamptz NOT NULL
+);
 CREATE FUNCTION soak_log_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO soak_deleted VALUES (to_jsonb(OLD), statement_timestamp());
+    INSERT INTO soak_deleted VALUES (to_jsonb(OLD), statement_timestamp(), clock_timestamp());
     RETURN OLD;
 END $$;
 CREATE TRIGGER soak_log_delete AFTER DELETE ON vesper_jobs
     FOR EACH ROW EXECUTE FUNCTION soak_log_delete();
+CREATE TABLE soak_inserted (id uuid PRIMARY KEY, row_inserted_at timestamptz NOT NULL);
+CREATE FUNCTION soak_log_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO soak_inserted VALUES (NEW.id, clock_timestamp());
+    RETURN NEW;
+END $$;
+CREATE TRIGGER soak_log_insert AFTER INSERT ON vesper_jobs
+    FOR EACH ROW WHEN (NEW.idempotency_key IS NOT NULL) EXECUTE FUNCTION soak_log_insert();
 """
 TIMES = ("run_at", "created_at", "updated_at", "started_at", "finished_at")
 
@@ -98,7 +117,10 @@ def soak(lab: Lab, *, minutes: float, seed: int, say: Callable[[str], None] = pr
     for piece in chosen:
         piece.finish(ctx)
     drain_s = _drain(lab, database, result)
-    rows = _rows(lab, database)
+    rows = table_rows(cluster.conninfo(database))
+    # every row, live and deleted, for the post-mortem of a failure (one JSON a line)
+    with (lab.root / "jobs.jsonl").open("w") as out:
+        out.writelines(json.dumps(row, default=str) + "\n" for row in rows)
     fleet.terminate()
     ledger = lab.ledger()
     runs = executions(ledger, lab.faults)
@@ -210,19 +232,26 @@ def _drain(lab: Lab, database: str, result: RowResult) -> float:
     return time.monotonic() - started
 
 
-def _rows(lab: Lab, database: str) -> list[dict[str, Any]]:
+def table_rows(conninfo: str) -> list[dict[str, Any]]:
     """The job table and every deleted row (with `deleted_at`), as the checkers read them."""
-    with psycopg.connect(lab.need_cluster().conninfo(database), autocommit=True) as conn:
-        live = conn.execute("SELECT to_jsonb(j), NULL::timestamptz FROM vesper_jobs j").fetchall()
-        gone = conn.execute("SELECT row, deleted_at FROM soak_deleted").fetchall()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        live = conn.execute(
+            "SELECT to_jsonb(j), NULL::timestamptz, NULL::timestamptz FROM vesper_jobs j"
+        ).fetchall()
+        gone = conn.execute("SELECT row, deleted_at, row_deleted_at FROM soak_deleted").fetchall()
+        inserted: dict[str, datetime] = dict(
+            conn.execute("SELECT id::text, row_inserted_at FROM soak_inserted").fetchall()
+        )
     rows = []
-    for data, deleted_at in [*live, *gone]:
+    for data, deleted_at, row_deleted_at in [*live, *gone]:
         row = dict(data)
         row["job_id"] = row.pop("id")
         for name in TIMES:
             if isinstance(row.get(name), str):
                 row[name] = datetime.fromisoformat(row[name])
         row["deleted_at"] = deleted_at
+        row["row_deleted_at"] = row_deleted_at
+        row["row_inserted_at"] = inserted.get(row["job_id"])
         rows.append(row)
     return rows
 

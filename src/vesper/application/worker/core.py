@@ -136,10 +136,19 @@ class WorkerCore:
 
     # -- an attempt's life ----------------------------------------------------------
 
-    def start(self, attempt: Attempt) -> None:
-        """claimed -> running: its consumer is called."""
+    def start(self, attempt: Attempt) -> bool:
+        """claimed -> running: its consumer is called. Returns whether it may be.
+
+        Checked right before the call: a process paused (SIGSTOP, a VM freeze) after
+        the claim's answer and before the consumer began may resume past the local
+        deadline, when another worker may run the job already. Such an attempt is given
+        up instead; its consumer is never called and nothing is recorded.
+        """
+        if attempt.abandon_reason is None and self.clock() > attempt.deadline:
+            self.abandon(attempt, "lease expired locally")
         if attempt.phase is Phase.CLAIMED:
             attempt.phase = Phase.RUNNING
+        return attempt.abandon_reason is None
 
     def returned(self, attempt: Attempt, outcome: Outcome | None) -> Outcome | None:
         """running -> returned: the consumer returned (or was given up).

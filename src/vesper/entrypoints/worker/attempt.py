@@ -69,7 +69,7 @@ async def run_attempt(
     job = attempt.job
     if consumer is None:
         return Outcome(job=attempt.record, error=_describe(NoConsumer(job.type)))
-    if attempt.abandon_reason is not None:  # given up before it began (a late claim)
+    if attempt.abandon_reason is not None:  # given up before it began (`WorkerCore.start`)
         return None
     loop = asyncio.get_running_loop()
     if consumer.is_async:
