@@ -9,7 +9,13 @@ from typing import cast
 import attrs
 
 from vesper.application.policies import Policies
-from vesper.application.ports import CompletingJobRepository, JobRepository
+from vesper.application.ports import (
+    CompletingJobRepository,
+    JobRepository,
+    QueueingCompletingJobRepository,
+    QueueingJobRepository,
+)
+from vesper.domain.errors import StoreLacksQueues
 from vesper.domain.job import Failure, JobRecord, LeaseRef
 
 
@@ -20,6 +26,10 @@ def lease_of(job: JobRecord) -> LeaseRef:
     return LeaseRef(job_id=job.id, token=job.lease.token)
 
 
+QueueSlots = Sequence[tuple[str, int]]
+"""Free slots by queue: how many jobs a claim may take from each."""
+
+
 @attrs.frozen
 class ClaimJobs:
     """Lease up to `limit` due jobs for `worker_id`, in claim order.
@@ -28,19 +38,49 @@ class ClaimJobs:
         worker_id: the claiming process.
         limit: how many at most (its free slots).
         types: only these job types; None takes every type.
+        queues: the free slots of each queue served: one store call per queue, each
+            for that many; None takes from every queue, `limit` in all (the only form
+            a store without `capabilities.queues` accepts).
     """
 
     jobs: JobRepository
     settings: Policies = Policies()
 
     def __call__(
-        self, worker_id: str, limit: int, types: Sequence[str] | None = None
+        self,
+        worker_id: str,
+        limit: int,
+        types: Sequence[str] | None = None,
+        queues: QueueSlots | None = None,
     ) -> list[JobRecord]:
         if limit <= 0:
             return []
-        return self.jobs.claim(
-            worker_id=worker_id, limit=limit, lease=self.settings.lease, types=types
-        )
+        if queues is None:
+            return self.jobs.claim(
+                worker_id=worker_id, limit=limit, lease=self.settings.lease, types=types
+            )
+        claimed: list[JobRecord] = []
+        for queue, slots in queues:
+            if slots > 0:
+                claimed += self.queueing.claim(
+                    worker_id=worker_id,
+                    limit=slots,
+                    lease=self.settings.lease,
+                    types=types,
+                    queues=[queue],
+                )
+        return claimed
+
+    @property
+    def queueing(self) -> QueueingJobRepository:
+        """The store, as one that takes `queues=`.
+
+        Raises:
+            StoreLacksQueues: it declares no `capabilities.queues`.
+        """
+        if not self.jobs.capabilities.queues:
+            raise StoreLacksQueues()
+        return cast(QueueingJobRepository, self.jobs)
 
 
 def failure_of(
@@ -121,26 +161,43 @@ class RecordAndClaim:
         worker_id: str,
         limit: int,
         types: Sequence[str] | None = None,
+        queues: QueueSlots | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         if limit <= 0 or any(o.error is not None for o in outcomes):
             return self.record(outcomes), []
         jobs = self.record.jobs
         if not jobs.capabilities.complete_and_claim:
             recorded = self.record(outcomes)
-            try:
-                return recorded, self.claim(worker_id, limit, types)
-            except Exception:
-                # whatever the store raised: were it to reach the caller, its retry would
-                # find these leases gone and report the recorded outcomes as lost
-                return recorded, []
-        completed, claimed = cast(CompletingJobRepository, jobs).complete_and_claim(
-            [lease_of(o.job) for o in outcomes],
-            worker_id=worker_id,
-            limit=limit,
-            lease=self.claim.settings.lease,
-            types=types,
+            return recorded, self._claim_rest(worker_id, limit, types, queues)
+        lease = self.claim.settings.lease
+        leases = [lease_of(o.job) for o in outcomes]
+        if queues is None:
+            return cast(CompletingJobRepository, jobs).complete_and_claim(
+                leases, worker_id=worker_id, limit=limit, lease=lease, types=types
+            )
+        # one queue rides on the completions; the others are claimed after them
+        (queue, slots), rest = queues[0], queues[1:]
+        completed, claimed = cast(QueueingCompletingJobRepository, jobs).complete_and_claim(
+            leases, worker_id=worker_id, limit=slots, lease=lease, types=types, queues=[queue]
         )
+        if rest:
+            claimed += self._claim_rest(worker_id, limit - slots, types, rest)
         return completed, claimed
+
+    def _claim_rest(
+        self,
+        worker_id: str,
+        limit: int,
+        types: Sequence[str] | None,
+        queues: QueueSlots | None,
+    ) -> list[JobRecord]:
+        """A claim after outcomes were recorded: an error claims nothing instead."""
+        try:
+            return self.claim(worker_id, limit, types, queues)
+        except Exception:
+            # whatever the store raised: were it to reach the caller, its retry would
+            # find these leases gone and report the recorded outcomes as lost
+            return []
 
 
 @attrs.frozen

@@ -7,9 +7,16 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import cast
 
-from vesper.application.ports import CompletingJobRepository, JobRepository, Submitted
+from vesper.application.ports import (
+    CompletingJobRepository,
+    JobRepository,
+    QueueingCompletingJobRepository,
+    QueueingJobRepository,
+    Submitted,
+)
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
@@ -40,9 +47,16 @@ class ForwardingJobRepository:
         limit: int,
         lease: timedelta,
         types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         now: datetime | None = None,
     ) -> list[JobRecord]:
-        return self._jobs.claim(worker_id=worker_id, limit=limit, lease=lease, types=types, now=now)
+        if queues is None:  # a store without queues takes no such argument
+            return self._jobs.claim(
+                worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+            )
+        return cast(QueueingJobRepository, self._jobs).claim(
+            worker_id=worker_id, limit=limit, lease=lease, types=types, queues=queues, now=now
+        )
 
     def complete(
         self, leases: Sequence[LeaseRef], *, now: datetime | None = None
@@ -57,13 +71,37 @@ class ForwardingJobRepository:
         limit: int,
         lease: timedelta,
         types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         now: datetime | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         """Only called where `capabilities.complete_and_claim` (the wrapped store's) is
         set, so the wrapped store has it."""
-        return cast(CompletingJobRepository, self._jobs).complete_and_claim(
-            leases, worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+        if queues is None:
+            return cast(CompletingJobRepository, self._jobs).complete_and_claim(
+                leases, worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+            )
+        return cast(QueueingCompletingJobRepository, self._jobs).complete_and_claim(
+            leases,
+            worker_id=worker_id,
+            limit=limit,
+            lease=lease,
+            types=types,
+            queues=queues,
+            now=now,
         )
+
+    # only called where `capabilities.queues` (the wrapped store's) is set
+
+    def queue_settings(self) -> list[QueueSettings]:
+        return cast(QueueingJobRepository, self._jobs).queue_settings()
+
+    def configure_queue(
+        self, name: str, change: QueueChange, *, now: datetime | None = None
+    ) -> QueueSettings:
+        return cast(QueueingJobRepository, self._jobs).configure_queue(name, change, now=now)
+
+    def queue_states(self, *, now: datetime | None = None) -> list[QueueState]:
+        return cast(QueueingJobRepository, self._jobs).queue_states(now=now)
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         return self._jobs.fail(failures, now=now)

@@ -34,6 +34,11 @@ def new_job_id() -> JobId:
     return JobId(uuid.uuid4())
 
 
+def no_routes(job_type: str) -> str | None:
+    """No consumer known here: a job without a queue goes to "default"."""
+    return None
+
+
 def run_steps(steps: SubmitSteps[T], submit: Callable[[list[NewJob]], list[Submitted]]) -> T:
     """Run a submission's steps here, with `submit` as its store call."""
     jobs = next(steps)
@@ -70,6 +75,8 @@ class SubmitJobs:
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
+    # the queue of a type's consumer, for a request that names none (None: "default")
+    routes: Callable[[str], str | None] = no_routes
 
     def __call__(self, requests: Sequence[JobRequest]) -> list[Submitted]:
         return run_steps(self.steps(requests), self.jobs.submit)
@@ -84,7 +91,7 @@ class SubmitJobs:
         prepared: list[NewJob] = []
         for index, request in enumerate(requests):
             try:
-                prepared.append(_prepare(request, self.settings, self.new_id))
+                prepared.append(_prepare(request, self.settings, self.new_id, self.routes))
             except InvalidRequest as exc:
                 raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
         submitted = yield prepared
@@ -109,18 +116,28 @@ class SubmitJob:
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
+    routes: Callable[[str], str | None] = no_routes  # as SubmitJobs'
 
     def __call__(self, request: JobRequest) -> Submitted:
         return run_steps(self.steps(request), self.jobs.submit)
 
     def steps(self, request: JobRequest) -> SubmitSteps[Submitted]:
         """The use case as steps around its store call (see the module's docstring)."""
-        submitted = yield [_prepare(request, self.settings, self.new_id)]
+        submitted = yield [_prepare(request, self.settings, self.new_id, self.routes)]
         _announce(submitted, self.signal, self.metrics)
         return submitted[0]
 
 
-def _prepare(request: JobRequest, settings: Policies, new_id: Callable[[], JobId]) -> NewJob:
+def _prepare(
+    request: JobRequest,
+    settings: Policies,
+    new_id: Callable[[], JobId],
+    routes: Callable[[str], str | None],
+) -> NewJob:
+    if request.queue is None and isinstance(request.type, str):
+        routed = routes(request.type)
+        if routed is not None:
+            request = attrs.evolve(request, queue=routed)
     return prepare(
         request,
         job_id=new_id(),

@@ -89,3 +89,12 @@ class NoConsumer(VesperError):
     def __init__(self, job_type: str) -> None:
         super().__init__(f"no consumer is registered for job type {job_type!r} in this worker")
         self.job_type = job_type
+
+
+class StoreLacksQueues(VesperError):
+    """Named queues (a worker's queues, queue settings) on a store that has none."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this store does not support named queues (its capabilities.queues is False)"
+        )

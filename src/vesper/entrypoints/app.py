@@ -9,6 +9,7 @@ from typing import Any, TypeVar, overload
 
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
 from vesper.domain.job import JobRecord
+from vesper.domain.queues import check_queue
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
 from vesper.entrypoints.logs import configure_logging
@@ -52,6 +53,8 @@ class App:
     def container(self) -> Container:
         if self._container is None:
             self._container = build_container(self.settings)
+            # jobs submitted here without a queue go to their consumer's
+            self._container.queue_routes.override(self.consumers.queue_of)
         return self._container
 
     @overload
@@ -59,24 +62,42 @@ class App:
 
     @overload
     def consumer(
-        self, job_type: str | None = None, /, *, timeout: float | timedelta | None = None
+        self,
+        job_type: str | None = None,
+        /,
+        *,
+        timeout: float | timedelta | None = None,
+        queue: str | None = None,
     ) -> Callable[[F], F]: ...
 
     def consumer(
-        self, job_type: str | F | None = None, /, *, timeout: float | timedelta | None = None
+        self,
+        job_type: str | F | None = None,
+        /,
+        *,
+        timeout: float | timedelta | None = None,
+        queue: str | None = None,
     ) -> F | Callable[[F], F]:
         """Register a consumer for `job_type`; with no type it takes every other type.
 
         The function gets a `vesper.Job`; it may be `async def`. Raising fails the
         attempt (retried with backoff); raising `vesper.NonRetryable` sends the job
-        straight to dlq. `timeout` (seconds) limits one attempt of this type.
+        straight to dlq. `timeout` (seconds) limits one attempt of this type. `queue`
+        is where jobs of this type go when their producer names none (App.enqueue, and
+        the HTTP API of a process that runs this app); it does not limit which queues
+        a worker claims them from (VESPER_QUEUES does).
         """
         if callable(job_type):
             self.consumers.add(None, Consumer(job_type))
             return job_type
+        if queue is not None:
+            check_queue(queue)
+        if queue is not None and job_type is None:
+            raise ValueError("the catch-all consumer takes no queue: name a job type")
 
         def register(function: F) -> F:
-            self.consumers.add(job_type, Consumer(function, timeout=_seconds("timeout", timeout)))
+            consumer = Consumer(function, timeout=_seconds("timeout", timeout), queue=queue)
+            self.consumers.add(job_type, consumer)
             return function
 
         return register
@@ -92,8 +113,13 @@ class App:
         delay: float | timedelta | None = None,
         idempotency_key: str | None = None,
         timeout: float | timedelta | None = None,
+        queue: str | None = None,
+        concurrency_key: str | None = None,
     ) -> JobRecord:
-        """Submit one job and return it (the bound job on an idempotent replay)."""
+        """Submit one job and return it (the bound job on an idempotent replay).
+
+        Without `queue` the job goes to its type's consumer's queue, else "default".
+        `concurrency_key` groups jobs for the queue's key_concurrency (a tenant id)."""
         request = JobRequest(
             type=job_type,
             # as given: the domain copies it, and refuses anything but a mapping (dict()
@@ -106,6 +132,8 @@ class App:
             idempotency_key=idempotency_key,
             timeout=_seconds("timeout", timeout),
             trace_context=current_traceparent(),  # the producer's trace continues in the worker
+            queue=queue,
+            concurrency_key=concurrency_key,
         )
         return self.container.submit_job()(request).job
 

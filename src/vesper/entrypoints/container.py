@@ -44,8 +44,9 @@ from vesper.application.ports import (
     WorkerRegistry,
     store_capacity,
 )
+from vesper.application.queues import ConfigureQueue, GetQueue, ListQueues
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
-from vesper.application.submit import SubmitJob, SubmitJobs
+from vesper.application.submit import SubmitJob, SubmitJobs, no_routes
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
 from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases
@@ -256,11 +257,24 @@ class Container(containers.DeclarativeContainer):
     global_tracing = providers.Callable(install_global_tracer_provider, tracer_provider)
     worker_tracer = providers.Callable(lambda p: p.get_tracer("vesper.worker"), tracer_provider)
 
+    # the queue of a type's consumer, for jobs submitted without one: a vesper.App
+    # overrides it with its consumers' (vesper api alone knows none: "default")
+    queue_routes = providers.Object(no_routes)
     submit_job = providers.Factory(
-        SubmitJob, jobs=jobs, settings=policies, signal=job_signal, metrics=metrics
+        SubmitJob,
+        jobs=jobs,
+        settings=policies,
+        signal=job_signal,
+        metrics=metrics,
+        routes=queue_routes,
     )
     submit_jobs = providers.Factory(
-        SubmitJobs, jobs=jobs, settings=policies, signal=job_signal, metrics=metrics
+        SubmitJobs,
+        jobs=jobs,
+        settings=policies,
+        signal=job_signal,
+        metrics=metrics,
+        routes=queue_routes,
     )
     claim_jobs = providers.Factory(ClaimJobs, jobs=jobs, settings=policies)
     renew_leases = providers.Factory(RenewLeases, jobs=jobs, settings=policies)
@@ -269,6 +283,9 @@ class Container(containers.DeclarativeContainer):
     list_jobs = providers.Factory(ListJobs, jobs=jobs)
     cancel_job = providers.Factory(CancelJob, jobs=jobs, metrics=metrics)
     retry_job = providers.Factory(RetryJob, jobs=jobs)
+    list_queues = providers.Factory(ListQueues, jobs=jobs, registry=worker_registry)
+    get_queue = providers.Factory(GetQueue, queues=list_queues)
+    configure_queue = providers.Factory(ConfigureQueue, get_queue=get_queue)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
     heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
     deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)

@@ -26,7 +26,8 @@ class TestMyStore(StoreContract):
 ```
 
 `JobRepositoryContract` and `WorkerRegistryContract` check one port each; `StoreContract`
-checks both. Capability flags (`store.jobs.capabilities`) skip what a store cannot do or
+checks both. The Queue*Contract classes (in JobRepositoryContract) check named queues,
+an optional capability (`capabilities.queues`): a store without it skips them. Capability flags (`store.jobs.capabilities`) skip what a store cannot do or
 does not offer (`complete_and_claim` is optional). `FreeStore` wraps a store to take the
 freedoms the port leaves it (a token per claimed job, results in another order, no
 complete_and_claim): the suite passes such a store too.
@@ -51,6 +52,8 @@ pytest.register_assert_rewrite(
     "vesper.testing.model",
     "vesper.testing.model_parts",
     "vesper.testing.postgres",
+    "vesper.testing.queue_races_contract",
+    "vesper.testing.queues_contract",
     "vesper.testing.races_contract",
     "vesper.testing.submit_contract",
     "vesper.testing.workers_contract",
@@ -74,6 +77,13 @@ from vesper.testing.management_contract import (
     StatsContract,
 )
 from vesper.testing.model import ModelContract, StoreModel
+from vesper.testing.queue_races_contract import QueueRaceContract
+from vesper.testing.queues_contract import (
+    QueueClaimContract,
+    QueueLimitContract,
+    QueuePauseContract,
+    QueueSettingsContract,
+)
 from vesper.testing.races_contract import RaceContract
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
@@ -94,6 +104,11 @@ class JobRepositoryContract(
     CancelContract,
     RetryContract,
     RaceContract,
+    QueueClaimContract,
+    QueuePauseContract,
+    QueueSettingsContract,
+    QueueLimitContract,
+    QueueRaceContract,
     ModelContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
@@ -115,6 +130,11 @@ __all__ = [
     "FreeStore",
     "JobRepositoryContract",
     "ModelContract",
+    "QueueClaimContract",
+    "QueueLimitContract",
+    "QueuePauseContract",
+    "QueueRaceContract",
+    "QueueSettingsContract",
     "RaceContract",
     "RecordAndClaimContract",
     "ReleaseContract",

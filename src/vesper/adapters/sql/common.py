@@ -46,7 +46,7 @@ class SqlJobReads:
         self._db = db
         self._now = now
         self._get = select(jobs).where(jobs.c.id == bindparam("job_id"))
-        self._finds: dict[tuple[bool, bool, bool, bool], Select[Any]] = {}
+        self._finds: dict[tuple[bool, ...], Select[Any]] = {}
         self._counts = select(jobs.c.status, jobs.c.priority, func.count()).group_by(
             jobs.c.status, jobs.c.priority
         )
@@ -92,19 +92,25 @@ class SqlJobReads:
         before = query.before_seq
         if before is not None and before > _MAX_SEQ:
             before = None  # every seq is below it (and the column cannot hold it)
-        shape = (query.status is not None, query.type is not None, query.priority is not None)
+        shape = (
+            query.status is not None,
+            query.type is not None,
+            query.priority is not None,
+            query.queue is not None,
+        )
         statement = self._find_statement((*shape, before is not None))
         params = {
             "status": query.status.value if query.status is not None else None,
             "type": query.type,
             "priority": query.priority,
+            "queue": query.queue,
             "before": before,
             "limit": query.limit + 1,
         }
         rows = self._db.read(lambda conn: conn.execute(statement, params).all())
         return page_of([job_of(row) for row in rows], query.limit)
 
-    def _find_statement(self, shape: tuple[bool, bool, bool, bool]) -> Select[Any]:
+    def _find_statement(self, shape: tuple[bool, ...]) -> Select[Any]:
         # one statement per combination of filters: a catch-all `(:x IS NULL OR ...)`
         # would keep PostgreSQL's generic plans off the (status, seq) and (type, seq) indexes
         statement = self._finds.get(shape)
@@ -112,13 +118,13 @@ class SqlJobReads:
             statement = select(jobs)
             for present, column, name in zip(
                 shape,
-                (jobs.c.status, jobs.c.type, jobs.c.priority),
-                ("status", "type", "priority"),
+                (jobs.c.status, jobs.c.type, jobs.c.priority, jobs.c.queue),
+                ("status", "type", "priority", "queue"),
                 strict=False,
             ):
                 if present:
                     statement = statement.where(column == bindparam(name))
-            if shape[3]:
+            if shape[4]:
                 statement = statement.where(jobs.c.seq < bindparam("before"))
             statement = statement.order_by(jobs.c.seq.desc()).limit(bindparam("limit"))
             self._finds[shape] = statement

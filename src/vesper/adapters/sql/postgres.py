@@ -7,6 +7,7 @@ postgres_statements.py.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -31,10 +32,9 @@ from vesper.adapters.sql.postgres_statements import (
     BLANK,
     BOUND,
     CLAIM,
-    CLAIM_TYPES,
+    CLAIMS,
     COMPLETE,
-    COMPLETE_AND_CLAIM,
-    COMPLETE_AND_CLAIM_TYPES,
+    COMPLETES_AND_CLAIMS,
     EXPIRE,
     FAIL,
     INSERT,
@@ -44,17 +44,21 @@ from vesper.adapters.sql.postgres_statements import (
     RELEASE,
     RENEW,
     SUPPLIED,
+    ClaimShape,
     run,
 )
+from vesper.adapters.sql.queues import SqlQueues
 from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of
 from vesper.adapters.sql.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
 from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobRecord, LeaseRef
+from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.submission import NewJob
 
 __all__ = ["CLAIM", "PostgresJobRepository"]  # CLAIM: the fault matrix EXPLAINs it (R15)
 
 CLOCK = text("SELECT statement_timestamp()")
+log = logging.getLogger("vesper.store")
 
 
 def now_expression() -> Any:
@@ -73,11 +77,12 @@ def _text(value: str) -> str:
 class PostgresJobRepository(SqlJobReads):
     """Jobs in PostgreSQL: any number of processes on any number of machines."""
 
-    capabilities = Capabilities(multi_process=True, complete_and_claim=True)
+    capabilities = Capabilities(multi_process=True, complete_and_claim=True, queues=True)
 
     def __init__(self, db: Database, *, beat: Database | None = None) -> None:
         super().__init__(db, now_expression())
         self._beat = beat or db  # lease renewal gets its own pool: a busy one cannot starve it
+        self._queues = SqlQueues(db, clock=_database_clock, notify=lambda conn: run(conn, NOTIFY))
 
     def now(self) -> datetime:
         value = self._db.read(lambda conn: conn.execute(CLOCK).scalar_one())
@@ -135,14 +140,48 @@ class PostgresJobRepository(SqlJobReads):
         limit: int,
         lease: timedelta,
         types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         now: datetime | None = None,
     ) -> list[JobRecord]:
-        if limit <= 0 or (types is not None and not types):
+        if limit <= 0 or (types is not None and not types) or (queues is not None and not queues):
             return []
-        params = _claim_params(worker_id, limit, lease, types, now)
-        statement = CLAIM if types is None else CLAIM_TYPES
-        rows = self._db.statement(lambda conn: run(conn, statement, params))
-        return in_claim_order(jobs_of(rows))
+        limited = self._queues.limited()
+        claimed: list[JobRecord] = []
+        if queues is None or not limited.issuperset(queues):
+            params = _claim_params(worker_id, limit, lease, types, queues, now)
+            statement = CLAIMS[_shape(types, queues)]
+            rows = self._db.statement(lambda conn: run(conn, statement, params))
+            claimed = in_claim_order(jobs_of(rows))
+        return claimed + self._claim_limited(
+            limited, worker_id, limit - len(claimed), lease, types, queues, now
+        )
+
+    def _claim_limited(
+        self,
+        limited: frozenset[str],
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None,
+        queues: Sequence[str] | None,
+        now: datetime | None,
+    ) -> list[JobRecord]:
+        """Claims from the limited queues among `queues`, each in its own transaction."""
+        claimed: list[JobRecord] = []
+        for name in sorted(limited if queues is None else limited.intersection(queues)):
+            if len(claimed) >= limit:
+                break
+            claimed += in_claim_order(
+                self._queues.claim(
+                    name,
+                    worker_id=worker_id,
+                    limit=limit - len(claimed),
+                    lease=lease,
+                    types=types,
+                    now=now,
+                )
+            )
+        return claimed
 
     def complete(
         self, leases: Sequence[LeaseRef], *, now: datetime | None = None
@@ -157,25 +196,51 @@ class PostgresJobRepository(SqlJobReads):
         limit: int,
         lease: timedelta,
         types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         now: datetime | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
-        if not leases or limit <= 0 or (types is not None and not types):
+        limited = self._queues.limited()
+        if (
+            not leases
+            or limit <= 0
+            or (types is not None and not types)
+            or (queues is not None and (not queues or limited.issuperset(queues)))
+        ):
             completed = self.complete(leases, now=now)
             claimed = self.claim(
-                worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+                worker_id=worker_id, limit=limit, lease=lease, types=types, queues=queues, now=now
             )
             return completed, claimed
         refs = _sorted(leases)
         params = {
-            **_claim_params(worker_id, limit, lease, types, now),
+            **_claim_params(worker_id, limit, lease, types, queues, now),
             "ids": [r.job_id for r in refs],
             "tokens": [r.token for r in refs],
         }
-        statement = COMPLETE_AND_CLAIM if types is None else COMPLETE_AND_CLAIM_TYPES
+        statement = COMPLETES_AND_CLAIMS[_shape(types, queues)]
         rows = self._db.statement(lambda conn: run(conn, statement, params))
         done = [job_of(row) for row in rows if row["vesper_done"]]
-        claimed = [job_of(row) for row in rows if not row["vesper_done"]]
-        return done, in_claim_order(claimed)
+        claimed = in_claim_order([job_of(row) for row in rows if not row["vesper_done"]])
+        try:
+            # the completions are committed: an error past here must not reach a caller
+            # that would retry them (it claims on its own instead)
+            claimed += self._claim_limited(
+                limited, worker_id, limit - len(claimed), lease, types, queues, now
+            )
+        except Exception as exc:
+            log.warning("claim from limited queues failed after completing a batch: %s", exc)
+        return done, claimed
+
+    def queue_settings(self) -> list[QueueSettings]:
+        return self._queues.settings()
+
+    def configure_queue(
+        self, name: str, change: QueueChange, *, now: datetime | None = None
+    ) -> QueueSettings:
+        return self._queues.configure(name, change, now=now)
+
+    def queue_states(self, *, now: datetime | None = None) -> list[QueueState]:
+        return self._queues.states(now=now)
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         ordered = sorted(failures, key=lambda f: f.lease.job_id)
@@ -223,11 +288,25 @@ class PostgresJobRepository(SqlJobReads):
         return jobs_of(db.statement(lambda conn: run(conn, statement, params)))
 
 
+def _database_clock(conn: Connection) -> datetime:
+    """The database's time now (not the transaction's start: a lock may have been awaited)."""
+    moment = job_time(conn.execute(text("SELECT clock_timestamp()")).scalar_one())
+    assert moment is not None
+    return moment
+
+
+def _shape(types: Sequence[str] | None, queues: Sequence[str] | None) -> ClaimShape:
+    if queues is None:
+        return types is not None, "all"
+    return types is not None, "one" if len(set(queues)) == 1 else "many"
+
+
 def _claim_params(
     worker_id: str,
     limit: int,
     lease: timedelta,
     types: Sequence[str] | None,
+    queues: Sequence[str] | None,
     now: datetime | None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
@@ -239,6 +318,9 @@ def _claim_params(
     }
     if types is not None:
         params["types"] = list(types)
+    if queues is not None:
+        params["queue"] = queues[0]
+        params["queues"] = list(queues)
     return params
 
 

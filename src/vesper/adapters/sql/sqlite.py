@@ -8,6 +8,7 @@ date arithmetic happens in Python: SQLite stores times as text.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -34,14 +35,17 @@ from sqlalchemy.engine import Connection
 from vesper.adapters.clock import SystemClock
 from vesper.adapters.sql.common import SqlJobReads, SubmitPlan, assemble, plan_submission
 from vesper.adapters.sql.engines import Database
+from vesper.adapters.sql.queues import NOT_LIMITED_SQL, SqlQueues
 from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of, row_of
 from vesper.adapters.sql.tables import CLAIMABLE_SQL, PROCESSING_SQL, jobs, utc_datetime
 from vesper.application.ports import Capabilities, Clock, Submitted
 from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
 
 NOW = bindparam("now", type_=utc_datetime())
+log = logging.getLogger("vesper.store")
 _LEASE_CLEARED: dict[str, Any] = {"worker_id": None, "lease_token": None, "lease_expires_at": None}
 
 # INDEXED BY: without statistics SQLite may prefer (status, seq) and sort every claimable
@@ -51,8 +55,8 @@ UPDATE vesper_jobs
 SET status = 'processing', attempts = attempts + 1, worker_id = :b_worker_id,
     lease_token = :token, lease_expires_at = :expires_at, started_at = :now, updated_at = :now
 WHERE id IN (
-    SELECT id FROM vesper_jobs INDEXED BY vesper_jobs_claim_idx
-    WHERE {claimable} AND run_at <= :now {types}
+    SELECT id FROM vesper_jobs INDEXED BY {index}
+    WHERE {claimable} AND run_at <= :now {types} {queues} {not_limited}
     ORDER BY priority DESC, run_at, seq
     LIMIT :limit
 )
@@ -60,9 +64,21 @@ RETURNING *
 """
 
 
-def _claim(types: str, *extra: BindParameter[Any]) -> TextualSelect:
+def _claim(typed: bool, queues: str) -> TextualSelect:
+    extra: list[BindParameter[Any]] = [bindparam("types", expanding=True)] if typed else []
+    if queues == "many":
+        extra.append(bindparam("queues", expanding=True))
     return (
-        text(_CLAIM.format(claimable=CLAIMABLE_SQL, types=types))
+        text(
+            _CLAIM.format(
+                claimable=CLAIMABLE_SQL,
+                # one queue: its own index, in claim order
+                index="vesper_jobs_queue_claim_idx" if queues == "one" else "vesper_jobs_claim_idx",
+                types="AND type IN :types" if typed else "",
+                queues=_QUEUES[queues],
+                not_limited=NOT_LIMITED_SQL,
+            )
+        )
         .bindparams(
             bindparam("now", type_=utc_datetime()),
             bindparam("expires_at", type_=utc_datetime()),
@@ -73,8 +89,8 @@ def _claim(types: str, *extra: BindParameter[Any]) -> TextualSelect:
     )
 
 
-CLAIM = _claim("")
-CLAIM_TYPES = _claim("AND type IN :types", bindparam("types", expanding=True))
+_QUEUES = {"all": "", "one": "AND queue = :queue", "many": "AND queue IN :queues"}
+CLAIMS = {(typed, q): _claim(typed, q) for typed in (False, True) for q in _QUEUES}
 
 # fencing: only the current, unexpired lease of a processing job changes it
 _FENCE = and_(
@@ -149,11 +165,13 @@ INSERT = insert(jobs)
 class SqliteJobRepository(SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
-    capabilities = Capabilities(multi_process=True, complete_and_claim=True)
+    capabilities = Capabilities(multi_process=True, complete_and_claim=True, queues=True)
 
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         super().__init__(db, NOW)
         self._clock = clock or SystemClock()
+        host = self._clock
+        self._queues = SqlQueues(db, clock=lambda _: host.now())
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -198,16 +216,36 @@ class SqliteJobRepository(SqlJobReads):
         limit: int,
         lease: timedelta,
         types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         now: datetime | None = None,
     ) -> list[JobRecord]:
-        if limit <= 0 or (types is not None and not types):
+        if limit <= 0 or (types is not None and not types) or (queues is not None and not queues):
             return []
+        limited = self._queues.limited()
+        claimed: list[JobRecord] = []
+        if queues is None or not limited.issuperset(queues):
 
-        def work(conn: Connection) -> Any:
-            statement, params = _claim_params(worker_id, limit, lease, types, self._at(now))
-            return conn.execute(statement, params).all()
+            def work(conn: Connection) -> Any:
+                statement, params = _claim_params(
+                    worker_id, limit, lease, types, queues, self._at(now)
+                )
+                return conn.execute(statement, params).all()
 
-        return in_claim_order(jobs_of(self._db.statement(work)))
+            claimed = in_claim_order(jobs_of(self._db.statement(work)))
+        for name in sorted(limited if queues is None else limited.intersection(queues)):
+            if len(claimed) >= limit:
+                break
+            claimed += in_claim_order(
+                self._queues.claim(
+                    name,
+                    worker_id=worker_id,
+                    limit=limit - len(claimed),
+                    lease=lease,
+                    types=types,
+                    now=now,
+                )
+            )
+        return claimed
 
     def complete(
         self, leases: Sequence[LeaseRef], *, now: datetime | None = None
@@ -222,25 +260,58 @@ class SqliteJobRepository(SqlJobReads):
         limit: int,
         lease: timedelta,
         types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         now: datetime | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
-        if not leases or limit <= 0 or (types is not None and not types):
+        limited = self._queues.limited()
+        if (
+            not leases
+            or limit <= 0
+            or (types is not None and not types)
+            or (queues is not None and not queues)
+            or limited.intersection(queues if queues is not None else limited)
+        ):
+            # a limited queue's claim is a transaction of its own: complete first
             completed = self.complete(leases, now=now)
-            claimed = self.claim(
-                worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
-            )
+            if not completed and leases:
+                return completed, []
+            try:
+                claimed = self.claim(
+                    worker_id=worker_id,
+                    limit=limit,
+                    lease=lease,
+                    types=types,
+                    queues=queues,
+                    now=now,
+                )
+            except Exception as exc:  # the completions are committed: never retried
+                if not leases:
+                    raise
+                log.warning("claim failed after completing a batch: %s", exc)
+                claimed = []
             return completed, claimed
 
         # one write transaction: one commit (one WAL sync) for the batch and the next
         def work(conn: Connection) -> tuple[list[JobRecord], list[JobRecord]]:
             at = self._at(now)
             fenced = _fenced_params(leases, {"now": at})
-            statement, params = _claim_params(worker_id, limit, lease, types, at)
+            statement, params = _claim_params(worker_id, limit, lease, types, queues, at)
             done = jobs_of(conn.execute(COMPLETE, fenced).all())
             return done, jobs_of(conn.execute(statement, params).all())
 
         done, claimed = self._db.transaction(work)
         return done, in_claim_order(claimed)
+
+    def queue_settings(self) -> list[QueueSettings]:
+        return self._queues.settings()
+
+    def configure_queue(
+        self, name: str, change: QueueChange, *, now: datetime | None = None
+    ) -> QueueSettings:
+        return self._queues.configure(name, change, now=now)
+
+    def queue_states(self, *, now: datetime | None = None) -> list[QueueState]:
+        return self._queues.states(now=now)
 
     def renew(
         self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
@@ -317,7 +388,12 @@ def _fenced_params(leases: Sequence[LeaseRef], params: dict[str, Any]) -> dict[s
 
 
 def _claim_params(
-    worker_id: str, limit: int, lease: timedelta, types: Sequence[str] | None, at: datetime
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    types: Sequence[str] | None,
+    queues: Sequence[str] | None,
+    at: datetime,
 ) -> tuple[Any, dict[str, Any]]:
     """The claim statement and its parameters (a fresh lease token per call, shared by
     the batch)."""
@@ -328,7 +404,12 @@ def _claim_params(
         "token": uuid.uuid4(),  # one per call: the fence is (job id, token)
         "expires_at": at + lease,
     }
-    if types is None:
-        return CLAIM, params
-    params["types"] = list(types)
-    return CLAIM_TYPES, params
+    if types is not None:
+        params["types"] = list(types)
+    shape = "all"
+    if queues is not None:
+        shape = "one" if len(set(queues)) == 1 else "many"
+        params["queue" if shape == "one" else "queues"] = (
+            queues[0] if shape == "one" else list(queues)
+        )
+    return CLAIMS[types is not None, shape], params

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -36,6 +37,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 JOBS = "vesper_jobs"
 WORKERS = "vesper_workers"
+QUEUES = "vesper_queues"
 VERSION_TABLE = "vesper_alembic_version"
 
 # The claim path's predicate: spelled exactly so in the partial index and in the claim
@@ -138,12 +140,25 @@ jobs = Table(
     Column("updated_at", utc_datetime(), nullable=False),
     Column("started_at", utc_datetime(), nullable=True),
     Column("finished_at", utc_datetime(), nullable=True),
+    # last, as migration 0002 added them: SQLite's RETURNING * is read by position
+    Column("queue", Text(), nullable=False, server_default=text("'default'")),
+    Column("concurrency_key", Text(), nullable=True),
     UniqueConstraint("seq", name="vesper_jobs_seq_key"),
     CheckConstraint(STATUS_CHECK_SQL, name="vesper_jobs_status_check"),
     CheckConstraint(LEASE_CHECK_SQL, name="vesper_jobs_lease_check"),
     # the claim path: only due-able jobs are in it, so finished rows cost it nothing
     Index(
         "vesper_jobs_claim_idx",
+        text("priority DESC"),
+        "run_at",
+        "seq",
+        postgresql_where=text(CLAIMABLE_SQL),
+        sqlite_where=text(CLAIMABLE_SQL),
+    ),
+    # a claim from one queue: its due jobs in claim order
+    Index(
+        "vesper_jobs_queue_claim_idx",
+        "queue",
         text("priority DESC"),
         "run_at",
         "seq",
@@ -184,4 +199,28 @@ workers = Table(
     Column("concurrency", Integer(), nullable=False),
     Column("started_at", utc_datetime(), nullable=False),
     Column("last_heartbeat", utc_datetime(), nullable=False),
+    Column("queues", Text(), nullable=True),  # JSON {"queue": slots}; NULL: every queue
+    Column("types", Text(), nullable=True),  # JSON ["type", ...]; NULL: every type
+)
+
+# A claim consults a queue's row only when the queue is limited: this predicate, spelled
+# once for the claims' exclusion of limited queues and the cache of their names.
+LIMITED_SQL = (
+    "(paused OR concurrency IS NOT NULL OR rate_limit IS NOT NULL "
+    "OR key_concurrency IS NOT NULL OR aging IS NOT NULL)"
+)
+
+queues = Table(
+    QUEUES,
+    metadata,
+    Column("name", Text(), primary_key=True),
+    Column("paused", Boolean(), nullable=False),
+    Column("concurrency", Integer(), nullable=True),
+    Column("rate_limit", Integer(), nullable=True),
+    Column("rate_period", duration(), nullable=True),
+    Column("key_concurrency", Integer(), nullable=True),
+    Column("aging", duration(), nullable=True),
+    # the times of the claims the rate's sliding window counts: JSON microseconds
+    Column("rate_log", Text(), nullable=False),
+    Column("updated_at", utc_datetime(), nullable=False),
 )

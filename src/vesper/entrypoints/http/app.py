@@ -25,6 +25,7 @@ from vesper.entrypoints.http.openapi import openapi_config
 from vesper.entrypoints.http.routes.fleet import FLEET_ROUTES
 from vesper.entrypoints.http.routes.health import HEALTH_ROUTES
 from vesper.entrypoints.http.routes.jobs import JOB_ROUTES
+from vesper.entrypoints.http.routes.queues import QUEUE_ROUTES
 from vesper.entrypoints.http.telemetry import HttpTelemetry
 from vesper.entrypoints.http.timeouts import TimeoutMiddleware
 from vesper.entrypoints.settings import Settings
@@ -66,7 +67,7 @@ def create_app(
 
     api = Router(
         path="/",
-        route_handlers=[*JOB_ROUTES, *FLEET_ROUTES],
+        route_handlers=[*JOB_ROUTES, *FLEET_ROUTES, *QUEUE_ROUTES],
         security=security_requirement() if token else None,
     )
     app = Litestar(

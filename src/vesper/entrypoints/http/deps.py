@@ -45,6 +45,9 @@ USE_CASES = (
     "retry_job",
     "get_stats",
     "get_fleet",
+    "list_queues",
+    "get_queue",
+    "configure_queue",
 )
 
 

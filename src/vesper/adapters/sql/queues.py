@@ -1,0 +1,300 @@
+"""Named queues in SQL, for both job repositories: settings, the view of each queue, and
+the claim from a queue whose settings limit it.
+
+A claim has two paths. The fast one is the repository's own single statement, which
+leaves out every limited queue (a live subquery on `vesper_queues`: a queue limited a
+moment ago is never claimed from without its limits). The limited path takes one
+queue at a time, in one transaction that first locks the queue's row (PostgreSQL:
+FOR UPDATE; SQLite: the write lock), then counts the queue's processing jobs, checks
+the rate's window, picks the jobs in effective priority order and per key, and
+records the claims in the window. Claimers of that queue therefore queue up on its row,
+and no limit can be exceeded by a race; a queue without limits never pays for them.
+
+Which queues are limited is cached for `LIMITED_TTL` seconds per process: a stale entry
+costs a queue at most that much delay (the fast path already excludes it), never a
+limit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from vesper.adapters.sql.engines import Database
+from vesper.adapters.sql.rows import (
+    aware_utc,
+    jobs_of,
+    queue_row,
+    queue_settings_of,
+    rate_log_of,
+    rate_log_text,
+)
+from vesper.adapters.sql.tables import (
+    CLAIMABLE_SQL,
+    LIMITED_SQL,
+    PROCESSING_SQL,
+    jobs,
+    queues,
+    utc_datetime,
+)
+from vesper.domain.job import JobRecord
+from vesper.domain.queues import (
+    QueueChange,
+    QueueSettings,
+    QueueState,
+    check_queue,
+    pick_by_key,
+    queue_allowance,
+    rate_log_after,
+)
+from vesper.domain.states import Status
+
+LIMITED_TTL = 0.25  # seconds a process trusts its list of limited queues
+
+# the fast path's exclusion of limited queues, for both dialects' claim statements
+NOT_LIMITED_SQL = f"AND queue NOT IN (SELECT name FROM vesper_queues WHERE {LIMITED_SQL})"
+
+_LIMITED = text(f"SELECT name FROM vesper_queues WHERE {LIMITED_SQL}")
+_RUNNING = text(
+    f"SELECT concurrency_key, count(*) FROM vesper_jobs WHERE {PROCESSING_SQL} "
+    "AND queue = :queue GROUP BY concurrency_key"
+)
+_COUNTS = text("SELECT queue, status, count(*) FROM vesper_jobs GROUP BY queue, status")
+_AT = bindparam("at", type_=utc_datetime())
+_TAKE = (
+    update(jobs)
+    .where(jobs.c.id.in_(bindparam("ids", expanding=True)), text(CLAIMABLE_SQL))
+    .values(
+        status=Status.PROCESSING.value,
+        attempts=jobs.c.attempts + 1,
+        worker_id=bindparam("b_worker_id"),
+        lease_token=bindparam("token"),
+        lease_expires_at=bindparam("expires_at", type_=utc_datetime()),
+        started_at=_AT,
+        updated_at=_AT,
+    )
+    .returning(*jobs.c)
+)
+_SET_LOG = (
+    update(queues).where(queues.c.name == bindparam("b_name")).values(rate_log=bindparam("log"))
+)
+
+
+class SqlQueues:
+    """The queue side of one SQL job repository.
+
+    Args:
+        clock: the time to use when a call passes none; on PostgreSQL the database's
+            (read inside the transaction, after the queue's lock is held).
+        notify: PostgreSQL: wake idle workers everywhere at the commit of a change.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[Connection], datetime],
+        notify: Callable[[Connection], object] | None = None,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._notify = notify
+        self._postgres = db.postgres
+        self._lock = threading.Lock()
+        self._limited: frozenset[str] = frozenset()
+        self._limited_at = -LIMITED_TTL
+        lock = " FOR UPDATE" if self._postgres else ""
+        self._row = select(queues).where(queues.c.name == bindparam("b_name"))
+        self._locked_row = text(f"SELECT * FROM vesper_queues WHERE name = :b_name{lock}")
+        self._due = (
+            select(jobs.c.queue, jobs.c.type, func.min(jobs.c.run_at))
+            .where(text(CLAIMABLE_SQL), jobs.c.run_at <= _AT)
+            .group_by(jobs.c.queue, jobs.c.type)
+        )
+        insert = (postgresql.insert if self._postgres else sqlite.insert)(queues)
+        upsert = insert.values(**{c.name: bindparam(f"b_{c.name}", type_=c.type) for c in queues.c})
+        self._upsert = upsert.on_conflict_do_update(
+            index_elements=[queues.c.name],
+            set_={c.name: upsert.excluded[c.name] for c in queues.c if c.name != "name"},
+        )
+        self._picks: dict[tuple[bool, bool, bool], Any] = {}
+
+    # -- which queues are limited ---------------------------------------------------
+
+    def limited(self) -> frozenset[str]:
+        """The names of the limited queues, as read at most LIMITED_TTL ago."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._limited_at < LIMITED_TTL:
+                return self._limited
+        names = self._db.read(lambda conn: frozenset(conn.execute(_LIMITED).scalars()))
+        with self._lock:
+            self._limited, self._limited_at = names, now
+        return names
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._limited_at = -LIMITED_TTL
+
+    # -- the limited path -----------------------------------------------------------
+
+    def claim(
+        self,
+        name: str,
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None,
+        now: datetime | None,
+    ) -> list[JobRecord]:
+        """Claim from the queue `name`, keeping its settings, in one transaction."""
+
+        def work(conn: Connection) -> list[JobRecord]:
+            row = conn.execute(self._locked_row, {"b_name": name}).first()
+            at = now or self._clock(conn)  # after the lock: a claim is never dated earlier
+            settings = queue_settings_of(row) if row is not None else QueueSettings(name=name)
+            log = rate_log_of(row.rate_log) if row is not None else []
+            busy: dict[str, int] = {}
+            running = 0
+            for key, n in conn.execute(_RUNNING, {"queue": name}).all():
+                running += n
+                if key is not None:
+                    busy[key] = n
+            allowed = queue_allowance(settings, processing=running, log=log, now=at, limit=limit)
+            if allowed <= 0:
+                return []
+            per_key = settings.key_concurrency
+            # enough candidates for the per-key rule to skip the saturated keys' jobs
+            cap = allowed if per_key is None else allowed + per_key * (running + allowed)
+            params: dict[str, Any] = {"queue": name, "at": at, "cap": cap}
+            if types is not None:
+                params["types"] = list(types)
+            if settings.aging is not None:
+                params["aging"] = settings.aging.total_seconds()
+            if per_key is not None:
+                params["per_key"] = per_key
+            statement = self._pick(types is not None, settings.aging is not None, per_key)
+            candidates = [(r[0], r[1]) for r in conn.execute(statement, params).all()]
+            picked = pick_by_key(candidates, busy, per_key, allowed)
+            if not picked:
+                return []
+            taken = conn.execute(
+                _TAKE,
+                {
+                    "ids": picked,
+                    "b_worker_id": worker_id,
+                    "token": uuid.uuid4(),
+                    "expires_at": at + lease,
+                    "at": at,
+                },
+            ).all()
+            if settings.rate is not None and row is not None:
+                after = rate_log_after(settings.rate, log, at, len(taken))
+                conn.execute(_SET_LOG, {"b_name": name, "log": rate_log_text(after)})
+            return jobs_of(taken)
+
+        return self._db.transaction(work)
+
+    def _pick(self, typed: bool, aged: bool, per_key: int | None) -> Any:
+        """The candidates' statement: due jobs of the queue in effective priority order;
+        with key_concurrency, at most that many per key (the first ones)."""
+        shape = (typed, aged, per_key is not None)
+        statement = self._picks.get(shape)
+        if statement is not None:
+            return statement
+        effective = self._effective() if aged else "priority"
+        where = f"{CLAIMABLE_SQL} AND queue = :queue AND run_at <= :at"
+        if typed:
+            where += " AND type IN :types"
+        if per_key is None:
+            sql = (
+                f"SELECT id, concurrency_key FROM vesper_jobs WHERE {where} "
+                f"ORDER BY {effective} DESC, run_at, seq LIMIT :cap"
+            )
+        else:
+            sql = (
+                "SELECT id, concurrency_key FROM ("
+                f"SELECT id, concurrency_key, run_at, seq, {effective} AS eff, "
+                f"row_number() OVER (PARTITION BY concurrency_key ORDER BY {effective} DESC, "
+                f"run_at, seq) AS rn FROM vesper_jobs WHERE {where}) AS c "
+                "WHERE concurrency_key IS NULL OR rn <= :per_key "
+                "ORDER BY eff DESC, run_at, seq LIMIT :cap"
+            )
+        binds = [bindparam("at", type_=utc_datetime())]
+        if typed:
+            binds.append(bindparam("types", expanding=True))
+        statement = text(sql).bindparams(*binds).columns(jobs.c.id, jobs.c.concurrency_key)
+        self._picks[shape] = statement
+        return statement
+
+    def _effective(self) -> str:
+        """SQL of effective_priority (queues.py): +1 per `aging` seconds waited, at most 10."""
+        if self._postgres:
+            waited = "EXTRACT(EPOCH FROM (CAST(:at AS timestamptz) - run_at))"
+            return f"LEAST(10, priority + CAST(floor({waited} / :aging) AS integer))"
+        waited = "((julianday(:at) - julianday(run_at)) * 86400.0)"
+        return f"MIN(10, priority + CAST({waited} / :aging AS INTEGER))"
+
+    # -- settings and the view ------------------------------------------------------
+
+    def settings(self) -> list[QueueSettings]:
+        rows = self._db.read(lambda conn: conn.execute(select(queues).order_by("name")).all())
+        return [queue_settings_of(row) for row in rows]
+
+    def configure(
+        self, name: str, change: QueueChange, *, now: datetime | None = None
+    ) -> QueueSettings:
+        check_queue(name, "name")
+
+        def work(conn: Connection) -> QueueSettings:
+            row = conn.execute(self._locked_row, {"b_name": name}).first()
+            before = queue_settings_of(row) if row is not None else QueueSettings(name=name)
+            after = change.apply(before)
+            log = row.rate_log if row is not None and after.rate == before.rate else "[]"
+            values = {**queue_row(after), "rate_log": log, "updated_at": now or self._clock(conn)}
+            conn.execute(self._upsert, {f"b_{k}": v for k, v in values.items()})
+            if self._notify is not None:
+                self._notify(conn)  # delivered at the commit: idle workers claim again
+            return after
+
+        settings = self._db.transaction(work)
+        self._forget()
+        return settings
+
+    def states(self, *, now: datetime | None = None) -> list[QueueState]:
+        def work(conn: Connection) -> list[QueueState]:
+            at = now or self._clock(conn)
+            counts: dict[str, dict[Status, int]] = {}
+            for queue, status, n in conn.execute(_COUNTS).all():
+                counts.setdefault(queue, dict.fromkeys(Status, 0))[Status(status)] = n
+            oldest: dict[str, datetime] = {}
+            due_types: dict[str, set[str]] = {}
+            for queue, job_type, run_at in conn.execute(self._due, {"at": at}).all():
+                due_types.setdefault(queue, set()).add(job_type)
+                moment = aware_utc(run_at)
+                if queue not in oldest or moment < oldest[queue]:
+                    oldest[queue] = moment
+            stored = {
+                row.name: queue_settings_of(row) for row in conn.execute(select(queues)).all()
+            }
+            return [
+                QueueState(
+                    settings=stored.get(name) or QueueSettings(name=name),
+                    counts=counts.get(name, dict.fromkeys(Status, 0)),
+                    oldest_due_run_at=oldest.get(name),
+                    due_types=tuple(sorted(due_types.get(name, ()))),
+                    now=at,
+                )
+                for name in sorted(set(counts) | set(stored))
+            ]
+
+        return self._db.read(work)
