@@ -16,6 +16,7 @@ from dotenv import load_dotenv
 from vesper.domain.errors import InvalidRequest, VesperError
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
+from vesper.entrypoints.queues_cli import queues_command
 from vesper.entrypoints.settings import BUILTIN_STORAGES, ConfigError, describe_store
 from vesper.entrypoints.wire import job_to_wire
 
@@ -73,6 +74,12 @@ def main() -> None:
 workers_option = click.option(
     "--workers", type=click.IntRange(min=1), help="Job slots in this process (overrides WORKERS)."
 )
+queues_option = click.option(
+    "--queues",
+    metavar="QUEUE=SLOTS,...",
+    help="Serve these queues, each with its own slots, e.g. email=2,default=10 "
+    "(overrides VESPER_QUEUES; unset: WORKERS slots serve every queue).",
+)
 addr_option = click.option(
     "--addr", help="Listen address, :8080 or host:port (overrides API_ADDR)."
 )
@@ -82,18 +89,24 @@ addr_option = click.option(
 @app_option
 @workers_option
 @addr_option
-def serve(app_path: str | None, workers: int | None, addr: str | None) -> None:
+@queues_option
+def serve(app_path: str | None, workers: int | None, addr: str | None, queues: str | None) -> None:
     """Run the HTTP API and the workers in this process (the default deployment)."""
     _override(workers=workers, addr=addr)
+    if queues is not None:
+        os.environ["VESPER_QUEUES"] = queues
     _load(app_path, announce=False).run(api=True, workers=True)
 
 
 @main.command()
 @app_option
 @workers_option
-def worker(app_path: str | None, workers: int | None) -> None:
+@queues_option
+def worker(app_path: str | None, workers: int | None, queues: str | None) -> None:
     """Run workers only: claim and run jobs until SIGTERM or Ctrl+C."""
     _override(workers=workers, addr=None)
+    if queues is not None:
+        os.environ["VESPER_QUEUES"] = queues
     app = _load(app_path, announce=False)
     if app.settings.storage == "memory":
         click.echo(
@@ -173,6 +186,8 @@ def _migrate_plugin(app: App) -> None:
 @click.option("--max-retries", type=click.IntRange(min=0))
 @click.option("--delay", type=float, help="Seconds before the job is due.")
 @click.option("--idempotency-key")
+@click.option("--queue", help='The queue (default: "default").')
+@click.option("--concurrency-key", help="Groups jobs for the queue's key_concurrency.")
 def enqueue(
     job_type: str,
     payload: str,
@@ -180,6 +195,8 @@ def enqueue(
     max_retries: int | None,
     delay: float | None,
     idempotency_key: str | None,
+    queue: str | None,
+    concurrency_key: str | None,
 ) -> None:
     """Submit one job and print it as JSON."""
     # a bad input is one line naming the option, exit 2, before anything is opened
@@ -208,6 +225,8 @@ def enqueue(
             max_retries=max_retries,
             delay=delay,
             idempotency_key=idempotency_key,
+            queue=queue,
+            concurrency_key=concurrency_key,
         )
     except InvalidRequest as exc:
         _fail(str(exc), 2)
@@ -247,6 +266,7 @@ def status(watch: bool, interval: float, count: int | None) -> None:
 
 
 main.add_command(bench)
+main.add_command(queues_command)
 
 
 def _load(app_path: str | None, *, announce: bool = True) -> App:

@@ -119,6 +119,7 @@ def store_pools(store: Store) -> dict[str, Any]:
 def open_metrics(
     get_stats: Callable[[], GetStats],
     get_fleet: Callable[[], GetFleet],
+    list_queues: Callable[[], ListQueues],
     store: Callable[[], Store],
     gate: StoreGate,
     max_types: int,
@@ -128,6 +129,12 @@ def open_metrics(
     metrics = OtelMetrics(max_types=max_types)
     metrics.observe_queue(lambda: gate.call(get_stats(), deadline=gate.deadline()))
     metrics.observe_fleet(lambda: gate.call(get_fleet(), deadline=gate.deadline()))
+
+    def unserved() -> dict[str, int]:
+        views = gate.call(list_queues(), deadline=gate.deadline())
+        return {view.state.name: len(view.unserved_types) for view in views}
+
+    metrics.observe_unserved(unserved)
     metrics.observe_pools(lambda: store_pools(store()))
     try:
         yield metrics
@@ -240,6 +247,7 @@ class Container(containers.DeclarativeContainer):
         open_metrics,
         get_stats=get_stats.provider,
         get_fleet=get_fleet.provider,
+        list_queues=providers.Factory(ListQueues, jobs=jobs, registry=worker_registry).provider,
         store=store.provider,
         gate=store_gate,
         max_types=config.metrics_max_types,
