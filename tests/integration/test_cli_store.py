@@ -38,10 +38,10 @@ def test_migrate_says_what_it_applied_then_that_it_is_up_to_date(tmp_path: Path)
     env = {"VESPER_DATABASE_URL": f"sqlite:///{tmp_path / 'q.db'}"}
     first = vesper("migrate", env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "applied 1 migration (base -> 0001)"
+    assert first.stdout.strip() == "applied 2 migrations (base -> 0002)"
     assert first.stderr.strip() == f"vesper: store: sqlite {tmp_path / 'q.db'}"
     again = vesper("migrate", env=env)
-    assert (again.returncode, again.stdout.strip()) == (0, "up to date at 0001")
+    assert (again.returncode, again.stdout.strip()) == (0, "up to date at 0002")
     assert "alembic.runtime" not in first.stderr + again.stderr
 
 
@@ -56,7 +56,7 @@ def empty_postgres() -> Iterator[str]:
 def test_migrate_with_a_postgres_url_alone_migrates_postgres(empty_postgres: str) -> None:
     result = vesper("migrate", env={"VESPER_DATABASE_URL": empty_postgres})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "applied 1 migration (base -> 0001)"
+    assert result.stdout.strip() == "applied 2 migrations (base -> 0002)"
     name = empty_postgres.rsplit("/", 1)[1]
     assert result.stderr.strip() == f'vesper: store: postgres database "{name}" at 127.0.0.1:5432'
     assert pg.table_exists(empty_postgres, "vesper_jobs")

@@ -156,7 +156,8 @@ class SqlQueues:
         types: Sequence[str] | None,
         now: datetime | None,
     ) -> list[JobRecord]:
-        """Claim from the queue `name`, keeping its settings, in one transaction."""
+        """Claim from the queue `name`, keeping its settings, in one transaction; the
+        jobs in claim order by effective priority."""
 
         def work(conn: Connection) -> list[JobRecord]:
             row = conn.execute(self._locked_row, {"b_name": name}).first()
@@ -200,7 +201,9 @@ class SqlQueues:
             if settings.rate is not None and row is not None:
                 after = rate_log_after(settings.rate, log, at, len(taken))
                 conn.execute(_SET_LOG, {"b_name": name, "log": rate_log_text(after)})
-            return jobs_of(taken)
+            # in the order picked (effective priority): RETURNING keeps no order
+            place = {job_id: i for i, job_id in enumerate(picked)}
+            return sorted(jobs_of(taken), key=lambda job: place[job.id])
 
         return self._db.transaction(work)
 

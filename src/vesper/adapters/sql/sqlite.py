@@ -235,15 +235,13 @@ class SqliteJobRepository(SqlJobReads):
         for name in sorted(limited if queues is None else limited.intersection(queues)):
             if len(claimed) >= limit:
                 break
-            claimed += in_claim_order(
-                self._queues.claim(
-                    name,
-                    worker_id=worker_id,
-                    limit=limit - len(claimed),
-                    lease=lease,
-                    types=types,
-                    now=now,
-                )
+            claimed += self._queues.claim(
+                name,
+                worker_id=worker_id,
+                limit=limit - len(claimed),
+                lease=lease,
+                types=types,
+                now=now,
             )
         return claimed
 

@@ -9,11 +9,15 @@ other requests pass straight through (a `before_send` hook ran on every message)
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar.types import ASGIApp, Message
 
 _NO_CONTENT = 204
+
+
+_TYPED_PARAMETER = re.compile(r"\{(\w+):\w+\}")
 
 
 class AllowHeaderFix:
@@ -38,8 +42,9 @@ class AllowHeaderFix:
 
     def _fix(self, message: Any, scope: Any) -> None:
         if self._allowed is None:
+            # keyed as the scope's path_template spells it: "{name}", not "{name:str}"
             self._allowed = {
-                path: ", ".join(sorted(methods)).encode()
+                _TYPED_PARAMETER.sub(r"{\1}", path): ", ".join(sorted(methods)).encode()
                 for path, methods in scope["litestar_app"].route_handler_method_map.items()
             }
         allowed = self._allowed.get(scope.get("path_template", ""))

@@ -22,7 +22,7 @@ from litestar.status_codes import HTTP_404_NOT_FOUND
 
 from vesper.entrypoints.http.auth import security_components
 from vesper.entrypoints.http.errors import error_response
-from vesper.entrypoints.http.schemas import BatchJobIn, SubmitBatchIn, SubmitJobIn
+from vesper.entrypoints.http.schemas import BatchJobIn, QueuePatchIn, SubmitBatchIn, SubmitJobIn
 
 DESCRIPTION = """A distributed job queue: submit jobs, follow them, see the fleet.
 
@@ -31,7 +31,12 @@ whose `detail.field` names the field. With VESPER_API_TOKEN set, every route but
 /health, /ready and /metrics requires `Authorization: Bearer <token>`.
 """
 
-_REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (SubmitJobIn, BatchJobIn, SubmitBatchIn)
+_REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (
+    SubmitJobIn,
+    BatchJobIn,
+    SubmitBatchIn,
+    QueuePatchIn,
+)
 _JOB_BODIES = (SubmitJobIn, BatchJobIn)
 # Both present and both non-null is refused (either may be null).
 _RUN_AT_OR_DELAY = {

@@ -247,6 +247,11 @@ class StatsOut(msgspec.Struct, kw_only=True):
     oldest_pending_age_seconds: float
 
 
+# what the domain accepts, as documentation for clients and fuzzers (it still validates)
+RATE_PATTERN = r"^([1-9][0-9]{0,3}|10000)/(([1-9][0-9]{0,2})?(ms|s|m)|([1-9]|1[0-9]|2[0-4])?h)$"
+AGING_PATTERN = r"^([1-9][0-9]{0,5}(ms|s)|[1-9][0-9]{0,4}m|[1-9][0-9]{0,2}h)$"
+
+
 class QueueOut(msgspec.Struct, kw_only=True):
     """One queue: its jobs by status, its settings, and what no live worker serves."""
 
@@ -274,19 +279,34 @@ class QueuePatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Annotated[bool, _doc("Claim nothing from the queue while true.")] | msgspec.UnsetType
     ) = msgspec.UNSET
     concurrency: (
-        Annotated[int | None, _doc("Jobs of the queue processing at once, fleet-wide.", minimum=1)]
+        Annotated[
+            int | None,
+            _doc("Jobs of the queue processing at once, fleet-wide.", minimum=1, maximum=100_000),
+        ]
         | msgspec.UnsetType
     ) = msgspec.UNSET
     rate: (
-        Annotated[str | None, _doc('Claims per period, fleet-wide: "50/1s", "100/1m".')]
+        Annotated[
+            str | None,
+            _doc(
+                'Claims per period, fleet-wide: "50/1s", "100/1m" (at most 10000 per 1ms-24h).',
+                pattern=RATE_PATTERN,
+            ),
+        ]
         | msgspec.UnsetType
     ) = msgspec.UNSET
     key_concurrency: (
-        Annotated[int | None, _doc("Processing jobs per concurrency_key.", minimum=1)]
+        Annotated[
+            int | None,
+            _doc("Processing jobs per concurrency_key.", minimum=1, maximum=100_000),
+        ]
         | msgspec.UnsetType
     ) = msgspec.UNSET
     aging: (
-        Annotated[str | None, _doc('Effective priority +1 per this long waited: "5m".')]
+        Annotated[
+            str | None,
+            _doc('Effective priority +1 per this long waited: "5m".', pattern=AGING_PATTERN),
+        ]
         | msgspec.UnsetType
     ) = msgspec.UNSET
 
