@@ -34,6 +34,23 @@ SHOWN: dict[str, tuple[str, str, bool]] = {
     "W6.ds": ("W6 drain (jobs/s), {small} done", "drain_jobs_per_s_small", True),
     "W6.dl": ("W6 drain (jobs/s), {large} done", "drain_jobs_per_s_large", True),
     "W6.rss": ("W6 worker peak RSS (MiB), {pending} pending", "rss_max_mb", False),
+    # W6s, R1, W7: benchmarks/lifecycle.py
+    "W6s.rows": ("W6s rows, last minute", "rows_last", False),
+    "W6s.rowsg": ("W6s rows, last / 2nd minute", "rows_growth", False),
+    "W6s.size": ("W6s table + indexes (MiB), last minute", "size_mb_last", False),
+    "W6s.sizeg": ("W6s table + indexes, last / 2nd minute", "size_mb_growth", False),
+    "W6s.p50": ("W6s pickup p50 (ms), last minute", "p50_ms_last", False),
+    "W6s.p99": ("W6s pickup p99 (ms), last minute", "p99_ms_last", False),
+    "W6s.p99g": ("W6s pickup p99, last / 2nd minute", "p99_ms_growth", False),
+    "R1": ("R1 drain, done jobs kept (jobs/s)", "drain_keep_jobs_per_s", True),
+    "R1.prune": ("R1 drain while pruning (jobs/s)", "drain_prune_jobs_per_s", True),
+    "R1.ratio": ("R1 drain pruning / kept", "ratio", True),
+    "R1.gone": ("R1 {retained} done jobs gone after (s)", "gone_s", False),
+    "R1.age": ("R1 oldest done job seen (s)", "max_age_s", False),
+    "W7": ("W7 wait answered p50 (ms)", "p50_ms", False),
+    "W7.p99": ("W7 wait answered p99 (ms)", "p99_ms", False),
+    "W7.conn": ("W7 DB connections, {waiters} waiting", "connections_waiting_max", False),
+    "W7.connall": ("W7 DB connections, max", "connections_max", False),
 }
 # the issue's targets: workload row -> (minimum ratio vesper/best peer, or None)
 TARGETS = {"W1": 1.25, "W2": 1.0, "W3": 2.0, "W4.p99": 1.0}
@@ -57,6 +74,17 @@ ABSOLUTE: tuple[tuple[str, str, str, str, str, float], ...] = (
     ("W6 worker peak RSS (MiB), {pending} pending", "W6", "vesper", "rss_max_mb", "<", 150),
     ("W1 enqueue-single (jobs/s)", "W1", "vesper-sqlite", "jobs_per_s", ">=", 2000),
     ("W3 drain, 1 process (jobs/s)", "W3", "vesper-sqlite", "jobs_per_s", ">=", 5000),
+    # issue 16
+    ("R1 drain pruning / kept", "R1", "vesper", "ratio", ">=", 0.9),
+    ("R1 oldest done job - retention - interval (s)", "R1", "vesper", "age_over_bound_s", "<=", 0),
+    ("R1 drain pruning / kept", "R1", "vesper-sqlite", "ratio", ">=", 0.9),
+    ("R1 oldest done job - retention - interval (s)", "R1", "vesper-sqlite", "age_over_bound_s", "<=", 0),
+    ("W6s rows, last / 2nd minute", "W6s", "vesper", "rows_growth", "<=", 1.2),
+    ("W6s table + indexes, last / 2nd minute", "W6s", "vesper", "size_mb_growth", "<=", 1.2),
+    ("W6s pickup p99, last / 2nd minute", "W6s", "vesper", "p99_ms_growth", "<=", 1.5),
+    ("W7 wait answered p99 (ms)", "W7", "vesper", "p99_ms", "<", 50),
+    # the API's pool (VESPER_DB_POOL_SIZE 10 + VESPER_DB_MAX_OVERFLOW 5) and its listener
+    ("W7 DB connections, {waiters} waiting", "W7", "vesper", "connections_waiting_max", "<=", 16),
 )  # fmt: skip
 
 
@@ -170,6 +198,8 @@ def _counts(config: dict[str, Any]) -> dict[str, str]:
         "large": short(int(config.get("scale_large", 1_000_000))),
         "pending": short(int(config.get("rss_pending", 1_000_000))),
         "batch": str(config.get("scale_batch", 10)),
+        "retained": short(int(config.get("retention_jobs", 10_000))),
+        "waiters": short(int(config.get("wait_jobs", 500))),
     }
 
 
@@ -223,12 +253,12 @@ def print_report(document: dict[str, Any], console: Console) -> None:
             )
         console.print(ratio_table)
     if document.get("targets"):
-        target_table = Table(title="absolute targets (issue 6), medians")
+        target_table = Table(title="absolute targets (issues 6 and 16), medians")
         for column in ("target", "system", "measured", "bound", "met"):
             target_table.add_column(column, justify="left" if column == "target" else "right")
         for row in document["targets"]:
             value = row["value"]
-            ratio = "/" in row["metric"]
+            ratio = "/" in row["metric"] or row["metric"].endswith(("_growth", "ratio"))
             target_table.add_row(
                 row["label"].format(**counts),
                 row["system"],

@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from benchmarks import http_burst, scale
+from benchmarks import http_burst, lifecycle, scale
 from benchmarks.report import machine, print_report, ratios, targets
 from benchmarks.systems import (
     System,
@@ -35,7 +35,7 @@ from benchmarks.systems import (
     wait_for,
 )
 
-WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4", "W5", "W6")
+WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4", "W5", "W6", "W6s", "R1", "W7")
 DEFAULT_WORKLOADS = WORKLOADS
 PEER_WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4")  # the peers have no HTTP API (W5)
 DRAIN_TIMEOUT = 180.0
@@ -71,6 +71,18 @@ class Config:
     scale_drain_jobs: int = 10_000
     rss_pending: int = 1_000_000
     rss_seconds: float = 30.0
+    # R1 (benchmarks/lifecycle.py): retention under a drain
+    retention_jobs: int = 10_000
+    retain_s: float = 2.0
+    prune_interval_s: float = 1.0
+    # W6s: a table kept at steady state by retention under a continuous flow (one run)
+    steady_minutes: float = 5.0
+    steady_rate: float = 1_000.0
+    steady_retain_s: float = 30.0
+    steady_prune_interval_s: float = 5.0
+    # W7: concurrent GET /jobs/{id}?wait=
+    wait_jobs: int = 500
+    wait_s: float = 30.0
 
 
 @dataclass
@@ -312,17 +324,24 @@ class Bench:
             "W3x2": lambda s: self.drain(s, 2),
             "W4": self.pickup,
             "W5": self.http_burst,
+            "W6s": lambda s: lifecycle.steady(self, s),
+            "R1": lambda s: lifecycle.retention(self, s),
+            "W7": lambda s: lifecycle.waiting(self, s),
         }
         for workload in workloads:
             if workload == "W5":  # vesper only: the peers have no HTTP API
                 targets = [s for s in systems if s.driver == "vesper_driver.py"]
-            elif workload == "W6":  # vesper on PostgreSQL only
+            elif workload in ("W6", "W6s"):  # vesper on PostgreSQL only
                 targets = [s for s in systems if s.name == "vesper"]
+            elif workload in ("R1", "W7"):  # vesper only
+                targets = [s for s in systems if s.driver == "vesper_driver.py"]
             else:
                 targets = systems
             if targets:
                 plan.append((workload, table.get(workload, _unused), targets))
-        total = sum(len(targets) for _, _, targets in plan) * self.config.repeats
+        total = sum(
+            len(targets) * _rounds(workload, self.config.repeats) for workload, _, targets in plan
+        )
         if any(workload == "W6" for workload, _, _ in plan):
             total += 2 * self.config.repeats  # W6: three steps per run (small, large, RSS)
         task = self.progress.add_task("bench", total=total)
@@ -334,7 +353,7 @@ class Bench:
                     except Exception as exc:  # reported; the other workloads go on
                         self.results.errors.append(f"W6 {system.name}: {exc}")
                 continue
-            for round_ in range(self.config.repeats):
+            for round_ in range(_rounds(workload, self.config.repeats)):
                 for system in targets:
                     self.progress.update(
                         task, description=f"{workload} {system.name} run {round_ + 1}"
@@ -346,6 +365,11 @@ class Bench:
                         self.results.errors.append(f"{workload} {system.name}: {exc}")
                     self.progress.advance(task)
         return self.results
+
+
+def _rounds(workload: str, repeats: int) -> int:
+    """W6s runs once: its minutes are its repeats."""
+    return 1 if workload == "W6s" else repeats
 
 
 def _unused(system: System) -> dict[str, float]:

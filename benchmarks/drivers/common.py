@@ -10,6 +10,8 @@ object on its last stdout line. Commands:
     fill                  --jobs N: queue N jobs -> {"committed_at": wall clock}
     worker                --concurrency C --ready PATH [--ledger PATH]: run until SIGTERM
     produce               --jobs N --rate R: one at a time -> {"enqueued": {n: wall clock}}
+    flow                  --rate R --seconds S (vesper only, W6s): R jobs a second in
+                          small batches for S seconds -> {"submitted"}
     claim-latency         --jobs N --limit L (vesper only, W6): queue N jobs, then claim
                           them L at a time through the store -> {"claims_ms": [...]}
 """
@@ -37,6 +39,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--limit", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--ready")
     parser.add_argument("--ledger")
     return parser.parse_args(argv)

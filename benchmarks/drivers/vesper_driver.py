@@ -54,6 +54,28 @@ def claim_latency(app: App, jobs: int, limit: int) -> list[float]:
     return claims[1:]  # the first claim prepares the statement: not a steady-state one
 
 
+FLOW_TICK_S = 0.02
+
+
+def flow(app: App, rate: float, seconds: float) -> int:
+    """Queue `rate` jobs a second for `seconds`, a batch every FLOW_TICK_S (W6s); a tick
+    that falls behind is made up by the next ones (bounded: seconds + 30)."""
+    submitted = 0
+    started = time.monotonic()
+    deadline = started + seconds + 30
+    while True:
+        elapsed = time.monotonic() - started
+        if elapsed >= seconds or time.monotonic() > deadline:
+            return submitted
+        due = min(int(rate * elapsed) - submitted, 1000)  # the batch limit
+        if due > 0:
+            app.enqueue_many(
+                [JobRequest(type=JOB_TYPE, payload={"n": submitted + i}) for i in range(due)]
+            )
+            submitted += due
+        time.sleep(FLOW_TICK_S)
+
+
 def main() -> None:
     args = parse()
     app = app_for(args.url)
@@ -87,6 +109,8 @@ def main() -> None:
             emit({"committed_at": time.time()})
         elif args.command == "claim-latency":
             emit({"claims_ms": claim_latency(app, args.jobs, args.limit)})
+        elif args.command == "flow":
+            emit({"submitted": flow(app, args.rate, args.seconds)})
         elif args.command == "produce":
             app.enqueue(JOB_TYPE, {"n": -1})  # warm the pool: the first call connects
             emit(

@@ -53,7 +53,7 @@ def test_unknown_path_and_method_use_the_error_shape(client: TestClient[Litestar
 def test_options_lists_every_method_of_the_path(client: TestClient[Litestar]) -> None:
     assert client.options("/jobs").headers["allow"] == "GET, OPTIONS, POST"
     assert client.options("/jobs/batch").headers["allow"] == "OPTIONS, POST"
-    assert client.options(f"/jobs/{uuid4()}").headers["allow"] == "GET, OPTIONS"
+    assert client.options(f"/jobs/{uuid4()}").headers["allow"] == "DELETE, GET, OPTIONS"
     assert client.options("/health").headers["allow"] == "GET, HEAD, OPTIONS"
 
 

@@ -25,7 +25,7 @@ def test_stop_is_prompt_and_notifications_still_wake(postgres_database: str) -> 
         postgres_database, woken.release, check_interval=30.0, max_backoff=0.2
     ).start()
     try:
-        assert listener.connected.wait(10)
+        assert listener.up.wait(10)
         assert woken.acquire(timeout=5)  # the catch-up signal after connecting
         _execute(postgres_database, f"NOTIFY {CHANNEL}")
         assert woken.acquire(timeout=2), "no wake-up for a NOTIFY"
@@ -43,4 +43,4 @@ def test_stop_is_prompt_and_notifications_still_wake(postgres_database: str) -> 
         listener.stop()
         took = time.monotonic() - started
     assert took < 0.5, f"stop() took {took:.2f}s (check interval 30 s)"
-    assert not listener.connected.is_set()
+    assert not listener.connected()

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from vesper.adapters.sql import open_store
-from vesper.application.ports import store_capacity
+from vesper.application.ports import StoreOptions, store_capacity
 from vesper.application.store_gate import StoreGate
 from vesper.domain.errors import StoreUnavailable
 from vesper.domain.query import JobPage, JobQuery
@@ -22,7 +22,7 @@ from vesper.domain.query import JobPage, JobQuery
 def test_a_caller_past_its_deadline_gets_store_unavailable_while_the_pool_is_busy(
     postgres_database: str,
 ) -> None:
-    store = open_store(postgres_database, pool_size=1, max_overflow=0)
+    store = open_store(postgres_database, None, StoreOptions(pool_size=1, max_overflow=0))
     gate = StoreGate(store_capacity(store))
     assert gate.capacity == 1
     db = store._databases[0]  # type: ignore[attr-defined]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from vesper.adapters.sql import BEAT_MAX_OVERFLOW, BEAT_POOL_SIZE
+from vesper.application.ports import store_pools
 from vesper.entrypoints.app import App
-from vesper.entrypoints.container import store_pools
 
 pytestmark = pytest.mark.postgres
 
@@ -16,7 +16,7 @@ def _pools(env: dict[str, str]) -> dict[str, tuple[int, int]]:
     app = App(env)
     try:
         pools = store_pools(app.container.store())
-        return {name: (pool.size(), pool._max_overflow) for name, pool in pools.items()}  # type: ignore[attr-defined]
+        return {name: (pool.size, pool.max_overflow) for name, pool in pools.items()}
     finally:
         app.close()
 

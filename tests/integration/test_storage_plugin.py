@@ -1,26 +1,36 @@
-"""A storage adapter from another package, found through the `vesper.storage` entry
-points: it passes the contract suite and VESPER_STORAGE alone selects it."""
+"""A storage adapter from another package (tests/plugin_site/vesper_teststore: a SQLite
+store written against `vesper.store` alone), found through the `vesper.storage` entry
+points: it passes the contract suite, VESPER_STORAGE alone selects it, `vesper migrate`
+runs its hook, and its notifier wakes a worker in another process without polling."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import REPO
-from vesper.application.ports import Store
+from tests.integration.harness import REPO, read_ledger, starts, wait_until
+from tests.integration.service import Service
+from vesper.application.ports import Store, StoreOptions, store_notifier
+from vesper.entrypoints.app import App
 from vesper.entrypoints.container import build_container
 from vesper.entrypoints.settings import storage_plugins
-from vesper.testing import StoreContract, StoreFactory, StoreOpener
+from vesper.testing import StoreContract, StoreFactory, StoreOpener, scratch_database
 
 PLUGIN_SITE = Path(__file__).resolve().parents[1] / "plugin_site"
+LEDGER_APP = "tests.integration.apps.ledger:app"
+MODULES_APP = "tests.integration.apps.modules:app"
 
 
 @pytest.fixture(autouse=True)
@@ -28,65 +38,185 @@ def installed_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(PLUGIN_SITE))
 
 
+class HostClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@contextmanager
+def open_teststore(url: str) -> Iterator[Store]:
+    """The plugin's factory, as the entry point names it (module level: the contract's
+    multi-process tests send it to child processes)."""
+    from vesper_teststore import open_store  # noqa: PLC0415 (on sys.path only in tests)
+
+    store = open_store(url, HostClock(), StoreOptions())
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def plugin_url(sqlite_url: str) -> str:
+    return "teststore" + sqlite_url.removeprefix("sqlite")  # teststore:///tmp/.../x.db
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    with scratch_database("sqlite://") as url:
+        yield plugin_url(url)
+
+
 class TestPluginStore(StoreContract):
     @pytest.fixture
     def store_factory(self) -> Iterator[StoreFactory]:
-        containers = []
+        with ExitStack() as scratches:
 
-        def fresh() -> StoreOpener:
-            env = {
-                "VESPER_STORAGE": "teststore",
-                "VESPER_DATABASE_URL": f"teststore://{uuid.uuid4().hex}",
-            }
-            container = build_container(env)
-            containers.append(container)
-            store = container.store()
+            def fresh() -> StoreOpener:
+                url = scratches.enter_context(scratch_database("sqlite://"))
+                return functools.partial(open_teststore, plugin_url(url))
 
-            def same_store() -> AbstractContextManager[Store]:
-                return nullcontext(store)
-
-            return same_store
-
-        yield fresh
-        for container in containers:
-            container.shutdown_resources()
+            yield fresh
 
 
-def test_the_plugin_is_listed_and_selected_by_vesper_storage_alone() -> None:
-    assert "teststore" in storage_plugins()
-    container = build_container({"VESPER_STORAGE": "teststore"})
-    try:
-        store = container.store()
-        assert type(store).__module__ == "vesper_teststore"
-    finally:
-        container.shutdown_resources()
-
-
-def test_the_cli_uses_the_plugin_when_vesper_storage_names_it() -> None:
-    env = {
-        **os.environ,
+def plugin_env(database: str, **extra: str) -> dict[str, str]:
+    return {
         "VESPER_STORAGE": "teststore",
+        "VESPER_DATABASE_URL": database,
         "PYTHONPATH": os.pathsep.join([str(PLUGIN_SITE), str(REPO)]),
+        **extra,
     }
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vesper.entrypoints.cli",
-            "enqueue",
-            "hello",
-            "--payload",
-            '{"a": 1}',
-        ],
+
+
+def vesper(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """`vesper <args>` with only `env` (and PATH) set: nothing selects a store by accident."""
+    return subprocess.run(
+        [sys.executable, "-m", "vesper.entrypoints.cli", *args],
         cwd=REPO,
-        env=env,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["type"] == "hello"
+
+
+def tables(database: str) -> set[str]:
+    path = database.removeprefix("teststore://")
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def test_vesper_storage_alone_selects_the_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the plugin's default file lands here
+    assert "teststore" in storage_plugins()
+    container = build_container({"VESPER_STORAGE": "teststore"})
+    try:
+        store = container.store()
+        assert type(store).__module__ == "vesper_teststore"
+        assert (tmp_path / "teststore.db").exists()
+        assert store_notifier(store) is not None
+        subscription = container.job_listener()  # the container subscribes to any notifier
+        assert subscription is not None
+        assert subscription.connected()
+    finally:
+        container.shutdown_resources()
+    assert list((tmp_path / "teststore.db-wake").iterdir()) == []  # closed: socket removed
+
+
+def test_the_factory_gets_the_pool_settings(database: str) -> None:
+    env = {**plugin_env(database), "VESPER_DB_POOL_SIZE": "3", "VESPER_DB_MAX_OVERFLOW": "1"}
+    container = build_container(env)
+    try:
+        assert container.store().capacity == 4  # type: ignore[attr-defined]
+        assert container.store_gate().capacity == 4
+    finally:
+        container.shutdown_resources()
+
+
+def test_migrate_runs_the_plugin_s_hook(database: str) -> None:
+    env = plugin_env(database, VESPER_AUTO_MIGRATE="0")
+    unmigrated = vesper("enqueue", "hello", env=env)
+    assert unmigrated.returncode == 1
+    assert unmigrated.stderr.strip().splitlines()[-1] == (
+        "vesper: database schema is not migrated (run `vesper migrate`)"
+    )
+    assert "vesper_jobs" not in tables(database)
+
+    first = vesper("migrate", env=env)
+    assert (first.returncode, first.stdout.strip()) == (0, "teststore: created the schema")
+    assert {"vesper_jobs", "vesper_workers"} <= tables(database)
+    again = vesper("migrate", env=env)
+    assert (again.returncode, again.stdout.strip()) == (0, "teststore: the schema is up to date")
+
+    enqueued = vesper("enqueue", "hello", "--payload", '{"a": 1}', env=env)
+    assert enqueued.returncode == 0, enqueued.stderr
+    assert json.loads(enqueued.stdout)["type"] == "hello"
+
+
+def test_publish_removes_the_socket_of_a_gone_subscriber(tmp_path: Path) -> None:
+    from vesper_teststore import SocketNotifier  # noqa: PLC0415
+
+    notifier = SocketNotifier(tmp_path / "wake")
+    woken: list[int] = []
+    live = notifier.subscribe(lambda: woken.append(1))
+    gone = tmp_path / "wake" / "gone.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
+        dead.bind(str(gone))  # a subscriber that died without closing: its file stays
+    try:
+        wait_until(lambda: woken, timeout=5, what="the catch-up call")
+        notifier.publish()
+        wait_until(lambda: len(woken) >= 2, timeout=5, what="the published wake-up")
+        assert not gone.exists()
+    finally:
+        live.close()
+    assert list((tmp_path / "wake").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_notifier_wakes_a_worker_in_another_process(database: str, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    env = plugin_env(
+        database,
+        VESPER_POLL_INTERVAL="30s",  # a job found by polling would wait up to 30 s
+        VESPER_TEST_LEDGER=str(ledger),
+    )
+    worker = Service(env, tmp_path / "worker.log", command=("worker", "--app", LEDGER_APP))
+    producer = App({k: v for k, v in env.items() if k != "PYTHONPATH"})  # this process
+    try:
+        wait_until(lambda: "started" in worker.output(), timeout=30, what="the worker")
+        time.sleep(1.0)  # its first claim found nothing: it now waits for a wake-up
+        producer.enqueue("record", {})
+        submitted = time.monotonic()
+        wait_until(lambda: starts(read_ledger(ledger)), timeout=20, interval=0.02, what="start")
+        latency = time.monotonic() - submitted
+        print(f"picked up {latency:.3f} s after the submit (poll interval 30 s)")
+        assert latency < 5.0, latency
+        assert "store: teststore (a plugin)" in worker.output()
+    finally:
+        producer.close()
+        worker.stop()
+
+
+@pytest.mark.slow
+def test_serve_with_a_plugin_store_loads_no_sql_package_nor_alembic(
+    database: str, tmp_path: Path
+) -> None:
+    report = tmp_path / "modules.json"
+    env = plugin_env(database, VESPER_TEST_MODULES=str(report), VESPER_POLL_INTERVAL="200ms")
+    service = Service(env, tmp_path / "serve.log", command=("serve", "--app", MODULES_APP))
+    try:
+        service.wait_ready()
+        assert service.post("/jobs", json={"type": "modules"}).status_code == 201
+        wait_until(report.exists, timeout=20, what="the consumer's report")
+        loaded = json.loads(report.read_text())
+    finally:
+        service.stop()
+    assert "vesper_teststore" in loaded  # the control: the report sees imports
+    sql = [name for name in loaded if name.startswith(("vesper.adapters.sql.", "alembic"))]
+    assert sql == []
+    assert "vesper.adapters.sql" not in loaded
 
 
 def test_an_unknown_storage_name_is_one_clear_line() -> None:

@@ -1,9 +1,13 @@
-"""The bench's absolute targets (W5, W6) and the W6 seeding SQL: no database needed."""
+"""The bench's absolute targets (W5, W6), the W6 seeding SQL and W6s's per-minute
+figures: no database needed."""
 
 from __future__ import annotations
 
 import hashlib
 
+import pytest
+
+from benchmarks.lifecycle import _per_minute
 from benchmarks.report import targets
 from benchmarks.scale import MAX_RETRIES, seed_sql
 from vesper.domain.submission import JobRequest, fingerprint
@@ -54,3 +58,19 @@ def test_seeded_fingerprint_text_is_the_domains() -> None:
     parts = [p.strip() for p in expression.split("||")]
     text = "".join(str(n) if p == "g" else p.strip("'") for p in parts)
     assert hashlib.sha256(text.encode()).hexdigest() == expected
+
+
+def test_w6s_compares_the_last_minute_with_the_second() -> None:
+    """The first minute fills the table up to its retention: growth is last / 2nd."""
+    samples = [
+        {"t": t, "rows": 100.0 * min(t, 60), "size_mb": 1.0 + t / 60, "dead": 0.0}
+        for t in range(10, 181, 10)
+    ]
+    latencies = [(t + 0.5, 2.0 if t < 120 else 3.0) for t in range(180)]
+    out = _per_minute(samples, latencies, 3)
+    assert out["rows_growth"] == 1.0  # full at minute 1's end, flat after
+    assert abs(out["size_mb_growth"] - 4.0 / 3.0) < 1e-9
+    assert out["p99_ms_growth"] == 1.5
+    assert out["jobs_per_s_m2"] == 1.0
+    with pytest.raises(RuntimeError, match="fewer than two minutes"):
+        _per_minute(samples[:5], latencies[:50], 1)

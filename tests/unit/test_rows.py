@@ -9,8 +9,8 @@ import attrs
 from hypothesis import given
 
 from vesper.adapters.sql.postgres_statements import SUPPLIED
-from vesper.adapters.sql.rows import LEASE_COLUMNS, job_of, row_of
-from vesper.adapters.sql.tables import jobs
+from vesper.adapters.sqlcore.rows import LEASE_COLUMNS, job_of, row_of
+from vesper.adapters.sqlcore.tables import jobs
 from vesper.domain.job import JobRecord
 from vesper.domain.submission import NewJob
 

@@ -24,8 +24,8 @@ def test_the_pool_variables_are_read() -> None:
     env = {**BASE, "VESPER_DB_POOL_SIZE": "3", "VESPER_DB_MAX_OVERFLOW": "0"}
     settings = Settings.from_env(env)
     assert (settings.db_pool_size, settings.db_max_overflow) == (3, 0)
-    config = build_container(settings).config()
-    assert (config["db_pool_size"], config["db_max_overflow"]) == (3, 0)
+    options = build_container(settings).config()["store_options"]  # what the factory gets
+    assert (options.pool_size, options.max_overflow, options.auto_migrate) == (3, 0, True)
 
 
 @pytest.mark.parametrize(

@@ -11,16 +11,18 @@ due jobs under the lock instead: exact, and linear in that queue's backlog.
 from __future__ import annotations
 
 import heapq
+import json
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import attrs
 
 from vesper.adapters.clock import SystemClock
 from vesper.application.ports import Capabilities, Clock, Submitted
-from vesper.domain.errors import IdempotencyConflict, JobNotFound
+from vesper.domain.activity import MINUTE, Activity, minute_of
+from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.ordering import claim_order
@@ -35,7 +37,8 @@ from vesper.domain.queues import (
     queue_allowance,
     rate_log_after,
 )
-from vesper.domain.states import CLAIMABLE, Status
+from vesper.domain.retention import check_ages, deletable, prunable
+from vesper.domain.states import CLAIMABLE, FINISHED, Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
@@ -44,7 +47,7 @@ _Entry = tuple[int, datetime, int, JobId]
 
 class InMemoryJobRepository:
     # one process; complete_and_claim would save no call
-    capabilities = Capabilities(queues=True)
+    capabilities = Capabilities(activity=True, queues=True)
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
@@ -54,6 +57,11 @@ class InMemoryJobRepository:
         self._processing: set[JobId] = set()
         self._scheduled: list[tuple[datetime, int, JobId]] = []
         self._ready: dict[str, list[_Entry]] = {}  # by queue
+        # finished jobs by status, oldest finished_at first, for prunes (lazily
+        # invalidated like the claim heaps: an entry counts while the job still matches)
+        self._finished: dict[Status, list[tuple[datetime, int, JobId]]] = {
+            status: [] for status in FINISHED
+        }
         self._seq = 0
         self._queues: dict[str, QueueSettings] = {}
         self._rate_logs: dict[str, list[datetime]] = {}
@@ -120,6 +128,8 @@ class InMemoryJobRepository:
                 if query.priority is not None and job.priority != query.priority:
                     continue
                 if query.queue is not None and job.queue != query.queue:
+                    continue
+                if not query.matches_search(job):
                     continue
                 found.append(job)
                 if len(found) > query.limit:
@@ -260,9 +270,19 @@ class InMemoryJobRepository:
             ]
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
-        return self._fenced(leases, now, lambda job, ref, at: job.complete(ref, now=at))
+        given = results or {}
+
+        def done(job: JobRecord, ref: LeaseRef, at: datetime) -> JobRecord:
+            text = given.get(job.id)
+            return job.complete(ref, now=at, result=None if text is None else json.loads(text))
+
+        return self._fenced(leases, now, done)
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         by_ref = {f.lease: f for f in failures}
@@ -314,7 +334,60 @@ class InMemoryJobRepository:
                     oldest = job.run_at
             return QueueStats(counts=counts, oldest_due_run_at=oldest, now=at)
 
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        with self._lock:
+            return [self._jobs[i] for i in dict.fromkeys(job_ids) if i in self._jobs]
+
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        check_ages(older_than)
+        with self._lock:
+            at = now or self.now()
+            counts: dict[Status, int] = {}
+            for status, age in older_than.items():
+                heap = self._finished[status]
+                while heap and heap[0][0] <= at - age and sum(counts.values()) < limit:
+                    _, _, job_id = heapq.heappop(heap)
+                    job = self._jobs.get(job_id)
+                    if job is None or not prunable(job, older_than, at):
+                        continue  # deleted, retried, or finished again later: stale
+                    self._remove(job)
+                    counts[job.status] = counts.get(job.status, 0) + 1
+            return counts
+
+    def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        with self._lock:
+            job = self.get(job_id)
+            if not deletable(job):
+                raise IllegalTransition(job_id, job.status, "delete")
+            self._remove(job)
+            return job
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        with self._lock:
+            at = now or self.now()
+            since = minute_of(at - window + MINUTE)
+            counts: dict[datetime, tuple[int, int]] = {}
+            for job in self._jobs.values():
+                ended = _ended(job)
+                if ended is None or not since <= ended[1] <= at:
+                    continue
+                done, failed = counts.get(minute_of(ended[1]), (0, 0))
+                counts[minute_of(ended[1])] = (done + ended[0], failed + 1 - ended[0])
+            return Activity.of(counts, now=at, window=window)
+
     # -- internals -------------------------------------------------------------------
+
+    def _remove(self, job: JobRecord) -> None:
+        """Forget a finished job (no heap holds it: it is not claimable) and free its key."""
+        del self._jobs[job.id]
+        if job.idempotency_key is not None and self._by_key.get(job.idempotency_key) == job.id:
+            del self._by_key[job.idempotency_key]
 
     def _fenced(
         self,
@@ -340,18 +413,20 @@ class InMemoryJobRepository:
             self._processing.discard(job.id)
         if job.status in CLAIMABLE:
             heapq.heappush(self._scheduled, (job.run_at, job.seq, job.id))
+        elif job.status in FINISHED and job.finished_at is not None:
+            heapq.heappush(self._finished[job.status], (job.finished_at, job.seq, job.id))
         return job
 
     def _promote_due(self, now: datetime) -> None:
         while self._scheduled and self._scheduled[0][0] <= now:
             run_at, _, job_id = heapq.heappop(self._scheduled)
-            job = self._jobs[job_id]
-            if job.status in CLAIMABLE and job.run_at == run_at:
+            job = self._jobs.get(job_id)  # None: deleted since (a finished job)
+            if job is not None and job.status in CLAIMABLE and job.run_at == run_at:
                 heapq.heappush(self._ready.setdefault(job.queue, []), (*claim_order(job), job.id))
 
     def _live(self, entry: _Entry) -> JobRecord | None:
-        job = self._jobs[entry[3]]
-        if job.status in CLAIMABLE and claim_order(job) == entry[:3]:
+        job = self._jobs.get(entry[3])
+        if job is not None and job.status in CLAIMABLE and claim_order(job) == entry[:3]:
             return job
         return None
 
@@ -393,6 +468,18 @@ class InMemoryWorkerRegistry:
             for worker_id in dead:
                 del self._processes[worker_id]
             return dead
+
+
+def _ended(job: JobRecord) -> tuple[int, datetime] | None:
+    """(1, when) for a job that finished done, (0, when) for its last failure; None
+    for the others (the ports' activity() semantics)."""
+    if job.status is Status.DONE and job.finished_at is not None:
+        return 1, job.finished_at
+    if job.status is Status.DLQ and job.finished_at is not None:
+        return 0, job.finished_at
+    if job.status is Status.FAILED:
+        return 0, job.updated_at
+    return None
 
 
 class InMemoryStore:

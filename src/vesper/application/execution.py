@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import attrs
 
@@ -16,7 +16,8 @@ from vesper.application.ports import (
     QueueingJobRepository,
 )
 from vesper.domain.errors import StoreLacksQueues
-from vesper.domain.job import Failure, JobRecord, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.results import ResultRejected, encode_result
 
 
 def lease_of(job: JobRecord) -> LeaseRef:
@@ -100,6 +101,31 @@ class Outcome:
     job: JobRecord
     error: str | None = None
     retryable: bool = True
+    result: Any = None  # a success's return value, stored as the job's result unless None
+
+
+def with_results(
+    outcomes: Sequence[Outcome], max_bytes: int
+) -> tuple[Sequence[Outcome], dict[JobId, str]]:
+    """The outcomes to record, and the JSON text of each success's result by job id.
+
+    A result that cannot be stored (not JSON, or over `max_bytes`) turns its success
+    into a failure without retry: the same code would return the same value again.
+    """
+    if all(o.result is None for o in outcomes):  # the common case: nothing to encode
+        return outcomes, {}
+    settled: list[Outcome] = []
+    results: dict[JobId, str] = {}
+    for outcome in outcomes:
+        if outcome.error is None and outcome.result is not None:
+            try:
+                results[outcome.job.id] = encode_result(outcome.result, max_bytes)
+            except ResultRejected as exc:
+                error = f"ResultRejected: {exc}"
+                settled.append(Outcome(job=outcome.job, error=error, retryable=False))
+                continue
+        settled.append(outcome)
+    return settled, results
 
 
 @attrs.frozen
@@ -118,6 +144,7 @@ class RecordOutcomes:
     rng: random.Random = attrs.field(factory=random.Random)
 
     def __call__(self, outcomes: Sequence[Outcome]) -> list[JobRecord]:
+        outcomes, results = with_results(outcomes, self.settings.limits.max_result_bytes)
         successes = [lease_of(o.job) for o in outcomes if o.error is None]
         failures = [
             failure_of(o.job, o.error, retryable=o.retryable, settings=self.settings, rng=self.rng)
@@ -125,7 +152,9 @@ class RecordOutcomes:
             if o.error is not None
         ]
         recorded: list[JobRecord] = []
-        if successes:
+        if successes and results:
+            recorded += self.jobs.complete(successes, results=results)
+        elif successes:  # no results: the call a store written before them knows
             recorded += self.jobs.complete(successes)
         if failures:
             recorded += self.jobs.fail(failures)
@@ -163,22 +192,34 @@ class RecordAndClaim:
         types: Sequence[str] | None = None,
         queues: QueueSlots | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
+        outcomes, results = with_results(outcomes, self.record.settings.limits.max_result_bytes)
         if limit <= 0 or any(o.error is not None for o in outcomes):
             return self.record(outcomes), []
         jobs = self.record.jobs
         if not jobs.capabilities.complete_and_claim:
             recorded = self.record(outcomes)
             return recorded, self._claim_rest(worker_id, limit, types, queues)
-        lease = self.claim.settings.lease
+        completing = cast(CompletingJobRepository, jobs)
         leases = [lease_of(o.job) for o in outcomes]
-        if queues is None:
-            return cast(CompletingJobRepository, jobs).complete_and_claim(
+        lease = self.claim.settings.lease
+        if queues is None and results:
+            return completing.complete_and_claim(
+                leases, worker_id=worker_id, limit=limit, lease=lease, types=types, results=results
+            )
+        if queues is None:  # no results: the call a store written before them knows
+            return completing.complete_and_claim(
                 leases, worker_id=worker_id, limit=limit, lease=lease, types=types
             )
         # one queue rides on the completions; the others are claimed after them
         (queue, slots), rest = queues[0], queues[1:]
         completed, claimed = cast(QueueingCompletingJobRepository, jobs).complete_and_claim(
-            leases, worker_id=worker_id, limit=slots, lease=lease, types=types, queues=[queue]
+            leases,
+            worker_id=worker_id,
+            limit=slots,
+            lease=lease,
+            types=types,
+            queues=[queue],
+            results=results or None,
         )
         if rest:
             claimed += self._claim_rest(worker_id, limit - slots, types, rest)

@@ -3,20 +3,23 @@ change one method (application/group_commit.py) and keep the rest of the port.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import cast
 
 from vesper.application.ports import (
+    ActivityJobRepository,
     CompletingJobRepository,
     JobRepository,
     QueueingCompletingJobRepository,
     QueueingJobRepository,
     Submitted,
 )
+from vesper.domain.activity import Activity
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.queues import QueueChange, QueueSettings, QueueState
+from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
@@ -59,8 +62,14 @@ class ForwardingJobRepository:
         )
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
+        if results:  # only then: a store written before results keeps working
+            return self._jobs.complete(leases, now=now, results=results)
         return self._jobs.complete(leases, now=now)
 
     def complete_and_claim(
@@ -73,21 +82,34 @@ class ForwardingJobRepository:
         types: Sequence[str] | None = None,
         queues: Sequence[str] | None = None,
         now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         """Only called where `capabilities.complete_and_claim` (the wrapped store's) is
         set, so the wrapped store has it."""
-        if queues is None:
-            return cast(CompletingJobRepository, self._jobs).complete_and_claim(
-                leases, worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+        if queues is not None:
+            return cast(QueueingCompletingJobRepository, self._jobs).complete_and_claim(
+                leases,
+                worker_id=worker_id,
+                limit=limit,
+                lease=lease,
+                types=types,
+                queues=queues,
+                now=now,
+                results=results,
             )
-        return cast(QueueingCompletingJobRepository, self._jobs).complete_and_claim(
-            leases,
-            worker_id=worker_id,
-            limit=limit,
-            lease=lease,
-            types=types,
-            queues=queues,
-            now=now,
+        jobs = cast(CompletingJobRepository, self._jobs)
+        if results:
+            return jobs.complete_and_claim(
+                leases,
+                worker_id=worker_id,
+                limit=limit,
+                lease=lease,
+                types=types,
+                now=now,
+                results=results,
+            )
+        return jobs.complete_and_claim(
+            leases, worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
         )
 
     # only called where `capabilities.queues` (the wrapped store's) is set
@@ -129,3 +151,22 @@ class ForwardingJobRepository:
 
     def stats(self, *, now: datetime | None = None) -> QueueStats:
         return self._jobs.stats(now=now)
+
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        return self._jobs.get_many(job_ids)
+
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        return self._jobs.prune(older_than, limit=limit, now=now)
+
+    def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        return self._jobs.delete(job_id, now=now)
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        """Only called where `capabilities.activity` (the wrapped store's) is set."""
+        return cast(ActivityJobRepository, self._jobs).activity(window=window, now=now)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import cast
+
 import attrs
 
 from vesper.application.metrics import NO_METRICS, JobMetrics
-from vesper.application.ports import JobRepository
+from vesper.application.ports import ActivityJobRepository, JobRepository
+from vesper.domain.activity import Activity
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.stats import QueueStats
@@ -62,3 +66,17 @@ class GetStats:
 
     def __call__(self) -> QueueStats:
         return self.jobs.stats()
+
+
+@attrs.frozen
+class GetActivity:
+    """Finished work per minute over the last `window`, counted by the store (so for the
+    whole fleet); None when the store does not count it (`capabilities.activity`)."""
+
+    jobs: JobRepository
+    window: timedelta = timedelta(hours=1)
+
+    def __call__(self) -> Activity | None:
+        if not self.jobs.capabilities.activity:
+            return None
+        return cast(ActivityJobRepository, self.jobs).activity(window=self.window)

@@ -7,10 +7,11 @@ reports the same truth.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from vesper.domain.job import JobRecord
+from vesper.domain.states import Status
 
 
 class JobMetrics(Protocol):
@@ -35,6 +36,10 @@ class JobMetrics(Protocol):
 
     def processes_reaped(self, count: int) -> None: ...
 
+    def jobs_pruned(self, counts: Mapping[Status, int]) -> None:
+        """Finished jobs deleted by retention, by status."""
+        ...
+
 
 class NoMetrics:
     """Reports nothing: for embedding and tests that do not look at metrics."""
@@ -58,6 +63,9 @@ class NoMetrics:
         pass
 
     def processes_reaped(self, count: int) -> None:
+        pass
+
+    def jobs_pruned(self, counts: Mapping[Status, int]) -> None:
         pass
 
 

@@ -18,7 +18,12 @@ import attrs
 
 from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.policies import Policies
-from vesper.application.ports import JobRepository, JobSignal, Submitted
+from vesper.application.ports import (
+    JobRepository,
+    JobSignal,
+    Submitted,
+    TransactionalJobRepository,
+)
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId
 from vesper.domain.submission import JobRequest, NewJob, prepare
@@ -83,18 +88,7 @@ class SubmitJobs:
 
     def steps(self, requests: Sequence[JobRequest]) -> SubmitSteps[list[Submitted]]:
         """The use case as steps around its store call (see the module's docstring)."""
-        limits = self.settings.limits
-        if not requests:
-            raise InvalidRequest("jobs", "must hold at least one job")
-        if len(requests) > limits.max_batch:
-            raise InvalidRequest("jobs", f"must hold at most {limits.max_batch} jobs")
-        prepared: list[NewJob] = []
-        for index, request in enumerate(requests):
-            try:
-                prepared.append(_prepare(request, self.settings, self.new_id, self.routes))
-            except InvalidRequest as exc:
-                raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
-        submitted = yield prepared
+        submitted = yield _prepare_batch(requests, self.settings, self.new_id, self.routes)
         _announce(submitted, self.signal, self.metrics)
         return submitted
 
@@ -128,6 +122,27 @@ class SubmitJob:
         return submitted[0]
 
 
+def _prepare_batch(
+    requests: Sequence[JobRequest],
+    settings: Policies,
+    new_id: Callable[[], JobId],
+    routes: Callable[[str], str | None],
+) -> list[NewJob]:
+    """Validate a batch; an error names the field with the job's index."""
+    limits = settings.limits
+    if not requests:
+        raise InvalidRequest("jobs", "must hold at least one job")
+    if len(requests) > limits.max_batch:
+        raise InvalidRequest("jobs", f"must hold at most {limits.max_batch} jobs")
+    prepared: list[NewJob] = []
+    for index, request in enumerate(requests):
+        try:
+            prepared.append(_prepare(request, settings, new_id, routes))
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
+    return prepared
+
+
 def _prepare(
     request: JobRequest,
     settings: Policies,
@@ -154,3 +169,52 @@ def _announce(
         metrics.jobs_enqueued(created)
         if signal is not None:
             signal.notify()
+
+
+@attrs.frozen
+class SubmitInTransaction:
+    """Validate jobs as SubmitJob(s) does and write them in the caller's open transaction.
+
+    The jobs exist if and only if the caller commits; what a standalone submit announces
+    at once (metrics, this process's idle workers) is announced when the store hears the
+    commit. Usage: `prepare` the requests, then call with the connection (or await
+    `submit_async` when `is_async(connection)`).
+
+    Raises:
+        InvalidRequest: a request broke a rule (the field is named).
+        IdempotencyConflict: a key is bound to a job with another body.
+        TypeError: a connection the store cannot write in.
+    """
+
+    jobs: TransactionalJobRepository
+    settings: Policies = Policies()
+    new_id: Callable[[], JobId] = new_job_id
+    signal: JobSignal | None = None
+    metrics: JobMetrics = NO_METRICS
+    routes: Callable[[str], str | None] = no_routes  # as SubmitJobs'
+
+    def prepare(self, requests: Sequence[JobRequest], *, batch: bool) -> list[NewJob]:
+        """The validated jobs; `batch` False: one request, its errors name the bare field."""
+        if batch:
+            return _prepare_batch(requests, self.settings, self.new_id, self.routes)
+        (request,) = requests
+        return [_prepare(request, self.settings, self.new_id, self.routes)]
+
+    def is_async(self, connection: object) -> bool:
+        return self.jobs.is_async(connection)
+
+    def __call__(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        submitted = self.jobs.submit_in(connection, jobs)
+        self._announce_at_commit(connection, submitted)
+        return submitted
+
+    async def submit_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        submitted = await self.jobs.submit_in_async(connection, jobs)
+        self._announce_at_commit(connection, submitted)
+        return submitted
+
+    def _announce_at_commit(self, connection: object, submitted: list[Submitted]) -> None:
+        if any(s.created for s in submitted):
+            self.jobs.after_commit(
+                connection, lambda: _announce(submitted, self.signal, self.metrics)
+            )

@@ -1,5 +1,6 @@
 """How a process's workers run: slots, polling, shutdown grace, time limits (WORKERS,
-VESPER_POLL_INTERVAL, VESPER_SHUTDOWN_GRACE, VESPER_JOB_TIMEOUT, VESPER_QUEUES)."""
+VESPER_POLL_INTERVAL, VESPER_SHUTDOWN_GRACE, VESPER_JOB_TIMEOUT, VESPER_PRUNE_INTERVAL,
+VESPER_QUEUES)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,4 @@ class WorkerSettings:
     shutdown_grace: timedelta = timedelta(seconds=30)  # running jobs may finish this long
     job_timeout: timedelta | None = None  # an attempt's time limit, unless its type has one
     fleet_log_interval: timedelta = timedelta(seconds=60)  # the summary lines' period
+    prune_interval: timedelta = timedelta(minutes=1)  # retention's rounds

@@ -61,7 +61,13 @@ class IdempotencyConflict(VesperError):
 
 
 class StoreUnavailable(VesperError):
-    """The store did not answer (connection refused, timed out, restarting)."""
+    """The store did not answer (connection refused or lost, timed out, locked, restarting).
+
+    The one error a store raises for "try again later" (see the error contract in
+    vesper.application.ports): the call may or may not have taken effect, and the same
+    store object works again once the database is back. Its message names no host,
+    user, password or path.
+    """
 
 
 SCHEMA_NOT_MIGRATED = "database schema is not migrated (run `vesper migrate`)"

@@ -73,6 +73,7 @@ class JobRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     seq: int = 0  # insertion order, assigned by the store; breaks ordering ties
+    result: Any = None  # the consumer's return value (decoded JSON); None: none
 
     @property
     def worker_id(self) -> str | None:
@@ -109,10 +110,13 @@ class JobRecord:
             updated_at=now,
         )
 
-    def complete(self, ref: LeaseRef, *, now: datetime) -> JobRecord:
-        """processing -> done, for the holder of the current lease only."""
+    def complete(self, ref: LeaseRef, *, now: datetime, result: Any = None) -> JobRecord:
+        """processing -> done, for the holder of the current lease only, keeping the
+        consumer's `result` (None: it returned none)."""
         self._fence(ref, now)
-        return attrs.evolve(self, status=Status.DONE, lease=None, updated_at=now, finished_at=now)
+        return attrs.evolve(
+            self, status=Status.DONE, lease=None, updated_at=now, finished_at=now, result=result
+        )
 
     def fail(self, failure: Failure, *, now: datetime) -> JobRecord:
         """processing -> failed (retry at now + delay), or dlq once retries are exhausted."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from uuid import UUID
 
 import attrs
 
@@ -31,8 +32,13 @@ class JobQuery:
     queue: str | None = None
     limit: int = 100
     cursor: str | None = None  # from JobPage.next_cursor: jobs older than the last one seen
+    # the dashboard's search: a whole job id (any UUID spelling), or any part of an
+    # idempotency key (exact characters, case included)
+    search: str | None = None
 
     def __attrs_post_init__(self) -> None:
+        if self.search is not None and (not self.search or "\x00" in self.search):
+            raise InvalidRequest("search", "must be non-empty text without NUL")
         if not 1 <= self.limit <= MAX_PAGE:
             raise InvalidRequest("limit", f"must be from 1 to {MAX_PAGE}")
         if self.priority is not None and not 0 <= self.priority <= 10:
@@ -45,6 +51,24 @@ class JobQuery:
     @property
     def before_seq(self) -> int | None:
         return decode_cursor(self.cursor) if self.cursor is not None else None
+
+    @property
+    def search_id(self) -> UUID | None:
+        """The search text as a job id, when it spells one."""
+        if self.search is None:
+            return None
+        try:
+            return UUID(self.search.strip())
+        except ValueError:
+            return None
+
+    def matches_search(self, job: JobRecord) -> bool:
+        """Whether `job` matches `search` (True without one): the stores' semantics."""
+        if self.search is None:
+            return True
+        if job.id == self.search_id:
+            return True
+        return job.idempotency_key is not None and self.search in job.idempotency_key
 
 
 @attrs.frozen(kw_only=True)

@@ -14,6 +14,7 @@ import attrs
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.queues import DEFAULT_QUEUE, check_concurrency_key, check_queue
+from vesper.domain.results import DEFAULT_MAX_RESULT
 from vesper.domain.states import Status
 
 MIN_PRIORITY = 0
@@ -46,6 +47,7 @@ class Limits:
     max_error_length: int = 4000
     max_delay: timedelta = timedelta(days=3650)
     max_timeout: timedelta = timedelta(days=7)
+    max_result_bytes: int = DEFAULT_MAX_RESULT  # a consumer's return value, as JSON
 
 
 @attrs.frozen(kw_only=True)

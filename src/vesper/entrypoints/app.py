@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
+from uuid import UUID
 
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
-from vesper.domain.job import JobRecord
+from vesper.application.waiting import JobWaits
+from vesper.domain.job import JobId, JobRecord
 from vesper.domain.queues import check_queue
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
@@ -17,11 +19,26 @@ from vesper.entrypoints.service import run
 from vesper.entrypoints.settings import Settings
 from vesper.entrypoints.tracing import current_traceparent
 
+if TYPE_CHECKING:
+    import psycopg
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.orm import Session
+
 F = TypeVar("F", bound=ConsumerFunction)
+
+# the caller's connections `enqueue(..., connection=...)` writes in (annotations only:
+# vesper loads neither library for an App that never passes one)
+SyncConnection: TypeAlias = "Connection | Session | psycopg.Connection[Any]"
+AsyncioConnection: TypeAlias = "AsyncConnection | AsyncSession | psycopg.AsyncConnection[Any]"
 
 
 def _seconds(field: str, value: float | timedelta | None) -> timedelta | None:
     return value if isinstance(value, timedelta) else seconds(field, value)
+
+
+async def _first(jobs: Awaitable[list[JobRecord]]) -> JobRecord:
+    return (await jobs)[0]
 
 
 class App:
@@ -102,6 +119,7 @@ class App:
 
         return register
 
+    @overload
     def enqueue(
         self,
         job_type: str,
@@ -115,11 +133,51 @@ class App:
         timeout: float | timedelta | None = None,
         queue: str | None = None,
         concurrency_key: str | None = None,
-    ) -> JobRecord:
+        connection: SyncConnection | None = None,
+    ) -> JobRecord: ...
+
+    @overload
+    def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        max_retries: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | timedelta | None = None,
+        queue: str | None = None,
+        concurrency_key: str | None = None,
+        connection: AsyncioConnection,
+    ) -> Awaitable[JobRecord]: ...
+
+    def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        max_retries: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | timedelta | None = None,
+        queue: str | None = None,
+        concurrency_key: str | None = None,
+        connection: SyncConnection | AsyncioConnection | None = None,
+    ) -> JobRecord | Awaitable[JobRecord]:
         """Submit one job and return it (the bound job on an idempotent replay).
 
+        With `connection` (a SQLAlchemy Connection or Session, or a psycopg connection,
+        to the store's database), the job is written in the transaction open on it and
+        exists only if the caller commits; with an asyncio one (AsyncConnection,
+        AsyncSession, psycopg.AsyncConnection) the result is awaited.
+
         Without `queue` the job goes to its type's consumer's queue, else "default".
-        `concurrency_key` groups jobs for the queue's key_concurrency (a tenant id)."""
+        `concurrency_key` groups jobs for the queue's key_concurrency (a tenant id).
+        """
         request = JobRequest(
             type=job_type,
             # as given: the domain copies it, and refuses anything but a mapping (dict()
@@ -135,11 +193,63 @@ class App:
             queue=queue,
             concurrency_key=concurrency_key,
         )
-        return self.container.submit_job()(request).job
+        if connection is None:
+            return self.container.submit_job()(request).job
+        written = self._submit_in(connection, [request], batch=False)
+        if isinstance(written, list):
+            return written[0]
+        return _first(written)
 
-    def enqueue_many(self, requests: Iterable[JobRequest]) -> list[JobRecord]:
-        """Submit a batch, all or nothing."""
-        return [s.job for s in self.container.submit_jobs()(list(requests))]
+    @overload
+    def enqueue_many(
+        self, requests: Iterable[JobRequest], *, connection: SyncConnection | None = None
+    ) -> list[JobRecord]: ...
+
+    @overload
+    def enqueue_many(
+        self, requests: Iterable[JobRequest], *, connection: AsyncioConnection
+    ) -> Awaitable[list[JobRecord]]: ...
+
+    def enqueue_many(
+        self,
+        requests: Iterable[JobRequest],
+        *,
+        connection: SyncConnection | AsyncioConnection | None = None,
+    ) -> list[JobRecord] | Awaitable[list[JobRecord]]:
+        """Submit a batch, all or nothing; `connection` as for `enqueue`."""
+        if connection is None:
+            return [s.job for s in self.container.submit_jobs()(list(requests))]
+        return self._submit_in(connection, list(requests), batch=True)
+
+    def _submit_in(
+        self, connection: object, requests: list[JobRequest], *, batch: bool
+    ) -> list[JobRecord] | Awaitable[list[JobRecord]]:
+        """Validate now (an error is raised here, not at an await), then write on the
+        caller's connection."""
+        submit = self.container.submit_in_transaction()
+        jobs = submit.prepare(requests, batch=batch)
+        if not submit.is_async(connection):
+            return [s.job for s in submit(connection, jobs)]
+
+        async def written() -> list[JobRecord]:
+            return [s.job for s in await submit.submit_async(connection, jobs)]
+
+        return written()
+
+    def wait(self, job_id: JobId | str, timeout: float = 30) -> JobRecord:
+        """The job once it is done, dlq or cancelled.
+
+        Raises:
+            TimeoutError: it had not finished after `timeout` seconds.
+            JobNotFound: there is no such job (or it was deleted meanwhile).
+        """
+        waits: JobWaits = self.container.shared_job_waits()
+        job, finished = waits.wait_blocking(JobId(UUID(str(job_id))), timeout)
+        if not finished:
+            raise TimeoutError(
+                f"job {job.id} did not finish within {timeout:g}s (it is {job.status.value})"
+            )
+        return job
 
     def run(self, *, api: bool = True, workers: bool = True) -> None:
         """Run the HTTP API and the workers (as `vesper serve`) until SIGTERM or SIGINT."""

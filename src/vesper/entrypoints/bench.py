@@ -1,4 +1,4 @@
-"""`vesper bench`: the benchmark of docs/benchmarks.md (W1-W6, vesper and its peers).
+"""`vesper bench`: the benchmark of docs/benchmarks.md (W1-W7 and R1, vesper and its peers).
 
 The harness lives in the source checkout's `benchmarks/` package (with the peers'
 drivers and their requirements), not in the wheel: run it from a clone.
@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-_WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4", "W5", "W6")
+_WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4", "W5", "W6", "W6s", "R1", "W7")
 _DEFAULT = ",".join(_WORKLOADS)
 # scaled by --scale (at least 10 each)
 _COUNTS = (
@@ -29,6 +29,8 @@ _COUNTS = (
     "scale_claims",
     "scale_drain_jobs",
     "rss_pending",
+    "retention_jobs",
+    "wait_jobs",
 )
 
 
@@ -54,7 +56,8 @@ def _harness() -> Any:
     "--workloads",
     default=_DEFAULT,
     show_default=True,
-    help="Any of these, comma-separated (W5: vesper only; W6: vesper on PostgreSQL only).",
+    help="Any of these, comma-separated (W5, R1, W7: vesper only; W6, W6s: vesper on"
+    " PostgreSQL only).",
 )
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True)
 @click.option(
@@ -106,6 +109,20 @@ def _harness() -> Any:
     show_default=True,
     help="W6: how long the worker drains while its RSS is sampled.",
 )
+@click.option(
+    "--w6s-minutes",
+    type=click.FloatRange(3, 120),
+    default=5.0,
+    show_default=True,
+    help="W6s: how long the steady flow runs (one run, whatever --repeats).",
+)
+@click.option(
+    "--w6s-rate",
+    type=click.FloatRange(10, 20_000),
+    default=1_000.0,
+    show_default=True,
+    help="W6s: jobs queued per second.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
 def bench(
     peers: bool,
@@ -119,6 +136,8 @@ def bench(
     w6_large: int,
     w6_pending: int,
     w6_rss_seconds: float,
+    w6s_minutes: float,
+    w6s_rate: float,
     json_path: Path | None,
 ) -> None:
     """Benchmark vesper (and, with --peers, its peers) on the local PostgreSQL and SQLite.
@@ -140,6 +159,8 @@ def bench(
         scale_large=w6_large,
         rss_pending=w6_pending,
         rss_seconds=w6_rss_seconds,
+        steady_minutes=w6s_minutes,
+        steady_rate=w6s_rate,
     )
     for name in _COUNTS:
         setattr(config, name, max(10, int(getattr(config, name) * scale)))

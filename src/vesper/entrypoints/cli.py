@@ -7,17 +7,22 @@ import json
 import math
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import click
 from dotenv import load_dotenv
 
+from vesper.application.ports import store_migrator
 from vesper.domain.errors import InvalidRequest, VesperError
+from vesper.domain.job import JobId
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
+from vesper.entrypoints.container import build_container
 from vesper.entrypoints.queues_cli import queues_command
-from vesper.entrypoints.settings import BUILTIN_STORAGES, ConfigError, describe_store
+from vesper.entrypoints.settings import ConfigError, describe_store
 from vesper.entrypoints.wire import job_to_wire
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -139,44 +144,23 @@ def _override(*, workers: int | None, addr: str | None) -> None:
 @main.command()
 def migrate() -> None:
     """Create or upgrade the database schema, then exit."""
-    app = _load(None)
-    settings = app.settings
+    settings = _load(None).settings
     if settings.storage == "memory":
         click.echo("memory storage has no schema")
         return
-    if settings.storage not in BUILTIN_STORAGES:
-        _migrate_plugin(app)
-        return
-    from vesper.adapters.sql import migrate as migrate_sql  # noqa: PLC0415
-
+    # the store's own hook (Migrator in application/ports.py), on a store opened without
+    # auto-migration: the hook is what runs, and says what it did
+    container = build_container(attrs.evolve(settings, auto_migrate=False))
     try:
-        done = migrate_sql(settings.database_url)
-    except VesperError as exc:
-        _fail(str(exc))
-    if done.applied:
-        plural = "" if done.applied == 1 else "s"
-        click.echo(
-            f"applied {done.applied} migration{plural} ({done.before or 'base'} -> {done.after})"
-        )
-    else:
-        click.echo(f"up to date at {done.after}")
-
-
-def _migrate_plugin(app: App) -> None:
-    """A plugin store migrates itself when it has a `migrate()`; else it manages its
-    own schema (a formal migration port is to come)."""
-    name = app.settings.storage
-    try:
-        hook = getattr(app.container.store(), "migrate", None)
-        if not callable(hook):
-            click.echo(f"vesper: store {name!r} manages its own schema; nothing to migrate")
+        hook = store_migrator(container.store())
+        if hook is None:
+            click.echo(f"vesper: store {settings.storage!r} manages its own schema; nothing to do")
             return
-        hook()
+        click.echo(hook())
     except VesperError as exc:
         _fail(str(exc))
     finally:
-        app.close()
-    click.echo(f"store {name!r} migrated by its own migrate()")
+        container.shutdown_resources()
 
 
 @main.command()
@@ -230,6 +214,31 @@ def enqueue(
         )
     except InvalidRequest as exc:
         _fail(str(exc), 2)
+    except VesperError as exc:
+        _fail(str(exc))
+    finally:
+        app.close()
+    click.echo(json.dumps(job_to_wire(job), indent=2))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0, max=60),
+    help="Seconds to wait for the job to be done, dlq or cancelled (exit 1 if it is not).",
+)
+def show(job_id: str, wait: float | None) -> None:
+    """Print one job as JSON, its result included."""
+    try:
+        parsed = JobId(uuid.UUID(job_id))
+    except ValueError:
+        _fail(f"JOB_ID {job_id!r}: not a job id (a UUID)", 2)
+    app = _load(None, announce=False)
+    try:
+        job = app.container.get_job()(parsed) if wait is None else app.wait(parsed, wait)
+    except TimeoutError as exc:
+        _fail(str(exc))
     except VesperError as exc:
         _fail(str(exc))
     finally:

@@ -3,7 +3,7 @@
 Everything concrete is built here: the store (by storage kind, or a plugin), the
 process's store gate (sized by the capacity the store reports when it opens), the
 group commit around the store's repository, the use cases, the metrics and what they
-observe, the tracer provider, the LISTEN listener and the worker.
+observe, the tracer provider, the subscription to the store's notifier and the worker.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from dependency_injector import containers, providers
 
@@ -36,22 +36,37 @@ from vesper.application.fleet import (
     RegisterWorker,
 )
 from vesper.application.group_commit import CoalescingJobRepository, GroupCommit
-from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
+from vesper.application.management import (
+    CancelJob,
+    GetActivity,
+    GetJob,
+    GetStats,
+    ListJobs,
+    RetryJob,
+)
 from vesper.application.ports import (
     Clock,
     JobRepository,
     Store,
+    StoreOptions,
+    Subscription,
+    TransactionalJobRepository,
     WorkerRegistry,
     store_capacity,
+    store_notifier,
+    store_pools,
 )
 from vesper.application.queues import ConfigureQueue, GetQueue, ListQueues
+from vesper.application.retention import DeleteJob, PruneJobs
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
-from vesper.application.submit import SubmitJob, SubmitJobs, no_routes
+from vesper.application.submit import SubmitInTransaction, SubmitJob, SubmitJobs, no_routes
+from vesper.application.waiting import JobWaits
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
 from vesper.entrypoints.worker import WorkerRunner, WorkerUseCases
 
 log = logging.getLogger("vesper")
+T = TypeVar("T")
 
 # The lane for heartbeats and lease renewals (the worker's beat lane): its own threads,
 # never behind the store gate (on PostgreSQL they have a pool of their own, 1 + 2).
@@ -62,27 +77,23 @@ def open_memory_store(clock: Clock) -> Iterator[Store]:
     yield InMemoryStore(clock)
 
 
-def open_sql_store(
-    url: str, clock: Clock, migrate: bool, pool_size: int, max_overflow: int
-) -> Iterator[Store]:
+def open_sql_store(url: str, clock: Clock, options: StoreOptions) -> Iterator[Store]:
     """The SQL store; its main pool (PostgreSQL) has `pool_size` + `max_overflow`
     connections (VESPER_DB_POOL_SIZE, VESPER_DB_MAX_OVERFLOW). Heartbeats and lease
     renewals keep their own small pool, whatever these are."""
     from vesper.adapters.sql import open_store  # noqa: PLC0415 (SQLAlchemy loads only when chosen)
 
-    store = open_store(
-        url, clock=clock, migrate=migrate, pool_size=pool_size, max_overflow=max_overflow
-    )
+    store = open_store(url, clock, options)
     try:
         yield store
     finally:
         store.close()
 
 
-def open_plugin_store(name: str, url: str, clock: Clock) -> Iterator[Store]:
+def open_plugin_store(name: str, url: str, clock: Clock, options: StoreOptions) -> Iterator[Store]:
     """A third-party store, from the entry point `name` of the group `vesper.storage`."""
     factory = load_storage_plugin(name)
-    store = factory(url, clock)
+    store = factory(url, clock, options)
     try:
         yield store
     finally:
@@ -108,12 +119,6 @@ def open_once(open_store: Callable[[], Store], lock: threading.Lock, gate: Store
         lock.release()
     gate.limit(store_capacity(store))  # unchanged but when the store was just opened
     return store
-
-
-def store_pools(store: Store) -> dict[str, Any]:
-    """The store's connection pools by name (SQL: main, beat); none for other stores."""
-    pools: dict[str, Any] | None = getattr(store, "pools", None)  # only SqlStore has them
-    return dict(pools or {})
 
 
 def open_metrics(
@@ -162,20 +167,65 @@ def serve_metrics(addr: tuple[str, int] | None, metrics: OtelMetrics) -> Iterato
 
 
 def open_listener(
-    storage: str, url: str, signal: LocalJobSignal, metrics: OtelMetrics
-) -> Iterator[object]:
-    """PostgreSQL: LISTEN for submissions anywhere and wake this process's workers."""
-    if storage != "postgres":
+    store: Callable[[], Store], signal: LocalJobSignal, metrics: OtelMetrics
+) -> Iterator[Subscription | None]:
+    """Subscribe to the store's notifier, if it has one (PostgreSQL: LISTEN), and wake
+    this process's workers at each notification; without one they poll. Opens the
+    store: call it once the store is reachable."""
+    notifier = store_notifier(store())
+    if notifier is None:
         yield None
         return
-    from vesper.adapters.sql.notify import PostgresJobListener  # noqa: PLC0415
-
-    listener = PostgresJobListener(url, signal.notify).start()
-    metrics.observe_listener(listener.connected.is_set, lambda: listener.reconnects)
+    subscription = notifier.subscribe(signal.notify)
+    metrics.observe_listener(subscription.connected, lambda: subscription.reconnects)
     try:
-        yield listener
+        yield subscription
     finally:
-        listener.stop()
+        subscription.close()
+
+
+# Without notifications (SQLite, memory, plugins) waiters' jobs are read this often;
+# with them (PostgreSQL), this is only the backstop for a notification lost meanwhile.
+WAIT_POLL_S = 0.05
+WAIT_POLL_NOTIFIED_S = 1.0
+
+
+def open_job_waits(
+    storage: str, url: str, jobs: JobRepository, gate: StoreGate
+) -> Iterator[JobWaits]:
+    """The process's one JobWaits, opened at the first wait; on PostgreSQL with a
+    listener of its own (one connection, whatever the number of waiters)."""
+    notified = storage == "postgres"
+    waits = JobWaits(
+        jobs,
+        lambda read: gate.call(read, deadline=gate.deadline()),
+        poll=WAIT_POLL_NOTIFIED_S if notified else WAIT_POLL_S,
+    )
+    listener = None
+    if notified:
+        from vesper.adapters.sql.notify import (  # noqa: PLC0415
+            FINISHED_CHANNEL,
+            WAITERS_LOCK_SQL,
+            PostgresJobListener,
+        )
+
+        # the lock tells the outcome statements that this process listens (notify.py)
+        listener = PostgresJobListener(
+            url, waits.poke, channel=FINISHED_CHANNEL, after_listen=WAITERS_LOCK_SQL
+        ).start()
+    try:
+        yield waits
+    finally:
+        if listener is not None:
+            listener.stop()
+        waits.close()
+
+
+def locked(resolve: Callable[[], T], lock: threading.Lock) -> T:
+    """`resolve()` under `lock`: a Resource provider is not safe to initialize from
+    several threads at once (a hundred first app.wait calls)."""
+    with lock:
+        return resolve()
 
 
 def observed_runner(
@@ -195,6 +245,17 @@ def _workers(store: Store) -> WorkerRegistry:
     return store.workers
 
 
+def _transactional(store: Store, storage: str) -> TransactionalJobRepository:
+    """The store's repository, if it can write in its caller's transaction."""
+    jobs = store.jobs
+    if not jobs.capabilities.transactional_submit:
+        raise TypeError(
+            f"connection: the {storage} store cannot write in your transaction; "
+            "use VESPER_STORAGE=postgres or sqlite"
+        )
+    return cast(TransactionalJobRepository, jobs)
+
+
 class Container(containers.DeclarativeContainer):
     config = providers.Configuration(strict=True)
 
@@ -208,23 +269,17 @@ class Container(containers.DeclarativeContainer):
         config.storage_kind,
         memory=providers.Resource(open_memory_store, clock=clock),
         sqlite=providers.Resource(
-            open_sql_store,
-            url=config.database_url,
-            clock=clock,
-            migrate=config.auto_migrate,
-            pool_size=config.db_pool_size,
-            max_overflow=config.db_max_overflow,
+            open_sql_store, url=config.database_url, clock=clock, options=config.store_options
         ),
         postgres=providers.Resource(
-            open_sql_store,
-            url=config.database_url,
-            clock=clock,
-            migrate=config.auto_migrate,
-            pool_size=config.db_pool_size,
-            max_overflow=config.db_max_overflow,
+            open_sql_store, url=config.database_url, clock=clock, options=config.store_options
         ),
         plugin=providers.Resource(
-            open_plugin_store, name=config.storage, url=config.database_url, clock=clock
+            open_plugin_store,
+            name=config.storage,
+            url=config.database_url,
+            clock=clock,
+            options=config.store_options,
         ),
     )
     store_lock = providers.ThreadSafeSingleton(threading.Lock)
@@ -254,12 +309,18 @@ class Container(containers.DeclarativeContainer):
     )
     metrics_server = providers.Resource(serve_metrics, addr=config.metrics_addr, metrics=metrics)
     job_listener = providers.Resource(
-        open_listener,
+        open_listener, store=store.provider, signal=job_signal, metrics=metrics
+    )
+    job_waits = providers.Resource(
+        open_job_waits,
         storage=config.storage,
         url=config.database_url,
-        signal=job_signal,
-        metrics=metrics,
+        jobs=job_repository,
+        gate=store_gate,
     )
+    waits_lock = providers.ThreadSafeSingleton(threading.Lock)
+    # what callers resolve: the one JobWaits, opened by one thread
+    shared_job_waits = providers.Callable(locked, job_waits.provider, waits_lock)
     tracer_provider = providers.Resource(open_tracer_provider, env=config.otel)
     # `vesper serve`: the spans consumers open themselves go where vesper's go
     global_tracing = providers.Callable(install_global_tracer_provider, tracer_provider)
@@ -284,6 +345,16 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
         routes=queue_routes,
     )
+    # `app.enqueue(..., connection=conn)`: the store's own repository, on the caller's
+    # connection (neither the group commit nor the gate: no pooled connection is used)
+    submit_in_transaction = providers.Factory(
+        SubmitInTransaction,
+        jobs=providers.Callable(_transactional, store, config.storage),
+        settings=policies,
+        signal=job_signal,
+        metrics=metrics,
+        routes=queue_routes,
+    )
     claim_jobs = providers.Factory(ClaimJobs, jobs=jobs, settings=policies)
     renew_leases = providers.Factory(RenewLeases, jobs=jobs, settings=policies)
     release_jobs = providers.Factory(ReleaseJobs, jobs=jobs)
@@ -294,6 +365,7 @@ class Container(containers.DeclarativeContainer):
     list_queues = providers.Factory(ListQueues, jobs=jobs, registry=worker_registry)
     get_queue = providers.Factory(GetQueue, queues=list_queues)
     configure_queue = providers.Factory(ConfigureQueue, get_queue=get_queue)
+    get_activity = providers.Factory(GetActivity, jobs=jobs)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
     heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
     deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)
@@ -306,6 +378,9 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
     )
     record_outcomes = providers.Factory(RecordOutcomes, jobs=jobs, settings=policies)
+    retention = providers.Callable(lambda s: s.retention, config.settings)
+    prune_jobs = providers.Factory(PruneJobs, jobs=jobs, retention=retention, metrics=metrics)
+    delete_job = providers.Factory(DeleteJob, jobs=jobs)
 
     worker_use_cases = providers.Factory(
         WorkerUseCases,
@@ -322,6 +397,7 @@ class Container(containers.DeclarativeContainer):
         reap_dead_workers=reap_dead_workers,
         expire_leases=expire_leases,
         get_fleet=get_fleet,
+        prune_jobs=prune_jobs,
     )
     # called with consumers=...
     worker_runner = providers.Factory(
@@ -350,9 +426,7 @@ def build_container(env: Mapping[str, str] | Settings) -> Container:
             "storage": settings.storage,
             "storage_kind": settings.storage if settings.storage in BUILTIN_STORAGES else "plugin",
             "database_url": settings.database_url,
-            "auto_migrate": settings.auto_migrate,
-            "db_pool_size": settings.db_pool_size,
-            "db_max_overflow": settings.db_max_overflow,
+            "store_options": settings.store_options,
             "metrics_max_types": settings.metrics_max_types,
             "metrics_addr": settings.metrics_addr,
             "otel": dict(settings.otel),

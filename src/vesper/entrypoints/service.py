@@ -197,7 +197,7 @@ async def _run_workers(app: App, stopper: _Stopper) -> None:
     stopper.runner = runner
     unsubscribe = app.container.job_signal().subscribe(runner.wake)
     try:
-        app.container.job_listener()  # PostgreSQL: LISTEN for submissions
+        app.container.job_listener()  # the store's notifier, if any (PostgreSQL: LISTEN)
         if not stopper.stopping.is_set():
             await runner.run()  # sets its loop before its first await: stop() reaches it
     finally:

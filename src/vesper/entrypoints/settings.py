@@ -17,9 +17,12 @@ from urllib.parse import quote, unquote, urlsplit
 import attrs
 
 from vesper.application.policies import Policies
-from vesper.application.ports import Clock, Store
+from vesper.application.ports import StoreFactory, StoreOptions
+from vesper.application.retention import DEFAULT_AGES, Retention
 from vesper.application.worker_settings import WorkerSettings
 from vesper.domain.backoff import Backoff
+from vesper.domain.results import DEFAULT_MAX_RESULT
+from vesper.domain.states import Status
 from vesper.domain.submission import Limits
 
 BUILTIN_STORAGES = ("memory", "sqlite", "postgres")
@@ -121,6 +124,23 @@ def _positive_size(text: str) -> int:
     return value
 
 
+def _retention_age(text: str) -> timedelta | None:
+    """VESPER_RETAIN_*: a duration (0s deletes at once), or `forever` (None)."""
+    if text.strip().lower() == "forever":
+        return None
+    value = parse_duration(text)
+    if value < timedelta(0):
+        raise ValueError(f"must be 0s or longer, or forever, not {text!r}")
+    return value
+
+
+RETENTION_VARIABLES = {
+    Status.DONE: "VESPER_RETAIN_DONE",
+    Status.CANCELLED: "VESPER_RETAIN_CANCELLED",
+    Status.DLQ: "VESPER_RETAIN_DLQ",
+}
+
+
 def _positive_duration(text: str) -> timedelta:
     value = parse_duration(text)
     if value <= timedelta(0):
@@ -158,6 +178,7 @@ class HttpSettings:
     max_connections: int = 1024
     api_token: str | None = None
     metrics_auth: bool = False  # /metrics requires the token too
+    ui: bool = True  # the dashboard at /ui (VESPER_UI=off turns it off)
 
 
 @attrs.frozen(kw_only=True)
@@ -181,6 +202,16 @@ class Settings:
     policies: Policies = Policies()
     worker: WorkerSettings = WorkerSettings()
     http: HttpSettings = HttpSettings()
+    retention: Retention = Retention()  # VESPER_RETAIN_DONE, _CANCELLED, _DLQ
+
+    @property
+    def store_options(self) -> StoreOptions:
+        """What the store factory gets of these settings."""
+        return StoreOptions(
+            pool_size=self.db_pool_size,
+            max_overflow=self.db_max_overflow,
+            auto_migrate=self.auto_migrate,
+        )
 
     @property
     def production(self) -> bool:
@@ -216,7 +247,10 @@ class Settings:
                 cap=e.get("VESPER_RETRY_CAP", _positive_duration, timedelta(hours=1)),
                 jitter=e.get("VESPER_RETRY_JITTER", parse_bool, True),
             ),
-            limits=Limits(max_payload_bytes=e.get("VESPER_MAX_BODY", parse_size, 1024 * 1024)),
+            limits=Limits(
+                max_payload_bytes=e.get("VESPER_MAX_BODY", parse_size, 1024 * 1024),
+                max_result_bytes=e.get("VESPER_MAX_RESULT", _positive_size, DEFAULT_MAX_RESULT),
+            ),
         )
         queues = e.get("VESPER_QUEUES", parse_queue_slots, None)
         worker = WorkerSettings(
@@ -225,7 +259,13 @@ class Settings:
             poll_interval=e.get("VESPER_POLL_INTERVAL", _positive_duration, timedelta(seconds=1)),
             shutdown_grace=e.get("VESPER_SHUTDOWN_GRACE", parse_duration, timedelta(seconds=30)),
             job_timeout=e.get("VESPER_JOB_TIMEOUT", _positive_duration, None),
+            prune_interval=e.get("VESPER_PRUNE_INTERVAL", _positive_duration, timedelta(minutes=1)),
         )
+        ages: dict[Status, timedelta | None] = {}
+        for status, name in RETENTION_VARIABLES.items():
+            default: timedelta | None = DEFAULT_AGES[status]
+            ages[status] = e.get(name, _retention_age, default)
+        retention = Retention(ages={s: a for s, a in ages.items() if a is not None})
         http = HttpSettings(
             host=host,
             port=port,
@@ -239,6 +279,7 @@ class Settings:
             max_connections=e.get("VESPER_MAX_CONNECTIONS", _positive_int, 1024),
             api_token=env.get("VESPER_API_TOKEN") or None,
             metrics_auth=e.get("VESPER_METRICS_AUTH", parse_bool, False),
+            ui=e.get("VESPER_UI", parse_bool, True),
         )
         if http.metrics_auth and not http.api_token:
             raise ConfigError(
@@ -264,6 +305,7 @@ class Settings:
             policies=policies,
             worker=worker,
             http=http,
+            retention=retention,
         )
 
 
@@ -275,15 +317,15 @@ def storage_plugins() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=STORAGE_GROUP)}
 
 
-def load_storage_plugin(name: str) -> Callable[[str, Clock], Store]:
-    """The factory `(url, clock) -> Store` registered under `name`."""
+def load_storage_plugin(name: str) -> StoreFactory:
+    """The factory `open_store(url, clock, options) -> Store` registered under `name`."""
     try:
         entry_point = storage_plugins()[name]
     except KeyError:
         raise ConfigError(
             f"VESPER_STORAGE={name!r}: no installed storage adapter has that name"
         ) from None
-    factory: Callable[[str, Clock], Store] = entry_point.load()
+    factory: StoreFactory = entry_point.load()
     return factory
 
 

@@ -11,7 +11,7 @@ from vesper.testing import StoreContract, StoreFactory, StoreOpener
 
 @contextmanager
 def open_my_store(url: str):                 # module level: picklable for child processes
-    store = my_adapter.open(url, clock=SystemClock())
+    store = my_adapter.open_store(url, SystemClock(), StoreOptions())
     try:
         yield store
     finally:
@@ -31,7 +31,12 @@ an optional capability (`capabilities.queues`): a store without it skips them. C
 does not offer (`complete_and_claim` is optional). `FreeStore` wraps a store to take the
 freedoms the port leaves it (a token per claimed job, results in another order, no
 complete_and_claim): the suite passes such a store too.
-`vesper.testing.postgres` helps with a scratch PostgreSQL database. This package needs
+The error contract's outage tests run when the store's test module also overrides
+`store_outage` (a StoreOutage: how to take its database away), and are skipped otherwise.
+A store declaring `transactional_submit` overrides `caller_transactions` too (how a caller
+begins a transaction on its database: see `transactions_contract`).
+`scratch_database(url)` (vesper.testing.scratch) makes a scratch database of any
+SQLAlchemy URL (SQLite, PostgreSQL, MySQL/MariaDB, or one registered there). This package needs
 pytest and hypothesis (vesper's `dev` extra).
 """
 
@@ -44,6 +49,7 @@ import pytest
 pytest.register_assert_rewrite(
     "vesper.testing.batch_contract",
     "vesper.testing.claims_contract",
+    "vesper.testing.dashboard_contract",
     "vesper.testing.expiry_contract",
     "vesper.testing.fixtures",
     "vesper.testing.freedoms",
@@ -51,18 +57,23 @@ pytest.register_assert_rewrite(
     "vesper.testing.management_contract",
     "vesper.testing.model",
     "vesper.testing.model_parts",
+    "vesper.testing.outage_contract",
     "vesper.testing.postgres",
     "vesper.testing.queue_races_contract",
     "vesper.testing.queues_contract",
     "vesper.testing.races_contract",
+    "vesper.testing.results_contract",
+    "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
+    "vesper.testing.transactions_contract",
     "vesper.testing.workers_contract",
 )
 
 from vesper.testing.batch_contract import CompleteAndClaimContract, RecordAndClaimContract
 from vesper.testing.claims_contract import ClaimContract
+from vesper.testing.dashboard_contract import ActivityContract, SearchContract
 from vesper.testing.expiry_contract import ExpireContract
-from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener
+from vesper.testing.fixtures import StoreFactory, StoreFixtures, StoreOpener, StoreOutage
 from vesper.testing.freedoms import FreeJobs, FreeStore
 from vesper.testing.leases_contract import (
     CompleteContract,
@@ -77,6 +88,7 @@ from vesper.testing.management_contract import (
     StatsContract,
 )
 from vesper.testing.model import ModelContract, StoreModel
+from vesper.testing.outage_contract import OutageContract
 from vesper.testing.queue_races_contract import QueueRaceContract
 from vesper.testing.queues_contract import (
     QueueClaimContract,
@@ -85,7 +97,11 @@ from vesper.testing.queues_contract import (
     QueueSettingsContract,
 )
 from vesper.testing.races_contract import RaceContract
+from vesper.testing.results_contract import GetManyContract, ResultsContract
+from vesper.testing.retention_contract import DeleteContract, PruneContract, PruneModelContract
+from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
+from vesper.testing.transactions_contract import CallerTransactions, TransactionalSubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
 
@@ -110,26 +126,42 @@ class JobRepositoryContract(
     QueueLimitContract,
     QueueRaceContract,
     ModelContract,
+    ResultsContract,
+    GetManyContract,
+    PruneContract,
+    PruneModelContract,
+    DeleteContract,
+    TransactionalSubmitContract,
+    SearchContract,
+    ActivityContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
 
-class StoreContract(JobRepositoryContract, WorkerRegistryContract):
-    """The whole Store: its JobRepository and its WorkerRegistry."""
+class StoreContract(JobRepositoryContract, WorkerRegistryContract, OutageContract):
+    """The whole Store: its JobRepository, its WorkerRegistry, and its errors when the
+    database goes away."""
 
 
 __all__ = [
+    "ActivityContract",
+    "CallerTransactions",
     "CancelContract",
     "ClaimContract",
     "CompleteAndClaimContract",
     "CompleteContract",
+    "DeleteContract",
     "ExpireContract",
     "FailContract",
     "FindContract",
     "FreeJobs",
     "FreeStore",
+    "GetManyContract",
     "JobRepositoryContract",
     "ModelContract",
+    "OutageContract",
+    "PruneContract",
+    "PruneModelContract",
     "QueueClaimContract",
     "QueueLimitContract",
     "QueuePauseContract",
@@ -139,13 +171,18 @@ __all__ = [
     "RecordAndClaimContract",
     "ReleaseContract",
     "RenewContract",
+    "ResultsContract",
     "RetryContract",
+    "SearchContract",
     "StatsContract",
     "StoreContract",
     "StoreFactory",
     "StoreFixtures",
     "StoreModel",
     "StoreOpener",
+    "StoreOutage",
     "SubmitContract",
+    "TransactionalSubmitContract",
     "WorkerRegistryContract",
+    "scratch_database",
 ]

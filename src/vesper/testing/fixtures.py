@@ -28,6 +28,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import attrs
 import pytest
 
 from vesper.application.ports import JobRepository, QueueingJobRepository, Store, WorkerRegistry
@@ -40,6 +41,23 @@ StoreOpener = Callable[[], AbstractContextManager[Store]]
 
 StoreFactory = Callable[[], StoreOpener]
 """Makes a new, empty database and returns the opener of handles on it."""
+
+
+@attrs.frozen
+class StoreOutage:
+    """How an adapter's test module takes a store's database away, for the error
+    contract's tests (the optional fixture `store_outage`).
+
+    `cut(opener)` is a context manager: while it lasts, the database that `opener`
+    opens does not answer the store's handles already open (a server that refuses
+    connections and has ended them, a lock held by another process); on exit it
+    answers again. `reads_fail`: False when the store may still serve reads meanwhile
+    (SQLite in WAL mode reads while another process holds the write lock).
+    """
+
+    cut: Callable[[StoreOpener], AbstractContextManager[None]]
+    reads_fail: bool = True
+
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 """The tests' epoch: explicit `now=` values are T0 plus an offset (no test sleeps)."""
@@ -161,12 +179,20 @@ def ids(jobs: Sequence[JobRecord]) -> list[JobId]:
 
 
 class StoreFixtures:
-    """The fixtures of every contract class. Override `store_factory`, nothing else."""
+    """The fixtures of every contract class. Override `store_factory`, and
+    `store_outage` when the store has a database that can go away."""
 
     @pytest.fixture
     def store_factory(self) -> StoreFactory:
         """Override: return a StoreFactory for the adapter under test (see module doc)."""
         raise NotImplementedError("a contract subclass must override the `store_factory` fixture")
+
+    @pytest.fixture
+    def store_outage(self) -> StoreOutage | None:
+        """Override (optional): how to take the database away (see StoreOutage). None,
+        the default, skips the outage tests: a store with no database to lose (the
+        in-memory one) has no outage to survive."""
+        return None
 
     @pytest.fixture
     def store_opener(self, store_factory: StoreFactory) -> StoreOpener:

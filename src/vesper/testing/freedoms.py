@@ -1,36 +1,55 @@
 """A store that takes the freedoms the JobRepository port leaves it, for the suite to
 show that they pass: it offers no complete_and_claim (RecordAndClaim then composes
-complete and claim), and, when asked, gives each claimed job a lease token of its own
-and returns the fenced updates' and expire's results in another order than the store
-it wraps.
+complete and claim) unless asked to keep the one of the store it wraps, and, when asked,
+gives each claimed job a lease token of its own and returns the fenced updates' and
+expire's results (complete_and_claim's completed jobs too) in another order than the
+store it wraps.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
 import attrs
 
-from vesper.application.ports import JobRepository, Store, Submitted, WorkerRegistry
+from vesper.application.ports import (
+    CompletingJobRepository,
+    JobRepository,
+    Store,
+    Submitted,
+    WorkerRegistry,
+)
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
 
 class FreeJobs:
-    """`inner`, without complete_and_claim; `per_job_tokens`: each claimed job gets a
-    token of its own (derived from the one `inner` shares among a claim's jobs, and
-    valid only with that job's id); `reordered`: results in reverse order."""
+    """`inner`, without complete_and_claim unless `keep_complete_and_claim` (and `inner`
+    offers it); `per_job_tokens`: each claimed job gets a token of its own (derived from
+    the one `inner` shares among a claim's jobs, and valid only with that job's id);
+    `reordered`: results in reverse order."""
 
     def __init__(
-        self, inner: JobRepository, *, per_job_tokens: bool = False, reordered: bool = False
+        self,
+        inner: JobRepository,
+        *,
+        per_job_tokens: bool = False,
+        reordered: bool = False,
+        keep_complete_and_claim: bool = False,
     ) -> None:
         self._inner = inner
-        # no queues either: a store without them still passes the rest of the suite
-        self.capabilities = attrs.evolve(inner.capabilities, complete_and_claim=False, queues=False)
+        kept = keep_complete_and_claim and inner.capabilities.complete_and_claim
+        # activity is optional too: a store free of it shows the dashboard no chart; no
+        # queues either: a store without them still passes the rest of the suite
+        self.capabilities = attrs.evolve(
+            inner.capabilities, complete_and_claim=kept, activity=False, queues=False
+        )
         self._per_job_tokens = per_job_tokens
         self._reordered = reordered
         self._inner_tokens: dict[uuid.UUID, tuple[JobId, uuid.UUID]] = {}
@@ -64,9 +83,38 @@ class FreeJobs:
         return [self._out(job) for job in claimed]  # claim order is the port's
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
-        return self._changed(self._inner.complete([self._in(r) for r in leases], now=now))
+        inner = [self._in(r) for r in leases]
+        return self._changed(self._inner.complete(inner, now=now, results=results))
+
+    def complete_and_claim(
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
+        """The inner store's, as this store shows results (only when capabilities say)."""
+        if not self.capabilities.complete_and_claim:
+            raise NotImplementedError("this FreeJobs offers no complete_and_claim")
+        inner = cast(CompletingJobRepository, self._inner)
+        done, claimed = inner.complete_and_claim(
+            [self._in(r) for r in leases],
+            worker_id=worker_id,
+            limit=limit,
+            lease=lease,
+            types=types,
+            now=now,
+        )
+        return self._changed(done), [self._out(job) for job in claimed]
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         inner = [attrs.evolve(f, lease=self._in(f.lease)) for f in failures]
@@ -97,6 +145,22 @@ class FreeJobs:
     def stats(self, *, now: datetime | None = None) -> QueueStats:
         return self._inner.stats(now=now)
 
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        found = [self._out(job) for job in self._inner.get_many(job_ids)]
+        return found[::-1] if self._reordered else found
+
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        return self._inner.prune(older_than, limit=limit, now=now)
+
+    def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        return self._out(self._inner.delete(job_id, now=now))
+
     def _out(self, job: JobRecord) -> JobRecord:
         """`job` as this store shows it: with its own token."""
         if not self._per_job_tokens or job.lease is None:
@@ -122,10 +186,20 @@ class FreeStore:
     """`inner` with its jobs as FreeJobs shows them; closing it closes `inner`."""
 
     def __init__(
-        self, inner: Store, *, per_job_tokens: bool = False, reordered: bool = False
+        self,
+        inner: Store,
+        *,
+        per_job_tokens: bool = False,
+        reordered: bool = False,
+        keep_complete_and_claim: bool = False,
     ) -> None:
         self._inner = inner
-        self._jobs = FreeJobs(inner.jobs, per_job_tokens=per_job_tokens, reordered=reordered)
+        self._jobs = FreeJobs(
+            inner.jobs,
+            per_job_tokens=per_job_tokens,
+            reordered=reordered,
+            keep_complete_and_claim=keep_complete_and_claim,
+        )
 
     @property
     def jobs(self) -> JobRepository:

@@ -36,7 +36,7 @@ from vesper.domain.errors import VesperError
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobQuery
 from vesper.domain.queues import QueueChange
-from vesper.domain.states import Status
+from vesper.domain.states import FINISHED, Status
 from vesper.testing.fixtures import T0, StoreFactory, StoreFixtures, StoreOpener, all_jobs
 from vesper.testing.fixtures import claim as claim_from
 from vesper.testing.fixtures import ref as ref_of
@@ -58,6 +58,11 @@ R = TypeVar("R")
 LeaseAction = Callable[[JobRepository, list[LeaseRef]], list[JobRecord]]
 WORKERS = ("w1", "w2")
 CURRENT_MOSTLY = st.sampled_from([True, True, True, False])  # stale leases a quarter of the time
+RESULTS = st.sampled_from([None, None, '{"n":1}', '["a",2]'])  # JSON text, as complete takes it
+PRUNE_AGES = st.dictionaries(
+    st.sampled_from(sorted(FINISHED)),
+    st.sampled_from([0, 5, 30]).map(lambda s: timedelta(seconds=s)),
+)
 
 
 class StoreModel(RuleBasedStateMachine):
@@ -93,12 +98,15 @@ class StoreModel(RuleBasedStateMachine):
         """One to three leases: current ones, or any (stale ones included)."""
         pool = self.held
         if current_only:
-            pool = [
-                h for h in self.held if self.oracle.get(h.oracle.job_id).holds(h.oracle, self.now)
-            ]
+            pool = [h for h in self.held if self._current(h.oracle)]
         if not pool:
             pool = self.held
         return data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True))
+
+    def _current(self, lease: LeaseRef) -> bool:
+        """Whether `lease` is current in the reference store (its job may be deleted)."""
+        found = self.oracle.get_many([lease.job_id])
+        return bool(found) and found[0].holds(lease, self.now)
 
     def pick_job(self, data: st.DataObject, statuses: frozenset[Status]) -> JobId:
         """A job in one of `statuses` if there is one, else any job, or an unknown id."""
@@ -178,9 +186,15 @@ class StoreModel(RuleBasedStateMachine):
         assert norm_all(actual) == norm_all(expected)
 
     @precondition(lambda self: bool(self.held))
-    @rule(data=st.data(), current=CURRENT_MOSTLY)
-    def complete(self, data: st.DataObject, current: bool) -> None:
-        self.fenced(data, current, lambda repo, refs: repo.complete(refs, now=self.now))
+    @rule(data=st.data(), current=CURRENT_MOSTLY, result=RESULTS)
+    def complete(self, data: st.DataObject, current: bool, result: str | None) -> None:
+        def act(repo: JobRepository, refs: list[LeaseRef]) -> list[JobRecord]:
+            if result is None:
+                return repo.complete(refs, now=self.now)
+            # the first job gets the result, the others none
+            return repo.complete(refs, now=self.now, results={refs[0].job_id: result})
+
+        self.fenced(data, current, act)
 
     @precondition(lambda self: bool(self.held))
     @rule(
@@ -230,6 +244,28 @@ class StoreModel(RuleBasedStateMachine):
         results = self.both(lambda repo: repo.retry(job_id, now=self.now))
         if results is not None:
             assert norm(results[1]) == norm(results[0])
+
+    @rule(ages=PRUNE_AGES)
+    def prune(self, ages: dict[Status, timedelta]) -> None:
+        # a limit above the job count: which jobs a smaller one picks among equal
+        # finished_at times is the store's choice
+        results = self.both(lambda repo: repo.prune(ages, limit=1000, now=self.now))
+        assert results is not None
+        assert results[1] == results[0]
+
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        job_id = self.pick_job(data, FINISHED)
+        results = self.both(lambda repo: repo.delete(job_id, now=self.now))
+        if results is not None:
+            assert norm(results[1]) == norm(results[0])
+
+    @rule(data=st.data())
+    def get_many(self, data: st.DataObject) -> None:
+        wanted = [self.pick_job(data, frozenset(Status)) for _ in range(3)]
+        results = self.both(lambda repo: repo.get_many(wanted))
+        assert results is not None
+        assert norm_all(results[1]) == norm_all(results[0])
 
     @rule(
         status=st.none() | st.sampled_from(Status),

@@ -31,6 +31,7 @@ from vesper.testing.fixtures import (
     all_jobs,
     at,
     claim,
+    failure,
     ids,
     new_job,
     ref,
@@ -41,6 +42,7 @@ PROCESS_JOBS = 2000
 PROCESSES = 4
 THREADS = 8
 HOUR = timedelta(hours=1)
+LOST_LOCK_ROUNDS = 200  # per action; see the lost-row-lock race below
 T = TypeVar("T")
 
 Outcome = tuple[str, list[str], str | None]  # worker id, the job ids it claimed, an error
@@ -178,6 +180,56 @@ class RaceContract(StoreFixtures):
             stored = {j.id: j.status for j in all_jobs(handles[0])}
             assert {stored[i] for i in ids(done)} <= {Status.DONE}
             assert {stored[i] for i in ids(dead)} <= {Status.DLQ}
+
+    @pytest.mark.parametrize("action", ["complete", "fail", "renew"])
+    def test_a_fenced_update_racing_expiry_changes_the_job_once(
+        self, store_opener: StoreOpener, action: str
+    ) -> None:
+        """A store that checks the lease and then writes without holding the row (a lost
+        row lock, an UPDATE without the fence) lets a late complete, fail or renew undo
+        the expiry of a dead worker's job. Each round gives one fresh job to the update,
+        and the reaper's expire starts as soon as the update has: inside the window
+        between such a store's check and its write. A few rounds in LOST_LOCK_ROUNDS
+        hitting it is enough (vesper's own suite checks that against a store that drops
+        the lock, every run)."""
+        with ExitStack() as stack, ThreadPoolExecutor(max_workers=2) as pool:
+            update, reaper = [stack.enter_context(store_opener()).jobs for _ in range(2)]
+
+            def run_update(held: JobRecord, started: threading.Event) -> list[JobRecord]:
+                started.set()
+                if action == "complete":
+                    return update.complete([ref(held)], now=at(2))
+                if action == "fail":
+                    return update.fail([failure(held, timedelta(0))], now=at(2))
+                return update.renew([ref(held)], lease=HOUR, now=at(2))
+
+            def reap(held: JobRecord, started: threading.Event) -> list[JobRecord]:
+                assert started.wait(timeout=30)
+                return reaper.expire(worker_ids=[held.worker_id or ""], now=at(2))
+
+            wrong: list[str] = []
+            for n in range(LOST_LOCK_ROUNDS):
+                [job] = submit(update, new_job(max_retries=0), now=T0)
+                [held] = claim(update, now=at(1), worker_id=f"w{n}", limit=1)
+                assert held.id == job.id
+                started = threading.Event()
+                reaping = pool.submit(reap, held, started)
+                updated = pool.submit(run_update, held, started).result(timeout=60)
+                expired = reaping.result(timeout=60)
+                stored = update.get(job.id)
+                # an expiry is never undone: expire changed the job last if at all (it may
+                # skip a job a concurrent call holds); complete and fail end the lease, so
+                # they and expire never both change it (a renewed lease may still expire)
+                last = expired if ids(expired) else updated
+                right = ids(last) == [job.id] and stored == last[0]
+                if action != "renew" and ids(updated) and ids(expired):
+                    right = False
+                if not right:
+                    wrong.append(
+                        f"round {n}: {action} changed {ids(updated)}, expire {ids(expired)}, "
+                        f"the job is {stored.status.value}"
+                    )
+            assert not wrong, f"{len(wrong)} of {LOST_LOCK_ROUNDS} rounds:\n" + "\n".join(wrong)
 
 
 def claim_until_empty(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from vesper.application.ports import JobRepository
-from vesper.domain.errors import IdempotencyConflict, JobNotFound
+from vesper.domain.errors import IdempotencyConflict, InvalidRequest, JobNotFound
 from vesper.domain.job import JobId, JobRecord
+from vesper.domain.query import JobQuery
 from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
 from vesper.testing.fixtures import (
@@ -18,6 +20,7 @@ from vesper.testing.fixtures import (
     StoreFixtures,
     all_jobs,
     at,
+    claim,
     claim_one,
     ids,
     new_job,
@@ -147,6 +150,34 @@ class SubmitContract(StoreFixtures):
         assert stored == payload
         assert {k: type(v) for k, v in stored.items()} == {k: type(v) for k, v in payload.items()}
 
+    def test_submit_round_trips_characters_beyond_the_basic_plane(
+        self, jobs: JobRepository
+    ) -> None:
+        # four bytes in UTF-8: a database whose "utf8" stops at three (MySQL's utf8mb3)
+        # refuses or mangles them
+        [job] = submit(jobs, new_job("mail-\U0001f4e7", payload={"\U0001f600": "\U00010348"}))
+        stored = jobs.get(job.id)
+        assert (stored.type, stored.payload) == ("mail-\U0001f4e7", {"\U0001f600": "\U00010348"})
+        assert ids(all_jobs(jobs, JobQuery(type="mail-\U0001f4e7"))) == [job.id]
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            {"job_type": "x\ud800y"},
+            {"payload": {"v": "x\ud800y"}},
+            {"payload": {"x\udc00y": 1}},
+            {"key": "x\ud800y"},
+        ],
+        ids=["type", "payload value", "payload key", "idempotency key"],
+    )
+    def test_lone_surrogates_never_reach_a_store(
+        self, jobs: JobRepository, fields: dict[str, Any]
+    ) -> None:
+        # what the ports promise a store: valid Unicode only (prepare refuses the rest)
+        with pytest.raises(InvalidRequest):
+            new_job(**fields)
+        assert all_jobs(jobs) == []
+
     def test_submit_round_trips_every_optional_field(self, jobs: JobRepository) -> None:
         trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         new = new_job(
@@ -231,6 +262,26 @@ class SubmitContract(StoreFixtures):
         results = jobs.submit([new_job(key="a"), new_job(key="b"), new_job(key="A")], now=T0)
         assert all(r.created for r in results)
         assert len(all_jobs(jobs)) == 3
+
+    def test_submit_keys_differing_only_in_spaces_or_case_are_distinct(
+        self, jobs: JobRepository
+    ) -> None:
+        # a PAD SPACE or case-insensitive collation would bind all of these to one job
+        keys = ["k", "k ", "k  ", " k", "K"]
+        created = [jobs.submit([new_job(key=key)], now=T0)[0] for key in keys]
+        assert [r.created for r in created] == [True] * len(keys)
+        assert len({r.job.id for r in created}) == len(keys)
+        assert [jobs.get(r.job.id).idempotency_key for r in created] == keys
+        replays = [jobs.submit([new_job(key=key)], now=at(1))[0] for key in keys]
+        assert [(r.created, r.job.id) for r in replays] == [(False, r.job.id) for r in created]
+
+    def test_submit_types_differing_only_in_trailing_spaces_are_distinct(
+        self, jobs: JobRepository
+    ) -> None:
+        plain, padded = submit(jobs, new_job("email"), new_job("email "), now=T0)
+        assert (jobs.get(plain.id).type, jobs.get(padded.id).type) == ("email", "email ")
+        assert ids(all_jobs(jobs, JobQuery(type="email "))) == [padded.id]
+        assert ids(claim(jobs, now=at(1), types=["email"])) == [plain.id]
 
     # -- batch atomicity --------------------------------------------------------------
 

@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
+import attrs
+
 from vesper.application.ports import Store, WorkerRegistry
 from vesper.domain.fleet import WorkerProcess
 from vesper.testing.fixtures import T0, StoreFixtures, StoreOpener, at
@@ -110,6 +112,15 @@ class WorkerRegistryContract(StoreFixtures):
             ),
             other.id: other,
         }
+
+    def test_heartbeat_at_the_same_timestamp_is_accepted(self, workers: WorkerRegistry) -> None:
+        # a database that reports rows changed, not rows matched, returns 0 for these
+        registered = workers.register(process(), now=T0)
+        assert workers.heartbeat(registered.id, now=T0) is True  # as register's
+        assert workers.heartbeat(registered.id, now=T0) is True  # as the last heartbeat's
+        assert workers.heartbeat(registered.id, now=at(1)) is True
+        assert workers.heartbeat(registered.id, now=at(1)) is True
+        assert workers.processes() == [attrs.evolve(registered, last_heartbeat=at(1))]
 
     def test_heartbeat_unknown_process_returns_false(self, workers: WorkerRegistry) -> None:
         assert workers.heartbeat("nobody", now=T0) is False

@@ -15,7 +15,7 @@ from tests.faults.checker import Options
 from tests.faults.lab import BOUND_S, Lab, RowResult, kill, wait_for
 from tests.faults.rows.common import enqueue, scaled, timed, wait_drained
 from tests.integration.harness import WorkerProcess
-from vesper.adapters.sql.tables import JOBS, WORKERS
+from vesper.adapters.sqlcore.tables import JOBS, WORKERS
 from vesper.domain.submission import JobRequest
 
 

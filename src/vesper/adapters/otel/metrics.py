@@ -26,7 +26,7 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -36,8 +36,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 
+from vesper.application.ports import PoolFigures
 from vesper.domain.fleet import Fleet
 from vesper.domain.job import JobRecord
+from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 
 T = TypeVar("T")
@@ -48,16 +50,6 @@ SECONDS_BUCKETS = (
 )
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OTHER_TYPES = "other"  # the type label of the types past max_types
-
-
-class Pool(Protocol):
-    """What is read of a connection pool (SQLAlchemy's QueuePool has these)."""
-
-    def size(self) -> int: ...
-
-    def checkedin(self) -> int: ...
-
-    def checkedout(self) -> int: ...
 
 
 class _Cached:
@@ -199,6 +191,9 @@ class OtelMetrics:
         self._reaped = meter.create_counter(
             "vesper_processes_reaped", description="Worker processes removed as dead"
         )
+        self._pruned = meter.create_counter(
+            "vesper_jobs_pruned", description="Finished jobs deleted by retention, by status"
+        )
         self._wait = _Histogram(
             "vesper_job_queue_wait_seconds", "Time from run_at to the claim", job, SECONDS_BUCKETS
         )
@@ -293,6 +288,10 @@ class OtelMetrics:
     def processes_reaped(self, count: int) -> None:
         self._reaped.add(count)
 
+    def jobs_pruned(self, counts: Mapping[Status, int]) -> None:
+        for status, count in counts.items():
+            self._pruned.add(count, {"status": status.value})
+
     # -- observed from the store --------------------------------------------------------
 
     def observe_queue(self, stats: Callable[[], QueueStats], ttl: float = 1.0) -> None:
@@ -377,10 +376,11 @@ class OtelMetrics:
             sources = list(self._busy)
         yield Observation(sum(source() for source in sources))
 
-    def observe_pools(self, pools: Callable[[], Mapping[str, Pool]]) -> None:
-        """Connections of each database pool, by name (`main`, `beat`), at scrape time."""
+    def observe_pools(self, pools: Callable[[], Mapping[str, PoolFigures]]) -> None:
+        """Connections of each database pool, by name (`main`, `beat`), at scrape time,
+        as the store reports them (`pool_figures()`, application/ports.py)."""
 
-        def read() -> Mapping[str, Pool]:
+        def read() -> Mapping[str, PoolFigures]:
             try:
                 return pools()
             except Exception:
@@ -388,12 +388,12 @@ class OtelMetrics:
 
         def connections(_: CallbackOptions) -> Iterable[Observation]:
             for name, pool in read().items():
-                yield Observation(pool.checkedout(), {"pool": name, "state": "in_use"})
-                yield Observation(pool.checkedin(), {"pool": name, "state": "idle"})
+                yield Observation(pool.in_use, {"pool": name, "state": "in_use"})
+                yield Observation(pool.idle, {"pool": name, "state": "idle"})
 
         def size(_: CallbackOptions) -> Iterable[Observation]:
             for name, pool in read().items():
-                yield Observation(pool.size(), {"pool": name})
+                yield Observation(pool.size, {"pool": name})
 
         self._meter.create_observable_gauge(
             "vesper_db_pool_connections",
@@ -409,7 +409,8 @@ class OtelMetrics:
     def observe_listener(
         self, connected: Callable[[], bool], reconnects: Callable[[], int]
     ) -> None:
-        """The PostgreSQL LISTEN connection: up or down, and how often it reconnected."""
+        """The store notifier's subscription (PostgreSQL: the LISTEN connection): up or
+        down, and how often it reconnected."""
 
         def up(_: CallbackOptions) -> Iterable[Observation]:
             yield Observation(1 if connected() else 0)

@@ -7,21 +7,25 @@ SQLAlchemy loads only when this package is imported: entrypoints import it lazil
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Mapping
 
-from vesper.adapters.sql.engines import (
-    DEFAULT_MAX_OVERFLOW,
-    DEFAULT_POOL_SIZE,
-    Database,
-    is_postgres,
-    open_engine,
-    sql_url,
-)
-from vesper.adapters.sql.migrate import migrate, migrate_database
+from sqlalchemy import text
+
+from vesper.adapters.sql.engines import Database, is_postgres, open_engine, sql_url
+from vesper.adapters.sql.migrate import Migration, migrate, migrate_database
+from vesper.adapters.sql.notify import NOTIFY_SQL, PostgresNotifier
 from vesper.adapters.sql.postgres import PostgresJobRepository
 from vesper.adapters.sql.sqlite import SqliteJobRepository
 from vesper.adapters.sql.workers import SqlWorkerRegistry
-from vesper.application.ports import Clock, JobRepository, WorkerRegistry
+from vesper.application.ports import (
+    Clock,
+    JobRepository,
+    Notifier,
+    PoolFigures,
+    StoreOptions,
+    WorkerRegistry,
+)
 
 # heartbeats and lease renewals: a few connections of their own (a saturated
 # pool must not starve them)
@@ -34,7 +38,7 @@ class SqlStore:
 
     `capacity` is how many calls its main pool serves at once (the store gate admits
     that many); heartbeats and lease renewals on PostgreSQL have a pool of their own
-    beside it (`pools`).
+    beside it (`pool_figures`). On PostgreSQL its `notifier` is LISTEN/NOTIFY.
     """
 
     def __init__(
@@ -44,11 +48,13 @@ class SqlStore:
         databases: list[Database],
         *,
         capacity: int,
+        notifier: Notifier | None = None,
     ) -> None:
         self._jobs = jobs
         self._workers = workers
         self._databases = databases
         self.capacity: int | None = capacity
+        self.notifier = notifier
 
     @property
     def jobs(self) -> JobRepository:
@@ -58,11 +64,25 @@ class SqlStore:
     def workers(self) -> WorkerRegistry:
         return self._workers
 
-    @property
-    def pools(self) -> dict[str, Any]:
+    def pool_figures(self) -> Mapping[str, PoolFigures]:
         """The connection pools by name: main, and on PostgreSQL beat (for metrics)."""
-        names = ("main", "beat")
-        return {names[i]: db.engine.pool for i, db in enumerate(self._databases)}
+        figures = {}
+        for name, db in zip(("main", "beat"), self._databases, strict=False):
+            pool = db.engine.pool
+            # SQLite keeps SQLAlchemy's own pool, which has no size: it counts as 0
+            size = getattr(pool, "size", None)
+            figures[name] = PoolFigures(
+                size=size() if callable(size) else 0,
+                max_overflow=getattr(pool, "_max_overflow", 0),  # QueuePool has no getter
+                in_use=getattr(pool, "checkedout", lambda: 0)(),
+                idle=getattr(pool, "checkedin", lambda: 0)(),
+            )
+        return figures
+
+    def migrate(self) -> str:
+        """Bring the schema to alembic's head revision; says what it did."""
+        done = migrate_database(self._databases[0])
+        return describe_migration(done)
 
     def close(self) -> None:
         """Close every pooled connection; the store is unusable afterwards."""
@@ -70,35 +90,44 @@ class SqlStore:
             db.dispose()
 
 
+def _notify(db: Database) -> None:
+    db.statement(lambda conn: conn.execute(text(NOTIFY_SQL)))
+
+
+def describe_migration(done: Migration) -> str:
+    if not done.applied:
+        return f"up to date at {done.after}"
+    plural = "" if done.applied == 1 else "s"
+    return f"applied {done.applied} migration{plural} ({done.before or 'base'} -> {done.after})"
+
+
 def open_store(
-    url: str,
-    *,
-    clock: Clock | None = None,
-    migrate: bool = True,
-    pool_size: int = DEFAULT_POOL_SIZE,
-    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    url: str, clock: Clock | None = None, options: StoreOptions | None = None
 ) -> SqlStore:
-    """Open the SQLite or PostgreSQL store at `url`.
+    """Open the SQLite or PostgreSQL store at `url` (a StoreFactory).
 
     Args:
         url: a SQLAlchemy URL (`sqlite:///path.db`, `postgresql://...`).
         clock: SQLite's clock (default: the host's). PostgreSQL uses the database clock.
-        migrate: bring the schema to the newest revision first (idempotent, safe when
-            several processes start at once); False assumes it is there.
-        pool_size: the connections PostgreSQL's main pool keeps (VESPER_DB_POOL_SIZE).
-        max_overflow: the connections it opens beyond them on demand
-            (VESPER_DB_MAX_OVERFLOW). The sum of both is the store's `capacity`, on
-            SQLite too, where it sizes only the gate (the pool stays SQLAlchemy's).
+        options: `auto_migrate` brings the schema to the newest revision first
+            (idempotent, safe when several processes start at once); off assumes it is
+            there. `pool_size` is the connections PostgreSQL's main pool keeps, and
+            `max_overflow` those it opens beyond them on demand. Their sum is the
+            store's `capacity`, on SQLite too, where it sizes only the gate (the pool
+            stays SQLAlchemy's).
 
     Raises:
         ValueError: a URL that is neither a SQLite file nor PostgreSQL.
         StoreUnavailable: `migrate` could not reach the database.
     """
+    options = options or StoreOptions()
+    pool_size, max_overflow = options.pool_size, options.max_overflow
     parsed = sql_url(url)
     db = Database(open_engine(parsed, pool_size=pool_size, max_overflow=max_overflow))
     databases = [db]
+    notifier = None
     try:
-        if migrate:
+        if options.auto_migrate:
             migrate_database(db)
         if is_postgres(parsed):
             beat = Database(
@@ -107,6 +136,7 @@ def open_store(
             databases.append(beat)
             jobs: JobRepository = PostgresJobRepository(db, beat=beat)
             workers = SqlWorkerRegistry(db, clock, beat=beat)
+            notifier = PostgresNotifier(url, functools.partial(_notify, db))
         else:
             jobs = SqliteJobRepository(db, clock)
             workers = SqlWorkerRegistry(db, clock)
@@ -114,7 +144,7 @@ def open_store(
         for opened in databases:
             opened.dispose()
         raise
-    return SqlStore(jobs, workers, databases, capacity=pool_size + max_overflow)
+    return SqlStore(jobs, workers, databases, capacity=pool_size + max_overflow, notifier=notifier)
 
 
 __all__ = [
@@ -122,6 +152,7 @@ __all__ = [
     "SqlStore",
     "SqlWorkerRegistry",
     "SqliteJobRepository",
+    "describe_migration",
     "migrate",
     "open_store",
 ]

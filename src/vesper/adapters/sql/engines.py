@@ -5,7 +5,10 @@ A `Database` runs the repositories' work on a connection: `read` (no changes),
 nothing). Errors that mean "the store did not answer" become StoreUnavailable with a
 message that names no host, user, password or DSN, and a missing vesper table becomes
 SchemaNotMigrated (its subclass); transient lock errors are retried
-inside (SQLite's "database is locked", PostgreSQL's deadlocks), so callers never see them.
+inside (SQLite's "database is locked", PostgreSQL's deadlocks), so callers never see them;
+one that outlasts the retries is StoreUnavailable too. This is the ports' error contract
+(vesper.application.ports): what means "the database did not answer" never leaves a
+Database as a SQLAlchemy or driver error.
 """
 
 from __future__ import annotations
@@ -260,9 +263,9 @@ class Database:
                     continue
                 if sqlstate == _PG_UNDEFINED_TABLE:
                     raise SchemaNotMigrated from None
-                if isinstance(exc, _UNAVAILABLE):
+                if isinstance(exc, _UNAVAILABLE) or exc.connection_invalidated:
                     raise StoreUnavailable(self._describe(exc)) from None
-                raise
+                raise  # any other driver error is a bug (the ports' error contract)
             except (PoolTimeout, DisconnectionError) as exc:
                 raise StoreUnavailable(self._describe(exc)) from None
         raise AssertionError("unreachable")  # pragma: no cover

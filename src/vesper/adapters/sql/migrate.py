@@ -18,7 +18,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from vesper.adapters.sql.engines import Database, open_engine, sql_url
-from vesper.adapters.sql.tables import VERSION_TABLE
+from vesper.adapters.sqlcore.tables import VERSION_TABLE
 
 SCRIPT_LOCATION = "vesper.adapters.sql:migrations"
 # pg_advisory_xact_lock key: any constant that other applications are unlikely to use

@@ -1,6 +1,8 @@
 """PostgreSQL LISTEN/NOTIFY: workers wake when jobs are submitted anywhere.
 
-A store NOTIFYs `CHANNEL` in the transaction that makes jobs due (delivered at commit).
+The PostgreSQL store's Notifier (application/ports.py). The store NOTIFYs `CHANNEL` in
+the statement or transaction that makes jobs due (delivered at commit: no round trip
+of its own); `publish()` is the same NOTIFY alone, for anything else.
 The listener holds its own autocommit connection in a daemon thread, reconnects with a
 capped backoff when the connection drops (or its backend is terminated), LISTENs again,
 and signals once after every (re)connect so that nothing missed meanwhile waits for a
@@ -25,6 +27,30 @@ from sqlalchemy.engine import make_url
 
 CHANNEL = "vesper_jobs"
 NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
+# jobs finished (done, dlq, cancelled): wakes the waiters of GET /jobs/{id}?wait=. One
+# notification per statement that records outcomes, whatever the number of jobs: the
+# waiters then read their jobs together (application/waiting.py).
+FINISHED_CHANNEL = "vesper_finished"
+FINISHED_NOTIFY_SQL = f"SELECT pg_notify('{FINISHED_CHANNEL}', '')"
+# A NOTIFY is not free on the hot path: PostgreSQL serialises notifying commits on one
+# lock (held through the commit's flush) and wakes every listening session of the
+# database. So the outcome statements notify only while some process listens for
+# finished jobs: such a listener holds advisory locks WAITERS_LOCK (class, slot) for
+# every slot, shared, for as long as its connection lives; a statement that finished jobs
+# tries the lock of its slot (its backend pid modulo the slots) exclusively for its
+# transaction, and notifies when that fails. The try and the listener's lock exclude
+# each other: a statement that got the lock (and so did not notify) has committed before
+# the listener's lock is granted, and the listener reads its waited jobs after that.
+# Slots keep concurrent statements from failing each other's try (a needless NOTIFY).
+WAITERS_LOCK_CLASS = 0x7665_7377  # "vesw", an int4 that other applications are unlikely to use
+WAITERS_LOCK_SLOTS = 16
+WAITERS_LOCK_SQL = (
+    f"SELECT count(pg_advisory_lock_shared({WAITERS_LOCK_CLASS}, slot))"
+    f" FROM generate_series(0, {WAITERS_LOCK_SLOTS - 1}) AS slot"
+)
+WAITERS_ABSENT_SQL = (
+    f"pg_try_advisory_xact_lock({WAITERS_LOCK_CLASS}, pg_backend_pid() % {WAITERS_LOCK_SLOTS})"
+)
 
 log = logging.getLogger("vesper.listen")
 
@@ -44,7 +70,11 @@ class PostgresJobListener:
         *,
         max_backoff: float = 5.0,
         check_interval: float = 1.0,
+        channel: str = CHANNEL,
+        after_listen: str | None = None,
     ) -> None:
+        self._channel = channel
+        self._after_listen = after_listen  # SQL run after each LISTEN (WAITERS_LOCK_SQL)
         self._conninfo = libpq_conninfo(url)
         self._on_jobs = on_jobs
         self._max_backoff = max_backoff
@@ -54,8 +84,14 @@ class PostgresJobListener:
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_read.setblocking(False)
         self._wake_write.setblocking(False)
-        self.connected = threading.Event()
+        self.up = threading.Event()  # set while LISTENing
         self.reconnects = 0
+
+    def connected(self) -> bool:
+        return self.up.is_set()
+
+    def close(self) -> None:
+        self.stop()
 
     def start(self) -> PostgresJobListener:
         self._thread.start()
@@ -82,13 +118,15 @@ class PostgresJobListener:
                     application_name="vesper-listen",
                     connect_timeout=5,
                 ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.connected.set()
+                    conn.execute(f"LISTEN {self._channel}")
+                    if self._after_listen is not None:
+                        conn.execute(self._after_listen)
+                    self.up.set()
                     backoff = 0.1
                     self._signal()  # catch up on what was submitted while not listening
                     self._listen(conn)
             except psycopg.Error as exc:
-                self.connected.clear()
+                self.up.clear()
                 if self._stopped.is_set():
                     break
                 self.reconnects += 1
@@ -97,7 +135,7 @@ class PostgresJobListener:
                 )
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
-        self.connected.clear()
+        self.up.clear()
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         """Signal once per batch of notifications until stop(); raises psycopg.Error
@@ -121,6 +159,21 @@ class PostgresJobListener:
             self._on_jobs()
         except Exception:
             log.exception("job listener callback failed")
+
+
+class PostgresNotifier:
+    """LISTEN/NOTIFY on `CHANNEL`: `publish` runs through `run_notify` (the store's
+    pool), each subscription holds a connection of its own to `url`."""
+
+    def __init__(self, url: str, run_notify: Callable[[], None]) -> None:
+        self._url = url
+        self._run_notify = run_notify
+
+    def publish(self) -> None:
+        self._run_notify()
+
+    def subscribe(self, on_jobs: Callable[[], None]) -> PostgresJobListener:
+        return PostgresJobListener(self._url, on_jobs).start()
 
 
 def _oneline(exc: BaseException) -> str:

@@ -9,24 +9,19 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
-from psycopg.rows import tuple_row
+import psycopg
+from psycopg.rows import dict_row, tuple_row
 from sqlalchemy import DateTime, bindparam, cast, func, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
-from vesper.adapters.sql.common import (
-    SqlJobReads,
-    SubmitPlan,
-    assemble,
-    job_time,
-    plan_submission,
-)
+from vesper.adapters.sql import caller
 from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.postgres_statements import (
     BLANK,
@@ -37,25 +32,38 @@ from vesper.adapters.sql.postgres_statements import (
     COMPLETES_AND_CLAIMS,
     EXPIRE,
     FAIL,
+    GET_MANY,
     INSERT,
     INSERT_NOTIFY,
     INSERT_ONE_NOTIFY,
     NOTIFY,
+    NOTIFY_FINISHED,
+    PRUNE,
     RELEASE,
     RENEW,
     SUPPLIED,
     ClaimShape,
     run,
 )
-from vesper.adapters.sql.queues import SqlQueues
-from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of
-from vesper.adapters.sql.tables import utc_datetime
+from vesper.adapters.sqlcore.common import (
+    SqlJobReads,
+    SubmitPlan,
+    assemble,
+    job_time,
+    plan_submission,
+)
+from vesper.adapters.sqlcore.queues import SqlQueueing, SqlQueues
+from vesper.adapters.sqlcore.rows import in_claim_order, job_of, jobs_of
+from vesper.adapters.sqlcore.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobRecord, LeaseRef
-from vesper.domain.queues import QueueChange, QueueSettings, QueueState
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.retention import check_ages
+from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
 
 __all__ = ["CLAIM", "PostgresJobRepository"]  # CLAIM: the fault matrix EXPLAINs it (R15)
+
+T = TypeVar("T")
 
 CLOCK = text("SELECT statement_timestamp()")
 log = logging.getLogger("vesper.store")
@@ -74,15 +82,25 @@ def _text(value: str) -> str:
     return value.replace("\x00", "\ufffd")
 
 
-class PostgresJobRepository(SqlJobReads):
+class PostgresJobRepository(SqlQueueing, SqlJobReads):
     """Jobs in PostgreSQL: any number of processes on any number of machines."""
 
-    capabilities = Capabilities(multi_process=True, complete_and_claim=True, queues=True)
+    capabilities = Capabilities(
+        multi_process=True,
+        complete_and_claim=True,
+        transactional_submit=True,
+        activity=True,
+        queues=True,
+    )
+
+    _db: Database  # the engines' Database, which has durable_statement too
 
     def __init__(self, db: Database, *, beat: Database | None = None) -> None:
         super().__init__(db, now_expression())
         self._beat = beat or db  # lease renewal gets its own pool: a busy one cannot starve it
-        self._queues = SqlQueues(db, clock=_database_clock, notify=lambda conn: run(conn, NOTIFY))
+        self._queues = SqlQueues(
+            db, clock=_database_clock, notify=lambda conn: run(conn, NOTIFY), postgres=True
+        )
 
     def now(self) -> datetime:
         value = self._db.read(lambda conn: conn.execute(CLOCK).scalar_one())
@@ -94,71 +112,55 @@ class PostgresJobRepository(SqlJobReads):
         if not jobs:
             return []
         plan = plan_submission(jobs)
-        if len(plan.unique) == 1:
-            # the one job is inserted or replayed whole: all or nothing in one statement,
-            # which a durable session commits in its own round trip
-            one = _insert_one_params(plan.unique[0], now)
+        insert, params = _insert_for(plan, now)
+        if insert is not INSERT:
+            # one job, or only new ones (no keys): all or nothing in one statement, which
+            # a durable session commits in its own round trip
             return self._db.durable_statement(
-                lambda conn: self._submit(conn, plan, one, INSERT_ONE_NOTIFY)
-            )
-        params = _insert_params(plan.unique, now)
-        if all(n.idempotency_key is None for n in plan.unique):
-            # every job is new (no keys): all or nothing holds with one statement too
-            return self._db.durable_statement(
-                lambda conn: self._submit(conn, plan, params, INSERT_NOTIFY)
+                lambda conn: run_steps(conn, submission(plan, insert, params))
             )
         return self._db.transaction(
-            lambda conn: self._submit(conn, plan, params, INSERT), durable=True
+            lambda conn: run_steps(conn, submission(plan, insert, params)), durable=True
         )
 
-    def _submit(
-        self, conn: Connection, plan: SubmitPlan, params: dict[str, Any], insert: TextClause
-    ) -> list[Submitted]:
-        by_id = {n.id: n for n in plan.unique}
-        created = {
-            job_id: _created(by_id[job_id], seq=seq, run_at=run_at, created_at=created_at)
-            for job_id, seq, run_at, created_at in run(conn, insert, params, row_factory=tuple_row)
-        }
-        # keys already bound (by earlier calls, or by concurrent ones that ON CONFLICT
-        # waited for): READ COMMITTED lets this new statement see them
-        keys = [n.idempotency_key for n in plan.unique if n.id not in created]
-        bound: dict[str, JobRecord] = {}
-        if keys:
-            for row in run(conn, BOUND, {"keys": keys}):
-                job = job_of(row)
-                assert job.idempotency_key is not None
-                bound[job.idempotency_key] = job
-        results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
-        if created and insert is INSERT:
-            run(conn, NOTIFY)  # delivered at commit
-        return results
+    # -- in the caller's transaction (TransactionalJobRepository) --------------------------
 
-    def claim(
-        self,
-        *,
-        worker_id: str,
-        limit: int,
-        lease: timedelta,
-        types: Sequence[str] | None = None,
-        queues: Sequence[str] | None = None,
-        now: datetime | None = None,
-    ) -> list[JobRecord]:
-        if limit <= 0 or (types is not None and not types) or (queues is not None and not queues):
+    def is_async(self, connection: object) -> bool:
+        return caller.kind_of(connection, database="postgresql").endswith("_async")
+
+    def submit_in(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        kind = caller.kind_of(connection, database="postgresql")
+        if not jobs:
             return []
-        limited = self._queues.limited()
-        claimed: list[JobRecord] = []
-        if queues is None or not limited.issuperset(queues):
-            params = _claim_params(worker_id, limit, lease, types, queues, now)
-            statement = CLAIMS[_shape(types, queues)]
-            rows = self._db.statement(lambda conn: run(conn, statement, params))
-            claimed = in_claim_order(jobs_of(rows))
-        return claimed + self._claim_limited(
-            limited, worker_id, limit - len(claimed), lease, types, queues, now
+        plan = plan_submission(jobs)
+        steps = submission(plan, *_insert_for(plan, None))
+        if kind == "psycopg":
+            assert isinstance(connection, psycopg.Connection)
+            return caller.run_steps_psycopg(connection, steps)
+        if kind != "sqlalchemy":
+            raise TypeError("connection: an asyncio connection: use submit_in_async")
+        return caller.run_steps_sqlalchemy(caller.sqlalchemy_connection(connection), steps)
+
+    async def submit_in_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        kind = caller.kind_of(connection, database="postgresql")
+        if not jobs:
+            return []
+        plan = plan_submission(jobs)
+        steps = submission(plan, *_insert_for(plan, None))
+        if kind == "psycopg_async":
+            assert isinstance(connection, psycopg.AsyncConnection)
+            return await caller.run_steps_psycopg_async(connection, steps)
+        if kind != "sqlalchemy_async":
+            raise TypeError("connection: not an asyncio connection: use submit_in")
+        return await caller.run_async(
+            connection, lambda conn: caller.run_steps_sqlalchemy(conn, steps)
         )
 
-    def _claim_limited(
+    def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
+        caller.after_commit(connection, callback)
+
+    def _claim_unlimited(
         self,
-        limited: frozenset[str],
         worker_id: str,
         limit: int,
         lease: timedelta,
@@ -166,25 +168,22 @@ class PostgresJobRepository(SqlJobReads):
         queues: Sequence[str] | None,
         now: datetime | None,
     ) -> list[JobRecord]:
-        """Claims from the limited queues among `queues`, each in its own transaction."""
-        claimed: list[JobRecord] = []
-        for name in sorted(limited if queues is None else limited.intersection(queues)):
-            if len(claimed) >= limit:
-                break
-            claimed += self._queues.claim(
-                name,
-                worker_id=worker_id,
-                limit=limit - len(claimed),
-                lease=lease,
-                types=types,
-                now=now,
-            )
-        return claimed
+        params = _claim_params(worker_id, limit, lease, types, queues, now)
+        statement = CLAIMS[_shape(types, queues)]
+        rows = self._db.statement(lambda conn: run(conn, statement, params))
+        return in_claim_order(jobs_of(rows))
 
     def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> list[JobRecord]:
-        return self._fenced(self._db, COMPLETE, _sorted(leases), {"now": now})
+        refs = _sorted(leases)
+        return self._fenced(
+            self._db, COMPLETE, refs, {"now": now, "results": _results(refs, results)}
+        )
 
     def complete_and_claim(
         self,
@@ -196,6 +195,7 @@ class PostgresJobRepository(SqlJobReads):
         types: Sequence[str] | None = None,
         queues: Sequence[str] | None = None,
         now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         limited = self._queues.limited()
         if (
@@ -204,7 +204,7 @@ class PostgresJobRepository(SqlJobReads):
             or (types is not None and not types)
             or (queues is not None and (not queues or limited.issuperset(queues)))
         ):
-            completed = self.complete(leases, now=now)
+            completed = self.complete(leases, now=now, results=results)
             claimed = self.claim(
                 worker_id=worker_id, limit=limit, lease=lease, types=types, queues=queues, now=now
             )
@@ -214,6 +214,7 @@ class PostgresJobRepository(SqlJobReads):
             **_claim_params(worker_id, limit, lease, types, queues, now),
             "ids": [r.job_id for r in refs],
             "tokens": [r.token for r in refs],
+            "results": _results(refs, results),
         }
         statement = COMPLETES_AND_CLAIMS[_shape(types, queues)]
         rows = self._db.statement(lambda conn: run(conn, statement, params))
@@ -222,23 +223,18 @@ class PostgresJobRepository(SqlJobReads):
         try:
             # the completions are committed: an error past here must not reach a caller
             # that would retry them (it claims on its own instead)
-            claimed += self._claim_limited(
-                limited, worker_id, limit - len(claimed), lease, types, queues, now
+            claimed += self._queues.claim_limited(
+                limited,
+                worker_id=worker_id,
+                limit=limit - len(claimed),
+                lease=lease,
+                types=types,
+                queues=queues,
+                now=now,
             )
         except Exception as exc:
             log.warning("claim from limited queues failed after completing a batch: %s", exc)
         return done, claimed
-
-    def queue_settings(self) -> list[QueueSettings]:
-        return self._queues.settings()
-
-    def configure_queue(
-        self, name: str, change: QueueChange, *, now: datetime | None = None
-    ) -> QueueSettings:
-        return self._queues.configure(name, change, now=now)
-
-    def queue_states(self, *, now: datetime | None = None) -> list[QueueState]:
-        return self._queues.states(now=now)
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         ordered = sorted(failures, key=lambda f: f.lease.job_id)
@@ -270,11 +266,44 @@ class PostgresJobRepository(SqlJobReads):
         ended = jobs_of(self._db.statement(lambda conn: run(conn, EXPIRE, params)))
         if ended:
             self._db.statement(lambda conn: run(conn, NOTIFY))
+        if any(job.finished_at is not None for job in ended):  # some went to dlq
+            self._db.statement(lambda conn: run(conn, NOTIFY_FINISHED))
         return ended
 
     def _changed(self, action: str, job: JobRecord) -> None:
         if action == "retry":
             self._db.statement(lambda conn: run(conn, NOTIFY))
+        elif action == "cancel":  # a finished job: its waiters look
+            self._db.statement(lambda conn: run(conn, NOTIFY_FINISHED))
+
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        if not job_ids:
+            return []
+        params = {"ids": list(job_ids)}
+        return jobs_of(self._db.read(lambda conn: run(conn, GET_MANY, params)))
+
+    def prune(
+        self,
+        older_than: Mapping[Status, timedelta],
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> dict[Status, int]:
+        check_ages(older_than)
+        counts: dict[Status, int] = {}
+        left = limit
+        for status, age in older_than.items():  # one short transaction per status
+            if left <= 0:
+                break
+            params = {"status": status.value, "age": age, "now": now, "limit": left}
+            rows = self._statement(PRUNE, params)
+            if rows:
+                counts[status] = len(rows)
+                left -= len(rows)
+        return counts
+
+    def _statement(self, statement: TextClause, params: dict[str, Any]) -> list[Any]:
+        return self._db.statement(lambda conn: run(conn, statement, params))
 
     def _fenced(
         self, db: Database, statement: TextClause, refs: Sequence[LeaseRef], extra: dict[str, Any]
@@ -299,6 +328,61 @@ def _shape(types: Sequence[str] | None, queues: Sequence[str] | None) -> ClaimSh
     return types is not None, "one" if len(set(queues)) == 1 else "many"
 
 
+# A submission's statements as steps, to run on any connection: each step yields a
+# statement with its parameters and whether its rows come as tuples (else as mappings),
+# is sent the rows, and the steps return the results. The store runs them on its pooled
+# connection (`run_steps`); `submit_in` on the caller's (caller.py).
+SqlSteps = Generator[tuple[TextClause, dict[str, Any], bool], list[Any], T]
+
+
+def _insert_for(plan: SubmitPlan, now: datetime | None) -> tuple[TextClause, dict[str, Any]]:
+    """The INSERT for `plan` and its parameters."""
+    if len(plan.unique) == 1:
+        # the one job is inserted or replayed whole, NOTIFY included: one statement
+        return INSERT_ONE_NOTIFY, _insert_one_params(plan.unique[0], now)
+    params = _insert_params(plan.unique, now)
+    if all(n.idempotency_key is None for n in plan.unique):
+        return INSERT_NOTIFY, params  # every job is new (no keys): one statement too
+    return INSERT, params
+
+
+def submission(
+    plan: SubmitPlan, insert: TextClause, params: dict[str, Any]
+) -> SqlSteps[list[Submitted]]:
+    """Insert `plan`'s jobs, read the jobs their keys are bound to, NOTIFY: as steps."""
+    by_id = {n.id: n for n in plan.unique}
+    rows = yield insert, params, True
+    created = {
+        job_id: _created(by_id[job_id], seq=seq, run_at=run_at, created_at=created_at)
+        for job_id, seq, run_at, created_at in rows
+    }
+    # keys already bound (by earlier calls, or by concurrent ones that ON CONFLICT
+    # waited for): READ COMMITTED lets this new statement see them
+    keys = [n.idempotency_key for n in plan.unique if n.id not in created]
+    bound: dict[str, JobRecord] = {}
+    if keys:
+        for row in (yield BOUND, {"keys": keys}, False):
+            job = job_of(row)
+            assert job.idempotency_key is not None
+            bound[job.idempotency_key] = job
+    results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
+    if created and insert is INSERT:
+        yield NOTIFY, {}, False  # delivered at commit
+    return results
+
+
+def run_steps(conn: Connection, steps: SqlSteps[T]) -> T:
+    """Run `steps` on the driver's connection under `conn` (the store's own)."""
+    try:
+        statement, params, tuples = next(steps)
+        while True:
+            rows = run(conn, statement, params, row_factory=tuple_row if tuples else dict_row)
+            statement, params, tuples = steps.send(rows)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
 def _claim_params(
     worker_id: str,
     limit: int,
@@ -320,6 +404,15 @@ def _claim_params(
         params["queue"] = queues[0]
         params["queues"] = list(queues)
     return params
+
+
+def _results(
+    refs: Sequence[LeaseRef], results: Mapping[JobId, str] | None
+) -> list[str | None] | None:
+    """The results' JSON texts in the order of `refs`; None (one NULL array) for none."""
+    if not results:
+        return None
+    return [results.get(ref.job_id) for ref in refs]
 
 
 def _sorted(leases: Sequence[LeaseRef]) -> list[LeaseRef]:

@@ -28,9 +28,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
-from vesper.adapters.sql.notify import NOTIFY_SQL
-from vesper.adapters.sql.queues import NOT_LIMITED_SQL
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, KEYED_SQL, jobs
+from vesper.adapters.sql.notify import FINISHED_NOTIFY_SQL, NOTIFY_SQL, WAITERS_ABSENT_SQL
+from vesper.adapters.sqlcore.queues import NOT_LIMITED_SQL
+from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, FINISHED_SQL, KEYED_SQL, jobs
 from vesper.domain.submission import NewJob
 
 NOW = "COALESCE(CAST(:now AS timestamptz), statement_timestamp())"
@@ -39,7 +39,7 @@ NOW = "COALESCE(CAST(:now AS timestamptz), statement_timestamp())"
 
 _PICKED = """picked AS MATERIALIZED (
     SELECT id FROM vesper_jobs
-    WHERE {claimable} AND run_at <= {now} {types} {queues} {not_limited}
+    WHERE {claimable} AND run_at <= {now} {types} {queues} AND {not_limited}
     ORDER BY priority DESC, run_at, seq
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -96,8 +96,42 @@ WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = r.id AND j.lease_token = r.tok
     AND j.lease_expires_at > {now}
 RETURNING j.*
 """
-_DONE = _FENCED.format(set=f"status = 'done', finished_at = {NOW}", now=NOW, more="", names="")
-COMPLETE = text(_DONE)
+# the consumers' results travel as a third array, of JSON text; NULL for a batch with
+# none (unnest pads it with NULLs), so a batch without results sends nothing more
+_DONE = _FENCED.format(
+    set=f"status = 'done', finished_at = {NOW}, result = CAST(r.result AS json)",
+    now=NOW,
+    more=", CAST(:results AS text[])",
+    names=", result",
+)
+# Waiters learn that jobs finished by one notification per statement (delivered at
+# commit), sent only when the statement finished a job and some process listens for
+# finished jobs (WAITERS_ABSENT_SQL, in notify.py); `finished` is the statement's CTE of
+# changed rows, and `{finished_where}` picks the rows that finished.
+_NOTE = (
+    """note AS MATERIALIZED (
+    SELECT pg_notify('vesper_finished', '') FROM (
+        SELECT 1 FROM {finished} {finished_where} LIMIT 1
+    ) AS any_finished
+    WHERE NOT """
+    + WAITERS_ABSENT_SQL
+    + """
+)"""
+)
+assert FINISHED_NOTIFY_SQL == "SELECT pg_notify('vesper_finished', '')"  # one channel name
+
+
+def _noting(update: str, finished_where: str = "") -> str:
+    """`update` (a fenced UPDATE ... RETURNING j.*), notifying the finished channel."""
+    note = _NOTE.format(finished="changed", finished_where=finished_where)
+    return f"""
+WITH changed AS ({update}),
+{note}
+SELECT changed.* FROM changed LEFT JOIN note ON true
+"""
+
+
+COMPLETE = text(_noting(_DONE))
 RELEASE = text(
     _FENCED.format(
         set="status = 'pending', attempts = GREATEST(j.attempts - 1, 0), started_at = NULL",
@@ -107,29 +141,29 @@ RELEASE = text(
     )
 )
 _RETRYING = "r.delay IS NOT NULL AND j.retries < j.max_retries"
-FAIL = text(
-    _FENCED.format(
-        set=(
-            f"status = CASE WHEN {_RETRYING} THEN 'failed' ELSE 'dlq' END, "
-            f"retries = j.retries + CASE WHEN {_RETRYING} THEN 1 ELSE 0 END, "
-            f"run_at = CASE WHEN {_RETRYING} THEN {NOW} + r.delay ELSE j.run_at END, "
-            f"finished_at = CASE WHEN {_RETRYING} THEN j.finished_at ELSE {NOW} END, "
-            "error = r.error"
-        ),
-        now=NOW,
-        more=", CAST(:errors AS text[]), CAST(:delays AS interval[])",
-        names=", error, delay",
-    )
+_FAIL = _FENCED.format(
+    set=(
+        f"status = CASE WHEN {_RETRYING} THEN 'failed' ELSE 'dlq' END, "
+        f"retries = j.retries + CASE WHEN {_RETRYING} THEN 1 ELSE 0 END, "
+        f"run_at = CASE WHEN {_RETRYING} THEN {NOW} + r.delay ELSE j.run_at END, "
+        f"finished_at = CASE WHEN {_RETRYING} THEN j.finished_at ELSE {NOW} END, "
+        "error = r.error"
+    ),
+    now=NOW,
+    more=", CAST(:errors AS text[]), CAST(:delays AS interval[])",
+    names=", error, delay",
 )
+FAIL = text(_noting(_FAIL, "WHERE status = 'dlq'"))
 # A worker's finished batch and its next claim, one statement (one round trip, one
 # commit). The claim's snapshot sees the completed jobs as processing: never claimable.
 _COMPLETE_AND_CLAIM = f"""
 WITH done AS ({{done}}),
+{_NOTE.format(finished="done", finished_where="")},
 {_PICKED},
 claimed AS (
 {_TAKE}
 )
-SELECT true AS vesper_done, * FROM done
+SELECT true AS vesper_done, done.* FROM done LEFT JOIN note ON true
 UNION ALL
 SELECT false AS vesper_done, * FROM claimed
 """
@@ -166,6 +200,28 @@ FROM ended WHERE j.id = ended.id
 RETURNING j.*
 """
 )
+
+# -- retention ----------------------------------------------------------------------------
+
+# The oldest finished jobs of one status, deleted in one short transaction. SKIP LOCKED:
+# a row another pruner (or a retry) holds is left to it, so pruners never wait for each
+# other; claims never lock finished rows, so they never wait for a prune. FINISHED_SQL
+# is spelled out for the planner to use the partial index vesper_jobs_finished_idx.
+PRUNE = text(
+    f"""
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM vesper_jobs
+    WHERE {FINISHED_SQL} AND status = :status
+        AND finished_at <= {NOW} - CAST(:age AS interval)
+    ORDER BY finished_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM vesper_jobs AS j USING doomed WHERE j.id = doomed.id
+RETURNING j.status
+"""
+)
+GET_MANY = text("SELECT * FROM vesper_jobs WHERE id = ANY(CAST(:ids AS uuid[]))")
 
 # -- submission ---------------------------------------------------------------------------
 
@@ -256,6 +312,7 @@ BOUND = text(
     f"SELECT * FROM vesper_jobs WHERE {KEYED_SQL} AND idempotency_key = ANY(CAST(:keys AS text[]))"
 )
 NOTIFY = text(NOTIFY_SQL)
+NOTIFY_FINISHED = text(FINISHED_NOTIFY_SQL)
 
 # -- running them -------------------------------------------------------------------------
 
@@ -280,10 +337,18 @@ _DRIVER_SQL = {
         INSERT_ONE_NOTIFY,
         BOUND,
         NOTIFY,
+        NOTIFY_FINISHED,
+        PRUNE,
+        GET_MANY,
     )
 }
 # Batches go in binary: psycopg's text array dumper runs a regex over every element
 _DRIVER_SQL |= {id(statement): _pyformat(statement, "b") for statement in (INSERT, INSERT_NOTIFY)}
+
+
+def driver_sql(statement: TextClause) -> str:
+    """`statement` as psycopg takes it (placeholders `%(name)s`)."""
+    return _DRIVER_SQL[id(statement)]
 
 
 def run(
@@ -295,7 +360,7 @@ def run(
 ) -> list[Any]:
     """Run `statement` on the driver's connection under `conn`; its rows as dicts (or as
     `row_factory` makes them)."""
-    sql = _DRIVER_SQL[id(statement)]
+    sql = driver_sql(statement)
     raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     try:
         with raw.cursor(row_factory=row_factory) as cursor:

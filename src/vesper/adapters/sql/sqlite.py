@@ -10,43 +10,44 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     BindParameter,
-    Boolean,
     TextualSelect,
     Uuid,
-    and_,
     bindparam,
-    case,
-    func,
-    insert,
-    or_,
-    select,
     text,
-    tuple_,
-    update,
 )
 from sqlalchemy.engine import Connection
 
 from vesper.adapters.clock import SystemClock
-from vesper.adapters.sql.common import SqlJobReads, SubmitPlan, assemble, plan_submission
+from vesper.adapters.sql import caller
 from vesper.adapters.sql.engines import Database
-from vesper.adapters.sql.queues import NOT_LIMITED_SQL, SqlQueues
-from vesper.adapters.sql.rows import in_claim_order, job_of, jobs_of, row_of
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, PROCESSING_SQL, jobs, utc_datetime
+from vesper.adapters.sqlcore.common import (
+    SqlJobReads,
+    SubmitPlan,
+    plan_submission,
+    submit_serialized,
+)
+from vesper.adapters.sqlcore.leases import (
+    COMPLETE,
+    NOW,
+    FencedWrites,
+    complete_with_results,
+    fenced_params,
+)
+from vesper.adapters.sqlcore.queues import NOT_LIMITED_SQL, SqlQueueing, SqlQueues
+from vesper.adapters.sqlcore.retention import SqlPruning, prune_statement
+from vesper.adapters.sqlcore.rows import in_claim_order, jobs_of
+from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs, utc_datetime
 from vesper.application.ports import Capabilities, Clock, Submitted
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef
-from vesper.domain.queues import QueueChange, QueueSettings, QueueState
-from vesper.domain.states import Status
+from vesper.domain.job import JobId, JobRecord, LeaseRef
 from vesper.domain.submission import NewJob
 
-NOW = bindparam("now", type_=utc_datetime())
 log = logging.getLogger("vesper.store")
-_LEASE_CLEARED: dict[str, Any] = {"worker_id": None, "lease_token": None, "lease_expires_at": None}
 
 # INDEXED BY: without statistics SQLite may prefer (status, seq) and sort every claimable
 # row; the partial claim index yields them in claim order, so LIMIT stops early
@@ -56,7 +57,7 @@ SET status = 'processing', attempts = attempts + 1, worker_id = :b_worker_id,
     lease_token = :token, lease_expires_at = :expires_at, started_at = :now, updated_at = :now
 WHERE id IN (
     SELECT id FROM vesper_jobs INDEXED BY {index}
-    WHERE {claimable} AND run_at <= :now {types} {queues} {not_limited}
+    WHERE {claimable} AND run_at <= :now {types} {queues} AND {not_limited}
     ORDER BY priority DESC, run_at, seq
     LIMIT :limit
 )
@@ -91,81 +92,23 @@ def _claim(typed: bool, queues: str) -> TextualSelect:
 
 _QUEUES = {"all": "", "one": "AND queue = :queue", "many": "AND queue IN :queues"}
 CLAIMS = {(typed, q): _claim(typed, q) for typed in (False, True) for q in _QUEUES}
-
-# fencing: only the current, unexpired lease of a processing job changes it
-_FENCE = and_(
-    jobs.c.id.in_(bindparam("ids", expanding=True)),  # leads the planner to the primary key
-    tuple_(jobs.c.id, jobs.c.lease_token).in_(bindparam("refs", expanding=True)),
-    text(PROCESSING_SQL),
-    jobs.c.lease_expires_at > NOW,
-)
+# a write that changes nothing: SQLite takes the write lock for it (an UPDATE starts a
+# write transaction whatever its WHERE)
+WRITE_LOCK = text("UPDATE vesper_jobs SET seq = seq WHERE 0")
 
 
-def _fenced(**values: Any) -> Any:
-    return update(jobs).where(_FENCE).values(**values).returning(*jobs.c)
-
-
-COMPLETE = _fenced(status=Status.DONE.value, updated_at=NOW, finished_at=NOW, **_LEASE_CLEARED)
-RELEASE = _fenced(
-    status=Status.PENDING.value,
-    attempts=func.max(jobs.c.attempts - 1, 0),
-    started_at=None,
-    updated_at=NOW,
-    **_LEASE_CLEARED,
-)
-RENEW = _fenced(lease_expires_at=bindparam("expires_at"), updated_at=NOW)
-
-_retrying = and_(bindparam("retryable", type_=Boolean()), jobs.c.retries < jobs.c.max_retries)
-FAIL = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("job_id"),
-        jobs.c.lease_token == bindparam("token"),
-        text(PROCESSING_SQL),
-        jobs.c.lease_expires_at > NOW,
-    )
-    .values(
-        status=case((_retrying, Status.FAILED.value), else_=Status.DLQ.value),
-        retries=case((_retrying, jobs.c.retries + 1), else_=jobs.c.retries),
-        run_at=case((_retrying, bindparam("retry_at", type_=utc_datetime())), else_=jobs.c.run_at),
-        finished_at=case((_retrying, jobs.c.finished_at), else_=NOW),
-        error=bindparam("b_error"),
-        updated_at=NOW,
-        **_LEASE_CLEARED,
-    )
-    .returning(*jobs.c)
-)
-
-_retry_left = jobs.c.retries < jobs.c.max_retries
-EXPIRE = (
-    update(jobs)
-    .where(
-        text(PROCESSING_SQL),
-        or_(
-            jobs.c.lease_expires_at <= NOW,
-            jobs.c.worker_id.in_(bindparam("worker_ids", expanding=True)),
-        ),
-    )
-    .values(
-        status=case((_retry_left, Status.FAILED.value), else_=Status.DLQ.value),
-        retries=case((_retry_left, jobs.c.retries + 1), else_=jobs.c.retries),
-        finished_at=case((_retry_left, jobs.c.finished_at), else_=NOW),
-        error=bindparam("b_error"),
-        updated_at=NOW,
-        **_LEASE_CLEARED,
-    )
-    .returning(*jobs.c)
-)
-
-BOUND = select(jobs).where(jobs.c.idempotency_key.in_(bindparam("keys", expanding=True)))
-LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
-INSERT = insert(jobs)
-
-
-class SqliteJobRepository(SqlJobReads):
+class SqliteJobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
-    capabilities = Capabilities(multi_process=True, complete_and_claim=True, queues=True)
+    capabilities = Capabilities(
+        multi_process=True,
+        complete_and_claim=True,
+        transactional_submit=True,
+        activity=True,
+        queues=True,
+    )
+    # without statistics SQLite may not pick the partial index of finished jobs
+    _prune = prune_statement("vesper_jobs INDEXED BY vesper_jobs_finished_idx")
 
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         super().__init__(db, NOW)
@@ -186,69 +129,55 @@ class SqliteJobRepository(SqlJobReads):
         # the time is read once the write lock is held (here and in every write that
         # stamps a time): a writer that waited for the lock must not date its rows, or
         # start a lease, in the past; `seq` and `run_at` then grow together too
-        return self._db.transaction(lambda conn: self._submit(conn, plan, self._at(now)))
+        return self._db.transaction(lambda conn: submit_serialized(conn, plan, self._at(now)))
 
-    def _submit(self, conn: Connection, plan: SubmitPlan, at: datetime) -> list[Submitted]:
-        # the write lock is held from BEGIN IMMEDIATE: nobody binds a key meanwhile
-        keys = [n.idempotency_key for n in plan.unique if n.idempotency_key is not None]
-        bound: dict[str, JobRecord] = {}
-        if keys:
-            for row in conn.execute(BOUND, {"keys": keys}):
-                job = job_of(row)
-                assert job.idempotency_key is not None
-                bound[job.idempotency_key] = job
-        fresh = [
-            n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None
-        ]
-        seq = conn.execute(LAST_SEQ).scalar_one()
-        created: dict[JobId, JobRecord] = {}
-        for offset, new in enumerate(fresh, start=1):
-            created[new.id] = new.materialize(now=at, seq=seq + offset)
-        results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
-        if created:
-            conn.execute(INSERT, [row_of(job) for job in created.values()])
-        return results
+    # -- in the caller's transaction (TransactionalJobRepository) --------------------------
 
-    def claim(
+    def is_async(self, connection: object) -> bool:
+        return caller.kind_of(connection, database="sqlite") == "sqlalchemy_async"
+
+    def submit_in(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        if self.is_async(connection):
+            raise TypeError("connection: an asyncio connection: use submit_in_async")
+        if not jobs:
+            return []
+        return self._submit_in(caller.sqlalchemy_connection(connection), plan_submission(jobs))
+
+    async def submit_in_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
+        if not self.is_async(connection):
+            raise TypeError("connection: not an asyncio connection: use submit_in")
+        if not jobs:
+            return []
+        plan = plan_submission(jobs)
+        return await caller.run_async(connection, lambda conn: self._submit_in(conn, plan))
+
+    def _submit_in(self, conn: Connection, plan: SubmitPlan) -> list[Submitted]:
+        # The caller's transaction may have begun deferred (pysqlite's default): take the
+        # write lock first, as the store's BEGIN IMMEDIATE does, so that no other writer
+        # binds a key or takes a seq between the reads of submit_serialized and its
+        # INSERT. A transaction that read before a concurrent commit fails here, with
+        # SQLite's "database is locked", rather than insert on a stale view.
+        conn.execute(WRITE_LOCK)
+        return submit_serialized(conn, plan, self._at(None))
+
+    def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
+        caller.after_commit(connection, callback)
+
+    def _claim_unlimited(
         self,
-        *,
         worker_id: str,
         limit: int,
         lease: timedelta,
-        types: Sequence[str] | None = None,
-        queues: Sequence[str] | None = None,
-        now: datetime | None = None,
+        types: Sequence[str] | None,
+        queues: Sequence[str] | None,
+        now: datetime | None,
     ) -> list[JobRecord]:
-        if limit <= 0 or (types is not None and not types) or (queues is not None and not queues):
-            return []
-        limited = self._queues.limited()
-        claimed: list[JobRecord] = []
-        if queues is None or not limited.issuperset(queues):
+        def work(conn: Connection) -> Any:
+            at = self._at(now)
+            statement, params = _claim_params(worker_id, limit, lease, types, queues, at)
+            return conn.execute(statement, params).all()
 
-            def work(conn: Connection) -> Any:
-                statement, params = _claim_params(
-                    worker_id, limit, lease, types, queues, self._at(now)
-                )
-                return conn.execute(statement, params).all()
-
-            claimed = in_claim_order(jobs_of(self._db.statement(work)))
-        for name in sorted(limited if queues is None else limited.intersection(queues)):
-            if len(claimed) >= limit:
-                break
-            claimed += self._queues.claim(
-                name,
-                worker_id=worker_id,
-                limit=limit - len(claimed),
-                lease=lease,
-                types=types,
-                now=now,
-            )
-        return claimed
-
-    def complete(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
-    ) -> list[JobRecord]:
-        return self._fenced(COMPLETE, leases, lambda: {"now": self._at(now)})
+        return in_claim_order(jobs_of(self._db.statement(work)))
 
     def complete_and_claim(
         self,
@@ -260,6 +189,7 @@ class SqliteJobRepository(SqlJobReads):
         types: Sequence[str] | None = None,
         queues: Sequence[str] | None = None,
         now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         limited = self._queues.limited()
         if (
@@ -270,7 +200,7 @@ class SqliteJobRepository(SqlJobReads):
             or limited.intersection(queues if queues is not None else limited)
         ):
             # a limited queue's claim is a transaction of its own: complete first
-            completed = self.complete(leases, now=now)
+            completed = self.complete(leases, now=now, results=results)
             if not completed and leases:
                 return completed, []
             try:
@@ -292,97 +222,15 @@ class SqliteJobRepository(SqlJobReads):
         # one write transaction: one commit (one WAL sync) for the batch and the next
         def work(conn: Connection) -> tuple[list[JobRecord], list[JobRecord]]:
             at = self._at(now)
-            fenced = _fenced_params(leases, {"now": at})
             statement, params = _claim_params(worker_id, limit, lease, types, queues, at)
-            done = jobs_of(conn.execute(COMPLETE, fenced).all())
+            if results:
+                done = complete_with_results(conn, leases, results, at)
+            else:
+                done = jobs_of(conn.execute(COMPLETE, fenced_params(leases, {"now": at})).all())
             return done, jobs_of(conn.execute(statement, params).all())
 
         done, claimed = self._db.transaction(work)
         return done, in_claim_order(claimed)
-
-    def queue_settings(self) -> list[QueueSettings]:
-        return self._queues.settings()
-
-    def configure_queue(
-        self, name: str, change: QueueChange, *, now: datetime | None = None
-    ) -> QueueSettings:
-        return self._queues.configure(name, change, now=now)
-
-    def queue_states(self, *, now: datetime | None = None) -> list[QueueState]:
-        return self._queues.states(now=now)
-
-    def renew(
-        self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
-    ) -> list[JobRecord]:
-        def params() -> dict[str, Any]:
-            at = self._at(now)
-            return {"now": at, "expires_at": at + lease}
-
-        return self._fenced(RENEW, leases, params)
-
-    def release(
-        self, leases: Sequence[LeaseRef], *, now: datetime | None = None
-    ) -> list[JobRecord]:
-        return self._fenced(RELEASE, leases, lambda: {"now": self._at(now)})
-
-    def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
-        if not failures:
-            return []
-
-        def work(conn: Connection) -> list[JobRecord]:
-            at = self._at(now)
-            params = [
-                {
-                    "now": at,
-                    "job_id": f.lease.job_id,
-                    "token": f.lease.token,
-                    "b_error": f.error,
-                    "retryable": f.retry_delay is not None,
-                    "retry_at": at + f.retry_delay if f.retry_delay is not None else at,
-                }
-                for f in failures
-            ]
-            # each failure has its own error and delay: one UPDATE each, one transaction
-            rows = [conn.execute(FAIL, p).first() for p in params]
-            return [job_of(row) for row in rows if row is not None]
-
-        return self._db.transaction(work)
-
-    def expire(
-        self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
-    ) -> list[JobRecord]:
-
-        def work(conn: Connection) -> Any:
-            params = {
-                "now": self._at(now),
-                "worker_ids": list(worker_ids),
-                "b_error": LEASE_EXPIRED_ERROR,
-            }
-            return conn.execute(EXPIRE, params).all()
-
-        return jobs_of(self._db.statement(work))
-
-    def _fenced(
-        self,
-        statement: Any,
-        leases: Sequence[LeaseRef],
-        params: Callable[[], dict[str, Any]],
-    ) -> list[JobRecord]:
-        """`statement` for `leases`, its parameters made under the write lock."""
-        if not leases:
-            return []
-        rows = self._db.statement(
-            lambda conn: conn.execute(statement, _fenced_params(leases, params())).all()
-        )
-        return jobs_of(rows)
-
-
-def _fenced_params(leases: Sequence[LeaseRef], params: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **params,
-        "ids": [ref.job_id for ref in leases],
-        "refs": [(ref.job_id, ref.token) for ref in leases],
-    }
 
 
 def _claim_params(

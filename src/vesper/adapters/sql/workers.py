@@ -11,8 +11,8 @@ from sqlalchemy.engine import Connection
 
 from vesper.adapters.clock import SystemClock
 from vesper.adapters.sql.engines import Database
-from vesper.adapters.sql.rows import process_columns, process_of
-from vesper.adapters.sql.tables import utc_datetime, workers
+from vesper.adapters.sqlcore.rows import process_columns, process_of
+from vesper.adapters.sqlcore.tables import utc_datetime, workers
 from vesper.application.ports import Clock
 from vesper.domain.fleet import WorkerProcess
 

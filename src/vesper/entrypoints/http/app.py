@@ -26,8 +26,10 @@ from vesper.entrypoints.http.routes.fleet import FLEET_ROUTES
 from vesper.entrypoints.http.routes.health import HEALTH_ROUTES
 from vesper.entrypoints.http.routes.jobs import JOB_ROUTES
 from vesper.entrypoints.http.routes.queues import QUEUE_ROUTES
+from vesper.entrypoints.http.routes.retention import RETENTION_ROUTES
 from vesper.entrypoints.http.telemetry import HttpTelemetry
 from vesper.entrypoints.http.timeouts import TimeoutMiddleware
+from vesper.entrypoints.http.ui import template_config, ui_router
 from vesper.entrypoints.settings import Settings
 
 
@@ -67,11 +69,12 @@ def create_app(
 
     api = Router(
         path="/",
-        route_handlers=[*JOB_ROUTES, *FLEET_ROUTES, *QUEUE_ROUTES],
+        route_handlers=[*JOB_ROUTES, *RETENTION_ROUTES, *FLEET_ROUTES, *QUEUE_ROUTES],
         security=security_requirement() if token else None,
     )
+    ui = ui_router(c, token) if settings.http.ui else []
     app = Litestar(
-        route_handlers=[api, *HEALTH_ROUTES, *route_handlers],
+        route_handlers=[api, *HEALTH_ROUTES, *ui, *route_handlers],
         dependencies=use_case_dependencies(c),
         exception_handlers=exception_handlers(),
         guards=guards,
@@ -88,8 +91,10 @@ def create_app(
         on_shutdown=[lambda: c.shutdown_resources()] if owned else [],  # noqa: PLW0108
         logging_config=None,  # the process configures logging, not the app
         debug=False,  # never render tracebacks into responses
+        template_config=template_config() if settings.http.ui else None,
     )
     app.state.max_body_bytes = max_body
+    app.state.ui_token = token
     # outermost, as Litestar's own OpenTelemetry plugin: 404s and 405s are counted too
     app.asgi_handler = HttpTelemetry(
         AllowHeaderFix(app.asgi_handler),

@@ -29,6 +29,7 @@ from vesper.application.group_commit import GroupCommit
 from vesper.application.ports import JobRepository
 from vesper.application.store_gate import StoreGate
 from vesper.application.submit import SubmitSteps
+from vesper.application.waiting import JobWaits
 from vesper.entrypoints.container import Container
 
 P = ParamSpec("P")
@@ -48,6 +49,8 @@ USE_CASES = (
     "list_queues",
     "get_queue",
     "configure_queue",
+    "delete_job",
+    "get_activity",  # the dashboard's chart
 )
 
 
@@ -55,6 +58,19 @@ async def blocking(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) 
     """Run `function` in a worker thread; on cancellation, stop waiting for it."""
     call = functools.partial(function, *args, **kwargs)
     return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+
+
+@attrs.define
+class Waits:
+    """The process's JobWaits, opened (its listener too) at the first wait, not before."""
+
+    provider: Callable[[], JobWaits]
+    _waits: JobWaits | None = None
+
+    async def get(self) -> JobWaits:
+        if self._waits is None:
+            self._waits = await blocking(self.provider)  # may open the store
+        return self._waits
 
 
 @attrs.frozen
@@ -145,4 +161,6 @@ def use_case_dependencies(container: Container) -> dict[str, Provide]:
 
     dependencies["readiness_probe"] = Provide(readiness_probe, sync_to_thread=False)
     dependencies["store_calls"] = Provide(lambda: calls, sync_to_thread=False)
+    waits = Waits(container.shared_job_waits)
+    dependencies["waits"] = Provide(lambda: waits, sync_to_thread=False)
     return dependencies

@@ -12,7 +12,9 @@ Status codes, chosen once for every route:
 - 422: an Idempotency-Key reused with another body, and a batch of more
   jobs than Limits.max_batch (the OpenAPI `maxItems`): well-formed, but refused.
 - 503 with `Retry-After` while the store does not answer (connection refused or lost,
-  pool exhausted, database locked), or its database is not migrated (the error says so).
+  pool exhausted, database locked), or its database is not migrated (the error says so):
+  the store raised StoreUnavailable or SchemaNotMigrated, the ports' error contract. A
+  driver's own exception is a bug of the store that let it out, so it is a 500.
 - Below the app, in the same shape (`protocol.py`): 400 for what the HTTP parser
   rejects, 431 for a request head above VESPER_MAX_HEADER_BYTES, 503 for a connection
   past VESPER_MAX_CONNECTIONS.
@@ -28,8 +30,6 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import psycopg
-import psycopg_pool
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
@@ -43,7 +43,6 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
-from sqlalchemy import exc as sa_exc
 
 from vesper.domain.errors import (
     IdempotencyConflict,
@@ -65,16 +64,6 @@ _WIRE_FIELDS = {"timeout": "timeout_seconds"}
 _BATCH_WIRE_FIELDS = {**_WIRE_FIELDS, "Idempotency-Key": "idempotency_key"}
 # Litestar names parameters by their Python names.
 _PARAMETER_NAMES = {"idempotency_key": "Idempotency-Key"}
-# Errors that mean "the store did not answer", whatever the adapter failed to translate.
-STORE_ERRORS: tuple[type[Exception], ...] = (
-    StoreUnavailable,
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.DisconnectionError,
-    sa_exc.TimeoutError,  # the pool had no connection to give in time
-    psycopg.OperationalError,
-    psycopg_pool.PoolTimeout,
-)
 
 _DESCRIPTIONS = {
     400: "Bad input; `detail.field` names the offending field, parameter or header.",
@@ -186,12 +175,6 @@ def _store_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Er
     return store_unavailable_response()
 
 
-def _dbapi_error(request: Request[Any, Any, Any], exc: sa_exc.DBAPIError) -> Response[ErrorOut]:
-    if exc.connection_invalidated:
-        return _store_error(request, exc)
-    return _internal_error(request, exc)
-
-
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
     log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")
@@ -259,8 +242,7 @@ def exception_handlers() -> dict[int | type[Exception], ExceptionHandler]:
         IllegalTransition: _illegal_transition,
         IdempotencyConflict: _idempotency_conflict,
         SchemaNotMigrated: _schema_not_migrated,
-        sa_exc.DBAPIError: _dbapi_error,
+        StoreUnavailable: _store_error,
         Exception: _internal_error,
     }
-    handlers.update(dict.fromkeys(STORE_ERRORS, _store_error))
     return handlers

@@ -17,9 +17,6 @@ from litestar.types import ASGIApp, Message
 _NO_CONTENT = 204
 
 
-_TYPED_PARAMETER = re.compile(r"\{(\w+):\w+\}")
-
-
 class AllowHeaderFix:
     """An ASGI wrapper: `app.asgi_handler = AllowHeaderFix(app.asgi_handler)`; the route
     map is read once, at the first OPTIONS answer."""
@@ -42,13 +39,18 @@ class AllowHeaderFix:
 
     def _fix(self, message: Any, scope: Any) -> None:
         if self._allowed is None:
-            # keyed as the scope's path_template spells it: "{name}", not "{name:str}"
             self._allowed = {
-                _TYPED_PARAMETER.sub(r"{\1}", path): ", ".join(sorted(methods)).encode()
+                _template(path): ", ".join(sorted(methods)).encode()
                 for path, methods in scope["litestar_app"].route_handler_method_map.items()
             }
-        allowed = self._allowed.get(scope.get("path_template", ""))
+        allowed = self._allowed.get(_template(scope.get("path_template", "")))
         if allowed is None:
             return
         headers = [(name, value) for name, value in message["headers"] if name.lower() != b"allow"]
         message["headers"] = [*headers, (b"allow", allowed)]
+
+
+def _template(path: str) -> str:
+    """A path template without its parameters' types: the route map spells
+    `/jobs/{job_id:str}`, a request's template `/jobs/{job_id}`."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)

@@ -197,6 +197,7 @@ class JobOut(msgspec.Struct, kw_only=True):
     finished_at: datetime | None
     worker_id: str | None
     lease_expires_at: datetime | None
+    result: Any = None  # the consumer's return value (JSON); null when it returned none
 
 
 class JobsOut(msgspec.Struct, kw_only=True):
@@ -356,6 +357,7 @@ def job_out(job: JobRecord) -> JobOut:
         finished_at=job.finished_at,
         worker_id=lease.worker_id if lease is not None else None,
         lease_expires_at=lease.expires_at if lease is not None else None,
+        result=job.result,
     )
 
 

@@ -25,6 +25,7 @@ from litestar.status_codes import HTTP_408_REQUEST_TIMEOUT
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from vesper.domain.errors import StoreUnavailable
+from vesper.entrypoints.http.waiting import requested_wait
 
 
 class BodyTimeout(HTTPException):
@@ -66,6 +67,8 @@ class TimeoutMiddleware:
         start = asyncio.get_running_loop().time()
         read_by = start + self.read_timeout if self.read_timeout is not None else math.inf
         write_by = start + self.write_timeout if self.write_timeout is not None else math.inf
+        if scope.get("method") == "GET":  # GET /jobs/{id}?wait=30s answers after its wait
+            write_by += requested_wait(scope["query_string"])
         body_complete = False
         response_started = False
         timeout = asyncio.timeout_at(_when(min(read_by, write_by)))

@@ -78,7 +78,7 @@ async def run_attempt(
         call.consumer_task = asyncio.wrap_future(call.thread, loop=loop)
     seconds = timeout.total_seconds() if timeout is not None else None
     try:
-        await asyncio.wait_for(asyncio.shield(call.consumer_task), seconds)
+        value = await asyncio.wait_for(asyncio.shield(call.consumer_task), seconds)
     except TimeoutError:
         job.stop("time limit")
         call.consumer_task.cancel()
@@ -96,7 +96,8 @@ async def run_attempt(
     except Exception as exc:  # the consumer's failure is the job's outcome
         log.info("job %s failed", job.id, exc_info=exc)
         return Outcome(job=attempt.record, error=_describe(exc))
-    return Outcome(job=attempt.record)
+    # the return value is encoded (and checked) when the outcome is recorded, off the loop
+    return Outcome(job=attempt.record, result=value)
 
 
 def _describe(exc: BaseException) -> str:

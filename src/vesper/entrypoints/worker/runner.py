@@ -40,6 +40,7 @@ from vesper.entrypoints.tracing import job_span
 from vesper.entrypoints.worker.attempt import ConsumerCall, run_attempt
 from vesper.entrypoints.worker.heartbeat import Heartbeat
 from vesper.entrypoints.worker.lanes import Lane
+from vesper.entrypoints.worker.pruner import Pruner
 from vesper.entrypoints.worker.recorder import OutcomeRecorder
 from vesper.entrypoints.worker.report import Report
 from vesper.entrypoints.worker.uses import WorkerUseCases
@@ -147,6 +148,17 @@ class WorkerRunner:
             stop_consumers=self._stop_consumers,
             wake=self.wake,
         )
+        prune = uses.prune_jobs
+        self.pruner = (
+            Pruner(
+                prune=prune,
+                batch=prune.retention.batch,
+                lane=main_lane,
+                interval=settings.prune_interval.total_seconds(),
+            )
+            if prune is not None and prune.retention.prunes
+            else None
+        )
         # a slot is held until its consumer's thread returns: one thread per slot is enough
         self._job_pool = ThreadPoolExecutor(self.core.concurrency, thread_name_prefix="vesper-job")
         lease_seconds = policies.lease.total_seconds()
@@ -193,10 +205,14 @@ class WorkerRunner:
             _served(self.settings.queues),
         )
         self.heartbeat.start()
+        if self.pruner is not None:
+            self.pruner.start()
         try:
             await self._claim_loop(until_idle)
         finally:
             self.core.stop()
+            if self.pruner is not None:
+                await self.pruner.stop()
             grace_ends = time.monotonic() + self.settings.shutdown_grace.total_seconds()
             retry_until = await self._shutdown(grace_ends)
             await self.heartbeat.stop()

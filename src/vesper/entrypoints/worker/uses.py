@@ -19,6 +19,7 @@ from vesper.application.fleet import (
     ReapDeadWorkers,
     RegisterWorker,
 )
+from vesper.application.retention import PruneJobs
 
 
 @attrs.frozen(kw_only=True)
@@ -34,3 +35,4 @@ class WorkerUseCases:
     reap_dead_workers: ReapDeadWorkers
     expire_leases: ExpireLeases
     get_fleet: GetFleet
+    prune_jobs: PruneJobs | None = None  # None: this process prunes nothing

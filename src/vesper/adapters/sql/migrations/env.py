@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from vesper.adapters.sql.tables import VERSION_TABLE, metadata
+from vesper.adapters.sqlcore.tables import VERSION_TABLE, metadata
 
 
 def _configure(connection: Connection) -> None:

@@ -22,7 +22,7 @@ from vesper.domain.query import MAX_PAGE, JobQuery
 from vesper.domain.queues import QUEUE_PATTERN
 from vesper.domain.states import Status
 from vesper.entrypoints.http.body import StrictJSON, check_request_body
-from vesper.entrypoints.http.deps import StoreCalls, blocking
+from vesper.entrypoints.http.deps import StoreCalls, Waits, blocking
 from vesper.entrypoints.http.errors import error_responses
 from vesper.entrypoints.http.schemas import (
     DOCUMENTED_LIMITS,
@@ -36,6 +36,7 @@ from vesper.entrypoints.http.schemas import (
     jobs_out,
     page_out,
 )
+from vesper.entrypoints.http.waiting import wait_seconds
 from vesper.entrypoints.tracing import current_traceparent
 
 IdempotencyKeyHeader = Annotated[
@@ -48,6 +49,14 @@ IdempotencyKeyHeader = Annotated[
         min_length=1,
         max_length=DOCUMENTED_LIMITS.max_key_length,
         pattern=r"^[\x20-\x7e]+$",
+    ),
+]
+WaitQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="Wait up to this long (e.g. 30s, at most 60s) for the job to be done, "
+        "dlq or cancelled; the answer is the job as it is then, 200 either way.",
+        max_length=32,
     ),
 ]
 JobIdPath = Annotated[UUID, PathParameter(description="The job's id (a UUID).", format="uuid")]
@@ -190,9 +199,15 @@ async def get_job_route(
     job_id: JobIdPath,
     get_job: NamedDependency[GetJob],
     store_calls: NamedDependency[StoreCalls],
+    waits: NamedDependency[Waits],
+    wait: WaitQuery = None,
 ) -> JobOut:
-    """Look up a job by id."""
-    return await store_calls.presented(job_out, get_job, JobId(job_id))
+    """Look up a job by id; with `wait`, once it has finished or the wait is over."""
+    if wait is None:
+        return await store_calls.presented(job_out, get_job, JobId(job_id))
+    seconds = wait_seconds(wait)
+    job, _ = await (await waits.get()).wait(JobId(job_id), seconds)
+    return await blocking(job_out, job)
 
 
 @get("/jobs", responses=error_responses(400, 401, 503), tags=["jobs"])

@@ -8,6 +8,7 @@ microseconds survive), durations are integer microseconds, UUIDs are 32 hex char
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,7 @@ VERSION_TABLE = "vesper_alembic_version"
 CLAIMABLE_SQL = "status IN ('pending', 'failed')"
 PROCESSING_SQL = "status = 'processing'"
 KEYED_SQL = "idempotency_key IS NOT NULL"
+FINISHED_SQL = "status IN ('done', 'dlq', 'cancelled')"
 # a lease exists exactly while the job is processing (the fenced updates rely on it)
 LEASE_CHECK_SQL = (
     "(status = 'processing') = "
@@ -106,6 +108,30 @@ def payload_type() -> TypeEngine[Any]:
     return JSON().with_variant(postgresql.JSON(), "postgresql")
 
 
+class SqliteJsonText(TypeDecorator[Any]):
+    """JSON kept as TEXT on SQLite. A column declared JSON has NUMERIC affinity there,
+    which turns a bare number too big for an integer (a result may be one) into a
+    float; TEXT keeps the JSON text as written."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+def result_type() -> TypeEngine[Any]:
+    """A job's result: any JSON value (not only an object, as a payload is)."""
+    return (
+        JSON()
+        .with_variant(postgresql.JSON(), "postgresql")
+        .with_variant(SqliteJsonText(), "sqlite")
+    )
+
+
 metadata = MetaData()
 
 jobs = Table(
@@ -140,7 +166,8 @@ jobs = Table(
     Column("updated_at", utc_datetime(), nullable=False),
     Column("started_at", utc_datetime(), nullable=True),
     Column("finished_at", utc_datetime(), nullable=True),
-    # last, as migration 0002 added them: SQLite's RETURNING * is read by position
+    Column("result", result_type(), nullable=True),  # the consumer's return value
+    # in the order the migrations added them: SQLite's RETURNING * is read by position
     Column("queue", Text(), nullable=False, server_default=text("'default'")),
     Column("concurrency_key", Text(), nullable=True),
     UniqueConstraint("seq", name="vesper_jobs_seq_key"),
@@ -188,6 +215,14 @@ jobs = Table(
     ),
     Index("vesper_jobs_status_seq_idx", "status", "seq"),
     Index("vesper_jobs_type_seq_idx", "type", "seq"),
+    # prunes: the oldest finished jobs of a status, and nothing else
+    Index(
+        "vesper_jobs_finished_idx",
+        "status",
+        "finished_at",
+        postgresql_where=text(FINISHED_SQL),
+        sqlite_where=text(FINISHED_SQL),
+    ),
 )
 
 workers = Table(

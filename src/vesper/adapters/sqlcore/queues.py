@@ -28,8 +28,8 @@ from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from vesper.adapters.sql.engines import Database
-from vesper.adapters.sql.rows import (
+from vesper.adapters.sqlcore.common import Database
+from vesper.adapters.sqlcore.rows import (
     aware_utc,
     jobs_of,
     queue_row,
@@ -37,7 +37,7 @@ from vesper.adapters.sql.rows import (
     rate_log_of,
     rate_log_text,
 )
-from vesper.adapters.sql.tables import (
+from vesper.adapters.sqlcore.tables import (
     CLAIMABLE_SQL,
     LIMITED_SQL,
     PROCESSING_SQL,
@@ -59,8 +59,8 @@ from vesper.domain.states import Status
 
 LIMITED_TTL = 0.25  # seconds a process trusts its list of limited queues
 
-# the fast path's exclusion of limited queues, for both dialects' claim statements
-NOT_LIMITED_SQL = f"AND queue NOT IN (SELECT name FROM vesper_queues WHERE {LIMITED_SQL})"
+# the fast path's exclusion of limited queues, for every store's claim statement
+NOT_LIMITED_SQL = f"queue NOT IN (SELECT name FROM vesper_queues WHERE {LIMITED_SQL})"
 
 _LIMITED = text(f"SELECT name FROM vesper_queues WHERE {LIMITED_SQL}")
 _RUNNING = text(
@@ -94,7 +94,9 @@ class SqlQueues:
     Args:
         clock: the time to use when a call passes none; on PostgreSQL the database's
             (read inside the transaction, after the queue's lock is held).
-        notify: PostgreSQL: wake idle workers everywhere at the commit of a change.
+        notify: wake idle workers everywhere at the commit of a change (PostgreSQL:
+            NOTIFY on the connection).
+        postgres: the dialect is PostgreSQL (else SQLite, whose writes hold its lock).
     """
 
     def __init__(
@@ -103,11 +105,12 @@ class SqlQueues:
         *,
         clock: Callable[[Connection], datetime],
         notify: Callable[[Connection], object] | None = None,
+        postgres: bool = False,
     ) -> None:
         self._db = db
         self._clock = clock
         self._notify = notify
-        self._postgres = db.postgres
+        self._postgres = postgres
         self._lock = threading.Lock()
         self._limited: frozenset[str] = frozenset()
         self._limited_at = -LIMITED_TTL
@@ -207,6 +210,33 @@ class SqlQueues:
 
         return self._db.transaction(work)
 
+    def claim_limited(
+        self,
+        limited: frozenset[str],
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None,
+        queues: Sequence[str] | None,
+        now: datetime | None,
+    ) -> list[JobRecord]:
+        """Claims from the `limited` queues among `queues` (None: all), each queue in a
+        transaction of its own, until `limit` jobs are claimed."""
+        claimed: list[JobRecord] = []
+        for name in sorted(limited if queues is None else limited.intersection(queues)):
+            if len(claimed) >= limit:
+                break
+            claimed += self.claim(
+                name,
+                worker_id=worker_id,
+                limit=limit - len(claimed),
+                lease=lease,
+                types=types,
+                now=now,
+            )
+        return claimed
+
     def _pick(self, typed: bool, aged: bool, per_key: int | None) -> Any:
         """The candidates' statement: due jobs of the queue in effective priority order;
         with key_concurrency, at most that many per key (the first ones)."""
@@ -301,3 +331,63 @@ class SqlQueues:
             ]
 
         return self._db.read(work)
+
+
+class SqlQueueing:
+    """claim with `queues=`, queue_settings, configure_queue and queue_states
+    (QueueingJobRepository), for a repository that sets `_queues` and claims from the
+    queues without limits itself, in `_claim_unlimited`."""
+
+    _queues: SqlQueues
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[JobRecord]:
+        if limit <= 0 or (types is not None and not types) or (queues is not None and not queues):
+            return []
+        limited = self._queues.limited()
+        claimed: list[JobRecord] = []
+        if queues is None or not limited.issuperset(queues):
+            claimed = self._claim_unlimited(worker_id, limit, lease, types, queues, now)
+        return claimed + self._queues.claim_limited(
+            limited,
+            worker_id=worker_id,
+            limit=limit - len(claimed),
+            lease=lease,
+            types=types,
+            queues=queues,
+            now=now,
+        )
+
+    def _claim_unlimited(
+        self,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None,
+        queues: Sequence[str] | None,
+        now: datetime | None,
+    ) -> list[JobRecord]:
+        """Up to `limit` due jobs of `queues` (None: any queue) and `types` (None: any
+        type; neither is empty), in claim order, leased as JobRepository.claim leases
+        them: one statement, which leaves out the limited queues (NOT_LIMITED_SQL).
+        The limited ones are claimed by SqlQueues, one transaction each."""
+        raise NotImplementedError
+
+    def queue_settings(self) -> list[QueueSettings]:
+        return self._queues.settings()
+
+    def configure_queue(
+        self, name: str, change: QueueChange, *, now: datetime | None = None
+    ) -> QueueSettings:
+        return self._queues.configure(name, change, now=now)
+
+    def queue_states(self, *, now: datetime | None = None) -> list[QueueState]:
+        return self._queues.states(now=now)

@@ -1,4 +1,4 @@
-"""What both SQL job repositories share: reads, cancel/retry, and idempotent submission.
+"""What SQL job repositories share: reads, cancel/retry, and idempotent submission.
 
 Statements are built once per repository (they depend on how the dialect spells "now")
 and executed with bound parameters, so SQLAlchemy compiles each one a single time.
@@ -6,19 +6,32 @@ and executed with bound parameters, so SQLAlchemy compiles each one a single tim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
 
 import attrs
-from sqlalchemy import ColumnElement, Select, bindparam, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Uuid,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import TextClause
 
-from vesper.adapters.sql.engines import Database
-from vesper.adapters.sql.rows import aware_utc, job_of
-from vesper.adapters.sql.tables import CLAIMABLE_SQL, jobs
+from vesper.adapters.sqlcore.rows import aware_utc, job_of, row_of
+from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, FINISHED_SQL, jobs, utc_datetime
 from vesper.application.ports import Submitted
+from vesper.domain.activity import MINUTE, Activity, minute_of
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
@@ -26,13 +39,62 @@ from vesper.domain.states import TRANSITIONS, Status, allowed
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import NewJob
 
+T = TypeVar("T")
+
+BOUND = select(jobs).where(jobs.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
+INSERT = insert(jobs)
 _MAX_SEQ = 2**63 - 1  # BIGINT / SQLite INTEGER
+_IDS_PER_READ = 1000  # SQLite binds each id of an IN list as a parameter of its own
 _RACES = 3  # cancel/retry: a status that keeps changing under us is reported after this
 
 
 def status_list(action: str) -> str:
     """The SQL list of the statuses `action` may start from (the domain's table)."""
     return ", ".join(f"'{status.value}'" for status in sorted(TRANSITIONS[action][0]))
+
+
+# finished work by minute: done and dlq jobs by finished_at, failed ones by their last
+# failure (updated_at); both ranges bounded by :since and :until (the store's now);
+# the first reads the finished jobs' (status, finished_at) index
+_ACTIVITY = """
+SELECT m, SUM(d), SUM(f) FROM (
+    SELECT {finished} AS m,
+           CASE WHEN status = 'done' THEN 1 ELSE 0 END AS d,
+           CASE WHEN status = 'dlq' THEN 1 ELSE 0 END AS f
+    FROM vesper_jobs
+    WHERE {finished_sql} AND status IN ('done', 'dlq')
+      AND finished_at >= :since AND finished_at <= :until
+    UNION ALL
+    SELECT {updated} AS m, 0 AS d, 1 AS f
+    FROM vesper_jobs
+    WHERE status = 'failed' AND updated_at >= :since AND updated_at <= :until
+) AS minutes
+GROUP BY m
+"""
+
+
+def _postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+class Database(Protocol):
+    """How a SQL store runs a unit of work on a connection: the one thing SqlJobReads
+    needs from it. Each method maps the driver's errors to the store's error contract
+    (StoreUnavailable, SchemaNotMigrated) and retries transient lock errors itself."""
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Run `work`, which changes nothing."""
+        ...
+
+    def statement(self, work: Callable[[Connection], T]) -> T:
+        """Run `work`, one statement that changes rows (atomic on its own)."""
+        ...
+
+    def transaction(self, work: Callable[[Connection], T], *, durable: bool = False) -> T:
+        """Run `work` in one transaction: committed if it returns, rolled back if it
+        raises; `durable`: the commit is on disk when this returns."""
+        ...
 
 
 class SqlJobReads:
@@ -46,6 +108,12 @@ class SqlJobReads:
         self._db = db
         self._now = now
         self._get = select(jobs).where(jobs.c.id == bindparam("job_id"))
+        self._get_many = select(jobs).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+        self._delete = (
+            delete(jobs)
+            .where(jobs.c.id == bindparam("job_id"), text(FINISHED_SQL))
+            .returning(*jobs.c)
+        )
         self._finds: dict[tuple[bool, ...], Select[Any]] = {}
         self._counts = select(jobs.c.status, jobs.c.priority, func.count()).group_by(
             jobs.c.status, jobs.c.priority
@@ -53,6 +121,8 @@ class SqlJobReads:
         self._oldest = select(func.min(jobs.c.run_at), now.label("now")).where(
             text(CLAIMABLE_SQL), jobs.c.run_at <= now
         )
+        self._clock_now = select(now.label("now"))
+        self._activities: dict[bool, TextClause] = {}
         self._cancel = self._transition(
             "cancel", status=Status.CANCELLED.value, updated_at=now, finished_at=now
         )
@@ -92,25 +162,36 @@ class SqlJobReads:
         before = query.before_seq
         if before is not None and before > _MAX_SEQ:
             before = None  # every seq is below it (and the column cannot hold it)
+        search_id = query.search_id
         shape = (
             query.status is not None,
             query.type is not None,
             query.priority is not None,
             query.queue is not None,
+            before is not None,
+            query.search is not None,
+            search_id is not None,
         )
-        statement = self._find_statement((*shape, before is not None))
         params = {
             "status": query.status.value if query.status is not None else None,
             "type": query.type,
             "priority": query.priority,
             "queue": query.queue,
             "before": before,
+            "search": query.search,
+            "search_id": search_id,
             "limit": query.limit + 1,
         }
-        rows = self._db.read(lambda conn: conn.execute(statement, params).all())
+
+        def work(conn: Connection) -> Any:
+            statement = self._find_statement((*shape, _postgres(conn)))
+            return conn.execute(statement, params).all()
+
+        rows = self._db.read(work)
         return page_of([job_of(row) for row in rows], query.limit)
 
     def _find_statement(self, shape: tuple[bool, ...]) -> Select[Any]:
+        """`shape`: which filters are present, then whether the dialect is PostgreSQL."""
         # one statement per combination of filters: a catch-all `(:x IS NULL OR ...)`
         # would keep PostgreSQL's generic plans off the (status, seq) and (type, seq) indexes
         statement = self._finds.get(shape)
@@ -126,6 +207,16 @@ class SqlJobReads:
                     statement = statement.where(column == bindparam(name))
             if shape[4]:
                 statement = statement.where(jobs.c.seq < bindparam("before"))
+            if shape[5]:
+                # a substring of the key, characters compared exactly (LIKE would need
+                # escaping, and SQLite's folds ASCII case)
+                position = func.strpos if shape[7] else func.instr
+                in_key = position(jobs.c.idempotency_key, bindparam("search")) > 0
+                statement = statement.where(
+                    or_(jobs.c.id == bindparam("search_id", type_=Uuid()), in_key)
+                    if shape[6]
+                    else in_key
+                )
             statement = statement.order_by(jobs.c.seq.desc()).limit(bindparam("limit"))
             self._finds[shape] = statement
         return statement
@@ -142,6 +233,44 @@ class SqlJobReads:
             return QueueStats(counts=counts, oldest_due_run_at=job_time(oldest), now=at)
 
         return self._db.read(work)
+
+    def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
+        """Finished work by minute (the ports' ActivityJobRepository)."""
+
+        def work(conn: Connection) -> Activity:
+            statement = self._activity_statement(_postgres(conn))
+            at = conn.execute(self._clock_now, {"now": self._at(now)}).scalar_one()
+            since = minute_of(at) - (max(1, int(window / MINUTE)) - 1) * MINUTE
+            rows = conn.execute(statement, {"since": since, "until": at}).all()
+            counts = {
+                datetime.strptime(m, "%Y-%m-%d %H:%M").replace(tzinfo=UTC): (int(d), int(f))
+                for m, d, f in rows
+            }
+            return Activity.of(counts, now=at, window=window)
+
+        return self._db.read(work)
+
+    def _activity_statement(self, postgres: bool) -> TextClause:
+        statement = self._activities.get(postgres)
+        if statement is None:
+            # the minute as 'YYYY-MM-DD HH:MM' text: SQLite's timestamps are UTC text
+            # already; the two ranges use (finished_at) and (status, seq)
+            minute = (
+                "to_char({0} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')"
+                if postgres
+                else "substr({0}, 1, 16)"
+            )
+            statement = text(
+                _ACTIVITY.format(
+                    finished=minute.format("finished_at"),
+                    updated=minute.format("updated_at"),
+                    finished_sql=FINISHED_SQL,  # the partial index of finished jobs
+                )
+            ).bindparams(
+                bindparam("since", type_=utc_datetime()), bindparam("until", type_=utc_datetime())
+            )
+            self._activities[postgres] = statement
+        return statement
 
     def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         return self._change("cancel", self._cancel, job_id, now)
@@ -175,6 +304,31 @@ class SqlJobReads:
 
     def _changed(self, action: str, job: JobRecord) -> None:
         """Hook: a job changed by cancel or retry (PostgreSQL notifies listeners)."""
+
+    def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
+        unique = list(dict.fromkeys(job_ids))
+        chunks = [unique[i : i + _IDS_PER_READ] for i in range(0, len(unique), _IDS_PER_READ)]
+
+        def work(conn: Connection) -> list[JobRecord]:
+            return [
+                job_of(row) for ids in chunks for row in conn.execute(self._get_many, {"ids": ids})
+            ]
+
+        return self._db.read(work) if chunks else []
+
+    def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
+        params = {"job_id": job_id}
+
+        def work(conn: Connection) -> JobRecord:
+            row = conn.execute(self._delete, params).first()
+            if row is not None:
+                return job_of(row)
+            current = conn.execute(self._get, params).first()
+            if current is None:
+                raise JobNotFound(job_id)
+            raise IllegalTransition(job_id, Status(current.status), "delete")
+
+        return self._db.transaction(work, durable=True)
 
 
 def job_time(value: datetime | None) -> datetime | None:
@@ -215,6 +369,34 @@ def plan_submission(batch: Sequence[NewJob]) -> SubmitPlan:
         slots.append(len(unique))
         unique.append(new)
     return SubmitPlan(unique=unique, slots=slots)
+
+
+def submit_serialized(conn: Connection, plan: SubmitPlan, at: datetime) -> list[Submitted]:
+    """Insert `plan` at `at` in a transaction that no other writer runs beside (SQLite's
+    write lock from BEGIN IMMEDIATE; elsewhere, a lock on the jobs table): nobody binds
+    a key or takes a `seq` meanwhile: the bound keys are read, then the new jobs are
+    inserted with `seq` following the largest one.
+
+    Raises:
+        IdempotencyConflict: a key bound to a job with another fingerprint (raise it
+            inside the transaction: nothing is inserted).
+    """
+    keys = [n.idempotency_key for n in plan.unique if n.idempotency_key is not None]
+    bound: dict[str, JobRecord] = {}
+    if keys:
+        for row in conn.execute(BOUND, {"keys": keys}):
+            job = job_of(row)
+            assert job.idempotency_key is not None
+            bound[job.idempotency_key] = job
+    fresh = [n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None]
+    seq = conn.execute(LAST_SEQ).scalar_one()
+    created: dict[JobId, JobRecord] = {}
+    for offset, new in enumerate(fresh, start=1):
+        created[new.id] = new.materialize(now=at, seq=seq + offset)
+    results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
+    if created:
+        conn.execute(INSERT, [row_of(job) for job in created.values()])
+    return results
 
 
 def check_bound(new: NewJob, bound: JobRecord) -> None:

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from sqlalchemy.engine import Row
 
-from vesper.adapters.sql.tables import jobs
+from vesper.adapters.sqlcore.tables import jobs
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import JobId, JobRecord, Lease
 from vesper.domain.ordering import claim_order
@@ -94,6 +94,7 @@ def job_of(row: Row[Any] | Mapping[str, Any]) -> JobRecord:
         started_at=None if started is None else aware_utc(started),
         finished_at=None if finished is None else aware_utc(finished),
         seq=m["seq"],
+        result=m["result"],  # decoded JSON (the column's type, or psycopg's json loader)
     )
 
 

@@ -1,0 +1,127 @@
+"""Seams: the dashboard's parts whose use cases arrive with later features.
+
+Each seam is one function that the routes already call and the templates already render;
+until its feature lands it reports itself unavailable, and the page says so (no action
+is offered). Filling a seam means: the container gains the provider named below, and
+the function turns that use case's result into the view model it returns.
+
+- `queue_counts` (overview, counts by queue) and `queues_page`, `set_queue_paused`,
+  `set_queue_limits` (the queues page): job queues and their settings.
+- `schedules_page`, `set_schedule_paused` (the schedules page): periodic schedules.
+- `bulk_change` (the jobs page's selection): now one RetryJob/CancelJob per selected
+  job; a bulk use case (by ids or by filter, in one statement) replaces the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from vesper.domain.errors import IllegalTransition, JobNotFound
+from vesper.domain.job import JobId
+
+# the container providers each seam will call, once the features add them
+QUEUES_PROVIDER = "list_queues"
+QUEUE_UPDATE_PROVIDER = "update_queue"
+SCHEDULES_PROVIDER = "list_schedules"
+SCHEDULE_UPDATE_PROVIDER = "update_schedule"
+
+
+class FeatureUnavailable(Exception):
+    """An action whose feature this server does not have yet (the UI answers 404)."""
+
+    def __init__(self, feature: str) -> None:
+        super().__init__(f"{feature} are not available on this server")
+        self.feature = feature
+
+
+@attrs.frozen(kw_only=True)
+class QueueRow:
+    name: str
+    paused: bool
+    counts: Mapping[str, int]  # by status
+    limits: Mapping[str, str]  # setting -> value, as shown and edited
+
+
+@attrs.frozen(kw_only=True)
+class QueuesPage:
+    available: bool
+    queues: tuple[QueueRow, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleRow:
+    name: str
+    paused: bool
+    next_tick: str
+    last_tick: str
+    job_type: str
+
+
+@attrs.frozen(kw_only=True)
+class SchedulesPage:
+    available: bool
+    schedules: tuple[ScheduleRow, ...] = ()
+
+
+def _provider(container: Any, name: str) -> Any | None:
+    return getattr(container, name, None)
+
+
+def queue_counts(container: Any) -> Mapping[str, int] | None:
+    """Jobs by queue for the overview; None while jobs have no queues."""
+    if _provider(container, QUEUES_PROVIDER) is None:
+        return None
+    raise NotImplementedError("fill this seam: jobs by queue from the queues use case")
+
+
+def queues_page(container: Any) -> QueuesPage:
+    if _provider(container, QUEUES_PROVIDER) is None:
+        return QueuesPage(available=False)
+    raise NotImplementedError("fill this seam: QueuesPage from the queues use case")
+
+
+def set_queue_paused(container: Any, name: str, paused: bool) -> None:
+    if _provider(container, QUEUE_UPDATE_PROVIDER) is None:
+        raise FeatureUnavailable("queues")
+    raise NotImplementedError("fill this seam: pause or resume through the queue use case")
+
+
+def set_queue_limits(container: Any, name: str, limits: Mapping[str, str]) -> None:
+    if _provider(container, QUEUE_UPDATE_PROVIDER) is None:
+        raise FeatureUnavailable("queues")
+    raise NotImplementedError("fill this seam: edit limits through the queue use case")
+
+
+def schedules_page(container: Any) -> SchedulesPage:
+    if _provider(container, SCHEDULES_PROVIDER) is None:
+        return SchedulesPage(available=False)
+    raise NotImplementedError("fill this seam: SchedulesPage from the schedules use case")
+
+
+def set_schedule_paused(container: Any, name: str, paused: bool) -> None:
+    if _provider(container, SCHEDULE_UPDATE_PROVIDER) is None:
+        raise FeatureUnavailable("schedules")
+    raise NotImplementedError("fill this seam: pause or resume through the schedule use case")
+
+
+@attrs.frozen(kw_only=True)
+class BulkOutcome:
+    changed: int
+    skipped: int  # not found, or in a status the action does not start from
+
+
+def bulk_change(container: Any, action: str, job_ids: Sequence[JobId]) -> BulkOutcome:
+    """Retry or cancel each selected job; those the action does not apply to are skipped.
+    Call it in a worker thread (it calls the store once per job)."""
+    use_case = container.retry_job() if action == "retry" else container.cancel_job()
+    changed = skipped = 0
+    for job_id in job_ids:
+        try:
+            use_case(job_id)
+            changed += 1
+        except (JobNotFound, IllegalTransition):
+            skipped += 1
+    return BulkOutcome(changed=changed, skipped=skipped)

@@ -1,0 +1,267 @@
+"""The dashboard in a real browser: headless Chromium against a real `vesper serve`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import TOKEN
+from tests.integration.service import Service
+
+pytestmark = pytest.mark.slow
+
+WAIT_S = 30.0
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def by_css(driver: Any, selector: str) -> Any:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def all_css(driver: Any, selector: str) -> list[Any]:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    return list(driver.find_elements(By.CSS_SELECTOR, selector))
+
+
+def console_errors(driver: Any) -> list[dict[str, Any]]:
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def log_in(driver: Any, service: Service, then: str = "/ui") -> None:
+    driver.get(service.url + then)
+    if "/ui/login" not in driver.current_url:
+        return  # still logged in
+    by_css(driver, "#token").send_keys(TOKEN)
+    by_css(driver, "form.login button[type=submit]").click()
+    wait_for("the page after login", lambda: "/ui/login" not in driver.current_url)
+
+
+def submit(service: Service, job_type: str, **body: Any) -> str:
+    response = service.post("/jobs", json={"type": job_type, **body})
+    assert response.status_code == 201, response.text
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+def status_of(service: Service, job_id: str) -> str:
+    status: str = service.get(f"/jobs/{job_id}").json()["status"]
+    return status
+
+
+def heading(driver: Any) -> str:
+    text: str = by_css(driver, "h1").text
+    return text
+
+
+def test_log_in_open_every_page_and_log_out(browser: Any, dashboard: Service) -> None:
+    driver = browser
+    driver.get(dashboard.url + "/ui/jobs")
+    assert "/ui/login" in driver.current_url  # no session: the login form first
+
+    by_css(driver, "#token").send_keys("not-the-token")
+    by_css(driver, "form.login button[type=submit]").click()
+    assert "not the server's API token" in by_css(driver, "#login-error").text
+    # the refused login is a 401, which the browser logs; nothing else may be there
+    [refused] = console_errors(driver)
+    assert "/ui/login" in refused["message"]
+    assert "401" in refused["message"]
+
+    by_css(driver, "#token").send_keys(TOKEN)
+    by_css(driver, "form.login button[type=submit]").click()
+    wait_for("the jobs page", lambda: driver.current_url.endswith("/ui/jobs"))
+    cookie = driver.get_cookie("vesper_session")
+    assert cookie is not None
+    assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
+
+    for label, title in [
+        ("Overview", "Overview"),
+        ("Jobs", "Jobs"),
+        ("Queues", "Queues"),
+        ("Workers", "Workers"),
+        ("Schedules", "Schedules"),
+    ]:
+        by_css(driver, f'nav a[href="{_nav_href(label)}"]').click()
+        wait_for(f"the {title} page", lambda t=title: heading(driver) == t)
+        assert by_css(driver, "nav a[aria-current=page]").text == label
+
+    # the worker of `vesper serve` is on the workers page, with its slots
+    driver.get(dashboard.url + "/ui/workers")
+    assert "of 2 slots busy" in by_css(driver, "main h2").text
+
+    by_css(driver, "form.logout button").click()
+    wait_for("the login page", lambda: "/ui/login" in driver.current_url)
+    assert "logged out" in by_css(driver, ".notice").text
+    driver.get(dashboard.url + "/ui")
+    assert "/ui/login" in driver.current_url  # the session is gone
+    assert console_errors(driver) == []
+
+
+def _nav_href(label: str) -> str:
+    return "/ui" if label == "Overview" else f"/ui/{label.lower()}"
+
+
+def test_filter_jobs_open_one_and_cancel_it(browser: Any, dashboard: Service) -> None:
+    driver = browser
+    hostile = "<script>alert(1)</script>"
+    held = submit(dashboard, "hold", payload={"note": hostile}, priority=7)
+    other = submit(dashboard, "hold", payload={"note": "plain"}, priority=3)
+    keyed = dashboard.post(
+        "/jobs", json={"type": "hold", "payload": {}}, headers={"Idempotency-Key": "order-4711"}
+    ).json()["job_id"]
+    log_in(driver, dashboard, "/ui/jobs")
+
+    # filters: type and priority, through the form
+    from selenium.webdriver.support.ui import Select  # noqa: PLC0415
+
+    by_css(driver, "#f-type").send_keys("hold")
+    Select(by_css(driver, "#f-priority")).select_by_value("7")
+    by_css(driver, ".filters button[type=submit]").click()
+    wait_for("the filtered list", lambda: "priority=7" in driver.current_url)
+    rows = all_css(driver, "table.jobs tbody tr")
+    assert [r.find_element("css selector", "a").get_attribute("title") for r in rows] == [held]
+
+    # the search: part of a key, then a whole id
+    driver.get(dashboard.url + "/ui/jobs?q=4711")
+    assert [a.get_attribute("title") for a in all_css(driver, "table.jobs tbody a")] == [keyed]
+    driver.get(dashboard.url + f"/ui/jobs?q={other}")
+    assert [a.get_attribute("title") for a in all_css(driver, "table.jobs tbody a")] == [other]
+
+    # open the job: its payload is shown as text, and no script of it ran
+    driver.get(dashboard.url + "/ui/jobs?status=pending&type=hold&priority=7")
+    by_css(driver, f'a[title="{held}"]').click()
+    wait_for("the job page", lambda: held in heading(driver))
+    assert hostile in by_css(driver, "#payload").text
+    assert all_css(driver, "main script") == []
+    assert driver.execute_script("return document.querySelectorAll('script').length") == 1
+    assert by_css(driver, "#job-status").text == "pending"
+
+    by_css(driver, "#cancel").click()
+    wait_for("the cancelled job", lambda: by_css(driver, "#job-status").text == "cancelled")
+    assert "cancelled" in by_css(driver, ".notice").text
+    assert status_of(dashboard, held) == "cancelled"
+    assert all_css(driver, "#cancel") == []  # a cancelled job offers retry, not cancel
+    assert console_errors(driver) == []
+
+
+def test_retry_a_dlq_job_and_see_it_done(browser: Any, dashboard: Service) -> None:
+    driver = browser
+    job_id = submit(dashboard, "flaky", payload={"n": 1}, max_retries=0)
+    wait_for("the flaky job in dlq", lambda: status_of(dashboard, job_id) == "dlq")
+    log_in(driver, dashboard, f"/ui/jobs/{job_id}")
+    assert by_css(driver, "#job-status").text == "dlq"
+    assert "fail on purpose" in by_css(driver, "#job-error").text
+
+    by_css(driver, "#retry").click()
+
+    def shows_done() -> bool:
+        driver.refresh()
+        return bool(by_css(driver, "#job-status").text == "done")
+
+    wait_for("the retried job done on its page", shows_done)
+    assert status_of(dashboard, job_id) == "done"
+    assert console_errors(driver) == []
+
+
+def test_overview_counts_and_chart_and_screenshots(
+    browser: Any, dashboard: Service, screenshots: Path
+) -> None:
+    driver = browser
+    done = [submit(dashboard, "ok", payload={"i": i}) for i in range(5)]
+    wait_for("the ok jobs done", lambda: all(status_of(dashboard, j) == "done" for j in done))
+    stats = dashboard.get("/stats").json()
+    log_in(driver, dashboard, "/ui")
+    assert by_css(driver, '[data-status="done"]').text == str(stats["by_status"]["done"])
+    assert by_css(driver, "#fleet-processes").text == "1"
+    summary = by_css(driver, "#chart-summary").text
+    assert summary.startswith(f"{stats['by_status']['done']} done")  # all in the last hour
+    assert len(all_css(driver, ".chart svg rect.done")) >= 1
+    driver.save_screenshot(str(screenshots / "overview.png"))
+    driver.get(dashboard.url + "/ui/jobs")
+    driver.save_screenshot(str(screenshots / "jobs.png"))
+    driver.get(dashboard.url + f"/ui/jobs/{done[0]}")
+    driver.save_screenshot(str(screenshots / "job.png"))
+    for name in ("overview", "jobs", "job"):
+        assert (screenshots / f"{name}.png").stat().st_size > 10_000
+    assert console_errors(driver) == []
+
+
+def test_live_refresh_and_phone_width(browser: Any, dashboard: Service) -> None:
+    driver = browser
+    log_in(driver, dashboard, "/ui")
+    before = int(by_css(driver, '[data-status="pending"]').text)
+    submit(dashboard, "hold", payload={})  # pending for good: no consumer takes it
+    # htmx swaps the live part in place within its refresh period
+    wait_for(
+        "the overview's own refresh",
+        lambda: int(by_css(driver, '[data-status="pending"]').text) == before + 1,
+        timeout=15,
+    )
+    try:
+        driver.set_window_size(390, 844)
+        for path in ("/ui", "/ui/jobs", "/ui/workers"):
+            driver.get(dashboard.url + path)
+            overflow = driver.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth"
+            )
+            assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at 390 px"
+    finally:
+        driver.set_window_size(1280, 900)
+    assert console_errors(driver) == []
+
+
+def test_keyboard_reaches_the_skip_link_and_the_filters(browser: Any, dashboard: Service) -> None:
+    from selenium.webdriver.common.keys import Keys  # noqa: PLC0415
+
+    driver = browser
+    log_in(driver, dashboard, "/ui/jobs")
+    body = by_css(driver, "body")
+    body.send_keys(Keys.TAB)
+    active = driver.switch_to.active_element
+    assert active.text == "Skip to content"
+    active.send_keys(Keys.ENTER)
+    assert driver.current_url.endswith("#main")
+    label = by_css(driver, 'label[for="f-status"]')
+    assert label.text == "Status"
+
+
+# The queues and schedules pages render through seams (vesper.entrypoints.http.ui.seams)
+# until their use cases land; these tests drive them once they do: remove the skip mark.
+PENDING_SEAM = pytest.mark.skip(reason="seam: queues/schedules use cases not on this branch")
+
+
+@PENDING_SEAM
+def test_pause_and_resume_a_queue(browser: Any, dashboard: Service) -> None:
+    driver = browser
+    submit(dashboard, "hold", payload={})
+    log_in(driver, dashboard, "/ui/queues")
+    by_css(driver, 'form[action="/ui/queues/default/pause"] button').click()
+    wait_for("the paused queue", lambda: "paused" in by_css(driver, "main table").text)
+    by_css(driver, 'form[action="/ui/queues/default/resume"] button').click()
+    wait_for("the running queue", lambda: "running" in by_css(driver, "main table").text)
+    assert console_errors(driver) == []
+
+
+@PENDING_SEAM
+def test_pause_a_schedule(browser: Any, dashboard: Service) -> None:
+    driver = browser
+    log_in(driver, dashboard, "/ui/schedules")
+    forms = all_css(driver, 'form[action$="/pause"]')
+    assert forms, "the test app defines a schedule"
+    forms[0].find_element("css selector", "button").click()
+    wait_for("the paused schedule", lambda: "paused" in by_css(driver, "main table").text)
+    assert console_errors(driver) == []
