@@ -109,7 +109,8 @@ def _limit(value: str | None, parse: Callable[[str], object]) -> object:
 
 
 def _count(value: str) -> object:
-    return int(value) if value.strip().isdigit() else value  # the domain names a bad one
+    text = value.strip()
+    return int(text) if text.isascii() and text.isdigit() else value  # the domain names a bad one
 
 
 @queues_command.command("set")

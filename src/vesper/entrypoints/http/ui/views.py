@@ -93,6 +93,7 @@ class JobRow:
     priority: int
     attempts: int
     key: str
+    queue: str
     run_at: str
     updated_at: str
 
@@ -114,6 +115,7 @@ def job_row(job: JobRecord) -> JobRow:
         priority=job.priority,
         attempts=job.attempts,
         key=job.idempotency_key or "",
+        queue=job.queue,
         run_at=when(job.run_at),
         updated_at=when(job.updated_at),
     )
@@ -125,6 +127,7 @@ def job_list(page: JobPage, query: JobQuery) -> JobList:
         "type": query.type or "",
         "priority": str(query.priority) if query.priority is not None else "",
         "q": query.search or "",
+        "queue": query.queue or "",
     }
     kept = {k: v for k, v in filters.items() if v}
     return JobList(
@@ -161,6 +164,8 @@ def job_detail(job: JobRecord) -> JobDetail:
         Field(name="type", value=job.type),
         Field(name="status", value=job.status.value),
         Field(name="priority", value=str(job.priority)),
+        Field(name="queue", value=job.queue),
+        Field(name="concurrency key", value=job.concurrency_key or "—"),
         Field(name="attempts", value=str(job.attempts)),
         Field(name="retries", value=f"{job.retries} of {job.max_retries}"),
         Field(name="run at", value=when(job.run_at)),
