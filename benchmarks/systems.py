@@ -63,7 +63,7 @@ class System:
     def worker(self, ready: Path, ledger: Path | None, log: Path, concurrency: int) -> Worker:
         if self.driver == "vesper_driver.py":
             storage = "sqlite" if self.sqlite else "postgres"
-            argv = [self.python, "-m", "vesper.entrypoints.cli", "worker", "--app",
+            argv = [self.python, "-m", "vesper.entrypoints.cli", "worker", "--processes", "1", "--app",
                     "benchmarks.drivers.vesper_app:app"]  # fmt: skip
             env = {
                 "VESPER_STORAGE": storage,

@@ -8,8 +8,10 @@ guide is docs/custom-stores.md; the contract suite that checks a store is
 The ports (the specification; their docstrings are what the contract suite checks):
     Store, JobRepository, CompletingJobRepository, WorkerRegistry, Capabilities,
     Clock, Submitted; the factory StoreFactory and its StoreOptions; the optional
-    capabilities PoolReporter (PoolFigures), Notifier (Subscription) and Migrator, and
-    QueueingJobRepository (named queues and their settings; `capabilities.queues`).
+    capabilities PoolReporter (PoolFigures), Notifier (Subscription) and Migrator,
+    QueueingJobRepository (named queues and their settings; `capabilities.queues`),
+    and the optional `schedules` attribute, a ScheduleRegistry (periodic jobs: it
+    keeps Schedule declarations as ScheduleRecords; ScheduleNotFound).
 
 The records a store keeps and returns:
     JobRecord (a job as stored, with its lease: not `vesper.Job`, which is what a
@@ -46,10 +48,16 @@ own SQL stores nor alembic):
     which queues are limited (`limited()`), the settings and each queue's view;
     NOT_LIMITED_SQL: the predicate a store's own claim adds to leave those queues to
     it; SqlQueueing: queue_settings, configure_queue and queue_states (subclass it).
+
+The notifier for a store whose processes share one machine:
+    SocketNotifier(directory): a Notifier over Unix datagram sockets in `directory`
+    (vesper's SQLite store uses `<file>-wake/`); where no socket can be bound the
+    workers poll.
 """
 
 from __future__ import annotations
 
+from vesper.adapters.socket_notifier import SocketNotifier
 from vesper.adapters.sqlcore.common import Database as SqlDatabase
 from vesper.adapters.sqlcore.common import (
     SqlJobReads,
@@ -102,6 +110,7 @@ from vesper.application.ports import (
     PoolFigures,
     PoolReporter,
     QueueingJobRepository,
+    ScheduleRegistry,
     Store,
     StoreFactory,
     StoreOptions,
@@ -113,6 +122,7 @@ from vesper.domain.errors import (
     IdempotencyConflict,
     IllegalTransition,
     JobNotFound,
+    ScheduleNotFound,
     SchemaNotMigrated,
     StoreUnavailable,
     VesperError,
@@ -120,6 +130,7 @@ from vesper.domain.errors import (
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, Lease, LeaseRef
 from vesper.domain.ordering import claim_order
+from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import TRANSITIONS, Status, allowed
@@ -163,7 +174,12 @@ __all__ = [
     "QueueState",
     "QueueStats",
     "QueueingJobRepository",
+    "Schedule",
+    "ScheduleNotFound",
+    "ScheduleRecord",
+    "ScheduleRegistry",
     "SchemaNotMigrated",
+    "SocketNotifier",
     "SqlDatabase",
     "SqlJobReads",
     "SqlPruning",

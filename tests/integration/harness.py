@@ -44,14 +44,18 @@ def wait_until(
 
 
 class WorkerProcess:
-    """A `vesper worker` subprocess with its own environment and log file."""
+    """A `vesper worker` subprocess with its own environment and log file (with
+    `processes` > 1, the supervisor of that many)."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, app: str = LEDGER_APP) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, *, app: str = LEDGER_APP, processes: int = 1
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        command = ["worker", "--processes", str(processes), "--app", app]
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "vesper.entrypoints.cli", "worker", "--app", app],
+            [sys.executable, "-m", "vesper.entrypoints.cli", *command],
             cwd=REPO,
             env=full_env,
             stdout=self._log,
@@ -109,3 +113,12 @@ def read_ledger(directory: Path) -> list[dict[str, Any]]:
 
 def starts(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in entries if e["event"] == "start"]
+
+
+def children(pid: int) -> list[int]:
+    """The pids of the living children of process `pid` (Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(child) for child in text.split()]

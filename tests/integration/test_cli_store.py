@@ -77,7 +77,9 @@ def test_a_worker_selected_by_its_url_alone_listens(postgres_database: str, tmp_
         "VESPER_POLL_INTERVAL": "30s",  # a job found by polling would wait 24-30 s
         "VESPER_TEST_LEDGER": str(ledger),
     }
-    worker = Service(env, tmp_path / "worker.log", command=("worker", "--app", LEDGER_APP))
+    worker = Service(
+        env, tmp_path / "worker.log", command=("worker", "--processes", "1", "--app", LEDGER_APP)
+    )
     producer = App({"VESPER_DATABASE_URL": postgres_database})  # another process's submit
     try:
         wait_until(lambda: "started" in worker.output(), timeout=30, what="the worker")

@@ -55,6 +55,8 @@ def test_options_lists_every_method_of_the_path(client: TestClient[Litestar]) ->
     assert client.options("/jobs/batch").headers["allow"] == "OPTIONS, POST"
     assert client.options(f"/jobs/{uuid4()}").headers["allow"] == "DELETE, GET, OPTIONS"
     assert client.options("/health").headers["allow"] == "GET, HEAD, OPTIONS"
+    # a typed path parameter, two handlers on the path
+    assert client.options("/schedules/tick").headers["allow"] == "DELETE, OPTIONS, PATCH"
 
 
 def test_handler_annotations_are_strings_resolved_by_litestar() -> None:
@@ -86,11 +88,13 @@ def test_openapi_document_describes_every_route(client: TestClient[Litestar]) ->
         "/jobs/{job_id}/retry",
         "/workers",
         "/stats",
+        "/schedules",
+        "/schedules/{name}",
         "/health",
         "/ready",
     }
     schemas = spec["components"]["schemas"]
-    for name in ("SubmitJobIn", "BatchJobIn", "SubmitBatchIn"):
+    for name in ("SubmitJobIn", "BatchJobIn", "SubmitBatchIn", "SchedulePatchIn"):
         assert schemas[name]["additionalProperties"] is False
     assert set(schemas["SubmitJobIn"]["properties"]) == {
         "type",

@@ -72,7 +72,9 @@ def test_serve_answers_health_while_its_workers_wait_for_the_database(tmp_path: 
 
 def test_worker_waiting_for_the_database_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     service = Service(
-        _down_env(tmp_path), tmp_path / "worker.log", command=("worker", "--app", LEDGER_APP)
+        _down_env(tmp_path),
+        tmp_path / "worker.log",
+        command=("worker", "--processes", "1", "--app", LEDGER_APP),
     )
     try:
         wait_until(

@@ -162,7 +162,9 @@ def test_api_process_takes_jobs_that_a_worker_process_runs(
 ) -> None:
     api = Service(store_env, tmp_path / "api.log", command=("api",))
     worker = Service(
-        store_env, tmp_path / "worker.log", command=("worker", "--app", "examples.app:app")
+        store_env,
+        tmp_path / "worker.log",
+        command=("worker", "--processes", "1", "--app", "examples.app:app"),
     )
     try:
         api.wait_ready()

@@ -22,7 +22,10 @@ from vesper.testing import postgres as pg
 pytestmark = pytest.mark.slow
 
 LEDGER_APP = "tests.integration.apps.ledger:app"
-COMMANDS = {"serve": ("serve", "--app", LEDGER_APP), "worker": ("worker", "--app", LEDGER_APP)}
+COMMANDS = {
+    "serve": ("serve", "--app", LEDGER_APP),
+    "worker": ("worker", "--processes", "1", "--app", LEDGER_APP),
+}
 PASSWORD = "not-shown-anywhere"
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -155,25 +154,6 @@ def test_migrate_runs_the_plugin_s_hook(database: str) -> None:
     assert json.loads(enqueued.stdout)["type"] == "hello"
 
 
-def test_publish_removes_the_socket_of_a_gone_subscriber(tmp_path: Path) -> None:
-    from vesper_teststore import SocketNotifier  # noqa: PLC0415
-
-    notifier = SocketNotifier(tmp_path / "wake")
-    woken: list[int] = []
-    live = notifier.subscribe(lambda: woken.append(1))
-    gone = tmp_path / "wake" / "gone.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
-        dead.bind(str(gone))  # a subscriber that died without closing: its file stays
-    try:
-        wait_until(lambda: woken, timeout=5, what="the catch-up call")
-        notifier.publish()
-        wait_until(lambda: len(woken) >= 2, timeout=5, what="the published wake-up")
-        assert not gone.exists()
-    finally:
-        live.close()
-    assert list((tmp_path / "wake").iterdir()) == []
-
-
 @pytest.mark.slow
 def test_the_notifier_wakes_a_worker_in_another_process(database: str, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
@@ -182,7 +162,9 @@ def test_the_notifier_wakes_a_worker_in_another_process(database: str, tmp_path:
         VESPER_POLL_INTERVAL="30s",  # a job found by polling would wait up to 30 s
         VESPER_TEST_LEDGER=str(ledger),
     )
-    worker = Service(env, tmp_path / "worker.log", command=("worker", "--app", LEDGER_APP))
+    worker = Service(
+        env, tmp_path / "worker.log", command=("worker", "--processes", "1", "--app", LEDGER_APP)
+    )
     producer = App({k: v for k, v in env.items() if k != "PYTHONPATH"})  # this process
     try:
         wait_until(lambda: "started" in worker.output(), timeout=30, what="the worker")

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from vesper.adapters.clock import SystemClock
+from vesper.adapters.memory_schedules import InMemoryScheduleRegistry
 from vesper.application.ports import Capabilities, Clock, Submitted
 from vesper.domain.activity import MINUTE, Activity, minute_of
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
@@ -491,6 +492,7 @@ class InMemoryStore:
     def __init__(self, clock: Clock | None = None) -> None:
         self.jobs = InMemoryJobRepository(clock)
         self.workers = InMemoryWorkerRegistry(clock)
+        self.schedules = InMemoryScheduleRegistry(clock)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -40,6 +40,7 @@ import attrs
 from vesper.domain.activity import Activity
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import Status
@@ -401,6 +402,38 @@ class WorkerRegistry(Protocol):
         ...
 
 
+class ScheduleRegistry(Protocol):
+    """The periodic schedules the processes declare, and each one's state (optional: a
+    store offers it as its attribute `schedules`; see `store_schedules`)."""
+
+    def declare(self, schedules: Sequence[Schedule], *, now: datetime | None = None) -> None:
+        """Insert or update each schedule by name, and set its last_declared_at to now.
+
+        A schedule declared again keeps its state: paused, last_tick and last_job_id.
+        """
+        ...
+
+    def record_tick(
+        self, name: str, tick: datetime, job_id: JobId, *, now: datetime | None = None
+    ) -> bool:
+        """Record `tick` and its job as the schedule's last, if `tick` is later than the
+        last one recorded (or none is); False when it is not, or the schedule is unknown.
+        Two concurrent callers never move last_tick backwards."""
+        ...
+
+    def set_paused(self, name: str, paused: bool) -> ScheduleRecord:
+        """Pause or resume the schedule; returns it. ScheduleNotFound if unknown."""
+        ...
+
+    def list(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Forget the schedule and its state. ScheduleNotFound if unknown."""
+        ...
+
+
 class Store(Protocol):
     """One storage backend: its job repository and worker registry, sharing a database.
 
@@ -422,6 +455,11 @@ class Store(Protocol):
     `pool_figures()` (PoolReporter: connection pools for the metrics), `notifier`
     (Notifier: wakes workers in other processes), `migrate()` (Migrator: `vesper
     migrate` runs it).
+
+    A store may keep periodic schedules, an optional attribute `schedules:
+    ScheduleRegistry` (see `store_schedules`). Without it the schedulers still submit
+    one job per tick (the idempotency key does that), but nothing lists, pauses or
+    deletes schedules, and a restart after downtime submits no catch-up tick.
     """
 
     @property
@@ -445,6 +483,12 @@ def store_capacity(store: Store) -> int | None:
     if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
         raise ValueError(f"a store's capacity must be a positive integer or None: {capacity!r}")
     return capacity
+
+
+def store_schedules(store: Store) -> ScheduleRegistry | None:
+    """The store's schedule registry; None when it keeps none (a plugin may not)."""
+    registry: ScheduleRegistry | None = getattr(store, "schedules", None)
+    return registry
 
 
 class JobSignal(Protocol):

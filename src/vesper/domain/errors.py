@@ -104,3 +104,23 @@ class StoreLacksQueues(VesperError):
         super().__init__(
             "this store does not support named queues (its capabilities.queues is False)"
         )
+
+
+class InvalidSchedule(VesperError, ValueError):
+    """A periodic schedule that cannot run: a bad cron expression, time zone or name."""
+
+
+class ScheduleNotFound(VesperError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"schedule {name!r} not found")
+        self.name = name
+
+
+class SchedulesUnsupported(VesperError):
+    """The store keeps no schedules (a third-party store without a schedule registry)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this store keeps no periodic schedules: they still run, but cannot be "
+            "listed, paused or deleted"
+        )

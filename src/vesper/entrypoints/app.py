@@ -10,7 +10,9 @@ from uuid import UUID
 
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
 from vesper.application.waiting import JobWaits
+from vesper.domain.errors import InvalidSchedule
 from vesper.domain.job import JobId, JobRecord
+from vesper.domain.periodic import Schedule, check_name
 from vesper.domain.queues import check_queue
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
@@ -56,6 +58,7 @@ class App:
         container: Container | None = None,
     ) -> None:
         self.consumers = Consumers()
+        self.schedules: list[Schedule] = []  # fired by this process's workers
         self._env = env
         self._settings = settings
         self._container = container
@@ -118,6 +121,69 @@ class App:
             return function
 
         return register
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        type: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        name: str | None = None,
+        timezone: str = "UTC",
+    ) -> Callable[[F], F]:
+        """Declare a periodic schedule: each tick of `cron` submits one job of `type`,
+        exactly one across every process that declares it.
+
+        `cron` has 5 fields (minute hour day month weekday) or 6 with a leading seconds
+        field (`*/10 * * * * *`: every 10 seconds), read in `timezone` (an IANA name).
+        `name` identifies the schedule in the store and in each tick's idempotency key;
+        it defaults to the type. Given a `type`, the schedule is declared by this call;
+        without one, decorate a consumer (above `@app.consumer("report")`) and it takes
+        that consumer's type. Worker processes fire the schedules they declare.
+
+        Raises:
+            InvalidSchedule: a bad expression, time zone or name, or a name declared
+                twice (one line naming it).
+        """
+
+        def declare(job_type: str) -> None:
+            schedule = Schedule(
+                name=check_name(name if name is not None else job_type),
+                cron=cron,
+                timezone=timezone,
+                type=job_type,
+                payload=dict(payload) if payload is not None else {},
+                priority=priority,
+                queue=queue,
+            )
+            schedule.parsed()  # the expression and the zone, checked now
+            if any(s.name == schedule.name for s in self.schedules):
+                raise InvalidSchedule(
+                    f"periodic schedule {schedule.name!r} is declared twice (give each a name=)"
+                )
+            self.schedules.append(schedule)
+
+        if type is not None:
+            declare(type)
+
+        def decorate(function: F) -> F:
+            if type is None:
+                declare(self._consumer_type(function, cron))
+            return function
+
+        return decorate
+
+    def _consumer_type(self, function: ConsumerFunction, cron: str) -> str:
+        """The job type `function` consumes, for a schedule that names none."""
+        for job_type, consumer in self.consumers.types.items():
+            if consumer.function is function and job_type is not None:
+                return job_type
+        raise InvalidSchedule(
+            f"periodic {cron!r}: no type= given and {getattr(function, '__name__', function)!r} "
+            'is not a consumer of one type (put @app.periodic above @app.consumer("type"))'
+        )
 
     @overload
     def enqueue(

@@ -16,14 +16,17 @@ import click
 from dotenv import load_dotenv
 
 from vesper.application.ports import store_migrator
-from vesper.domain.errors import InvalidRequest, VesperError
+from vesper.domain.errors import InvalidRequest, InvalidSchedule, VesperError
 from vesper.domain.job import JobId
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
 from vesper.entrypoints.container import build_container
+from vesper.entrypoints.logs import configure_logging
 from vesper.entrypoints.queues_cli import queues_command
-from vesper.entrypoints.settings import ConfigError, describe_store
-from vesper.entrypoints.wire import job_to_wire
+from vesper.entrypoints.service import listen
+from vesper.entrypoints.settings import ConfigError, Settings, describe_store
+from vesper.entrypoints.supervisor import Supervisor, child_command, default_processes
+from vesper.entrypoints.wire import job_to_wire, schedule_to_wire
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,6 +46,8 @@ def load_app(path: str | None) -> App:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.UsageError(f"--app {path!r}: cannot import {module_name!r}: {exc}") from None
+    except InvalidSchedule as exc:  # raised by app.periodic(...) as the module loads
+        _fail(str(exc), 2)
     target = getattr(module, attribute, None)
     if target is None:
         raise click.UsageError(f"--app {path!r}: {module_name!r} has no attribute {attribute!r}")
@@ -88,6 +93,7 @@ queues_option = click.option(
 addr_option = click.option(
     "--addr", help="Listen address, :8080 or host:port (overrides API_ADDR)."
 )
+API_BACKLOG = 2048  # uvicorn's default: connections queue while every process restarts
 
 
 @main.command()
@@ -107,13 +113,26 @@ def serve(app_path: str | None, workers: int | None, addr: str | None, queues: s
 @app_option
 @workers_option
 @queues_option
-def worker(app_path: str | None, workers: int | None, queues: str | None) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Worker processes, supervised (default: one per core; 1: this process only).",
+)
+def worker(
+    app_path: str | None, workers: int | None, queues: str | None, processes: int | None
+) -> None:
     """Run workers only: claim and run jobs until SIGTERM or Ctrl+C."""
     _override(workers=workers, addr=None)
     if queues is not None:
         os.environ["VESPER_QUEUES"] = queues
     app = _load(app_path, announce=False)
-    if app.settings.storage == "memory":
+    memory = app.settings.storage == "memory"
+    if memory and processes is not None and processes > 1:
+        raise click.UsageError(
+            "--processes: VESPER_STORAGE=memory keeps jobs inside one process; "
+            "several processes need sqlite or postgres"
+        )
+    if memory:
         click.echo(
             "vesper: warning: VESPER_STORAGE=memory: this worker sees only jobs submitted "
             "inside this process, and nothing survives its exit",
@@ -123,15 +142,60 @@ def worker(app_path: str | None, workers: int | None, queues: str | None) -> Non
         raise click.UsageError(
             "no consumer is registered; pass --app module:attribute (or set VESPER_APP)"
         )
-    app.run(api=False, workers=True)
+    count = processes or (1 if memory else default_processes())
+    if count == 1:
+        app.run(api=False, workers=True)
+        return
+    options = ("--app", app_path) if app_path else ()
+    _supervise(
+        app.settings,
+        Supervisor(
+            child_command("worker", *options),
+            count,
+            what="worker",
+            metrics_addr=app.settings.metrics_addr,
+        ),
+    )
 
 
 @main.command()
 @addr_option
-def api(addr: str | None) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="API processes, supervised, accepting on one socket.",
+)
+def api(addr: str | None, processes: int) -> None:
     """Run the HTTP API only (producers, tracking, fleet view, metrics)."""
     _override(workers=None, addr=addr)
-    _load(None, announce=False).run(api=True, workers=False)
+    app = _load(None, announce=False)
+    if processes == 1:
+        app.run(api=True, workers=False)
+        return
+    settings = app.settings
+    if settings.storage == "memory":
+        raise click.UsageError(
+            "--processes: VESPER_STORAGE=memory keeps jobs inside one process; "
+            "several processes need sqlite or postgres"
+        )
+    listener = listen(settings.http.host, settings.http.port)  # a taken port: one line, exit 1
+    listener.listen(API_BACKLOG)
+    with listener:
+        supervisor = Supervisor(
+            child_command("api"),
+            processes,
+            what="api",
+            listener=listener,
+            metrics_addr=settings.metrics_addr,
+        )
+        _supervise(settings, supervisor)
+
+
+def _supervise(settings: Settings, supervisor: Supervisor) -> None:
+    configure_logging(settings)
+    sys.exit(supervisor.run())
 
 
 def _override(*, workers: int | None, addr: str | None) -> None:
@@ -272,6 +336,70 @@ def status(watch: bool, interval: float, count: int | None) -> None:
         _fail(str(exc))
     finally:
         app.close()
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_context
+def schedules(ctx: click.Context, as_json: bool) -> None:
+    """List the periodic schedules (pause, resume and delete are subcommands)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from vesper.entrypoints.status import schedules_table  # noqa: PLC0415
+
+    app = _load(None)
+    try:
+        views = app.container.list_schedules()()
+    except VesperError as exc:
+        _fail(str(exc))
+    finally:
+        app.close()
+    if as_json:
+        wire = [schedule_to_wire(v.record, next_tick=v.next_tick, stale=v.stale) for v in views]
+        click.echo(json.dumps({"schedules": wire}, indent=2))
+    else:
+        from rich.console import Console  # noqa: PLC0415
+
+        Console().print(schedules_table(views))
+
+
+def _set_paused(name: str, paused: bool) -> None:
+    app = _load(None)
+    try:
+        view = app.container.pause_schedule()(name, paused)
+    except VesperError as exc:
+        _fail(str(exc))
+    finally:
+        app.close()
+    click.echo(f"{name}: {'paused' if view.record.paused else 'resumed'}")
+
+
+@schedules.command("pause")
+@click.argument("name")
+def pause_schedule(name: str) -> None:
+    """Pause a schedule: no worker submits its ticks until it is resumed."""
+    _set_paused(name, True)
+
+
+@schedules.command("resume")
+@click.argument("name")
+def resume_schedule(name: str) -> None:
+    """Resume a paused schedule from its next tick."""
+    _set_paused(name, False)
+
+
+@schedules.command("delete")
+@click.argument("name")
+def delete_schedule(name: str) -> None:
+    """Forget a schedule (one removed from the code, listed as stale)."""
+    app = _load(None)
+    try:
+        app.container.delete_schedule()(name)
+    except VesperError as exc:
+        _fail(str(exc))
+    finally:
+        app.close()
+    click.echo(f"{name}: deleted")
 
 
 main.add_command(bench)

@@ -44,9 +44,16 @@ from vesper.application.management import (
     ListJobs,
     RetryJob,
 )
+from vesper.application.periodic import (
+    DeleteSchedule,
+    ListSchedules,
+    PauseSchedule,
+    PeriodicScheduler,
+)
 from vesper.application.ports import (
     Clock,
     JobRepository,
+    ScheduleRegistry,
     Store,
     StoreOptions,
     Subscription,
@@ -55,6 +62,7 @@ from vesper.application.ports import (
     store_capacity,
     store_notifier,
     store_pools,
+    store_schedules,
 )
 from vesper.application.queues import ConfigureQueue, GetQueue, ListQueues
 from vesper.application.retention import DeleteJob, PruneJobs
@@ -229,10 +237,16 @@ def locked(resolve: Callable[[], T], lock: threading.Lock) -> T:
 
 
 def observed_runner(
-    consumers: Any, make_runner: Callable[..., WorkerRunner], metrics: OtelMetrics
+    consumers: Any,
+    make_runner: Callable[..., WorkerRunner],
+    metrics: OtelMetrics,
+    make_scheduler: Callable[..., PeriodicScheduler],
+    schedules: Any = (),
 ) -> WorkerRunner:
-    """The worker runner for `consumers`, its busy slots observed by the metrics."""
-    runner = make_runner(consumers=consumers)
+    """The worker runner for `consumers` (and the periodic `schedules` it fires), its
+    busy slots observed by the metrics."""
+    scheduler = make_scheduler(schedules=schedules) if schedules else None
+    runner = make_runner(consumers=consumers, scheduler=scheduler)
     metrics.observe_busy_slots(lambda: runner.busy)
     return runner
 
@@ -243,6 +257,10 @@ def _jobs(store: Store) -> JobRepository:
 
 def _workers(store: Store) -> WorkerRegistry:
     return store.workers
+
+
+def _schedules(store: Store) -> ScheduleRegistry | None:
+    return store_schedules(store)
 
 
 def _transactional(store: Store, storage: str) -> TransactionalJobRepository:
@@ -286,6 +304,7 @@ class Container(containers.DeclarativeContainer):
     store = providers.Callable(open_once, opened_store.provider, store_lock, store_gate)
     job_repository = providers.Callable(_jobs, store)  # the store's own
     worker_registry = providers.Callable(_workers, store)
+    schedule_registry = providers.Callable(_schedules, store)  # None: the store keeps none
     group_commit = providers.ThreadSafeSingleton(
         GroupCommit,
         gate=store_gate,
@@ -378,6 +397,17 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
     )
     record_outcomes = providers.Factory(RecordOutcomes, jobs=jobs, settings=policies)
+    list_schedules = providers.Factory(
+        ListSchedules, jobs=jobs, registry=schedule_registry, settings=policies
+    )
+    pause_schedule = providers.Factory(
+        PauseSchedule, jobs=jobs, registry=schedule_registry, settings=policies
+    )
+    delete_schedule = providers.Factory(DeleteSchedule, registry=schedule_registry)
+    # called with schedules=...
+    periodic_scheduler = providers.Factory(
+        PeriodicScheduler, jobs=jobs, registry=schedule_registry, submit=submit_job
+    )
     retention = providers.Callable(lambda s: s.retention, config.settings)
     prune_jobs = providers.Factory(PruneJobs, jobs=jobs, retention=retention, metrics=metrics)
     delete_job = providers.Factory(DeleteJob, jobs=jobs)
@@ -414,7 +444,13 @@ class Container(containers.DeclarativeContainer):
         beat_lane=beat_lane,
     )
     # the runner the service runs, observed (busy slots); called with consumers=...
-    worker = providers.Factory(observed_runner, make_runner=worker_runner.provider, metrics=metrics)
+    # (and schedules=...)
+    worker = providers.Factory(
+        observed_runner,
+        make_runner=worker_runner.provider,
+        metrics=metrics,
+        make_scheduler=periodic_scheduler.provider,
+    )
 
 
 def build_container(env: Mapping[str, str] | Settings) -> Container:

@@ -22,9 +22,12 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from vesper.adapters.otel.tracing import TracingConfigError
 from vesper.application.consumers import Consumers
-from vesper.domain.errors import StoreUnavailable
+from vesper.application.periodic import check_schedules
+from vesper.domain.errors import InvalidSchedule, StoreUnavailable
+from vesper.domain.periodic import Schedule
 from vesper.entrypoints.container import Container
 from vesper.entrypoints.settings import Settings, describe_store
+from vesper.entrypoints.supervisor import inherited_listener, stop_pipe, supervised
 from vesper.entrypoints.worker.runner import StoreWait, WorkerRunner
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ class App(Protocol):
     module to run itself: naming it here would make an import circle)."""
 
     consumers: Consumers
+    schedules: list[Schedule]
 
     @property
     def settings(self) -> Settings: ...
@@ -68,7 +72,9 @@ def check_consumers(app: App) -> bool:
 
 
 def build_runner(app: App) -> WorkerRunner:
-    runner: WorkerRunner = app.container.worker(consumers=app.consumers)
+    runner: WorkerRunner = app.container.worker(
+        consumers=app.consumers, schedules=list(app.schedules)
+    )
     if (
         app.settings.worker.queues is not None
         and not runner.uses.claim_jobs.jobs.capabilities.queues
@@ -148,10 +154,19 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
         app.container.global_tracing()
     except TracingConfigError as exc:
         raise SystemExit(f"vesper: {exc}") from None
-    listening = listen(app.settings.http.host, app.settings.http.port) if api else None
+    listening = (
+        (inherited_listener() or listen(app.settings.http.host, app.settings.http.port))
+        if api
+        else None
+    )
     if listening is not None:
         announce(listening, token=app.settings.http.api_token)
     with_workers = workers and check_consumers(app)
+    if with_workers:
+        try:  # a schedule its ticks could not submit stops start-up, in one line
+            check_schedules(app.schedules, app.settings.policies)
+        except InvalidSchedule as exc:
+            raise SystemExit(f"vesper: {exc}") from None
     server = build_http_server(app) if api else None
     if not with_workers and server is None:
         return
@@ -159,12 +174,15 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     stopper = _Stopper(server)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopper.on_signal, signum)
+    watch_supervisor(loop, stopper)
     tasks: list[Awaitable[None]] = []
     if with_workers:
         app.container.job_signal()  # made here, before request threads may race to make it
         if server is None:  # a worker-only process serves /metrics on VESPER_METRICS_ADDR
             app.container.metrics_server()
         tasks.append(_run_workers(app, stopper))
+    if server is not None and supervised():  # one of N API processes: its own /metrics too
+        app.container.metrics_server()
     if server is not None and listening is not None:
         tasks.append(_serve_http(server, listening, stopper.stop))
     freeze_startup_objects()
@@ -173,6 +191,23 @@ async def serve(app: App, *, api: bool, workers: bool) -> None:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def watch_supervisor(loop: asyncio.AbstractEventLoop, stopper: _Stopper) -> None:
+    """Under `--processes N`: stop gracefully when the supervisor closes this process's
+    stop pipe (it asks, or it died); the supervisor never writes, so readable is EOF."""
+    fd = stop_pipe()
+    if fd is None:
+        return
+
+    def stop() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        if not stopper.stopping.is_set():
+            log.info("the supervisor asked this process to stop: shutting down gracefully")
+            stopper.stop()
+
+    loop.add_reader(fd, stop)
 
 
 def freeze_startup_objects() -> None:

@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from vesper.application.periodic import ScheduleView
 from vesper.domain.fleet import Fleet
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
@@ -164,3 +165,29 @@ def watch_status(
                     time.sleep(max(interval - (clock() - started), 0.0))
         except KeyboardInterrupt:
             pass  # Ctrl+C: leave the last frame on screen, exit 0
+
+
+def schedules_table(views: list[ScheduleView]) -> Table:
+    """`vesper schedules`: one row per schedule, times in UTC."""
+    table = Table(title=f"schedules: {len(views)}")
+    for column in ("name", "cron", "timezone", "type", "next tick", "last tick", "state"):
+        table.add_column(column)
+
+    def shown(moment: datetime | None) -> str:
+        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
+
+    for view in views:
+        schedule = view.record.schedule
+        state = "paused" if view.record.paused else "active"
+        if view.stale:
+            state += f", stale (last declared {shown(view.record.last_declared_at)})"
+        table.add_row(
+            schedule.name,
+            schedule.cron,
+            schedule.timezone,
+            schedule.type,
+            shown(view.next_tick),
+            shown(view.record.last_tick),
+            state,
+        )
+    return table

@@ -16,6 +16,7 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from vesper.application.queues import QueueView
 from vesper.domain.fleet import Fleet, WorkerProcess
 from vesper.domain.job import JobRecord, Lease
+from vesper.domain.periodic import ScheduleRecord
 from vesper.domain.queues import duration_text
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
@@ -93,4 +94,26 @@ def stats_to_wire(stats: QueueStats) -> dict[str, Any]:
         "by_status": {status.value: n for status, n in stats.by_status.items()},
         "by_priority": {str(priority): n for priority, n in stats.by_priority.items()},
         "oldest_pending_age_seconds": round(stats.oldest_due_age.total_seconds(), 3),
+    }
+
+
+def schedule_to_wire(
+    record: ScheduleRecord, *, next_tick: datetime | None, stale: bool
+) -> dict[str, Any]:
+    """A schedule as the API and `vesper schedules` show it."""
+    schedule = record.schedule
+    return {
+        "name": schedule.name,
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
+        "type": schedule.type,
+        "payload": dict(schedule.payload),
+        "priority": schedule.priority,
+        "queue": schedule.queue,
+        "paused": record.paused,
+        "next_tick": rfc3339(next_tick) if next_tick is not None else None,
+        "last_tick": rfc3339(record.last_tick) if record.last_tick is not None else None,
+        "last_job_id": str(record.last_job_id) if record.last_job_id is not None else None,
+        "last_declared_at": rfc3339(record.last_declared_at),
+        "stale": stale,
     }

@@ -62,6 +62,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.queue_races_contract",
     "vesper.testing.queues_contract",
     "vesper.testing.races_contract",
+    "vesper.testing.schedules_contract",
     "vesper.testing.results_contract",
     "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
@@ -99,6 +100,7 @@ from vesper.testing.queues_contract import (
 from vesper.testing.races_contract import RaceContract
 from vesper.testing.results_contract import GetManyContract, ResultsContract
 from vesper.testing.retention_contract import DeleteContract, PruneContract, PruneModelContract
+from vesper.testing.schedules_contract import ScheduleRegistryContract
 from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.transactions_contract import CallerTransactions, TransactionalSubmitContract
@@ -138,9 +140,11 @@ class JobRepositoryContract(
     """Every guarantee of the JobRepository port, grouped by port method."""
 
 
-class StoreContract(JobRepositoryContract, WorkerRegistryContract, OutageContract):
-    """The whole Store: its JobRepository, its WorkerRegistry, and its errors when the
-    database goes away."""
+class StoreContract(
+    JobRepositoryContract, WorkerRegistryContract, OutageContract, ScheduleRegistryContract
+):
+    """The whole Store: its JobRepository, its WorkerRegistry, its errors when the
+    database goes away, and its optional ScheduleRegistry."""
 
 
 __all__ = [
@@ -173,6 +177,7 @@ __all__ = [
     "RenewContract",
     "ResultsContract",
     "RetryContract",
+    "ScheduleRegistryContract",
     "SearchContract",
     "StatsContract",
     "StoreContract",

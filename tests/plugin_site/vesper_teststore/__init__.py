@@ -15,16 +15,14 @@ docs/custom-stores.md walks through it. Registered under the entry-point group
   to the shared SqlQueues, which claims from each under its settings.
 - Errors: "database is locked" is retried here; a missing table is SchemaNotMigrated,
   any other database error StoreUnavailable (one line, the cause named).
-- Notifier: each subscribing process binds a Unix datagram socket in `<file>-wake/`;
-  publish sends a datagram to each and removes the sockets nobody reads any more.
+- Notifier: vesper.store's SocketNotifier (each subscribing process binds a Unix
+  datagram socket in `<file>-wake/`; publish sends a datagram to each), as vesper's own
+  SQLite store does.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -59,6 +57,7 @@ from vesper.store import (
     JobRecord,
     NewJob,
     SchemaNotMigrated,
+    SocketNotifier,
     SqlJobReads,
     SqlPruning,
     SqlQueueing,
@@ -304,55 +303,6 @@ class WorkerRegistry:
             ]
 
         return self._db.statement(work)
-
-
-class SocketNotifier:
-    """Wakes subscribers in any process on this machine: one Unix datagram socket each."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def publish(self) -> None:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-            sender.setblocking(False)
-            for path in self.directory.glob("*.sock"):
-                try:
-                    sender.sendto(b"jobs", str(path))
-                except (ConnectionRefusedError, FileNotFoundError):
-                    path.unlink(missing_ok=True)  # its process is gone
-                except BlockingIOError:
-                    pass  # its queue is full: it has wake-ups pending already
-
-    def subscribe(self, on_jobs: Callable[[], None]) -> Subscription:
-        return Subscription(self.directory, on_jobs)
-
-
-class Subscription:
-    reconnects = 0  # a bound socket never disconnects
-
-    def __init__(self, directory: Path, on_jobs: Callable[[], None]) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self._path = directory / f"{uuid.uuid4().hex[:16]}.sock"
-        self._stop = uuid.uuid4().bytes  # what close() sends to end the thread
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(str(self._path))
-        self._thread = threading.Thread(target=self._run, args=(on_jobs,), daemon=True)
-        self._thread.start()
-
-    def _run(self, on_jobs: Callable[[], None]) -> None:
-        on_jobs()  # what was published before the socket was bound
-        while self._socket.recv(64) != self._stop:
-            on_jobs()
-
-    def connected(self) -> bool:
-        return self._thread.is_alive()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.sendto(self._stop, str(self._path))
-        self._thread.join(timeout=2.0)
-        self._socket.close()
-        self._path.unlink(missing_ok=True)
 
 
 class TestStore:

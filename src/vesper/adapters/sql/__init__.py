@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from pathlib import Path
 
 from sqlalchemy import text
 
+from vesper.adapters.socket_notifier import SocketNotifier
 from vesper.adapters.sql.engines import Database, is_postgres, open_engine, sql_url
 from vesper.adapters.sql.migrate import Migration, migrate, migrate_database
 from vesper.adapters.sql.notify import NOTIFY_SQL, PostgresNotifier
 from vesper.adapters.sql.postgres import PostgresJobRepository
+from vesper.adapters.sql.schedules import SqlScheduleRegistry
 from vesper.adapters.sql.sqlite import SqliteJobRepository
 from vesper.adapters.sql.workers import SqlWorkerRegistry
 from vesper.application.ports import (
@@ -23,6 +26,7 @@ from vesper.application.ports import (
     JobRepository,
     Notifier,
     PoolFigures,
+    ScheduleRegistry,
     StoreOptions,
     WorkerRegistry,
 )
@@ -34,11 +38,12 @@ BEAT_MAX_OVERFLOW = 2
 
 
 class SqlStore:
-    """A job repository and a worker registry on one database.
+    """A job repository, a worker registry and a schedule registry on one database.
 
     `capacity` is how many calls its main pool serves at once (the store gate admits
     that many); heartbeats and lease renewals on PostgreSQL have a pool of their own
-    beside it (`pool_figures`). On PostgreSQL its `notifier` is LISTEN/NOTIFY.
+    beside it (`pool_figures`). Its `notifier` is LISTEN/NOTIFY on PostgreSQL, and on
+    SQLite a datagram to each subscribing process's socket in `<file>-wake/`.
     """
 
     def __init__(
@@ -48,12 +53,14 @@ class SqlStore:
         databases: list[Database],
         *,
         capacity: int,
+        schedules: ScheduleRegistry,
         notifier: Notifier | None = None,
     ) -> None:
         self._jobs = jobs
         self._workers = workers
         self._databases = databases
         self.capacity: int | None = capacity
+        self.schedules = schedules
         self.notifier = notifier
 
     @property
@@ -125,7 +132,7 @@ def open_store(
     parsed = sql_url(url)
     db = Database(open_engine(parsed, pool_size=pool_size, max_overflow=max_overflow))
     databases = [db]
-    notifier = None
+    notifier: Notifier | None = None
     try:
         if options.auto_migrate:
             migrate_database(db)
@@ -138,17 +145,29 @@ def open_store(
             workers = SqlWorkerRegistry(db, clock, beat=beat)
             notifier = PostgresNotifier(url, functools.partial(_notify, db))
         else:
-            jobs = SqliteJobRepository(db, clock)
+            file = Path(parsed.database or "").absolute()
+            sockets = SocketNotifier(file.with_name(f"{file.name}-wake"))
+            jobs = SqliteJobRepository(db, clock, notify=sockets.publish)
+            notifier = sockets
             workers = SqlWorkerRegistry(db, clock)
+        schedules = SqlScheduleRegistry(db, clock)
     except BaseException:
         for opened in databases:
             opened.dispose()
         raise
-    return SqlStore(jobs, workers, databases, capacity=pool_size + max_overflow, notifier=notifier)
+    return SqlStore(
+        jobs,
+        workers,
+        databases,
+        capacity=pool_size + max_overflow,
+        schedules=schedules,
+        notifier=notifier,
+    )
 
 
 __all__ = [
     "PostgresJobRepository",
+    "SqlScheduleRegistry",
     "SqlStore",
     "SqlWorkerRegistry",
     "SqliteJobRepository",

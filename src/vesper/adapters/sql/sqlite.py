@@ -110,11 +110,20 @@ class SqliteJobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
     # without statistics SQLite may not pick the partial index of finished jobs
     _prune = prune_statement("vesper_jobs INDEXED BY vesper_jobs_finished_idx")
 
-    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock | None = None,
+        *,
+        notify: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(db, NOW)
         self._clock = clock or SystemClock()
         host = self._clock
         self._queues = SqlQueues(db, clock=lambda _: host.now())
+        # the notifier's publish (other processes' workers wake), called after a commit
+        # that made jobs due: SQLite has no NOTIFY
+        self._notify = notify or (lambda: None)
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -129,7 +138,17 @@ class SqliteJobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
         # the time is read once the write lock is held (here and in every write that
         # stamps a time): a writer that waited for the lock must not date its rows, or
         # start a lease, in the past; `seq` and `run_at` then grow together too
-        return self._db.transaction(lambda conn: submit_serialized(conn, plan, self._at(now)))
+        results = self._db.transaction(lambda conn: submit_serialized(conn, plan, self._at(now)))
+        if any(result.created for result in results):
+            self._notify()
+        return results
+
+    def _changed(self, action: str, job: JobRecord) -> None:
+        if action == "retry":
+            self._notify()
+
+    def _made_due(self, jobs: list[JobRecord]) -> None:
+        self._notify()  # released or expired: claimable again
 
     # -- in the caller's transaction (TransactionalJobRepository) --------------------------
 
@@ -141,7 +160,9 @@ class SqliteJobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
             raise TypeError("connection: an asyncio connection: use submit_in_async")
         if not jobs:
             return []
-        return self._submit_in(caller.sqlalchemy_connection(connection), plan_submission(jobs))
+        plan = plan_submission(jobs)
+        results = self._submit_in(caller.sqlalchemy_connection(connection), plan)
+        return self._notify_at_commit(connection, results)
 
     async def submit_in_async(self, connection: object, jobs: Sequence[NewJob]) -> list[Submitted]:
         if not self.is_async(connection):
@@ -149,7 +170,14 @@ class SqliteJobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
         if not jobs:
             return []
         plan = plan_submission(jobs)
-        return await caller.run_async(connection, lambda conn: self._submit_in(conn, plan))
+        results = await caller.run_async(connection, lambda conn: self._submit_in(conn, plan))
+        return self._notify_at_commit(connection, results)
+
+    def _notify_at_commit(self, connection: object, results: list[Submitted]) -> list[Submitted]:
+        """Other processes' workers wake when the caller commits (as after `submit`)."""
+        if any(result.created for result in results):
+            caller.after_commit(connection, self._notify)
+        return results
 
     def _submit_in(self, conn: Connection, plan: SubmitPlan) -> list[Submitted]:
         # The caller's transaction may have begun deferred (pysqlite's default): take the

@@ -1,4 +1,4 @@
-"""The two tables, as SQLAlchemy Core sees them at run time, and the column types they need.
+"""The tables, as SQLAlchemy Core sees them at run time, and the column types they need.
 
 The DDL itself belongs to the alembic migrations (`migrations/versions/`); these
 definitions must describe the same columns. Types differ by dialect where SQLite has no
@@ -258,4 +258,24 @@ queues = Table(
     # the times of the claims the rate's sliding window counts: JSON microseconds
     Column("rate_log", Text(), nullable=False),
     Column("updated_at", utc_datetime(), nullable=False),
+)
+
+SCHEDULES = "vesper_schedules"
+
+# periodic schedules by name (revision 0002_i17_schedules): each one's last declaration
+# and its state (paused, the last tick submitted and its job)
+schedules = Table(
+    SCHEDULES,
+    metadata,
+    Column("name", Text(), primary_key=True),
+    Column("cron", Text(), nullable=False),
+    Column("timezone", Text(), nullable=False),
+    Column("type", Text(), nullable=False),
+    Column("payload", payload_type(), nullable=False),
+    Column("priority", SmallInteger(), nullable=False),
+    Column("queue", Text(), nullable=True),
+    Column("paused", Boolean(), nullable=False),
+    Column("last_tick", utc_datetime(), nullable=True),
+    Column("last_job_id", Uuid(), nullable=True),
+    Column("last_declared_at", utc_datetime(), nullable=False),
 )

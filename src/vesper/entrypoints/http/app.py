@@ -27,6 +27,7 @@ from vesper.entrypoints.http.routes.health import HEALTH_ROUTES
 from vesper.entrypoints.http.routes.jobs import JOB_ROUTES
 from vesper.entrypoints.http.routes.queues import QUEUE_ROUTES
 from vesper.entrypoints.http.routes.retention import RETENTION_ROUTES
+from vesper.entrypoints.http.routes.schedules import SCHEDULE_ROUTES
 from vesper.entrypoints.http.telemetry import HttpTelemetry
 from vesper.entrypoints.http.timeouts import TimeoutMiddleware
 from vesper.entrypoints.http.ui import template_config, ui_router
@@ -69,7 +70,13 @@ def create_app(
 
     api = Router(
         path="/",
-        route_handlers=[*JOB_ROUTES, *RETENTION_ROUTES, *FLEET_ROUTES, *QUEUE_ROUTES],
+        route_handlers=[
+            *JOB_ROUTES,
+            *RETENTION_ROUTES,
+            *FLEET_ROUTES,
+            *SCHEDULE_ROUTES,
+            *QUEUE_ROUTES,
+        ],
         security=security_requirement() if token else None,
     )
     ui = ui_router(c, token) if settings.http.ui else []

@@ -49,6 +49,9 @@ USE_CASES = (
     "list_queues",
     "get_queue",
     "configure_queue",
+    "list_schedules",
+    "pause_schedule",
+    "delete_schedule",
     "delete_job",
     "get_activity",  # the dashboard's chart
 )

@@ -5,7 +5,7 @@ Status codes, chosen once for every route:
 - 400: any bad input: JSON syntax, a wrong type, an unknown or missing field, a rule of
   the domain (priority 0-10...), a bad query parameter, cursor, path id or header.
   `detail.field` names it (`priority`, `jobs[3].type`, `Idempotency-Key`, `cursor`).
-- 401 bad or missing bearer token; 404 unknown job or path; 405 with `Allow`;
+- 401 bad or missing bearer token; 404 unknown job, schedule or path; 405 with `Allow`;
   408 a body slower than HTTP_READ_TIMEOUT; 409 a transition the job's status forbids;
   413 a body above VESPER_MAX_BODY (checked against Content-Length before reading,
   and while reading a chunked body); 415 a body that is not declared as JSON.
@@ -18,6 +18,7 @@ Status codes, chosen once for every route:
 - Below the app, in the same shape (`protocol.py`): 400 for what the HTTP parser
   rejects, 431 for a request head above VESPER_MAX_HEADER_BYTES, 503 for a connection
   past VESPER_MAX_CONNECTIONS.
+- 501 for the schedule routes on a store that keeps no schedules.
 - 500 for anything unexpected: a generic message; the traceback goes to the log only.
 
 No body carries a traceback, SQL, a DSN or a file path: messages of store errors never
@@ -41,6 +42,7 @@ from litestar.status_codes import (
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_501_NOT_IMPLEMENTED,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
@@ -50,6 +52,8 @@ from vesper.domain.errors import (
     InvalidCursor,
     InvalidRequest,
     JobNotFound,
+    ScheduleNotFound,
+    SchedulesUnsupported,
     SchemaNotMigrated,
     StoreUnavailable,
 )
@@ -68,12 +72,13 @@ _PARAMETER_NAMES = {"idempotency_key": "Idempotency-Key"}
 _DESCRIPTIONS = {
     400: "Bad input; `detail.field` names the offending field, parameter or header.",
     401: "Missing or wrong `Authorization: Bearer <token>` (when VESPER_API_TOKEN is set).",
-    404: "No job has this id.",
+    404: "No job has this id (no schedule has this name).",
     409: "The job's status does not allow this action.",
     413: "The body is above VESPER_MAX_BODY.",
     415: "The body is not declared as application/json.",
     422: "The Idempotency-Key is bound to a job submitted with another body, or the batch "
     "holds more jobs than its limit.",
+    501: "The store keeps no periodic schedules (a third-party store without them).",
     503: "The store does not answer (or its schema is not migrated); retry after "
     "`Retry-After` seconds.",
 }
@@ -124,6 +129,16 @@ def _invalid_cursor(_: Request[Any, Any, Any], exc: InvalidCursor) -> Response[E
 
 def _job_not_found(_: Request[Any, Any, Any], exc: JobNotFound) -> Response[ErrorOut]:
     return error_response(HTTP_404_NOT_FOUND, str(exc), {"job_id": str(exc.job_id)})
+
+
+def _schedule_not_found(_: Request[Any, Any, Any], exc: ScheduleNotFound) -> Response[ErrorOut]:
+    return error_response(HTTP_404_NOT_FOUND, str(exc), {"name": exc.name})
+
+
+def _schedules_unsupported(
+    _: Request[Any, Any, Any], exc: SchedulesUnsupported
+) -> Response[ErrorOut]:
+    return error_response(HTTP_501_NOT_IMPLEMENTED, str(exc))
 
 
 def _illegal_transition(_: Request[Any, Any, Any], exc: IllegalTransition) -> Response[ErrorOut]:
@@ -239,6 +254,8 @@ def exception_handlers() -> dict[int | type[Exception], ExceptionHandler]:
         InvalidRequest: _invalid_request,
         InvalidCursor: _invalid_cursor,
         JobNotFound: _job_not_found,
+        ScheduleNotFound: _schedule_not_found,
+        SchedulesUnsupported: _schedules_unsupported,
         IllegalTransition: _illegal_transition,
         IdempotencyConflict: _idempotency_conflict,
         SchemaNotMigrated: _schema_not_migrated,

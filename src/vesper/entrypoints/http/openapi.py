@@ -22,7 +22,13 @@ from litestar.status_codes import HTTP_404_NOT_FOUND
 
 from vesper.entrypoints.http.auth import security_components
 from vesper.entrypoints.http.errors import error_response
-from vesper.entrypoints.http.schemas import BatchJobIn, QueuePatchIn, SubmitBatchIn, SubmitJobIn
+from vesper.entrypoints.http.schemas import (
+    BatchJobIn,
+    QueuePatchIn,
+    SchedulePatchIn,
+    SubmitBatchIn,
+    SubmitJobIn,
+)
 
 DESCRIPTION = """A distributed job queue: submit jobs, follow them, see the fleet.
 
@@ -36,6 +42,7 @@ _REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (
     BatchJobIn,
     SubmitBatchIn,
     QueuePatchIn,
+    SchedulePatchIn,
 )
 _JOB_BODIES = (SubmitJobIn, BatchJobIn)
 # Both present and both non-null is refused (either may be null).

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from vesper.application.periodic import ScheduleView
 from vesper.application.queues import QueueView
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.fleet import Fleet
@@ -30,7 +31,12 @@ from vesper.domain.queues import (
 )
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, JobRequest, Limits, seconds
-from vesper.entrypoints.wire import fleet_to_wire, queue_to_wire, stats_to_wire
+from vesper.entrypoints.wire import (
+    fleet_to_wire,
+    queue_to_wire,
+    schedule_to_wire,
+    stats_to_wire,
+)
 
 # Documented bounds; the domain enforces the configured ones (only the body size varies).
 DOCUMENTED_LIMITS = Limits()
@@ -393,3 +399,44 @@ def _utc(field: str, value: datetime | None) -> datetime | None:
         return value.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
         raise InvalidRequest(field, "is out of range") from None
+
+
+class ScheduleOut(msgspec.Struct, kw_only=True):
+    """A periodic schedule: its last declaration, its next and last tick, its state.
+
+    `stale`: no process declared it lately (removed from the code, or every process
+    that declares it is down); it stays listed until deleted.
+    """
+
+    name: str
+    cron: str
+    timezone: str
+    type: str
+    payload: dict[str, Any]
+    priority: int
+    queue: str | None
+    paused: bool
+    next_tick: datetime | None
+    last_tick: datetime | None
+    last_job_id: str | None
+    last_declared_at: datetime
+    stale: bool
+
+
+class SchedulesOut(msgspec.Struct, kw_only=True):
+    schedules: list[ScheduleOut]
+
+
+class SchedulePatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`{"paused": true}` pauses the schedule fleet-wide; false resumes it."""
+
+    paused: bool
+
+
+def schedule_out(view: ScheduleView) -> ScheduleOut:
+    wire = schedule_to_wire(view.record, next_tick=view.next_tick, stale=view.stale)
+    return msgspec.convert(wire, ScheduleOut)
+
+
+def schedules_out(views: list[ScheduleView]) -> SchedulesOut:
+    return SchedulesOut(schedules=[schedule_out(view) for view in views])

@@ -30,6 +30,7 @@ from opentelemetry.trace import Tracer
 from vesper.application.consumers import Consumers
 from vesper.application.execution import Outcome
 from vesper.application.metrics import NO_METRICS, JobMetrics
+from vesper.application.periodic import PeriodicScheduler
 from vesper.application.policies import Policies
 from vesper.application.worker import Attempt, ClaimRequest, WorkerCore
 from vesper.application.worker_settings import WorkerSettings
@@ -40,6 +41,7 @@ from vesper.entrypoints.tracing import job_span
 from vesper.entrypoints.worker.attempt import ConsumerCall, run_attempt
 from vesper.entrypoints.worker.heartbeat import Heartbeat
 from vesper.entrypoints.worker.lanes import Lane
+from vesper.entrypoints.worker.periodic import SchedulerLoop
 from vesper.entrypoints.worker.pruner import Pruner
 from vesper.entrypoints.worker.recorder import OutcomeRecorder
 from vesper.entrypoints.worker.report import Report
@@ -97,6 +99,8 @@ class WorkerRunner:
             the fleet view).
         beat_lane: register, heartbeat, lease renewal, deregister: a saturated main
             lane never delays them.
+        scheduler: the process's periodic schedules, fired on the main lane while the
+            runner runs (None: it declares none).
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class WorkerRunner:
         identity: WorkerProcess | None = None,
         metrics: JobMetrics = NO_METRICS,
         tracer: Tracer | None = None,
+        scheduler: PeriodicScheduler | None = None,
     ) -> None:
         self.uses = uses
         self.metrics = metrics
@@ -163,6 +168,15 @@ class WorkerRunner:
         self._job_pool = ThreadPoolExecutor(self.core.concurrency, thread_name_prefix="vesper-job")
         lease_seconds = policies.lease.total_seconds()
         self._recorder = OutcomeRecorder(self._write_outcomes, give_up_after=lease_seconds)
+        self.scheduler = (
+            SchedulerLoop(
+                scheduler=scheduler,
+                lane=main_lane,
+                declare_every=policies.heartbeat.total_seconds(),
+            )
+            if scheduler is not None
+            else None
+        )
 
     # -- control, callable from any thread ----------------------------------------------
 
@@ -205,11 +219,15 @@ class WorkerRunner:
             _served(self.settings.queues),
         )
         self.heartbeat.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
         if self.pruner is not None:
             self.pruner.start()
         try:
             await self._claim_loop(until_idle)
         finally:
+            if self.scheduler is not None:
+                await self.scheduler.stop()
             self.core.stop()
             if self.pruner is not None:
                 await self.pruner.stop()
