@@ -5,9 +5,9 @@
 Makes a scratch database, migrates it, bulk-loads `rows` jobs with one INSERT ... SELECT
 over generate_series (80 % done, 10 % pending, 5 % failed, 3 % dlq, 2 % cancelled;
 finished over the last `hours` hours), ANALYZEs, starts `vesper api` on it and times
-GET /ui (the whole page: counts by status, the oldest due job, the fleet and the
-per-minute activity of the last hour). Prints the query plans of the activity query, so
-that the index use can be checked, and the latencies. Not a test: it prints figures.
+GET /ui (the whole page: counts by status up to the overview's cap, the oldest due job,
+the fleet and the per-minute activity of the last hour). Prints the query plans of the
+overview's statements, so that the index use can be checked, and the latencies. Not a test: it prints figures.
 """
 
 from __future__ import annotations
@@ -18,10 +18,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from sqlalchemy.dialects import postgresql
 
 from tests.integration.service import Service
+from vesper.adapters.sql.postgres import now_expression
+from vesper.adapters.sqlcore.common import capped_counts_query, oldest_due_query
+from vesper.application.management import SUMMARY_CAP
 from vesper.entrypoints.app import App
 from vesper.testing.postgres import admin_url, scratch_database
 
@@ -42,13 +47,23 @@ LATERAL (SELECT CASE WHEN g %% 100 < 80 THEN 'done' WHEN g %% 100 < 90 THEN 'pen
 """
 
 
-# the overview's statements, as the store runs them (the activity query's first range)
-QUERIES = (
-    "SELECT status, priority, count(*) FROM vesper_jobs GROUP BY status, priority",
-    "SELECT min(run_at) FROM vesper_jobs WHERE status IN ('pending', 'failed') AND run_at <= now()",
-    "SELECT count(*) FROM vesper_jobs "
-    "WHERE finished_at >= now() - interval '1 hour' AND status IN ('done', 'dlq')",
-)
+def overview_queries() -> list[str]:
+    """The overview's statements as the PostgreSQL store runs them (parameters inlined):
+    the capped counts by status, the oldest due job, and the activity query's first range.
+    The exact count by (status, priority) is GET /stats's, no longer the overview's."""
+
+    def inline(statement: Any, **params: Any) -> str:
+        compiled = statement.params(**params).compile(
+            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+        )
+        return str(compiled)
+
+    return [
+        inline(capped_counts_query(), limit=SUMMARY_CAP + 1),
+        inline(oldest_due_query(now_expression()), now=None),
+        "SELECT count(*) FROM vesper_jobs "
+        "WHERE finished_at >= now() - interval '1 hour' AND status IN ('done', 'dlq')",
+    ]
 
 
 # --status-index: the experiment of an index on (status, priority) for the counts
@@ -79,7 +94,7 @@ def main() -> int:
             conn.execute("VACUUM ANALYZE vesper_jobs")
             loaded = time.perf_counter() - started
             print(f"loaded {args.rows} rows in {loaded:.1f} s")
-            for query in QUERIES:
+            for query in overview_queries():
                 print(query.strip())
                 for (line,) in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query).fetchall():
                     print("   ", line)
@@ -95,6 +110,8 @@ def main() -> int:
                 times.append((time.perf_counter() - t0) * 1000)
                 assert response.status_code == 200
                 assert "Finished per minute" in response.text
+                if args.rows > SUMMARY_CAP * 10:  # 80 % done: past the cap
+                    assert f'"done" title="more than {SUMMARY_CAP}' in response.text
         finally:
             service.stop()
         print(

@@ -17,9 +17,9 @@ The records a store keeps and returns:
     JobRecord (a job as stored, with its lease: not `vesper.Job`, which is what a
     consumer function receives), JobId, Lease, LeaseRef, Failure, NewJob (a validated
     submission: `materialize(now=, seq=)` makes its first JobRecord), WorkerProcess,
-    JobQuery, JobPage (`page_of`), QueueStats; Status, TRANSITIONS and `allowed` (which
-    status an action starts from), `claim_order` (the claim's sort key) and
-    LEASE_EXPIRED_ERROR (the error an expired lease records); QueueSettings,
+    JobQuery, JobPage (`page_of`), QueueStats, QueueSummary; Status, TRANSITIONS and
+    `allowed` (which status an action starts from), `claim_order` (the claim's sort
+    key) and LEASE_EXPIRED_ERROR (the error an expired lease records); QueueSettings,
     QueueChange and QueueState (a queue's settings, a change to them, its view).
 
 The errors (what each means for the caller is in application/ports.py):
@@ -35,7 +35,8 @@ own SQL stores nor alembic):
     `job_of`, `jobs_of`, `row_of`, `process_of`, `aware_utc`, `in_claim_order`: row
     <-> record conversion;
     SqlDatabase: the unit-of-work protocol the shared code runs on;
-    SqlJobReads: get, find, stats, cancel and retry (subclass it);
+    SqlJobReads: get, find, stats, cancel and retry (subclass it), and summary (the
+    overview's capped counts: declare `Capabilities(summary=True)` to have it used);
     `plan_submission`, SubmitPlan, `assemble`, `submit_serialized`: idempotent
     submission (the last for a store whose writers are serialized);
     FencedWrites: complete, renew, release, fail and expire (subclass it, with the
@@ -134,7 +135,7 @@ from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import TRANSITIONS, Status, allowed
-from vesper.domain.stats import QueueStats
+from vesper.domain.stats import QueueStats, QueueSummary
 from vesper.domain.submission import NewJob
 
 __all__ = [
@@ -173,6 +174,7 @@ __all__ = [
     "QueueSettings",
     "QueueState",
     "QueueStats",
+    "QueueSummary",
     "QueueingJobRepository",
     "Schedule",
     "ScheduleNotFound",

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.service import Service
@@ -44,8 +45,11 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "VESPER_POLL_INTERVAL": "200ms",
     }
     service = Service(env, directory / "serve.log", command=("serve", "--app", APP))
+    # a loaded 2-core machine starts `vesper serve` (API, worker, migrations) slowly, and
+    # may answer a request slowly: the waits allow for it, the checks are the same
+    service.http.timeout = httpx.Timeout(60.0)
     try:
-        service.wait_ready()
+        service.wait_ready(timeout=120.0)
         service.http.headers["Authorization"] = f"Bearer {TOKEN}"
         yield service
     finally:

@@ -40,7 +40,7 @@ from vesper.domain.queues import (
 )
 from vesper.domain.retention import check_ages, deletable, prunable
 from vesper.domain.states import CLAIMABLE, FINISHED, Status
-from vesper.domain.stats import QueueStats
+from vesper.domain.stats import QueueStats, QueueSummary, check_cap
 from vesper.domain.submission import NewJob
 
 _Entry = tuple[int, datetime, int, JobId]
@@ -48,7 +48,7 @@ _Entry = tuple[int, datetime, int, JobId]
 
 class InMemoryJobRepository:
     # one process; complete_and_claim would save no call
-    capabilities = Capabilities(activity=True, queues=True)
+    capabilities = Capabilities(activity=True, summary=True, queues=True)
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
@@ -368,6 +368,11 @@ class InMemoryJobRepository:
                 raise IllegalTransition(job_id, job.status, "delete")
             self._remove(job)
             return job
+
+    def summary(self, *, cap: int, now: datetime | None = None) -> QueueSummary:
+        # counting a dict is cheap at any size the process can hold: no cap needed to do it
+        check_cap(cap)
+        return QueueSummary.of(self.stats(now=now), cap)
 
     def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
         with self._lock:

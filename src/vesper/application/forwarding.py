@@ -14,13 +14,14 @@ from vesper.application.ports import (
     QueueingCompletingJobRepository,
     QueueingJobRepository,
     Submitted,
+    SummaryJobRepository,
 )
 from vesper.domain.activity import Activity
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import Status
-from vesper.domain.stats import QueueStats
+from vesper.domain.stats import QueueStats, QueueSummary
 from vesper.domain.submission import NewJob
 
 
@@ -170,3 +171,7 @@ class ForwardingJobRepository:
     def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
         """Only called where `capabilities.activity` (the wrapped store's) is set."""
         return cast(ActivityJobRepository, self._jobs).activity(window=window, now=now)
+
+    def summary(self, *, cap: int, now: datetime | None = None) -> QueueSummary:
+        """Only called where `capabilities.summary` (the wrapped store's) is set."""
+        return cast(SummaryJobRepository, self._jobs).summary(cap=cap, now=now)

@@ -8,11 +8,11 @@ from typing import cast
 import attrs
 
 from vesper.application.metrics import NO_METRICS, JobMetrics
-from vesper.application.ports import ActivityJobRepository, JobRepository
+from vesper.application.ports import ActivityJobRepository, JobRepository, SummaryJobRepository
 from vesper.domain.activity import Activity
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery
-from vesper.domain.stats import QueueStats
+from vesper.domain.stats import QueueStats, QueueSummary
 
 
 @attrs.frozen
@@ -66,6 +66,27 @@ class GetStats:
 
     def __call__(self) -> QueueStats:
         return self.jobs.stats()
+
+
+# the overview counts each status up to here: cheap on a table of any size, and a
+# figure above it ("10000+") tells an operator all a glance needs (docs/benchmarks.md)
+SUMMARY_CAP = 10_000
+
+
+@attrs.frozen
+class GetSummary:
+    """Jobs by status, each counted up to `cap` (more shows as "more than cap"), and the
+    age of the oldest due job. A store without `capabilities.summary` counts them all
+    (stats), and the same cap is applied, so that every store's overview reads alike;
+    GetStats keeps the exact counts."""
+
+    jobs: JobRepository
+    cap: int = SUMMARY_CAP
+
+    def __call__(self) -> QueueSummary:
+        if not self.jobs.capabilities.summary:
+            return QueueSummary.of(self.jobs.stats(), self.cap)
+        return cast(SummaryJobRepository, self.jobs).summary(cap=self.cap)
 
 
 @attrs.frozen

@@ -44,7 +44,7 @@ from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import Status
-from vesper.domain.stats import QueueStats
+from vesper.domain.stats import QueueStats, QueueSummary
 from vesper.domain.submission import NewJob
 
 
@@ -69,6 +69,9 @@ class Capabilities:
     transactional_submit: bool = False
     # the repository is an ActivityJobRepository too: the dashboard's per-minute chart
     activity: bool = False
+    # the repository is a SummaryJobRepository too: the overview's counts, capped (without
+    # it the overview counts everything through stats())
+    summary: bool = False
     # the repository is a QueueingJobRepository too: claims take `queues=` and keep each
     # queue's settings (pause, limits, aging); without it every job is in "default"
     # and a worker that names queues refuses to start
@@ -374,6 +377,19 @@ class ActivityJobRepository(JobRepository, Protocol):
         ones included): the jobs that finished done (by finished_at), and the failures
         (jobs now in dlq by finished_at, jobs now failed by their last failed attempt,
         updated_at). Counted over the whole store, whichever process did the work."""
+        ...
+
+
+class SummaryJobRepository(JobRepository, Protocol):
+    """A JobRepository that counts jobs by status only up to a cap: optional, declared
+    by `capabilities.summary` (the dashboard's overview then costs the same on a table of
+    any size)."""
+
+    def summary(self, *, cap: int, now: datetime | None = None) -> QueueSummary:
+        """Each status's jobs, counted up to `cap` + 1 and no further (so cap + 1 means
+        more than `cap`), and the run_at of the oldest due job as `stats` gives it.
+        The point is a cost that grows with the cap, not with the table (a SQL store reads
+        at most cap + 1 index entries per status). ValueError for a cap below 1."""
         ...
 
 

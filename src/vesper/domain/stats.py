@@ -41,3 +41,58 @@ class QueueStats:
         if self.oldest_due_run_at is None:
             return timedelta(0)
         return max(self.now - self.oldest_due_run_at, timedelta(0))
+
+
+@attrs.frozen(kw_only=True)
+class QueueSummary:
+    """Jobs by status, each counted only up to `cap` + 1, and the oldest due job: what the
+    dashboard's overview shows. Counting stops at the cap so that its cost is bounded by
+    the cap, not by the table; a count above `cap` means "more than cap" (the exact
+    figure is QueueStats', a full count)."""
+
+    counts: Mapping[Status, int]  # each at most cap + 1; statuses with none may be absent
+    cap: int
+    oldest_due_run_at: datetime | None  # as QueueStats'
+    now: datetime
+
+    def __attrs_post_init__(self) -> None:
+        check_cap(self.cap)
+
+    @classmethod
+    def of(cls, stats: QueueStats, cap: int) -> QueueSummary:
+        """The summary of exact counts: the same cap applied."""
+        return cls(
+            counts={s: min(n, cap + 1) for s, n in stats.by_status.items()},
+            cap=cap,
+            oldest_due_run_at=stats.oldest_due_run_at,
+            now=stats.now,
+        )
+
+    @property
+    def by_status(self) -> dict[Status, int]:
+        """Every status's count, cap + 1 where there are more than `cap`."""
+        return {s: self.counts.get(s, 0) for s in Status}
+
+    def capped(self, status: Status) -> bool:
+        """Whether `status` has more than `cap` jobs (its count is then not known)."""
+        return self.counts.get(status, 0) > self.cap
+
+    @property
+    def total(self) -> int:
+        """The jobs counted, `cap` for each capped status: a lower bound when any is."""
+        return sum(min(n, self.cap) for n in self.counts.values())
+
+    @property
+    def total_capped(self) -> bool:
+        return any(self.capped(s) for s in Status)
+
+    @property
+    def oldest_due_age(self) -> timedelta:
+        if self.oldest_due_run_at is None:
+            return timedelta(0)
+        return max(self.now - self.oldest_due_run_at, timedelta(0))
+
+
+def check_cap(cap: int) -> None:
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise ValueError(f"the count cap must be a positive integer, not {cap!r}")

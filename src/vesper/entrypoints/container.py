@@ -41,6 +41,7 @@ from vesper.application.management import (
     GetActivity,
     GetJob,
     GetStats,
+    GetSummary,
     ListJobs,
     RetryJob,
 )
@@ -385,6 +386,7 @@ class Container(containers.DeclarativeContainer):
     get_queue = providers.Factory(GetQueue, queues=list_queues)
     configure_queue = providers.Factory(ConfigureQueue, get_queue=get_queue)
     get_activity = providers.Factory(GetActivity, jobs=jobs)
+    get_summary = providers.Factory(GetSummary, jobs=jobs)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)
     heartbeat_worker = providers.Factory(HeartbeatWorker, registry=worker_registry)
     deregister_worker = providers.Factory(DeregisterWorker, registry=worker_registry)

@@ -66,6 +66,7 @@ pytest.register_assert_rewrite(
     "vesper.testing.results_contract",
     "vesper.testing.retention_contract",
     "vesper.testing.submit_contract",
+    "vesper.testing.summary_contract",
     "vesper.testing.transactions_contract",
     "vesper.testing.workers_contract",
 )
@@ -103,6 +104,7 @@ from vesper.testing.retention_contract import DeleteContract, PruneContract, Pru
 from vesper.testing.schedules_contract import ScheduleRegistryContract
 from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
+from vesper.testing.summary_contract import SummaryContract
 from vesper.testing.transactions_contract import CallerTransactions, TransactionalSubmitContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
@@ -136,6 +138,7 @@ class JobRepositoryContract(
     TransactionalSubmitContract,
     SearchContract,
     ActivityContract,
+    SummaryContract,
 ):
     """Every guarantee of the JobRepository port, grouped by port method."""
 
@@ -187,6 +190,7 @@ __all__ = [
     "StoreOpener",
     "StoreOutage",
     "SubmitContract",
+    "SummaryContract",
     "TransactionalSubmitContract",
     "WorkerRegistryContract",
     "scratch_database",

@@ -45,10 +45,15 @@ class FreeJobs:
     ) -> None:
         self._inner = inner
         kept = keep_complete_and_claim and inner.capabilities.complete_and_claim
-        # activity is optional too: a store free of it shows the dashboard no chart; no
-        # queues either: a store without them still passes the rest of the suite
+        # activity and summary are optional too: a store free of them shows the dashboard
+        # no chart, and counts its overview through stats; no queues either: a store
+        # without them still passes the rest of the suite
         self.capabilities = attrs.evolve(
-            inner.capabilities, complete_and_claim=kept, activity=False, queues=False
+            inner.capabilities,
+            complete_and_claim=kept,
+            activity=False,
+            summary=False,
+            queues=False,
         )
         self._per_job_tokens = per_job_tokens
         self._reordered = reordered

@@ -18,3 +18,7 @@ def ok(job: vesper.Job) -> None:
 def flaky(job: vesper.Job) -> None:
     if job.attempt == 1:
         raise vesper.NonRetryable("first attempts of flaky jobs fail on purpose")
+
+
+# a schedule for the schedules page (midnight: it fires no job during a test)
+app.periodic("0 0 * * *", type="ok", name="nightly-ok")

@@ -173,7 +173,8 @@ class JobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
     claim (the limited queues' part) and the queues' settings and views from
     SqlQueueing; submit and the claim of the other queues are here."""
 
-    capabilities = Capabilities(multi_process=True, queues=True)
+    # summary: SqlJobReads'; queues: SqlQueueing's
+    capabilities = Capabilities(multi_process=True, summary=True, queues=True)
 
     def __init__(self, db: Database, clock: Clock, notify: Callable[[], None]) -> None:
         super().__init__(db, NOW)

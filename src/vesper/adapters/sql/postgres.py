@@ -90,6 +90,7 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
         complete_and_claim=True,
         transactional_submit=True,
         activity=True,
+        summary=True,
         queues=True,
     )
 

@@ -105,6 +105,7 @@ class SqliteJobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
         complete_and_claim=True,
         transactional_submit=True,
         activity=True,
+        summary=True,
         queues=True,
     )
     # without statistics SQLite may not pick the partial index of finished jobs

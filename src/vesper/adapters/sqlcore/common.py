@@ -13,15 +13,19 @@ from typing import Any, Protocol, TypeVar
 import attrs
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
+    Integer,
     Select,
     Uuid,
     bindparam,
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -36,8 +40,8 @@ from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotF
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.states import TRANSITIONS, Status, allowed
-from vesper.domain.stats import QueueStats
-from vesper.domain.submission import NewJob
+from vesper.domain.stats import QueueStats, QueueSummary, check_cap
+from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, NewJob
 
 T = TypeVar("T")
 
@@ -118,9 +122,8 @@ class SqlJobReads:
         self._counts = select(jobs.c.status, jobs.c.priority, func.count()).group_by(
             jobs.c.status, jobs.c.priority
         )
-        self._oldest = select(func.min(jobs.c.run_at), now.label("now")).where(
-            text(CLAIMABLE_SQL), jobs.c.run_at <= now
-        )
+        self._oldest = oldest_due_query(now)
+        self._capped_counts = capped_counts_query()
         self._clock_now = select(now.label("now"))
         self._activities: dict[bool, TextClause] = {}
         self._cancel = self._transition(
@@ -234,6 +237,18 @@ class SqlJobReads:
 
         return self._db.read(work)
 
+    def summary(self, *, cap: int, now: datetime | None = None) -> QueueSummary:
+        """Counts by status up to `cap` + 1 (the ports' SummaryJobRepository)."""
+        check_cap(cap)
+        params = {"now": self._at(now), "limit": cap + 1}
+
+        def work(conn: Connection) -> QueueSummary:
+            oldest, at = conn.execute(self._oldest, params).one()
+            counts = {Status(s): n for s, n in conn.execute(self._capped_counts, params).all()}
+            return QueueSummary(counts=counts, cap=cap, oldest_due_run_at=job_time(oldest), now=at)
+
+        return self._db.read(work)
+
     def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
         """Finished work by minute (the ports' ActivityJobRepository)."""
 
@@ -329,6 +344,37 @@ class SqlJobReads:
             raise IllegalTransition(job_id, Status(current.status), "delete")
 
         return self._db.transaction(work, durable=True)
+
+
+def oldest_due_query(now: ColumnElement[datetime]) -> Select[Any, datetime]:
+    """The earliest run_at among due claimable jobs, and now.
+
+    One min() per priority: with the priority fixed, the claim index (priority DESC,
+    run_at, seq) holds the due jobs in run_at order, so each min() reads one index entry;
+    a single min() over all priorities would read every claimable job's entry."""
+    firsts = union_all(
+        *(
+            select(func.min(jobs.c.run_at).label("run_at")).where(
+                text(CLAIMABLE_SQL), jobs.c.priority == priority, jobs.c.run_at <= now
+            )
+            for priority in range(MIN_PRIORITY, MAX_PRIORITY + 1)
+        )
+    ).subquery()
+    return select(func.min(firsts.c.run_at), now.label("now"))
+
+
+def capped_counts_query() -> CompoundSelect[str, int]:
+    """(status, its jobs counted up to :limit) for each status: each count reads at most
+    :limit entries of the (status, seq) index."""
+
+    def capped(status: Status) -> Select[str, int]:
+        limit = bindparam("limit", type_=Integer())
+        some = select(jobs.c.seq).where(jobs.c.status == status.value).limit(limit)
+        return select(literal(status.value).label("status"), func.count()).select_from(
+            some.subquery()
+        )
+
+    return union_all(*(capped(s) for s in Status))
 
 
 def job_time(value: datetime | None) -> datetime | None:

@@ -54,6 +54,7 @@ USE_CASES = (
     "delete_schedule",
     "delete_job",
     "get_activity",  # the dashboard's chart
+    "get_summary",  # the dashboard's counts
 )
 
 

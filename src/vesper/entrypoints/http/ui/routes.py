@@ -24,6 +24,7 @@ from vesper.application.management import (
     GetActivity,
     GetJob,
     GetStats,
+    GetSummary,
     ListJobs,
     RetryJob,
 )
@@ -97,7 +98,7 @@ def back(path: str, **params: str) -> Redirect:
 @get("/")
 async def overview_page(
     request: Request[Any, Any, Any],
-    get_stats: NamedDependency[GetStats],
+    get_summary: NamedDependency[GetSummary],
     get_fleet: NamedDependency[GetFleet],
     get_activity: NamedDependency[GetActivity],
     ui_container: NamedDependency[Any],
@@ -105,7 +106,7 @@ async def overview_page(
 ) -> Template:
     def read() -> views.Overview:
         return views.overview(
-            get_stats(), get_fleet(), get_activity(), seams.queue_counts(ui_container)
+            get_summary(), get_fleet(), get_activity(), seams.queue_counts(ui_container)
         )
 
     return page(request, "overview.html", view=await store_calls.run(read), nav="overview")

@@ -9,7 +9,7 @@ the function turns that use case's result into the view model it returns.
   `set_queue_limits` (the queues page): job queues and their settings (filled: ListQueues
   and ConfigureQueue; a store without named queues shows its one queue, "default",
   and refuses changes with one line).
-- `schedules_page`, `set_schedule_paused` (the schedules page): periodic schedules.
+- `schedules_page`, `set_schedule_paused` (the schedules page): filled (issue 17).
 - `bulk_change` (the jobs page's selection): now one RetryJob/CancelJob per selected
   job; a bulk use case (by ids or by filter, in one statement) replaces the loop.
 """
@@ -17,12 +17,19 @@ the function turns that use case's result into the view model it returns.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import attrs
 
 from vesper.application.queues import QueueView
-from vesper.domain.errors import IllegalTransition, InvalidRequest, JobNotFound
+from vesper.domain.errors import (
+    IllegalTransition,
+    InvalidRequest,
+    JobNotFound,
+    ScheduleNotFound,
+    SchedulesUnsupported,
+)
 from vesper.domain.job import JobId
 from vesper.domain.queues import UNSET, QueueChange
 from vesper.entrypoints.wire import queue_to_wire
@@ -31,7 +38,7 @@ from vesper.entrypoints.wire import queue_to_wire
 QUEUES_PROVIDER = "list_queues"
 QUEUE_UPDATE_PROVIDER = "configure_queue"
 SCHEDULES_PROVIDER = "list_schedules"
-SCHEDULE_UPDATE_PROVIDER = "update_schedule"
+SCHEDULE_UPDATE_PROVIDER = "pause_schedule"
 
 
 class FeatureUnavailable(Exception):
@@ -141,15 +148,42 @@ def set_queue_limits(container: Any, name: str, limits: Mapping[str, str]) -> No
 
 
 def schedules_page(container: Any) -> SchedulesPage:
+    """Every schedule the store keeps; unavailable when the store keeps none."""
     if _provider(container, SCHEDULES_PROVIDER) is None:
         return SchedulesPage(available=False)
-    raise NotImplementedError("fill this seam: SchedulesPage from the schedules use case")
+    try:
+        views = container.list_schedules()()
+    except SchedulesUnsupported:
+        return SchedulesPage(available=False)
+    return SchedulesPage(
+        available=True,
+        schedules=tuple(
+            ScheduleRow(
+                name=view.record.name,
+                paused=view.record.paused,
+                next_tick=_when(view.next_tick),
+                last_tick=_when(view.record.last_tick),
+                job_type=view.record.schedule.type,
+            )
+            for view in views
+        ),
+    )
 
 
 def set_schedule_paused(container: Any, name: str, paused: bool) -> None:
+    """Pause or resume the schedule `name` (every scheduler reads it at each tick)."""
     if _provider(container, SCHEDULE_UPDATE_PROVIDER) is None:
         raise FeatureUnavailable("schedules")
-    raise NotImplementedError("fill this seam: pause or resume through the schedule use case")
+    try:
+        container.pause_schedule()(name, paused)
+    except SchedulesUnsupported:
+        raise FeatureUnavailable("schedules") from None
+    except ScheduleNotFound:
+        raise FeatureUnavailable(f"schedule {name!r}") from None
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @attrs.frozen(kw_only=True)

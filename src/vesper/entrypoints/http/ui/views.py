@@ -19,7 +19,7 @@ from vesper.domain.fleet import Fleet, WorkerProcess
 from vesper.domain.job import JobRecord
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.states import Status, allowed
-from vesper.domain.stats import QueueStats
+from vesper.domain.stats import QueueSummary
 from vesper.entrypoints.http.ui.chart import Chart, chart_of
 
 STATUSES = tuple(s.value for s in Status)
@@ -52,8 +52,9 @@ def trace_id(traceparent: str | None) -> str | None:
 
 @attrs.frozen(kw_only=True)
 class Overview:
-    by_status: Mapping[str, int]
-    total: int
+    by_status: Mapping[str, str]  # "12", or "10000+" where the count stopped at the cap
+    total: str
+    cap: int  # the count each status stops at
     oldest_due_age: str
     processes: int
     machines: int
@@ -64,16 +65,25 @@ class Overview:
     by_queue: Mapping[str, int] | None  # None until jobs have queues
 
 
+def count(n: int, capped: bool) -> str:
+    """A count as the overview shows it: "10000+" when counting stopped at 10000."""
+    return f"{n}+" if capped else str(n)
+
+
 def overview(
-    stats: QueueStats,
+    summary: QueueSummary,
     fleet: Fleet,
     activity: Activity | None,
     by_queue: Mapping[str, int] | None = None,
 ) -> Overview:
     return Overview(
-        by_status={s.value: n for s, n in stats.by_status.items()},
-        total=stats.total,
-        oldest_due_age=age(stats.oldest_due_age),
+        by_status={
+            s.value: count(min(n, summary.cap), summary.capped(s))
+            for s, n in summary.by_status.items()
+        },
+        total=count(summary.total, summary.total_capped),
+        cap=summary.cap,
+        oldest_due_age=age(summary.oldest_due_age),
         processes=len(fleet.processes),
         machines=len(fleet.machines),
         slots=fleet.total_workers,
