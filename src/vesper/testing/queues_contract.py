@@ -7,15 +7,18 @@ races several). A store without `capabilities.queues` skips them.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
 import pytest
 
-from vesper.application.ports import QueueingJobRepository
+from vesper.application.ports import QueueingCompletingJobRepository, QueueingJobRepository
 from vesper.domain.errors import InvalidRequest
+from vesper.domain.job import JobRecord
 from vesper.domain.query import JobQuery
 from vesper.domain.queues import QueueChange, QueueSettings, Rate
 from vesper.domain.states import Status
 from vesper.testing.fixtures import (
+    LEASE,
     T0,
     StoreFixtures,
     all_jobs,
@@ -190,6 +193,36 @@ class QueueLimitContract(StoreFixtures):
         assert [j.queue for j in claim(queueing, now=at(1))] == ["free"]  # others unaffected
         queueing.complete([ref(first[0])], now=at(2))
         assert len(claim(queueing, now=at(2), queues=["q"], limit=5)) == 1
+
+    def test_complete_and_claim_keeps_a_queues_limit(self, queueing: QueueingJobRepository) -> None:
+        """A worker's batch completed and its next claim from a limited queue: the
+        completions free their places first, and a batch whose leases were all lost
+        claims nothing."""
+        if not queueing.capabilities.complete_and_claim:
+            pytest.skip("the store offers no complete_and_claim (capabilities)")
+        completing = cast(QueueingCompletingJobRepository, queueing)
+        submit(queueing, *(new_job(queue="q") for _ in range(6)))
+        queueing.configure_queue("q", QueueChange(concurrency=2))
+        first = claim(queueing, now=at(1), queues=["q"], limit=5)
+        assert len(first) == 2
+
+        def batch(leases: list[JobRecord], now: int) -> tuple[list[JobRecord], list[JobRecord]]:
+            return completing.complete_and_claim(
+                [ref(j) for j in leases],
+                worker_id="w1",
+                limit=5,
+                lease=LEASE,
+                queues=["q"],
+                now=at(now),
+            )
+
+        done, second = batch(first[:1], 2)
+        assert (ids(done), len(second)) == ([first[0].id], 1)  # one place freed: one taken
+        assert all(j.status is Status.PROCESSING and j.queue == "q" for j in second)
+        assert batch(first[:1], 3) == ([], [])  # completed already: its lease is gone
+        done, claimed = batch([first[1], *second], 4)
+        assert (len(done), len(claimed)) == (2, 2)
+        assert len(all_jobs(queueing, JobQuery(status=Status.PROCESSING))) == 2
 
     def test_key_concurrency_takes_one_job_per_key_in_claim_order(
         self, queueing: QueueingJobRepository

@@ -52,7 +52,7 @@ from vesper.adapters.sqlcore.common import (
     job_time,
     plan_submission,
 )
-from vesper.adapters.sqlcore.queues import SqlQueueing, SqlQueues
+from vesper.adapters.sqlcore.queues import SqlQueueing, SqlQueues, one_limited
 from vesper.adapters.sqlcore.rows import in_claim_order, job_of, jobs_of
 from vesper.adapters.sqlcore.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
@@ -199,6 +199,24 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
         results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         limited = self._queues.limited()
+        if one_limited(leases, limit, types, queues, limited):
+            assert queues is not None
+            refs = _sorted(leases)
+            params = {
+                "ids": [r.job_id for r in refs],
+                "tokens": [r.token for r in refs],
+                "now": now,
+                "results": _results(refs, results),
+            }
+            return self._queues.complete_and_claim(
+                lambda conn: jobs_of(run(conn, COMPLETE, params)),
+                queues[0],
+                worker_id=worker_id,
+                limit=limit,
+                lease=lease,
+                types=types,
+                now=now,
+            )
         if (
             not leases
             or limit <= 0

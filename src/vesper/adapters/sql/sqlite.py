@@ -39,7 +39,7 @@ from vesper.adapters.sqlcore.leases import (
     complete_with_results,
     fenced_params,
 )
-from vesper.adapters.sqlcore.queues import NOT_LIMITED_SQL, SqlQueueing, SqlQueues
+from vesper.adapters.sqlcore.queues import NOT_LIMITED_SQL, SqlQueueing, SqlQueues, one_limited
 from vesper.adapters.sqlcore.retention import SqlPruning, prune_statement
 from vesper.adapters.sqlcore.rows import in_claim_order, jobs_of
 from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs, utc_datetime
@@ -221,6 +221,24 @@ class SqliteJobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
         results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         limited = self._queues.limited()
+        if one_limited(leases, limit, types, queues, limited):
+            assert queues is not None
+
+            def complete(conn: Connection) -> list[JobRecord]:
+                at = self._at(now)
+                if results:
+                    return complete_with_results(conn, leases, results, at)
+                return jobs_of(conn.execute(COMPLETE, fenced_params(leases, {"now": at})).all())
+
+            return self._queues.complete_and_claim(
+                complete,
+                queues[0],
+                worker_id=worker_id,
+                limit=limit,
+                lease=lease,
+                types=types,
+                now=now,
+            )
         if (
             not leases
             or limit <= 0

@@ -24,11 +24,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+import attrs
+from sqlalchemy import BindParameter, Uuid, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from vesper.adapters.sqlcore.common import Database
+from vesper.adapters.sqlcore.common import Database, job_time
 from vesper.adapters.sqlcore.rows import (
     aware_utc,
     jobs_of,
@@ -45,12 +46,13 @@ from vesper.adapters.sqlcore.tables import (
     queues,
     utc_datetime,
 )
-from vesper.domain.job import JobRecord
+from vesper.domain.job import JobRecord, LeaseRef
 from vesper.domain.queues import (
     QueueChange,
     QueueSettings,
     QueueState,
     check_queue,
+    effective_priority,
     pick_by_key,
     queue_allowance,
     rate_log_after,
@@ -88,6 +90,25 @@ _SET_LOG = (
 )
 
 
+def one_limited(
+    leases: Sequence[LeaseRef],
+    limit: int,
+    types: Sequence[str] | None,
+    queues: Sequence[str] | None,
+    limited: frozenset[str],
+) -> bool:
+    """Whether a complete_and_claim claims from one limited queue only (a worker's
+    per-queue claim): then both go in that queue's transaction, with one commit."""
+    return (
+        bool(leases)
+        and limit > 0
+        and (types is None or bool(types))
+        and queues is not None
+        and len(set(queues)) == 1
+        and queues[0] in limited
+    )
+
+
 class SqlQueues:
     """The queue side of one SQL job repository.
 
@@ -115,6 +136,12 @@ class SqlQueues:
         self._limited: frozenset[str] = frozenset()
         self._limited_at = -LIMITED_TTL
         lock = " FOR UPDATE" if self._postgres else ""
+        # PostgreSQL: the time once the lock is granted comes with the row (one round
+        # trip fewer); clock_timestamp(), not the transaction's start
+        self._locked_now = text(
+            "SELECT *, clock_timestamp() AS vesper_now FROM vesper_queues "
+            "WHERE name = :b_name FOR UPDATE"
+        )
         self._row = select(queues).where(queues.c.name == bindparam("b_name"))
         self._locked_row = text(f"SELECT * FROM vesper_queues WHERE name = :b_name{lock}")
         self._due = (
@@ -129,6 +156,7 @@ class SqlQueues:
             set_={c.name: upsert.excluded[c.name] for c in queues.c if c.name != "name"},
         )
         self._picks: dict[tuple[bool, bool, bool], Any] = {}
+        self._takes: dict[tuple[bool, bool], Any] = {}
 
     # -- which queues are limited ---------------------------------------------------
 
@@ -161,54 +189,164 @@ class SqlQueues:
     ) -> list[JobRecord]:
         """Claim from the queue `name`, keeping its settings, in one transaction; the
         jobs in claim order by effective priority."""
+        return self._db.transaction(
+            lambda conn: self._claim_in(conn, name, worker_id, limit, lease, types, now)
+        )
 
-        def work(conn: Connection) -> list[JobRecord]:
-            row = conn.execute(self._locked_row, {"b_name": name}).first()
-            at = now or self._clock(conn)  # after the lock: a claim is never dated earlier
-            settings = queue_settings_of(row) if row is not None else QueueSettings(name=name)
-            log = rate_log_of(row.rate_log) if row is not None else []
-            busy: dict[str, int] = {}
-            running = 0
-            for key, n in conn.execute(_RUNNING, {"queue": name}).all():
-                running += n
-                if key is not None:
-                    busy[key] = n
-            allowed = queue_allowance(settings, processing=running, log=log, now=at, limit=limit)
-            if allowed <= 0:
-                return []
-            per_key = settings.key_concurrency
-            # enough candidates for the per-key rule to skip the saturated keys' jobs
-            cap = allowed if per_key is None else allowed + per_key * (running + allowed)
-            params: dict[str, Any] = {"queue": name, "at": at, "cap": cap}
-            if types is not None:
-                params["types"] = list(types)
-            if settings.aging is not None:
-                params["aging"] = settings.aging.total_seconds()
-            if per_key is not None:
-                params["per_key"] = per_key
-            statement = self._pick(types is not None, settings.aging is not None, per_key)
-            candidates = [(r[0], r[1]) for r in conn.execute(statement, params).all()]
-            picked = pick_by_key(candidates, busy, per_key, allowed)
-            if not picked:
-                return []
-            taken = conn.execute(
-                _TAKE,
-                {
-                    "ids": picked,
-                    "b_worker_id": worker_id,
-                    "token": uuid.uuid4(),
-                    "expires_at": at + lease,
-                    "at": at,
-                },
-            ).all()
-            if settings.rate is not None and row is not None:
-                after = rate_log_after(settings.rate, log, at, len(taken))
-                conn.execute(_SET_LOG, {"b_name": name, "log": rate_log_text(after)})
-            # in the order picked (effective priority): RETURNING keeps no order
-            place = {job_id: i for i, job_id in enumerate(picked)}
-            return sorted(jobs_of(taken), key=lambda job: place[job.id])
+    def complete_and_claim(
+        self,
+        complete: Callable[[Connection], list[JobRecord]],
+        name: str,
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None,
+        now: datetime | None,
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
+        """`complete(conn)` (a batch's completions), then `claim` from the limited queue
+        `name`, in one transaction: one commit for both. Nothing is claimed when the
+        completions recorded nothing (their leases were lost)."""
+
+        def work(conn: Connection) -> tuple[list[JobRecord], list[JobRecord]]:
+            done = complete(conn)
+            if not done:
+                return done, []
+            return done, self._claim_in(conn, name, worker_id, limit, lease, types, now)
 
         return self._db.transaction(work)
+
+    def _claim_in(
+        self,
+        conn: Connection,
+        name: str,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None,
+        now: datetime | None,
+    ) -> list[JobRecord]:
+        if self._postgres:
+            row = conn.execute(self._locked_now, {"b_name": name}).first()
+            locked_at = job_time(row.vesper_now) if row is not None else None
+        else:
+            row, locked_at = conn.execute(self._locked_row, {"b_name": name}).first(), None
+        # after the lock: a claim is never dated earlier
+        at = now or locked_at or self._clock(conn)
+        settings = queue_settings_of(row) if row is not None else QueueSettings(name=name)
+        log = rate_log_of(row.rate_log) if row is not None else []
+        if settings.key_concurrency is None:
+            return self._take_at_once(conn, settings, log, at, worker_id, limit, lease, types)
+        busy: dict[str, int] = {}
+        running = 0
+        for key, n in conn.execute(_RUNNING, {"queue": name}).all():
+            running += n
+            if key is not None:
+                busy[key] = n
+        allowed = queue_allowance(settings, processing=running, log=log, now=at, limit=limit)
+        if allowed <= 0:
+            return []
+        per_key = settings.key_concurrency
+        # enough candidates for the per-key rule to skip the saturated keys' jobs
+        cap = allowed if per_key is None else allowed + per_key * (running + allowed)
+        params: dict[str, Any] = {"queue": name, "at": at, "cap": cap}
+        if types is not None:
+            params["types"] = list(types)
+        if settings.aging is not None:
+            params["aging"] = settings.aging.total_seconds()
+        if per_key is not None:
+            params["per_key"] = per_key
+        statement = self._pick(types is not None, settings.aging is not None, per_key)
+        candidates = [(r[0], r[1]) for r in conn.execute(statement, params).all()]
+        picked = pick_by_key(candidates, busy, per_key, allowed)
+        if not picked:
+            return []
+        taken = conn.execute(
+            _TAKE,
+            {
+                "ids": picked,
+                "b_worker_id": worker_id,
+                "token": uuid.uuid4(),
+                "expires_at": at + lease,
+                "at": at,
+            },
+        ).all()
+        if settings.rate is not None and row is not None:
+            after = rate_log_after(settings.rate, log, at, len(taken))
+            conn.execute(_SET_LOG, {"b_name": name, "log": rate_log_text(after)})
+        # in the order picked (effective priority): RETURNING keeps no order
+        place = {job_id: i for i, job_id in enumerate(picked)}
+        return sorted(jobs_of(taken), key=lambda job: place[job.id])
+
+    def _take_at_once(
+        self,
+        conn: Connection,
+        settings: QueueSettings,
+        log: list[datetime],
+        at: datetime,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None,
+    ) -> list[JobRecord]:
+        """A queue without key_concurrency: its processing jobs counted, and its due
+        jobs picked and leased, in one statement. It runs under the queue's lock, in a
+        statement begun after the lock was granted, so it sees every earlier claim."""
+        unlimited = attrs.evolve(settings, concurrency=None)  # counted in the statement
+        cap = queue_allowance(unlimited, processing=0, log=log, now=at, limit=limit)
+        if cap <= 0:
+            return []
+        params: dict[str, Any] = {
+            "queue": settings.name,
+            "at": at,
+            "cap": cap,
+            "concurrency": settings.concurrency if settings.concurrency is not None else cap,
+            "b_worker_id": worker_id,
+            "token": uuid.uuid4(),
+            "expires_at": at + lease,
+        }
+        if types is not None:
+            params["types"] = list(types)
+        if settings.aging is not None:
+            params["aging"] = settings.aging.total_seconds()
+        statement = self._take_statement(types is not None, settings.aging is not None)
+        taken = jobs_of(conn.execute(statement, params).all())
+        if settings.rate is not None:
+            after = rate_log_after(settings.rate, log, at, len(taken))
+            conn.execute(_SET_LOG, {"b_name": settings.name, "log": rate_log_text(after)})
+        aging = settings.aging
+        return sorted(  # RETURNING keeps no order: effective priority, run_at, insertion
+            taken,
+            key=lambda j: (-effective_priority(j.priority, j.run_at, at, aging), j.run_at, j.seq),
+        )
+
+    def _take_statement(self, typed: bool, aged: bool) -> Any:
+        shape = (typed, aged)
+        statement = self._takes.get(shape)
+        if statement is not None:
+            return statement
+        effective = self._effective() if aged else "priority"
+        bounded = "GREATEST(0, LEAST(" if self._postgres else "max(0, min("
+        sql = (
+            "UPDATE vesper_jobs SET status = 'processing', attempts = attempts + 1, "
+            "worker_id = :b_worker_id, lease_token = :token, lease_expires_at = :expires_at, "
+            f"started_at = :at, updated_at = :at WHERE {CLAIMABLE_SQL} AND id IN ("
+            f"SELECT id FROM vesper_jobs WHERE {CLAIMABLE_SQL} AND queue = :queue "
+            f"AND run_at <= :at {'AND type IN :types' if typed else ''} "
+            f"ORDER BY {effective} DESC, run_at, seq "
+            f"LIMIT {bounded}:cap, :concurrency - (SELECT count(*) FROM vesper_jobs "
+            f"WHERE {PROCESSING_SQL} AND queue = :queue)))) RETURNING *"
+        )
+        binds: list[BindParameter[Any]] = [
+            bindparam("at", type_=utc_datetime()),
+            bindparam("expires_at", type_=utc_datetime()),
+            bindparam("token", type_=Uuid()),
+        ]
+        if typed:
+            binds.append(bindparam("types", expanding=True))
+        statement = text(sql).bindparams(*binds).columns(*jobs.c)
+        self._takes[shape] = statement
+        return statement
 
     def claim_limited(
         self,
