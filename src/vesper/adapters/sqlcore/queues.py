@@ -29,7 +29,7 @@ from sqlalchemy import BindParameter, Uuid, bindparam, func, select, text, updat
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from vesper.adapters.sqlcore.common import Database, job_time
+from vesper.adapters.sqlcore.common import Database
 from vesper.adapters.sqlcore.rows import (
     aware_utc,
     jobs_of,
@@ -136,12 +136,6 @@ class SqlQueues:
         self._limited: frozenset[str] = frozenset()
         self._limited_at = -LIMITED_TTL
         lock = " FOR UPDATE" if self._postgres else ""
-        # PostgreSQL: the time once the lock is granted comes with the row (one round
-        # trip fewer); clock_timestamp(), not the transaction's start
-        self._locked_now = text(
-            "SELECT *, clock_timestamp() AS vesper_now FROM vesper_queues "
-            "WHERE name = :b_name FOR UPDATE"
-        )
         self._row = select(queues).where(queues.c.name == bindparam("b_name"))
         self._locked_row = text(f"SELECT * FROM vesper_queues WHERE name = :b_name{lock}")
         self._due = (
@@ -226,13 +220,10 @@ class SqlQueues:
         types: Sequence[str] | None,
         now: datetime | None,
     ) -> list[JobRecord]:
-        if self._postgres:
-            row = conn.execute(self._locked_now, {"b_name": name}).first()
-            locked_at = job_time(row.vesper_now) if row is not None else None
-        else:
-            row, locked_at = conn.execute(self._locked_row, {"b_name": name}).first(), None
-        # after the lock: a claim is never dated earlier
-        at = now or locked_at or self._clock(conn)
+        row = conn.execute(self._locked_row, {"b_name": name}).first()
+        # read after the lock is granted (not with the row: PostgreSQL computes a locking
+        # SELECT's columns before it waits), so a claim is never dated earlier
+        at = now or self._clock(conn)
         settings = queue_settings_of(row) if row is not None else QueueSettings(name=name)
         log = rate_log_of(row.rate_log) if row is not None else []
         if settings.key_concurrency is None:
@@ -300,7 +291,8 @@ class SqlQueues:
             "queue": settings.name,
             "at": at,
             "cap": cap,
-            "concurrency": settings.concurrency if settings.concurrency is not None else cap,
+            # no concurrency limit: a bound no count reaches
+            "concurrency": settings.concurrency if settings.concurrency is not None else 2**31 - 1,
             "b_worker_id": worker_id,
             "token": uuid.uuid4(),
             "expires_at": at + lease,
