@@ -35,9 +35,9 @@ from benchmarks.systems import (
     wait_for,
 )
 
-WORKLOADS = ("W1", "W2", "W3", "W3x2", "W3q", "W3c", "W4", "W5", "W6", "W6s", "R1", "W7")
+WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W3q", "W3c", "W4", "W5", "W6", "W6s", "R1", "W7")
 DEFAULT_WORKLOADS = WORKLOADS
-PEER_WORKLOADS = ("W1", "W2", "W3", "W3x2", "W4")  # the peers have no HTTP API (W5)
+PEER_WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W4")  # the peers have no HTTP API (W5)
 DRAIN_TIMEOUT = 180.0
 READY_TIMEOUT = 60.0
 # W6 counts the unfinished jobs through the status index: `status <> 'done'` would scan
@@ -50,6 +50,8 @@ UNFINISHED_SQL = (
 @dataclass
 class Config:
     single_jobs: int = 5_000
+    concurrent_jobs: int = 10_000
+    producers: int = 16
     batch_jobs: int = 10_000
     drain_jobs: int = 10_000
     pickup_jobs: int = 500
@@ -127,9 +129,17 @@ class Bench:
         seconds = system.run("enqueue-single", "--jobs", str(jobs))["seconds"]
         return {"jobs_per_s": jobs / seconds, "seconds": seconds}
 
+    def enqueue_concurrent(self, system: System) -> dict[str, float]:
+        jobs, producers = self.config.concurrent_jobs, self.config.producers
+        seconds = system.run(
+            "enqueue-concurrent", "--jobs", str(jobs), "--producers", str(producers)
+        )["seconds"]
+        return {"jobs_per_s": jobs / seconds, "seconds": seconds}
+
     def enqueue_batch(self, system: System) -> dict[str, float]:
+        """W2: the batch in one call of the system's batch API."""
         jobs = self.config.batch_jobs
-        seconds = system.run("enqueue-batch", "--jobs", str(jobs))["seconds"]
+        seconds = system.run("enqueue-batch", "--jobs", str(jobs), "--chunk", str(jobs))["seconds"]
         return {"jobs_per_s": jobs / seconds, "seconds": seconds}
 
     def drain(
@@ -336,6 +346,7 @@ class Bench:
         plan: list[tuple[str, Callable[[System], dict[str, float]], list[System]]] = []
         table: dict[str, Callable[[System], dict[str, float]]] = {
             "W1": self.enqueue_single,
+            "W1c": self.enqueue_concurrent,
             "W2": self.enqueue_batch,
             "W3": lambda s: self.drain(s, 1),
             "W3x2": lambda s: self.drain(s, 2),
@@ -427,7 +438,7 @@ def run_bench(
         if "sqlite" in stores:
             systems.append(vesper_sqlite(work / "bench.db"))
         if peers and any(w in PEER_WORKLOADS for w in workloads):
-            systems += [procrastinate(pg_url), pgqueuer(pg_url)]
+            systems += [procrastinate(pg_url), pgqueuer(pg_url), pgqueuer(pg_url, "psycopg")]
         for system in systems:
             system.run("setup", timeout=120)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())  # fmt: skip

@@ -180,14 +180,16 @@ def procrastinate(url: str) -> System:
     )
 
 
-def pgqueuer(url: str) -> System:
+def pgqueuer(url: str, driver: str = "asyncpg") -> System:
+    """pgqueuer on asyncpg (`pgq run`'s and its README's default), or on psycopg."""
     return System(
-        name="pgqueuer",
+        name="pgqueuer" if driver == "asyncpg" else f"pgqueuer-{driver}",
         python=peer_python(),
         driver="pgqueuer_driver.py",
         url=url,
         reset_sql=["TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics RESTART IDENTITY"],
         remaining_sql="SELECT count(*) FROM pgqueuer",
+        env={"PGQ_BENCH_DRIVER": driver},
     )
 
 
@@ -196,7 +198,7 @@ def ensure_peers_venv(echo: Any = print) -> None:
     python = Path(peer_python())
     if python.exists():
         check = subprocess.run(
-            [str(python), "-c", "import procrastinate, pgqueuer, matplotlib"],
+            [str(python), "-c", "import procrastinate, pgqueuer, asyncpg, matplotlib"],
             capture_output=True,
             check=False,
         )

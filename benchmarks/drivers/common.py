@@ -7,6 +7,8 @@ object on its last stdout line. Commands:
     reset                 empty the queue tables
     enqueue-single        --jobs N: N library calls, one transaction each -> {"seconds"}
     enqueue-batch         --jobs N --chunk C: through the batch API -> {"seconds"}
+    enqueue-concurrent    --jobs N --producers P: N single enqueues shared by P concurrent
+                          producers (threads, or tasks on a pool) -> {"seconds"}
     fill                  --jobs N: queue N jobs -> {"committed_at": wall clock}
     worker                --concurrency C --ready PATH [--ledger PATH]: run until SIGTERM
     produce               --jobs N --rate R: one at a time -> {"enqueued": {n: wall clock}}
@@ -27,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 JOB_TYPE = "bench"
-CHUNK = 1000  # vesper's batch limit (Limits.max_batch); every system gets the same chunks
+CHUNK = 10_000  # W2: one batch call of 10,000, as the peers' batch APIs take it
+PRODUCERS = 16  # W1c: concurrent producers
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +40,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=0)
     parser.add_argument("--chunk", type=int, default=CHUNK)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--producers", type=int, default=PRODUCERS)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--limit", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -51,6 +55,11 @@ def emit(result: dict[str, Any]) -> None:
 
 def chunks(total: int, size: int) -> list[range]:
     return [range(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def shares(total: int, parts: int) -> list[range]:
+    """`range(total)` cut into `parts` interleaved shares (one per producer)."""
+    return [range(start, total, parts) for start in range(parts)]
 
 
 def touch(path: str | None) -> None:

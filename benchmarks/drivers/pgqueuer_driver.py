@@ -1,39 +1,106 @@
 """The benchmark driver for pgqueuer 1.6 (run by the peers' venv); see common.py.
 
-Documented defaults: PsycopgDriver on an autocommit connection, `PgQueuer.run()` with
-its default batch_size (10) and no cap on concurrent tasks; one entrypoint.
+Two configurations, by $PGQ_BENCH_DRIVER: `asyncpg` (the default of `pgq run` and of
+pgqueuer's README: one asyncpg connection, `Queries.from_asyncpg_connection`; W1c
+shares an asyncpg pool among its producers, as pgqueuer's tuning guide advises for
+producers) and `psycopg` (`PsycopgDriver` on autocommit connections; W1c gives each
+producer its own). The worker is `pgqueuer.run(pgqueuer_app.main)`: the function `pgq
+run` calls, with `pgq run`'s defaults (batch_size 10, no cap on concurrent tasks,
+dequeue_timeout 30 s, heartbeat_timeout 30 s, continuous mode; see pgqueuer_app.py). The
+`pgq` script itself is not used: pgqueuer 1.6.0's CLI stops at start with the typer the
+peers' venv resolves (`AttributeError: 'str' object has no attribute 'name'`, in its
+log-level option).
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
+import os
 import sys
 import time
+from typing import Any
 
-import psycopg
-from common import JOB_TYPE, Ledger, apaced, chunks, emit, parse, touch
-from pgqueuer import PgQueuer, Queries
-from pgqueuer.db import PsycopgDriver
-from pgqueuer.models import Job
+from common import JOB_TYPE, apaced, chunks, emit, parse, shares
 
 args = parse()
-ledger = Ledger(args.ledger)
+ASYNCPG = os.environ.get("PGQ_BENCH_DRIVER", "asyncpg") == "asyncpg"
+TABLES = "pgqueuer, pgqueuer_log, pgqueuer_statistics"
+
+
+async def connect() -> Any:
+    if ASYNCPG:
+        import asyncpg  # noqa: PLC0415
+
+        return await asyncpg.connect(args.url)
+    import psycopg  # noqa: PLC0415
+
+    return await psycopg.AsyncConnection.connect(args.url, autocommit=True)
+
+
+def queries_on(connection: Any) -> Any:
+    from pgqueuer import Queries  # noqa: PLC0415
+
+    if ASYNCPG:
+        return Queries.from_asyncpg_connection(connection)
+    return Queries.from_psycopg_connection(connection)
+
+
+async def concurrent(jobs: int, producers: int) -> float:
+    """`jobs` single enqueues by `producers` concurrent tasks; the seconds they took."""
+    from pgqueuer import Queries  # noqa: PLC0415
+
+    closers: list[Any] = []
+    if ASYNCPG:
+        import asyncpg  # noqa: PLC0415
+
+        pool = await asyncpg.create_pool(args.url, min_size=producers, max_size=producers)
+        closers.append(pool)
+        queries = [Queries.from_asyncpg_pool(pool)] * producers
+    else:
+        connections = [await connect() for _ in range(producers)]
+        closers += connections
+        queries = [queries_on(c) for c in connections]
+
+    async def produce(q: Any, share: range) -> None:
+        for n in share:
+            await q.enqueue(JOB_TYPE, str(n).encode())
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(produce(q, s) for q, s in zip(queries, shares(jobs, producers), strict=True))
+        )
+        return time.perf_counter() - started
+    finally:
+        for closer in closers:
+            await closer.close()
+
+
+async def run_worker() -> None:
+    """What `pgq run pgqueuer_app:main` runs, at its defaults, until SIGTERM."""
+    import pgqueuer  # noqa: PLC0415
+
+    os.environ.update(
+        PGQ_BENCH_URL=args.url, PGQ_BENCH_READY=args.ready or "", PGQ_BENCH_LEDGER=args.ledger or ""
+    )
+    import pgqueuer_app  # noqa: PLC0415
+
+    await pgqueuer.run(pgqueuer_app.main)
 
 
 async def main() -> None:
-    conn = await psycopg.AsyncConnection.connect(args.url, autocommit=True)
+    if args.command == "worker":
+        await run_worker()
+        return
+    conn = await connect()
     try:
-        driver = PsycopgDriver(conn)
-        queries = Queries(driver)
+        queries = queries_on(conn)
         if args.command == "setup":
             if not await queries.schema_is_installed():
                 await queries.install()
             emit({})
         elif args.command == "reset":
-            await conn.execute(
-                "TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics RESTART IDENTITY"
-            )
+            await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY")
             emit({})
         elif args.command == "enqueue-single":
             started = time.perf_counter()
@@ -47,6 +114,8 @@ async def main() -> None:
                     [JOB_TYPE] * len(part), [str(n).encode() for n in part], [0] * len(part)
                 )
             emit({"seconds": time.perf_counter() - started})
+        elif args.command == "enqueue-concurrent":
+            emit({"seconds": await concurrent(args.jobs, args.producers)})
         elif args.command == "fill":
             n = args.jobs
             await queries.enqueue([JOB_TYPE] * n, [str(i).encode() for i in range(n)], [0] * n)
@@ -58,18 +127,6 @@ async def main() -> None:
                 await queries.enqueue(JOB_TYPE, str(n).encode())
 
             emit({"enqueued": await apaced(args.jobs, args.rate, one)})
-        elif args.command == "worker":
-            pgq = PgQueuer(driver)
-
-            @pgq.entrypoint(JOB_TYPE)
-            async def bench(job: Job) -> None:
-                ledger.start(job.payload.decode() if job.payload else None)
-
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, pgq.shutdown.set)
-            touch(args.ready)
-            await pgq.run()
         else:
             raise SystemExit(f"unknown command {args.command!r}")
     finally:

@@ -11,7 +11,7 @@ import sys
 import time
 
 import procrastinate
-from common import JOB_TYPE, Ledger, apaced, chunks, emit, parse, touch
+from common import JOB_TYPE, Ledger, apaced, chunks, emit, parse, shares, touch
 
 args = parse()
 ledger = Ledger(args.ledger)
@@ -47,6 +47,15 @@ async def main() -> None:
             started = time.perf_counter()
             for part in chunks(args.jobs, args.chunk):
                 await bench.batch_defer_async(*({"n": n} for n in part))
+            emit({"seconds": time.perf_counter() - started})
+        elif args.command == "enqueue-concurrent":
+
+            async def produce(share: range) -> None:
+                for n in share:
+                    await bench.defer_async(n=n)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(produce(s) for s in shares(args.jobs, args.producers)))
             emit({"seconds": time.perf_counter() - started})
         elif args.command == "fill":
             await bench.batch_defer_async(*({"n": n} for n in range(args.jobs)))

@@ -7,12 +7,13 @@ only submits, through the library API (`App.enqueue`, `App.enqueue_many`).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.drivers.common import JOB_TYPE, chunks, emit, paced, parse
+from benchmarks.drivers.common import JOB_TYPE, chunks, emit, paced, parse, shares
 from vesper.application.execution import lease_of
 from vesper.application.policies import Policies
 from vesper.application.submit import new_job_id
@@ -55,6 +56,30 @@ def claim_latency(app: App, jobs: int, limit: int) -> list[float]:
     return claims[1:]  # the first claim prepares the statement: not a steady-state one
 
 
+def concurrent(app: App, jobs: int, producers: int) -> float:
+    """`jobs` calls of `app.enqueue` from `producers` threads (W1c); the seconds taken."""
+    app.enqueue(JOB_TYPE, {"n": -1})  # connect before the clock starts
+    errors: list[BaseException] = []
+
+    def produce(share: range) -> None:
+        try:
+            for n in share:
+                app.enqueue(JOB_TYPE, {"n": n})
+        except BaseException as exc:  # reported after the join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=produce, args=(s,)) for s in shares(jobs, producers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    seconds = time.perf_counter() - started
+    if errors or any(t.is_alive() for t in threads):
+        raise RuntimeError(f"W1c: a producer failed or hung: {errors[:1]}")
+    return seconds
+
+
 FLOW_TICK_S = 0.02
 
 
@@ -94,6 +119,8 @@ def main() -> None:
             for part in chunks(args.jobs, args.chunk):
                 app.enqueue_many([JobRequest(type=JOB_TYPE, payload={"n": n}) for n in part])
             emit({"seconds": time.perf_counter() - started})
+        elif args.command == "enqueue-concurrent":
+            emit({"seconds": concurrent(app, args.jobs, args.producers)})
         elif args.command == "fill":
             # one transaction, past the API's batch limit: the jobs appear all at once
             limits = Limits(max_batch=args.jobs)

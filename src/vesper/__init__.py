@@ -17,11 +17,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["App", "Job", "JobRequest", "NonRetryable", "__version__"]
+__all__ = [
+    "App",
+    "Backoff",
+    "Job",
+    "JobRequest",
+    "NonRetryable",
+    "RetryAfter",
+    "Snooze",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from vesper.application.consumers import Job
+    from vesper.domain.backoff import Backoff
     from vesper.domain.errors import NonRetryable
+    from vesper.domain.retry import RetryAfter, Snooze
     from vesper.domain.submission import JobRequest
     from vesper.entrypoints.app import App
 
@@ -40,6 +51,14 @@ def __getattr__(name: str) -> Any:
         from vesper.domain.errors import NonRetryable  # noqa: PLC0415
 
         return NonRetryable
+    if name == "Backoff":
+        from vesper.domain.backoff import Backoff  # noqa: PLC0415
+
+        return Backoff
+    if name in ("Snooze", "RetryAfter"):
+        from vesper.domain import retry  # noqa: PLC0415
+
+        return getattr(retry, name)
     if name == "JobRequest":
         from vesper.domain.submission import JobRequest  # noqa: PLC0415
 

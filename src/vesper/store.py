@@ -18,14 +18,19 @@ The records a store keeps and returns:
     consumer function receives), JobId, Lease, LeaseRef, Failure, NewJob (a validated
     submission: `materialize(now=, seq=)` makes its first JobRecord), WorkerProcess,
     JobQuery, JobPage (`page_of`), QueueStats, QueueSummary; Status, TRANSITIONS and
-    `allowed` (which status an action starts from), `claim_order` (the claim's sort
-    key) and LEASE_EXPIRED_ERROR (the error an expired lease records); QueueSettings,
-    QueueChange and QueueState (a queue's settings, a change to them, its view).
+    `allowed` (which status an action starts from), ACTIVE (the statuses in which a job
+    holds its unique key), `claim_order` (the claim's sort key) and LEASE_EXPIRED_ERROR
+    (the error an expired lease records); Snoozed (a snoozed attempt); for `bulk`,
+    BulkAction, BulkFilter (`matches`: the reference semantics), BulkBatch (what a
+    batch returns), `take` (which of a batch's jobs a retry skips) and `kinds_of`;
+    QueueSettings, QueueChange and QueueState (a queue's settings, a change to them,
+    its view).
 
 The errors (what each means for the caller is in application/ports.py):
     StoreUnavailable (the database did not answer: vesper waits and retries),
     SchemaNotMigrated (its subclass: run `vesper migrate`), JobNotFound,
-    IllegalTransition, IdempotencyConflict, VesperError (their base).
+    IllegalTransition, UniqueKeyHeld (its subclass: a retry refused because another
+    active job holds the unique key), IdempotencyConflict, VesperError (their base).
 
 The SQL helpers, for a store over SQLAlchemy Core (they load SQLAlchemy, not vesper's
 own SQL stores nor alembic):
@@ -35,13 +40,16 @@ own SQL stores nor alembic):
     `job_of`, `jobs_of`, `row_of`, `process_of`, `aware_utc`, `in_claim_order`: row
     <-> record conversion;
     SqlDatabase: the unit-of-work protocol the shared code runs on;
-    SqlJobReads: get, find, stats, cancel and retry (subclass it), and summary (the
-    overview's capped counts: declare `Capabilities(summary=True)` to have it used);
+    SqlJobReads: get, find, stats, cancel (with cancel requests), retry (refusing a
+    held unique key) and bulk (subclass it), and summary (the overview's capped
+    counts: declare `Capabilities(summary=True)` to have it used);
     `plan_submission`, SubmitPlan, `assemble`, `submit_serialized`: idempotent
-    submission (the last for a store whose writers are serialized);
-    FencedWrites: complete, renew, release, fail and expire (subclass it, with the
-    clock bound as the parameter `now`), built on NOW, COMPLETE, RELEASE, RENEW, FAIL,
-    EXPIRE and `fenced_params`, `fail_params`, `expire_params` (the fenced updates);
+    submission with unique keys (the last for a store whose writers are serialized);
+    UNIQUE_ACTIVE_SQL, ACTIVE_HOLDERS and `active_holders`: the jobs holding unique keys;
+    FencedWrites: complete, renew, release, fail, snooze and expire (subclass it, with
+    the clock bound as the parameter `now`; a job with a cancel request ends
+    cancelled), built on NOW, COMPLETE, RELEASE, RENEW, FAIL, SNOOZE, EXPIRE and
+    `fenced_params`, `fail_params`, `snooze_params`, `expire_params`;
     `complete_with_results` (complete storing each job's result, in a transaction);
     SqlPruning: `prune` (retention), on `prune_statement()` (subclass it);
     `queues` (the settings table) and `process_columns` (a process's queues and types);
@@ -59,14 +67,16 @@ The notifier for a store whose processes share one machine:
 from __future__ import annotations
 
 from vesper.adapters.socket_notifier import SocketNotifier
-from vesper.adapters.sqlcore.common import Database as SqlDatabase
 from vesper.adapters.sqlcore.common import (
+    ACTIVE_HOLDERS,
     SqlJobReads,
     SubmitPlan,
+    active_holders,
     assemble,
     plan_submission,
     submit_serialized,
 )
+from vesper.adapters.sqlcore.common import Database as SqlDatabase
 from vesper.adapters.sqlcore.leases import (
     COMPLETE,
     EXPIRE,
@@ -74,11 +84,13 @@ from vesper.adapters.sqlcore.leases import (
     NOW,
     RELEASE,
     RENEW,
+    SNOOZE,
     FencedWrites,
     complete_with_results,
     expire_params,
     fail_params,
     fenced_params,
+    snooze_params,
 )
 from vesper.adapters.sqlcore.queues import NOT_LIMITED_SQL, SqlQueueing, SqlQueues
 from vesper.adapters.sqlcore.retention import SqlPruning, prune_statement
@@ -94,6 +106,7 @@ from vesper.adapters.sqlcore.rows import (
 from vesper.adapters.sqlcore.tables import (
     CLAIMABLE_SQL,
     PROCESSING_SQL,
+    UNIQUE_ACTIVE_SQL,
     duration,
     jobs,
     metadata,
@@ -119,6 +132,7 @@ from vesper.application.ports import (
     Subscription,
     WorkerRegistry,
 )
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter, kinds_of, take
 from vesper.domain.errors import (
     IdempotencyConflict,
     IllegalTransition,
@@ -126,19 +140,30 @@ from vesper.domain.errors import (
     ScheduleNotFound,
     SchemaNotMigrated,
     StoreUnavailable,
+    UniqueKeyHeld,
     VesperError,
 )
 from vesper.domain.fleet import WorkerProcess
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, Lease, LeaseRef
+from vesper.domain.job import (
+    LEASE_EXPIRED_ERROR,
+    Failure,
+    JobId,
+    JobRecord,
+    Lease,
+    LeaseRef,
+    Snoozed,
+)
 from vesper.domain.ordering import claim_order
 from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.queues import QueueChange, QueueSettings, QueueState
-from vesper.domain.states import TRANSITIONS, Status, allowed
+from vesper.domain.states import ACTIVE, TRANSITIONS, Status, allowed
 from vesper.domain.stats import QueueStats, QueueSummary
 from vesper.domain.submission import NewJob
 
 __all__ = [
+    "ACTIVE",
+    "ACTIVE_HOLDERS",
     "CLAIMABLE_SQL",
     "COMPLETE",
     "EXPIRE",
@@ -149,7 +174,12 @@ __all__ = [
     "PROCESSING_SQL",
     "RELEASE",
     "RENEW",
+    "SNOOZE",
     "TRANSITIONS",
+    "UNIQUE_ACTIVE_SQL",
+    "BulkAction",
+    "BulkBatch",
+    "BulkFilter",
     "Capabilities",
     "Clock",
     "CompletingJobRepository",
@@ -181,6 +211,7 @@ __all__ = [
     "ScheduleRecord",
     "ScheduleRegistry",
     "SchemaNotMigrated",
+    "Snoozed",
     "SocketNotifier",
     "SqlDatabase",
     "SqlJobReads",
@@ -195,9 +226,11 @@ __all__ = [
     "SubmitPlan",
     "Submitted",
     "Subscription",
+    "UniqueKeyHeld",
     "VesperError",
     "WorkerProcess",
     "WorkerRegistry",
+    "active_holders",
     "allowed",
     "assemble",
     "aware_utc",
@@ -211,6 +244,7 @@ __all__ = [
     "job_of",
     "jobs",
     "jobs_of",
+    "kinds_of",
     "metadata",
     "page_of",
     "plan_submission",
@@ -219,7 +253,9 @@ __all__ = [
     "prune_statement",
     "queues",
     "row_of",
+    "snooze_params",
     "submit_serialized",
+    "take",
     "utc_datetime",
     "workers",
 ]

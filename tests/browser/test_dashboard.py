@@ -198,6 +198,79 @@ def test_retry_a_dlq_job_and_see_it_done(browser: Any, dashboard: Service) -> No
     assert console_errors(driver) == []
 
 
+def field(driver: Any, name: str) -> str:
+    """The value of the job page's field `name`."""
+    for item in all_css(driver, "dl.fields div"):
+        if item.find_element("css selector", "dt").text == name:
+            text: str = item.find_element("css selector", "dd").text
+            return text
+    raise AssertionError(f"no field {name!r} on the page")
+
+
+def test_bulk_cancel_and_retry_the_selected_jobs(browser: Any, dashboard: Service) -> None:
+    driver = browser
+    first, second, third = (submit(dashboard, "bulkhold", payload={"i": i}) for i in range(3))
+    log_in(driver, dashboard, "/ui/jobs?type=bulkhold")
+
+    def select(*job_ids: str) -> None:
+        driver.get(dashboard.url + "/ui/jobs?type=bulkhold")
+        for job_id in job_ids:
+            by_css(driver, f"#sel-{job_id}").click()
+
+    select(first, second)
+    by_css(driver, '#bulk button[value="cancel"]').click()
+    wait_for("the bulk notice", lambda: bool(all_css(driver, ".notice")))
+    assert "2 changed, 0 skipped" in by_css(driver, ".notice").text
+    statuses = [status_of(dashboard, j) for j in (first, second, third)]
+    assert statuses == ["cancelled", "cancelled", "pending"]
+
+    # a retry takes the cancelled ones; the pending one is not in a status it starts from
+    select(first, second, third)
+    by_css(driver, '#bulk button[value="retry"]').click()
+    wait_for("the bulk notice", lambda: bool(all_css(driver, ".notice")))
+    assert "2 changed, 1 skipped" in by_css(driver, ".notice").text
+    assert [status_of(dashboard, j) for j in (first, second, third)] == ["pending"] * 3
+    assert console_errors(driver) == []
+
+
+def test_a_running_job_gets_a_cancel_request(browser: Any, dashboard: Service) -> None:
+    driver = browser
+    job_id = submit(dashboard, "long", payload={})
+    wait_for("the long job running", lambda: status_of(dashboard, job_id) == "processing")
+    log_in(driver, dashboard, f"/ui/jobs/{job_id}")
+    assert field(driver, "cancel requested") == "—"
+    assert by_css(driver, "#cancel").text == "Request cancel"
+
+    by_css(driver, "#cancel").click()
+    wait_for("the notice", lambda: bool(all_css(driver, ".notice")))
+    assert "cancel was requested" in by_css(driver, ".notice").text
+    # requested, not done: the job runs until its worker's next renewal (or has just
+    # ended); either way no second request is offered
+    assert all_css(driver, "#cancel") == []
+    assert field(driver, "cancel requested") != "—"
+    if by_css(driver, "#job-status").text == "processing":
+        assert "Cancel requested" in by_css(driver, "#cancel-requested").text
+
+    def shows_cancelled() -> bool:
+        driver.refresh()
+        return bool(by_css(driver, "#job-status").text == "cancelled")
+
+    wait_for("the job cancelled by its worker", shows_cancelled)
+    assert status_of(dashboard, job_id) == "cancelled"
+    assert console_errors(driver) == []
+
+
+def test_a_job_page_shows_its_result_and_unique_key(browser: Any, dashboard: Service) -> None:
+    driver = browser
+    job_id = submit(dashboard, "answer", payload={}, unique_key="report-7")
+    wait_for("the answer job done", lambda: status_of(dashboard, job_id) == "done")
+    log_in(driver, dashboard, f"/ui/jobs/{job_id}")
+    assert '"answer": 42' in by_css(driver, "#result").text
+    assert field(driver, "unique key") == "report-7"
+    assert field(driver, "snoozes") == "0"
+    assert console_errors(driver) == []
+
+
 def test_overview_counts_and_chart_and_screenshots(
     browser: Any, dashboard: Service, screenshots: Path
 ) -> None:

@@ -127,19 +127,27 @@ class Lab:
 
     # -- processes ----------------------------------------------------------------------
 
-    def worker(self, env: Mapping[str, str], *, extra_env: Mapping[str, str] = {}) -> WorkerProcess:
+    def worker(
+        self, env: Mapping[str, str], *, extra_env: Mapping[str, str] = {}, app: str = FAULTS_APP
+    ) -> WorkerProcess:
         self._count += 1
         process = WorkerProcess(
-            {**env, **extra_env}, self.root / f"worker-{self._count}.log", app=FAULTS_APP
+            {**env, **extra_env}, self.root / f"worker-{self._count}.log", app=app
         )
         self._closers.append(process.stop)
         return process
 
     def service(
-        self, env: Mapping[str, str], command: Sequence[str] = ("api",), *, ready: bool = True
+        self,
+        env: Mapping[str, str],
+        command: Sequence[str] = ("api",),
+        *,
+        ready: bool = True,
+        port: int | None = None,
     ) -> Service:
         self._count += 1
-        service = Service(env, self.root / f"{command[0]}-{self._count}.log", command=command)
+        log = self.root / f"{command[0]}-{self._count}.log"
+        service = Service(env, log, command=command, port=port)
         self._closers.append(service.stop)
         if ready:
             service.wait_ready(timeout=60)

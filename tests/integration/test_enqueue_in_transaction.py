@@ -143,6 +143,7 @@ KINDS: dict[str, Callable[[App, str, bool, WhileOpen], list[JobRecord]]] = {
     "psycopg": psycopg_sync,
     "psycopg-async": psycopg_async,
 }
+pg_mark = pytest.mark.postgres
 HEARD = {k for k in KINDS if k.startswith("sqlalchemy")}  # psycopg has no commit hook
 CASES = [
     pytest.param("sqlite", kind, id=f"sqlite-{kind}")
@@ -246,6 +247,59 @@ def test_rollback_leaves_no_job_and_wakes_no_one(scene: Scene, storage: str, kin
     assert scene.wakeups == 0
     if scene.listen is not None:
         assert scene.notifications(wait=0.5) == 0
+
+
+def _keyed(app: App, conn: Any) -> list[JobRecord]:
+    """Jobs with unique keys, written on `conn` (a sync connection): one key an active
+    job holds, one new."""
+    written = [app.enqueue("email", {"n": 2}, unique_key="report", connection=conn)]
+    new = vesper.JobRequest(type="sms", payload={}, unique_key="fresh")
+    return written + app.enqueue_many([new], connection=conn)
+
+
+def _keyed_psycopg_async(app: App, url: str) -> list[JobRecord]:
+    async def main() -> list[JobRecord]:
+        async with await psycopg.AsyncConnection.connect(_libpq(url)) as conn:
+            written = [await app.enqueue("email", {"n": 2}, unique_key="report", connection=conn)]
+            new = vesper.JobRequest(type="sms", payload={}, unique_key="fresh")
+            written += await app.enqueue_many([new], connection=conn)
+            await conn.commit()
+        return written
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("storage", "kind"),
+    [
+        pytest.param("sqlite", "sqlalchemy", id="sqlite-sqlalchemy"),
+        pytest.param("postgres", "sqlalchemy", id="postgres-sqlalchemy", marks=pg_mark),
+        pytest.param("postgres", "psycopg", id="postgres-psycopg", marks=pg_mark),
+        pytest.param("postgres", "psycopg-async", id="postgres-psycopg-async", marks=pg_mark),
+    ],
+)
+def test_a_unique_key_held_by_an_active_job_returns_it_in_a_callers_transaction(
+    scene: Scene, storage: str, kind: str
+) -> None:
+    holder = scene.app.enqueue("email", {"n": 1}, unique_key="report")
+    if kind == "psycopg-async":
+        written = _keyed_psycopg_async(scene.app, scene.url)
+    elif kind == "psycopg":
+        with psycopg.connect(_libpq(scene.url)) as conn:
+            written = _keyed(scene.app, conn)
+            conn.commit()
+    else:
+        engine = create_engine(scene.url)
+        try:
+            with engine.connect() as conn:
+                written = _keyed(scene.app, conn)
+                conn.commit()
+        finally:
+            engine.dispose()
+    held, fresh = written
+    assert held == holder  # the active job holding the key, as a standalone submit gives
+    assert (fresh.type, fresh.unique_key) == ("sms", "fresh")
+    assert sorted(scene.listed()) == sorted([str(holder.id), str(fresh.id)])
 
 
 # -- what a caller can get wrong: one clear line each

@@ -86,6 +86,8 @@ def test_openapi_document_describes_every_route(client: TestClient[Litestar]) ->
         "/jobs/{job_id}",
         "/jobs/{job_id}/cancel",
         "/jobs/{job_id}/retry",
+        "/jobs/retry",
+        "/jobs/cancel",
         "/workers",
         "/stats",
         "/schedules",
@@ -94,8 +96,21 @@ def test_openapi_document_describes_every_route(client: TestClient[Litestar]) ->
         "/ready",
     }
     schemas = spec["components"]["schemas"]
-    for name in ("SubmitJobIn", "BatchJobIn", "SubmitBatchIn", "SchedulePatchIn"):
+    for name in (
+        "SubmitJobIn",
+        "BatchJobIn",
+        "SubmitBatchIn",
+        "BulkRetryIn",
+        "BulkCancelIn",
+        "SchedulePatchIn",
+    ):
         assert schemas[name]["additionalProperties"] is False
+    # a bulk action's statuses are those it starts from
+    for name, statuses in (
+        ("BulkRetryIn", ["cancelled", "dlq", "failed"]),
+        ("BulkCancelIn", ["failed", "pending"]),
+    ):
+        assert schemas[name]["properties"]["status"]["oneOf"][0]["enum"] == statuses
     assert set(schemas["SubmitJobIn"]["properties"]) == {
         "type",
         "priority",
@@ -104,6 +119,7 @@ def test_openapi_document_describes_every_route(client: TestClient[Litestar]) ->
         "run_at",
         "delay_seconds",
         "timeout_seconds",
+        "unique_key",
     }
     post_jobs = spec["paths"]["/jobs"]["post"]
     assert post_jobs["requestBody"]["content"]["application/json"]["schema"] == {

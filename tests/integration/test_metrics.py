@@ -244,3 +244,23 @@ def test_sql_pool_and_listener_gauges(tmp_path: Any) -> None:
         assert named["vesper_db_pool_size"] >= 1
     finally:
         app.close()
+
+
+def test_a_bulk_cancel_counts_each_job_it_cancelled() -> None:
+    app = App(FAST)
+    container = app.container
+    http = create_app(container, settings=app.settings, route_handlers=[metrics_route(container)])
+    with TestClient(http) as client:
+        for job_type, priority in (("a", 0), ("a", 0), ("a", 3), ("b", 0)):
+            body = {"type": job_type, "priority": priority, "delay_seconds": 3600}
+            assert client.post("/jobs", json=body).status_code == 201
+        done = client.post("/jobs/cancel", json={"type": "a"})
+        assert done.json() == {"count": 3, "skipped": 0}
+        s = scrape(client)
+        assert by_label(s, "vesper_jobs_cancelled_total", "type") == {"a": 3}
+        assert total(s, "vesper_jobs_cancelled_total", type="a", priority="0") == 2
+        assert total(s, "vesper_jobs_cancelled_total", type="a", priority="3") == 1
+        # a bulk retry changes no cancelled count
+        assert client.post("/jobs/retry", json={}).json() == {"count": 3, "skipped": 0}
+        assert by_label(scrape(client), "vesper_jobs_cancelled_total", "type") == {"a": 3}
+    app.close()

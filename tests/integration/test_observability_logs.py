@@ -180,10 +180,19 @@ def test_finished_jobs_are_summed_up_at_info(caplog: pytest.LogCaptureFixture) -
     totals = Counter[str]()
     for line in summaries:
         assert re.fullmatch(
-            r"jobs: done=\d+ failed=\d+ dlq=\d+ abandoned=\d+ in the last \d+s", line
+            r"jobs: done=\d+ failed=\d+ dlq=\d+ abandoned=\d+ snoozed=\d+ cancelled=\d+"
+            r" in the last \d+s",
+            line,
         )
         totals.update({k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)})
-    assert totals == {"done": 4, "failed": 1, "dlq": 1, "abandoned": 0}
+    assert totals == {
+        "done": 4,
+        "failed": 1,
+        "dlq": 1,
+        "abandoned": 0,
+        "snoozed": 0,
+        "cancelled": 0,
+    }
     assert not [r for r in caplog.records if r.getMessage() == "job done"]  # DEBUG stays off
 
 

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -22,10 +23,14 @@ import pytest
 from tests.integration.harness import REPO, read_ledger, starts, wait_until
 from tests.integration.service import Service
 from vesper.application.ports import Store, StoreOptions, store_notifier
+from vesper.domain.bulk import BulkAction, BulkFilter
+from vesper.domain.states import Status
+from vesper.domain.submission import JobRequest
 from vesper.entrypoints.app import App
 from vesper.entrypoints.container import build_container
 from vesper.entrypoints.settings import storage_plugins
 from vesper.testing import StoreContract, StoreFactory, StoreOpener, scratch_database
+from vesper.testing.fixtures import claim, failure
 
 PLUGIN_SITE = Path(__file__).resolve().parents[1] / "plugin_site"
 LEDGER_APP = "tests.integration.apps.ledger:app"
@@ -214,3 +219,36 @@ def test_an_unknown_storage_name_is_one_clear_line() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith("vesper: VESPER_STORAGE='nosuchstore': expected one of")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("storage", ["teststore", "sqlite"])
+def test_a_bulk_retry_publishes_to_the_notifier(database: str, storage: str) -> None:
+    """Jobs a bulk retry made due wake workers of other processes, as submits do: the
+    plugin and vesper's SQLite store publish once a batch retried jobs."""
+    url = database if storage == "teststore" else database.replace("teststore", "sqlite", 1)
+    container = build_container(plugin_env(url, VESPER_STORAGE=storage))
+    try:
+        jobs = container.store().jobs
+        notifier = store_notifier(container.store())
+        assert notifier is not None
+        heard = threading.Semaphore(0)
+        subscription = notifier.subscribe(heard.release)
+
+        def quiet() -> None:  # every wake-up so far received (bounded: 50 at most)
+            for _ in range(50):
+                if not heard.acquire(timeout=0.5):
+                    return
+            raise AssertionError("the notifier never went quiet")
+
+        try:
+            container.submit_jobs()([JobRequest(type="t", payload={}, max_retries=0)] * 3)
+            now = jobs.now()
+            jobs.fail([failure(job, None) for job in claim(jobs, now=now)], now=now)
+            quiet()
+            done = container.bulk_jobs()(BulkAction.RETRY, BulkFilter(status=Status.DLQ))
+            assert done.changed == 3
+            assert heard.acquire(timeout=10), "the bulk retry published nothing"
+        finally:
+            subscription.close()
+    finally:
+        container.shutdown_resources()

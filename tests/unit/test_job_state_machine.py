@@ -265,6 +265,8 @@ class JobMachine(RuleBasedStateMachine):
         if job.status is Status.DLQ:
             assert retries_before == self.max_retries
 
+    # a processing job gets a cancel request instead (tests/unit/test_retry_policy.py)
+    @precondition(lambda self: self.status is not Status.PROCESSING)
     @rule()
     def cancel(self) -> None:
         job = self.apply(

@@ -242,7 +242,8 @@ class MemoryRepositoryMachine(RuleBasedStateMachine):
         }
         ended = self.repo.expire()
         assert {j.id for j in ended} == due
-        assert all(j.status in {Status.FAILED, Status.DLQ} for j in ended)
+        # cancelled: the job had a cancel request (manage's cancel of a processing job)
+        assert all(j.status in {Status.FAILED, Status.DLQ, Status.CANCELLED} for j in ended)
 
     @precondition(lambda self: self.ids)
     @rule(pick=st.integers(0, 100), action=st.sampled_from(["cancel", "retry"]))

@@ -164,6 +164,15 @@ def test_submit_jobs_rejects_an_oversize_batch(repo: InMemoryJobRepository) -> N
     assert repo.stats().total == 2
 
 
+def test_unbounded_submit_jobs_takes_more_than_the_batch_limit(
+    repo: InMemoryJobRepository,
+) -> None:
+    # app.enqueue_many's use: the HTTP API's batch limit does not bound the library
+    use_case = SubmitJobs(repo, Policies(limits=Limits(max_batch=2)), bounded=False)
+    assert len(use_case([JobRequest(type="t")] * 5)) == 5
+    assert repo.stats().total == 5
+
+
 def test_submit_jobs_conflict_inserts_nothing(repo: InMemoryJobRepository) -> None:
     submit(repo, idempotency_key="bound", payload={"v": 1})
     with pytest.raises(IdempotencyConflict):

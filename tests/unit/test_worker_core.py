@@ -131,6 +131,33 @@ def test_the_local_deadline_is_nine_tenths_of_the_lease_from_before_the_claim() 
     assert world.core.overdue() == []  # given up once
 
 
+def test_a_claim_answered_after_its_deadline_is_given_up_before_it_runs() -> None:
+    """Found by the soak: a worker's claim committed, then its connection was held (a
+    black-hole) past the lease; others ran the jobs; the answer arrived and the worker
+    started them again. Its jobs are now given up at once."""
+    world = World()
+    world.submit(2)
+    request = world.core.claim_request()
+    assert request is not None
+    records = ClaimJobs(world.repo, POLICIES)(WORKER, request.limit, request.types)
+    world.clock.advance(27.001)  # the answer arrives past the local deadline
+    attempts = world.core.claimed(request, records)
+    assert [a.abandon_reason for a in attempts] == ["lease expired locally"] * 2
+    assert all(a.job.stopping for a in attempts)
+    assert world.core.overdue() == []  # given up once
+
+
+def test_a_claim_answered_in_time_runs() -> None:
+    world = World()
+    world.submit()
+    request = world.core.claim_request()
+    assert request is not None
+    records = ClaimJobs(world.repo, POLICIES)(WORKER, request.limit, request.types)
+    world.clock.advance(27)
+    [attempt] = world.core.claimed(request, records)
+    assert attempt.abandon_reason is None
+
+
 def test_the_local_deadline_ends_before_the_stores_lease() -> None:
     world = World()
     world.submit()
@@ -253,3 +280,27 @@ def test_the_tally_counts_outcomes_since_the_last_one() -> None:
     assert (tally.done, tally.failed, tally.dlq, tally.abandoned) == (1, 1, 1, 1)
     assert world.clock() - tally.since == 60
     assert world.core.tally().total == 0
+
+
+def test_a_given_up_attempt_never_calls_its_consumer() -> None:
+    """The runner's side of the late claim above: run_attempt returns without a call."""
+    import asyncio  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from vesper.application.consumers import Consumer  # noqa: PLC0415
+    from vesper.entrypoints.worker.attempt import ConsumerCall, run_attempt  # noqa: PLC0415
+
+    world = World()
+    world.submit()
+    request = world.core.claim_request()
+    assert request is not None
+    records = ClaimJobs(world.repo, POLICIES)(WORKER, request.limit, request.types)
+    world.clock.advance(30)
+    [attempt] = world.core.claimed(request, records)
+    calls: list[object] = []
+    with ThreadPoolExecutor(1) as pool:
+        outcome = asyncio.run(
+            run_attempt(ConsumerCall(attempt), Consumer(calls.append), None, pool)
+        )
+    assert outcome is None
+    assert calls == []

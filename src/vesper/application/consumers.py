@@ -12,6 +12,7 @@ import attrs
 
 from vesper.domain.errors import LeaseLost
 from vesper.domain.job import JobId, JobRecord
+from vesper.domain.retry import RetryPolicy
 
 ConsumerFunction = Callable[["Job"], Any] | Callable[["Job"], Awaitable[Any]]
 
@@ -103,6 +104,7 @@ class Consumer:
     function: ConsumerFunction
     timeout: timedelta | None = None
     queue: str | None = None  # where its type's jobs go when the producer names no queue
+    policy: RetryPolicy = RetryPolicy()
 
     @property
     def is_async(self) -> bool:
@@ -131,6 +133,12 @@ class Consumers:
 
     def __bool__(self) -> bool:
         return bool(self._by_type)
+
+    def max_retries(self, job_type: str) -> int | None:
+        """The max_retries the consumer of `job_type` sets for jobs submitted without
+        one (None: the service's default)."""
+        consumer = self.find(job_type)
+        return consumer.policy.max_retries if consumer is not None else None
 
     @property
     def types(self) -> Mapping[str | None, Consumer]:

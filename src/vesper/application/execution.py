@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, cast
 
 import attrs
@@ -16,8 +17,9 @@ from vesper.application.ports import (
     QueueingJobRepository,
 )
 from vesper.domain.errors import StoreLacksQueues
-from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.results import ResultRejected, encode_result
+from vesper.domain.states import Status
 
 
 def lease_of(job: JobRecord) -> LeaseRef:
@@ -85,10 +87,22 @@ class ClaimJobs:
 
 
 def failure_of(
-    job: JobRecord, error: str, *, retryable: bool, settings: Policies, rng: random.Random
+    job: JobRecord,
+    error: str,
+    *,
+    retryable: bool,
+    settings: Policies,
+    rng: random.Random,
+    retry_delay: timedelta | None = None,
 ) -> Failure:
-    """The Failure to record for `job`: its backoff follows the retries it was claimed with."""
-    delay = settings.backoff.delay(job.retries, rng) if retryable else None
+    """The Failure to record for `job`: `retry_delay` if given (its consumer's policy
+    set one), else the settings' backoff, which follows the retries it was claimed with."""
+    if not retryable:
+        delay = None
+    elif retry_delay is not None:
+        delay = retry_delay
+    else:
+        delay = settings.backoff.delay(job.retries, rng)
     return Failure(
         lease=lease_of(job), error=error[: settings.limits.max_error_length], retry_delay=delay
     )
@@ -96,12 +110,23 @@ def failure_of(
 
 @attrs.frozen(kw_only=True)
 class Outcome:
-    """How one attempt ended: `error` None is a success."""
+    """How one attempt ended: `error` None and no `snooze` is a success.
+
+    A failure may carry the `retry_delay` its consumer's policy set (vesper.RetryAfter,
+    or the consumer's backoff); a `snooze` sends the job back to pending for that long
+    (vesper.Snooze).
+    """
 
     job: JobRecord
     error: str | None = None
     retryable: bool = True
+    retry_delay: timedelta | None = None
+    snooze: timedelta | None = None
     result: Any = None  # a success's return value, stored as the job's result unless None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None and self.snooze is None
 
 
 def with_results(
@@ -145,11 +170,23 @@ class RecordOutcomes:
 
     def __call__(self, outcomes: Sequence[Outcome]) -> list[JobRecord]:
         outcomes, results = with_results(outcomes, self.settings.limits.max_result_bytes)
-        successes = [lease_of(o.job) for o in outcomes if o.error is None]
+        successes = [lease_of(o.job) for o in outcomes if o.succeeded]
         failures = [
-            failure_of(o.job, o.error, retryable=o.retryable, settings=self.settings, rng=self.rng)
+            failure_of(
+                o.job,
+                o.error,
+                retryable=o.retryable,
+                settings=self.settings,
+                rng=self.rng,
+                retry_delay=o.retry_delay,
+            )
             for o in outcomes
             if o.error is not None
+        ]
+        snoozes = [
+            Snoozed(lease=lease_of(o.job), delay=o.snooze)
+            for o in outcomes
+            if o.error is None and o.snooze is not None
         ]
         recorded: list[JobRecord] = []
         if successes and results:
@@ -158,6 +195,8 @@ class RecordOutcomes:
             recorded += self.jobs.complete(successes)
         if failures:
             recorded += self.jobs.fail(failures)
+        if snoozes:
+            recorded += self.jobs.snooze(snoozes)
         return recorded
 
 
@@ -193,7 +232,7 @@ class RecordAndClaim:
         queues: QueueSlots | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         outcomes, results = with_results(outcomes, self.record.settings.limits.max_result_bytes)
-        if limit <= 0 or any(o.error is not None for o in outcomes):
+        if limit <= 0 or not all(o.succeeded for o in outcomes):
             return self.record(outcomes), []
         jobs = self.record.jobs
         if not jobs.capabilities.complete_and_claim:
@@ -241,6 +280,15 @@ class RecordAndClaim:
             return []
 
 
+@attrs.frozen(kw_only=True)
+class LeaseCheck:
+    """What a renewal found: the leases no longer held, and of those the jobs that
+    ended cancelled because a cancel was requested (their consumers must stop)."""
+
+    lost: list[LeaseRef]
+    cancelled: frozenset[JobId] = frozenset()
+
+
 @attrs.frozen
 class RenewLeases:
     """Extend the leases of running jobs; returns the refs whose lease was lost."""
@@ -249,10 +297,18 @@ class RenewLeases:
     settings: Policies = Policies()
 
     def __call__(self, leases: Sequence[LeaseRef]) -> list[LeaseRef]:
+        return self.check(leases).lost
+
+    def check(self, leases: Sequence[LeaseRef]) -> LeaseCheck:
+        """Renew `leases`: the lost ones, among them those cancelled by request."""
         if not leases:
-            return []
-        renewed = {job.id for job in self.jobs.renew(leases, lease=self.settings.lease)}
-        return [ref for ref in leases if ref.job_id not in renewed]
+            return LeaseCheck(lost=[])
+        changed = self.jobs.renew(leases, lease=self.settings.lease)
+        renewed = {job.id for job in changed if job.status is Status.PROCESSING}
+        cancelled = frozenset(job.id for job in changed if job.status is Status.CANCELLED)
+        return LeaseCheck(
+            lost=[ref for ref in leases if ref.job_id not in renewed], cancelled=cancelled
+        )
 
 
 @attrs.frozen

@@ -17,7 +17,8 @@ from vesper.application.ports import (
     SummaryJobRepository,
 )
 from vesper.domain.activity import Activity
-from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import Status
@@ -167,6 +168,19 @@ class ForwardingJobRepository:
 
     def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         return self._jobs.delete(job_id, now=now)
+
+    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
+        return self._jobs.snooze(snoozes, now=now)
+
+    def bulk(
+        self,
+        action: BulkAction,
+        where: BulkFilter,
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> BulkBatch:
+        return self._jobs.bulk(action, where, limit=limit, now=now)
 
     def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
         """Only called where `capabilities.activity` (the wrapped store's) is set."""

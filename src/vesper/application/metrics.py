@@ -40,6 +40,10 @@ class JobMetrics(Protocol):
         """Finished jobs deleted by retention, by status."""
         ...
 
+    def jobs_cancelled_by_kind(self, counts: Mapping[tuple[str, int], int]) -> None:
+        """Jobs cancelled together (a bulk cancel), counted by (type, priority)."""
+        ...
+
 
 class NoMetrics:
     """Reports nothing: for embedding and tests that do not look at metrics."""
@@ -66,6 +70,9 @@ class NoMetrics:
         pass
 
     def jobs_pruned(self, counts: Mapping[Status, int]) -> None:
+        pass
+
+    def jobs_cancelled_by_kind(self, counts: Mapping[tuple[str, int], int]) -> None:
         pass
 
 

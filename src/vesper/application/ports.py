@@ -16,7 +16,8 @@ that names no host, user, password or file path:
   store's tables (`vesper migrate` was not run).
 - IdempotencyConflict (submit): the key is bound to a job with another fingerprint.
 - JobNotFound (get, cancel, retry): no job has the id.
-- IllegalTransition (cancel, retry): the job's status does not allow the action.
+- IllegalTransition (cancel, retry): the job's status does not allow the action;
+  UniqueKeyHeld, a kind of it (retry): another active job holds the job's unique key.
 
 Anything else a store raises (a driver's own exception, an integrity error, a
 ValueError) is a bug in the store: the API answers 500 and logs it. A store maps its
@@ -38,8 +39,9 @@ from typing import Protocol
 import attrs
 
 from vesper.domain.activity import Activity
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
 from vesper.domain.fleet import WorkerProcess
-from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.queues import QueueChange, QueueSettings, QueueState
@@ -51,7 +53,9 @@ from vesper.domain.submission import NewJob
 @attrs.frozen(kw_only=True)
 class Submitted:
     job: JobRecord
-    created: bool  # False: an idempotent replay returned the job the key is bound to
+    # False: an idempotent replay returned the job the key is bound to, or an active job
+    # with the same unique_key was returned
+    created: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -108,6 +112,11 @@ class JobRepository(Protocol):
         returned with `created=False`; with another fingerprint IdempotencyConflict is
         raised and nothing of this call is inserted. Insertion order (`seq`) follows the
         sequence. `run_at` None means now + delay.
+
+        A job with a `unique_key` (and no bound idempotency key) whose key an active job
+        holds (pending, failed or processing; of this call too, or of a concurrent one)
+        is not inserted: that job is returned with `created=False`. Once that job has
+        finished, the key is free again.
         """
         ...
 
@@ -158,21 +167,25 @@ class JobRepository(Protocol):
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         """Record failed attempts, fenced like complete: failed with retries + 1 and
         run_at = now + retry_delay while retries < max_retries, else dlq (also when
-        retry_delay is None: not retryable)."""
+        retry_delay is None: not retryable). A job with a cancel request ends cancelled
+        (finished now) instead, with the error recorded."""
         ...
 
     def renew(
         self, leases: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
     ) -> list[JobRecord]:
         """Extend each current lease to now + `lease`; stale ones are absent from the
-        result."""
+        result. A job with a cancel request (`cancel_requested_at`) ends cancelled
+        instead, finished now, its lease gone: it is in the result with that status,
+        which is how its worker learns it must stop the consumer."""
         ...
 
     def release(
         self, leases: Sequence[LeaseRef], *, now: datetime | None = None
     ) -> list[JobRecord]:
         """processing -> pending for each current lease, refunding the attempt
-        (graceful shutdown); stale ones are absent from the result."""
+        (graceful shutdown); stale ones are absent from the result. A job with a cancel
+        request ends cancelled instead."""
         ...
 
     def expire(
@@ -180,7 +193,8 @@ class JobRepository(Protocol):
     ) -> list[JobRecord]:
         """End the leases that expired by `now`, and every lease held by `worker_ids`
         (processes found dead): each such job counts a failed attempt and becomes failed
-        (claimable at once) or dlq when its retries are exhausted.
+        (claimable at once) or dlq when its retries are exhausted; cancelled (finished
+        now) if it had a cancel request.
 
         A job that a concurrent fenced update is changing may be left to it (a later
         expire ends its lease if still due); a job expire changed is never changed back
@@ -188,12 +202,16 @@ class JobRepository(Protocol):
         ...
 
     def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
-        """pending/failed -> cancelled; JobNotFound, or IllegalTransition otherwise."""
+        """pending/failed -> cancelled. A processing job gets a cancel request instead:
+        `cancel_requested_at` = now (a second request keeps the first time), status
+        unchanged. JobNotFound, or IllegalTransition otherwise."""
         ...
 
     def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
-        """dlq/failed/cancelled -> pending, due now, retries reset; JobNotFound, or
-        IllegalTransition otherwise."""
+        """dlq/failed/cancelled -> pending, due now, retries reset, cancel request
+        cleared; JobNotFound, or IllegalTransition otherwise. UniqueKeyHeld (an
+        IllegalTransition) when another job, active, holds the job's unique key: the
+        job is left as it is (never two active jobs with one key)."""
         ...
 
     def stats(self, *, now: datetime | None = None) -> QueueStats:
@@ -227,6 +245,32 @@ class JobRepository(Protocol):
         """Delete a finished (done, dlq, cancelled) job and return it as it was;
         JobNotFound, or IllegalTransition (action "delete") for any other status. Its
         idempotency key is free again."""
+        ...
+
+    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
+        """processing -> pending at now + delay for each current lease, refunding the
+        attempt and counting a snooze (`snoozes` + 1; retries unchanged); a job with a
+        cancel request ends cancelled instead. Fenced like complete."""
+        ...
+
+    def bulk(
+        self,
+        action: BulkAction,
+        where: BulkFilter,
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> BulkBatch:
+        """Apply `action` (JobRecord.retry or .cancel) to the first `limit` jobs, in
+        insertion order, matching `where` (`BulkFilter.matches`), in one short
+        transaction.
+
+        A retry skips (leaves as they are) finished jobs whose unique key an active job
+        holds, or an earlier job of the batch took (`bulk.take`). Returns how many jobs
+        changed, how many were skipped, and `last_seq`: the seq of the last of the
+        `limit` jobs (None: none matched). Callers loop with `where.after_seq` =
+        `last_seq` until it is None: no job is looked at twice.
+        """
         ...
 
 

@@ -30,6 +30,10 @@ from vesper.domain.submission import JobRequest, NewJob, prepare
 
 T = TypeVar("T")
 
+# The max_retries a job type's consumer sets for jobs submitted without one (None: the
+# service's default); `Consumers.max_retries` in a process that registers consumers.
+TypeDefaults = Callable[[str], "int | None"]
+
 # A submission's steps: yields the prepared jobs once, is sent what the store returned
 # for them (in order), and returns the use case's result.
 SubmitSteps = Generator[list[NewJob], list[Submitted], T]
@@ -64,6 +68,10 @@ def run_steps(steps: SubmitSteps[T], submit: Callable[[list[NewJob]], list[Submi
 class SubmitJobs:
     """Validate and insert a batch, all or nothing.
 
+    `bounded` (the HTTP API's use) refuses a batch of more than `Limits.max_batch` jobs, a
+    bound on request bodies; the library's `app.enqueue_many` takes any number, in one
+    transaction.
+
     Args:
         requests: the jobs, in the order they should be inserted.
 
@@ -82,13 +90,22 @@ class SubmitJobs:
     metrics: JobMetrics = NO_METRICS
     # the queue of a type's consumer, for a request that names none (None: "default")
     routes: Callable[[str], str | None] = no_routes
+    bounded: bool = True
+    type_defaults: TypeDefaults | None = None
 
     def __call__(self, requests: Sequence[JobRequest]) -> list[Submitted]:
         return run_steps(self.steps(requests), self.jobs.submit)
 
     def steps(self, requests: Sequence[JobRequest]) -> SubmitSteps[list[Submitted]]:
         """The use case as steps around its store call (see the module's docstring)."""
-        submitted = yield _prepare_batch(requests, self.settings, self.new_id, self.routes)
+        submitted = yield _prepare_batch(
+            requests,
+            self.settings,
+            self.new_id,
+            self.routes,
+            self.type_defaults,
+            bounded=self.bounded,
+        )
         _announce(submitted, self.signal, self.metrics)
         return submitted
 
@@ -111,13 +128,16 @@ class SubmitJob:
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
     routes: Callable[[str], str | None] = no_routes  # as SubmitJobs'
+    type_defaults: TypeDefaults | None = None
 
     def __call__(self, request: JobRequest) -> Submitted:
         return run_steps(self.steps(request), self.jobs.submit)
 
     def steps(self, request: JobRequest) -> SubmitSteps[Submitted]:
         """The use case as steps around its store call (see the module's docstring)."""
-        submitted = yield [_prepare(request, self.settings, self.new_id, self.routes)]
+        submitted = yield [
+            _prepare(request, self.settings, self.new_id, self.routes, self.type_defaults)
+        ]
         _announce(submitted, self.signal, self.metrics)
         return submitted[0]
 
@@ -127,17 +147,19 @@ def _prepare_batch(
     settings: Policies,
     new_id: Callable[[], JobId],
     routes: Callable[[str], str | None],
+    type_defaults: TypeDefaults | None,
+    bounded: bool = True,
 ) -> list[NewJob]:
     """Validate a batch; an error names the field with the job's index."""
     limits = settings.limits
     if not requests:
         raise InvalidRequest("jobs", "must hold at least one job")
-    if len(requests) > limits.max_batch:
+    if bounded and len(requests) > limits.max_batch:
         raise InvalidRequest("jobs", f"must hold at most {limits.max_batch} jobs")
     prepared: list[NewJob] = []
     for index, request in enumerate(requests):
         try:
-            prepared.append(_prepare(request, settings, new_id, routes))
+            prepared.append(_prepare(request, settings, new_id, routes, type_defaults))
         except InvalidRequest as exc:
             raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
     return prepared
@@ -148,16 +170,18 @@ def _prepare(
     settings: Policies,
     new_id: Callable[[], JobId],
     routes: Callable[[str], str | None],
+    type_defaults: TypeDefaults | None,
 ) -> NewJob:
     if request.queue is None and isinstance(request.type, str):
         routed = routes(request.type)
         if routed is not None:
             request = attrs.evolve(request, queue=routed)
+    default = type_defaults(request.type) if type_defaults is not None else None
     return prepare(
         request,
         job_id=new_id(),
         limits=settings.limits,
-        default_max_retries=settings.default_max_retries,
+        default_max_retries=settings.default_max_retries if default is None else default,
     )
 
 
@@ -192,13 +216,21 @@ class SubmitInTransaction:
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
     routes: Callable[[str], str | None] = no_routes  # as SubmitJobs'
+    type_defaults: TypeDefaults | None = None
 
     def prepare(self, requests: Sequence[JobRequest], *, batch: bool) -> list[NewJob]:
         """The validated jobs; `batch` False: one request, its errors name the bare field."""
         if batch:
-            return _prepare_batch(requests, self.settings, self.new_id, self.routes)
+            return _prepare_batch(
+                requests,
+                self.settings,
+                self.new_id,
+                self.routes,
+                self.type_defaults,
+                bounded=False,
+            )
         (request,) = requests
-        return [_prepare(request, self.settings, self.new_id, self.routes)]
+        return [_prepare(request, self.settings, self.new_id, self.routes, self.type_defaults)]
 
     def is_async(self, connection: object) -> bool:
         return self.jobs.is_async(connection)

@@ -12,12 +12,25 @@ _MAX_EXPONENT = 62
 _NON_NEGATIVE = attrs.validators.ge(timedelta(0))
 
 
+def _duration(value: float | timedelta) -> timedelta:
+    """Seconds (`vesper.Backoff(base=2, cap=600)`) or a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected seconds or a timedelta, not {value!r}")
+    return timedelta(seconds=value)
+
+
 @attrs.frozen(kw_only=True)
 class Backoff:
     """`base * 2**retries`, capped at `cap`; with jitter, a uniform draw below that."""
 
-    base: timedelta = attrs.field(default=timedelta(seconds=1), validator=_NON_NEGATIVE)
-    cap: timedelta = attrs.field(default=timedelta(hours=1), validator=_NON_NEGATIVE)
+    base: timedelta = attrs.field(
+        default=timedelta(seconds=1), converter=_duration, validator=_NON_NEGATIVE
+    )
+    cap: timedelta = attrs.field(
+        default=timedelta(hours=1), converter=_duration, validator=_NON_NEGATIVE
+    )
     jitter: bool = True
 
     def ceiling(self, retries: int) -> timedelta:

@@ -42,6 +42,23 @@ class IllegalTransition(VesperError):
         self.action = action
 
 
+class UniqueKeyHeld(IllegalTransition):
+    """A retry would make a second active job with one unique key: the job stays as it
+    is. An IllegalTransition, so that whatever refuses a retry refuses this one too."""
+
+    def __init__(self, job_id: Any, status: Any, key: str, held_by: Any) -> None:
+        VesperError.__init__(
+            self,
+            f"cannot retry job {job_id}: its unique key {key[:64]!r} is held by "
+            f"active job {held_by}",
+        )
+        self.job_id = job_id
+        self.status = status
+        self.action = "retry"
+        self.key = key
+        self.held_by = held_by
+
+
 class LeaseLost(VesperError):
     """The presented lease is not the job's current lease (fencing): nothing was recorded."""
 

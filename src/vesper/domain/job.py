@@ -50,6 +50,15 @@ class Failure:
 
 
 @attrs.frozen(kw_only=True)
+class Snoozed:
+    """A snoozed attempt as the worker reports it: the job waits `delay` and runs again,
+    the attempt not counted (`vesper.Snooze`)."""
+
+    lease: LeaseRef
+    delay: timedelta
+
+
+@attrs.frozen(kw_only=True)
 class JobRecord:
     id: JobId
     type: str
@@ -74,6 +83,13 @@ class JobRecord:
     finished_at: datetime | None = None
     seq: int = 0  # insertion order, assigned by the store; breaks ordering ties
     result: Any = None  # the consumer's return value (decoded JSON); None: none
+    # set on a processing job by a cancel: the job ends cancelled at its worker's next
+    # renewal (or whatever ends the attempt first, but a success)
+    cancel_requested_at: datetime | None = None
+    snoozes: int = 0  # times a consumer raised vesper.Snooze
+    # while this job is pending, failed or processing, a submission with the same key
+    # returns it instead of inserting a new job
+    unique_key: str | None = None
 
     @property
     def worker_id(self) -> str | None:
@@ -121,12 +137,16 @@ class JobRecord:
     def fail(self, failure: Failure, *, now: datetime) -> JobRecord:
         """processing -> failed (retry at now + delay), or dlq once retries are exhausted."""
         self._fence(failure.lease, now)
-        return self._failed(error=failure.error, retry_delay=failure.retry_delay, now=now)
+        failed = self._failed(error=failure.error, retry_delay=failure.retry_delay, now=now)
+        return failed._cancelled(now) if self.cancel_requested_at is not None else failed
 
     def renew(self, ref: LeaseRef, *, now: datetime, lease: timedelta) -> JobRecord:
-        """Extend the current lease to now + lease."""
+        """Extend the current lease to now + lease; a job with a cancel request ends
+        cancelled instead (its worker learns it from the result)."""
         self._fence(ref, now)
         assert self.lease is not None
+        if self.cancel_requested_at is not None:
+            return self._cancelled(now)
         return attrs.evolve(
             self, lease=attrs.evolve(self.lease, expires_at=now + lease), updated_at=now
         )
@@ -134,7 +154,7 @@ class JobRecord:
     def release(self, ref: LeaseRef, *, now: datetime) -> JobRecord:
         """processing -> pending, refunding the attempt (graceful shutdown)."""
         self._fence(ref, now)
-        return attrs.evolve(
+        released = attrs.evolve(
             self,
             status=Status.PENDING,
             attempts=max(self.attempts - 1, 0),
@@ -142,6 +162,23 @@ class JobRecord:
             started_at=None,
             updated_at=now,
         )
+        return released._cancelled(now) if self.cancel_requested_at is not None else released
+
+    def snooze(self, snoozed: Snoozed, *, now: datetime) -> JobRecord:
+        """processing -> pending at now + delay, refunding the attempt and counting a
+        snooze (retries unchanged); cancelled instead if a cancel was requested."""
+        self._fence(snoozed.lease, now)
+        later = attrs.evolve(
+            self,
+            status=Status.PENDING,
+            attempts=max(self.attempts - 1, 0),
+            snoozes=self.snoozes + 1,
+            run_at=now + snoozed.delay,
+            lease=None,
+            started_at=None,
+            updated_at=now,
+        )
+        return later._cancelled(now) if self.cancel_requested_at is not None else later
 
     def expire(self, *, now: datetime, error: str = LEASE_EXPIRED_ERROR) -> JobRecord:
         """processing -> failed (claimable at once) or dlq: the holder is gone.
@@ -152,13 +189,20 @@ class JobRecord:
         at now would put it behind a backlog and past the recovery bound.
         """
         self._check("expire")
-        failed = self._failed(error=error, retry_delay=timedelta(0), now=now)
-        return attrs.evolve(failed, run_at=self.run_at)
+        failed = attrs.evolve(
+            self._failed(error=error, retry_delay=timedelta(0), now=now), run_at=self.run_at
+        )
+        return failed._cancelled(now) if self.cancel_requested_at is not None else failed
 
     def cancel(self, *, now: datetime) -> JobRecord:
-        """pending/failed -> cancelled."""
+        """pending/failed -> cancelled; a processing job keeps running with a cancel
+        request (the first one's time), which its worker acts on at its next renewal."""
+        if self.status is Status.PROCESSING:
+            if self.cancel_requested_at is not None:
+                return self
+            return attrs.evolve(self, cancel_requested_at=now, updated_at=now)
         self._check("cancel")
-        return attrs.evolve(self, status=Status.CANCELLED, updated_at=now, finished_at=now)
+        return self._cancelled(now)
 
     def retry(self, *, now: datetime) -> JobRecord:
         """dlq/failed/cancelled -> pending, due now, with a fresh set of retries."""
@@ -171,6 +215,7 @@ class JobRecord:
             updated_at=now,
             started_at=None,
             finished_at=None,
+            cancel_requested_at=None,
         )
 
     def _failed(self, *, error: str, retry_delay: timedelta | None, now: datetime) -> JobRecord:
@@ -186,6 +231,11 @@ class JobRecord:
             )
         return attrs.evolve(
             self, status=Status.DLQ, error=error, lease=None, updated_at=now, finished_at=now
+        )
+
+    def _cancelled(self, now: datetime) -> JobRecord:
+        return attrs.evolve(
+            self, status=Status.CANCELLED, lease=None, updated_at=now, finished_at=now
         )
 
     def _check(self, action: str) -> None:

@@ -6,8 +6,10 @@ pending ──claim──▶ processing ──ok──────────�
    │                   │ error, no retries left ─▶ dlq
    │                   │ lease expired ─────────▶ failed / dlq (counts as an attempt)
    │                   │ graceful release ──────▶ pending (attempt refunded)
+   │                   │ snooze ────────────────▶ pending later (attempt refunded)
    └── retry (manual, from dlq/failed/cancelled)
 pending/failed ──cancel──▶ cancelled
+processing ──cancel──▶ processing with a cancel request ──(any end but done)──▶ cancelled
 ```
 """
 
@@ -30,16 +32,28 @@ class Status(enum.StrEnum):
 CLAIMABLE: Final = frozenset({Status.PENDING, Status.FAILED})
 # Statuses from which nothing moves without a person's action.
 FINISHED: Final = frozenset({Status.DONE, Status.DLQ, Status.CANCELLED})
+# The others: a job holds its unique key while it is in one of these.
+ACTIVE: Final = frozenset(Status) - FINISHED
 
 # action -> (statuses it starts from, statuses it may end in)
 TRANSITIONS: Final[dict[str, tuple[frozenset[Status], frozenset[Status]]]] = {
     "claim": (CLAIMABLE, frozenset({Status.PROCESSING})),
     "complete": (frozenset({Status.PROCESSING}), frozenset({Status.DONE})),
-    "fail": (frozenset({Status.PROCESSING}), frozenset({Status.FAILED, Status.DLQ})),
-    "expire": (frozenset({Status.PROCESSING}), frozenset({Status.FAILED, Status.DLQ})),
-    "release": (frozenset({Status.PROCESSING}), frozenset({Status.PENDING})),
-    "renew": (frozenset({Status.PROCESSING}), frozenset({Status.PROCESSING})),
+    # cancelled: the job had a cancel request
+    "fail": (
+        frozenset({Status.PROCESSING}),
+        frozenset({Status.FAILED, Status.DLQ, Status.CANCELLED}),
+    ),
+    "expire": (
+        frozenset({Status.PROCESSING}),
+        frozenset({Status.FAILED, Status.DLQ, Status.CANCELLED}),
+    ),
+    "release": (frozenset({Status.PROCESSING}), frozenset({Status.PENDING, Status.CANCELLED})),
+    "renew": (frozenset({Status.PROCESSING}), frozenset({Status.PROCESSING, Status.CANCELLED})),
     "cancel": (CLAIMABLE, frozenset({Status.CANCELLED})),
+    # a cancel of a running job: recorded, acted on by its worker
+    "request_cancel": (frozenset({Status.PROCESSING}), frozenset({Status.PROCESSING})),
+    "snooze": (frozenset({Status.PROCESSING}), frozenset({Status.PENDING, Status.CANCELLED})),
     "retry": (
         frozenset({Status.DLQ, Status.FAILED, Status.CANCELLED}),
         frozenset({Status.PENDING}),

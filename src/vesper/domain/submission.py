@@ -65,6 +65,7 @@ class JobRequest:
     trace_context: str | None = None
     queue: str | None = None  # None: the queue of the type's consumer, else "default"
     concurrency_key: str | None = None
+    unique_key: str | None = None  # while a job with it is active, return that job
 
 
 @attrs.frozen(kw_only=True)
@@ -91,6 +92,7 @@ class NewJob:
     # `payload` as compact, key-sorted, ASCII-escaped JSON text, when known: a store
     # may insert it as is instead of serialising the payload again
     payload_json: str | None = None
+    unique_key: str | None = None
 
     def materialize(self, *, now: datetime, seq: int) -> JobRecord:
         """The job as stored at `now`, with insertion order `seq`."""
@@ -111,6 +113,7 @@ class NewJob:
             created_at=now,
             updated_at=now,
             seq=seq,
+            unique_key=self.unique_key,
         )
 
 
@@ -151,6 +154,7 @@ def prepare(
             "timeout", f"must be above 0 and at most {limits.max_timeout.total_seconds():g} seconds"
         )
     check_idempotency_key(request.idempotency_key, limits)
+    check_key("unique_key", request.unique_key, limits)
     # Only a key's replay is compared with what it first asked for: a job without a key
     # has no fingerprint (its hash was a sixth of a batch's CPU). The fingerprint hashes
     # the validated copy: its keys are strings, as JSON makes them.
@@ -177,16 +181,22 @@ def prepare(
         queue=queue,
         concurrency_key=request.concurrency_key,
         payload_json=payload_json,
+        unique_key=request.unique_key,
     )
 
 
 def check_idempotency_key(key: str | None, limits: Limits) -> None:
+    check_key("Idempotency-Key", key, limits)
+
+
+def check_key(field: str, key: str | None, limits: Limits) -> None:
+    """An idempotency or unique key: 1 to max_key_length printable ASCII characters."""
     if key is None:
         return
     if not isinstance(key, str) or not 1 <= len(key) <= limits.max_key_length:
-        raise InvalidRequest("Idempotency-Key", f"must be 1 to {limits.max_key_length} characters")
+        raise InvalidRequest(field, f"must be 1 to {limits.max_key_length} characters")
     if not all(" " <= ch <= "~" for ch in key):
-        raise InvalidRequest("Idempotency-Key", "must be printable ASCII")
+        raise InvalidRequest(field, "must be printable ASCII")
 
 
 def fingerprint(request: JobRequest, *, max_retries: int) -> str:

@@ -8,12 +8,17 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 from uuid import UUID
 
+from dependency_injector import providers
+
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
+from vesper.application.submit import no_routes
 from vesper.application.waiting import JobWaits
+from vesper.domain.backoff import Backoff
 from vesper.domain.errors import InvalidSchedule
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.periodic import Schedule, check_name
 from vesper.domain.queues import check_queue
+from vesper.domain.retry import ExceptionTypes, RetryPolicy
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
 from vesper.entrypoints.logs import configure_logging
@@ -73,8 +78,12 @@ class App:
     def container(self) -> Container:
         if self._container is None:
             self._container = build_container(self.settings)
+        if self._container.queue_routes() is no_routes:
             # jobs submitted here without a queue go to their consumer's
-            self._container.queue_routes.override(self.consumers.queue_of)
+            self._container.queue_routes.override(providers.Object(self.consumers.queue_of))
+        if self._container.type_defaults() is None:
+            # jobs submitted here without max_retries take their consumer's
+            self._container.type_defaults.override(providers.Object(self.consumers.max_retries))
         return self._container
 
     @overload
@@ -88,6 +97,10 @@ class App:
         *,
         timeout: float | timedelta | None = None,
         queue: str | None = None,
+        max_retries: int | None = None,
+        backoff: Backoff | None = None,
+        retry_on: type[BaseException] | ExceptionTypes = (),
+        discard_on: type[BaseException] | ExceptionTypes = (),
     ) -> Callable[[F], F]: ...
 
     def consumer(
@@ -97,15 +110,26 @@ class App:
         *,
         timeout: float | timedelta | None = None,
         queue: str | None = None,
+        max_retries: int | None = None,
+        backoff: Backoff | None = None,
+        retry_on: type[BaseException] | ExceptionTypes = (),
+        discard_on: type[BaseException] | ExceptionTypes = (),
     ) -> F | Callable[[F], F]:
         """Register a consumer for `job_type`; with no type it takes every other type.
 
         The function gets a `vesper.Job`; it may be `async def`. Raising fails the
         attempt (retried with backoff); raising `vesper.NonRetryable` sends the job
-        straight to dlq. `timeout` (seconds) limits one attempt of this type. `queue`
-        is where jobs of this type go when their producer names none (App.enqueue, and
-        the HTTP API of a process that runs this app); it does not limit which queues
-        a worker claims them from (VESPER_QUEUES does).
+        straight to dlq, `vesper.Snooze(s)` runs it again in s seconds without counting
+        the attempt, `vesper.RetryAfter(s)` retries it in s seconds instead of the
+        backoff. `timeout` (seconds) limits one attempt of this type. `queue` is where
+        jobs of this type go when their producer names none (App.enqueue, and the HTTP
+        API of a process that runs this app); it does not limit which queues a worker
+        claims them from (VESPER_QUEUES does).
+
+        The retry policy of this type: `max_retries` for its jobs submitted through
+        this app without one (a job's own wins), `backoff` between its retries,
+        `retry_on` (only these exceptions retry, others go to dlq) and `discard_on`
+        (these go to dlq at once).
         """
         if callable(job_type):
             self.consumers.add(None, Consumer(job_type))
@@ -114,9 +138,14 @@ class App:
             check_queue(queue)
         if queue is not None and job_type is None:
             raise ValueError("the catch-all consumer takes no queue: name a job type")
+        policy = RetryPolicy(
+            max_retries=max_retries, backoff=backoff, retry_on=retry_on, discard_on=discard_on
+        )
 
         def register(function: F) -> F:
-            consumer = Consumer(function, timeout=_seconds("timeout", timeout), queue=queue)
+            consumer = Consumer(
+                function, timeout=_seconds("timeout", timeout), queue=queue, policy=policy
+            )
             self.consumers.add(job_type, consumer)
             return function
 
@@ -199,6 +228,7 @@ class App:
         timeout: float | timedelta | None = None,
         queue: str | None = None,
         concurrency_key: str | None = None,
+        unique_key: str | None = None,
         connection: SyncConnection | None = None,
     ) -> JobRecord: ...
 
@@ -216,6 +246,7 @@ class App:
         timeout: float | timedelta | None = None,
         queue: str | None = None,
         concurrency_key: str | None = None,
+        unique_key: str | None = None,
         connection: AsyncioConnection,
     ) -> Awaitable[JobRecord]: ...
 
@@ -232,9 +263,11 @@ class App:
         timeout: float | timedelta | None = None,
         queue: str | None = None,
         concurrency_key: str | None = None,
+        unique_key: str | None = None,
         connection: SyncConnection | AsyncioConnection | None = None,
     ) -> JobRecord | Awaitable[JobRecord]:
-        """Submit one job and return it (the bound job on an idempotent replay).
+        """Submit one job and return it (the bound job on an idempotent replay; the
+        active job holding `unique_key`, if one does).
 
         With `connection` (a SQLAlchemy Connection or Session, or a psycopg connection,
         to the store's database), the job is written in the transaction open on it and
@@ -258,6 +291,7 @@ class App:
             trace_context=current_traceparent(),  # the producer's trace continues in the worker
             queue=queue,
             concurrency_key=concurrency_key,
+            unique_key=unique_key,
         )
         if connection is None:
             return self.container.submit_job()(request).job
@@ -282,9 +316,13 @@ class App:
         *,
         connection: SyncConnection | AsyncioConnection | None = None,
     ) -> list[JobRecord] | Awaitable[list[JobRecord]]:
-        """Submit a batch, all or nothing; `connection` as for `enqueue`."""
+        """Submit a batch, all or nothing; `connection` as for `enqueue`.
+
+        Any number of jobs, in one transaction (the HTTP API's `Limits.max_batch` bounds
+        request bodies, not this call).
+        """
         if connection is None:
-            return [s.job for s in self.container.submit_jobs()(list(requests))]
+            return [s.job for s in self.container.submit_jobs(bounded=False)(list(requests))]
         return self._submit_in(connection, list(requests), batch=True)
 
     def _submit_in(

@@ -14,11 +14,12 @@ from typing import Any
 
 import click
 
-_WORKLOADS = ("W1", "W2", "W3", "W3x2", "W3q", "W3c", "W4", "W5", "W6", "W6s", "R1", "W7")
+_WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W3q", "W3c", "W4", "W5", "W6", "W6s", "R1", "W7")
 _DEFAULT = ",".join(_WORKLOADS)
 # scaled by --scale (at least 10 each)
 _COUNTS = (
     "single_jobs",
+    "concurrent_jobs",
     "batch_jobs",
     "drain_jobs",
     "pickup_jobs",
@@ -45,7 +46,11 @@ def _harness() -> Any:
 
 
 @click.command()
-@click.option("--peers", is_flag=True, help="Also run procrastinate 3.10 and pgqueuer 1.6.")
+@click.option(
+    "--peers",
+    is_flag=True,
+    help="Also run procrastinate 3.10 and pgqueuer 1.6 (asyncpg, and psycopg).",
+)
 @click.option(
     "--stores",
     default="postgres,sqlite",

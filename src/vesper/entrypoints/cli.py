@@ -21,6 +21,7 @@ from vesper.domain.job import JobId
 from vesper.entrypoints.app import App
 from vesper.entrypoints.bench import bench
 from vesper.entrypoints.container import build_container
+from vesper.entrypoints.jobs_cli import jobs
 from vesper.entrypoints.logs import configure_logging
 from vesper.entrypoints.queues_cli import queues_command
 from vesper.entrypoints.service import listen
@@ -236,6 +237,7 @@ def migrate() -> None:
 @click.option("--idempotency-key")
 @click.option("--queue", help='The queue (default: "default").')
 @click.option("--concurrency-key", help="Groups jobs for the queue's key_concurrency.")
+@click.option("--unique-key", help="Return the active job with this key instead, if any.")
 def enqueue(
     job_type: str,
     payload: str,
@@ -245,6 +247,7 @@ def enqueue(
     idempotency_key: str | None,
     queue: str | None,
     concurrency_key: str | None,
+    unique_key: str | None,
 ) -> None:
     """Submit one job and print it as JSON."""
     # a bad input is one line naming the option, exit 2, before anything is opened
@@ -275,6 +278,7 @@ def enqueue(
             idempotency_key=idempotency_key,
             queue=queue,
             concurrency_key=concurrency_key,
+            unique_key=unique_key,
         )
     except InvalidRequest as exc:
         _fail(str(exc), 2)
@@ -404,6 +408,7 @@ def delete_schedule(name: str) -> None:
 
 main.add_command(bench)
 main.add_command(queues_command)
+main.add_command(jobs)
 
 
 def _load(app_path: str | None, *, announce: bool = True) -> App:

@@ -37,6 +37,7 @@ from vesper.application.fleet import (
 )
 from vesper.application.group_commit import CoalescingJobRepository, GroupCommit
 from vesper.application.management import (
+    BulkJobs,
     CancelJob,
     GetActivity,
     GetJob,
@@ -68,7 +69,13 @@ from vesper.application.ports import (
 from vesper.application.queues import ConfigureQueue, GetQueue, ListQueues
 from vesper.application.retention import DeleteJob, PruneJobs
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
-from vesper.application.submit import SubmitInTransaction, SubmitJob, SubmitJobs, no_routes
+from vesper.application.submit import (
+    SubmitInTransaction,
+    SubmitJob,
+    SubmitJobs,
+    TypeDefaults,
+    no_routes,
+)
 from vesper.application.waiting import JobWaits
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
@@ -349,6 +356,8 @@ class Container(containers.DeclarativeContainer):
     # the queue of a type's consumer, for jobs submitted without one: a vesper.App
     # overrides it with its consumers' (vesper api alone knows none: "default")
     queue_routes = providers.Object(no_routes)
+    # the consumers' max_retries by job type: `vesper.App` sets its consumers' here
+    type_defaults: providers.Provider[TypeDefaults | None] = providers.Object(None)
     submit_job = providers.Factory(
         SubmitJob,
         jobs=jobs,
@@ -356,6 +365,7 @@ class Container(containers.DeclarativeContainer):
         signal=job_signal,
         metrics=metrics,
         routes=queue_routes,
+        type_defaults=type_defaults,
     )
     submit_jobs = providers.Factory(
         SubmitJobs,
@@ -364,6 +374,7 @@ class Container(containers.DeclarativeContainer):
         signal=job_signal,
         metrics=metrics,
         routes=queue_routes,
+        type_defaults=type_defaults,
     )
     # `app.enqueue(..., connection=conn)`: the store's own repository, on the caller's
     # connection (neither the group commit nor the gate: no pooled connection is used)
@@ -374,6 +385,7 @@ class Container(containers.DeclarativeContainer):
         signal=job_signal,
         metrics=metrics,
         routes=queue_routes,
+        type_defaults=type_defaults,
     )
     claim_jobs = providers.Factory(ClaimJobs, jobs=jobs, settings=policies)
     renew_leases = providers.Factory(RenewLeases, jobs=jobs, settings=policies)
@@ -385,6 +397,7 @@ class Container(containers.DeclarativeContainer):
     list_queues = providers.Factory(ListQueues, jobs=jobs, registry=worker_registry)
     get_queue = providers.Factory(GetQueue, queues=list_queues)
     configure_queue = providers.Factory(ConfigureQueue, get_queue=get_queue)
+    bulk_jobs = providers.Factory(BulkJobs, jobs=jobs, metrics=metrics)
     get_activity = providers.Factory(GetActivity, jobs=jobs)
     get_summary = providers.Factory(GetSummary, jobs=jobs)
     register_worker = providers.Factory(RegisterWorker, registry=worker_registry)

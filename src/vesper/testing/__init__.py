@@ -48,6 +48,8 @@ import pytest
 # Before the submodules load: pytest then shows the operands of a failing assert there.
 pytest.register_assert_rewrite(
     "vesper.testing.batch_contract",
+    "vesper.testing.bulk_contract",
+    "vesper.testing.cancel_request_contract",
     "vesper.testing.claims_contract",
     "vesper.testing.dashboard_contract",
     "vesper.testing.expiry_contract",
@@ -68,10 +70,13 @@ pytest.register_assert_rewrite(
     "vesper.testing.submit_contract",
     "vesper.testing.summary_contract",
     "vesper.testing.transactions_contract",
+    "vesper.testing.unique_contract",
     "vesper.testing.workers_contract",
 )
 
 from vesper.testing.batch_contract import CompleteAndClaimContract, RecordAndClaimContract
+from vesper.testing.bulk_contract import BulkContract
+from vesper.testing.cancel_request_contract import CancelRequestContract, SnoozeContract
 from vesper.testing.claims_contract import ClaimContract
 from vesper.testing.dashboard_contract import ActivityContract, SearchContract
 from vesper.testing.expiry_contract import ExpireContract
@@ -106,6 +111,7 @@ from vesper.testing.scratch import scratch_database
 from vesper.testing.submit_contract import SubmitContract
 from vesper.testing.summary_contract import SummaryContract
 from vesper.testing.transactions_contract import CallerTransactions, TransactionalSubmitContract
+from vesper.testing.unique_contract import UniqueKeyContract, UniqueRetryContract
 from vesper.testing.workers_contract import WorkerRegistryContract
 
 
@@ -130,6 +136,11 @@ class JobRepositoryContract(
     QueueLimitContract,
     QueueRaceContract,
     ModelContract,
+    CancelRequestContract,
+    SnoozeContract,
+    BulkContract,
+    UniqueKeyContract,
+    UniqueRetryContract,
     ResultsContract,
     GetManyContract,
     PruneContract,
@@ -152,8 +163,10 @@ class StoreContract(
 
 __all__ = [
     "ActivityContract",
+    "BulkContract",
     "CallerTransactions",
     "CancelContract",
+    "CancelRequestContract",
     "ClaimContract",
     "CompleteAndClaimContract",
     "CompleteContract",
@@ -182,6 +195,7 @@ __all__ = [
     "RetryContract",
     "ScheduleRegistryContract",
     "SearchContract",
+    "SnoozeContract",
     "StatsContract",
     "StoreContract",
     "StoreFactory",
@@ -192,6 +206,8 @@ __all__ = [
     "SubmitContract",
     "SummaryContract",
     "TransactionalSubmitContract",
+    "UniqueKeyContract",
+    "UniqueRetryContract",
     "WorkerRegistryContract",
     "scratch_database",
 ]

@@ -84,6 +84,7 @@ def new_job(
     job_id: JobId | None = None,
     queue: str | None = None,
     concurrency_key: str | None = None,
+    unique_key: str | None = None,
 ) -> NewJob:
     """A validated job, as the submit use case hands it to a store."""
     request = JobRequest(
@@ -98,6 +99,7 @@ def new_job(
         trace_context=trace_context,
         queue=queue,
         concurrency_key=concurrency_key,
+        unique_key=unique_key,
     )
     return prepare(
         request,

@@ -22,7 +22,8 @@ from vesper.application.ports import (
     Submitted,
     WorkerRegistry,
 )
-from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
@@ -165,6 +166,20 @@ class FreeJobs:
 
     def delete(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         return self._out(self._inner.delete(job_id, now=now))
+
+    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
+        inner = [attrs.evolve(s, lease=self._in(s.lease)) for s in snoozes]
+        return self._changed(self._inner.snooze(inner, now=now))
+
+    def bulk(
+        self,
+        action: BulkAction,
+        where: BulkFilter,
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> BulkBatch:
+        return self._inner.bulk(action, where, limit=limit, now=now)
 
     def _out(self, job: JobRecord) -> JobRecord:
         """`job` as this store shows it: with its own token."""

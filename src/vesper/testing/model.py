@@ -32,8 +32,9 @@ from hypothesis.stateful import (
 
 from vesper.adapters.memory import InMemoryJobRepository
 from vesper.application.ports import JobRepository
+from vesper.domain.bulk import BulkAction, BulkFilter
 from vesper.domain.errors import VesperError
-from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobQuery
 from vesper.domain.queues import QueueChange
 from vesper.domain.states import FINISHED, Status
@@ -231,9 +232,47 @@ class StoreModel(RuleBasedStateMachine):
 
     # -- management -------------------------------------------------------------------
 
+    @precondition(lambda self: bool(self.held))
+    @rule(data=st.data(), current=CURRENT_MOSTLY, delay=st.sampled_from([0, 5, 20]))
+    def snooze(self, data: st.DataObject, current: bool, delay: int) -> None:
+        def act(repo: JobRepository, refs: list[LeaseRef]) -> list[JobRecord]:
+            snoozes = [Snoozed(lease=r, delay=timedelta(seconds=delay)) for r in refs]
+            return repo.snooze(snoozes, now=self.now)
+
+        self.fenced(data, current, act)
+
+    @rule(
+        action=st.sampled_from(BulkAction),
+        status=st.none() | st.sampled_from(Status),
+        job_type=st.none() | st.sampled_from(["a", "b"]),
+        queue=st.none() | st.sampled_from(["default", "q1"]),
+        limit=st.integers(1, 3),
+    )
+    def bulk(
+        self,
+        action: BulkAction,
+        status: Status | None,
+        job_type: str | None,
+        queue: str | None,
+        limit: int,
+    ) -> None:
+        queue = queue if self.queues else None  # a store without queues is asked with None
+        where = BulkFilter(status=status, type=job_type, queue=queue, touched_before=self.now)
+        results = self.both(lambda repo: repo.bulk(action, where, limit=limit, now=self.now))
+        if results is not None:
+            # seq values may differ between stores (PostgreSQL's have gaps): not last_seq
+            expected, actual = results
+            assert (actual.changed, actual.skipped, dict(actual.kinds)) == (
+                expected.changed,
+                expected.skipped,
+                dict(expected.kinds),
+            )
+            assert (actual.last_seq is None) == (expected.last_seq is None)
+
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
-        job_id = self.pick_job(data, frozenset({Status.PENDING, Status.FAILED}))
+        # processing too: a cancel request, which renew and the other ends act on
+        job_id = self.pick_job(data, frozenset({Status.PENDING, Status.FAILED, Status.PROCESSING}))
         results = self.both(lambda repo: repo.cancel(job_id, now=self.now))
         if results is not None:
             assert norm(results[1]) == norm(results[0])

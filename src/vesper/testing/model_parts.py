@@ -33,6 +33,7 @@ class JobSpec:
     payload: int
     queue: str = "default"
     concurrency_key: str | None = None
+    unique_key: str | None = None
 
     def new_job(self) -> NewJob:
         return build_job(
@@ -44,6 +45,7 @@ class JobSpec:
             delay=timedelta(seconds=self.delay),
             max_retries=self.max_retries,
             payload={"n": self.payload},
+            unique_key=self.unique_key,
         )
 
 
@@ -65,6 +67,8 @@ specs = st.builds(
     payload=st.integers(0, 1),
     queue=st.sampled_from(["default", "default", "q1"]),
     concurrency_key=st.sampled_from([None, "t1", "t2"]),
+    # two keys among a few jobs: retries and bulk retries meet keys held by others
+    unique_key=st.none() | st.sampled_from(["u0", "u1"]),
 )
 
 # queue settings a rule may set: pause, each limit, aging (None clears one)

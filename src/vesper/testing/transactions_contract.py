@@ -1,4 +1,5 @@
-"""submit_in: jobs written in a transaction the caller holds open (optional capability).
+"""submit_in: jobs written in a transaction the caller holds open (optional capability);
+idempotency and unique keys behave as in `submit`.
 
 A store with `capabilities.transactional_submit` is a TransactionalJobRepository; its test
 module overrides `caller_transactions` to say how a caller opens a transaction on the
@@ -228,3 +229,58 @@ class TransactionalSubmitContract(StoreFixtures):
                 assert result.created
                 assert result.job.payload == {"n": 2}
                 assert [j.id for j in jobs.find(JobQuery()).jobs] == [result.job.id]
+
+    def test_a_unique_key_an_active_job_holds_returns_that_job(
+        self, store_opener: StoreOpener, begin: Callable[[], AbstractContextManager[Any]]
+    ) -> None:
+        with store_opener() as store:
+            jobs = self._jobs(store)
+            (holder,) = jobs.submit([new_job("a", unique_key="u1")])
+            with begin() as conn:
+                held, fresh = jobs.submit_in(
+                    conn, [new_job("a", unique_key="u1"), new_job("a", unique_key="u2")]
+                )
+            assert held == Submitted(job=holder.job, created=False)
+            assert fresh.created
+            assert fresh.job.unique_key == "u2"
+            assert len(jobs.find(JobQuery()).jobs) == 2
+            # the holder finished: the key is free, in a caller's transaction too
+            jobs.cancel(holder.job.id)
+            with begin() as conn:
+                (again,) = jobs.submit_in(conn, [new_job("a", unique_key="u1")])
+            assert again.created
+            assert again.job.id != holder.job.id
+            assert jobs.get(again.job.id).unique_key == "u1"
+
+    @pytest.mark.parametrize("first_ends", ["commit", "rollback"])
+    def test_concurrent_transactions_with_one_unique_key_make_one_job(
+        self,
+        store_opener: StoreOpener,
+        begin: Callable[[], AbstractContextManager[Any]],
+        first_ends: str,
+    ) -> None:
+        with store_opener() as store:
+            jobs = self._jobs(store)
+
+            def second() -> Submitted:
+                with begin() as conn:
+                    (result,) = jobs.submit_in(conn, [new_job("b", unique_key="u")])
+                    return result
+
+            try:
+                with begin() as conn:
+                    (first,) = jobs.submit_in(conn, [new_job("a", unique_key="u")])
+                    waiting = Call(second)
+                    # the key (or SQLite's write lock) is held by this transaction
+                    assert waiting.running_after(SETTLE), "the second did not wait"
+                    if first_ends == "rollback":
+                        raise Rollback
+            except Rollback:
+                pass
+            result = waiting.outcome()
+            if first_ends == "commit":
+                assert result == Submitted(job=first.job, created=False)
+            else:
+                assert result.created
+                assert result.job.type == "b"
+            assert [j.id for j in jobs.find(JobQuery()).jobs] == [result.job.id]

@@ -1,12 +1,18 @@
 """The dashboard's browser tests' application: `ok` jobs succeed, a `flaky` job fails for
 good on its first attempt (to dlq) and succeeds once retried; no consumer takes `hold`
-jobs, so they stay pending for the tests to look at and cancel."""
+jobs, so they stay pending for the tests to look at and cancel. An `answer` job returns
+a result; a `long` job runs until it is cancelled (a minute at most). One schedule, due
+once a year, for the schedules page."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import vesper
 
 app = vesper.App()
+app.periodic("0 0 1 1 *", type="ok", name="yearly")
 
 
 @app.consumer("ok")
@@ -20,5 +26,11 @@ def flaky(job: vesper.Job) -> None:
         raise vesper.NonRetryable("first attempts of flaky jobs fail on purpose")
 
 
-# a schedule for the schedules page (midnight: it fires no job during a test)
-app.periodic("0 0 * * *", type="ok", name="nightly-ok")
+@app.consumer("answer")
+def answer(job: vesper.Job) -> dict[str, Any]:
+    return {"answer": 42}
+
+
+@app.consumer("long")
+async def long(job: vesper.Job) -> None:
+    await asyncio.sleep(60)  # the cancel stops it first

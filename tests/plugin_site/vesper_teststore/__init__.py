@@ -50,6 +50,9 @@ from vesper.store import (
     CLAIMABLE_SQL,
     NOT_LIMITED_SQL,
     NOW,
+    BulkAction,
+    BulkBatch,
+    BulkFilter,
     Capabilities,
     Clock,
     FencedWrites,
@@ -168,10 +171,11 @@ CLAIM = (
 
 
 class JobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
-    """get, find, stats, cancel and retry come from SqlJobReads, the fenced writes
-    (complete, renew, release, fail, expire) from FencedWrites, prune from SqlPruning,
-    claim (the limited queues' part) and the queues' settings and views from
-    SqlQueueing; submit and the claim of the other queues are here."""
+    """get, find, stats, cancel, retry and bulk come from SqlJobReads, the fenced writes
+    (complete, renew, release, fail, snooze, expire) from FencedWrites, prune from
+    SqlPruning, claim (the limited queues' part) and the queues' settings and views
+    from SqlQueueing; submit (with unique keys: submit_serialized) and the claim of the
+    other queues are here."""
 
     # summary: SqlJobReads'; queues: SqlQueueing's
     capabilities = Capabilities(multi_process=True, summary=True, queues=True)
@@ -230,6 +234,14 @@ class JobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
         job = super().retry(job_id, now=now)
         self._notify()
         return job
+
+    def bulk(
+        self, action: BulkAction, where: BulkFilter, *, limit: int, now: datetime | None = None
+    ) -> BulkBatch:
+        batch = super().bulk(action, where, limit=limit, now=now)
+        if batch.changed and action is BulkAction.RETRY:
+            self._notify()  # retried jobs are claimable
+        return batch
 
     def _made_due(self, jobs: list[JobRecord]) -> None:
         self._notify()  # released or expired: claimable again

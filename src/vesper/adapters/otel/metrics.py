@@ -239,10 +239,13 @@ class OtelMetrics:
     # -- the JobMetrics port ------------------------------------------------------------
 
     def _key(self, job: JobRecord) -> Key:
-        label = self._type_labels.get(job.type)
+        return self._kind_key(job.type, job.priority)
+
+    def _kind_key(self, job_type: str, priority: int) -> Key:
+        label = self._type_labels.get(job_type)
         if label is None:
-            label = OTHER_TYPES if self._types_full else self._admit(job.type)
-        return (label, str(job.priority))
+            label = OTHER_TYPES if self._types_full else self._admit(job_type)
+        return (label, str(priority))
 
     def _admit(self, job_type: str) -> str:
         """A type seen for the first time: its own label while there is room."""
@@ -272,12 +275,18 @@ class OtelMetrics:
         elif outcome in {"failed", "dlq"}:
             self._failed.add(key)
             (self._retried if outcome == "failed" else self._dead).add(key)
-        else:
+        elif outcome == "cancelled":  # stopped on a cancel request
+            self._cancelled.add(key)
+        elif outcome != "snoozed":  # a snooze is neither an end nor a loss
             self._abandoned.add((*key, outcome))
 
     def jobs_cancelled(self, jobs: Sequence[JobRecord]) -> None:
         for job in jobs:
             self._cancelled.add(self._key(job))
+
+    def jobs_cancelled_by_kind(self, counts: Mapping[tuple[str, int], int]) -> None:
+        for (job_type, priority), count in counts.items():
+            self._cancelled.add(self._kind_key(job_type, priority), count)
 
     def leases_renewed(self, count: int) -> None:
         self._renewals.add(count)

@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 import attrs
 import psycopg
 from psycopg.rows import dict_row, tuple_row
-from sqlalchemy import DateTime, bindparam, cast, func, text
+from sqlalchemy import DateTime, Select, bindparam, cast, func, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
 from vesper.adapters.sql import caller
 from vesper.adapters.sql.engines import Database
 from vesper.adapters.sql.postgres_statements import (
+    ACTIVE_HOLDERS,
     BLANK,
     BOUND,
     CLAIM,
@@ -41,6 +42,7 @@ from vesper.adapters.sql.postgres_statements import (
     PRUNE,
     RELEASE,
     RENEW,
+    SNOOZE,
     SUPPLIED,
     ClaimShape,
     run,
@@ -48,6 +50,7 @@ from vesper.adapters.sql.postgres_statements import (
 from vesper.adapters.sqlcore.common import (
     SqlJobReads,
     SubmitPlan,
+    active_holders,
     assemble,
     job_time,
     plan_submission,
@@ -56,7 +59,8 @@ from vesper.adapters.sqlcore.queues import SqlQueueing, SqlQueues, one_limited
 from vesper.adapters.sqlcore.rows import in_claim_order, job_of, jobs_of
 from vesper.adapters.sqlcore.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.bulk import BulkAction
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.retention import check_ages
 from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
@@ -67,6 +71,8 @@ T = TypeVar("T")
 
 CLOCK = text("SELECT statement_timestamp()")
 log = logging.getLogger("vesper.store")
+# a unique key whose holder finished between the INSERT and the read of it: inserted again
+_UNIQUE_RACES = 3
 
 
 def now_expression() -> Any:
@@ -278,6 +284,28 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
             self._db.statement(lambda conn: run(conn, NOTIFY))
         return released
 
+    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
+        ordered = sorted(snoozes, key=lambda s: s.lease.job_id)
+        extra = {"now": now, "delays": [s.delay for s in ordered]}
+        return self._fenced(self._db, SNOOZE, [s.lease for s in ordered], extra)
+
+    def _active_holders(self, conn: Connection, keys: Sequence[str]) -> dict[str, JobRecord]:
+        # planned for its keys each time: a bulk retry makes thousands of jobs active
+        # faster than statistics follow, and a cached generic plan then read every
+        # active job through the status index (4 s a batch at 100,000 jobs)
+        holders = run(conn, ACTIVE_HOLDERS, {"uniques": list(keys)}, prepare=False)
+        return active_holders(holders)
+
+    def _locked(self, picked: Select[Any]) -> Select[Any]:
+        # the batch's rows stay locked until its UPDATE commits; SKIP LOCKED: a row a
+        # claim or an outcome is changing right now is left to it
+        return picked.with_for_update(skip_locked=True)
+
+    def _bulk_changed(self, action: BulkAction, count: int) -> None:
+        if count:  # retried jobs wake workers; cancelled ones, their waiters
+            note = NOTIFY if action is BulkAction.RETRY else NOTIFY_FINISHED
+            self._db.statement(lambda conn: run(conn, note))
+
     def expire(
         self, *, worker_ids: Sequence[str] = (), now: datetime | None = None
     ) -> list[JobRecord]:
@@ -292,7 +320,7 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
     def _changed(self, action: str, job: JobRecord) -> None:
         if action == "retry":
             self._db.statement(lambda conn: run(conn, NOTIFY))
-        elif action == "cancel":  # a finished job: its waiters look
+        elif action == "cancel" and job.status is Status.CANCELLED:  # its waiters look
             self._db.statement(lambda conn: run(conn, NOTIFY_FINISHED))
 
     def get_many(self, job_ids: Sequence[JobId]) -> list[JobRecord]:
@@ -360,7 +388,7 @@ def _insert_for(plan: SubmitPlan, now: datetime | None) -> tuple[TextClause, dic
         # the one job is inserted or replayed whole, NOTIFY included: one statement
         return INSERT_ONE_NOTIFY, _insert_one_params(plan.unique[0], now)
     params = _insert_params(plan.unique, now)
-    if all(n.idempotency_key is None for n in plan.unique):
+    if all(n.idempotency_key is None and n.unique_key is None for n in plan.unique):
         return INSERT_NOTIFY, params  # every job is new (no keys): one statement too
     return INSERT, params
 
@@ -368,7 +396,8 @@ def _insert_for(plan: SubmitPlan, now: datetime | None) -> tuple[TextClause, dic
 def submission(
     plan: SubmitPlan, insert: TextClause, params: dict[str, Any]
 ) -> SqlSteps[list[Submitted]]:
-    """Insert `plan`'s jobs, read the jobs their keys are bound to, NOTIFY: as steps."""
+    """Insert `plan`'s jobs, read the jobs their keys are bound to or that hold their
+    unique keys, NOTIFY: as steps."""
     by_id = {n.id: n for n in plan.unique}
     rows = yield insert, params, True
     created = {
@@ -377,17 +406,56 @@ def submission(
     }
     # keys already bound (by earlier calls, or by concurrent ones that ON CONFLICT
     # waited for): READ COMMITTED lets this new statement see them
-    keys = [n.idempotency_key for n in plan.unique if n.id not in created]
+    keys = [
+        n.idempotency_key
+        for n in plan.unique
+        if n.id not in created and n.idempotency_key is not None
+    ]
     bound: dict[str, JobRecord] = {}
     if keys:
         for row in (yield BOUND, {"keys": keys}, False):
             job = job_of(row)
             assert job.idempotency_key is not None
             bound[job.idempotency_key] = job
-    results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
+    active = yield from _holders(plan, created, bound, params.get("now"))
+    # raises IdempotencyConflict: rolls back
+    results = assemble(plan, created, bound, active)
     if created and insert is INSERT:
         yield NOTIFY, {}, False  # delivered at commit
     return results
+
+
+def _holders(
+    plan: SubmitPlan,
+    created: dict[Any, JobRecord],
+    bound: dict[str, JobRecord],
+    now: datetime | None,
+) -> SqlSteps[dict[str, JobRecord]]:
+    """The active jobs holding the unique keys of the jobs not inserted (no bound
+    idempotency key explains them), as steps. A holder that finished before it could be
+    read freed its key: such a job is inserted again (adding to `created`)."""
+    active: dict[str, JobRecord] = {}
+    for _ in range(_UNIQUE_RACES):
+        left = [
+            n
+            for n in plan.unique
+            if n.id not in created
+            and n.unique_key is not None
+            and n.idempotency_key not in bound
+            and n.unique_key not in active
+        ]
+        if not left:
+            return active
+        uniques = sorted({n.unique_key for n in left if n.unique_key is not None})
+        active |= active_holders((yield ACTIVE_HOLDERS, {"uniques": uniques}, False))
+        again = [n for n in left if n.unique_key not in active]
+        if not again:
+            return active
+        rows = yield INSERT, _insert_params(again, now), True
+        by_id = {n.id: n for n in again}
+        for job_id, seq, run_at, created_at in rows:
+            created[job_id] = _created(by_id[job_id], seq=seq, run_at=run_at, created_at=created_at)
+    return active
 
 
 def run_steps(conn: Connection, steps: SqlSteps[T]) -> T:

@@ -30,7 +30,13 @@ from sqlalchemy.sql.elements import TextClause
 
 from vesper.adapters.sql.notify import FINISHED_NOTIFY_SQL, NOTIFY_SQL, WAITERS_ABSENT_SQL
 from vesper.adapters.sqlcore.queues import NOT_LIMITED_SQL
-from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, FINISHED_SQL, KEYED_SQL, jobs
+from vesper.adapters.sqlcore.tables import (
+    CLAIMABLE_SQL,
+    FINISHED_SQL,
+    KEYED_SQL,
+    UNIQUE_ACTIVE_SQL,
+    jobs,
+)
 from vesper.domain.submission import NewJob
 
 NOW = "COALESCE(CAST(:now AS timestamptz), statement_timestamp())"
@@ -132,28 +138,57 @@ SELECT changed.* FROM changed LEFT JOIN note ON true
 
 
 COMPLETE = text(_noting(_DONE))
+# a job with a cancel request ends cancelled at whatever ends its attempt, but a success
+_REQUESTED = "j.cancel_requested_at IS NOT NULL"
+_ENDED = f"finished_at = CASE WHEN {_REQUESTED} THEN {NOW} ELSE j.finished_at END"
+_CANCELLED = "'cancelled'"
+# the statements that end a job with a cancel request also wake its waiters
+_WHEN_CANCELLED = f"WHERE status = {_CANCELLED}"
 RELEASE = text(
-    _FENCED.format(
-        set="status = 'pending', attempts = GREATEST(j.attempts - 1, 0), started_at = NULL",
-        now=NOW,
-        more="",
-        names="",
+    _noting(
+        _FENCED.format(
+            set=(
+                f"status = CASE WHEN {_REQUESTED} THEN 'cancelled' ELSE 'pending' END, "
+                f"attempts = GREATEST(j.attempts - 1, 0), started_at = NULL, {_ENDED}"
+            ),
+            now=NOW,
+            more="",
+            names="",
+        ),
+        _WHEN_CANCELLED,
+    )
+)
+SNOOZE = text(
+    _noting(
+        _FENCED.format(
+            set=(
+                f"status = CASE WHEN {_REQUESTED} THEN 'cancelled' ELSE 'pending' END, "
+                "attempts = GREATEST(j.attempts - 1, 0), snoozes = j.snoozes + 1, "
+                f"run_at = {NOW} + r.delay, started_at = NULL, {_ENDED}"
+            ),
+            now=NOW,
+            more=", CAST(:delays AS interval[])",
+            names=", delay",
+        ),
+        _WHEN_CANCELLED,
     )
 )
 _RETRYING = "r.delay IS NOT NULL AND j.retries < j.max_retries"
 _FAIL = _FENCED.format(
     set=(
-        f"status = CASE WHEN {_RETRYING} THEN 'failed' ELSE 'dlq' END, "
+        f"status = CASE WHEN {_REQUESTED} THEN 'cancelled' "
+        f"WHEN {_RETRYING} THEN 'failed' ELSE 'dlq' END, "
         f"retries = j.retries + CASE WHEN {_RETRYING} THEN 1 ELSE 0 END, "
         f"run_at = CASE WHEN {_RETRYING} THEN {NOW} + r.delay ELSE j.run_at END, "
-        f"finished_at = CASE WHEN {_RETRYING} THEN j.finished_at ELSE {NOW} END, "
+        f"finished_at = CASE WHEN {_REQUESTED} THEN {NOW} "
+        f"WHEN {_RETRYING} THEN j.finished_at ELSE {NOW} END, "
         "error = r.error"
     ),
     now=NOW,
     more=", CAST(:errors AS text[]), CAST(:delays AS interval[])",
     names=", error, delay",
 )
-FAIL = text(_noting(_FAIL, "WHERE status = 'dlq'"))
+FAIL = text(_noting(_FAIL, f"WHERE status IN ('dlq', {_CANCELLED})"))
 # A worker's finished batch and its next claim, one statement (one round trip, one
 # commit). The claim's snapshot sees the completed jobs as processing: never claimable.
 _COMPLETE_AND_CLAIM = f"""
@@ -170,15 +205,21 @@ SELECT false AS vesper_done, * FROM claimed
 COMPLETES_AND_CLAIMS = {
     shape: _claim_sql(_COMPLETE_AND_CLAIM, shape, done=_DONE) for shape in SHAPES
 }
-RENEW = text(
-    f"""
-UPDATE vesper_jobs AS j SET lease_expires_at = {NOW} + CAST(:lease AS interval), updated_at = {NOW}
+# a job with a cancel request ends cancelled here: its worker learns it from the result
+_RENEW = f"""
+UPDATE vesper_jobs AS j SET
+    status = CASE WHEN {_REQUESTED} THEN 'cancelled' ELSE j.status END,
+    worker_id = CASE WHEN {_REQUESTED} THEN NULL ELSE j.worker_id END,
+    lease_token = CASE WHEN {_REQUESTED} THEN NULL ELSE j.lease_token END,
+    lease_expires_at = CASE WHEN {_REQUESTED} THEN NULL
+        ELSE {NOW} + CAST(:lease AS interval) END,
+    {_ENDED}, updated_at = {NOW}
 FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS r(id, token)
 WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = r.id AND j.lease_token = r.token
     AND j.lease_expires_at > {NOW}
 RETURNING j.*
 """
-)
+RENEW = text(_noting(_RENEW, _WHEN_CANCELLED))
 # SKIP LOCKED: a job a worker is completing right now is left to it (no waiting, and no
 # deadlock against a batch that locks the same rows in another order)
 _RETRY_LEFT = "j.retries < j.max_retries"
@@ -191,9 +232,11 @@ WITH ended AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE vesper_jobs AS j
-SET status = CASE WHEN {_RETRY_LEFT} THEN 'failed' ELSE 'dlq' END,
+SET status = CASE WHEN {_REQUESTED} THEN 'cancelled'
+        WHEN {_RETRY_LEFT} THEN 'failed' ELSE 'dlq' END,
     retries = j.retries + CASE WHEN {_RETRY_LEFT} THEN 1 ELSE 0 END,
-    finished_at = CASE WHEN {_RETRY_LEFT} THEN j.finished_at ELSE {NOW} END,
+    finished_at = CASE WHEN {_REQUESTED} THEN {NOW}
+        WHEN {_RETRY_LEFT} THEN j.finished_at ELSE {NOW} END,
     error = :error, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,
     updated_at = {NOW}
 FROM ended WHERE j.id = ended.id
@@ -243,6 +286,7 @@ BLANK: dict[str, object] = {
     "fingerprint": "",
     "timeout": None,
     "trace_context": None,
+    "unique_key": None,
 }
 _VALUES = {
     "queue": "COALESCE(r.queue, 'default')",
@@ -255,6 +299,7 @@ _SET_BY_STORE = {
     "retries": "0",
     "attempts": "0",
     "error": "''",
+    "snoozes": "0",
     "created_at": NOW,
     "updated_at": NOW,
 }
@@ -268,9 +313,12 @@ _INSERT = """
 {notify}INSERT INTO vesper_jobs ({columns})
 SELECT {values}
 FROM {source}{notified}
-ON CONFLICT (idempotency_key) WHERE {keyed} DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING id, seq, run_at, created_at
 """
+# ON CONFLICT without a target: a job is skipped when its idempotency key is bound
+# (vesper_jobs_idempotency_key_idx) or an active job holds its unique key
+# (vesper_jobs_unique_key_idx); the submission then reads which.
 # A batch: one array per input. One job: scalar parameters, a fast path (psycopg would
 # dump eleven one-element arrays for the batch form): 2,433 against 2,090 single submits
 # a second, 161 against 201 us of client CPU each (docs/benchmarks.md). The contract
@@ -299,7 +347,6 @@ def _insert(source: str, *, notify: bool) -> TextClause:
             values=", ".join(values),
             source=source,
             notified=("\nCROSS JOIN note" if notify else "") + order,
-            keyed=KEYED_SQL,
         )
     )
 
@@ -310,6 +357,10 @@ INSERT_NOTIFY = _insert(_BATCH, notify=True)  # a submit that runs alone in auto
 INSERT_ONE_NOTIFY = _insert(_ONE, notify=True)
 BOUND = text(
     f"SELECT * FROM vesper_jobs WHERE {KEYED_SQL} AND idempotency_key = ANY(CAST(:keys AS text[]))"
+)
+ACTIVE_HOLDERS = text(
+    f"SELECT * FROM vesper_jobs WHERE {UNIQUE_ACTIVE_SQL} "
+    "AND unique_key = ANY(CAST(:uniques AS text[]))"
 )
 NOTIFY = text(NOTIFY_SQL)
 NOTIFY_FINISHED = text(FINISHED_NOTIFY_SQL)
@@ -333,9 +384,11 @@ _DRIVER_SQL = {
         RELEASE,
         FAIL,
         RENEW,
+        SNOOZE,
         EXPIRE,
         INSERT_ONE_NOTIFY,
         BOUND,
+        ACTIVE_HOLDERS,
         NOTIFY,
         NOTIFY_FINISHED,
         PRUNE,
@@ -357,14 +410,16 @@ def run(
     params: Mapping[str, Any] | None = None,
     *,
     row_factory: RowFactory[Any] = dict_row,
+    prepare: bool | None = None,
 ) -> list[Any]:
     """Run `statement` on the driver's connection under `conn`; its rows as dicts (or as
-    `row_factory` makes them)."""
+    `row_factory` makes them). `prepare`: psycopg's (None: prepared once it has run a
+    few times; False: planned for its parameters each time)."""
     sql = driver_sql(statement)
     raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     try:
         with raw.cursor(row_factory=row_factory) as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(sql, params, prepare=prepare)
             return cursor.fetchall() if cursor.description is not None else []
     except psycopg.Error as exc:
         # as SQLAlchemy would: a connection that broke is not handed out again

@@ -44,6 +44,7 @@ from vesper.adapters.sqlcore.retention import SqlPruning, prune_statement
 from vesper.adapters.sqlcore.rows import in_claim_order, jobs_of
 from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs, utc_datetime
 from vesper.application.ports import Capabilities, Clock, Submitted
+from vesper.domain.bulk import BulkAction
 from vesper.domain.job import JobId, JobRecord, LeaseRef
 from vesper.domain.submission import NewJob
 
@@ -150,6 +151,10 @@ class SqliteJobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
 
     def _made_due(self, jobs: list[JobRecord]) -> None:
         self._notify()  # released or expired: claimable again
+
+    def _bulk_changed(self, action: BulkAction, count: int) -> None:
+        if count and action is BulkAction.RETRY:
+            self._notify()  # retried jobs are claimable
 
     # -- in the caller's transaction (TransactionalJobRepository) --------------------------
 

@@ -6,6 +6,7 @@ and executed with bound parameters, so SQLAlchemy compiles each one a single tim
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -17,8 +18,11 @@ from sqlalchemy import (
     Integer,
     Select,
     Uuid,
+    and_,
     bindparam,
+    case,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -29,17 +33,25 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import TextClause
 
 from vesper.adapters.sqlcore.rows import aware_utc, job_of, row_of
-from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, FINISHED_SQL, jobs, utc_datetime
+from vesper.adapters.sqlcore.tables import (
+    CLAIMABLE_SQL,
+    FINISHED_SQL,
+    UNIQUE_ACTIVE_SQL,
+    jobs,
+    utc_datetime,
+)
 from vesper.application.ports import Submitted
 from vesper.domain.activity import MINUTE, Activity, minute_of
-from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter, kinds_of, take
+from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound, UniqueKeyHeld
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
-from vesper.domain.states import TRANSITIONS, Status, allowed
+from vesper.domain.states import ACTIVE, TRANSITIONS, Status, allowed
 from vesper.domain.stats import QueueStats, QueueSummary, check_cap
 from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, NewJob
 
@@ -50,6 +62,10 @@ LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
 INSERT = insert(jobs)
 _MAX_SEQ = 2**63 - 1  # BIGINT / SQLite INTEGER
 _IDS_PER_READ = 1000  # SQLite binds each id of an IN list as a parameter of its own
+# the active jobs holding some unique keys (the partial unique index's rows)
+ACTIVE_HOLDERS = select(jobs).where(
+    text(UNIQUE_ACTIVE_SQL), jobs.c.unique_key.in_(bindparam("uniques", expanding=True))
+)
 _RACES = 3  # cancel/retry: a status that keeps changing under us is reported after this
 
 
@@ -126,23 +142,69 @@ class SqlJobReads:
         self._capped_counts = capped_counts_query()
         self._clock_now = select(now.label("now"))
         self._activities: dict[bool, TextClause] = {}
+        # a processing job is not cancelled but gets a cancel request (the first one's
+        # time; a second request changes nothing): JobRecord.cancel
+        running = jobs.c.status == Status.PROCESSING.value
+        requested = and_(running, jobs.c.cancel_requested_at.is_not(None))
         self._cancel = self._transition(
-            "cancel", status=Status.CANCELLED.value, updated_at=now, finished_at=now
+            "cancel",
+            "request_cancel",
+            status=case((running, jobs.c.status), else_=Status.CANCELLED.value),
+            cancel_requested_at=case(
+                (running, func.coalesce(jobs.c.cancel_requested_at, now)),
+                else_=jobs.c.cancel_requested_at,
+            ),
+            updated_at=case((requested, jobs.c.updated_at), else_=now),
+            finished_at=case((running, jobs.c.finished_at), else_=now),
+        )
+        # a finished job whose unique key another active job holds is not retried
+        holder = jobs.alias("holder")
+        key_free = ~exists().where(
+            holder.c.unique_key == jobs.c.unique_key,
+            holder.c.id != jobs.c.id,
+            holder.c.status.in_(sorted(s.value for s in ACTIVE)),
         )
         self._retry = self._transition(
             "retry",
+            key_free,
             status=Status.PENDING.value,
             retries=0,
             run_at=now,
             updated_at=now,
             started_at=None,
             finished_at=None,
+            cancel_requested_at=None,
         )
+        # what each bulk action sets: the single-job statements' values, less the
+        # cancel request's branch (a bulk cancel takes pending and failed jobs only)
+        self._bulk_values: dict[BulkAction, dict[str, Any]] = {
+            BulkAction.RETRY: {
+                "status": Status.PENDING.value,
+                "retries": 0,
+                "run_at": now,
+                "updated_at": now,
+                "started_at": None,
+                "finished_at": None,
+                "cancel_requested_at": None,
+            },
+            BulkAction.CANCEL: {
+                "status": Status.CANCELLED.value,
+                "updated_at": now,
+                "finished_at": now,
+            },
+        }
 
-    def _transition(self, action: str, **values: Any) -> ReturningUpdate[Any]:
+    def _transition(
+        self, *actions: str | ColumnElement[bool], **values: Any
+    ) -> ReturningUpdate[Any]:
+        """The UPDATE of one job by `actions` (their statuses), under any conditions
+        given among them."""
+        names = [a for a in actions if isinstance(a, str)]
+        conditions = [a for a in actions if not isinstance(a, str)]
+        statuses = ", ".join(status_list(action) for action in names)
         return (
             update(jobs)
-            .where(jobs.c.id == bindparam("job_id"), text(f"status IN ({status_list(action)})"))
+            .where(jobs.c.id == bindparam("job_id"), text(f"status IN ({statuses})"), *conditions)
             .values(**values)
             .returning(*jobs.c)
         )
@@ -288,13 +350,26 @@ class SqlJobReads:
         return statement
 
     def cancel(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
-        return self._change("cancel", self._cancel, job_id, now)
+        return self._change("cancel", self._cancel, job_id, now, also="request_cancel")
 
     def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
-        return self._change("retry", self._retry, job_id, now)
+        for attempt in range(_RACES):
+            try:
+                return self._change("retry", self._retry, job_id, now)
+            except IntegrityError:
+                # a concurrent submit took the unique key between the check and the
+                # UPDATE (PostgreSQL): the next try finds its holder
+                if attempt == _RACES - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _change(
-        self, action: str, statement: ReturningUpdate[Any], job_id: JobId, now: datetime | None
+        self,
+        action: str,
+        statement: ReturningUpdate[Any],
+        job_id: JobId,
+        now: datetime | None,
+        also: str | None = None,
     ) -> JobRecord:
         params = {"job_id": job_id, "now": self._at(now)}
 
@@ -308,8 +383,13 @@ class SqlJobReads:
                 if current is None:
                     raise JobNotFound(job_id)
                 status = Status(current.status)
-                if not allowed(action, status):
+                if not allowed(action, status) and not (also and allowed(also, status)):
                     raise IllegalTransition(job_id, status, action)
+                key = current.unique_key
+                if action == "retry" and key is not None:
+                    holder = self._active_holders(conn, [key]).get(key)
+                    if holder is not None and holder.id != job_id:
+                        raise UniqueKeyHeld(job_id, status, key, holder.id)
                 # the status changed between the two statements: try again
             raise IllegalTransition(job_id, status, action)
 
@@ -344,6 +424,108 @@ class SqlJobReads:
             raise IllegalTransition(job_id, Status(current.status), "delete")
 
         return self._db.transaction(work, durable=True)
+
+    def bulk(
+        self,
+        action: BulkAction,
+        where: BulkFilter,
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> BulkBatch:
+        statuses = sorted(s.value for s in where.statuses(action))
+        if (
+            limit <= 0
+            or (where.type is not None and "\x00" in where.type)
+            or where.ids == frozenset()
+        ):
+            return BulkBatch()
+        picked = select(
+            jobs.c.id, jobs.c.seq, jobs.c.status, jobs.c.unique_key, jobs.c.type, jobs.c.priority
+        ).where(jobs.c.status.in_(statuses))
+        params: dict[str, Any] = {}
+        for name, column in (
+            ("type", jobs.c.type),
+            ("queue", jobs.c.queue),
+            ("priority", jobs.c.priority),
+            ("after_seq", jobs.c.seq),
+        ):
+            value = getattr(where, name)
+            if value is not None:
+                op = operator.gt if name == "after_seq" else operator.eq
+                picked = picked.where(op(column, bindparam(f"b_{name}")))
+                params[f"b_{name}"] = value
+        for name, column in (
+            ("created_before", jobs.c.created_at),
+            ("touched_before", jobs.c.updated_at),
+        ):
+            value = getattr(where, name)
+            if value is not None:
+                picked = picked.where(column < bindparam(f"b_{name}", type_=column.type))
+                params[f"b_{name}"] = value
+        if where.ids is not None:
+            picked = picked.where(jobs.c.id.in_(bindparam("b_only", expanding=True)))
+            params["b_only"] = sorted(where.ids)
+        picked = self._locked(picked.order_by(jobs.c.seq).limit(limit))
+        statement = (
+            update(jobs)
+            .where(jobs.c.id.in_(bindparam("b_ids", expanding=True)), jobs.c.status.in_(statuses))
+            .values(**self._bulk_values[action])
+        )
+
+        def work(conn: Connection) -> BulkBatch:
+            matching = conn.execute(picked, params).all()
+            if not matching:
+                return BulkBatch()
+            keys = sorted({row.unique_key for row in matching if row.unique_key is not None})
+            holders = {}
+            if keys and action is BulkAction.RETRY:
+                active = self._active_holders(conn, keys)
+                holders = {key: job.id for key, job in active.items()}
+            taken, skipped = take(matching, action, holders)
+            changed = 0
+            if taken:
+                ids = {"b_ids": [row.id for row in taken], "now": self._at(now)}
+                changed = conn.execute(statement, ids).rowcount
+            return BulkBatch(
+                changed=changed,
+                skipped=len(skipped),
+                last_seq=matching[-1].seq,
+                kinds=kinds_of(taken),
+            )
+
+        for attempt in range(_RACES):
+            try:
+                batch = self._db.transaction(work, durable=True)
+                break
+            except IntegrityError:
+                # a concurrent submit took a unique key (PostgreSQL): look again
+                if attempt == _RACES - 1:
+                    raise
+        self._bulk_changed(action, batch.changed)
+        return batch
+
+    def _active_holders(self, conn: Connection, keys: Sequence[str]) -> dict[str, JobRecord]:
+        """Hook: the active jobs holding `keys`, by key (PostgreSQL plans it its own way)."""
+        return active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": list(keys)}))
+
+    def _locked(self, picked: Select[Any]) -> Select[Any]:
+        """Hook: `picked` as the bulk batch reads it (SQLite holds its write lock
+        already: nothing to lock)."""
+        return picked
+
+    def _bulk_changed(self, action: BulkAction, count: int) -> None:
+        """Hook: a bulk batch changed `count` jobs."""
+
+
+def active_holders(rows: Any) -> dict[str, JobRecord]:
+    """The active jobs of `rows` by their unique key."""
+    holders: dict[str, JobRecord] = {}
+    for row in rows:
+        job = job_of(row)
+        assert job.unique_key is not None
+        holders[job.unique_key] = job
+    return holders
 
 
 def oldest_due_query(now: ColumnElement[datetime]) -> Select[Any, datetime]:
@@ -420,8 +602,9 @@ def plan_submission(batch: Sequence[NewJob]) -> SubmitPlan:
 def submit_serialized(conn: Connection, plan: SubmitPlan, at: datetime) -> list[Submitted]:
     """Insert `plan` at `at` in a transaction that no other writer runs beside (SQLite's
     write lock from BEGIN IMMEDIATE; elsewhere, a lock on the jobs table): nobody binds
-    a key or takes a `seq` meanwhile: the bound keys are read, then the new jobs are
-    inserted with `seq` following the largest one.
+    a key, takes a unique key or a `seq` meanwhile: the bound keys and the active
+    holders of the unique keys are read, then the new jobs are inserted with `seq`
+    following the largest one.
 
     Raises:
         IdempotencyConflict: a key bound to a job with another fingerprint (raise it
@@ -434,12 +617,26 @@ def submit_serialized(conn: Connection, plan: SubmitPlan, at: datetime) -> list[
             job = job_of(row)
             assert job.idempotency_key is not None
             bound[job.idempotency_key] = job
-    fresh = [n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None]
+    unbound = [
+        n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None
+    ]
+    uniques = [n.unique_key for n in unbound if n.unique_key is not None]
+    active = active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": uniques})) if uniques else {}
+    taken = set(active)
+    fresh: list[NewJob] = []
+    for new in unbound:  # a unique key held, or taken by an earlier job of the batch
+        if new.unique_key is not None:
+            if new.unique_key in taken:
+                continue
+            taken.add(new.unique_key)
+        fresh.append(new)
     seq = conn.execute(LAST_SEQ).scalar_one()
     created: dict[JobId, JobRecord] = {}
     for offset, new in enumerate(fresh, start=1):
-        created[new.id] = new.materialize(now=at, seq=seq + offset)
-    results = assemble(plan, created, bound)  # raises IdempotencyConflict: rolls back
+        job = created[new.id] = new.materialize(now=at, seq=seq + offset)
+        if job.unique_key is not None:
+            active[job.unique_key] = job
+    results = assemble(plan, created, bound, active)  # IdempotencyConflict: rolls back
     if created:
         conn.execute(INSERT, [row_of(job) for job in created.values()])
     return results
@@ -452,9 +649,13 @@ def check_bound(new: NewJob, bound: JobRecord) -> None:
 
 
 def assemble(
-    plan: SubmitPlan, created: dict[JobId, JobRecord], bound: dict[str, JobRecord]
+    plan: SubmitPlan,
+    created: dict[JobId, JobRecord],
+    bound: dict[str, JobRecord],
+    active: dict[str, JobRecord] | None = None,
 ) -> list[Submitted]:
-    """The results in batch order: created jobs (a repeat of a key: not created), replays.
+    """The results in batch order: created jobs (a repeat of a key: not created), replays,
+    and the active jobs holding the unique keys of jobs not inserted (`active`, by key).
 
     Raises:
         IdempotencyConflict: a key bound to a job with another fingerprint.
@@ -470,10 +671,13 @@ def assemble(
             results.append(Submitted(job=job, created=new.id not in seen))
             seen.add(new.id)
             continue
-        assert new.idempotency_key is not None, "a job without a key is always inserted"
-        replayed = bound.get(new.idempotency_key)
-        if replayed is None:
-            raise RuntimeError(f"idempotency key {new.idempotency_key!r} bound to no job")
-        check_bound(new, replayed)
-        results.append(Submitted(job=replayed, created=False))
+        replayed = bound.get(new.idempotency_key) if new.idempotency_key is not None else None
+        if replayed is not None:
+            check_bound(new, replayed)
+            results.append(Submitted(job=replayed, created=False))
+            continue
+        holder = (active or {}).get(new.unique_key) if new.unique_key is not None else None
+        if holder is None:
+            raise RuntimeError(f"job {new.id} was not inserted, and no key explains it")
+        results.append(Submitted(job=holder, created=False))
     return results

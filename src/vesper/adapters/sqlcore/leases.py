@@ -1,9 +1,11 @@
 """The fenced updates of a SQL store whose clock is bound as a parameter (`now`):
-complete, release, renew, fail and expire, on the shared `jobs` table.
+complete, release, renew, fail, snooze and expire, on the shared `jobs` table.
 
 Portable SQLAlchemy Core (UPDATE ... RETURNING): SQLite, PostgreSQL, and any database
 with RETURNING on UPDATE. A lease changes a job only while it is current: the job is
-processing, holds that token, and its lease has not expired by `now`.
+processing, holds that token, and its lease has not expired by `now`. A job with a
+cancel request ends cancelled at whatever ends its attempt (renew included), but a
+completion.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Text, and_, bindparam, case, or_, text, tuple_, update
+from sqlalchemy import Boolean, Text, and_, bindparam, case, null, or_, text, tuple_, update
 from sqlalchemy.engine import Connection
 
 from vesper.adapters.sqlcore.common import Database
 from vesper.adapters.sqlcore.rows import job_of, jobs_of
 from vesper.adapters.sqlcore.tables import PROCESSING_SQL, jobs, utc_datetime
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef
+from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.states import Status
 
 NOW = bindparam("now", type_=utc_datetime())
@@ -35,6 +37,16 @@ _FENCE = and_(
 
 def _fenced(**values: Any) -> Any:
     return update(jobs).where(_FENCE).values(**values).returning(*jobs.c)
+
+
+# a job with a cancel request ends cancelled at whatever ends its attempt, but a success
+_REQUESTED = jobs.c.cancel_requested_at.is_not(None)
+_CANCELLED = Status.CANCELLED.value
+
+
+def _unless_requested(value: Any) -> Any:
+    """`value`, or the cancelled job's finished_at (now) when a cancel was requested."""
+    return case((_REQUESTED, NOW), else_=value)
 
 
 COMPLETE = _fenced(status=Status.DONE.value, updated_at=NOW, finished_at=NOW, **_LEASE_CLEARED)
@@ -57,14 +69,44 @@ COMPLETE_ONE = (
     )
     .returning(*jobs.c)
 )
+_REFUNDED = case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0)
 RELEASE = _fenced(
-    status=Status.PENDING.value,
-    attempts=case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0),
+    status=case((_REQUESTED, _CANCELLED), else_=Status.PENDING.value),
+    attempts=_REFUNDED,
     started_at=None,
+    finished_at=_unless_requested(jobs.c.finished_at),
     updated_at=NOW,
     **_LEASE_CLEARED,
 )
-RENEW = _fenced(lease_expires_at=bindparam("expires_at"), updated_at=NOW)
+# a job with a cancel request ends cancelled here: its worker learns it from the result
+RENEW = _fenced(
+    status=case((_REQUESTED, _CANCELLED), else_=jobs.c.status),
+    worker_id=case((_REQUESTED, null()), else_=jobs.c.worker_id),
+    lease_token=case((_REQUESTED, null()), else_=jobs.c.lease_token),
+    lease_expires_at=case((_REQUESTED, null()), else_=bindparam("expires_at")),
+    finished_at=_unless_requested(jobs.c.finished_at),
+    updated_at=NOW,
+)
+SNOOZE = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("job_id"),
+        jobs.c.lease_token == bindparam("token"),
+        text(PROCESSING_SQL),
+        jobs.c.lease_expires_at > NOW,
+    )
+    .values(
+        status=case((_REQUESTED, _CANCELLED), else_=Status.PENDING.value),
+        attempts=_REFUNDED,
+        snoozes=jobs.c.snoozes + 1,
+        run_at=bindparam("snooze_at", type_=utc_datetime()),
+        started_at=None,
+        finished_at=_unless_requested(jobs.c.finished_at),
+        updated_at=NOW,
+        **_LEASE_CLEARED,
+    )
+    .returning(*jobs.c)
+)
 
 _retrying = and_(bindparam("retryable", type_=Boolean()), jobs.c.retries < jobs.c.max_retries)
 FAIL = (
@@ -76,10 +118,12 @@ FAIL = (
         jobs.c.lease_expires_at > NOW,
     )
     .values(
-        status=case((_retrying, Status.FAILED.value), else_=Status.DLQ.value),
+        status=case(
+            (_REQUESTED, _CANCELLED), (_retrying, Status.FAILED.value), else_=Status.DLQ.value
+        ),
         retries=case((_retrying, jobs.c.retries + 1), else_=jobs.c.retries),
         run_at=case((_retrying, bindparam("retry_at", type_=utc_datetime())), else_=jobs.c.run_at),
-        finished_at=case((_retrying, jobs.c.finished_at), else_=NOW),
+        finished_at=_unless_requested(case((_retrying, jobs.c.finished_at), else_=NOW)),
         error=bindparam("b_error"),
         updated_at=NOW,
         **_LEASE_CLEARED,
@@ -98,9 +142,11 @@ EXPIRE = (
         ),
     )
     .values(
-        status=case((_retry_left, Status.FAILED.value), else_=Status.DLQ.value),
+        status=case(
+            (_REQUESTED, _CANCELLED), (_retry_left, Status.FAILED.value), else_=Status.DLQ.value
+        ),
         retries=case((_retry_left, jobs.c.retries + 1), else_=jobs.c.retries),
-        finished_at=case((_retry_left, jobs.c.finished_at), else_=NOW),
+        finished_at=_unless_requested(case((_retry_left, jobs.c.finished_at), else_=NOW)),
         error=bindparam("b_error"),
         updated_at=NOW,
         **_LEASE_CLEARED,
@@ -152,12 +198,20 @@ def fail_params(failures: Sequence[Failure], at: datetime) -> list[dict[str, Any
     ]
 
 
+def snooze_params(snoozes: Sequence[Snoozed], at: datetime) -> list[dict[str, Any]]:
+    """SNOOZE's parameters, one set per snoozed attempt (each has its own delay)."""
+    return [
+        {"now": at, "job_id": s.lease.job_id, "token": s.lease.token, "snooze_at": at + s.delay}
+        for s in snoozes
+    ]
+
+
 def expire_params(worker_ids: Sequence[str], at: datetime) -> dict[str, Any]:
     return {"now": at, "worker_ids": list(worker_ids), "b_error": LEASE_EXPIRED_ERROR}
 
 
 class FencedWrites:
-    """complete, renew, release, fail and expire, for a repository that sets `_db` and
+    """complete, renew, release, fail, snooze and expire, for a repository that sets `_db` and
     `_at` (its clock, read inside the unit of work: under the write lock where writes
     are serialized, so a writer that waited never dates a lease in the past)."""
 
@@ -201,6 +255,17 @@ class FencedWrites:
         def work(conn: Connection) -> list[JobRecord]:
             # each failure has its own error and delay: one UPDATE each, one transaction
             rows = [conn.execute(FAIL, p).first() for p in fail_params(failures, self._at(now))]
+            return [job_of(row) for row in rows if row is not None]
+
+        return self._db.transaction(work)
+
+    def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
+        if not snoozes:
+            return []
+
+        def work(conn: Connection) -> list[JobRecord]:
+            # each snooze has its own delay: one UPDATE each, one transaction
+            rows = [conn.execute(SNOOZE, p).first() for p in snooze_params(snoozes, self._at(now))]
             return [job_of(row) for row in rows if row is not None]
 
         return self._db.transaction(work)

@@ -65,6 +65,7 @@ def job_of(row: Row[Any] | Mapping[str, Any]) -> JobRecord:
     m: Any = row._mapping if isinstance(row, Row) else row
     token = m["lease_token"]
     started, finished, timeout = m["started_at"], m["finished_at"], m["timeout"]
+    cancel_requested = m["cancel_requested_at"]
     return JobRecord(
         id=JobId(_uuid(m["id"])),
         type=m["type"],
@@ -95,6 +96,9 @@ def job_of(row: Row[Any] | Mapping[str, Any]) -> JobRecord:
         finished_at=None if finished is None else aware_utc(finished),
         seq=m["seq"],
         result=m["result"],  # decoded JSON (the column's type, or psycopg's json loader)
+        cancel_requested_at=None if cancel_requested is None else aware_utc(cancel_requested),
+        snoozes=m["snoozes"],
+        unique_key=m["unique_key"],
     )
 
 

@@ -46,6 +46,8 @@ VERSION_TABLE = "vesper_alembic_version"
 CLAIMABLE_SQL = "status IN ('pending', 'failed')"
 PROCESSING_SQL = "status = 'processing'"
 KEYED_SQL = "idempotency_key IS NOT NULL"
+# the jobs that hold their unique_key: at most one per key (a partial unique index)
+UNIQUE_ACTIVE_SQL = "unique_key IS NOT NULL AND status IN ('pending', 'failed', 'processing')"
 FINISHED_SQL = "status IN ('done', 'dlq', 'cancelled')"
 # a lease exists exactly while the job is processing (the fenced updates rely on it)
 LEASE_CHECK_SQL = (
@@ -168,6 +170,9 @@ jobs = Table(
     Column("finished_at", utc_datetime(), nullable=True),
     Column("result", result_type(), nullable=True),  # the consumer's return value
     # in the order the migrations added them: SQLite's RETURNING * is read by position
+    Column("cancel_requested_at", utc_datetime(), nullable=True),
+    Column("snoozes", Integer(), nullable=False, server_default=text("0")),
+    Column("unique_key", Text(), nullable=True),
     Column("queue", Text(), nullable=False, server_default=text("'default'")),
     Column("concurrency_key", Text(), nullable=True),
     UniqueConstraint("seq", name="vesper_jobs_seq_key"),
@@ -212,6 +217,13 @@ jobs = Table(
         "worker_id",
         postgresql_where=text(PROCESSING_SQL),
         sqlite_where=text(PROCESSING_SQL),
+    ),
+    Index(
+        "vesper_jobs_unique_key_idx",
+        "unique_key",
+        unique=True,
+        postgresql_where=text(UNIQUE_ACTIVE_SQL),
+        sqlite_where=text(UNIQUE_ACTIVE_SQL),
     ),
     Index("vesper_jobs_status_seq_idx", "status", "seq"),
     Index("vesper_jobs_type_seq_idx", "type", "seq"),

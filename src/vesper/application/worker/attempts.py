@@ -90,6 +90,8 @@ class Renewed:
     lost: Sequence[Attempt]
     # leases lost after their consumer returned: their own outcome ended them, no loss
     finished: Sequence[Attempt]
+    # jobs cancelled on request while their consumer ran: abandoned now, to stop
+    cancelled: Sequence[Attempt] = ()
 
 
 @attrs.define
@@ -101,10 +103,12 @@ class Tally:
     failed: int = 0
     dlq: int = 0
     abandoned: int = 0  # lease lost or given up: nothing recorded
+    snoozed: int = 0  # back to pending later (vesper.Snooze)
+    cancelled: int = 0  # stopped on a cancel request
 
     @property
     def total(self) -> int:
-        return self.done + self.failed + self.dlq + self.abandoned
+        return self.done + self.failed + self.dlq + self.abandoned + self.snoozed + self.cancelled
 
     def count(self, outcome: str) -> None:
         if outcome == "done":
@@ -113,5 +117,9 @@ class Tally:
             self.failed += 1
         elif outcome == "dlq":
             self.dlq += 1
+        elif outcome == "snoozed":
+            self.snoozed += 1
+        elif outcome == "cancelled":
+            self.cancelled += 1
         else:
             self.abandoned += 1

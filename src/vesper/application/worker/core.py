@@ -10,7 +10,7 @@ by hand, without threads, sockets or sleeps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import timedelta
 
 from vesper.application.consumers import Job
@@ -30,6 +30,8 @@ Clock = Callable[[], float]
 # The local deadline is this fraction of the lease: the store's lease starts after the
 # clock reading it is computed from, so a deadline a little short of it ends first.
 LEASE_MARGIN = 0.9
+# the abandon reason of an attempt whose job was cancelled on request (`Job.stop_reason`)
+CANCELLED = "cancelled"
 
 
 class WorkerCore:
@@ -144,12 +146,18 @@ class WorkerCore:
             if free[pool] < 0:
                 raise ValueError(f"claimed more jobs of queue {pool!r} than its free slots")
         started = []
+        # A claim whose answer comes back after its local deadline (the connection was
+        # held past the lease) may have been taken over already: its jobs are given up
+        # before their consumers start, never run as a second live execution.
+        late = self.clock() > request.deadline
         for record in records:
             pool = record.queue if request.queues is not None else None
             attempt = Attempt(job=Job(record), deadline=request.deadline, pool=pool)
             self._book[record.id] = attempt
             self._busy_in[pool] += 1
             started.append(attempt)
+            if late:
+                self.abandon(attempt, "lease expired locally")
         self._busy += len(started)
         return started
 
@@ -219,16 +227,23 @@ class WorkerCore:
         held = tuple(a for a in self._book.values() if a.abandon_reason is None)
         return Renewal(attempts=held, started_at=self.clock())
 
-    def renewed(self, renewal: Renewal, lost: Iterable[LeaseRef]) -> Renewed:
-        """The renewal came back with the leases in `lost` no longer current.
+    def renewed(
+        self,
+        renewal: Renewal,
+        lost: Iterable[LeaseRef],
+        cancelled: Collection[JobId] = frozenset(),
+    ) -> Renewed:
+        """The renewal came back with the leases in `lost` no longer current, of which
+        the jobs in `cancelled` ended cancelled on request.
 
         A lost lease whose consumer had returned was ended by its own outcome's write
-        meanwhile: not a loss. Any other is given up ("lease lost"). The rest have new
-        deadlines, counted from when the renewal began.
+        meanwhile: not a loss. Any other is given up ("lease lost", or "cancelled").
+        The rest have new deadlines, counted from when the renewal began.
         """
         by_job = {a.record.id: a for a in renewal.attempts}
         lost_ids: set[JobId] = set()
         gone: list[Attempt] = []
+        stopped: list[Attempt] = []
         finished: list[Attempt] = []
         for ref in lost:
             if ref.job_id in lost_ids:
@@ -237,6 +252,9 @@ class WorkerCore:
             attempt = by_job[ref.job_id]
             if attempt.consumer_returned:
                 finished.append(attempt)
+            elif ref.job_id in cancelled:
+                self.abandon(attempt, CANCELLED)
+                stopped.append(attempt)
             else:
                 self.abandon(attempt, "lease lost")
                 gone.append(attempt)
@@ -244,8 +262,8 @@ class WorkerCore:
         for attempt in renewal.attempts:
             if attempt.record.id not in lost_ids:
                 attempt.deadline = deadline
-        kept = len(renewal.attempts) - len(gone) - len(finished)
-        return Renewed(renewed=kept, lost=gone, finished=finished)
+        kept = len(renewal.attempts) - len(gone) - len(stopped) - len(finished)
+        return Renewed(renewed=kept, lost=gone, finished=finished, cancelled=stopped)
 
     def overdue(self) -> list[Attempt]:
         """Give up the attempts whose lease was not renewed before their local deadline:

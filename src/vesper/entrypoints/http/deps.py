@@ -44,6 +44,7 @@ USE_CASES = (
     "list_jobs",
     "cancel_job",
     "retry_job",
+    "bulk_jobs",
     "get_stats",
     "get_fleet",
     "list_queues",

@@ -56,6 +56,7 @@ from vesper.domain.errors import (
     SchedulesUnsupported,
     SchemaNotMigrated,
     StoreUnavailable,
+    UniqueKeyHeld,
 )
 from vesper.entrypoints.http.schemas import ErrorOut
 
@@ -144,6 +145,8 @@ def _schedules_unsupported(
 def _illegal_transition(_: Request[Any, Any, Any], exc: IllegalTransition) -> Response[ErrorOut]:
     status = getattr(exc.status, "value", str(exc.status))
     detail = {"job_id": str(exc.job_id), "status": status, "action": exc.action}
+    if isinstance(exc, UniqueKeyHeld):  # the active job to wait for, or to cancel
+        detail["held_by"] = str(exc.held_by)
     return error_response(HTTP_409_CONFLICT, str(exc), detail)
 
 

@@ -3,8 +3,9 @@
 Litestar's schema of a msgspec Struct does not say what strict decoding enforces, so
 the document is amended where it is rendered: request bodies are closed
 (`additionalProperties: false`, as `forbid_unknown_fields` rejects unknown keys), and
-a job may not carry both `run_at` and `delay_seconds`. A fuzzer reading the document
-(schemathesis) then generates exactly what the API accepts.
+a job may not carry both `run_at` and `delay_seconds`; a bulk filter's `status` is one
+its action starts from, and its `queue` null until this server has queues. A fuzzer reading the document (schemathesis) then
+generates exactly what the API accepts.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components
 from litestar.status_codes import HTTP_404_NOT_FOUND
 
+from vesper.domain.bulk import BulkAction
+from vesper.domain.states import TRANSITIONS
 from vesper.entrypoints.http.auth import security_components
 from vesper.entrypoints.http.errors import error_response
 from vesper.entrypoints.http.schemas import (
     BatchJobIn,
+    BulkCancelIn,
+    BulkRetryIn,
     QueuePatchIn,
     SchedulePatchIn,
     SubmitBatchIn,
@@ -42,8 +47,11 @@ _REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (
     BatchJobIn,
     SubmitBatchIn,
     QueuePatchIn,
+    BulkRetryIn,
+    BulkCancelIn,
     SchedulePatchIn,
 )
+_BULK_BODIES = {BulkRetryIn: BulkAction.RETRY, BulkCancelIn: BulkAction.CANCEL}
 _JOB_BODIES = (SubmitJobIn, BatchJobIn)
 # Both present and both non-null is refused (either may be null).
 _RUN_AT_OR_DELAY = {
@@ -61,6 +69,14 @@ def amend(document: dict[str, Any]) -> dict[str, Any]:
             schema["additionalProperties"] = False
             if model in _JOB_BODIES:
                 schema["not"] = _RUN_AT_OR_DELAY
+    for model, action in _BULK_BODIES.items():
+        if (bulk := schemas.get(model.__name__)) is not None:
+            # the statuses the action starts from; any other is a 400
+            statuses = sorted(s.value for s in TRANSITIONS[action.value][0])
+            bulk["properties"]["status"] = {
+                "oneOf": [{"type": "string", "enum": statuses}, {"type": "null"}],
+                "description": "Only jobs in this status.",
+            }
     return amended
 
 

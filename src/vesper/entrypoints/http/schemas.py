@@ -19,6 +19,7 @@ from msgspec import Meta
 
 from vesper.application.periodic import ScheduleView
 from vesper.application.queues import QueueView
+from vesper.domain.bulk import BulkFilter
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.fleet import Fleet
 from vesper.domain.job import JobRecord
@@ -29,6 +30,7 @@ from vesper.domain.queues import (
     QUEUE_PATTERN,
     QueueChange,
 )
+from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, JobRequest, Limits, seconds
 from vesper.entrypoints.wire import (
@@ -122,6 +124,17 @@ IdempotencyKey = Annotated[
     ),
 ]
 
+UniqueKey = Annotated[
+    str,
+    _doc(
+        "While a pending, failed or processing job has this key, a submission with it "
+        "returns that job (200) instead of inserting one; free again once it finished.",
+        min_length=1,
+        max_length=DOCUMENTED_LIMITS.max_key_length,
+        pattern=r"^[\x20-\x7e]+$",
+    ),
+]
+
 
 class SubmitJobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A job to submit (the body of POST /jobs)."""
@@ -135,6 +148,7 @@ class SubmitJobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeout_seconds: TimeoutSeconds | None = None
     queue: QueueName | None = None
     concurrency_key: ConcurrencyKey | None = None
+    unique_key: UniqueKey | None = None
 
     def to_request(self, *, idempotency_key: str | None = None) -> JobRequest:
         """The domain's request; `prepare` validates it."""
@@ -149,6 +163,7 @@ class SubmitJobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             timeout=seconds("timeout_seconds", self.timeout_seconds),
             queue=self.queue,
             concurrency_key=self.concurrency_key,
+            unique_key=self.unique_key,
         )
 
 
@@ -204,6 +219,9 @@ class JobOut(msgspec.Struct, kw_only=True):
     worker_id: str | None
     lease_expires_at: datetime | None
     result: Any = None  # the consumer's return value (JSON); null when it returned none
+    cancel_requested_at: datetime | None = None  # a cancel of the running job, pending
+    snoozes: int = 0
+    unique_key: str | None = None
 
 
 class JobsOut(msgspec.Struct, kw_only=True):
@@ -364,6 +382,9 @@ def job_out(job: JobRecord) -> JobOut:
         worker_id=lease.worker_id if lease is not None else None,
         lease_expires_at=lease.expires_at if lease is not None else None,
         result=job.result,
+        cancel_requested_at=job.cancel_requested_at,
+        snoozes=job.snoozes,
+        unique_key=job.unique_key,
     )
 
 
@@ -399,6 +420,66 @@ def _utc(field: str, value: datetime | None) -> datetime | None:
         return value.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
         raise InvalidRequest(field, "is out of range") from None
+
+
+class BulkIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Which jobs a bulk retry or cancel takes: every given field must match."""
+
+    status: Annotated[str, _doc("Only jobs in this status.")] | None = None
+    type: Annotated[str, _doc("Only jobs of this type.")] | None = None
+    queue: (
+        Annotated[
+            str,
+            _doc(
+                "Only jobs of this queue.",
+                min_length=1,
+                max_length=MAX_QUEUE_LENGTH,
+                pattern=QUEUE_PATTERN,
+            ),
+        ]
+        | None
+    ) = None
+    priority: (
+        Annotated[
+            int,
+            _doc("Only jobs of this priority.", minimum=MIN_PRIORITY, maximum=MAX_PRIORITY),
+        ]
+        | None
+    ) = None
+    created_before: (
+        Annotated[datetime, _doc("Only jobs created before this RFC 3339 date-time.")] | None
+    ) = None
+
+    def to_filter(self) -> BulkFilter:
+        """The domain's filter; it validates the values."""
+        try:
+            status = Status(self.status) if self.status is not None else None
+        except ValueError:
+            names = ", ".join(s.value for s in Status)
+            raise InvalidRequest("status", f"must be one of {names}") from None
+        return BulkFilter(
+            status=status,
+            type=self.type,
+            queue=self.queue,
+            priority=self.priority,
+            created_before=_utc("created_before", self.created_before),
+        )
+
+
+class BulkRetryIn(BulkIn, forbid_unknown_fields=True, kw_only=True):
+    """Which jobs POST /jobs/retry takes (status: dlq, failed or cancelled)."""
+
+
+class BulkCancelIn(BulkIn, forbid_unknown_fields=True, kw_only=True):
+    """Which jobs POST /jobs/cancel takes (status: pending or failed)."""
+
+
+class CountOut(msgspec.Struct, kw_only=True):
+    """How many jobs a bulk action changed, and how many it left as they were."""
+
+    count: int
+    # retry: finished jobs whose unique key an active job holds (0 for a cancel)
+    skipped: int = 0
 
 
 class ScheduleOut(msgspec.Struct, kw_only=True):

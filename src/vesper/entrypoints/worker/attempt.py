@@ -17,6 +17,7 @@ from vesper.application.consumers import Consumer
 from vesper.application.execution import Outcome
 from vesper.application.worker import Attempt
 from vesper.domain.errors import NoConsumer, NonRetryable
+from vesper.domain.retry import Snooze
 
 log = logging.getLogger("vesper.worker")
 
@@ -68,6 +69,8 @@ async def run_attempt(
     job = attempt.job
     if consumer is None:
         return Outcome(job=attempt.record, error=_describe(NoConsumer(job.type)))
+    if attempt.abandon_reason is not None:  # given up before it began (a late claim)
+        return None
     loop = asyncio.get_running_loop()
     if consumer.is_async:
         call.consumer_task = asyncio.ensure_future(consumer.function(job))
@@ -90,12 +93,20 @@ async def run_attempt(
         if attempt.abandon_reason is None:
             raise  # cancelled from outside: let the runner see it
         return None
-    except NonRetryable as exc:
-        log.info("job %s raised NonRetryable", job.id, exc_info=exc)
-        return Outcome(job=attempt.record, error=_describe(exc), retryable=False)
+    except Snooze as exc:
+        log.info("job %s snoozed for %gs", job.id, exc.delay.total_seconds())
+        return Outcome(job=attempt.record, snooze=exc.delay)
     except Exception as exc:  # the consumer's failure is the job's outcome
-        log.info("job %s failed", job.id, exc_info=exc)
-        return Outcome(job=attempt.record, error=_describe(exc))
+        policy = consumer.policy
+        retryable = policy.retryable(exc)
+        if isinstance(exc, NonRetryable):
+            log.info("job %s raised NonRetryable", job.id, exc_info=exc)
+        else:
+            log.info("job %s failed%s", job.id, "" if retryable else " (not retried)", exc_info=exc)
+        delay = policy.delay(exc, retries=attempt.record.retries) if retryable else None
+        return Outcome(
+            job=attempt.record, error=_describe(exc), retryable=retryable, retry_delay=delay
+        )
     # the return value is encoded (and checked) when the outcome is recorded, off the loop
     return Outcome(job=attempt.record, result=value)
 

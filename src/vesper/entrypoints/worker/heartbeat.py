@@ -107,14 +107,15 @@ class Heartbeat:
         await self.say_alive()
         renewal = self.core.renewal()
         if renewal.attempts:
-            lost = await self.beat_lane.run(partial(self.uses.renew_leases, renewal.leases))
-            renewed = self.core.renewed(renewal, lost)
+            check = await self.beat_lane.run(partial(self.uses.renew_leases.check, renewal.leases))
+            renewed = self.core.renewed(renewal, check.lost, check.cancelled)
             self.metrics.leases_renewed(renewed.renewed)
             if renewed.lost:
                 self.metrics.leases_lost(len(renewed.lost))
             self.stop_consumers(
                 renewed.lost, "job %s: lease lost; stopping it, nothing will be recorded"
             )
+            self.stop_consumers(renewed.cancelled, "job %s: cancelled on request; stopping it")
         if self._maintenance is None or self._maintenance.done():
             self._maintenance = asyncio.create_task(self._maintain())
 

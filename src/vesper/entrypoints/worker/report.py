@@ -58,8 +58,10 @@ class Report:
         tally = self.core.tally()
         if tally.total:
             log.info(
-                "jobs: done=%d failed=%d dlq=%d abandoned=%d in the last %.0fs",
+                "jobs: done=%d failed=%d dlq=%d abandoned=%d snoozed=%d cancelled=%d"
+                " in the last %.0fs",
                 *(tally.done, tally.failed, tally.dlq, tally.abandoned),
+                *(tally.snoozed, tally.cancelled),
                 self.core.clock() - tally.since,
             )
 

@@ -33,9 +33,11 @@ from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.periodic import PeriodicScheduler
 from vesper.application.policies import Policies
 from vesper.application.worker import Attempt, ClaimRequest, WorkerCore
+from vesper.application.worker.core import CANCELLED
 from vesper.application.worker_settings import WorkerSettings
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import JobRecord
+from vesper.domain.states import Status
 from vesper.entrypoints.logs import job_fields
 from vesper.entrypoints.tracing import job_span
 from vesper.entrypoints.worker.attempt import ConsumerCall, run_attempt
@@ -353,6 +355,8 @@ class WorkerRunner:
                 if to_record is not None:  # the outcome's write claims for the free slots
                     error = to_record.error
                     outcome = await self._record(to_record)
+                elif attempt.abandon_reason == CANCELLED:
+                    outcome = "cancelled"  # the renewal ended the job: nothing to record
             finally:
                 self.core.ended(attempt, outcome)
                 del self._calls[attempt]
@@ -367,7 +371,8 @@ class WorkerRunner:
 
     async def _record(self, outcome: Outcome) -> str:
         """Record `outcome`; returns how the job ended, as the store says: its status
-        (done, failed or dlq), or lease_lost (nothing recorded)."""
+        (done, failed, dlq, or cancelled on a cancel request), snoozed (back to pending
+        later), or lease_lost (nothing recorded)."""
         stored = await self._recorder.record(outcome)
         if stored is None:
             log.warning(
@@ -376,6 +381,8 @@ class WorkerRunner:
                 extra=self.report.ids(outcome.job.id),
             )
             return "lease_lost"
+        if stored.status is Status.PENDING:
+            return "snoozed"
         return stored.status.value
 
     async def _write_outcomes(self, outcomes: Sequence[Outcome]) -> list[JobRecord]:

@@ -11,11 +11,17 @@ from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_422_UNPROCESSABLE_ENTITY
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_201_CREATED,
+    HTTP_202_ACCEPTED,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+)
 
-from vesper.application.management import CancelJob, GetJob, ListJobs, RetryJob
+from vesper.application.management import BulkJobs, CancelJob, GetJob, ListJobs, RetryJob
 from vesper.application.ports import Submitted
 from vesper.application.submit import SubmitJob, SubmitJobs
+from vesper.domain.bulk import BulkAction
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId
 from vesper.domain.query import MAX_PAGE, JobQuery
@@ -27,6 +33,9 @@ from vesper.entrypoints.http.errors import error_responses
 from vesper.entrypoints.http.schemas import (
     DOCUMENTED_LIMITS,
     NO_CONTROL_CHARACTERS,
+    BulkCancelIn,
+    BulkRetryIn,
+    CountOut,
     JobOut,
     JobPageOut,
     JobsOut,
@@ -235,16 +244,28 @@ async def list_jobs_route(
 @post(
     "/jobs/{job_id:str}/cancel",
     status_code=HTTP_200_OK,
-    responses=error_responses(400, 401, 404, 409, 503),
+    responses={
+        202: ResponseSpec(
+            JobOut,
+            description="The job is running: its cancel is requested (cancel_requested_at), "
+            "and its worker stops it at its next heartbeat.",
+            generate_examples=False,
+        ),
+        **error_responses(400, 401, 404, 409, 503),
+    },
     tags=["jobs"],
 )
 async def cancel_job_route(
     job_id: JobIdPath,
     cancel_job: NamedDependency[CancelJob],
     store_calls: NamedDependency[StoreCalls],
-) -> JobOut:
-    """Cancel a pending or failed job (409 in any other status)."""
-    return await store_calls.presented(job_out, cancel_job, JobId(job_id))
+) -> Response[JobOut]:
+    """Cancel a pending or failed job at once (200), or a processing one at its worker's
+    next heartbeat (202; it ends cancelled, or done if it finished first). 409 in any
+    other status."""
+    job = await store_calls.presented(job_out, cancel_job, JobId(job_id))
+    running = job.status == Status.PROCESSING.value
+    return Response(job, status_code=HTTP_202_ACCEPTED if running else HTTP_200_OK)
 
 
 @post(
@@ -258,8 +279,54 @@ async def retry_job_route(
     retry_job: NamedDependency[RetryJob],
     store_calls: NamedDependency[StoreCalls],
 ) -> JobOut:
-    """Send a dlq, failed or cancelled job back to pending, due now (409 otherwise)."""
+    """Send a dlq, failed or cancelled job back to pending, due now (409 otherwise, and
+    when another active job holds its unique key: `detail.held_by` names it)."""
     return await store_calls.presented(job_out, retry_job, JobId(job_id))
+
+
+@post(
+    "/jobs/retry",
+    dto=StrictJSON[BulkRetryIn],
+    return_dto=None,
+    status_code=HTTP_200_OK,
+    responses=error_responses(400, 401, 413, 415, 422, 503),
+    tags=["jobs"],
+)
+async def bulk_retry_route(
+    request: Request[Any, Any, Any],
+    data: JSONBody[BulkRetryIn],
+    bulk_jobs: NamedDependency[BulkJobs],
+    store_calls: NamedDependency[StoreCalls],
+) -> CountOut:
+    """Retry every dlq, failed or cancelled job matching the filter (`status` narrows
+    it); returns how many, and how many it skipped: finished jobs whose unique key an
+    active job holds. Done in batches of short transactions."""
+    await check_request_body(request)
+    where = data.to_filter()
+    done = await store_calls.run(bulk_jobs, BulkAction.RETRY, where)
+    return CountOut(count=done.changed, skipped=done.skipped)
+
+
+@post(
+    "/jobs/cancel",
+    dto=StrictJSON[BulkCancelIn],
+    return_dto=None,
+    status_code=HTTP_200_OK,
+    responses=error_responses(400, 401, 413, 415, 422, 503),
+    tags=["jobs"],
+)
+async def bulk_cancel_route(
+    request: Request[Any, Any, Any],
+    data: JSONBody[BulkCancelIn],
+    bulk_jobs: NamedDependency[BulkJobs],
+    store_calls: NamedDependency[StoreCalls],
+) -> CountOut:
+    """Cancel every pending or failed job matching the filter; returns how many. Done in
+    batches of short transactions; a running job is cancelled one at a time."""
+    await check_request_body(request)
+    where = data.to_filter()
+    done = await store_calls.run(bulk_jobs, BulkAction.CANCEL, where)
+    return CountOut(count=done.changed, skipped=done.skipped)
 
 
 def _job_and_created(submitted: Submitted) -> tuple[JobOut, bool]:
@@ -277,4 +344,6 @@ JOB_ROUTES = [
     list_jobs_route,
     cancel_job_route,
     retry_job_route,
+    bulk_retry_route,
+    bulk_cancel_route,
 ]

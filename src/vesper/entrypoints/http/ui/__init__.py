@@ -29,6 +29,7 @@ from vesper.domain.errors import (
     InvalidCursor,
     InvalidRequest,
     JobNotFound,
+    ScheduleNotFound,
     StoreUnavailable,
 )
 from vesper.entrypoints.container import Container
@@ -98,6 +99,7 @@ def _handlers() -> dict[type[Exception] | int, Any]:
         InvalidRequest: invalid,
         InvalidCursor: fixed(400, "that page link is not valid any more: start from the first"),
         JobNotFound: fixed(404, "no job has this id"),
+        ScheduleNotFound: fixed(404, "no schedule has this name"),
         IllegalTransition: fixed(409),
         FeatureUnavailable: fixed(404),
         StoreUnavailable: fixed(503, "the store does not answer: try again in a moment"),

@@ -20,6 +20,7 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from vesper.application.fleet import GetFleet
 from vesper.application.management import (
+    BulkJobs,
     CancelJob,
     GetActivity,
     GetJob,
@@ -28,6 +29,7 @@ from vesper.application.management import (
     ListJobs,
     RetryJob,
 )
+from vesper.domain.bulk import BulkAction, BulkFilter
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId
 from vesper.domain.query import MAX_PAGE, JobQuery
@@ -53,6 +55,7 @@ PathText = Annotated[str, PathParameter()]
 NOTICES = {
     "retried": "The job was sent back to pending.",
     "cancelled": "The job was cancelled.",
+    "cancel-requested": "A cancel was requested: the job stops at its worker's next heartbeat.",
     "bulk": "The selected jobs were changed.",
     "logged-out": "You are logged out.",
 }
@@ -67,7 +70,10 @@ def page(
     notice = NOTICES.get(request.query_params.get("notice", ""))
     changed, skipped = (request.query_params.get(k, "") for k in ("changed", "skipped"))
     if notice is NOTICES["bulk"] and changed.isdigit() and skipped.isdigit():
-        notice = f"{changed} changed, {skipped} skipped (not in a status the action starts from)."
+        notice = (
+            f"{changed} changed, {skipped} skipped (not in a status the action starts from,"
+            " or holding a unique key another active job holds)."
+        )
     response = Template(
         template_name=template,
         status_code=status_code,
@@ -216,13 +222,15 @@ async def cancel_action(
 ) -> Redirect:
     await checked_form(request)
     job = await store_calls.run(cancel_job, _job_id(job_id))
-    return back(f"/ui/jobs/{job.id}", notice="cancelled")
+    # a running job only gets a cancel request (the API's 202): its worker acts on it
+    notice = "cancel-requested" if job.status is Status.PROCESSING else "cancelled"
+    return back(f"/ui/jobs/{job.id}", notice=notice)
 
 
 @post("/jobs/bulk")
 async def bulk_action(
     request: Request[Any, Any, Any],
-    ui_container: NamedDependency[Any],
+    bulk_jobs: NamedDependency[BulkJobs],
     store_calls: NamedDependency[StoreCalls],
 ) -> Redirect:
     await checked_form(request)
@@ -231,10 +239,11 @@ async def bulk_action(
     if action not in {"retry", "cancel"}:
         raise InvalidRequest("action", "must be retry or cancel")
     selected = [_job_id(v) for v in form.getall("job") if isinstance(v, str)][:PAGE_SIZE]
-    outcome = await store_calls.run(seams.bulk_change, ui_container, action, selected)
-    return back(
-        "/ui/jobs", notice="bulk", changed=str(outcome.changed), skipped=str(outcome.skipped)
-    )
+    # the selected jobs that the action starts from, in batches: the bulk use case
+    where = BulkFilter(ids=frozenset(selected))
+    done = await store_calls.run(bulk_jobs, BulkAction(action), where)
+    skipped = len(set(selected)) - done.changed
+    return back("/ui/jobs", notice="bulk", changed=str(done.changed), skipped=str(skipped))
 
 
 @post("/queues/{name:str}/{action:str}")

@@ -6,32 +6,26 @@ is offered). Filling a seam means: the container gains the provider named below,
 the function turns that use case's result into the view model it returns.
 
 - `queue_counts` (overview, counts by queue) and `queues_page`, `set_queue_paused`,
-  `set_queue_limits` (the queues page): job queues and their settings (filled: ListQueues
-  and ConfigureQueue; a store without named queues shows its one queue, "default",
-  and refuses changes with one line).
-- `schedules_page`, `set_schedule_paused` (the schedules page): filled (issue 17).
-- `bulk_change` (the jobs page's selection): now one RetryJob/CancelJob per selected
-  job; a bulk use case (by ids or by filter, in one statement) replaces the loop.
+  `set_queue_limits` (the queues page): job queues and their settings, filled: they
+  call ListQueues and ConfigureQueue; a store without named queues shows its one queue,
+  "default", and refuses changes with one line.
+
+`schedules_page` and `set_schedule_paused` (the schedules page) are filled: they call
+ListSchedules and PauseSchedule; a store that keeps no schedules shows the page as
+unavailable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from vesper.application.queues import QueueView
-from vesper.domain.errors import (
-    IllegalTransition,
-    InvalidRequest,
-    JobNotFound,
-    ScheduleNotFound,
-    SchedulesUnsupported,
-)
-from vesper.domain.job import JobId
+from vesper.domain.errors import InvalidRequest, SchedulesUnsupported
 from vesper.domain.queues import UNSET, QueueChange
+from vesper.entrypoints.http.ui.views import when
 from vesper.entrypoints.wire import queue_to_wire
 
 # the container providers each seam will call, once the features add them
@@ -148,59 +142,29 @@ def set_queue_limits(container: Any, name: str, limits: Mapping[str, str]) -> No
 
 
 def schedules_page(container: Any) -> SchedulesPage:
-    """Every schedule the store keeps; unavailable when the store keeps none."""
     if _provider(container, SCHEDULES_PROVIDER) is None:
         return SchedulesPage(available=False)
     try:
         views = container.list_schedules()()
     except SchedulesUnsupported:
         return SchedulesPage(available=False)
-    return SchedulesPage(
-        available=True,
-        schedules=tuple(
-            ScheduleRow(
-                name=view.record.name,
-                paused=view.record.paused,
-                next_tick=_when(view.next_tick),
-                last_tick=_when(view.record.last_tick),
-                job_type=view.record.schedule.type,
-            )
-            for view in views
-        ),
+    rows = tuple(
+        ScheduleRow(
+            name=view.record.schedule.name,
+            paused=view.record.paused,
+            next_tick=when(view.next_tick) or "—",
+            last_tick=when(view.record.last_tick) or "—",
+            job_type=view.record.schedule.type,
+        )
+        for view in views
     )
+    return SchedulesPage(available=True, schedules=rows)
 
 
 def set_schedule_paused(container: Any, name: str, paused: bool) -> None:
-    """Pause or resume the schedule `name` (every scheduler reads it at each tick)."""
     if _provider(container, SCHEDULE_UPDATE_PROVIDER) is None:
         raise FeatureUnavailable("schedules")
     try:
         container.pause_schedule()(name, paused)
     except SchedulesUnsupported:
         raise FeatureUnavailable("schedules") from None
-    except ScheduleNotFound:
-        raise FeatureUnavailable(f"schedule {name!r}") from None
-
-
-def _when(moment: datetime | None) -> str:
-    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-@attrs.frozen(kw_only=True)
-class BulkOutcome:
-    changed: int
-    skipped: int  # not found, or in a status the action does not start from
-
-
-def bulk_change(container: Any, action: str, job_ids: Sequence[JobId]) -> BulkOutcome:
-    """Retry or cancel each selected job; those the action does not apply to are skipped.
-    Call it in a worker thread (it calls the store once per job)."""
-    use_case = container.retry_job() if action == "retry" else container.cancel_job()
-    changed = skipped = 0
-    for job_id in job_ids:
-        try:
-            use_case(job_id)
-            changed += 1
-        except (JobNotFound, IllegalTransition):
-            skipped += 1
-    return BulkOutcome(changed=changed, skipped=skipped)

@@ -166,6 +166,10 @@ class JobDetail:
     can_retry: bool
     can_cancel: bool
     timeline: tuple[Field, ...]  # what the record tells of its life, in order
+    # a running job's cancel button requests the cancel; once requested, it is gone
+    running: bool = False
+    cancel_requested: bool = False
+    result: str | None = None  # pretty-printed JSON; None: the job returned none
 
 
 def job_detail(job: JobRecord) -> JobDetail:
@@ -186,6 +190,9 @@ def job_detail(job: JobRecord) -> JobDetail:
         Field(name="trace context", value=job.trace_context or "—"),
         Field(name="fingerprint", value=job.fingerprint or "—"),
         Field(name="insertion order", value=str(job.seq)),
+        Field(name="unique key", value=job.unique_key or "—"),
+        Field(name="snoozes", value=str(job.snoozes)),
+        Field(name="cancel requested", value=when(job.cancel_requested_at) or "—"),
     )
     timeline = tuple(
         Field(name=name, value=when(at))
@@ -206,8 +213,12 @@ def job_detail(job: JobRecord) -> JobDetail:
         error=job.error,
         trace_id=trace_id(job.trace_context),
         can_retry=allowed("retry", job.status),
-        can_cancel=allowed("cancel", job.status),
+        can_cancel=allowed("cancel", job.status)
+        or (allowed("request_cancel", job.status) and job.cancel_requested_at is None),
         timeline=timeline,
+        running=job.status is Status.PROCESSING,
+        cancel_requested=job.cancel_requested_at is not None,
+        result=pretty(job.result) if job.result is not None else None,
     )
 
 

@@ -2,7 +2,7 @@
 queues' settings, and what each worker process serves.
 
 Revision ID: 0004_i15_queues
-Revises: 0002_i17_schedules
+Revises: 0003_i16_control
 Create Date: 2026-03-01
 
 Self-contained, as 0001. Existing jobs join the queue "default". On PostgreSQL 11+
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_i15_queues"
-down_revision = "0002_i17_schedules"
+down_revision = "0003_i16_control"
 branch_labels = None
 depends_on = None
 
