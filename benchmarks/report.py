@@ -18,6 +18,8 @@ SHOWN: dict[str, tuple[str, str, bool]] = {
     "W2": ("W2 enqueue-batch, one call (jobs/s)", "jobs_per_s", True),
     "W3": ("W3 drain, 1 process (jobs/s)", "jobs_per_s", True),
     "W3x2": ("W3 drain, 2 processes (jobs/s)", "jobs_per_s", True),
+    "W3q": ("W3 drain, queue by name, no limit (jobs/s)", "jobs_per_s", True),
+    "W3c": ("W3 drain, concurrency limit not binding (jobs/s)", "jobs_per_s", True),
     "W4": ("W4 pickup p50 (ms)", "p50_ms", False),
     "W4.p95": ("W4 pickup p95 (ms)", "p95_ms", False),
     "W4.p99": ("W4 pickup p99 (ms)", "p99_ms", False),

@@ -13,7 +13,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,7 @@ from benchmarks.systems import (
     wait_for,
 )
 
-WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W4", "W5", "W6", "W6s", "R1", "W7")
+WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W3q", "W3c", "W4", "W5", "W6", "W6s", "R1", "W7")
 DEFAULT_WORKLOADS = WORKLOADS
 PEER_WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W4")  # the peers have no HTTP API (W5)
 DRAIN_TIMEOUT = 180.0
@@ -150,9 +150,10 @@ class Bench:
         *,
         jobs: int | None = None,
         remaining_sql: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> dict[str, float]:
         jobs = jobs or self.config.drain_jobs
-        with self.workers(system, processes, ledger=None):
+        with self.workers(system, processes, ledger=None, env=env):
             committed_at = system.run("fill", "--jobs", str(jobs))["committed_at"]
             deadline = time.monotonic() + DRAIN_TIMEOUT
             while True:
@@ -165,6 +166,15 @@ class Bench:
                 time.sleep(0.02)
         seconds = finished_at - committed_at
         return {"jobs_per_s": jobs / seconds, "seconds": seconds}
+
+    def drain_queued(self, system: System, *, concurrency: int | None) -> dict[str, float]:
+        """W3 with named queues in use: the worker serves its queue by name (its own
+        slots, the per-queue claim), and the queue has a settings row, limiting nothing
+        (W3q) or with a `concurrency` limit that never binds (W3c: 1,000 over 10 slots,
+        so every claim takes the limited path, under a lock on the queue's row)."""
+        system.run("queue-default", "--limit", str(concurrency or 0))
+        slots = {"VESPER_QUEUES": f"default={self.config.concurrency}"}
+        return self.drain(system, 1, env=slots)
 
     def pickup(self, system: System) -> dict[str, float]:
         ledger = self.work / f"ledger-{system.name}-{time.monotonic_ns()}"
@@ -300,7 +310,12 @@ class Bench:
 
     @contextmanager
     def workers(
-        self, system: System, processes: int, *, ledger: Path | None
+        self,
+        system: System,
+        processes: int,
+        *,
+        ledger: Path | None,
+        env: Mapping[str, str] | None = None,
     ) -> Iterator[list[Worker]]:
         stamp = time.monotonic_ns()
         readies = [self.work / f"ready-{system.name}-{stamp}-{i}" for i in range(processes)]
@@ -308,7 +323,9 @@ class Bench:
         started: list[Worker] = []
         try:
             for ready in readies:
-                started.append(system.worker(ready, ledger, log, self.config.concurrency))
+                started.append(
+                    system.worker(ready, ledger, log, self.config.concurrency, extra_env=env)
+                )
 
             def ready() -> bool:
                 if not all(w.alive() for w in started):
@@ -334,6 +351,8 @@ class Bench:
             "W2": self.enqueue_batch,
             "W3": lambda s: self.drain(s, 1),
             "W3x2": lambda s: self.drain(s, 2),
+            "W3q": lambda s: self.drain_queued(s, concurrency=None),
+            "W3c": lambda s: self.drain_queued(s, concurrency=1000),
             "W4": self.pickup,
             "W5": self.http_burst,
             "W6s": lambda s: lifecycle.steady(self, s),
@@ -345,7 +364,7 @@ class Bench:
                 targets = [s for s in systems if s.driver == "vesper_driver.py"]
             elif workload in ("W6", "W6s"):  # vesper on PostgreSQL only
                 targets = [s for s in systems if s.name == "vesper"]
-            elif workload in ("R1", "W7"):  # vesper only
+            elif workload in ("R1", "W7", "W3q", "W3c"):  # vesper only
                 targets = [s for s in systems if s.driver == "vesper_driver.py"]
             else:
                 targets = systems

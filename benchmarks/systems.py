@@ -60,7 +60,14 @@ class System:
         result: dict[str, Any] = json.loads(lines[-1])
         return result
 
-    def worker(self, ready: Path, ledger: Path | None, log: Path, concurrency: int) -> Worker:
+    def worker(
+        self,
+        ready: Path,
+        ledger: Path | None,
+        log: Path,
+        concurrency: int,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Worker:
         if self.driver == "vesper_driver.py":
             storage = "sqlite" if self.sqlite else "postgres"
             argv = [self.python, "-m", "vesper.entrypoints.cli", "worker", "--processes", "1", "--app",
@@ -77,7 +84,7 @@ class System:
             if ledger is not None:
                 options += ["--ledger", str(ledger)]
             argv, env = self.command("worker", *options), {}
-        return Worker(argv, {**os.environ, **self.env, **env}, log)
+        return Worker(argv, {**os.environ, **self.env, **env, **(extra_env or {})}, log)
 
     def query(self, sql: str) -> int:
         if self.sqlite:
@@ -133,7 +140,7 @@ def vesper_postgres(url: str) -> System:
         python=sys.executable,
         driver="vesper_driver.py",
         url=url,
-        reset_sql=["TRUNCATE vesper_jobs, vesper_workers RESTART IDENTITY"],
+        reset_sql=["TRUNCATE vesper_jobs, vesper_workers, vesper_queues RESTART IDENTITY"],
         remaining_sql="SELECT count(*) FROM vesper_jobs WHERE status <> 'done'",
         ready_sql="SELECT count(*) FROM vesper_workers",
     )
@@ -145,7 +152,11 @@ def vesper_sqlite(path: Path) -> System:
         python=sys.executable,
         driver="vesper_driver.py",
         url=f"sqlite:///{path}",
-        reset_sql=["DELETE FROM vesper_jobs", "DELETE FROM vesper_workers"],
+        reset_sql=[
+            "DELETE FROM vesper_jobs",
+            "DELETE FROM vesper_workers",
+            "DELETE FROM vesper_queues",
+        ],
         remaining_sql="SELECT count(*) FROM vesper_jobs WHERE status <> 'done'",
         ready_sql="SELECT count(*) FROM vesper_workers",
     )

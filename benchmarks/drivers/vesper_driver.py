@@ -17,6 +17,7 @@ from benchmarks.drivers.common import JOB_TYPE, chunks, emit, paced, parse, shar
 from vesper.application.execution import lease_of
 from vesper.application.policies import Policies
 from vesper.application.submit import new_job_id
+from vesper.domain.queues import DEFAULT_QUEUE, QueueChange
 from vesper.domain.submission import JobRequest, Limits, prepare
 from vesper.entrypoints.app import App
 
@@ -134,6 +135,12 @@ def main() -> None:
             ]
             app.container.store().jobs.submit(batch)
             emit({"committed_at": time.time()})
+        elif args.command == "queue-default":
+            # the default queue's settings row: a concurrency limit (--limit > 0), or
+            # none (a row that limits nothing: the claim's fast path)
+            change = QueueChange(concurrency=args.limit if args.limit > 0 else None)
+            app.container.configure_queue()(DEFAULT_QUEUE, change)
+            emit({})
         elif args.command == "claim-latency":
             emit({"claims_ms": claim_latency(app, args.jobs, args.limit)})
         elif args.command == "flow":

@@ -9,6 +9,7 @@ The ports (the specification; their docstrings are what the contract suite check
     Store, JobRepository, CompletingJobRepository, WorkerRegistry, Capabilities,
     Clock, Submitted; the factory StoreFactory and its StoreOptions; the optional
     capabilities PoolReporter (PoolFigures), Notifier (Subscription) and Migrator,
+    QueueingJobRepository (named queues and their settings; `capabilities.queues`),
     and the optional `schedules` attribute, a ScheduleRegistry (periodic jobs: it
     keeps Schedule declarations as ScheduleRecords; ScheduleNotFound).
 
@@ -16,12 +17,14 @@ The records a store keeps and returns:
     JobRecord (a job as stored, with its lease: not `vesper.Job`, which is what a
     consumer function receives), JobId, Lease, LeaseRef, Failure, NewJob (a validated
     submission: `materialize(now=, seq=)` makes its first JobRecord), WorkerProcess,
-    JobQuery, JobPage (`page_of`), QueueStats, QueueSummary; Status, TRANSITIONS and `allowed` (which
-    status an action starts from), ACTIVE (the statuses in which a job holds its
-    unique key), `claim_order` (the claim's sort key) and LEASE_EXPIRED_ERROR (the
-    error an expired lease records); Snoozed (a snoozed attempt); for `bulk`,
+    JobQuery, JobPage (`page_of`), QueueStats, QueueSummary; Status, TRANSITIONS and
+    `allowed` (which status an action starts from), ACTIVE (the statuses in which a job
+    holds its unique key), `claim_order` (the claim's sort key) and LEASE_EXPIRED_ERROR
+    (the error an expired lease records); Snoozed (a snoozed attempt); for `bulk`,
     BulkAction, BulkFilter (`matches`: the reference semantics), BulkBatch (what a
-    batch returns), `take` (which of a batch's jobs a retry skips) and `kinds_of`.
+    batch returns), `take` (which of a batch's jobs a retry skips) and `kinds_of`;
+    QueueSettings, QueueChange and QueueState (a queue's settings, a change to them,
+    its view).
 
 The errors (what each means for the caller is in application/ports.py):
     StoreUnavailable (the database did not answer: vesper waits and retries),
@@ -48,7 +51,12 @@ own SQL stores nor alembic):
     cancelled), built on NOW, COMPLETE, RELEASE, RENEW, FAIL, SNOOZE, EXPIRE and
     `fenced_params`, `fail_params`, `snooze_params`, `expire_params`;
     `complete_with_results` (complete storing each job's result, in a transaction);
-    SqlPruning: `prune` (retention), on `prune_statement()` (subclass it).
+    SqlPruning: `prune` (retention), on `prune_statement()` (subclass it);
+    `queues` (the settings table) and `process_columns` (a process's queues and types);
+    SqlQueues: the claim from a limited queue under its settings (`claim_limited`),
+    which queues are limited (`limited()`), the settings and each queue's view;
+    NOT_LIMITED_SQL: the predicate a store's own claim adds to leave those queues to
+    it; SqlQueueing: queue_settings, configure_queue and queue_states (subclass it).
 
 The notifier for a store whose processes share one machine:
     SocketNotifier(directory): a Notifier over Unix datagram sockets in `directory`
@@ -84,12 +92,14 @@ from vesper.adapters.sqlcore.leases import (
     fenced_params,
     snooze_params,
 )
+from vesper.adapters.sqlcore.queues import NOT_LIMITED_SQL, SqlQueueing, SqlQueues
 from vesper.adapters.sqlcore.retention import SqlPruning, prune_statement
 from vesper.adapters.sqlcore.rows import (
     aware_utc,
     in_claim_order,
     job_of,
     jobs_of,
+    process_columns,
     process_of,
     row_of,
 )
@@ -100,6 +110,7 @@ from vesper.adapters.sqlcore.tables import (
     duration,
     jobs,
     metadata,
+    queues,
     utc_datetime,
     workers,
 )
@@ -112,6 +123,7 @@ from vesper.application.ports import (
     Notifier,
     PoolFigures,
     PoolReporter,
+    QueueingJobRepository,
     ScheduleRegistry,
     Store,
     StoreFactory,
@@ -144,6 +156,7 @@ from vesper.domain.job import (
 from vesper.domain.ordering import claim_order
 from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
+from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import ACTIVE, TRANSITIONS, Status, allowed
 from vesper.domain.stats import QueueStats, QueueSummary
 from vesper.domain.submission import NewJob
@@ -156,6 +169,7 @@ __all__ = [
     "EXPIRE",
     "FAIL",
     "LEASE_EXPIRED_ERROR",
+    "NOT_LIMITED_SQL",
     "NOW",
     "PROCESSING_SQL",
     "RELEASE",
@@ -186,8 +200,12 @@ __all__ = [
     "Notifier",
     "PoolFigures",
     "PoolReporter",
+    "QueueChange",
+    "QueueSettings",
+    "QueueState",
     "QueueStats",
     "QueueSummary",
+    "QueueingJobRepository",
     "Schedule",
     "ScheduleNotFound",
     "ScheduleRecord",
@@ -198,6 +216,8 @@ __all__ = [
     "SqlDatabase",
     "SqlJobReads",
     "SqlPruning",
+    "SqlQueueing",
+    "SqlQueues",
     "Status",
     "Store",
     "StoreFactory",
@@ -228,8 +248,10 @@ __all__ = [
     "metadata",
     "page_of",
     "plan_submission",
+    "process_columns",
     "process_of",
     "prune_statement",
+    "queues",
     "row_of",
     "snooze_params",
     "submit_serialized",

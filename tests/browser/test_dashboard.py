@@ -334,12 +334,6 @@ def test_keyboard_reaches_the_skip_link_and_the_filters(browser: Any, dashboard:
     assert label.text == "Status"
 
 
-# The queues page renders through seams (vesper.entrypoints.http.ui.seams) until its use
-# cases land; this test drives it once they do: remove the skip mark.
-PENDING_SEAM = pytest.mark.skip(reason="seam: the queues use cases are not on this branch")
-
-
-@PENDING_SEAM
 def test_pause_and_resume_a_queue(browser: Any, dashboard: Service) -> None:
     driver = browser
     submit(dashboard, "hold", payload={})

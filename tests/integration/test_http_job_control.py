@@ -66,8 +66,19 @@ def test_bulk_refuses_a_filter_it_cannot_take(client: TestClient[Litestar]) -> N
     assert "status" in body["error"]
     body = error_body(client.post("/jobs/cancel", json={"statuz": "dlq"}), 400)
     assert "statuz" in body["error"]
-    body = error_body(client.post("/jobs/retry", json={"queue": "emails"}), 400)
+    body = error_body(client.post("/jobs/retry", json={"queue": "no spaces"}), 400)
     assert "queue" in body["error"]
+
+
+def test_bulk_filters_by_queue(client: TestClient[Litestar]) -> None:
+    for queue in ("emails", "emails", "default"):
+        assert client.post("/jobs", json={"type": "t", "queue": queue}).status_code == 201
+    assert client.post("/jobs/cancel", json={"queue": "emails"}).json() == {
+        "count": 2,
+        "skipped": 0,
+    }
+    pending = client.get("/jobs", params={"status": "pending"}).json()["jobs"]
+    assert [j["queue"] for j in pending] == ["default"]
 
 
 def test_a_unique_key_returns_the_active_job(client: TestClient[Litestar]) -> None:

@@ -78,6 +78,9 @@ def test_a_job_enqueued_from_psql_is_run_by_a_worker(database: str) -> None:
         ("vesper_enqueue('email', '{}', queue => 'no spaces')", "queue"),
         ("vesper_enqueue('email', '{}', run_at => '1990-01-01Z')", "run_at"),
         ("vesper_enqueue('email', '{}', idempotency_key => '')", "idempotency_key"),
+        ("vesper_enqueue('email', '{}', concurrency_key => '')", "concurrency_key"),
+        ("vesper_enqueue('email', '{}', concurrency_key => repeat('k', 256))", "concurrency_key"),
+        ("vesper_enqueue('email', '{}', concurrency_key => E'a\\tb')", "concurrency_key"),
     ],
 )
 def test_a_bad_argument_is_a_sql_error_naming_it(database: str, call: str, argument: str) -> None:
@@ -111,3 +114,24 @@ def test_a_job_from_sql_exists_only_if_its_transaction_commits(database: str) ->
     assert committed.returncode == 0, committed.stderr
     row = psql(database, "SELECT type, priority, status, run_at > created_at FROM vesper_jobs")
     assert row.stdout.strip() == "email|5|pending|t"
+
+
+def test_a_job_from_sql_goes_to_its_queue_with_its_concurrency_key(database: str) -> None:
+    call = "SELECT vesper_enqueue('email', '{}', queue => 'mail.eu', concurrency_key => 't-1')"
+    result = psql(database, call)
+    assert result.returncode == 0, result.stderr
+    row = psql(database, "SELECT queue, concurrency_key FROM vesper_jobs")
+    assert row.stdout.strip() == "mail.eu|t-1"
+    # without them: the default queue and no key, as from the API
+    assert psql(database, "SELECT vesper_enqueue('email', '{}')").returncode == 0
+    rows = psql(database, "SELECT queue, concurrency_key IS NULL FROM vesper_jobs ORDER BY seq")
+    assert rows.stdout.split() == ["mail.eu|f", "default|t"]
+
+
+def test_a_concurrency_key_is_part_of_a_replay_only_when_given(database: str) -> None:
+    keyed = "SELECT vesper_enqueue('email', '{}', idempotency_key => 'k', concurrency_key => 'a')"
+    first = psql(database, keyed)
+    assert first.returncode == 0, first.stderr
+    assert psql(database, keyed).stdout == first.stdout
+    other = psql(database, keyed.replace("'a'", "'b'"))
+    assert "vesper_enqueue: idempotency_key 'k' is bound to a job" in other.stderr

@@ -9,15 +9,24 @@ import pytest
 from vesper.adapters.clock import FixedClock
 from vesper.adapters.memory import InMemoryJobRepository
 from vesper.application.execution import ClaimJobs, Outcome, RecordOutcomes, lease_of
-from vesper.application.management import CancelJob, GetJob, GetStats, ListJobs, RetryJob
+from vesper.application.management import (
+    BulkJobs,
+    CancelJob,
+    GetJob,
+    GetStats,
+    ListJobs,
+    RetryJob,
+)
 from vesper.application.policies import Policies
 from vesper.application.submit import SubmitJob
 from vesper.domain.backoff import Backoff
-from vesper.domain.errors import IllegalTransition, JobNotFound
+from vesper.domain.bulk import BulkAction, BulkFilter
+from vesper.domain.errors import IllegalTransition, InvalidRequest, JobNotFound
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobQuery
 from vesper.domain.states import Status
 from vesper.domain.submission import JobRequest
+from vesper.testing.freedoms import FreeJobs
 
 from .builders import T0, seconds
 
@@ -146,3 +155,18 @@ def test_get_stats_counts_and_oldest_due_age(
     assert stats.by_status[Status.DONE] == 1
     assert stats.by_priority == {1: 2, 4: 1}
     assert stats.oldest_due_age == seconds(90)
+
+
+def test_bulk_by_queue_on_a_store_without_queues(
+    repo: InMemoryJobRepository, clock: FixedClock
+) -> None:
+    # every job of a store without named queues is in "default"
+    plain = FreeJobs(repo)
+    for _ in range(2):
+        submit(repo, queue="q1")
+    clock.advance(seconds(1))  # a bulk action takes jobs last changed before it began
+    bulk = BulkJobs(plain)
+    assert bulk(BulkAction.CANCEL, BulkFilter(queue="q1")).changed == 0
+    assert bulk(BulkAction.CANCEL, BulkFilter(queue="default")).changed == 2
+    with pytest.raises(InvalidRequest, match="queue"):
+        bulk(BulkAction.CANCEL, BulkFilter(queue="no spaces"))

@@ -219,6 +219,21 @@ def test_a_tick_job_that_breaks_a_limit_stops_start_up(store: InMemoryStore) -> 
         scheduler(store, EVERY_SECOND, EVERY_SECOND)
 
 
+def test_a_schedule_s_jobs_go_to_its_queue(store: InMemoryStore, clock: FixedClock) -> None:
+    low = Schedule(name="low", cron="*/1 * * * * *", type="report", queue="low")
+    one = scheduler(store, low, EVERY_SECOND)
+    one.declare()
+    one.fire()
+    clock.advance(timedelta(seconds=1))
+    one.fire()
+    assert sorted((job.idempotency_key or "")[:13] + job.queue for job in all_jobs(store)) == [
+        "periodic:low:low",
+        "periodic:tickdefault",
+    ]
+    with pytest.raises(InvalidSchedule, match="periodic schedule 'bad': queue"):
+        scheduler(store, Schedule(name="bad", cron="* * * * *", type="r", queue="no spaces"))
+
+
 # -- App.periodic ------------------------------------------------------------------------
 
 

@@ -1,9 +1,11 @@
 """The in-memory store: the reference behaviour, for tests and for embedding.
 
-Thread-safe (one lock); one process only. Claims use two heaps so that a claim costs
+Thread-safe (one lock); one process only. Claims use heaps so that a claim costs
 O(k log n) however many jobs are queued: `_scheduled` holds claimable jobs by run_at,
-and `_ready` holds the due ones in claim order. Entries are invalidated lazily: an
-entry counts only while the job's current (status, run_at) still matches it.
+and `_ready` holds the due ones of each queue in claim order. Entries are invalidated
+lazily: an entry counts only while the job's current (status, run_at) still matches it.
+A queue with settings that limit claims (queues.py) is claimed from by a scan of its
+due jobs under the lock instead: exact, and linear in that queue's backlog.
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.ordering import claim_order
 from vesper.domain.query import JobPage, JobQuery, page_of
+from vesper.domain.queues import (
+    QueueChange,
+    QueueSettings,
+    QueueState,
+    check_queue,
+    effective_priority,
+    pick_by_key,
+    queue_allowance,
+    rate_log_after,
+)
 from vesper.domain.retention import check_ages, deletable, prunable
 from vesper.domain.states import CLAIMABLE, FINISHED, Status
 from vesper.domain.stats import QueueStats, QueueSummary, check_cap
@@ -37,7 +49,7 @@ _Entry = tuple[int, datetime, int, JobId]
 
 class InMemoryJobRepository:
     # one process; complete_and_claim would save no call
-    capabilities = Capabilities(activity=True, summary=True)
+    capabilities = Capabilities(activity=True, summary=True, queues=True)
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
@@ -47,13 +59,15 @@ class InMemoryJobRepository:
         self._by_unique: dict[str, JobId] = {}  # the last job given each unique key
         self._processing: set[JobId] = set()
         self._scheduled: list[tuple[datetime, int, JobId]] = []
-        self._ready: list[_Entry] = []
+        self._ready: dict[str, list[_Entry]] = {}  # by queue
         # finished jobs by status, oldest finished_at first, for prunes (lazily
         # invalidated like the claim heaps: an entry counts while the job still matches)
         self._finished: dict[Status, list[tuple[datetime, int, JobId]]] = {
             status: [] for status in FINISHED
         }
         self._seq = 0
+        self._queues: dict[str, QueueSettings] = {}
+        self._rate_logs: dict[str, list[datetime]] = {}
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -139,6 +153,8 @@ class InMemoryJobRepository:
                     continue
                 if query.priority is not None and job.priority != query.priority:
                     continue
+                if query.queue is not None and job.queue != query.queue:
+                    continue
                 if not query.matches_search(job):
                     continue
                 found.append(job)
@@ -153,30 +169,131 @@ class InMemoryJobRepository:
         limit: int,
         lease: timedelta,
         types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         now: datetime | None = None,
     ) -> list[JobRecord]:
         with self._lock:
             at = now or self.now()
             self._promote_due(at)
             wanted = set(types) if types is not None else None
+            names = sorted(self._ready) if queues is None else sorted(set(queues))
+            free = [q for q in names if not self._settings(q).limited]
             token = uuid.uuid4()
-            claimed: list[JobRecord] = []
-            skipped: list[_Entry] = []
-            while self._ready and len(claimed) < limit:
-                entry = heapq.heappop(self._ready)
+            picked = self._pick_free(free, wanted, at, limit)
+            for name in names:
+                if len(picked) < limit and self._settings(name).limited:
+                    picked += self._pick_limited(name, wanted, at, limit - len(picked))
+            return [
+                self._put(job.claim(worker_id=worker_id, token=token, now=at, lease=lease))
+                for job in picked
+            ]
+
+    def _pick_free(
+        self, names: list[str], wanted: set[str] | None, at: datetime, limit: int
+    ) -> list[JobRecord]:
+        """Up to `limit` due jobs of queues without limits, in claim order."""
+        found: list[tuple[_Entry, str]] = []
+        skipped: list[tuple[_Entry, str]] = []
+        seen: set[JobId] = set()  # a job may have twin entries (released, same place)
+        for name in names:
+            heap = self._ready.get(name, [])
+            taken = 0
+            while heap and taken < limit:
+                entry = heapq.heappop(heap)
                 job = self._live(entry)
-                if job is None:
+                if job is None or job.id in seen:
                     continue
                 # A claim at a later `now` may have promoted jobs not due at this one.
                 if job.run_at > at or (wanted is not None and job.type not in wanted):
-                    skipped.append(entry)
+                    skipped.append((entry, name))
                     continue
-                claimed.append(
-                    self._put(job.claim(worker_id=worker_id, token=token, now=at, lease=lease))
+                found.append((entry, name))
+                seen.add(job.id)
+                taken += 1
+        found.sort()
+        for entry, name in found[limit:] + skipped:
+            heapq.heappush(self._ready[name], entry)
+        return [self._jobs[entry[3]] for entry, _ in found[:limit]]
+
+    def _pick_limited(
+        self, name: str, wanted: set[str] | None, at: datetime, limit: int
+    ) -> list[JobRecord]:
+        """The jobs a claim may take from a queue whose settings limit it."""
+        settings = self._settings(name)
+        running = [self._jobs[i] for i in self._processing if self._jobs[i].queue == name]
+        log = self._rate_logs.get(name, [])
+        allowed = queue_allowance(settings, processing=len(running), log=log, now=at, limit=limit)
+        if allowed <= 0:
+            return []
+        # the scan drops the heap's stale entries as it goes
+        heap = [entry for entry in self._ready.get(name, []) if self._live(entry) is not None]
+        heapq.heapify(heap)
+        self._ready[name] = heap
+        due = {
+            job.id: job
+            for entry in heap
+            if (job := self._jobs[entry[3]]).run_at <= at and (wanted is None or job.type in wanted)
+        }
+        ordered = sorted(
+            due.values(),
+            key=lambda j: (
+                -effective_priority(j.priority, j.run_at, at, settings.aging),
+                j.run_at,
+                j.seq,
+            ),
+        )
+        busy: dict[str, int] = {}
+        for job in running:
+            if job.concurrency_key is not None:
+                busy[job.concurrency_key] = busy.get(job.concurrency_key, 0) + 1
+        picked = pick_by_key(
+            [(job, job.concurrency_key) for job in ordered], busy, settings.key_concurrency, allowed
+        )
+        if settings.rate is not None:
+            self._rate_logs[name] = rate_log_after(settings.rate, log, at, len(picked))
+        return picked
+
+    def _settings(self, name: str) -> QueueSettings:
+        return self._queues.get(name) or QueueSettings(name=name)
+
+    def queue_settings(self) -> list[QueueSettings]:
+        with self._lock:
+            return [self._queues[name] for name in sorted(self._queues)]
+
+    def configure_queue(
+        self, name: str, change: QueueChange, *, now: datetime | None = None
+    ) -> QueueSettings:
+        check_queue(name, "name")
+        with self._lock:
+            settings = change.apply(self._settings(name))
+            if settings.rate != self._settings(name).rate:
+                self._rate_logs.pop(name, None)
+            self._queues[name] = settings
+            return settings
+
+    def queue_states(self, *, now: datetime | None = None) -> list[QueueState]:
+        with self._lock:
+            at = now or self.now()
+            counts: dict[str, dict[Status, int]] = {}
+            oldest: dict[str, datetime] = {}
+            due_types: dict[str, set[str]] = {}
+            for job in self._jobs.values():
+                by_status = counts.setdefault(job.queue, dict.fromkeys(Status, 0))
+                by_status[job.status] += 1
+                if job.is_due(at):
+                    due_types.setdefault(job.queue, set()).add(job.type)
+                    if job.queue not in oldest or job.run_at < oldest[job.queue]:
+                        oldest[job.queue] = job.run_at
+            return [
+                QueueState(
+                    settings=self._settings(name),
+                    counts=counts.get(name, dict.fromkeys(Status, 0)),
+                    oldest_due_run_at=oldest.get(name),
+                    due_types=tuple(sorted(due_types.get(name, ()))),
+                    now=at,
                 )
-            for entry in skipped:
-                heapq.heappush(self._ready, entry)
-            return claimed
+                for name in sorted(set(counts) | set(self._queues))
+            ]
 
     def complete(
         self,
@@ -375,7 +492,7 @@ class InMemoryJobRepository:
             run_at, _, job_id = heapq.heappop(self._scheduled)
             job = self._jobs.get(job_id)  # None: deleted since (a finished job)
             if job is not None and job.status in CLAIMABLE and job.run_at == run_at:
-                heapq.heappush(self._ready, (*claim_order(job), job.id))
+                heapq.heappush(self._ready.setdefault(job.queue, []), (*claim_order(job), job.id))
 
     def _live(self, entry: _Entry) -> JobRecord | None:
         job = self._jobs.get(entry[3])

@@ -103,6 +103,7 @@ class Job:
 class Consumer:
     function: ConsumerFunction
     timeout: timedelta | None = None
+    queue: str | None = None  # where its type's jobs go when the producer names no queue
     policy: RetryPolicy = RetryPolicy()
 
     @property
@@ -121,6 +122,11 @@ class Consumers:
             label = "the catch-all consumer" if job_type is None else f"job type {job_type!r}"
             raise ValueError(f"{label} already has a consumer")
         self._by_type[job_type] = consumer
+
+    def queue_of(self, job_type: str) -> str | None:
+        """The queue the consumer of `job_type` declares (not the catch-all's), if any."""
+        consumer = self._by_type.get(job_type)
+        return consumer.queue if consumer is not None else None
 
     def find(self, job_type: str) -> Consumer | None:
         return self._by_type.get(job_type) or self._by_type.get(None)

@@ -10,7 +10,13 @@ from typing import Any, cast
 import attrs
 
 from vesper.application.policies import Policies
-from vesper.application.ports import CompletingJobRepository, JobRepository
+from vesper.application.ports import (
+    CompletingJobRepository,
+    JobRepository,
+    QueueingCompletingJobRepository,
+    QueueingJobRepository,
+)
+from vesper.domain.errors import StoreLacksQueues
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.results import ResultRejected, encode_result
 from vesper.domain.states import Status
@@ -23,6 +29,10 @@ def lease_of(job: JobRecord) -> LeaseRef:
     return LeaseRef(job_id=job.id, token=job.lease.token)
 
 
+QueueSlots = Sequence[tuple[str, int]]
+"""Free slots by queue: how many jobs a claim may take from each."""
+
+
 @attrs.frozen
 class ClaimJobs:
     """Lease up to `limit` due jobs for `worker_id`, in claim order.
@@ -31,19 +41,49 @@ class ClaimJobs:
         worker_id: the claiming process.
         limit: how many at most (its free slots).
         types: only these job types; None takes every type.
+        queues: the free slots of each queue served: one store call per queue, each
+            for that many; None takes from every queue, `limit` in all (the only form
+            a store without `capabilities.queues` accepts).
     """
 
     jobs: JobRepository
     settings: Policies = Policies()
 
     def __call__(
-        self, worker_id: str, limit: int, types: Sequence[str] | None = None
+        self,
+        worker_id: str,
+        limit: int,
+        types: Sequence[str] | None = None,
+        queues: QueueSlots | None = None,
     ) -> list[JobRecord]:
         if limit <= 0:
             return []
-        return self.jobs.claim(
-            worker_id=worker_id, limit=limit, lease=self.settings.lease, types=types
-        )
+        if queues is None:
+            return self.jobs.claim(
+                worker_id=worker_id, limit=limit, lease=self.settings.lease, types=types
+            )
+        claimed: list[JobRecord] = []
+        for queue, slots in queues:
+            if slots > 0:
+                claimed += self.queueing.claim(
+                    worker_id=worker_id,
+                    limit=slots,
+                    lease=self.settings.lease,
+                    types=types,
+                    queues=[queue],
+                )
+        return claimed
+
+    @property
+    def queueing(self) -> QueueingJobRepository:
+        """The store, as one that takes `queues=`.
+
+        Raises:
+            StoreLacksQueues: it declares no `capabilities.queues`.
+        """
+        if not self.jobs.capabilities.queues:
+            raise StoreLacksQueues()
+        return cast(QueueingJobRepository, self.jobs)
 
 
 def failure_of(
@@ -189,6 +229,7 @@ class RecordAndClaim:
         worker_id: str,
         limit: int,
         types: Sequence[str] | None = None,
+        queues: QueueSlots | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         outcomes, results = with_results(outcomes, self.record.settings.limits.max_result_bytes)
         if limit <= 0 or not all(o.succeeded for o in outcomes):
@@ -196,22 +237,47 @@ class RecordAndClaim:
         jobs = self.record.jobs
         if not jobs.capabilities.complete_and_claim:
             recorded = self.record(outcomes)
-            try:
-                return recorded, self.claim(worker_id, limit, types)
-            except Exception:
-                # whatever the store raised: were it to reach the caller, its retry would
-                # find these leases gone and report the recorded outcomes as lost
-                return recorded, []
+            return recorded, self._claim_rest(worker_id, limit, types, queues)
         completing = cast(CompletingJobRepository, jobs)
         leases = [lease_of(o.job) for o in outcomes]
         lease = self.claim.settings.lease
-        if results:
+        if queues is None and results:
             return completing.complete_and_claim(
                 leases, worker_id=worker_id, limit=limit, lease=lease, types=types, results=results
             )
-        return completing.complete_and_claim(
-            leases, worker_id=worker_id, limit=limit, lease=lease, types=types
+        if queues is None:  # no results: the call a store written before them knows
+            return completing.complete_and_claim(
+                leases, worker_id=worker_id, limit=limit, lease=lease, types=types
+            )
+        # one queue rides on the completions; the others are claimed after them
+        (queue, slots), rest = queues[0], queues[1:]
+        completed, claimed = cast(QueueingCompletingJobRepository, jobs).complete_and_claim(
+            leases,
+            worker_id=worker_id,
+            limit=slots,
+            lease=lease,
+            types=types,
+            queues=[queue],
+            results=results or None,
         )
+        if rest:
+            claimed += self._claim_rest(worker_id, limit - slots, types, rest)
+        return completed, claimed
+
+    def _claim_rest(
+        self,
+        worker_id: str,
+        limit: int,
+        types: Sequence[str] | None,
+        queues: QueueSlots | None,
+    ) -> list[JobRecord]:
+        """A claim after outcomes were recorded: an error claims nothing instead."""
+        try:
+            return self.claim(worker_id, limit, types, queues)
+        except Exception:
+            # whatever the store raised: were it to reach the caller, its retry would
+            # find these leases gone and report the recorded outcomes as lost
+            return []
 
 
 @attrs.frozen(kw_only=True)

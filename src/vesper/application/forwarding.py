@@ -11,6 +11,8 @@ from vesper.application.ports import (
     ActivityJobRepository,
     CompletingJobRepository,
     JobRepository,
+    QueueingCompletingJobRepository,
+    QueueingJobRepository,
     Submitted,
     SummaryJobRepository,
 )
@@ -18,6 +20,7 @@ from vesper.domain.activity import Activity
 from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats, QueueSummary
 from vesper.domain.submission import NewJob
@@ -49,9 +52,16 @@ class ForwardingJobRepository:
         limit: int,
         lease: timedelta,
         types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         now: datetime | None = None,
     ) -> list[JobRecord]:
-        return self._jobs.claim(worker_id=worker_id, limit=limit, lease=lease, types=types, now=now)
+        if queues is None:  # a store without queues takes no such argument
+            return self._jobs.claim(
+                worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+            )
+        return cast(QueueingJobRepository, self._jobs).claim(
+            worker_id=worker_id, limit=limit, lease=lease, types=types, queues=queues, now=now
+        )
 
     def complete(
         self,
@@ -72,11 +82,23 @@ class ForwardingJobRepository:
         limit: int,
         lease: timedelta,
         types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         now: datetime | None = None,
         results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         """Only called where `capabilities.complete_and_claim` (the wrapped store's) is
         set, so the wrapped store has it."""
+        if queues is not None:
+            return cast(QueueingCompletingJobRepository, self._jobs).complete_and_claim(
+                leases,
+                worker_id=worker_id,
+                limit=limit,
+                lease=lease,
+                types=types,
+                queues=queues,
+                now=now,
+                results=results,
+            )
         jobs = cast(CompletingJobRepository, self._jobs)
         if results:
             return jobs.complete_and_claim(
@@ -91,6 +113,19 @@ class ForwardingJobRepository:
         return jobs.complete_and_claim(
             leases, worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
         )
+
+    # only called where `capabilities.queues` (the wrapped store's) is set
+
+    def queue_settings(self) -> list[QueueSettings]:
+        return cast(QueueingJobRepository, self._jobs).queue_settings()
+
+    def configure_queue(
+        self, name: str, change: QueueChange, *, now: datetime | None = None
+    ) -> QueueSettings:
+        return cast(QueueingJobRepository, self._jobs).configure_queue(name, change, now=now)
+
+    def queue_states(self, *, now: datetime | None = None) -> list[QueueState]:
+        return cast(QueueingJobRepository, self._jobs).queue_states(now=now)
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         return self._jobs.fail(failures, now=now)

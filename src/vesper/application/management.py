@@ -11,9 +11,9 @@ from vesper.application.metrics import NO_METRICS, JobMetrics
 from vesper.application.ports import ActivityJobRepository, JobRepository, SummaryJobRepository
 from vesper.domain.activity import Activity
 from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter
-from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.queues import DEFAULT_QUEUE
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats, QueueSummary
 
@@ -114,7 +114,7 @@ class BulkJobs:
 
     Raises:
         InvalidRequest: a filter the action cannot take (a status it does not start
-            from, a queue).
+            from).
     """
 
     jobs: JobRepository
@@ -122,10 +122,12 @@ class BulkJobs:
     metrics: JobMetrics = NO_METRICS
 
     def __call__(self, action: BulkAction, where: BulkFilter) -> BulkBatch:
-        if where.queue is not None:
-            # the seam for queues (issue 15): the stores learn the filter with the column
-            raise InvalidRequest("queue", "queues are not supported by this server yet")
         where.statuses(action)  # a status the action cannot take: refused before any work
+        if where.queue is not None and not self.jobs.capabilities.queues:
+            # a store without named queues holds every job in "default"
+            if where.queue != DEFAULT_QUEUE:
+                return BulkBatch()
+            where = attrs.evolve(where, queue=None)
         where = attrs.evolve(where, touched_before=self.jobs.now())
         changed = skipped = 0
         last: int | None = None

@@ -36,14 +36,13 @@ log = logging.getLogger("vesper.periodic")
 def tick_request(schedule: Schedule, tick: datetime) -> JobRequest:
     """The job of one tick. Every process builds the same one (run_at is the tick), so
     their submissions are replays of one another, not conflicts."""
-    # schedule.queue: the job request has no queue field yet; once it does, the tick's
-    # job goes to schedule.queue here (it is declared and listed already)
     return JobRequest(
         type=schedule.type,
         payload=schedule.payload,
         priority=schedule.priority,
         run_at=tick,
         idempotency_key=tick_key(schedule.name, tick),
+        queue=schedule.queue,  # None: the type's consumer's queue, else "default"
     )
 
 

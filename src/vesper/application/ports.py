@@ -44,6 +44,7 @@ from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery
+from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats, QueueSummary
 from vesper.domain.submission import NewJob
@@ -75,6 +76,10 @@ class Capabilities:
     # the repository is a SummaryJobRepository too: the overview's counts, capped (without
     # it the overview counts everything through stats())
     summary: bool = False
+    # the repository is a QueueingJobRepository too: claims take `queues=` and keep each
+    # queue's settings (pause, limits, aging); without it every job is in "default"
+    # and a worker that names queues refuses to start
+    queues: bool = False
 
 
 class Clock(Protocol):
@@ -293,6 +298,74 @@ class CompletingJobRepository(JobRepository, Protocol):
             result orders are theirs. A job completed here is never among the claimed.
         """
         ...
+
+
+class QueueingJobRepository(JobRepository, Protocol):
+    """A JobRepository that knows named queues and keeps their settings: optional,
+    declared by `capabilities.queues`. A store that declares `complete_and_claim` too
+    takes `queues=` there as in `claim` (QueueingCompletingJobRepository)."""
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[JobRecord]:
+        """JobRepository.claim, of the jobs of `queues` only if given (None: every
+        queue), keeping each queue's settings inside the claim, atomically against
+        every other claimer in any process.
+
+        Nothing is claimed from a paused queue; a queue never has more processing jobs
+        than its `concurrency`, nor a `concurrency_key` more than the queue's
+        `key_concurrency`; no window of a rate's period holds more claims than its count
+        (a sliding window); with `aging`, jobs are taken by effective priority (see
+        `vesper.domain.queues.effective_priority`), then run_at and insertion order.
+        Claim order holds within a queue; a claim over several queues may take from
+        them in any order.
+        """
+        ...
+
+    def queue_settings(self) -> list[QueueSettings]:
+        """The settings stored for each configured queue, by name."""
+        ...
+
+    def configure_queue(
+        self, name: str, change: QueueChange, *, now: datetime | None = None
+    ) -> QueueSettings:
+        """Apply `change` to the queue's settings (a queue with no jobs may be
+        configured) and return them; every later claim, in any process, applies them.
+
+        Raises:
+            InvalidRequest: a bad value (the field is named).
+        """
+        ...
+
+    def queue_states(self, *, now: datetime | None = None) -> list[QueueState]:
+        """Every queue that holds jobs or settings, by name: counts by status, the
+        run_at of its oldest due job, the types of its due jobs, its settings."""
+        ...
+
+
+class QueueingCompletingJobRepository(QueueingJobRepository, CompletingJobRepository, Protocol):
+    """A store with both capabilities: complete_and_claim takes `queues=` too."""
+
+    def complete_and_claim(
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
+        queues: Sequence[str] | None = None,
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
+        """CompletingJobRepository.complete_and_claim, its claim as QueueingJobRepository's."""
 
 
 class TransactionalJobRepository(JobRepository, Protocol):

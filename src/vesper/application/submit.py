@@ -43,6 +43,11 @@ def new_job_id() -> JobId:
     return JobId(uuid.uuid4())
 
 
+def no_routes(job_type: str) -> str | None:
+    """No consumer known here: a job without a queue goes to "default"."""
+    return None
+
+
 def run_steps(steps: SubmitSteps[T], submit: Callable[[list[NewJob]], list[Submitted]]) -> T:
     """Run a submission's steps here, with `submit` as its store call."""
     jobs = next(steps)
@@ -83,6 +88,8 @@ class SubmitJobs:
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
+    # the queue of a type's consumer, for a request that names none (None: "default")
+    routes: Callable[[str], str | None] = no_routes
     bounded: bool = True
     type_defaults: TypeDefaults | None = None
 
@@ -92,7 +99,12 @@ class SubmitJobs:
     def steps(self, requests: Sequence[JobRequest]) -> SubmitSteps[list[Submitted]]:
         """The use case as steps around its store call (see the module's docstring)."""
         submitted = yield _prepare_batch(
-            requests, self.settings, self.new_id, self.type_defaults, bounded=self.bounded
+            requests,
+            self.settings,
+            self.new_id,
+            self.routes,
+            self.type_defaults,
+            bounded=self.bounded,
         )
         _announce(submitted, self.signal, self.metrics)
         return submitted
@@ -115,6 +127,7 @@ class SubmitJob:
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
+    routes: Callable[[str], str | None] = no_routes  # as SubmitJobs'
     type_defaults: TypeDefaults | None = None
 
     def __call__(self, request: JobRequest) -> Submitted:
@@ -122,7 +135,9 @@ class SubmitJob:
 
     def steps(self, request: JobRequest) -> SubmitSteps[Submitted]:
         """The use case as steps around its store call (see the module's docstring)."""
-        submitted = yield [_prepare(request, self.settings, self.new_id, self.type_defaults)]
+        submitted = yield [
+            _prepare(request, self.settings, self.new_id, self.routes, self.type_defaults)
+        ]
         _announce(submitted, self.signal, self.metrics)
         return submitted[0]
 
@@ -131,6 +146,7 @@ def _prepare_batch(
     requests: Sequence[JobRequest],
     settings: Policies,
     new_id: Callable[[], JobId],
+    routes: Callable[[str], str | None],
     type_defaults: TypeDefaults | None,
     bounded: bool = True,
 ) -> list[NewJob]:
@@ -143,7 +159,7 @@ def _prepare_batch(
     prepared: list[NewJob] = []
     for index, request in enumerate(requests):
         try:
-            prepared.append(_prepare(request, settings, new_id, type_defaults))
+            prepared.append(_prepare(request, settings, new_id, routes, type_defaults))
         except InvalidRequest as exc:
             raise InvalidRequest(f"jobs[{index}].{exc.field}", exc.message) from None
     return prepared
@@ -153,8 +169,13 @@ def _prepare(
     request: JobRequest,
     settings: Policies,
     new_id: Callable[[], JobId],
+    routes: Callable[[str], str | None],
     type_defaults: TypeDefaults | None,
 ) -> NewJob:
+    if request.queue is None and isinstance(request.type, str):
+        routed = routes(request.type)
+        if routed is not None:
+            request = attrs.evolve(request, queue=routed)
     default = type_defaults(request.type) if type_defaults is not None else None
     return prepare(
         request,
@@ -194,16 +215,22 @@ class SubmitInTransaction:
     new_id: Callable[[], JobId] = new_job_id
     signal: JobSignal | None = None
     metrics: JobMetrics = NO_METRICS
+    routes: Callable[[str], str | None] = no_routes  # as SubmitJobs'
     type_defaults: TypeDefaults | None = None
 
     def prepare(self, requests: Sequence[JobRequest], *, batch: bool) -> list[NewJob]:
         """The validated jobs; `batch` False: one request, its errors name the bare field."""
         if batch:
             return _prepare_batch(
-                requests, self.settings, self.new_id, self.type_defaults, bounded=False
+                requests,
+                self.settings,
+                self.new_id,
+                self.routes,
+                self.type_defaults,
+                bounded=False,
             )
         (request,) = requests
-        return [_prepare(request, self.settings, self.new_id, self.type_defaults)]
+        return [_prepare(request, self.settings, self.new_id, self.routes, self.type_defaults)]
 
     def is_async(self, connection: object) -> bool:
         return self.jobs.is_async(connection)

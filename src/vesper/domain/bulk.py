@@ -12,6 +12,7 @@ import attrs
 
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId, JobRecord
+from vesper.domain.queues import check_queue
 from vesper.domain.states import FINISHED, TRANSITIONS, Status
 
 
@@ -33,8 +34,8 @@ class BulkFilter:
 
     status: Status | None = None
     type: str | None = None
-    # queues arrive with issue 15: accepted here; a store without queues is only asked
-    # with None (the use case refuses another value until then)
+    # a store without named queues is only asked with None (BulkJobs: all its jobs are
+    # in "default")
     queue: str | None = None
     priority: int | None = None
     created_before: datetime | None = None
@@ -44,6 +45,8 @@ class BulkFilter:
     ids: frozenset[JobId] | None = None
 
     def __attrs_post_init__(self) -> None:
+        if self.queue is not None:
+            check_queue(self.queue)
         if self.priority is not None and not 0 <= self.priority <= 10:
             raise InvalidRequest("priority", "must be an integer from 0 to 10")
         if self.created_before is not None and self.created_before.utcoffset() is None:
@@ -64,6 +67,7 @@ class BulkFilter:
         return (
             job.status in self.statuses(action)
             and (self.type is None or job.type == self.type)
+            and (self.queue is None or job.queue == self.queue)
             and (self.priority is None or job.priority == self.priority)
             and (self.created_before is None or job.created_at < self.created_before)
             and (self.touched_before is None or job.updated_at < self.touched_before)

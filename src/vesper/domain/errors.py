@@ -114,6 +114,15 @@ class NoConsumer(VesperError):
         self.job_type = job_type
 
 
+class StoreLacksQueues(VesperError):
+    """Named queues (a worker's queues, queue settings) on a store that has none."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this store does not support named queues (its capabilities.queues is False)"
+        )
+
+
 class InvalidSchedule(VesperError, ValueError):
     """A periodic schedule that cannot run: a bad cron expression, time zone or name."""
 

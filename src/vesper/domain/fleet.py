@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 import attrs
@@ -18,6 +18,15 @@ class WorkerProcess:
     concurrency: int  # job slots in this process
     started_at: datetime
     last_heartbeat: datetime
+    # the slots of each queue it serves; None: one pool of `concurrency` slots for every queue
+    queues: Mapping[str, int] | None = attrs.field(default=None, hash=False)
+    types: tuple[str, ...] | None = None  # the job types it claims; None: every type
+
+    def serves(self, queue: str, job_type: str) -> bool:
+        """Whether this process claims jobs of `job_type` in `queue`."""
+        return (self.queues is None or queue in self.queues) and (
+            self.types is None or job_type in self.types
+        )
 
 
 @attrs.frozen(kw_only=True)

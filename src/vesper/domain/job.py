@@ -11,6 +11,7 @@ from uuid import UUID
 import attrs
 
 from vesper.domain.errors import IllegalTransition, LeaseLost
+from vesper.domain.queues import DEFAULT_QUEUE
 from vesper.domain.states import CLAIMABLE, Status, allowed
 
 JobId = NewType("JobId", UUID)
@@ -61,6 +62,7 @@ class Snoozed:
 class JobRecord:
     id: JobId
     type: str
+    queue: str = DEFAULT_QUEUE  # claimed only by workers serving it; limits apply per queue
     priority: int = 0  # 0-10, higher first
     payload: Mapping[str, Any] = attrs.field(factory=dict)
     status: Status = Status.PENDING
@@ -70,6 +72,7 @@ class JobRecord:
     error: str = ""
     run_at: datetime  # aware UTC; not claimable before
     idempotency_key: str | None = None
+    concurrency_key: str | None = None  # key_concurrency counts processing jobs per key
     fingerprint: str = ""  # hash of the submitted request, for idempotent replays
     timeout: timedelta | None = None  # per-job time limit for one attempt
     trace_context: str | None = None  # W3C traceparent of the submitting request

@@ -116,7 +116,7 @@ class Cron:
 class Schedule:
     """A declared schedule: each tick of `cron` submits one job of `type`.
 
-    `queue` is carried for the job's queue (see the README); None is the default queue.
+    `queue` is the jobs' queue; None: their type's consumer's queue, else "default".
     """
 
     name: str

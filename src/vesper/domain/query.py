@@ -10,6 +10,7 @@ import attrs
 
 from vesper.domain.errors import InvalidCursor, InvalidRequest
 from vesper.domain.job import JobRecord
+from vesper.domain.queues import check_queue
 from vesper.domain.states import Status
 
 MAX_PAGE = 1000
@@ -28,6 +29,7 @@ class JobQuery:
     status: Status | None = None
     type: str | None = None
     priority: int | None = None
+    queue: str | None = None
     limit: int = 100
     cursor: str | None = None  # from JobPage.next_cursor: jobs older than the last one seen
     # the dashboard's search: a whole job id (any UUID spelling), or any part of an
@@ -41,6 +43,8 @@ class JobQuery:
             raise InvalidRequest("limit", f"must be from 1 to {MAX_PAGE}")
         if self.priority is not None and not 0 <= self.priority <= 10:
             raise InvalidRequest("priority", "must be an integer from 0 to 10")
+        if self.queue is not None:
+            check_queue(self.queue)
         if self.cursor is not None:
             decode_cursor(self.cursor)
 

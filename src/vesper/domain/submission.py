@@ -13,6 +13,7 @@ import attrs
 
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId, JobRecord
+from vesper.domain.queues import DEFAULT_QUEUE, check_concurrency_key, check_queue
 from vesper.domain.results import DEFAULT_MAX_RESULT
 from vesper.domain.states import Status
 
@@ -62,6 +63,8 @@ class JobRequest:
     idempotency_key: str | None = None
     timeout: timedelta | None = None
     trace_context: str | None = None
+    queue: str | None = None  # None: the queue of the type's consumer, else "default"
+    concurrency_key: str | None = None
     unique_key: str | None = None  # while a job with it is active, return that job
 
 
@@ -84,6 +87,8 @@ class NewJob:
     fingerprint: str
     timeout: timedelta | None
     trace_context: str | None
+    queue: str = DEFAULT_QUEUE
+    concurrency_key: str | None = None
     # `payload` as compact, key-sorted, ASCII-escaped JSON text, when known: a store
     # may insert it as is instead of serialising the payload again
     payload_json: str | None = None
@@ -94,12 +99,14 @@ class NewJob:
         return JobRecord(
             id=self.id,
             type=self.type,
+            queue=self.queue,
             priority=self.priority,
             payload=dict(self.payload),
             status=Status.PENDING,
             max_retries=self.max_retries,
             run_at=self.run_at if self.run_at is not None else now + self.delay,
             idempotency_key=self.idempotency_key,
+            concurrency_key=self.concurrency_key,
             fingerprint=self.fingerprint,
             timeout=self.timeout,
             trace_context=self.trace_context,
@@ -113,8 +120,13 @@ class NewJob:
 def prepare(
     request: JobRequest, *, job_id: JobId, limits: Limits, default_max_retries: int
 ) -> NewJob:
-    """Validate `request` against `limits`; raise InvalidRequest naming the first bad field."""
+    """Validate `request` against `limits`; raise InvalidRequest naming the first bad field.
+
+    A request without a queue goes to "default" (the submit use case names the queue
+    of the type's consumer first, when it knows one)."""
     _check_type(request.type, limits)
+    queue = DEFAULT_QUEUE if request.queue is None else check_queue(request.queue)
+    check_concurrency_key(request.concurrency_key)
     _check_priority(request.priority)
     payload, payload_json = _check_payload(request.payload, limits)
     max_retries = default_max_retries if request.max_retries is None else request.max_retries
@@ -149,9 +161,11 @@ def prepare(
     if request.idempotency_key is None:
         print_ = ""
     elif payload_json is not None:
-        print_ = _fingerprint_of(request, payload_json, max_retries=max_retries)
+        print_ = _fingerprint_of(request, payload_json, max_retries=max_retries, queue=queue)
     else:
-        print_ = fingerprint(attrs.evolve(request, payload=payload), max_retries=max_retries)
+        print_ = fingerprint(
+            attrs.evolve(request, payload=payload, queue=queue), max_retries=max_retries
+        )
     return NewJob(
         id=job_id,
         type=request.type,
@@ -164,6 +178,8 @@ def prepare(
         fingerprint=print_,
         timeout=request.timeout,
         trace_context=request.trace_context,
+        queue=queue,
+        concurrency_key=request.concurrency_key,
         payload_json=payload_json,
         unique_key=request.unique_key,
     )
@@ -193,23 +209,39 @@ def fingerprint(request: JobRequest, *, max_retries: int) -> str:
         "run_at": request.run_at.isoformat() if request.run_at else None,
         "delay": request.delay.total_seconds() if request.delay is not None else None,
         "timeout": request.timeout.total_seconds() if request.timeout is not None else None,
+        **_routing(request.queue, request.concurrency_key),
     }
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _fingerprint_of(request: JobRequest, payload_json: str, *, max_retries: int) -> str:
+def _routing(queue: str | None, concurrency_key: str | None) -> dict[str, str]:
+    """The routing fields a fingerprint hashes: only those that differ from the
+    defaults, so that the fingerprints of keys bound before queues existed still match."""
+    fields = {}
+    if queue is not None and queue != DEFAULT_QUEUE:
+        fields["queue"] = queue
+    if concurrency_key is not None:
+        fields["concurrency_key"] = concurrency_key
+    return fields
+
+
+def _fingerprint_of(request: JobRequest, payload_json: str, *, max_retries: int, queue: str) -> str:
     """`fingerprint`, given the payload's key-sorted compact ASCII text: the same text,
     spliced together rather than serialised again (keys in sorted order:
-    delay, max_retries, payload, priority, run_at, timeout, type)."""
+    [concurrency_key], delay, max_retries, payload, priority, [queue], run_at, timeout,
+    type)."""
+    routing = _routing(queue, request.concurrency_key)
     head = _CANONICAL.encode(
         {
             "delay": request.delay.total_seconds() if request.delay is not None else None,
             "max_retries": max_retries,
+            **{k: v for k, v in routing.items() if k == "concurrency_key"},
         }
     )
     tail = _CANONICAL.encode(
         {
+            **{k: v for k, v in routing.items() if k == "queue"},
             "priority": request.priority,
             "run_at": request.run_at.isoformat() if request.run_at else None,
             "timeout": request.timeout.total_seconds() if request.timeout is not None else None,

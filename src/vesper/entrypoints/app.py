@@ -11,11 +11,13 @@ from uuid import UUID
 from dependency_injector import providers
 
 from vesper.application.consumers import Consumer, ConsumerFunction, Consumers
+from vesper.application.submit import no_routes
 from vesper.application.waiting import JobWaits
 from vesper.domain.backoff import Backoff
 from vesper.domain.errors import InvalidSchedule
 from vesper.domain.job import JobId, JobRecord
 from vesper.domain.periodic import Schedule, check_name
+from vesper.domain.queues import check_queue
 from vesper.domain.retry import ExceptionTypes, RetryPolicy
 from vesper.domain.submission import JobRequest, seconds
 from vesper.entrypoints.container import Container, build_container
@@ -76,6 +78,9 @@ class App:
     def container(self) -> Container:
         if self._container is None:
             self._container = build_container(self.settings)
+        if self._container.queue_routes() is no_routes:
+            # jobs submitted here without a queue go to their consumer's
+            self._container.queue_routes.override(providers.Object(self.consumers.queue_of))
         if self._container.type_defaults() is None:
             # jobs submitted here without max_retries take their consumer's
             self._container.type_defaults.override(providers.Object(self.consumers.max_retries))
@@ -91,6 +96,7 @@ class App:
         /,
         *,
         timeout: float | timedelta | None = None,
+        queue: str | None = None,
         max_retries: int | None = None,
         backoff: Backoff | None = None,
         retry_on: type[BaseException] | ExceptionTypes = (),
@@ -103,6 +109,7 @@ class App:
         /,
         *,
         timeout: float | timedelta | None = None,
+        queue: str | None = None,
         max_retries: int | None = None,
         backoff: Backoff | None = None,
         retry_on: type[BaseException] | ExceptionTypes = (),
@@ -114,7 +121,10 @@ class App:
         attempt (retried with backoff); raising `vesper.NonRetryable` sends the job
         straight to dlq, `vesper.Snooze(s)` runs it again in s seconds without counting
         the attempt, `vesper.RetryAfter(s)` retries it in s seconds instead of the
-        backoff. `timeout` (seconds) limits one attempt of this type.
+        backoff. `timeout` (seconds) limits one attempt of this type. `queue` is where
+        jobs of this type go when their producer names none (App.enqueue, and the HTTP
+        API of a process that runs this app); it does not limit which queues a worker
+        claims them from (VESPER_QUEUES does).
 
         The retry policy of this type: `max_retries` for its jobs submitted through
         this app without one (a job's own wins), `backoff` between its retries,
@@ -124,12 +134,18 @@ class App:
         if callable(job_type):
             self.consumers.add(None, Consumer(job_type))
             return job_type
+        if queue is not None:
+            check_queue(queue)
+        if queue is not None and job_type is None:
+            raise ValueError("the catch-all consumer takes no queue: name a job type")
         policy = RetryPolicy(
             max_retries=max_retries, backoff=backoff, retry_on=retry_on, discard_on=discard_on
         )
 
         def register(function: F) -> F:
-            consumer = Consumer(function, timeout=_seconds("timeout", timeout), policy=policy)
+            consumer = Consumer(
+                function, timeout=_seconds("timeout", timeout), queue=queue, policy=policy
+            )
             self.consumers.add(job_type, consumer)
             return function
 
@@ -210,6 +226,8 @@ class App:
         delay: float | timedelta | None = None,
         idempotency_key: str | None = None,
         timeout: float | timedelta | None = None,
+        queue: str | None = None,
+        concurrency_key: str | None = None,
         unique_key: str | None = None,
         connection: SyncConnection | None = None,
     ) -> JobRecord: ...
@@ -226,6 +244,8 @@ class App:
         delay: float | timedelta | None = None,
         idempotency_key: str | None = None,
         timeout: float | timedelta | None = None,
+        queue: str | None = None,
+        concurrency_key: str | None = None,
         unique_key: str | None = None,
         connection: AsyncioConnection,
     ) -> Awaitable[JobRecord]: ...
@@ -241,6 +261,8 @@ class App:
         delay: float | timedelta | None = None,
         idempotency_key: str | None = None,
         timeout: float | timedelta | None = None,
+        queue: str | None = None,
+        concurrency_key: str | None = None,
         unique_key: str | None = None,
         connection: SyncConnection | AsyncioConnection | None = None,
     ) -> JobRecord | Awaitable[JobRecord]:
@@ -251,6 +273,9 @@ class App:
         to the store's database), the job is written in the transaction open on it and
         exists only if the caller commits; with an asyncio one (AsyncConnection,
         AsyncSession, psycopg.AsyncConnection) the result is awaited.
+
+        Without `queue` the job goes to its type's consumer's queue, else "default".
+        `concurrency_key` groups jobs for the queue's key_concurrency (a tenant id).
         """
         request = JobRequest(
             type=job_type,
@@ -264,6 +289,8 @@ class App:
             idempotency_key=idempotency_key,
             timeout=_seconds("timeout", timeout),
             trace_context=current_traceparent(),  # the producer's trace continues in the worker
+            queue=queue,
+            concurrency_key=concurrency_key,
             unique_key=unique_key,
         )
         if connection is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-_WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W4", "W5", "W6", "W6s", "R1", "W7")
+_WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W3q", "W3c", "W4", "W5", "W6", "W6s", "R1", "W7")
 _DEFAULT = ",".join(_WORKLOADS)
 # scaled by --scale (at least 10 each)
 _COUNTS = (
@@ -61,8 +61,8 @@ def _harness() -> Any:
     "--workloads",
     default=_DEFAULT,
     show_default=True,
-    help="Any of these, comma-separated (W5, R1, W7: vesper only; W6, W6s: vesper on"
-    " PostgreSQL only).",
+    help="Any of these, comma-separated (W5, R1, W7, W3q, W3c: vesper only; W6, W6s:"
+    " vesper on PostgreSQL only).",
 )
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True)
 @click.option(

@@ -23,6 +23,7 @@ from vesper.entrypoints.bench import bench
 from vesper.entrypoints.container import build_container
 from vesper.entrypoints.jobs_cli import jobs
 from vesper.entrypoints.logs import configure_logging
+from vesper.entrypoints.queues_cli import queues_command
 from vesper.entrypoints.service import listen
 from vesper.entrypoints.settings import ConfigError, Settings, describe_store
 from vesper.entrypoints.supervisor import Supervisor, child_command, default_processes
@@ -84,6 +85,12 @@ def main() -> None:
 workers_option = click.option(
     "--workers", type=click.IntRange(min=1), help="Job slots in this process (overrides WORKERS)."
 )
+queues_option = click.option(
+    "--queues",
+    metavar="QUEUE=SLOTS,...",
+    help="Serve these queues, each with its own slots, e.g. email=2,default=10 "
+    "(overrides VESPER_QUEUES; unset: WORKERS slots serve every queue).",
+)
 addr_option = click.option(
     "--addr", help="Listen address, :8080 or host:port (overrides API_ADDR)."
 )
@@ -94,23 +101,31 @@ API_BACKLOG = 2048  # uvicorn's default: connections queue while every process r
 @app_option
 @workers_option
 @addr_option
-def serve(app_path: str | None, workers: int | None, addr: str | None) -> None:
+@queues_option
+def serve(app_path: str | None, workers: int | None, addr: str | None, queues: str | None) -> None:
     """Run the HTTP API and the workers in this process (the default deployment)."""
     _override(workers=workers, addr=addr)
+    if queues is not None:
+        os.environ["VESPER_QUEUES"] = queues
     _load(app_path, announce=False).run(api=True, workers=True)
 
 
 @main.command()
 @app_option
 @workers_option
+@queues_option
 @click.option(
     "--processes",
     type=click.IntRange(min=1),
     help="Worker processes, supervised (default: one per core; 1: this process only).",
 )
-def worker(app_path: str | None, workers: int | None, processes: int | None) -> None:
+def worker(
+    app_path: str | None, workers: int | None, queues: str | None, processes: int | None
+) -> None:
     """Run workers only: claim and run jobs until SIGTERM or Ctrl+C."""
     _override(workers=workers, addr=None)
+    if queues is not None:
+        os.environ["VESPER_QUEUES"] = queues
     app = _load(app_path, announce=False)
     memory = app.settings.storage == "memory"
     if memory and processes is not None and processes > 1:
@@ -220,6 +235,8 @@ def migrate() -> None:
 @click.option("--max-retries", type=click.IntRange(min=0))
 @click.option("--delay", type=float, help="Seconds before the job is due.")
 @click.option("--idempotency-key")
+@click.option("--queue", help='The queue (default: "default").')
+@click.option("--concurrency-key", help="Groups jobs for the queue's key_concurrency.")
 @click.option("--unique-key", help="Return the active job with this key instead, if any.")
 def enqueue(
     job_type: str,
@@ -228,6 +245,8 @@ def enqueue(
     max_retries: int | None,
     delay: float | None,
     idempotency_key: str | None,
+    queue: str | None,
+    concurrency_key: str | None,
     unique_key: str | None,
 ) -> None:
     """Submit one job and print it as JSON."""
@@ -257,6 +276,8 @@ def enqueue(
             max_retries=max_retries,
             delay=delay,
             idempotency_key=idempotency_key,
+            queue=queue,
+            concurrency_key=concurrency_key,
             unique_key=unique_key,
         )
     except InvalidRequest as exc:
@@ -386,6 +407,7 @@ def delete_schedule(name: str) -> None:
 
 
 main.add_command(bench)
+main.add_command(queues_command)
 main.add_command(jobs)
 
 

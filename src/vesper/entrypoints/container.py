@@ -66,9 +66,16 @@ from vesper.application.ports import (
     store_pools,
     store_schedules,
 )
+from vesper.application.queues import ConfigureQueue, GetQueue, ListQueues
 from vesper.application.retention import DeleteJob, PruneJobs
 from vesper.application.store_gate import STORE_WAIT_S, StoreGate
-from vesper.application.submit import SubmitInTransaction, SubmitJob, SubmitJobs, TypeDefaults
+from vesper.application.submit import (
+    SubmitInTransaction,
+    SubmitJob,
+    SubmitJobs,
+    TypeDefaults,
+    no_routes,
+)
 from vesper.application.waiting import JobWaits
 from vesper.domain.errors import StoreUnavailable
 from vesper.entrypoints.settings import BUILTIN_STORAGES, Settings, load_storage_plugin
@@ -133,6 +140,7 @@ def open_once(open_store: Callable[[], Store], lock: threading.Lock, gate: Store
 def open_metrics(
     get_stats: Callable[[], GetStats],
     get_fleet: Callable[[], GetFleet],
+    list_queues: Callable[[], ListQueues],
     store: Callable[[], Store],
     gate: StoreGate,
     max_types: int,
@@ -142,6 +150,12 @@ def open_metrics(
     metrics = OtelMetrics(max_types=max_types)
     metrics.observe_queue(lambda: gate.call(get_stats(), deadline=gate.deadline()))
     metrics.observe_fleet(lambda: gate.call(get_fleet(), deadline=gate.deadline()))
+
+    def unserved() -> dict[str, int]:
+        views = gate.call(list_queues(), deadline=gate.deadline())
+        return {view.state.name: len(view.unserved_types) for view in views}
+
+    metrics.observe_unserved(unserved)
     metrics.observe_pools(lambda: store_pools(store()))
     try:
         yield metrics
@@ -320,6 +334,7 @@ class Container(containers.DeclarativeContainer):
         open_metrics,
         get_stats=get_stats.provider,
         get_fleet=get_fleet.provider,
+        list_queues=providers.Factory(ListQueues, jobs=jobs, registry=worker_registry).provider,
         store=store.provider,
         gate=store_gate,
         max_types=config.metrics_max_types,
@@ -343,6 +358,9 @@ class Container(containers.DeclarativeContainer):
     global_tracing = providers.Callable(install_global_tracer_provider, tracer_provider)
     worker_tracer = providers.Callable(lambda p: p.get_tracer("vesper.worker"), tracer_provider)
 
+    # the queue of a type's consumer, for jobs submitted without one: a vesper.App
+    # overrides it with its consumers' (vesper api alone knows none: "default")
+    queue_routes = providers.Object(no_routes)
     # the consumers' max_retries by job type: `vesper.App` sets its consumers' here
     type_defaults: providers.Provider[TypeDefaults | None] = providers.Object(None)
     submit_job = providers.Factory(
@@ -351,6 +369,7 @@ class Container(containers.DeclarativeContainer):
         settings=policies,
         signal=job_signal,
         metrics=metrics,
+        routes=queue_routes,
         type_defaults=type_defaults,
     )
     submit_jobs = providers.Factory(
@@ -359,6 +378,7 @@ class Container(containers.DeclarativeContainer):
         settings=policies,
         signal=job_signal,
         metrics=metrics,
+        routes=queue_routes,
         type_defaults=type_defaults,
     )
     # `app.enqueue(..., connection=conn)`: the store's own repository, on the caller's
@@ -369,6 +389,7 @@ class Container(containers.DeclarativeContainer):
         settings=policies,
         signal=job_signal,
         metrics=metrics,
+        routes=queue_routes,
         type_defaults=type_defaults,
     )
     claim_jobs = providers.Factory(ClaimJobs, jobs=jobs, settings=policies)
@@ -378,6 +399,9 @@ class Container(containers.DeclarativeContainer):
     list_jobs = providers.Factory(ListJobs, jobs=jobs)
     cancel_job = providers.Factory(CancelJob, jobs=jobs, metrics=metrics)
     retry_job = providers.Factory(RetryJob, jobs=jobs)
+    list_queues = providers.Factory(ListQueues, jobs=jobs, registry=worker_registry)
+    get_queue = providers.Factory(GetQueue, queues=list_queues)
+    configure_queue = providers.Factory(ConfigureQueue, get_queue=get_queue)
     bulk_jobs = providers.Factory(BulkJobs, jobs=jobs, metrics=metrics)
     get_activity = providers.Factory(GetActivity, jobs=jobs)
     get_summary = providers.Factory(GetSummary, jobs=jobs)

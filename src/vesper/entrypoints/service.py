@@ -75,6 +75,13 @@ def build_runner(app: App) -> WorkerRunner:
     runner: WorkerRunner = app.container.worker(
         consumers=app.consumers, schedules=list(app.schedules)
     )
+    if (
+        app.settings.worker.queues is not None
+        and not runner.uses.claim_jobs.jobs.capabilities.queues
+    ):
+        raise SystemExit(
+            f"vesper: VESPER_QUEUES: the store {app.settings.storage!r} has no named queues"
+        )
     return runner
 
 

@@ -86,6 +86,23 @@ def parse_addr(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_queue_slots(text: str) -> dict[str, int]:
+    """VESPER_QUEUES: "default=10,email=2", each queue served with its own slots."""
+    slots: dict[str, int] = {}
+    for part in text.split(","):
+        name, sep, count = part.strip().partition("=")
+        name = name.strip()
+        if not sep or re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) is None:
+            raise ValueError(f"expected queue=slots pairs, e.g. default=10,email=2; got {part!r}")
+        if name in slots:
+            raise ValueError(f"queue {name!r} is named twice")
+        try:
+            slots[name] = _positive_int(count.strip())
+        except ValueError:
+            raise ValueError(f"queue {name!r}: slots must be an integer of 1 or more") from None
+    return slots
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -235,8 +252,10 @@ class Settings:
                 max_result_bytes=e.get("VESPER_MAX_RESULT", _positive_size, DEFAULT_MAX_RESULT),
             ),
         )
+        queues = e.get("VESPER_QUEUES", parse_queue_slots, None)
         worker = WorkerSettings(
-            concurrency=e.get("WORKERS", _positive_int, 5),
+            concurrency=sum(queues.values()) if queues else e.get("WORKERS", _positive_int, 5),
+            queues=queues,
             poll_interval=e.get("VESPER_POLL_INTERVAL", _positive_duration, timedelta(seconds=1)),
             shutdown_grace=e.get("VESPER_SHUTDOWN_GRACE", parse_duration, timedelta(seconds=30)),
             job_timeout=e.get("VESPER_JOB_TIMEOUT", _positive_duration, None),

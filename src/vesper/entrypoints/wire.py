@@ -13,9 +13,11 @@ from uuid import UUID
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
+from vesper.application.queues import QueueView
 from vesper.domain.fleet import Fleet, WorkerProcess
 from vesper.domain.job import JobRecord, Lease
 from vesper.domain.periodic import ScheduleRecord
+from vesper.domain.queues import duration_text
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 
@@ -57,7 +59,24 @@ def job_to_wire(job: JobRecord) -> dict[str, Any]:
 def process_to_wire(process: WorkerProcess) -> dict[str, Any]:
     data: dict[str, Any] = wire_converter.unstructure(process)
     data["worker_id"] = data.pop("id")
+    data["queues"] = dict(process.queues) if process.queues is not None else None
+    data["types"] = list(process.types) if process.types is not None else None
     return data
+
+
+def queue_to_wire(view: QueueView) -> dict[str, Any]:
+    state, settings = view.state, view.state.settings
+    return {
+        "name": state.name,
+        "by_status": {status.value: n for status, n in state.counts.items()},
+        "oldest_pending_age_seconds": round(state.oldest_due_age.total_seconds(), 3),
+        "paused": settings.paused,
+        "concurrency": settings.concurrency,
+        "rate": str(settings.rate) if settings.rate is not None else None,
+        "key_concurrency": settings.key_concurrency,
+        "aging": duration_text(settings.aging) if settings.aging is not None else None,
+        "unserved_types": list(view.unserved_types),
+    }
 
 
 def fleet_to_wire(fleet: Fleet) -> dict[str, Any]:

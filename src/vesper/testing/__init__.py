@@ -26,7 +26,8 @@ class TestMyStore(StoreContract):
 ```
 
 `JobRepositoryContract` and `WorkerRegistryContract` check one port each; `StoreContract`
-checks both. Capability flags (`store.jobs.capabilities`) skip what a store cannot do or
+checks both. The Queue*Contract classes (in JobRepositoryContract) check named queues,
+an optional capability (`capabilities.queues`): a store without it skips them. Capability flags (`store.jobs.capabilities`) skip what a store cannot do or
 does not offer (`complete_and_claim` is optional). `FreeStore` wraps a store to take the
 freedoms the port leaves it (a token per claimed job, results in another order, no
 complete_and_claim): the suite passes such a store too.
@@ -60,6 +61,8 @@ pytest.register_assert_rewrite(
     "vesper.testing.model_parts",
     "vesper.testing.outage_contract",
     "vesper.testing.postgres",
+    "vesper.testing.queue_races_contract",
+    "vesper.testing.queues_contract",
     "vesper.testing.races_contract",
     "vesper.testing.schedules_contract",
     "vesper.testing.results_contract",
@@ -93,6 +96,13 @@ from vesper.testing.management_contract import (
 )
 from vesper.testing.model import ModelContract, StoreModel
 from vesper.testing.outage_contract import OutageContract
+from vesper.testing.queue_races_contract import QueueRaceContract
+from vesper.testing.queues_contract import (
+    QueueClaimContract,
+    QueueLimitContract,
+    QueuePauseContract,
+    QueueSettingsContract,
+)
 from vesper.testing.races_contract import RaceContract
 from vesper.testing.results_contract import GetManyContract, ResultsContract
 from vesper.testing.retention_contract import DeleteContract, PruneContract, PruneModelContract
@@ -120,6 +130,11 @@ class JobRepositoryContract(
     CancelContract,
     RetryContract,
     RaceContract,
+    QueueClaimContract,
+    QueuePauseContract,
+    QueueSettingsContract,
+    QueueLimitContract,
+    QueueRaceContract,
     ModelContract,
     CancelRequestContract,
     SnoozeContract,
@@ -167,6 +182,11 @@ __all__ = [
     "OutageContract",
     "PruneContract",
     "PruneModelContract",
+    "QueueClaimContract",
+    "QueueLimitContract",
+    "QueuePauseContract",
+    "QueueRaceContract",
+    "QueueSettingsContract",
     "RaceContract",
     "RecordAndClaimContract",
     "ReleaseContract",

@@ -7,7 +7,7 @@ from datetime import datetime
 import attrs
 import pytest
 
-from vesper.application.ports import JobRepository
+from vesper.application.ports import JobRepository, QueueingJobRepository
 from vesper.domain.bulk import BulkAction, BulkFilter
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.states import Status
@@ -85,6 +85,16 @@ class BulkContract(StoreFixtures):
         # every job was created at T0: none before it
         assert changed(jobs, BulkAction.RETRY, BulkFilter(created_before=T0)) == 0
         assert changed(jobs, BulkAction.RETRY, BulkFilter(created_before=at(1))) == 3
+
+    def test_bulk_filters_by_queue(self, queueing: QueueingJobRepository) -> None:
+        submit(queueing, new_job("a"), new_job("a", queue="q1"), new_job("b", queue="q1"), now=T0)
+        cancel = BulkAction.CANCEL
+        assert changed(queueing, cancel, BulkFilter(queue="q2"), now=at(1)) == 0
+        assert changed(queueing, cancel, BulkFilter(queue="q1", type="a"), now=at(1)) == 1
+        assert changed(queueing, cancel, BulkFilter(queue="q1"), now=at(1)) == 1
+        left = [(j.queue, j.type) for j in all_jobs(queueing) if j.status is Status.PENDING]
+        assert left == [("default", "a")]
+        assert changed(queueing, cancel, BulkFilter(queue="default"), now=at(1)) == 1
 
     def test_bulk_takes_only_jobs_touched_before_the_mark(self, jobs: JobRepository) -> None:
         dead_jobs(jobs, 3)  # last changed at T0 + 2 s

@@ -26,12 +26,12 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
 
-from vesper.application.ports import JobRepository, Store, WorkerRegistry
+from vesper.application.ports import JobRepository, QueueingJobRepository, Store, WorkerRegistry
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef
 from vesper.domain.query import JobQuery
 from vesper.domain.submission import JobRequest, Limits, NewJob, prepare
@@ -82,6 +82,8 @@ def new_job(
     timeout: timedelta | None = None,
     trace_context: str | None = None,
     job_id: JobId | None = None,
+    queue: str | None = None,
+    concurrency_key: str | None = None,
     unique_key: str | None = None,
 ) -> NewJob:
     """A validated job, as the submit use case hands it to a store."""
@@ -95,6 +97,8 @@ def new_job(
         idempotency_key=key,
         timeout=timeout,
         trace_context=trace_context,
+        queue=queue,
+        concurrency_key=concurrency_key,
         unique_key=unique_key,
     )
     return prepare(
@@ -118,8 +122,14 @@ def claim(
     limit: int = 100,
     lease: timedelta = LEASE,
     types: Sequence[str] | None = None,
+    queues: Sequence[str] | None = None,
 ) -> list[JobRecord]:
-    return jobs.claim(worker_id=worker_id, limit=limit, lease=lease, types=types, now=now)
+    """A claim; with `queues`, of a store that has them (capabilities.queues)."""
+    if queues is None:
+        return jobs.claim(worker_id=worker_id, limit=limit, lease=lease, types=types, now=now)
+    return cast(QueueingJobRepository, jobs).claim(
+        worker_id=worker_id, limit=limit, lease=lease, types=types, queues=queues, now=now
+    )
 
 
 def claim_one(jobs: JobRepository, *, now: datetime, worker_id: str = "w1") -> JobRecord:
@@ -151,6 +161,7 @@ def all_jobs(jobs: JobRepository, query: JobQuery | None = None) -> list[JobReco
                 status=base.status,
                 type=base.type,
                 priority=base.priority,
+                queue=base.queue,
                 limit=base.limit,
                 cursor=cursor,
             )
@@ -202,3 +213,10 @@ class StoreFixtures:
     @pytest.fixture
     def workers(self, store: Store) -> WorkerRegistry:
         return store.workers
+
+    @pytest.fixture
+    def queueing(self, jobs: JobRepository) -> QueueingJobRepository:
+        """The store's jobs, as a store with named queues; skips the test otherwise."""
+        if not jobs.capabilities.queues:
+            pytest.skip("the store has no named queues (capabilities.queues=False)")
+        return cast(QueueingJobRepository, jobs)

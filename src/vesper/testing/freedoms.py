@@ -47,9 +47,14 @@ class FreeJobs:
         self._inner = inner
         kept = keep_complete_and_claim and inner.capabilities.complete_and_claim
         # activity and summary are optional too: a store free of them shows the dashboard
-        # no chart, and counts its overview through stats
+        # no chart, and counts its overview through stats; no queues either: a store
+        # without them still passes the rest of the suite
         self.capabilities = attrs.evolve(
-            inner.capabilities, complete_and_claim=kept, activity=False, summary=False
+            inner.capabilities,
+            complete_and_claim=kept,
+            activity=False,
+            summary=False,
+            queues=False,
         )
         self._per_job_tokens = per_job_tokens
         self._reordered = reordered

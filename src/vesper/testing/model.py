@@ -36,10 +36,24 @@ from vesper.domain.bulk import BulkAction, BulkFilter
 from vesper.domain.errors import VesperError
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobQuery
+from vesper.domain.queues import QueueChange
 from vesper.domain.states import FINISHED, Status
 from vesper.testing.fixtures import T0, StoreFactory, StoreFixtures, StoreOpener, all_jobs
+from vesper.testing.fixtures import claim as claim_from
 from vesper.testing.fixtures import ref as ref_of
-from vesper.testing.model_parts import HeldLease, JobSpec, nonzero, norm, norm_all, specs, summary
+from vesper.testing.model_parts import (
+    HeldLease,
+    JobSpec,
+    nonzero,
+    nonzero_status,
+    norm,
+    norm_all,
+    plain,
+    queue_changes,
+    queueing,
+    specs,
+    summary,
+)
 
 R = TypeVar("R")
 LeaseAction = Callable[[JobRepository, list[LeaseRef]], list[JobRecord]]
@@ -62,6 +76,7 @@ class StoreModel(RuleBasedStateMachine):
         self.oracle = InMemoryJobRepository()
         self.now: datetime = T0
         self.held: list[HeldLease] = []
+        self.queues = self.subject.capabilities.queues
 
     def teardown(self) -> None:
         self._exit.close()
@@ -104,6 +119,8 @@ class StoreModel(RuleBasedStateMachine):
     # -- submit -----------------------------------------------------------------------
 
     def _submit(self, batch: list[JobSpec]) -> object:
+        if not self.queues:
+            batch = [plain(spec) for spec in batch]
         news = [spec.new_job() for spec in batch]
         results = self.both(lambda repo: repo.submit(news, now=self.now))
         if results is None:
@@ -132,12 +149,27 @@ class StoreModel(RuleBasedStateMachine):
         limit=st.integers(1, 3),
         types=st.sampled_from([None, None, ("a",), ("b",), ("a", "b")]),
         lease=st.sampled_from([10, 30]),
+        queues=st.sampled_from([None, None, ("q1",), ("default",), ("default", "q1")]),
     )
-    def claim(self, worker: str, limit: int, types: tuple[str, ...] | None, lease: int) -> None:
+    def claim(
+        self,
+        worker: str,
+        limit: int,
+        types: tuple[str, ...] | None,
+        lease: int,
+        queues: tuple[str, ...] | None,
+    ) -> None:
         def action(repo: JobRepository) -> list[JobRecord]:
             length = timedelta(seconds=lease)
-            return repo.claim(
-                worker_id=worker, limit=limit, lease=length, types=types, now=self.now
+            chosen = queues if self.queues else None
+            return claim_from(
+                repo,
+                worker_id=worker,
+                limit=limit,
+                lease=length,
+                types=types,
+                queues=chosen,
+                now=self.now,
             )
 
         expected, actual = self.both(action) or ([], [])
@@ -213,12 +245,19 @@ class StoreModel(RuleBasedStateMachine):
         action=st.sampled_from(BulkAction),
         status=st.none() | st.sampled_from(Status),
         job_type=st.none() | st.sampled_from(["a", "b"]),
+        queue=st.none() | st.sampled_from(["default", "q1"]),
         limit=st.integers(1, 3),
     )
     def bulk(
-        self, action: BulkAction, status: Status | None, job_type: str | None, limit: int
+        self,
+        action: BulkAction,
+        status: Status | None,
+        job_type: str | None,
+        queue: str | None,
+        limit: int,
     ) -> None:
-        where = BulkFilter(status=status, type=job_type, touched_before=self.now)
+        queue = queue if self.queues else None  # a store without queues is asked with None
+        where = BulkFilter(status=status, type=job_type, queue=queue, touched_before=self.now)
         results = self.both(lambda repo: repo.bulk(action, where, limit=limit, now=self.now))
         if results is not None:
             # seq values may differ between stores (PostgreSQL's have gaps): not last_seq
@@ -289,7 +328,28 @@ class StoreModel(RuleBasedStateMachine):
         if then_expire:
             self.expire([])
 
+    @precondition(lambda self: self.queues)
+    @rule(name=st.sampled_from(["default", "q1"]), change=queue_changes)
+    def configure_queue(self, name: str, change: QueueChange) -> None:
+        results = self.both(lambda repo: queueing(repo).configure_queue(name, change))
+        assert results is not None
+        assert results[1] == results[0]
+
     # -- the whole state --------------------------------------------------------------
+
+    @invariant()
+    def same_queues(self) -> None:
+        if not self.queues:
+            return
+        results = self.both(lambda repo: queueing(repo).queue_states(now=self.now))
+        assert results is not None
+        expected, actual = results
+        assert [
+            (s.settings, nonzero_status(s.counts), s.oldest_due_run_at, s.due_types) for s in actual
+        ] == [
+            (s.settings, nonzero_status(s.counts), s.oldest_due_run_at, s.due_types)
+            for s in expected
+        ]
 
     @invariant()
     def same_jobs_in_same_order(self) -> None:

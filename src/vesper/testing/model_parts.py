@@ -6,12 +6,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from typing import cast
 
 import attrs
 from hypothesis import strategies as st
 
-from vesper.application.ports import Submitted
+from vesper.application.ports import JobRepository, QueueingJobRepository, Submitted
 from vesper.domain.job import JobRecord, LeaseRef
+from vesper.domain.queues import UNSET, QueueChange
 from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
 from vesper.testing.fixtures import new_job as build_job
@@ -29,11 +31,15 @@ class JobSpec:
     delay: int  # seconds
     max_retries: int
     payload: int
+    queue: str = "default"
+    concurrency_key: str | None = None
     unique_key: str | None = None
 
     def new_job(self) -> NewJob:
         return build_job(
             self.type,
+            queue=self.queue,
+            concurrency_key=self.concurrency_key,
             priority=self.priority,
             key=self.key,
             delay=timedelta(seconds=self.delay),
@@ -59,9 +65,26 @@ specs = st.builds(
     delay=st.sampled_from([0, 0, 0, 5, 20]),
     max_retries=st.integers(0, 3),
     payload=st.integers(0, 1),
+    queue=st.sampled_from(["default", "default", "q1"]),
+    concurrency_key=st.sampled_from([None, "t1", "t2"]),
     # two keys among a few jobs: retries and bulk retries meet keys held by others
     unique_key=st.none() | st.sampled_from(["u0", "u1"]),
 )
+
+# queue settings a rule may set: pause, each limit, aging (None clears one)
+queue_changes = st.builds(
+    QueueChange,
+    paused=st.sampled_from([UNSET, True, False, False]),
+    concurrency=st.sampled_from([UNSET, None, 1, 2]),
+    rate=st.sampled_from([UNSET, None, "2/10s"]),
+    key_concurrency=st.sampled_from([UNSET, None, 1]),
+    aging=st.sampled_from([UNSET, None, "5s"]),
+)
+
+
+def plain(spec: JobSpec) -> JobSpec:
+    """The spec for a store without named queues: every job in "default", no key."""
+    return attrs.evolve(spec, queue="default", concurrency_key=None)
 
 
 def norm(job: JobRecord) -> JobRecord:
@@ -81,3 +104,12 @@ def summary(results: Sequence[Submitted]) -> list[tuple[JobRecord, bool]]:
 
 def nonzero(counts: Mapping[tuple[Status, int], int]) -> dict[tuple[Status, int], int]:
     return {key: n for key, n in counts.items() if n}
+
+
+def nonzero_status(counts: Mapping[Status, int]) -> dict[Status, int]:
+    return {status: n for status, n in counts.items() if n}
+
+
+def queueing(repo: JobRepository) -> QueueingJobRepository:
+    """`repo` as a store with named queues (the model uses it only when it has them)."""
+    return cast(QueueingJobRepository, repo)

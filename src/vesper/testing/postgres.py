@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 ADMIN_URL_VARIABLE = "VESPER_TEST_DATABASE_URL"
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-VESPER_TABLES = ("vesper_jobs", "vesper_workers", "vesper_schedules")
+VESPER_TABLES = ("vesper_jobs", "vesper_workers", "vesper_schedules", "vesper_queues")
 CONNECT_TIMEOUT_SECONDS = 5
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

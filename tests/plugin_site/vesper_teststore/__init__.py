@@ -11,6 +11,8 @@ docs/custom-stores.md walks through it. Registered under the entry-point group
 - Concurrency: every write runs under SQLite's write lock (BEGIN IMMEDIATE), so a claim
   cannot hand a job to two callers, and the time of a write is read once the lock is held.
 - Fencing: the shared fenced updates change a job only under its current lease.
+- Queues: the claim below leaves the queues whose settings limit them (NOT_LIMITED_SQL)
+  to the shared SqlQueues, which claims from each under its settings.
 - Errors: "database is locked" is retried here; a missing table is SchemaNotMigrated,
   any other database error StoreUnavailable (one line, the cause named).
 - Notifier: vesper.store's SocketNotifier (each subscribing process binds a Unix
@@ -46,6 +48,7 @@ from sqlalchemy.exc import OperationalError
 
 from vesper.store import (
     CLAIMABLE_SQL,
+    NOT_LIMITED_SQL,
     NOW,
     BulkAction,
     BulkBatch,
@@ -60,6 +63,8 @@ from vesper.store import (
     SocketNotifier,
     SqlJobReads,
     SqlPruning,
+    SqlQueueing,
+    SqlQueues,
     Status,
     StoreOptions,
     StoreUnavailable,
@@ -70,6 +75,7 @@ from vesper.store import (
     jobs_of,
     metadata,
     plan_submission,
+    process_columns,
     process_of,
     submit_serialized,
     utc_datetime,
@@ -137,9 +143,13 @@ def _begin(conn: Connection) -> None:
 # the claim: due jobs in claim order, leased in the same statement (under the write lock)
 _due = (
     select(jobs.c.id)
-    .where(text(CLAIMABLE_SQL), jobs.c.run_at <= NOW)
+    .where(text(CLAIMABLE_SQL), jobs.c.run_at <= NOW, text(NOT_LIMITED_SQL))
     .where(
         bindparam("any_type", type_=Boolean()) | jobs.c.type.in_(bindparam("types", expanding=True))
+    )
+    .where(
+        bindparam("any_queue", type_=Boolean())
+        | jobs.c.queue.in_(bindparam("queues", expanding=True))
     )
     .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.seq)
     .limit(bindparam("limit"))
@@ -160,15 +170,19 @@ CLAIM = (
 )
 
 
-class JobRepository(FencedWrites, SqlPruning, SqlJobReads):
+class JobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
     """get, find, stats, cancel, retry and bulk come from SqlJobReads, the fenced writes
     (complete, renew, release, fail, snooze, expire) from FencedWrites, prune from
-    SqlPruning; submit (with unique keys: submit_serialized) and claim are here."""
+    SqlPruning, claim (the limited queues' part) and the queues' settings and views
+    from SqlQueueing; submit (with unique keys: submit_serialized) and the claim of the
+    other queues are here."""
 
-    capabilities = Capabilities(multi_process=True, summary=True)  # SqlJobReads' summary
+    # summary: SqlJobReads'; queues: SqlQueueing's
+    capabilities = Capabilities(multi_process=True, summary=True, queues=True)
 
     def __init__(self, db: Database, clock: Clock, notify: Callable[[], None]) -> None:
         super().__init__(db, NOW)
+        self._queues = SqlQueues(db, clock=lambda _conn: clock.now())
         self._db = db
         self._clock = clock
         self._notify = notify
@@ -188,17 +202,16 @@ class JobRepository(FencedWrites, SqlPruning, SqlJobReads):
             self._notify()
         return results
 
-    def claim(
+    def _claim_unlimited(
         self,
-        *,
         worker_id: str,
         limit: int,
         lease: timedelta,
-        types: Sequence[str] | None = None,
-        now: datetime | None = None,
+        types: Sequence[str] | None,
+        queues: Sequence[str] | None,
+        now: datetime | None,
     ) -> list[JobRecord]:
-        if limit <= 0 or (types is not None and not types):
-            return []
+        """The claim of the queues without limits (SqlQueueing's claim takes the others)."""
 
         def work(conn: Connection) -> list[Any]:
             at = self._at(now)
@@ -207,6 +220,8 @@ class JobRepository(FencedWrites, SqlPruning, SqlJobReads):
                 "limit": limit,
                 "any_type": types is None,
                 "types": list(types or ["-"]),
+                "any_queue": queues is None,
+                "queues": list(queues or ["-"]),
                 "b_worker": worker_id,
                 "b_token": uuid.uuid4(),  # one per claim: the fence is (job id, token)
                 "b_expires": at + lease,
@@ -237,6 +252,8 @@ _register = insert(workers).values(
     machine=bindparam("w_machine"),
     pid=bindparam("w_pid"),
     concurrency=bindparam("w_concurrency"),
+    queues=bindparam("w_queues"),
+    types=bindparam("w_types"),
     started_at=NOW,
     last_heartbeat=NOW,
 )
@@ -265,6 +282,7 @@ class WorkerRegistry:
     def register(self, process: WorkerProcess, *, now: datetime | None = None) -> WorkerProcess:
         def work(conn: Connection) -> WorkerProcess:
             params = {
+                **dict(zip(("w_queues", "w_types"), process_columns(process), strict=True)),
                 "w_id": process.id,
                 "w_machine": process.machine,
                 "w_pid": process.pid,

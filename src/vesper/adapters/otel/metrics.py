@@ -327,6 +327,27 @@ class OtelMetrics:
             description="How long the oldest due job has waited",
         )
 
+    def observe_unserved(self, unserved: Callable[[], Mapping[str, int]], ttl: float = 5.0) -> None:
+        """`vesper_queue_unserved_types{queue}`: how many types of due jobs no live
+        process serves in each queue (queues past max_types count as "other")."""
+        cached = _Cached(unserved, ttl)
+
+        def count(_: CallbackOptions) -> Iterable[Observation]:
+            value = cached.get()
+            if not isinstance(value, Mapping):
+                return
+            by_label: Counter[str] = Counter()
+            for index, (queue, n) in enumerate(sorted(value.items())):
+                by_label[queue if index < max(self._max_types, 1) else OTHER_TYPES] += n
+            for label, n in by_label.items():
+                yield Observation(n, {"queue": label})
+
+        self._meter.create_observable_gauge(
+            "vesper_queue_unserved_types",
+            [count],
+            description="Types of due jobs that no live worker process serves, by queue",
+        )
+
     def observe_fleet(self, fleet: Callable[[], Fleet], ttl: float = 1.0) -> None:
         cached = _Cached(fleet, ttl)
 

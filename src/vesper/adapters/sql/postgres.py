@@ -7,6 +7,7 @@ postgres_statements.py.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -27,10 +28,9 @@ from vesper.adapters.sql.postgres_statements import (
     BLANK,
     BOUND,
     CLAIM,
-    CLAIM_TYPES,
+    CLAIMS,
     COMPLETE,
-    COMPLETE_AND_CLAIM,
-    COMPLETE_AND_CLAIM_TYPES,
+    COMPLETES_AND_CLAIMS,
     EXPIRE,
     FAIL,
     GET_MANY,
@@ -44,6 +44,7 @@ from vesper.adapters.sql.postgres_statements import (
     RENEW,
     SNOOZE,
     SUPPLIED,
+    ClaimShape,
     run,
 )
 from vesper.adapters.sqlcore.common import (
@@ -54,6 +55,7 @@ from vesper.adapters.sqlcore.common import (
     job_time,
     plan_submission,
 )
+from vesper.adapters.sqlcore.queues import SqlQueueing, SqlQueues, one_limited
 from vesper.adapters.sqlcore.rows import in_claim_order, job_of, jobs_of
 from vesper.adapters.sqlcore.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
@@ -68,6 +70,7 @@ __all__ = ["CLAIM", "PostgresJobRepository"]  # CLAIM: the fault matrix EXPLAINs
 T = TypeVar("T")
 
 CLOCK = text("SELECT statement_timestamp()")
+log = logging.getLogger("vesper.store")
 # a unique key whose holder finished between the INSERT and the read of it: inserted again
 _UNIQUE_RACES = 3
 
@@ -85,7 +88,7 @@ def _text(value: str) -> str:
     return value.replace("\x00", "\ufffd")
 
 
-class PostgresJobRepository(SqlJobReads):
+class PostgresJobRepository(SqlQueueing, SqlJobReads):
     """Jobs in PostgreSQL: any number of processes on any number of machines."""
 
     capabilities = Capabilities(
@@ -94,6 +97,7 @@ class PostgresJobRepository(SqlJobReads):
         transactional_submit=True,
         activity=True,
         summary=True,
+        queues=True,
     )
 
     _db: Database  # the engines' Database, which has durable_statement too
@@ -101,6 +105,9 @@ class PostgresJobRepository(SqlJobReads):
     def __init__(self, db: Database, *, beat: Database | None = None) -> None:
         super().__init__(db, now_expression())
         self._beat = beat or db  # lease renewal gets its own pool: a busy one cannot starve it
+        self._queues = SqlQueues(
+            db, clock=_database_clock, notify=lambda conn: run(conn, NOTIFY), postgres=True
+        )
 
     def now(self) -> datetime:
         value = self._db.read(lambda conn: conn.execute(CLOCK).scalar_one())
@@ -159,19 +166,17 @@ class PostgresJobRepository(SqlJobReads):
     def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
         caller.after_commit(connection, callback)
 
-    def claim(
+    def _claim_unlimited(
         self,
-        *,
         worker_id: str,
         limit: int,
         lease: timedelta,
-        types: Sequence[str] | None = None,
-        now: datetime | None = None,
+        types: Sequence[str] | None,
+        queues: Sequence[str] | None,
+        now: datetime | None,
     ) -> list[JobRecord]:
-        if limit <= 0 or (types is not None and not types):
-            return []
-        params = _claim_params(worker_id, limit, lease, types, now)
-        statement = CLAIM if types is None else CLAIM_TYPES
+        params = _claim_params(worker_id, limit, lease, types, queues, now)
+        statement = CLAIMS[_shape(types, queues)]
         rows = self._db.statement(lambda conn: run(conn, statement, params))
         return in_claim_order(jobs_of(rows))
 
@@ -195,27 +200,66 @@ class PostgresJobRepository(SqlJobReads):
         limit: int,
         lease: timedelta,
         types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         now: datetime | None = None,
         results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
-        if not leases or limit <= 0 or (types is not None and not types):
+        limited = self._queues.limited()
+        if one_limited(leases, limit, types, queues, limited):
+            assert queues is not None
+            refs = _sorted(leases)
+            params = {
+                "ids": [r.job_id for r in refs],
+                "tokens": [r.token for r in refs],
+                "now": now,
+                "results": _results(refs, results),
+            }
+            return self._queues.complete_and_claim(
+                lambda conn: jobs_of(run(conn, COMPLETE, params)),
+                queues[0],
+                worker_id=worker_id,
+                limit=limit,
+                lease=lease,
+                types=types,
+                now=now,
+            )
+        if (
+            not leases
+            or limit <= 0
+            or (types is not None and not types)
+            or (queues is not None and (not queues or limited.issuperset(queues)))
+        ):
             completed = self.complete(leases, now=now, results=results)
             claimed = self.claim(
-                worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+                worker_id=worker_id, limit=limit, lease=lease, types=types, queues=queues, now=now
             )
             return completed, claimed
         refs = _sorted(leases)
         params = {
-            **_claim_params(worker_id, limit, lease, types, now),
+            **_claim_params(worker_id, limit, lease, types, queues, now),
             "ids": [r.job_id for r in refs],
             "tokens": [r.token for r in refs],
             "results": _results(refs, results),
         }
-        statement = COMPLETE_AND_CLAIM if types is None else COMPLETE_AND_CLAIM_TYPES
+        statement = COMPLETES_AND_CLAIMS[_shape(types, queues)]
         rows = self._db.statement(lambda conn: run(conn, statement, params))
         done = [job_of(row) for row in rows if row["vesper_done"]]
-        claimed = [job_of(row) for row in rows if not row["vesper_done"]]
-        return done, in_claim_order(claimed)
+        claimed = in_claim_order([job_of(row) for row in rows if not row["vesper_done"]])
+        try:
+            # the completions are committed: an error past here must not reach a caller
+            # that would retry them (it claims on its own instead)
+            claimed += self._queues.claim_limited(
+                limited,
+                worker_id=worker_id,
+                limit=limit - len(claimed),
+                lease=lease,
+                types=types,
+                queues=queues,
+                now=now,
+            )
+        except Exception as exc:
+            log.warning("claim from limited queues failed after completing a batch: %s", exc)
+        return done, claimed
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:
         ordered = sorted(failures, key=lambda f: f.lease.job_id)
@@ -318,6 +362,19 @@ class PostgresJobRepository(SqlJobReads):
         return jobs_of(db.statement(lambda conn: run(conn, statement, params)))
 
 
+def _database_clock(conn: Connection) -> datetime:
+    """The database's time now (not the transaction's start: a lock may have been awaited)."""
+    moment = job_time(conn.execute(text("SELECT clock_timestamp()")).scalar_one())
+    assert moment is not None
+    return moment
+
+
+def _shape(types: Sequence[str] | None, queues: Sequence[str] | None) -> ClaimShape:
+    if queues is None:
+        return types is not None, "all"
+    return types is not None, "one" if len(set(queues)) == 1 else "many"
+
+
 # A submission's statements as steps, to run on any connection: each step yields a
 # statement with its parameters and whether its rows come as tuples (else as mappings),
 # is sent the rows, and the steps return the results. The store runs them on its pooled
@@ -418,6 +475,7 @@ def _claim_params(
     limit: int,
     lease: timedelta,
     types: Sequence[str] | None,
+    queues: Sequence[str] | None,
     now: datetime | None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
@@ -429,6 +487,9 @@ def _claim_params(
     }
     if types is not None:
         params["types"] = list(types)
+    if queues is not None:
+        params["queue"] = queues[0]
+        params["queues"] = list(queues)
     return params
 
 

@@ -34,6 +34,7 @@ from vesper.adapters.sql.notify import (
     NOTIFY_SQL,
     WAITERS_ABSENT_SQL,
 )
+from vesper.adapters.sqlcore.queues import NOT_LIMITED_SQL
 from vesper.adapters.sqlcore.tables import (
     CLAIMABLE_SQL,
     FINISHED_SQL,
@@ -49,7 +50,7 @@ NOW = "COALESCE(CAST(:now AS timestamptz), statement_timestamp())"
 
 _PICKED = """picked AS MATERIALIZED (
     SELECT id FROM vesper_jobs
-    WHERE {claimable} AND run_at <= {now} {types}
+    WHERE {claimable} AND run_at <= {now} {types} {queues} AND {not_limited}
     ORDER BY priority DESC, run_at, seq
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -63,8 +64,33 @@ FROM picked WHERE j.id = picked.id
 RETURNING j.*"""
 _CLAIM = f"\nWITH {_PICKED}\n{_TAKE}\n"
 _TYPES = "AND type = ANY(CAST(:types AS text[]))"
-CLAIM = text(_CLAIM.format(claimable=CLAIMABLE_SQL, now=NOW, types=""))
-CLAIM_TYPES = text(_CLAIM.format(claimable=CLAIMABLE_SQL, now=NOW, types=_TYPES))
+# one queue: `=` keeps the (queue, priority, run_at, seq) index's order, which `= ANY`
+# loses on PostgreSQL 15 (the due jobs of the queue would be sorted at every claim)
+_QUEUES = {
+    "all": "",
+    "one": "AND queue = CAST(:queue AS text)",
+    "many": "AND queue = ANY(CAST(:queues AS text[]))",
+}
+ClaimShape = tuple[bool, str]  # (types given, which of _QUEUES)
+SHAPES: list[ClaimShape] = [(typed, q) for typed in (False, True) for q in _QUEUES]
+
+
+def _claim_sql(template: str, shape: ClaimShape, **more: str) -> TextClause:
+    typed, queues = shape
+    return text(
+        template.format(
+            claimable=CLAIMABLE_SQL,
+            now=NOW,
+            types=_TYPES if typed else "",
+            queues=_QUEUES[queues],
+            not_limited=NOT_LIMITED_SQL,
+            **more,
+        )
+    )
+
+
+CLAIMS = {shape: _claim_sql(_CLAIM, shape) for shape in SHAPES}
+CLAIM = CLAIMS[False, "all"]
 
 # -- the fenced updates -------------------------------------------------------------------
 
@@ -186,12 +212,9 @@ SELECT true AS vesper_done, done.* FROM done LEFT JOIN note ON true
 UNION ALL
 SELECT false AS vesper_done, * FROM claimed
 """
-COMPLETE_AND_CLAIM = text(
-    _COMPLETE_AND_CLAIM.format(done=_DONE, claimable=CLAIMABLE_SQL, now=NOW, types="")
-)
-COMPLETE_AND_CLAIM_TYPES = text(
-    _COMPLETE_AND_CLAIM.format(done=_DONE, claimable=CLAIMABLE_SQL, now=NOW, types=_TYPES)
-)
+COMPLETES_AND_CLAIMS = {
+    shape: _claim_sql(_COMPLETE_AND_CLAIM, shape, done=_DONE) for shape in SHAPES
+}
 # a job with a cancel request ends cancelled here: its worker learns it from the result
 _RENEW = f"""
 UPDATE vesper_jobs AS j SET
@@ -265,6 +288,8 @@ SUPPLIED = (
 # The value a whole batch usually shares, sent as one NULL array instead (unnest pads it
 # with NULLs); where that value is not NULL, _VALUES turns NULL back into it.
 BLANK: dict[str, object] = {
+    "queue": "default",
+    "concurrency_key": None,
     "run_at": None,
     "delay": timedelta(0),
     "idempotency_key": None,
@@ -274,6 +299,7 @@ BLANK: dict[str, object] = {
     "unique_key": None,
 }
 _VALUES = {
+    "queue": "COALESCE(r.queue, 'default')",
     "run_at": f"COALESCE(r.run_at, {NOW} + COALESCE(r.delay, INTERVAL '0'))",
     "fingerprint": "COALESCE(r.fingerprint, '')",
 }
@@ -362,11 +388,9 @@ def _pyformat(statement: TextClause, kind: str = "s") -> str:
 _DRIVER_SQL = {
     id(statement): _pyformat(statement)
     for statement in (
-        CLAIM,
-        CLAIM_TYPES,
+        *CLAIMS.values(),
         COMPLETE,
-        COMPLETE_AND_CLAIM,
-        COMPLETE_AND_CLAIM_TYPES,
+        *COMPLETES_AND_CLAIMS.values(),
         RELEASE,
         FAIL,
         RENEW,

@@ -8,6 +8,7 @@ date arithmetic happens in Python: SQLite stores times as text.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -38,6 +39,7 @@ from vesper.adapters.sqlcore.leases import (
     complete_with_results,
     fenced_params,
 )
+from vesper.adapters.sqlcore.queues import NOT_LIMITED_SQL, SqlQueueing, SqlQueues, one_limited
 from vesper.adapters.sqlcore.retention import SqlPruning, prune_statement
 from vesper.adapters.sqlcore.rows import in_claim_order, jobs_of
 from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs, utc_datetime
@@ -46,6 +48,8 @@ from vesper.domain.bulk import BulkAction
 from vesper.domain.job import JobId, JobRecord, LeaseRef
 from vesper.domain.submission import NewJob
 
+log = logging.getLogger("vesper.store")
+
 # INDEXED BY: without statistics SQLite may prefer (status, seq) and sort every claimable
 # row; the partial claim index yields them in claim order, so LIMIT stops early
 _CLAIM = """
@@ -53,8 +57,8 @@ UPDATE vesper_jobs
 SET status = 'processing', attempts = attempts + 1, worker_id = :b_worker_id,
     lease_token = :token, lease_expires_at = :expires_at, started_at = :now, updated_at = :now
 WHERE id IN (
-    SELECT id FROM vesper_jobs INDEXED BY vesper_jobs_claim_idx
-    WHERE {claimable} AND run_at <= :now {types}
+    SELECT id FROM vesper_jobs INDEXED BY {index}
+    WHERE {claimable} AND run_at <= :now {types} {queues} AND {not_limited}
     ORDER BY priority DESC, run_at, seq
     LIMIT :limit
 )
@@ -62,9 +66,21 @@ RETURNING *
 """
 
 
-def _claim(types: str, *extra: BindParameter[Any]) -> TextualSelect:
+def _claim(typed: bool, queues: str) -> TextualSelect:
+    extra: list[BindParameter[Any]] = [bindparam("types", expanding=True)] if typed else []
+    if queues == "many":
+        extra.append(bindparam("queues", expanding=True))
     return (
-        text(_CLAIM.format(claimable=CLAIMABLE_SQL, types=types))
+        text(
+            _CLAIM.format(
+                claimable=CLAIMABLE_SQL,
+                # one queue: its own index, in claim order
+                index="vesper_jobs_queue_claim_idx" if queues == "one" else "vesper_jobs_claim_idx",
+                types="AND type IN :types" if typed else "",
+                queues=_QUEUES[queues],
+                not_limited=NOT_LIMITED_SQL,
+            )
+        )
         .bindparams(
             bindparam("now", type_=utc_datetime()),
             bindparam("expires_at", type_=utc_datetime()),
@@ -75,14 +91,14 @@ def _claim(types: str, *extra: BindParameter[Any]) -> TextualSelect:
     )
 
 
-CLAIM = _claim("")
-CLAIM_TYPES = _claim("AND type IN :types", bindparam("types", expanding=True))
+_QUEUES = {"all": "", "one": "AND queue = :queue", "many": "AND queue IN :queues"}
+CLAIMS = {(typed, q): _claim(typed, q) for typed in (False, True) for q in _QUEUES}
 # a write that changes nothing: SQLite takes the write lock for it (an UPDATE starts a
 # write transaction whatever its WHERE)
 WRITE_LOCK = text("UPDATE vesper_jobs SET seq = seq WHERE 0")
 
 
-class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
+class SqliteJobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
     """Jobs in one SQLite file, shared by the processes of one machine."""
 
     capabilities = Capabilities(
@@ -91,6 +107,7 @@ class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
         transactional_submit=True,
         activity=True,
         summary=True,
+        queues=True,
     )
     # without statistics SQLite may not pick the partial index of finished jobs
     _prune = prune_statement("vesper_jobs INDEXED BY vesper_jobs_finished_idx")
@@ -104,6 +121,8 @@ class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
     ) -> None:
         super().__init__(db, NOW)
         self._clock = clock or SystemClock()
+        host = self._clock
+        self._queues = SqlQueues(db, clock=lambda _: host.now())
         # the notifier's publish (other processes' workers wake), called after a commit
         # that made jobs due: SQLite has no NOTIFY
         self._notify = notify or (lambda: None)
@@ -178,20 +197,18 @@ class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
     def after_commit(self, connection: object, callback: Callable[[], None]) -> None:
         caller.after_commit(connection, callback)
 
-    def claim(
+    def _claim_unlimited(
         self,
-        *,
         worker_id: str,
         limit: int,
         lease: timedelta,
-        types: Sequence[str] | None = None,
-        now: datetime | None = None,
+        types: Sequence[str] | None,
+        queues: Sequence[str] | None,
+        now: datetime | None,
     ) -> list[JobRecord]:
-        if limit <= 0 or (types is not None and not types):
-            return []
-
         def work(conn: Connection) -> Any:
-            statement, params = _claim_params(worker_id, limit, lease, types, self._at(now))
+            at = self._at(now)
+            statement, params = _claim_params(worker_id, limit, lease, types, queues, at)
             return conn.execute(statement, params).all()
 
         return in_claim_order(jobs_of(self._db.statement(work)))
@@ -204,20 +221,60 @@ class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
         limit: int,
         lease: timedelta,
         types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         now: datetime | None = None,
         results: Mapping[JobId, str] | None = None,
     ) -> tuple[list[JobRecord], list[JobRecord]]:
-        if not leases or limit <= 0 or (types is not None and not types):
-            completed = self.complete(leases, now=now, results=results)
-            claimed = self.claim(
-                worker_id=worker_id, limit=limit, lease=lease, types=types, now=now
+        limited = self._queues.limited()
+        if one_limited(leases, limit, types, queues, limited):
+            assert queues is not None
+
+            def complete(conn: Connection) -> list[JobRecord]:
+                at = self._at(now)
+                if results:
+                    return complete_with_results(conn, leases, results, at)
+                return jobs_of(conn.execute(COMPLETE, fenced_params(leases, {"now": at})).all())
+
+            return self._queues.complete_and_claim(
+                complete,
+                queues[0],
+                worker_id=worker_id,
+                limit=limit,
+                lease=lease,
+                types=types,
+                now=now,
             )
+        if (
+            not leases
+            or limit <= 0
+            or (types is not None and not types)
+            or (queues is not None and not queues)
+            or limited.intersection(queues if queues is not None else limited)
+        ):
+            # a limited queue's claim is a transaction of its own: complete first
+            completed = self.complete(leases, now=now, results=results)
+            if not completed and leases:
+                return completed, []
+            try:
+                claimed = self.claim(
+                    worker_id=worker_id,
+                    limit=limit,
+                    lease=lease,
+                    types=types,
+                    queues=queues,
+                    now=now,
+                )
+            except Exception as exc:  # the completions are committed: never retried
+                if not leases:
+                    raise
+                log.warning("claim failed after completing a batch: %s", exc)
+                claimed = []
             return completed, claimed
 
         # one write transaction: one commit (one WAL sync) for the batch and the next
         def work(conn: Connection) -> tuple[list[JobRecord], list[JobRecord]]:
             at = self._at(now)
-            statement, params = _claim_params(worker_id, limit, lease, types, at)
+            statement, params = _claim_params(worker_id, limit, lease, types, queues, at)
             if results:
                 done = complete_with_results(conn, leases, results, at)
             else:
@@ -229,7 +286,12 @@ class SqliteJobRepository(FencedWrites, SqlPruning, SqlJobReads):
 
 
 def _claim_params(
-    worker_id: str, limit: int, lease: timedelta, types: Sequence[str] | None, at: datetime
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    types: Sequence[str] | None,
+    queues: Sequence[str] | None,
+    at: datetime,
 ) -> tuple[Any, dict[str, Any]]:
     """The claim statement and its parameters (a fresh lease token per call, shared by
     the batch)."""
@@ -240,7 +302,12 @@ def _claim_params(
         "token": uuid.uuid4(),  # one per call: the fence is (job id, token)
         "expires_at": at + lease,
     }
-    if types is None:
-        return CLAIM, params
-    params["types"] = list(types)
-    return CLAIM_TYPES, params
+    if types is not None:
+        params["types"] = list(types)
+    shape = "all"
+    if queues is not None:
+        shape = "one" if len(set(queues)) == 1 else "many"
+        params["queue" if shape == "one" else "queues"] = (
+            queues[0] if shape == "one" else list(queues)
+        )
+    return CLAIMS[types is not None, shape], params

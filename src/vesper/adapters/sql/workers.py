@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from vesper.adapters.clock import SystemClock
 from vesper.adapters.sql.engines import Database
-from vesper.adapters.sqlcore.rows import process_of
+from vesper.adapters.sqlcore.rows import process_columns, process_of
 from vesper.adapters.sqlcore.tables import utc_datetime, workers
 from vesper.application.ports import Clock
 from vesper.domain.fleet import WorkerProcess
@@ -37,6 +37,8 @@ class SqlWorkerRegistry:
             machine=bindparam("w_machine"),
             pid=bindparam("w_pid"),
             concurrency=bindparam("w_concurrency"),
+            queues=bindparam("w_queues"),
+            types=bindparam("w_types"),
             started_at=now,
             last_heartbeat=now,
         )
@@ -44,7 +46,15 @@ class SqlWorkerRegistry:
             index_elements=[workers.c.id],
             set_={
                 name: upsert.excluded[name]
-                for name in ("machine", "pid", "concurrency", "started_at", "last_heartbeat")
+                for name in (
+                    "machine",
+                    "pid",
+                    "concurrency",
+                    "queues",
+                    "types",
+                    "started_at",
+                    "last_heartbeat",
+                )
             },
         ).returning(*workers.c)
         self._heartbeat = (
@@ -71,11 +81,14 @@ class SqlWorkerRegistry:
         return now if self._postgres else now or self._clock.now()
 
     def register(self, process: WorkerProcess, *, now: datetime | None = None) -> WorkerProcess:
+        served = process_columns(process)
         params = {
             "w_id": process.id,
             "w_machine": process.machine,
             "w_pid": process.pid,
             "w_concurrency": process.concurrency,
+            "w_queues": served[0],
+            "w_types": served[1],
             "now": self._at(now),
         }
         row = self._db.statement(lambda conn: conn.execute(self._register, params).one())

@@ -232,6 +232,7 @@ class SqlJobReads:
             query.status is not None,
             query.type is not None,
             query.priority is not None,
+            query.queue is not None,
             before is not None,
             query.search is not None,
             search_id is not None,
@@ -240,6 +241,7 @@ class SqlJobReads:
             "status": query.status.value if query.status is not None else None,
             "type": query.type,
             "priority": query.priority,
+            "queue": query.queue,
             "before": before,
             "search": query.search,
             "search_id": search_id,
@@ -262,22 +264,22 @@ class SqlJobReads:
             statement = select(jobs)
             for present, column, name in zip(
                 shape,
-                (jobs.c.status, jobs.c.type, jobs.c.priority),
-                ("status", "type", "priority"),
+                (jobs.c.status, jobs.c.type, jobs.c.priority, jobs.c.queue),
+                ("status", "type", "priority", "queue"),
                 strict=False,
             ):
                 if present:
                     statement = statement.where(column == bindparam(name))
-            if shape[3]:
-                statement = statement.where(jobs.c.seq < bindparam("before"))
             if shape[4]:
+                statement = statement.where(jobs.c.seq < bindparam("before"))
+            if shape[5]:
                 # a substring of the key, characters compared exactly (LIKE would need
                 # escaping, and SQLite's folds ASCII case)
-                position = func.strpos if shape[6] else func.instr
+                position = func.strpos if shape[7] else func.instr
                 in_key = position(jobs.c.idempotency_key, bindparam("search")) > 0
                 statement = statement.where(
                     or_(jobs.c.id == bindparam("search_id", type_=Uuid()), in_key)
-                    if shape[5]
+                    if shape[6]
                     else in_key
                 )
             statement = statement.order_by(jobs.c.seq.desc()).limit(bindparam("limit"))
@@ -444,6 +446,7 @@ class SqlJobReads:
         params: dict[str, Any] = {}
         for name, column in (
             ("type", jobs.c.type),
+            ("queue", jobs.c.queue),
             ("priority", jobs.c.priority),
             ("after_seq", jobs.c.seq),
         ):

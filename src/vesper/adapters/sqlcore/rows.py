@@ -9,6 +9,7 @@ the same names). The domain classes know nothing of rows: all of it is here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from vesper.adapters.sqlcore.tables import jobs
 from vesper.domain.fleet import WorkerProcess
 from vesper.domain.job import JobId, JobRecord, Lease
 from vesper.domain.ordering import claim_order
+from vesper.domain.queues import QueueSettings, Rate
 from vesper.domain.states import Status
 
 LEASE_COLUMNS = ("worker_id", "lease_token", "lease_expires_at")
@@ -67,6 +69,7 @@ def job_of(row: Row[Any] | Mapping[str, Any]) -> JobRecord:
     return JobRecord(
         id=JobId(_uuid(m["id"])),
         type=m["type"],
+        queue=m["queue"],
         priority=m["priority"],
         payload=dict(m["payload"]),  # a fresh dict per job: callers may mutate theirs
         status=Status(m["status"]),
@@ -76,6 +79,7 @@ def job_of(row: Row[Any] | Mapping[str, Any]) -> JobRecord:
         error=m["error"],
         run_at=aware_utc(m["run_at"]),
         idempotency_key=m["idempotency_key"],
+        concurrency_key=m["concurrency_key"],
         fingerprint=m["fingerprint"],
         timeout=None if timeout is None else _timedelta(timeout),
         trace_context=m["trace_context"],
@@ -123,7 +127,56 @@ def process_of(row: Row[Any]) -> WorkerProcess:
         concurrency=m["concurrency"],
         started_at=aware_utc(m["started_at"]),
         last_heartbeat=aware_utc(m["last_heartbeat"]),
+        queues=None if m["queues"] is None else json.loads(m["queues"]),
+        types=None if m["types"] is None else tuple(json.loads(m["types"])),
     )
+
+
+def process_columns(process: WorkerProcess) -> tuple[str | None, str | None]:
+    """The `queues` and `types` columns of a process's row (JSON text, or NULL)."""
+    queues = None if process.queues is None else json.dumps(dict(process.queues))
+    types = None if process.types is None else json.dumps(list(process.types))
+    return queues, types
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def queue_settings_of(row: Row[Any] | Mapping[str, Any]) -> QueueSettings:
+    """The QueueSettings a `vesper_queues` row holds."""
+    m: Any = row._mapping if isinstance(row, Row) else row
+    limit, period, aging = m["rate_limit"], m["rate_period"], m["aging"]
+    return QueueSettings(
+        name=m["name"],
+        paused=bool(m["paused"]),
+        concurrency=m["concurrency"],
+        rate=None if limit is None else Rate(limit=limit, period=_timedelta(period)),
+        key_concurrency=m["key_concurrency"],
+        aging=None if aging is None else _timedelta(aging),
+    )
+
+
+def queue_row(settings: QueueSettings) -> dict[str, Any]:
+    """The settings columns of a `vesper_queues` row (not rate_log nor updated_at)."""
+    rate = settings.rate
+    return {
+        "name": settings.name,
+        "paused": settings.paused,
+        "concurrency": settings.concurrency,
+        "rate_limit": rate.limit if rate is not None else None,
+        "rate_period": rate.period if rate is not None else None,
+        "key_concurrency": settings.key_concurrency,
+        "aging": settings.aging,
+    }
+
+
+def rate_log_of(text: str) -> list[datetime]:
+    """The claim times of a rate's window, from their JSON microseconds."""
+    return [_EPOCH + timedelta(microseconds=us) for us in json.loads(text)]
+
+
+def rate_log_text(log: Iterable[datetime]) -> str:
+    return json.dumps([(moment - _EPOCH) // timedelta(microseconds=1) for moment in log])
 
 
 def in_claim_order(jobs: Iterable[JobRecord]) -> list[JobRecord]:

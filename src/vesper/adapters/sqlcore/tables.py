@@ -38,6 +38,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 JOBS = "vesper_jobs"
 WORKERS = "vesper_workers"
+QUEUES = "vesper_queues"
 VERSION_TABLE = "vesper_alembic_version"
 
 # The claim path's predicate: spelled exactly so in the partial index and in the claim
@@ -168,15 +169,28 @@ jobs = Table(
     Column("started_at", utc_datetime(), nullable=True),
     Column("finished_at", utc_datetime(), nullable=True),
     Column("result", result_type(), nullable=True),  # the consumer's return value
+    # in the order the migrations added them: SQLite's RETURNING * is read by position
     Column("cancel_requested_at", utc_datetime(), nullable=True),
     Column("snoozes", Integer(), nullable=False, server_default=text("0")),
     Column("unique_key", Text(), nullable=True),
+    Column("queue", Text(), nullable=False, server_default=text("'default'")),
+    Column("concurrency_key", Text(), nullable=True),
     UniqueConstraint("seq", name="vesper_jobs_seq_key"),
     CheckConstraint(STATUS_CHECK_SQL, name="vesper_jobs_status_check"),
     CheckConstraint(LEASE_CHECK_SQL, name="vesper_jobs_lease_check"),
     # the claim path: only due-able jobs are in it, so finished rows cost it nothing
     Index(
         "vesper_jobs_claim_idx",
+        text("priority DESC"),
+        "run_at",
+        "seq",
+        postgresql_where=text(CLAIMABLE_SQL),
+        sqlite_where=text(CLAIMABLE_SQL),
+    ),
+    # a claim from one queue: its due jobs in claim order
+    Index(
+        "vesper_jobs_queue_claim_idx",
+        "queue",
         text("priority DESC"),
         "run_at",
         "seq",
@@ -232,6 +246,30 @@ workers = Table(
     Column("concurrency", Integer(), nullable=False),
     Column("started_at", utc_datetime(), nullable=False),
     Column("last_heartbeat", utc_datetime(), nullable=False),
+    Column("queues", Text(), nullable=True),  # JSON {"queue": slots}; NULL: every queue
+    Column("types", Text(), nullable=True),  # JSON ["type", ...]; NULL: every type
+)
+
+# A claim consults a queue's row only when the queue is limited: this predicate, spelled
+# once for the claims' exclusion of limited queues and the cache of their names.
+LIMITED_SQL = (
+    "(paused OR concurrency IS NOT NULL OR rate_limit IS NOT NULL "
+    "OR key_concurrency IS NOT NULL OR aging IS NOT NULL)"
+)
+
+queues = Table(
+    QUEUES,
+    metadata,
+    Column("name", Text(), primary_key=True),
+    Column("paused", Boolean(), nullable=False),
+    Column("concurrency", Integer(), nullable=True),
+    Column("rate_limit", Integer(), nullable=True),
+    Column("rate_period", duration(), nullable=True),
+    Column("key_concurrency", Integer(), nullable=True),
+    Column("aging", duration(), nullable=True),
+    # the times of the claims the rate's sliding window counts: JSON microseconds
+    Column("rate_log", Text(), nullable=False),
+    Column("updated_at", utc_datetime(), nullable=False),
 )
 
 SCHEDULES = "vesper_schedules"

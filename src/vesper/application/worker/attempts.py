@@ -39,6 +39,7 @@ class Attempt:
     # until the consumer's code has stopped: a sync consumer abandoned past its time
     # limit or lease keeps its slot until its thread returns
     holds_slot: bool = True
+    pool: str | None = None  # the queue whose slot it takes; None: the one pool
 
     @property
     def record(self) -> JobRecord:
@@ -57,13 +58,15 @@ class Attempt:
 
 @attrs.frozen
 class ClaimRequest:
-    """A claim to make: up to `limit` jobs of `types` (None: every type)."""
+    """A claim to make: up to `limit` jobs of `types` (None: every type), from every
+    queue, or with `queues` so many from each of them (their sum is `limit`)."""
 
     limit: int
     types: tuple[str, ...] | None
     # the local lease deadline of what it takes: read before the call, so that it
     # ends before the lease the store starts once the call reaches it
     deadline: float
+    queues: tuple[tuple[str, int], ...] | None = None
 
 
 @attrs.frozen

@@ -10,7 +10,7 @@ by hand, without threads, sockets or sleeps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import timedelta
 
 from vesper.application.consumers import Job
@@ -35,13 +35,15 @@ CANCELLED = "cancelled"
 
 
 class WorkerCore:
-    """The state of one worker process's `concurrency` slots and its attempts.
+    """The state of one worker process's slots and its attempts.
 
     Args:
-        concurrency: how many consumers may run at once.
+        concurrency: how many consumers may run at once (one pool for every queue).
         lease: the lease the store grants at a claim or renewal.
         types: the job types to claim (None: every type).
         clock: a monotonic clock, in seconds.
+        queues: the slots of each queue served, instead of one pool: a queue's jobs
+            take its slots only (`concurrency` is then their sum).
     """
 
     def __init__(
@@ -51,8 +53,14 @@ class WorkerCore:
         lease: timedelta,
         types: tuple[str, ...] | None,
         clock: Clock,
+        queues: Mapping[str, int] | None = None,
     ) -> None:
-        self.concurrency = concurrency
+        # the pools of slots: one per queue served, or one (None) for every queue
+        self.pools: dict[str | None, int] = {None: concurrency}
+        if queues:
+            self.pools = {name: queues[name] for name in queues}
+        self._busy_in: dict[str | None, int] = dict.fromkeys(self.pools, 0)
+        self.concurrency = sum(self.pools.values())
         self.types = types
         self.clock = clock
         self._margin = lease.total_seconds() * LEASE_MARGIN
@@ -92,7 +100,8 @@ class WorkerCore:
     # -- claims ---------------------------------------------------------------------
 
     def claim_request(self) -> ClaimRequest | None:
-        """What to claim now: one job per free slot, of the served types.
+        """What to claim now: one job per free slot, of the served types (with a pool
+        per queue: from each queue, one job per free slot of its pool).
 
         Returns:
             None when no slot is free, a claim is in flight (its jobs will take the free
@@ -102,7 +111,19 @@ class WorkerCore:
         if self.stopping or self._claiming or self.free <= 0:
             return None
         self._claiming = True
-        return ClaimRequest(limit=self.free, types=self.types, deadline=self.clock() + self._margin)
+        queues = None
+        if None not in self.pools:
+            queues = tuple(
+                (str(pool), size - self._busy_in[pool])
+                for pool, size in self.pools.items()
+                if size > self._busy_in[pool]
+            )
+        return ClaimRequest(
+            limit=self.free,
+            types=self.types,
+            deadline=self.clock() + self._margin,
+            queues=queues,
+        )
 
     def claimed(self, request: ClaimRequest, records: Sequence[JobRecord]) -> list[Attempt]:
         """The claim returned `records`: each takes a slot, with the claim's deadline.
@@ -116,14 +137,24 @@ class WorkerCore:
         self._claiming = False
         if len(records) > request.limit:
             raise ValueError(f"claimed {len(records)} jobs for {request.limit} free slots")
+        free: dict[str | None, int] = {None: request.limit}
+        if request.queues is not None:
+            free = dict(request.queues)
+        for record in records:
+            pool = record.queue if request.queues is not None else None
+            free[pool] = free.get(pool, 0) - 1
+            if free[pool] < 0:
+                raise ValueError(f"claimed more jobs of queue {pool!r} than its free slots")
         started = []
         # A claim whose answer comes back after its local deadline (the connection was
         # held past the lease) may have been taken over already: its jobs are given up
         # before their consumers start, never run as a second live execution.
         late = self.clock() > request.deadline
         for record in records:
-            attempt = Attempt(job=Job(record), deadline=request.deadline)
+            pool = record.queue if request.queues is not None else None
+            attempt = Attempt(job=Job(record), deadline=request.deadline, pool=pool)
             self._book[record.id] = attempt
+            self._busy_in[pool] += 1
             started.append(attempt)
             if late:
                 self.abandon(attempt, "lease expired locally")
@@ -174,6 +205,7 @@ class WorkerCore:
             return False
         attempt.holds_slot = False
         self._busy -= 1
+        self._busy_in[attempt.pool] -= 1
         return True
 
     def ended(self, attempt: Attempt, outcome: str) -> None:

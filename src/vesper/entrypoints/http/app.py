@@ -25,6 +25,7 @@ from vesper.entrypoints.http.openapi import openapi_config
 from vesper.entrypoints.http.routes.fleet import FLEET_ROUTES
 from vesper.entrypoints.http.routes.health import HEALTH_ROUTES
 from vesper.entrypoints.http.routes.jobs import JOB_ROUTES
+from vesper.entrypoints.http.routes.queues import QUEUE_ROUTES
 from vesper.entrypoints.http.routes.retention import RETENTION_ROUTES
 from vesper.entrypoints.http.routes.schedules import SCHEDULE_ROUTES
 from vesper.entrypoints.http.telemetry import HttpTelemetry
@@ -69,7 +70,13 @@ def create_app(
 
     api = Router(
         path="/",
-        route_handlers=[*JOB_ROUTES, *RETENTION_ROUTES, *FLEET_ROUTES, *SCHEDULE_ROUTES],
+        route_handlers=[
+            *JOB_ROUTES,
+            *RETENTION_ROUTES,
+            *FLEET_ROUTES,
+            *SCHEDULE_ROUTES,
+            *QUEUE_ROUTES,
+        ],
         security=security_requirement() if token else None,
     )
     ui = ui_router(c, token) if settings.http.ui else []

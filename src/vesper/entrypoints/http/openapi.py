@@ -29,6 +29,7 @@ from vesper.entrypoints.http.schemas import (
     BatchJobIn,
     BulkCancelIn,
     BulkRetryIn,
+    QueuePatchIn,
     SchedulePatchIn,
     SubmitBatchIn,
     SubmitJobIn,
@@ -45,6 +46,7 @@ _REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (
     SubmitJobIn,
     BatchJobIn,
     SubmitBatchIn,
+    QueuePatchIn,
     BulkRetryIn,
     BulkCancelIn,
     SchedulePatchIn,
@@ -74,11 +76,6 @@ def amend(document: dict[str, Any]) -> dict[str, Any]:
             bulk["properties"]["status"] = {
                 "oneOf": [{"type": "string", "enum": statuses}, {"type": "null"}],
                 "description": "Only jobs in this status.",
-            }
-            # the seam for queues (issue 15): any other value is a 400 until then
-            bulk["properties"]["queue"] = {
-                "type": "null",
-                "description": "Only jobs of this queue: null until this server has queues.",
             }
     return amended
 

@@ -18,15 +18,27 @@ import msgspec
 from msgspec import Meta
 
 from vesper.application.periodic import ScheduleView
+from vesper.application.queues import QueueView
 from vesper.domain.bulk import BulkFilter
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.fleet import Fleet
 from vesper.domain.job import JobRecord
 from vesper.domain.query import JobPage
+from vesper.domain.queues import (
+    MAX_CONCURRENCY_KEY,
+    MAX_QUEUE_LENGTH,
+    QUEUE_PATTERN,
+    QueueChange,
+)
 from vesper.domain.states import Status
 from vesper.domain.stats import QueueStats
 from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, JobRequest, Limits, seconds
-from vesper.entrypoints.wire import fleet_to_wire, schedule_to_wire, stats_to_wire
+from vesper.entrypoints.wire import (
+    fleet_to_wire,
+    queue_to_wire,
+    schedule_to_wire,
+    stats_to_wire,
+)
 
 # Documented bounds; the domain enforces the configured ones (only the body size varies).
 DOCUMENTED_LIMITS = Limits()
@@ -83,6 +95,25 @@ TimeoutSeconds = Annotated[
         maximum=DOCUMENTED_LIMITS.max_timeout.total_seconds(),
     ),
 ]
+QueueName = Annotated[
+    str,
+    _doc(
+        "The queue: 1-64 of A-Z a-z 0-9 _ . -. When absent, the queue its type's consumer "
+        'declares (if this process has it), else "default".',
+        min_length=1,
+        max_length=MAX_QUEUE_LENGTH,
+        pattern=QUEUE_PATTERN,
+    ),
+]
+ConcurrencyKey = Annotated[
+    str,
+    _doc(
+        "Groups jobs for the queue's key_concurrency (e.g. a tenant id).",
+        min_length=1,
+        max_length=MAX_CONCURRENCY_KEY,
+        pattern=NO_CONTROL_CHARACTERS,
+    ),
+]
 IdempotencyKey = Annotated[
     str,
     _doc(
@@ -115,6 +146,8 @@ class SubmitJobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     run_at: RunAt | None = None
     delay_seconds: DelaySeconds | None = None
     timeout_seconds: TimeoutSeconds | None = None
+    queue: QueueName | None = None
+    concurrency_key: ConcurrencyKey | None = None
     unique_key: UniqueKey | None = None
 
     def to_request(self, *, idempotency_key: str | None = None) -> JobRequest:
@@ -128,6 +161,8 @@ class SubmitJobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             delay=seconds("delay_seconds", self.delay_seconds),
             idempotency_key=idempotency_key,
             timeout=seconds("timeout_seconds", self.timeout_seconds),
+            queue=self.queue,
+            concurrency_key=self.concurrency_key,
             unique_key=self.unique_key,
         )
 
@@ -165,6 +200,7 @@ class JobOut(msgspec.Struct, kw_only=True):
 
     job_id: str
     type: str
+    queue: str
     priority: int
     payload: dict[str, Any]
     status: str
@@ -174,6 +210,7 @@ class JobOut(msgspec.Struct, kw_only=True):
     error: str
     run_at: datetime
     idempotency_key: str | None
+    concurrency_key: str | None
     timeout_seconds: float | None
     created_at: datetime
     updated_at: datetime
@@ -213,6 +250,8 @@ class WorkerOut(msgspec.Struct, kw_only=True):
     concurrency: int
     started_at: datetime
     last_heartbeat: datetime
+    queues: dict[str, int] | None  # slots per queue served; null: one pool for every queue
+    types: list[str] | None  # the job types it claims; null: every type
 
 
 class FleetOut(msgspec.Struct, kw_only=True):
@@ -233,6 +272,79 @@ class StatsOut(msgspec.Struct, kw_only=True):
     oldest_pending_age_seconds: float
 
 
+# what the domain accepts, as documentation for clients and fuzzers (it still validates)
+RATE_PATTERN = r"^([1-9][0-9]{0,3}|10000)/(([1-9][0-9]{0,2})?(ms|s|m)|([1-9]|1[0-9]|2[0-4])?h)$"
+AGING_PATTERN = r"^([1-9][0-9]{0,5}(ms|s)|[1-9][0-9]{0,4}m|[1-9][0-9]{0,2}h)$"
+
+
+class QueueOut(msgspec.Struct, kw_only=True):
+    """One queue: its jobs by status, its settings, and what no live worker serves."""
+
+    name: str
+    by_status: dict[str, int]
+    oldest_pending_age_seconds: float
+    paused: bool
+    concurrency: int | None
+    rate: str | None
+    key_concurrency: int | None
+    aging: str | None
+    unserved_types: list[str]
+
+
+class QueuesOut(msgspec.Struct, kw_only=True):
+    """Every queue that holds jobs or settings, by name."""
+
+    queues: list[QueueOut]
+
+
+class QueuePatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Changes to a queue's settings: a field left out is unchanged, null clears it."""
+
+    paused: (
+        Annotated[bool, _doc("Claim nothing from the queue while true.")] | msgspec.UnsetType
+    ) = msgspec.UNSET
+    concurrency: (
+        Annotated[
+            int | None,
+            _doc("Jobs of the queue processing at once, fleet-wide.", minimum=1, maximum=100_000),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    rate: (
+        Annotated[
+            str | None,
+            _doc(
+                'Claims per period, fleet-wide: "50/1s", "100/1m" (at most 10000 per 1ms-24h).',
+                pattern=RATE_PATTERN,
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    key_concurrency: (
+        Annotated[
+            int | None,
+            _doc("Processing jobs per concurrency_key.", minimum=1, maximum=100_000),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    aging: (
+        Annotated[
+            str | None,
+            _doc('Effective priority +1 per this long waited: "5m".', pattern=AGING_PATTERN),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+
+    def to_change(self) -> QueueChange:
+        return QueueChange(
+            **{
+                name: getattr(self, name)
+                for name in ("paused", "concurrency", "rate", "key_concurrency", "aging")
+                if getattr(self, name) is not msgspec.UNSET
+            }
+        )
+
+
 class StatusOut(msgspec.Struct, kw_only=True):
     status: str
 
@@ -251,6 +363,7 @@ def job_out(job: JobRecord) -> JobOut:
     return JobOut(
         job_id=str(job.id),
         type=job.type,
+        queue=job.queue,
         priority=job.priority,
         payload=dict(job.payload),
         status=job.status.value,
@@ -260,6 +373,7 @@ def job_out(job: JobRecord) -> JobOut:
         error=job.error,
         run_at=job.run_at,
         idempotency_key=job.idempotency_key,
+        concurrency_key=job.concurrency_key,
         timeout_seconds=job.timeout.total_seconds() if job.timeout is not None else None,
         created_at=job.created_at,
         updated_at=job.updated_at,
@@ -290,6 +404,14 @@ def stats_out(stats: QueueStats) -> StatsOut:
     return msgspec.convert(stats_to_wire(stats), StatsOut)
 
 
+def queue_out(view: QueueView) -> QueueOut:
+    return msgspec.convert(queue_to_wire(view), QueueOut)
+
+
+def queues_out(views: list[QueueView]) -> QueuesOut:
+    return QueuesOut(queues=[queue_out(view) for view in views])
+
+
 def _utc(field: str, value: datetime | None) -> datetime | None:
     """An aware time in UTC (naive ones pass through: the domain names the field)."""
     if value is None or value.utcoffset() is None:
@@ -305,7 +427,18 @@ class BulkIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     status: Annotated[str, _doc("Only jobs in this status.")] | None = None
     type: Annotated[str, _doc("Only jobs of this type.")] | None = None
-    queue: Annotated[str, _doc("Only jobs of this queue.")] | None = None
+    queue: (
+        Annotated[
+            str,
+            _doc(
+                "Only jobs of this queue.",
+                min_length=1,
+                max_length=MAX_QUEUE_LENGTH,
+                pattern=QUEUE_PATTERN,
+            ),
+        ]
+        | None
+    ) = None
     priority: (
         Annotated[
             int,

@@ -19,7 +19,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
@@ -68,7 +68,11 @@ log = logging.getLogger("vesper.worker")
 MIN_SHUTDOWN_RETRY = 5.0
 
 
-def new_identity(concurrency: int) -> WorkerProcess:
+def new_identity(
+    concurrency: int,
+    queues: Mapping[str, int] | None = None,
+    types: tuple[str, ...] | None = None,
+) -> WorkerProcess:
     machine = socket.gethostname()
     now = datetime.now(UTC)
     return WorkerProcess(
@@ -78,7 +82,15 @@ def new_identity(concurrency: int) -> WorkerProcess:
         concurrency=concurrency,
         started_at=now,
         last_heartbeat=now,
+        queues=dict(queues) if queues is not None else None,
+        types=types,
     )
+
+
+def _served(queues: Mapping[str, int] | None) -> str:
+    if queues is None:
+        return "all"
+    return ",".join(f"{name}={slots}" for name, slots in queues.items())
 
 
 class WorkerRunner:
@@ -113,7 +125,9 @@ class WorkerRunner:
         self.consumers = consumers
         self.policies = policies
         self.settings = settings
-        self.identity = identity or new_identity(settings.concurrency)
+        self.identity = identity or new_identity(
+            settings.concurrency, settings.queues, consumers.claim_types
+        )
         self.main = main_lane
         self.beat = beat_lane
         self.core = WorkerCore(
@@ -121,6 +135,7 @@ class WorkerRunner:
             lease=policies.lease,
             types=consumers.claim_types,
             clock=time.monotonic,
+            queues=settings.queues,
         )
         self.report = Report(self.identity.id, self.core)
         self._calls: dict[Attempt, ConsumerCall] = {}
@@ -152,7 +167,7 @@ class WorkerRunner:
             else None
         )
         # a slot is held until its consumer's thread returns: one thread per slot is enough
-        self._job_pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="vesper-job")
+        self._job_pool = ThreadPoolExecutor(self.core.concurrency, thread_name_prefix="vesper-job")
         lease_seconds = policies.lease.total_seconds()
         self._recorder = OutcomeRecorder(self._write_outcomes, give_up_after=lease_seconds)
         self.scheduler = (
@@ -198,11 +213,12 @@ class WorkerRunner:
             self._job_pool.shutdown(wait=False, cancel_futures=True)
             return
         log.info(
-            "worker %s started: machine=%s pid=%d slots=%d",
+            "worker %s started: machine=%s pid=%d slots=%d queues=%s",
             self.identity.id,
             self.identity.machine,
             self.identity.pid,
-            self.settings.concurrency,
+            self.core.concurrency,
+            _served(self.settings.queues),
         )
         self.heartbeat.start()
         if self.scheduler is not None:
@@ -280,13 +296,20 @@ class WorkerRunner:
                         worker_id,
                         request.limit,
                         request.types,
+                        request.queues,
                     )
                 )
             else:
                 recorded, claimed = (
                     [],
                     await self.main.run(
-                        partial(self.uses.claim_jobs, worker_id, request.limit, request.types)
+                        partial(
+                            self.uses.claim_jobs,
+                            worker_id,
+                            request.limit,
+                            request.types,
+                            request.queues,
+                        )
                     ),
                 )
         except BaseException:

@@ -25,6 +25,7 @@ from vesper.domain.bulk import BulkAction
 from vesper.domain.errors import InvalidRequest
 from vesper.domain.job import JobId
 from vesper.domain.query import MAX_PAGE, JobQuery
+from vesper.domain.queues import QUEUE_PATTERN
 from vesper.domain.states import Status
 from vesper.entrypoints.http.body import StrictJSON, check_request_body
 from vesper.entrypoints.http.deps import StoreCalls, Waits, blocking
@@ -84,6 +85,12 @@ PriorityQuery = Annotated[
     QueryParameter(
         description="Only jobs of this priority (0-10).",
         schema_extra={"minimum": 0, "maximum": 10},
+    ),
+]
+QueueQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="Only jobs of this queue.", min_length=1, max_length=64, pattern=QUEUE_PATTERN
     ),
 ]
 LimitQuery = Annotated[
@@ -221,6 +228,7 @@ async def list_jobs_route(
     status: StatusQuery = None,
     type: TypeQuery = None,
     priority: PriorityQuery = None,
+    queue: QueueQuery = None,
     limit: LimitQuery = 100,
     cursor: CursorQuery = None,
 ) -> JobPageOut:
@@ -229,7 +237,9 @@ async def list_jobs_route(
     Pass the returned `next_cursor` as `cursor` for the next page; it is null on the
     last one. Every job appears once across the pages.
     """
-    query = JobQuery(status=status, type=type, priority=priority, limit=limit, cursor=cursor)
+    query = JobQuery(
+        status=status, type=type, priority=priority, queue=queue, limit=limit, cursor=cursor
+    )
     return await store_calls.presented(page_out, list_jobs, query)
 
 

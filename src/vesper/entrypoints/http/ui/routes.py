@@ -128,11 +128,13 @@ async def jobs_page(
     priority: TextQuery = None,
     q: TextQuery = None,
     cursor: TextQuery = None,
+    queue: TextQuery = None,
 ) -> Template:
     query = JobQuery(
         status=_status(status),
         type=type or None,
         priority=_priority(priority),
+        queue=queue or None,
         search=q.strip() or None if q else None,
         cursor=cursor or None,
         limit=PAGE_SIZE,

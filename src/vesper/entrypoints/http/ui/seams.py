@@ -6,7 +6,9 @@ is offered). Filling a seam means: the container gains the provider named below,
 the function turns that use case's result into the view model it returns.
 
 - `queue_counts` (overview, counts by queue) and `queues_page`, `set_queue_paused`,
-  `set_queue_limits` (the queues page): job queues and their settings.
+  `set_queue_limits` (the queues page): job queues and their settings, filled: they
+  call ListQueues and ConfigureQueue; a store without named queues shows its one queue,
+  "default", and refuses changes with one line.
 
 `schedules_page` and `set_schedule_paused` (the schedules page) are filled: they call
 ListSchedules and PauseSchedule; a store that keeps no schedules shows the page as
@@ -20,12 +22,15 @@ from typing import Any
 
 import attrs
 
-from vesper.domain.errors import SchedulesUnsupported
+from vesper.application.queues import QueueView
+from vesper.domain.errors import InvalidRequest, SchedulesUnsupported
+from vesper.domain.queues import UNSET, QueueChange
 from vesper.entrypoints.http.ui.views import when
+from vesper.entrypoints.wire import queue_to_wire
 
 # the container providers each seam will call, once the features add them
 QUEUES_PROVIDER = "list_queues"
-QUEUE_UPDATE_PROVIDER = "update_queue"
+QUEUE_UPDATE_PROVIDER = "configure_queue"
 SCHEDULES_PROVIDER = "list_schedules"
 SCHEDULE_UPDATE_PROVIDER = "pause_schedule"
 
@@ -71,29 +76,69 @@ def _provider(container: Any, name: str) -> Any | None:
     return getattr(container, name, None)
 
 
+# the limits the queues page edits, in the order it shows them ("" in a field: none)
+LIMITS = ("concurrency", "rate", "key_concurrency", "aging")
+_COUNTED = ("concurrency", "key_concurrency")
+
+
+def _queues(container: Any) -> list[QueueView] | None:
+    provider = _provider(container, QUEUES_PROVIDER)
+    return None if provider is None else list(provider()())
+
+
 def queue_counts(container: Any) -> Mapping[str, int] | None:
-    """Jobs by queue for the overview; None while jobs have no queues."""
-    if _provider(container, QUEUES_PROVIDER) is None:
+    """Jobs by queue for the overview (every status); None while jobs have no queues."""
+    views = _queues(container)
+    if views is None:
         return None
-    raise NotImplementedError("fill this seam: jobs by queue from the queues use case")
+    return {view.state.name: sum(view.state.counts.values()) for view in views}
 
 
 def queues_page(container: Any) -> QueuesPage:
-    if _provider(container, QUEUES_PROVIDER) is None:
+    views = _queues(container)
+    if views is None:
         return QueuesPage(available=False)
-    raise NotImplementedError("fill this seam: QueuesPage from the queues use case")
+    rows = []
+    for view in views:
+        wire = queue_to_wire(view)
+        rows.append(
+            QueueRow(
+                name=view.state.name,
+                paused=view.state.settings.paused,
+                counts=wire["by_status"],
+                limits={k: "" if wire[k] is None else str(wire[k]) for k in LIMITS},
+            )
+        )
+    return QueuesPage(available=True, queues=tuple(rows))
+
+
+def _configure(container: Any, name: str, change: QueueChange) -> None:
+    provider = _provider(container, QUEUE_UPDATE_PROVIDER)
+    if provider is None:
+        raise FeatureUnavailable("queues")
+    provider()(name, change)
 
 
 def set_queue_paused(container: Any, name: str, paused: bool) -> None:
-    if _provider(container, QUEUE_UPDATE_PROVIDER) is None:
-        raise FeatureUnavailable("queues")
-    raise NotImplementedError("fill this seam: pause or resume through the queue use case")
+    _configure(container, name, QueueChange(paused=paused))
 
 
 def set_queue_limits(container: Any, name: str, limits: Mapping[str, str]) -> None:
-    if _provider(container, QUEUE_UPDATE_PROVIDER) is None:
-        raise FeatureUnavailable("queues")
-    raise NotImplementedError("fill this seam: edit limits through the queue use case")
+    """Set the limits the form holds (an empty field clears one, a field left out of
+    the form keeps it); a bad value or an unknown field is InvalidRequest."""
+    values: dict[str, object] = dict.fromkeys(LIMITS, UNSET)
+    for field, given in limits.items():
+        if field not in values:
+            raise InvalidRequest(field, "is not a queue limit")
+        text = given.strip()
+        if not text:
+            values[field] = None
+        elif field in _COUNTED:
+            # the domain names a bad one (isdigit alone admits "²", which int() refuses)
+            values[field] = int(text) if text.isascii() and text.isdigit() else text
+        else:
+            values[field] = text
+    _configure(container, name, QueueChange(**values))
 
 
 def schedules_page(container: Any) -> SchedulesPage:

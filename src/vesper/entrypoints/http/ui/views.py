@@ -103,6 +103,7 @@ class JobRow:
     priority: int
     attempts: int
     key: str
+    queue: str
     run_at: str
     updated_at: str
 
@@ -124,6 +125,7 @@ def job_row(job: JobRecord) -> JobRow:
         priority=job.priority,
         attempts=job.attempts,
         key=job.idempotency_key or "",
+        queue=job.queue,
         run_at=when(job.run_at),
         updated_at=when(job.updated_at),
     )
@@ -135,6 +137,7 @@ def job_list(page: JobPage, query: JobQuery) -> JobList:
         "type": query.type or "",
         "priority": str(query.priority) if query.priority is not None else "",
         "q": query.search or "",
+        "queue": query.queue or "",
     }
     kept = {k: v for k, v in filters.items() if v}
     return JobList(
@@ -175,6 +178,8 @@ def job_detail(job: JobRecord) -> JobDetail:
         Field(name="type", value=job.type),
         Field(name="status", value=job.status.value),
         Field(name="priority", value=str(job.priority)),
+        Field(name="queue", value=job.queue),
+        Field(name="concurrency key", value=job.concurrency_key or "—"),
         Field(name="attempts", value=str(job.attempts)),
         Field(name="retries", value=f"{job.retries} of {job.max_retries}"),
         Field(name="run at", value=when(job.run_at)),
