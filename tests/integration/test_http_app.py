@@ -92,6 +92,8 @@ def test_openapi_document_describes_every_route(client: TestClient[Litestar]) ->
         "/stats",
         "/schedules",
         "/schedules/{name}",
+        "/queues",
+        "/queues/{name}",
         "/health",
         "/ready",
     }
@@ -120,6 +122,8 @@ def test_openapi_document_describes_every_route(client: TestClient[Litestar]) ->
         "delay_seconds",
         "timeout_seconds",
         "unique_key",
+        "queue",
+        "concurrency_key",
     }
     post_jobs = spec["paths"]["/jobs"]["post"]
     assert post_jobs["requestBody"]["content"]["application/json"]["schema"] == {

@@ -101,9 +101,7 @@ class PeriodicScheduler:
     the next tick. While running, a round that came late (by less than LATE_GRACE)
     submits each tick it passed; later than that it is downtime again (latest only).
     Paused schedules submit nothing; the ticks that pass while a process sees one
-    paused are skipped by that process for good. A tick at or before the store's
-    recorded last tick is never submitted again: its job was submitted, and retention
-    may have deleted it since (its key free again).
+    paused are skipped by that process for good.
     """
 
     def __init__(
@@ -135,10 +133,6 @@ class PeriodicScheduler:
             name = schedule.name
             record = records.get(name)
             ticks = self._due(name, record, now)
-            if record is not None and record.last_tick is not None:
-                # a recorded tick's job was submitted: retention may since have deleted
-                # it and freed its key, and a late round must not submit it again
-                ticks = [tick for tick in ticks if tick > record.last_tick]
             if not ticks:
                 continue
             self._handled[name] = ticks[-1]  # whatever happens below: never retried
