@@ -27,11 +27,21 @@ from psycopg.rows import dict_row, tuple_row
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import UnboundExecutionError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 
 from vesper.adapters.sql.postgres_statements import driver_sql
+
+try:  # asyncio SQLAlchemy needs greenlet; a caller without it has no async connection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+except ImportError:  # vesper's own dependencies leave greenlet out
+
+    class AsyncConnection:  # type: ignore[no-redef]  # stands in: nothing is an instance
+        pass
+
+    class AsyncSession:  # type: ignore[no-redef]
+        pass
+
 
 T = TypeVar("T")
 
