@@ -15,10 +15,23 @@ from typing import cast
 
 import pytest
 
-from vesper.application.ports import JobRepository, QueueingJobRepository
+from vesper.application.ports import (
+    JobRepository,
+    QueueingCompletingJobRepository,
+    QueueingJobRepository,
+)
 from vesper.domain.job import JobRecord
 from vesper.domain.queues import QueueChange
-from vesper.testing.fixtures import StoreFixtures, StoreOpener, at, claim, new_job, ref, submit
+from vesper.testing.fixtures import (
+    LEASE,
+    StoreFixtures,
+    StoreOpener,
+    at,
+    claim,
+    new_job,
+    ref,
+    submit,
+)
 from vesper.testing.races_contract import THREADS, together
 
 ROUNDS = 3
@@ -84,3 +97,28 @@ class QueueRaceContract(StoreFixtures):
         repo.configure_queue("q", QueueChange(rate="5/1h"))
         assert len(self._race(handles, now=1)) == 5
         assert self._race(handles, now=2) == []
+
+    def test_limits_changed_elsewhere_hold_at_once(
+        self, handles: list[QueueingJobRepository]
+    ) -> None:
+        """A handle that has just claimed from a queue limited by `concurrency` alone
+        (which it may remember for a moment) keeps a rate another handle sets meanwhile:
+        in a claim, and in a completion with its next claim."""
+        mine, other = handles[0], handles[1]
+        submit(mine, *(new_job(queue="q") for _ in range(20)))
+        mine.configure_queue("q", QueueChange(concurrency=10))
+        first = claim(mine, now=at(1), queues=["q"], limit=2)
+        assert len(first) == 2
+        other.configure_queue("q", QueueChange(rate="1/1h"))
+        assert len(claim(mine, now=at(2), queues=["q"], limit=5)) == 1
+        assert claim(mine, now=at(3), queues=["q"], limit=5) == []
+        if mine.capabilities.complete_and_claim:
+            completing = cast(QueueingCompletingJobRepository, mine)
+            mine.configure_queue("q", QueueChange(rate=None, concurrency=10))
+            assert len(claim(mine, now=at(4), queues=["q"], limit=1)) == 1
+            other.configure_queue("q", QueueChange(rate="1/1h"))
+            done, claimed = completing.complete_and_claim(
+                [ref(first[0])], worker_id="w", limit=5, lease=LEASE, queues=["q"], now=at(5)
+            )
+            # the rate's window counts from its setting: one claim, not concurrency's five
+            assert (len(done), len(claimed)) == (1, 1)

@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 from sqlalchemy import DateTime, Select, bindparam, cast, func, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
 from vesper.adapters.sql import caller
@@ -27,9 +28,12 @@ from vesper.adapters.sql.postgres_statements import (
     ACTIVE_HOLDERS,
     BLANK,
     BOUND,
+    CAPPED_STALE,
     CLAIM,
+    CLAIM_CAPPED,
     CLAIMS,
     COMPLETE,
+    COMPLETE_AND_CLAIM_CAPPED,
     COMPLETES_AND_CLAIMS,
     EXPIRE,
     FAIL,
@@ -106,7 +110,11 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
         super().__init__(db, now_expression())
         self._beat = beat or db  # lease renewal gets its own pool: a busy one cannot starve it
         self._queues = SqlQueues(
-            db, clock=_database_clock, notify=lambda conn: run(conn, NOTIFY), postgres=True
+            db,
+            clock=_database_clock,
+            notify=lambda conn: run(conn, NOTIFY),
+            postgres=True,
+            capped=_claim_capped,
         )
 
     def now(self) -> datetime:
@@ -214,6 +222,18 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
                 "now": now,
                 "results": _results(refs, results),
             }
+            if queues[0] in self._queues.capped():
+                capped = {**_claim_params(worker_id, limit, lease, types, queues, now), **params}
+                both = self._db.statement(
+                    lambda conn: _capped(conn, COMPLETE_AND_CLAIM_CAPPED, capped)
+                )
+                if both is not None:
+                    done = [job_of(row) for row in both if row["vesper_done"]]
+                    claimed = in_claim_order(
+                        [job_of(row) for row in both if not row["vesper_done"]]
+                    )
+                    return done, claimed
+                self._queues.forget()  # its settings changed: the completions were undone
             return self._queues.complete_and_claim(
                 lambda conn: jobs_of(run(conn, COMPLETE, params)),
                 queues[0],
@@ -360,6 +380,36 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
             return []
         params = {"ids": [r.job_id for r in refs], "tokens": [r.token for r in refs], **extra}
         return jobs_of(db.statement(lambda conn: run(conn, statement, params)))
+
+
+def _capped(conn: Connection, statement: TextClause, params: dict[str, Any]) -> list[Any] | None:
+    """`statement`'s rows, or None where vesper_claim_capped found the queue limited in
+    other ways too (the statement was rolled back)."""
+    try:
+        return run(conn, statement, {"types": None, **params})
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == CAPPED_STALE:
+            return None
+        raise
+
+
+def _claim_capped(
+    conn: Connection,
+    queue: str,
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    types: Sequence[str] | None,
+    now: datetime | None,
+) -> list[JobRecord] | None:
+    """SqlQueues' claim from a capped queue: vesper_claim_capped, one statement."""
+    params = {
+        **_claim_params(worker_id, limit, lease, types, [queue], now),
+        "ids": [],
+        "tokens": [],
+    }
+    rows = _capped(conn, CLAIM_CAPPED, params)
+    return None if rows is None else in_claim_order(jobs_of(rows))
 
 
 def _database_clock(conn: Connection) -> datetime:

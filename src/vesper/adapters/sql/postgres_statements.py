@@ -215,6 +215,26 @@ SELECT false AS vesper_done, * FROM claimed
 COMPLETES_AND_CLAIMS = {
     shape: _claim_sql(_COMPLETE_AND_CLAIM, shape, done=_DONE) for shape in SHAPES
 }
+# The claim from one queue whose only limits are `paused` and `concurrency`: the function
+# of revision 0005_i15_capped_claim locks the queue's row, counts its processing jobs
+# (leaving out the leases being completed in the same statement) and claims, one call.
+# It raises CAPPED_STALE for a queue with other limits (the caller's list was stale).
+CAPPED_STALE = "VQ001"
+_CAPPED = """vesper_claim_capped(
+    CAST(:queue AS text), CAST(:limit AS int), CAST(:types AS text[]),
+    CAST(:worker_id AS text), CAST(:token AS uuid), CAST(:lease AS interval),
+    CAST(:now AS timestamptz), CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])
+)"""
+CLAIM_CAPPED = text(f"SELECT * FROM {_CAPPED}")
+COMPLETE_AND_CLAIM_CAPPED = text(
+    f"""
+WITH done AS ({_DONE}),
+{_NOTE.format(finished="done", finished_where="")}
+SELECT true AS vesper_done, done.* FROM done LEFT JOIN note ON true
+UNION ALL
+SELECT false AS vesper_done, capped.* FROM {_CAPPED} AS capped
+"""
+)
 # a job with a cancel request ends cancelled here: its worker learns it from the result
 _RENEW = f"""
 UPDATE vesper_jobs AS j SET
@@ -391,6 +411,8 @@ _DRIVER_SQL = {
         *CLAIMS.values(),
         COMPLETE,
         *COMPLETES_AND_CLAIMS.values(),
+        CLAIM_CAPPED,
+        COMPLETE_AND_CLAIM_CAPPED,
         RELEASE,
         FAIL,
         RENEW,

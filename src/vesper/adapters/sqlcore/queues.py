@@ -12,7 +12,10 @@ and no limit can be exceeded by a race; a queue without limits never pays for th
 
 Which queues are limited is cached for `LIMITED_TTL` seconds per process: a stale entry
 costs a queue at most that much delay (the fast path already excludes it), never a
-limit.
+limit. A repository may claim from a *capped* queue (limited by `paused` and
+`concurrency` only) its own faster way (`capped`: PostgreSQL's one-call function); it
+reports a queue whose settings turned out to be otherwise, which is then claimed from
+here.
 """
 
 from __future__ import annotations
@@ -64,7 +67,11 @@ LIMITED_TTL = 0.25  # seconds a process trusts its list of limited queues
 # the fast path's exclusion of limited queues, for every store's claim statement
 NOT_LIMITED_SQL = f"queue NOT IN (SELECT name FROM vesper_queues WHERE {LIMITED_SQL})"
 
-_LIMITED = text(f"SELECT name FROM vesper_queues WHERE {LIMITED_SQL}")
+# each limited queue, and whether it is capped (paused and concurrency its only limits)
+_LIMITED = text(
+    "SELECT name, rate_limit IS NULL AND key_concurrency IS NULL AND aging IS NULL "
+    f"FROM vesper_queues WHERE {LIMITED_SQL}"
+)
 _RUNNING = text(
     f"SELECT concurrency_key, count(*) FROM vesper_jobs WHERE {PROCESSING_SQL} "
     "AND queue = :queue GROUP BY concurrency_key"
@@ -88,6 +95,14 @@ _TAKE = (
 _SET_LOG = (
     update(queues).where(queues.c.name == bindparam("b_name")).values(rate_log=bindparam("log"))
 )
+
+
+# A claim from one capped queue in one call: (conn, queue, worker_id, limit, lease, types,
+# now) -> its jobs in claim order, or None when the queue has other limits after all.
+CappedClaim = Callable[
+    [Connection, str, str, int, timedelta, Sequence[str] | None, datetime | None],
+    list[JobRecord] | None,
+]
 
 
 def one_limited(
@@ -118,6 +133,7 @@ class SqlQueues:
         notify: wake idle workers everywhere at the commit of a change (PostgreSQL:
             NOTIFY on the connection).
         postgres: the dialect is PostgreSQL (else SQLite, whose writes hold its lock).
+        capped: the repository's own claim from a capped queue, run as one statement.
     """
 
     def __init__(
@@ -127,13 +143,16 @@ class SqlQueues:
         clock: Callable[[Connection], datetime],
         notify: Callable[[Connection], object] | None = None,
         postgres: bool = False,
+        capped: CappedClaim | None = None,
     ) -> None:
         self._db = db
+        self._capped_claim = capped
         self._clock = clock
         self._notify = notify
         self._postgres = postgres
         self._lock = threading.Lock()
         self._limited: frozenset[str] = frozenset()
+        self._capped: frozenset[str] = frozenset()
         self._limited_at = -LIMITED_TTL
         lock = " FOR UPDATE" if self._postgres else ""
         self._row = select(queues).where(queues.c.name == bindparam("b_name"))
@@ -156,16 +175,27 @@ class SqlQueues:
 
     def limited(self) -> frozenset[str]:
         """The names of the limited queues, as read at most LIMITED_TTL ago."""
+        return self._read_limited()[0]
+
+    def capped(self) -> frozenset[str]:
+        """The limited queues whose only limits are `paused` and `concurrency`, as read
+        at most LIMITED_TTL ago."""
+        return self._read_limited()[1]
+
+    def _read_limited(self) -> tuple[frozenset[str], frozenset[str]]:
         now = time.monotonic()
         with self._lock:
             if now - self._limited_at < LIMITED_TTL:
-                return self._limited
-        names = self._db.read(lambda conn: frozenset(conn.execute(_LIMITED).scalars()))
+                return self._limited, self._capped
+        rows = self._db.read(lambda conn: conn.execute(_LIMITED).all())
+        names = frozenset(name for name, _ in rows)
+        capped = frozenset(name for name, only_capped in rows if only_capped)
         with self._lock:
-            self._limited, self._limited_at = names, now
-        return names
+            self._limited, self._capped, self._limited_at = names, capped, now
+        return names, capped
 
-    def _forget(self) -> None:
+    def forget(self) -> None:
+        """Read the limited queues again at the next claim (their settings changed)."""
         with self._lock:
             self._limited_at = -LIMITED_TTL
 
@@ -183,6 +213,14 @@ class SqlQueues:
     ) -> list[JobRecord]:
         """Claim from the queue `name`, keeping its settings, in one transaction; the
         jobs in claim order by effective priority."""
+        capped_claim = self._capped_claim
+        if capped_claim is not None and name in self.capped():
+            claimed = self._db.statement(
+                lambda conn: capped_claim(conn, name, worker_id, limit, lease, types, now)
+            )
+            if claimed is not None:
+                return claimed
+            self.forget()
         return self._db.transaction(
             lambda conn: self._claim_in(conn, name, worker_id, limit, lease, types, now)
         )
@@ -430,7 +468,7 @@ class SqlQueues:
             return after
 
         settings = self._db.transaction(work)
-        self._forget()
+        self.forget()
         return settings
 
     def states(self, *, now: datetime | None = None) -> list[QueueState]:
