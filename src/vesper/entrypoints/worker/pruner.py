@@ -1,7 +1,8 @@
 """The pruner: deletes finished jobs past their retention, in every worker process.
 
 Every prune interval (jittered, so that a fleet started together does not prune in
-step) it deletes batches on the main lane until one comes back short. Between two
+step; counted from the start of the last round, so that a job waits at most its
+retention plus one interval however long a round took) it deletes batches on the main lane until one comes back short. Between two
 batches it leaves the store alone for as long as the last batch took, so a backlog
 of old jobs takes at most half the store's time from claims (SQLite has one writer).
 Any number of processes may prune at once: the store skips rows another pruner holds.
@@ -52,8 +53,12 @@ class Pruner:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _loop(self) -> None:
+        started = time.monotonic()
         while True:
-            await asyncio.sleep(self.interval * random.uniform(0.8, 1.0))
+            # below the interval: a batch of its own takes time too
+            next_round = started + self.interval * random.uniform(0.75, 0.95)
+            await asyncio.sleep(max(0.0, next_round - time.monotonic()))
+            started = time.monotonic()
             try:
                 await self.round()
                 self._failures = 0
