@@ -1,6 +1,7 @@
 """A fleet split by queue, and the queues' fleet-wide controls, with real `vesper worker`
 processes on a shared SQLite file and a shared PostgreSQL database: routing, pause,
-concurrency, key concurrency, rate and aging (at small scales that still prove each)."""
+concurrency (300 jobs of 50 ms over three processes of 4 slots), key concurrency, rate
+and aging."""
 
 from __future__ import annotations
 
@@ -143,10 +144,10 @@ def test_concurrency_caps_the_fleet_exactly(
     procs = [WorkerProcess(env, tmp_path / f"w{i}.log", app=f"{APPS}:mail") for i in range(3)]
     try:
         queue_app.enqueue_many(
-            [JobRequest(type="email", queue="email", payload={"sleep": 0.05}) for _ in range(90)]
+            [JobRequest(type="email", queue="email", payload={"sleep": 0.05}) for _ in range(300)]
         )
         wait_until(
-            lambda: _count(queue_app, "email", Status.DONE) == 90, timeout=90, what="the drain"
+            lambda: _count(queue_app, "email", Status.DONE) == 300, timeout=120, what="the drain"
         )
         entries = read_ledger(ledger)
         assert _overlap(entries) == 3
