@@ -14,13 +14,19 @@ import pytest
 import vesper
 from vesper.adapters.clock import FixedClock
 from vesper.adapters.memory import InMemoryStore
-from vesper.application.periodic import ListSchedules, PauseSchedule, PeriodicScheduler
+from vesper.application.periodic import (
+    ListSchedules,
+    PauseSchedule,
+    PeriodicScheduler,
+    late_grace_for,
+)
 from vesper.application.policies import Policies
 from vesper.application.submit import SubmitJob
 from vesper.domain.errors import InvalidSchedule, SchedulesUnsupported
-from vesper.domain.job import JobRecord
-from vesper.domain.periodic import Cron, Schedule
+from vesper.domain.job import JobRecord, LeaseRef
+from vesper.domain.periodic import Cron, Schedule, tick_key
 from vesper.domain.query import JobQuery
+from vesper.domain.states import Status
 
 T0 = datetime(2030, 1, 1, 0, 0, 0, 400000, tzinfo=UTC)
 EVERY_SECOND = Schedule(name="tick", cron="*/1 * * * * *", type="report", payload={"n": 1})
@@ -272,3 +278,79 @@ def test_app_periodic_without_type_needs_a_consumer_of_one_type() -> None:
 
 def test_cron_parse_keeps_the_expression() -> None:
     assert Cron.parse("  0   *  * * *  ").expression == "0 * * * *"
+
+
+def _finish_and_prune(store: InMemoryStore, clock: FixedClock, retention: timedelta) -> int:
+    """Run every due job to done now, then prune as if `retention` later; returns how
+    many jobs were deleted."""
+    claimed = store.jobs.claim(worker_id="w", limit=100, lease=timedelta(seconds=30))
+    store.jobs.complete([ref_of(job) for job in claimed])
+    clock.set(clock.now() + retention + timedelta(milliseconds=100))
+    return sum(store.jobs.prune({Status.DONE: retention}, limit=100).values())
+
+
+def ref_of(job: JobRecord) -> LeaseRef:
+    assert job.lease is not None
+    return LeaseRef(job_id=job.id, token=job.lease.token)
+
+
+def test_a_late_round_does_not_submit_again_a_tick_whose_job_was_pruned(
+    store: InMemoryStore, clock: FixedClock
+) -> None:
+    """Retention of 5 s, shorter than the default late grace: a process that comes
+    late to a round must not bring back a tick another one submitted and retention
+    deleted (the soak found 17 such doubles in 10 minutes)."""
+    retention = timedelta(seconds=5)
+    grace = late_grace_for({Status.DONE: retention})
+    early, late = (
+        PeriodicScheduler(
+            schedules=(EVERY_SECOND,),
+            jobs=store.jobs,
+            registry=store.schedules,
+            submit=SubmitJob(jobs=store.jobs),
+            late_grace=grace,
+        )
+        for _ in range(2)
+    )
+    for one in (early, late):
+        one.declare()
+        one.fire()
+    clock.set(T0 + timedelta(seconds=1, milliseconds=100))
+    first = early.fire().submitted
+    assert [tick for _, tick, created in first if created] == [
+        T0.replace(microsecond=0) + timedelta(seconds=1)
+    ]
+    assert _finish_and_prune(store, clock, retention) == 1
+    late.fire()  # 5.2 s behind: downtime for it, the latest tick only
+    submitted = Counter(job.idempotency_key for job in all_jobs(store))
+    assert tick_key("tick", first[0][1]) not in submitted, "the pruned tick came back"
+
+
+def test_a_stalled_round_does_not_submit_again_a_recorded_tick(
+    store: InMemoryStore, clock: FixedClock
+) -> None:
+    """A schedule of once a minute: a process stalled past the grace submits the latest
+    tick only, and not when the store recorded it as submitted (its job may be gone)."""
+    minutely = Schedule(name="minute", cron="0 * * * * *", type="report", payload={})
+    retention = timedelta(seconds=5)
+
+    def make() -> PeriodicScheduler:
+        return PeriodicScheduler(
+            schedules=(minutely,),
+            jobs=store.jobs,
+            registry=store.schedules,
+            submit=SubmitJob(jobs=store.jobs),
+            late_grace=late_grace_for({Status.DONE: retention}),
+        )
+
+    early, stalled = make(), make()
+    for one in (early, stalled):
+        one.declare()
+        one.fire()
+    minute = T0.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    clock.set(minute + timedelta(milliseconds=100))
+    assert [created for _, _, created in early.fire().submitted] == [True]
+    assert _finish_and_prune(store, clock, retention) == 1
+    clock.set(minute + timedelta(seconds=20))
+    assert stalled.fire().submitted == []
+    assert all_jobs(store) == []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import attrs
@@ -28,6 +28,7 @@ from vesper.domain.errors import (
 )
 from vesper.domain.job import JobId
 from vesper.domain.periodic import Cron, Schedule, ScheduleRecord, due_ticks, tick_key
+from vesper.domain.states import Status
 from vesper.domain.submission import JobRequest, prepare
 
 log = logging.getLogger("vesper.periodic")
@@ -78,6 +79,17 @@ def check_schedules(schedules: Sequence[Schedule], policies: Policies) -> dict[s
 LATE_GRACE = timedelta(seconds=10)
 
 
+def late_grace_for(ages: Mapping[Status, timedelta]) -> timedelta:
+    """The late grace under a retention of `ages` (status -> age kept): below the
+    shortest age, so that a tick a late round submits again is a replay. A tick's job
+    cannot finish before its tick (its run_at), nor be pruned until the age after it;
+    within the grace its idempotency key is still bound."""
+    shortest = min(ages.values(), default=None)
+    if shortest is None:
+        return LATE_GRACE
+    return min(LATE_GRACE, shortest * 0.8)
+
+
 @attrs.frozen
 class FireRound:
     """What one round did: the ticks it submitted (name, tick, created), the store's
@@ -102,6 +114,10 @@ class PeriodicScheduler:
     submits each tick it passed; later than that it is downtime again (latest only).
     Paused schedules submit nothing; the ticks that pass while a process sees one
     paused are skipped by that process for good.
+
+    Retention can delete a tick's job and so free its key: `late_grace` stays below
+    the shortest retention (late_grace_for), and a tick older than the grace is not
+    submitted when the store has recorded it, or a later tick, as submitted.
     """
 
     def __init__(
@@ -111,8 +127,10 @@ class PeriodicScheduler:
         jobs: JobRepository,
         registry: ScheduleRegistry | None,
         submit: SubmitJob,
+        late_grace: timedelta = LATE_GRACE,
     ) -> None:
         self.schedules = tuple(schedules)
+        self.late_grace = late_grace
         self.crons = check_schedules(self.schedules, submit.settings)
         self.jobs = jobs
         self.registry = registry
@@ -139,6 +157,8 @@ class PeriodicScheduler:
             if record is not None and record.paused:
                 continue  # skipped for good by this process
             for tick in ticks:
+                if _recorded(record, tick) and now - tick > self.late_grace:
+                    continue  # submitted, and its job may be pruned: its key free again
                 created = self._submit(schedule, tick)
                 if created is None:
                     continue
@@ -152,7 +172,7 @@ class PeriodicScheduler:
         cron = self.crons[name]
         handled = self._handled.get(name)
         if handled is not None:  # running: a late round submits each tick it passed
-            return due_ticks(cron, now=now, after=handled, late_grace=LATE_GRACE)
+            return due_ticks(cron, now=now, after=handled, late_grace=self.late_grace)
         # the first round: the store's last tick, if any, is what was handled before
         # (downtime: only the latest tick since is due); none: nothing is owed yet
         if record is not None and record.last_tick is not None:
@@ -180,6 +200,11 @@ class PeriodicScheduler:
             log.error("periodic %r: tick %s not submitted: %s", schedule.name, tick, exc)
             return None
         return submitted.job.id, submitted.created
+
+
+def _recorded(record: ScheduleRecord | None, tick: datetime) -> bool:
+    """Whether the store recorded `tick`, or a later one, as submitted."""
+    return record is not None and record.last_tick is not None and tick <= record.last_tick
 
 
 @attrs.frozen(kw_only=True)

@@ -51,6 +51,7 @@ from vesper.application.periodic import (
     ListSchedules,
     PauseSchedule,
     PeriodicScheduler,
+    late_grace_for,
 )
 from vesper.application.ports import (
     Clock,
@@ -424,11 +425,15 @@ class Container(containers.DeclarativeContainer):
         PauseSchedule, jobs=jobs, registry=schedule_registry, settings=policies
     )
     delete_schedule = providers.Factory(DeleteSchedule, registry=schedule_registry)
+    retention = providers.Callable(lambda s: s.retention, config.settings)
     # called with schedules=...
     periodic_scheduler = providers.Factory(
-        PeriodicScheduler, jobs=jobs, registry=schedule_registry, submit=submit_job
+        PeriodicScheduler,
+        jobs=jobs,
+        registry=schedule_registry,
+        submit=submit_job,
+        late_grace=providers.Callable(lambda r: late_grace_for(r.ages), retention),
     )
-    retention = providers.Callable(lambda s: s.retention, config.settings)
     prune_jobs = providers.Factory(PruneJobs, jobs=jobs, retention=retention, metrics=metrics)
     delete_job = providers.Factory(DeleteJob, jobs=jobs)
 
