@@ -335,3 +335,42 @@ def test_a_given_up_attempt_never_calls_its_consumer() -> None:
         )
     assert outcome is None
     assert calls == []
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_pause_after_the_hand_off_stops_the_consumer_at_its_first_line(kind: str) -> None:
+    """`start` said yes on the loop; then the process was paused (SIGSTOP) before the
+    consumer's first line, past the local deadline: the first line is never reached."""
+    import asyncio  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+    from functools import partial  # noqa: PLC0415
+
+    from vesper.application.consumers import Consumer  # noqa: PLC0415
+    from vesper.entrypoints.worker.attempt import ConsumerCall, run_attempt  # noqa: PLC0415
+
+    world = World()
+    world.submit()
+    [attempt] = world.claim()
+    assert world.core.start(attempt)
+    calls: list[object] = []
+
+    async def async_consumer(job: object) -> None:
+        calls.append(job)
+
+    function = calls.append if kind == "sync" else async_consumer
+    paused_until_late = world.core.may_begin(attempt)
+    world.clock.advance(30)  # the pause: past the deadline before the first line
+    assert paused_until_late
+    assert not world.core.may_begin(attempt)
+    with ThreadPoolExecutor(1) as pool:
+        outcome = asyncio.run(
+            run_attempt(
+                ConsumerCall(attempt),
+                Consumer(function),
+                None,
+                pool,
+                may_begin=partial(world.core.may_begin, attempt),
+            )
+        )
+    assert outcome is None
+    assert calls == []

@@ -181,6 +181,13 @@ class WorkerCore:
             attempt.phase = Phase.RUNNING
         return attempt.abandon_reason is None
 
+    def may_begin(self, attempt: Attempt) -> bool:
+        """Whether the consumer's first line may run now: the attempt is not given up
+        and its local deadline has not passed. Asked on the consumer's thread, right
+        before the call (`start` asked on the loop, before the hand-off): it only reads.
+        """
+        return attempt.abandon_reason is None and self.clock() <= attempt.deadline
+
     def returned(self, attempt: Attempt, outcome: Outcome | None) -> Outcome | None:
         """running -> returned: the consumer returned (or was given up).
 

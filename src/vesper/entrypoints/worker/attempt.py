@@ -7,9 +7,10 @@ import concurrent.futures
 import contextlib
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import timedelta
+from typing import Any
 
 import attrs
 
@@ -20,6 +21,26 @@ from vesper.domain.errors import NoConsumer, NonRetryable
 from vesper.domain.retry import Snooze
 
 log = logging.getLogger("vesper.worker")
+
+
+class LateStart(Exception):
+    """The consumer's first line was reached after the attempt's local deadline."""
+
+
+def _sync_first_line(may_begin: Callable[[], bool], function: Callable[..., Any], job: Any) -> Any:
+    # on the consumer's own thread, as late as vesper can look: a process paused after
+    # handing the job to the thread resumes here, and must not run a lease it lost
+    if not may_begin():
+        raise LateStart
+    return function(job)
+
+
+async def _async_first_line(
+    may_begin: Callable[[], bool], function: Callable[..., Awaitable[Any]], job: Any
+) -> Any:
+    if not may_begin():
+        raise LateStart
+    return await function(job)
 
 
 @attrs.define(eq=False)
@@ -61,10 +82,16 @@ class ConsumerCall:
 
 
 async def run_attempt(
-    call: ConsumerCall, consumer: Consumer | None, timeout: timedelta | None, pool: Executor
+    call: ConsumerCall,
+    consumer: Consumer | None,
+    timeout: timedelta | None,
+    pool: Executor,
+    may_begin: Callable[[], bool] = lambda: True,
 ) -> Outcome | None:
     """Run the consumer; its outcome, or None when it was cancelled because the attempt
-    was given up (the core fences any outcome of an abandoned attempt)."""
+    was given up (the core fences any outcome of an abandoned attempt), or did not begin
+    because `may_begin()` (thread-safe: the local lease deadline) said no at its first
+    line."""
     attempt = call.attempt
     job = attempt.job
     if consumer is None:
@@ -73,11 +100,13 @@ async def run_attempt(
         return None
     loop = asyncio.get_running_loop()
     if consumer.is_async:
-        call.consumer_task = asyncio.ensure_future(consumer.function(job))
+        call.consumer_task = asyncio.ensure_future(
+            _async_first_line(may_begin, consumer.function, job)
+        )
     else:
         # copy_context: the consumer's own spans and log lines keep the job's context
         context = contextvars.copy_context()
-        call.thread = pool.submit(context.run, consumer.function, job)
+        call.thread = pool.submit(context.run, _sync_first_line, may_begin, consumer.function, job)
         call.consumer_task = asyncio.wrap_future(call.thread, loop=loop)
     seconds = timeout.total_seconds() if timeout is not None else None
     try:
@@ -92,6 +121,12 @@ async def run_attempt(
     except asyncio.CancelledError:
         if attempt.abandon_reason is None:
             raise  # cancelled from outside: let the runner see it
+        return None
+    except LateStart:
+        log.warning(
+            "job %s: its lease expired locally before its consumer's first line; not running it",
+            job.id,
+        )
         return None
     except Snooze as exc:
         log.info("job %s snoozed for %gs", job.id, exc.delay.total_seconds())

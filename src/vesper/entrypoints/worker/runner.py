@@ -351,7 +351,13 @@ class WorkerRunner:
                         extra=self.report.ids(record.id),
                     )
                 try:
-                    result = await run_attempt(call, consumer, timeout, self._job_pool)
+                    result = await run_attempt(
+                        call,
+                        consumer,
+                        timeout,
+                        self._job_pool,
+                        may_begin=partial(self.core.may_begin, attempt),
+                    )
                 finally:
                     # The slot frees once the consumer's code has stopped: before its
                     # outcome is recorded (the lease is held, and renewed, until then), or
