@@ -17,13 +17,14 @@ The records a store keeps and returns:
     JobRecord (a job as stored, with its lease: not `vesper.Job`, which is what a
     consumer function receives), JobId, Lease, LeaseRef, Failure, NewJob (a validated
     submission: `materialize(now=, seq=)` makes its first JobRecord), WorkerProcess,
-    JobQuery, JobPage (`page_of`), QueueStats, QueueSummary; Status, TRANSITIONS and
-    `allowed` (which status an action starts from), ACTIVE (the statuses in which a job
-    holds its unique key), `claim_order` (the claim's sort key) and LEASE_EXPIRED_ERROR
-    (the error an expired lease records); Snoozed (a snoozed attempt); UniqueSlot
-    (the (queue, unique key) an active job holds: a key is unique per queue); for `bulk`,
-    BulkAction, BulkFilter (`matches`: the reference semantics), BulkBatch (what a
-    batch returns), `take` (which of a batch's jobs a retry skips) and `kinds_of`;
+    JobQuery, JobPage (`page_of`), QueueStats, QueueSummary (with ActiveJobs, each
+    queue's); Status, TRANSITIONS and `allowed` (which status an action starts from),
+    ACTIVE (the statuses in which a job holds its unique key), `claim_order` (the
+    claim's sort key) and LEASE_EXPIRED_ERROR (the error an expired lease records);
+    Snoozed (a snoozed attempt); UniqueSlot (the (queue, unique key) an active job
+    holds: a key is unique per queue); for `bulk`, BulkAction, BulkFilter (`matches`:
+    the reference semantics), BulkBatch (what a batch returns), `take` (which of a
+    batch's jobs a retry skips) and `kinds_of`;
     QueueSettings, QueueChange and QueueState (a queue's settings, a change to them,
     its view).
 
@@ -162,7 +163,7 @@ from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import ACTIVE, TRANSITIONS, Status, allowed
-from vesper.domain.stats import QueueStats, QueueSummary
+from vesper.domain.stats import ActiveJobs, QueueStats, QueueSummary
 from vesper.domain.submission import NewJob
 
 __all__ = [
@@ -181,6 +182,7 @@ __all__ = [
     "SNOOZE",
     "TRANSITIONS",
     "UNIQUE_ACTIVE_SQL",
+    "ActiveJobs",
     "BulkAction",
     "BulkBatch",
     "BulkFilter",

@@ -40,8 +40,8 @@ from vesper.domain.queues import (
     rate_log_after,
 )
 from vesper.domain.retention import check_ages, deletable, prunable
-from vesper.domain.states import CLAIMABLE, FINISHED, Status
-from vesper.domain.stats import QueueStats, QueueSummary, check_cap
+from vesper.domain.states import ACTIVE, CLAIMABLE, FINISHED, Status
+from vesper.domain.stats import ActiveJobs, QueueStats, QueueSummary, check_cap
 from vesper.domain.submission import NewJob
 
 _Entry = tuple[int, datetime, int, JobId]
@@ -436,7 +436,16 @@ class InMemoryJobRepository:
     def summary(self, *, cap: int, now: datetime | None = None) -> QueueSummary:
         # counting a dict is cheap at any size the process can hold: no cap needed to do it
         check_cap(cap)
-        return QueueSummary.of(self.stats(now=now), cap)
+        with self._lock:
+            by_queue: dict[str, dict[Status, int]] = {name: {} for name in self._queues}
+            for job in self._jobs.values():
+                if job.status in ACTIVE:
+                    counts = by_queue.setdefault(job.queue, {})
+                    counts[job.status] = counts.get(job.status, 0) + 1
+            return attrs.evolve(
+                QueueSummary.of(self.stats(now=now), cap),
+                active_by_queue={q: ActiveJobs.of(by_queue[q], cap) for q in sorted(by_queue)},
+            )
 
     def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
         with self._lock:

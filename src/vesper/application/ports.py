@@ -437,7 +437,13 @@ class SummaryJobRepository(JobRepository, Protocol):
         """Each status's jobs, counted up to `cap` + 1 and no further (so cap + 1 means
         more than `cap`), and the run_at of the oldest due job as `stats` gives it.
         The point is a cost that grows with the cap, not with the table (a SQL store reads
-        at most cap + 1 index entries per status). ValueError for a cap below 1."""
+        at most cap + 1 index entries per status). ValueError for a cap below 1.
+
+        `active_by_queue` (optional: None where the store does not count it): each queue
+        with active jobs or settings, its waiting jobs (pending, failed) and running ones
+        (processing) each counted up to `cap` + 1, at a cost that the finished jobs do
+        not change (a SQL store: cap + 1 entries of the per-queue claim index per queue,
+        and the processing jobs)."""
         ...
 
 

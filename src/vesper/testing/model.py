@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime, timedelta
-from typing import ClassVar, TypeVar
+from typing import ClassVar, TypeVar, cast
 
 import attrs
 from hypothesis import HealthCheck, settings
@@ -31,13 +31,14 @@ from hypothesis.stateful import (
 )
 
 from vesper.adapters.memory import InMemoryJobRepository
-from vesper.application.ports import JobRepository
+from vesper.application.ports import JobRepository, SummaryJobRepository
 from vesper.domain.bulk import BulkAction, BulkFilter
 from vesper.domain.errors import VesperError
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobQuery
 from vesper.domain.queues import QueueChange
 from vesper.domain.states import FINISHED, Status, allowed
+from vesper.domain.stats import QueueSummary
 from vesper.testing.fixtures import T0, StoreFactory, StoreFixtures, StoreOpener, all_jobs
 from vesper.testing.fixtures import claim as claim_from
 from vesper.testing.fixtures import ref as ref_of
@@ -377,6 +378,24 @@ class StoreModel(RuleBasedStateMachine):
         expected, actual = results
         assert nonzero(actual.counts) == nonzero(expected.counts)
         assert actual.oldest_due_run_at == expected.oldest_due_run_at
+
+    @invariant()
+    def same_summary(self) -> None:
+        if not self.subject.capabilities.summary:
+            return
+
+        def summary_of(repo: JobRepository) -> QueueSummary:
+            # a cap of 2: the model's few jobs reach it, per status and per queue
+            return cast(SummaryJobRepository, repo).summary(cap=2, now=self.now)
+
+        results = self.both(summary_of)
+        assert results is not None
+        expected, actual = results
+        assert actual.by_status == expected.by_status
+        assert actual.oldest_due_run_at == expected.oldest_due_run_at
+        if actual.active_by_queue is not None:  # optional: a store may not count it
+            assert expected.active_by_queue is not None
+            assert dict(actual.active_by_queue) == dict(expected.active_by_queue)
 
 
 class ModelContract(StoreFixtures):

@@ -42,6 +42,7 @@ from vesper.adapters.sqlcore.rows import aware_utc, job_of, row_of
 from vesper.adapters.sqlcore.tables import (
     CLAIMABLE_SQL,
     FINISHED_SQL,
+    PROCESSING_SQL,
     UNIQUE_ACTIVE_SQL,
     jobs,
     utc_datetime,
@@ -53,7 +54,7 @@ from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotF
 from vesper.domain.job import JobId, JobRecord, UniqueSlot
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.states import ACTIVE, TRANSITIONS, Status, allowed
-from vesper.domain.stats import QueueStats, QueueSummary, check_cap
+from vesper.domain.stats import ActiveJobs, QueueStats, QueueSummary, check_cap
 from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, NewJob
 
 T = TypeVar("T")
@@ -95,6 +96,48 @@ SELECT m, SUM(d), SUM(f) FROM (
 ) AS minutes
 GROUP BY m
 """
+
+
+# The active jobs of each queue (queue, waiting, running; a queue may have a row of each
+# kind, to be added up), at a cost bounded by the active jobs and the cap, never by the
+# finished ones. Waiting: the queues of the per-queue claim index (queue, priority DESC,
+# run_at, seq) WHERE pending/failed, found one min() per queue (a loose index scan: one
+# index descent per queue, however many jobs each holds), then each queue's entries
+# counted up to :limit. Running: the processing jobs, counted exactly (their partial
+# indexes have no queue column; they number at most the fleet's job slots, since a lease
+# past its expiry is taken back). Every queue with settings, with 0.
+_ACTIVE_BY_QUEUE = """
+WITH RECURSIVE waiting(queue) AS (
+    SELECT min(queue) FROM {claim_index} WHERE {claimable}
+    UNION ALL
+    SELECT (SELECT min(queue) FROM {claim_index} WHERE {claimable} AND queue > waiting.queue)
+    FROM waiting WHERE waiting.queue IS NOT NULL
+)
+SELECT waiting.queue,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM {claim_index} WHERE {claimable} AND queue = waiting.queue
+            LIMIT :limit) AS capped),
+       0
+FROM waiting WHERE waiting.queue IS NOT NULL
+UNION ALL
+SELECT queue, 0, count(*) FROM vesper_jobs WHERE {processing} GROUP BY queue
+UNION ALL
+SELECT name, 0, 0 FROM vesper_queues
+"""
+
+
+def active_by_queue_query(postgres: bool) -> TextClause:
+    """(queue, waiting up to :limit, running) rows, to add up by queue. SQLite is told
+    the index: without statistics it reads the (status, seq) index instead, every
+    waiting job's entry (70 ms instead of 0.2 ms with 150,000 waiting)."""
+    claim_index = (
+        "vesper_jobs" if postgres else "vesper_jobs INDEXED BY vesper_jobs_queue_claim_idx"
+    )
+    return text(
+        _ACTIVE_BY_QUEUE.format(
+            claim_index=claim_index, claimable=CLAIMABLE_SQL, processing=PROCESSING_SQL
+        )
+    ).bindparams(bindparam("limit", type_=Integer()))
 
 
 def _postgres(conn: Connection) -> bool:
@@ -145,6 +188,7 @@ class SqlJobReads:
         self._capped_counts = capped_counts_query()
         self._clock_now = select(now.label("now"))
         self._activities: dict[bool, TextClause] = {}
+        self._active_by_queue = {pg: active_by_queue_query(pg) for pg in (False, True)}
         # a processing job is not cancelled but gets a cancel request (the first one's
         # time; a second request changes nothing): JobRecord.cancel
         running = jobs.c.status == Status.PROCESSING.value
@@ -312,7 +356,21 @@ class SqlJobReads:
         def work(conn: Connection) -> QueueSummary:
             oldest, at = conn.execute(self._oldest, params).one()
             counts = {Status(s): n for s, n in conn.execute(self._capped_counts, params).all()}
-            return QueueSummary(counts=counts, cap=cap, oldest_due_run_at=job_time(oldest), now=at)
+            active: dict[str, tuple[int, int]] = {}
+            statement = self._active_by_queue[_postgres(conn)]
+            for queue, waiting, running in conn.execute(statement, params).all():
+                before = active.get(queue, (0, 0))
+                active[queue] = (before[0] + waiting, before[1] + running)
+            return QueueSummary(
+                counts=counts,
+                cap=cap,
+                oldest_due_run_at=job_time(oldest),
+                now=at,
+                active_by_queue={
+                    queue: ActiveJobs(waiting=w, running=min(r, cap + 1))
+                    for queue, (w, r) in sorted(active.items())
+                },
+            )
 
         return self._db.read(work)
 
