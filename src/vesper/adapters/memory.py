@@ -77,7 +77,10 @@ class InMemoryJobRepository:
         with self._lock:
             at = now or self.now()
             results: list[Submitted | NewJob] = []
-            batch_keys: dict[str, NewJob] = {}
+            # a key's first job in the batch and what it came to: a repeat gets the same
+            # (a key twice with other fingerprints is a conflict, whatever became of the
+            # first: a unique key held may have kept it from being inserted)
+            batch_keys: dict[str, tuple[NewJob, Submitted | NewJob]] = {}
             batch_unique: dict[UniqueSlot, NewJob] = {}
             for new in jobs:  # check everything before changing anything
                 key = new.idempotency_key
@@ -85,24 +88,26 @@ class InMemoryJobRepository:
                 earlier = batch_keys.get(key) if key is not None else None
                 slot = new.unique_slot
                 active = self._active(slot)
+                result: Submitted | NewJob
                 if bound is not None:
                     if bound.fingerprint != new.fingerprint:
                         raise IdempotencyConflict(key or "")
-                    results.append(Submitted(job=bound, created=False))
+                    result = Submitted(job=bound, created=False)
                 elif earlier is not None:
-                    if earlier.fingerprint != new.fingerprint:
+                    if earlier[0].fingerprint != new.fingerprint:
                         raise IdempotencyConflict(key or "")
-                    results.append(earlier)  # resolved below to the job `earlier` became
+                    result = earlier[1]  # a NewJob resolves below to the job it became
                 elif active is not None:
-                    results.append(Submitted(job=active, created=False))
+                    result = Submitted(job=active, created=False)
                 elif slot is not None and slot in batch_unique:
-                    results.append(batch_unique[slot])
+                    result = batch_unique[slot]
                 else:
-                    if key is not None:
-                        batch_keys[key] = new
                     if slot is not None:
                         batch_unique[slot] = new
-                    results.append(new)
+                    result = new
+                if key is not None and key not in batch_keys and bound is None:
+                    batch_keys[key] = (new, result)
+                results.append(result)
             created: dict[JobId, JobRecord] = {}
             out: list[Submitted] = []
             for item in results:

@@ -111,8 +111,9 @@ class JobRepository(Protocol):
         A job whose idempotency key is already bound (by an earlier call, or by a
         concurrent one) is not inserted: with the same fingerprint the bound job is
         returned with `created=False`; with another fingerprint IdempotencyConflict is
-        raised and nothing of this call is inserted. Insertion order (`seq`) follows the
-        sequence. `run_at` None means now + delay.
+        raised and nothing of this call is inserted. A key twice in `jobs` with other
+        fingerprints is a conflict too, whatever became of its first job. Insertion
+        order (`seq`) follows the sequence. `run_at` None means now + delay.
 
         A job with a `unique_key` (and no bound idempotency key) whose key an active job
         of the same queue holds (pending, failed or processing; of this call too, or of

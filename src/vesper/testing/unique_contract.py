@@ -13,7 +13,7 @@ import pytest
 from vesper.application.management import BulkJobs
 from vesper.application.ports import JobRepository, QueueingJobRepository
 from vesper.domain.bulk import BulkAction, BulkFilter
-from vesper.domain.errors import IllegalTransition, UniqueKeyHeld
+from vesper.domain.errors import IdempotencyConflict, IllegalTransition, UniqueKeyHeld
 from vesper.domain.job import JobRecord
 from vesper.domain.states import Status
 from vesper.testing.fixtures import (
@@ -79,6 +79,21 @@ class UniqueKeyContract(StoreFixtures):
         [first] = jobs.submit([new_job(key="k1", unique_key="u1")], now=T0)
         [replay] = jobs.submit([new_job(key="k1", unique_key="u1")], now=at(1))
         assert (replay.job, replay.created) == (first.job, False)
+
+    def test_an_idempotency_key_twice_in_a_batch_conflicts_whatever_the_first_became(
+        self, jobs: JobRepository
+    ) -> None:
+        """A batch repeats an idempotency key with another job; its first job was kept
+        out by a unique key held: still a conflict (one call, one meaning per key), and
+        nothing of the batch is inserted. (The model test found the stores differing.)"""
+        [holder] = jobs.submit([new_job(unique_key="u1")], now=T0)
+        batch = [new_job(key="k1", unique_key="u1"), new_job(key="k1", payload={"n": 2})]
+        with pytest.raises(IdempotencyConflict):
+            jobs.submit(batch, now=at(1))
+        assert all_jobs(jobs) == [holder.job]
+        # the same job twice: both get the holder back
+        replays = jobs.submit([batch[0], batch[0]], now=at(2))
+        assert [(s.job, s.created) for s in replays] == [(holder.job, False)] * 2
 
     def test_one_unique_key_in_two_queues_makes_two_active_jobs(
         self, queueing: QueueingJobRepository
