@@ -18,7 +18,7 @@ from vesper.application.periodic import (
     ListSchedules,
     PauseSchedule,
     PeriodicScheduler,
-    late_grace_for,
+    replay_window_for,
 )
 from vesper.application.policies import Policies
 from vesper.application.submit import SubmitJob
@@ -301,14 +301,14 @@ def test_a_late_round_does_not_submit_again_a_tick_whose_job_was_pruned(
     late to a round must not bring back a tick another one submitted and retention
     deleted (the soak found 17 such doubles in 10 minutes)."""
     retention = timedelta(seconds=5)
-    grace = late_grace_for({Status.DONE: retention})
+    window = replay_window_for({Status.DONE: retention})
     early, late = (
         PeriodicScheduler(
             schedules=(EVERY_SECOND,),
             jobs=store.jobs,
             registry=store.schedules,
             submit=SubmitJob(jobs=store.jobs),
-            late_grace=grace,
+            replay_window=window,
         )
         for _ in range(2)
     )
@@ -340,7 +340,7 @@ def test_a_stalled_round_does_not_submit_again_a_recorded_tick(
             jobs=store.jobs,
             registry=store.schedules,
             submit=SubmitJob(jobs=store.jobs),
-            late_grace=late_grace_for({Status.DONE: retention}),
+            replay_window=replay_window_for({Status.DONE: retention}),
         )
 
     early, stalled = make(), make()
@@ -354,3 +354,36 @@ def test_a_stalled_round_does_not_submit_again_a_recorded_tick(
     clock.set(minute + timedelta(seconds=20))
     assert stalled.fire().submitted == []
     assert all_jobs(store) == []
+
+
+def test_ticks_a_stalled_fleet_missed_are_all_submitted_after_the_stall(
+    store: InMemoryStore, clock: FixedClock
+) -> None:
+    """Every process stalled for 5.5 s (a store outage), retention 5 s: none of the
+    ticks in between was submitted or recorded, so the first round after the stall
+    submits each of them (the replay window guards recorded ticks only)."""
+    window = replay_window_for({Status.DONE: timedelta(seconds=5)})
+    fleet = [
+        PeriodicScheduler(
+            schedules=(EVERY_SECOND,),
+            jobs=store.jobs,
+            registry=store.schedules,
+            submit=SubmitJob(jobs=store.jobs),
+            replay_window=window,
+        )
+        for _ in range(2)
+    ]
+    for one in fleet:
+        one.declare()
+        one.fire()
+    for second in range(1, 4):
+        clock.set(T0 + timedelta(seconds=second))
+        for one in fleet:
+            one.fire()
+    clock.set(T0 + timedelta(seconds=8.5))
+    fleet[0].fire()
+    fleet[1].fire()
+    base = T0.replace(microsecond=0)
+    expected = {tick_key("tick", base + timedelta(seconds=s)) for s in range(1, 9)}
+    assert set(keys(store)) == expected
+    assert set(keys(store).values()) == {1}

@@ -79,11 +79,11 @@ def check_schedules(schedules: Sequence[Schedule], policies: Policies) -> dict[s
 LATE_GRACE = timedelta(seconds=10)
 
 
-def late_grace_for(ages: Mapping[Status, timedelta]) -> timedelta:
-    """The late grace under a retention of `ages` (status -> age kept): below the
-    shortest age, so that a tick a late round submits again is a replay. A tick's job
-    cannot finish before its tick (its run_at), nor be pruned until the age after it;
-    within the grace its idempotency key is still bound."""
+def replay_window_for(ages: Mapping[Status, timedelta]) -> timedelta:
+    """How long after its tick a tick's job surely still holds its idempotency key,
+    under a retention of `ages` (status -> age kept): a job cannot finish before its
+    tick (its run_at), nor be pruned until the shortest age after that. 0.8 of it: the
+    pruner's clock and the scheduler's may differ (SQLite: each process's own)."""
     shortest = min(ages.values(), default=None)
     if shortest is None:
         return LATE_GRACE
@@ -115,9 +115,11 @@ class PeriodicScheduler:
     Paused schedules submit nothing; the ticks that pass while a process sees one
     paused are skipped by that process for good.
 
-    Retention can delete a tick's job and so free its key: `late_grace` stays below
-    the shortest retention (late_grace_for), and a tick older than the grace is not
-    submitted when the store has recorded it, or a later tick, as submitted.
+    Retention can delete a tick's job and so free its key: a tick older than
+    `replay_window` (replay_window_for: below the shortest retention) is not submitted
+    when the store has recorded it, or a later tick, as submitted. Younger ticks are
+    always submitted (a replay while their key is bound), so that a process whose clock
+    runs ahead, and records ticks early, cannot make the others skip one.
     """
 
     def __init__(
@@ -127,10 +129,10 @@ class PeriodicScheduler:
         jobs: JobRepository,
         registry: ScheduleRegistry | None,
         submit: SubmitJob,
-        late_grace: timedelta = LATE_GRACE,
+        replay_window: timedelta = LATE_GRACE,
     ) -> None:
         self.schedules = tuple(schedules)
-        self.late_grace = late_grace
+        self.replay_window = replay_window
         self.crons = check_schedules(self.schedules, submit.settings)
         self.jobs = jobs
         self.registry = registry
@@ -157,7 +159,7 @@ class PeriodicScheduler:
             if record is not None and record.paused:
                 continue  # skipped for good by this process
             for tick in ticks:
-                if _recorded(record, tick) and now - tick > self.late_grace:
+                if _recorded(record, tick) and now - tick > self.replay_window:
                     continue  # submitted, and its job may be pruned: its key free again
                 created = self._submit(schedule, tick)
                 if created is None:
@@ -172,7 +174,7 @@ class PeriodicScheduler:
         cron = self.crons[name]
         handled = self._handled.get(name)
         if handled is not None:  # running: a late round submits each tick it passed
-            return due_ticks(cron, now=now, after=handled, late_grace=self.late_grace)
+            return due_ticks(cron, now=now, after=handled, late_grace=LATE_GRACE)
         # the first round: the store's last tick, if any, is what was handled before
         # (downtime: only the latest tick since is due); none: nothing is owed yet
         if record is not None and record.last_tick is not None:

@@ -51,7 +51,7 @@ from vesper.application.periodic import (
     ListSchedules,
     PauseSchedule,
     PeriodicScheduler,
-    late_grace_for,
+    replay_window_for,
 )
 from vesper.application.ports import (
     Clock,
@@ -432,7 +432,7 @@ class Container(containers.DeclarativeContainer):
         jobs=jobs,
         registry=schedule_registry,
         submit=submit_job,
-        late_grace=providers.Callable(lambda r: late_grace_for(r.ages), retention),
+        replay_window=providers.Callable(lambda r: replay_window_for(r.ages), retention),
     )
     prune_jobs = providers.Factory(PruneJobs, jobs=jobs, retention=retention, metrics=metrics)
     delete_job = providers.Factory(DeleteJob, jobs=jobs)
