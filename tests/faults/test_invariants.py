@@ -13,11 +13,13 @@ from tests.faults.invariants import (
     QueueLimits,
     accounted,
     cancels,
+    finished_unchanged,
     queue_limits,
     results,
     retention,
     rolled_back,
     schedule_ticks,
+    snoozes,
     waiters,
 )
 from tests.faults.test_checker import SECOND, T0, history
@@ -194,7 +196,11 @@ def test_a_cancelled_job_claimed_again_or_ending_otherwise_is_caught() -> None:
     ledger = run(a, 1, 0, 2)  # the run in flight when the cancel came
     ack = [{"job_id": a, "at": at}]
     clean = cancels(ack, [job(a, status="cancelled")], executions(ledger, []))
-    assert clean == {"I16_cancelled_then_other_outcome": 0, "I16_claimed_after_cancel": 0}
+    assert clean == {
+        "I16_cancelled_then_other_outcome": 0,
+        "I16_claimed_after_cancel": 0,
+        "I16_outcome_after_cancel": 0,
+    }
     assert (
         cancels(ack, [job(a, status="done")], executions(ledger, []))[
             "I16_cancelled_then_other_outcome"
@@ -214,6 +220,81 @@ def test_a_cancelled_job_claimed_again_or_ending_otherwise_is_caught() -> None:
         ]
         == 1
     )
+
+
+def test_a_running_cancel_is_judged_from_the_claim_its_answer_showed() -> None:
+    """A cancel that waited on the lock of a claim committing before it is dated before
+    that claim (cancel_requested_at 0.9 s, claim 1.0 s): that claim is the one running,
+    not a claim after the cancel; one after it is."""
+    a = ids(1)[0]
+    claimed = T0 + timedelta(seconds=1)
+    ledger = run(a, 1, 1, 2, claimed_at=claimed)
+    ack = [{"job_id": a, "at": T0 + timedelta(seconds=0.9), "claimed_at": claimed}]
+    rows = [job(a, status="cancelled")]
+    assert cancels(ack, rows, executions(ledger, []))["I16_claimed_after_cancel"] == 0
+    again = ledger + run(a, 2, 3, 4)
+    assert cancels(ack, rows, executions(again, []))["I16_claimed_after_cancel"] == 1
+
+
+def test_an_outcome_recorded_after_a_cancel_took_effect_is_caught() -> None:
+    a, b = ids(2)
+    ack = [{"job_id": a, "at": T0, "claimed_at": T0}]
+    rows = [job(a, status="done"), job(b)]
+    late = {"job_id": a, "old_status": "cancelled", "new_status": "done", "changed_at": T0}
+    assert cancels(ack, rows, [], [])["I16_outcome_after_cancel"] == 0
+    assert cancels(ack, rows, [], [late])["I16_outcome_after_cancel"] == 1
+    other = {**late, "job_id": b}  # not a cancelled job: I6's, over the whole table
+    assert cancels(ack, rows, [], [other])["I16_outcome_after_cancel"] == 0
+    assert finished_unchanged([]) == {"I6_finished_job_changed": 0}
+    assert finished_unchanged([late, other]) == {"I6_finished_job_changed": 2}
+
+
+# -- I18 snoozes ------------------------------------------------------------------------
+
+
+def snoozer(job_id: str, **fields: Any) -> Row:
+    """A done job of type snooze (1 s), snoozed once, last claimed at 1.5 s."""
+    defaults = {
+        "type": "snooze",
+        "payload": {"snooze": 1.0},
+        "snoozes": 1,
+        "run_at": T0 + timedelta(seconds=1.2),
+        "started_at": T0 + timedelta(seconds=1.5),
+    }
+    return job(job_id, **{**defaults, **fields})
+
+
+def test_a_snoozer_snoozed_once_and_run_after_its_delay_passes() -> None:
+    a = ids(1)[0]
+    ledger = run(a, 1, 0, 0.1, failed=True) + run(a, 2, 1.5, 1.6)
+    assert snoozes([snoozer(a)], executions(ledger, []), []) == {
+        "I18_snoozer_not_done": 0,
+        "I18_never_snoozed": 0,
+        "I18_snoozed_twice": 0,
+        "I18_ran_while_snoozed": 0,
+    }
+
+
+def test_a_snoozer_not_done_or_snoozed_other_than_once_is_caught() -> None:
+    a = ids(1)[0]
+    runs = executions(run(a, 1, 0, 0.1, failed=True) + run(a, 2, 1.5, 1.6), [])
+    assert snoozes([snoozer(a, status="dlq")], runs, [])["I18_snoozer_not_done"] == 1
+    assert snoozes([snoozer(a, snoozes=0)], runs, [])["I18_never_snoozed"] == 1
+    assert snoozes([snoozer(a, snoozes=2)], runs, [])["I18_snoozed_twice"] == 1
+    early_row = snoozer(a, started_at=T0 + timedelta(seconds=1.1))  # before its run_at
+    assert snoozes([early_row], runs, [])["I18_ran_while_snoozed"] == 1
+
+
+def test_a_claim_inside_the_snooze_is_caught_unless_a_fault_came_between() -> None:
+    a = ids(1)[0]
+    ledger = run(a, 1, 0, 0.1, failed=True) + run(a, 2, 0.5, 0.6)  # 0.5 s into 1 s
+    row = snoozer(a, started_at=T0 + timedelta(seconds=1.3))
+    assert snoozes([row], executions(ledger, []), [])["I18_ran_while_snoozed"] == 1
+    # pid 1 killed between its snoozing start and the claim: the snooze may never have
+    # been recorded (the I5 rule), so the early claim is no evidence
+    kill = {"kind": "kill", "pid": 1, "mono": int(0.05 * SECOND)}
+    excused = snoozes([row], executions(ledger, [kill]), [kill])
+    assert excused["I18_ran_while_snoozed"] == 0
 
 
 # -- I17 results and waiters --------------------------------------------------------------
