@@ -23,6 +23,7 @@ import attrs
 import httpx
 import psycopg
 
+import vesper
 from tests.faults import invariants
 from tests.faults.apps.soak import SCHEDULE
 from tests.faults.checker import Execution
@@ -43,6 +44,9 @@ class Evidence:
     acked: list[str] = attrs.field(factory=list)  # ids acknowledged outside POST /jobs
     rolled_back: list[str] = attrs.field(factory=list)  # I14
     cancel_acks: list[dict[str, Any]] = attrs.field(factory=list)  # I16
+    running_cancels: list[dict[str, Any]] = attrs.field(factory=list)  # I16, 202s
+    changes: list[dict[str, Any]] = attrs.field(factory=list)  # finished rows updated (I6)
+    figures: dict[str, int] = attrs.field(factory=dict)  # the pieces' own counts
     answers: list[dict[str, Any]] = attrs.field(factory=list)  # waiters (I17)
     recent: deque[str] = attrs.field(factory=lambda: deque(maxlen=2000))  # for waiters
     unexpected: list[str] = attrs.field(factory=list)  # a 4xx the workload did not expect
@@ -292,7 +296,7 @@ class PendingCancels(Piece):
             )
 
     def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
-        return invariants.cancels(ctx.evidence.cancel_acks, rows, runs)
+        return invariants.cancels(ctx.evidence.cancel_acks, rows, runs, ctx.evidence.changes)
 
 
 class DlqRetries(Piece):
@@ -411,6 +415,125 @@ class Schedules(Piece):
         return counts
 
 
+class Snoozes(Piece):
+    """Jobs whose consumer snoozes once (vesper.Snooze, 0.5-2 s), then succeeds."""
+
+    name = "snoozes"
+    rate = 2.0
+
+    def available(self) -> bool:
+        return hasattr(vesper, "Snooze")
+
+    def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
+        key = f"z-{uuid.UUID(int=rng.getrandbits(128))}"
+        body = {"type": "snooze", "payload": {"snooze": round(rng.uniform(0.5, 2.0), 2)}}
+        response = post_until_answered(ctx, rng, client, "/jobs", body, key=key)
+        if _expect(ctx, response, "POST /jobs (snooze)", 200, 201):
+            assert response is not None
+            ctx.evidence.recent.append(response.json()["job_id"])
+
+    def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
+        return invariants.snoozes(rows, runs, ctx.faults)
+
+
+class RunningCancels(Piece):
+    """A job that runs 0.5-4 s (a sync consumer polling job.stopping, or an async one
+    sleeping), cancelled once it is seen processing, after 0-1.5 s: the cancel comes
+    first or the job finishes first. Two threads, so a slow poll does not starve it."""
+
+    name = "running_cancels"
+    rate = 0.5
+    threads = 2
+
+    def available(self) -> bool:
+        return hasattr(vesper.Job, "stopping")
+
+    def start(self, ctx: Context) -> list[threading.Thread]:
+        threads = []
+        for i in range(self.threads):
+            thread = threading.Thread(
+                target=self._loop, args=(ctx, i), name=f"{self.name}-{i}", daemon=True
+            )
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def _loop(self, ctx: Context, index: int = 0) -> None:  # type: ignore[override]
+        rng = ctx.rng(f"{self.name}:{index}")
+        with httpx.Client(timeout=15.0) as client:
+            next_at = time.monotonic()
+            while ctx.running():
+                self.step(ctx, rng, client)
+                next_at += 1.0 / self.rate
+                ctx.stop.wait(max(0.0, next_at - time.monotonic()))
+                next_at = max(next_at, time.monotonic() - 1.0)
+
+    def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
+        key = f"r-{uuid.UUID(int=rng.getrandbits(128))}"
+        kind = rng.choice(("stoppable", "stoppable_async"))
+        body = {"type": kind, "payload": {"seconds": round(rng.uniform(0.5, 4.0), 2)}}
+        response = post_until_answered(ctx, rng, client, "/jobs", body, key=key)
+        if not _expect(ctx, response, "POST /jobs (stoppable)", 200, 201):
+            return
+        assert response is not None
+        job_id = response.json()["job_id"]
+        ctx.evidence.acked.append(job_id)
+        status = self._await_running(ctx, rng, client, job_id)
+        if status != "processing":
+            return
+        ctx.stop.wait(rng.uniform(0, 1.5))
+        answer = post_until_answered(ctx, rng, client, f"/jobs/{job_id}/cancel", None)
+        # 409: it finished first; 200: it was pending again (a fault released it)
+        if not _expect(ctx, answer, "POST /jobs/{id}/cancel (running)", 200, 202, 409):
+            return
+        assert answer is not None
+        job = answer.json()
+        figures = ctx.evidence.figures
+        outcome = f"running_cancel_{answer.status_code}"
+        figures[outcome] = figures.get(outcome, 0) + 1
+        if answer.status_code == 202:
+            ctx.evidence.running_cancels.append(
+                {
+                    "job_id": job_id,
+                    "at": datetime.fromisoformat(job["cancel_requested_at"]),
+                    "claimed_at": datetime.fromisoformat(job["started_at"]),
+                }
+            )
+        elif answer.status_code == 200:
+            ctx.evidence.cancel_acks.append(
+                {"job_id": job_id, "at": datetime.fromisoformat(job["finished_at"])}
+            )
+
+    def _await_running(
+        self, ctx: Context, rng: random.Random, client: httpx.Client, job_id: str
+    ) -> str | None:
+        """The job's status once it is no longer pending (or None: 10 s, an outage)."""
+        give_up = min(time.monotonic() + 10.0, ctx.deadline)
+        while time.monotonic() < give_up and not ctx.stop.is_set():
+            try:
+                response = client.get(rng.choice(ctx.urls()) + f"/jobs/{job_id}")
+            except httpx.HTTPError:
+                ctx.stop.wait(0.2)
+                continue
+            if response.status_code == 200 and response.json()["status"] != "pending":
+                status: str = response.json()["status"]
+                return status
+            ctx.stop.wait(0.1)
+        return None
+
+    def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
+        by_id = {row["job_id"]: row for row in rows}
+        ended = [
+            by_id[a["job_id"]]["status"]
+            for a in ctx.evidence.running_cancels
+            if a["job_id"] in by_id
+        ]
+        figures = ctx.evidence.figures
+        figures["running_cancels_ended_cancelled"] = ended.count("cancelled")
+        figures["running_cancels_ended_done"] = ended.count("done")
+        return invariants.cancels(ctx.evidence.running_cancels, rows, runs, ctx.evidence.changes)
+
+
 def pieces() -> list[Piece]:
     """Every piece of this branch's features (the run starts those available)."""
     return [
@@ -419,7 +542,9 @@ def pieces() -> list[Piece]:
         PythonSubmits(),
         TransactionalSubmits(),
         PendingCancels(),
+        RunningCancels(),
         DlqRetries(),
+        Snoozes(),
         Waiters(),
         Schedules(),
     ]
