@@ -10,11 +10,12 @@ restart: the same key again, so a retry never makes a second job).
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import threading
 import time
 import uuid
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -415,6 +416,90 @@ class Schedules(Piece):
         return counts
 
 
+# Issue 15's fleet-wide limits, one queue each (set at the start with PATCH /queues):
+# the store enforces them, I12 checks them against the ledger
+LIMITED_QUEUES: dict[str, dict[str, Any]] = {
+    "soak-concurrency": {"concurrency": 3},
+    "soak-rate": {"rate": "20/1s"},
+    "soak-keys": {"key_concurrency": 1},
+}
+LIMITS = {
+    "soak-concurrency": invariants.QueueLimits(concurrency=3),
+    "soak-rate": invariants.QueueLimits(rate=(20, 1.0)),
+    "soak-keys": invariants.QueueLimits(key_concurrency=1),
+}
+TENANTS = tuple(f"tenant-{i}" for i in range(4))
+# Each worker process serves the limited queues with slots of their own (VESPER_QUEUES):
+# in one pool a claim takes the unlimited queues' due jobs first and the limited queues
+# only the slots left, so the busy default queue starved them (CHANGELOG, issue 21).
+# Fleet-wide 4 slots for a concurrency of 3, 8 for 4 tenants, 8 for the rate: each
+# limit, not the slots, is what holds the queue back.
+QUEUE_SLOTS = "default=4,soak-concurrency=1,soak-rate=2,soak-keys=2"
+
+
+class LimitedQueues(Piece):
+    """Three queues with a limit each, served by the workers' one pool: bursts that the
+    limits must hold back. Each second a batch: 6 jobs of 0-0.5 s for the concurrency
+    (3), on even seconds 30 short ones for the rate (20/1s: 15/s on average, so the
+    backlog drains between bursts), and 8 of 0-0.3 s over 4 tenants for the key
+    concurrency (1). A tenth are flaky (a failed attempt, then a retry in the queue)."""
+
+    name = "limited_queues"
+    rate = 1.0
+
+    def available(self) -> bool:
+        return importlib.util.find_spec("vesper.entrypoints.http.routes.queues") is not None
+
+    def start(self, ctx: Context) -> list[threading.Thread]:
+        rng = ctx.rng(self.name + ":settings")
+        with httpx.Client(timeout=15.0) as client:
+            for queue, settings in LIMITED_QUEUES.items():
+                answer = post_until_answered(
+                    ctx, rng, client, f"/queues/{queue}", settings, method="PATCH"
+                )
+                if not _expect(ctx, answer, "PATCH /queues", 200):
+                    ctx.evidence.notes.append(f"queue {queue} not configured: no jobs sent")
+                    return []
+        self.step_no = 0
+        return super().start(ctx)
+
+    def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
+        self.step_no += 1
+        jobs = [self._job(rng, "soak-concurrency", 0.5) for _ in range(6)]
+        if self.step_no % 2 == 0:
+            jobs += [self._job(rng, "soak-rate", 0.02) for _ in range(30)]
+        jobs += [
+            {**self._job(rng, "soak-keys", 0.3), "concurrency_key": rng.choice(TENANTS)}
+            for _ in range(8)
+        ]
+        response = post_until_answered(ctx, rng, client, "/jobs/batch", {"jobs": jobs})
+        if _expect(ctx, response, "POST /jobs/batch (limited queues)", 200, 201):
+            assert response is not None
+            ids = [j["job_id"] for j in response.json()["jobs"]]
+            ctx.evidence.acked.extend(ids)
+
+    @staticmethod
+    def _job(rng: random.Random, queue: str, sleep_max: float) -> dict[str, Any]:
+        key = f"q-{uuid.UUID(int=rng.getrandbits(128))}"
+        if rng.random() < 0.1:
+            body: dict[str, Any] = {"type": "flaky", "payload": {"fail_times": 1}}
+        else:
+            body = {"type": "work", "payload": {"sleep_max": sleep_max}}
+        return {**body, "queue": queue, "idempotency_key": key, "max_retries": 3}
+
+    def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
+        # a paused (SIGSTOP) process runs on past its lease: the store no longer counts
+        # its job, another is claimed in its place. I3 excuses that process's runs; so
+        # does I12 (docs/reliability.md, "The soak")
+        paused = {f["pid"] for f in ctx.faults if f.get("overlap_ok") and f.get("pid")}
+        per_queue: dict[str, int] = defaultdict(int)
+        for row in rows:
+            if row.get("queue") in LIMITS:
+                per_queue[row["queue"]] += 1
+        ctx.evidence.figures.update({f"jobs_{q}": n for q, n in sorted(per_queue.items())})
+        return invariants.queue_limits(rows, runs, LIMITS, paused_pids=paused)
+
+
 class Snoozes(Piece):
     """Jobs whose consumer snoozes once (vesper.Snooze, 0.5-2 s), then succeeds."""
 
@@ -544,6 +629,7 @@ def pieces() -> list[Piece]:
         PendingCancels(),
         RunningCancels(),
         DlqRetries(),
+        LimitedQueues(),
         Snoozes(),
         Waiters(),
         Schedules(),
