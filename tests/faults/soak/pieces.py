@@ -301,15 +301,29 @@ class PendingCancels(Piece):
 
 
 class DlqRetries(Piece):
-    """Each failing job that reached dlq is retried once (POST /jobs/{id}/retry)."""
+    """Each failing job that reached dlq is retried once (POST /jobs/{id}/retry); every
+    fifth round retries them all at once instead (POST /jobs/retry, status dlq and
+    type fail: a bulk retry, so some are retried more than once)."""
 
     name = "dlq_retries"
     rate = 0.5
+    bulk_every = 5
 
     def __init__(self) -> None:
         self.retried: set[str] = set()
+        self.rounds = 0
 
     def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
+        self.rounds += 1
+        if self.rounds % self.bulk_every == 0:
+            body = {"status": "dlq", "type": "fail"}
+            answer = post_until_answered(ctx, rng, client, "/jobs/retry", body)
+            if _expect(ctx, answer, "POST /jobs/retry", 200):
+                assert answer is not None
+                figures = ctx.evidence.figures
+                figures["bulk_retries"] = figures.get("bulk_retries", 0) + 1
+                figures["bulk_retried"] = figures.get("bulk_retried", 0) + answer.json()["count"]
+            return
         url = rng.choice(ctx.urls())
         try:
             listed = client.get(url + "/jobs", params={"status": "dlq", "type": "fail"})
@@ -322,7 +336,7 @@ class DlqRetries(Piece):
                 continue
             self.retried.add(job["job_id"])
             answer = post_until_answered(ctx, rng, client, f"/jobs/{job['job_id']}/retry", None)
-            # 404: pruned meanwhile; 409: another API's answer raced it
+            # 404: pruned meanwhile; 409: another API's answer (or a bulk retry) raced it
             _expect(ctx, answer, "POST /jobs/{id}/retry", 200, 404, 409)
 
 
