@@ -35,7 +35,8 @@ def _claim(job: vesper.Job) -> dict[str, Any]:
 @app.consumer("work")
 def work(job: vesper.Job) -> dict[str, Any]:
     write("start", job)
-    seconds = random.uniform(0, float(job.payload.get("sleep_max", 0.02)))
+    low = float(job.payload.get("sleep", 0))
+    seconds = random.uniform(low, max(low, float(job.payload.get("sleep_max", 0.02))))
     if seconds and job.wait_stopping(seconds):
         write("abort", job, reason=job.stop_reason)
         job.raise_if_stopping()

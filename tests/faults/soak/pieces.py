@@ -434,32 +434,30 @@ class Schedules(Piece):
 # the store enforces them, I12 checks them against the ledger
 LIMITED_QUEUES: dict[str, dict[str, Any]] = {
     "soak-concurrency": {"concurrency": 3},
-    "soak-rate": {"rate": "20/1s"},
+    "soak-rate": {"rate": "3/1s"},
     "soak-keys": {"key_concurrency": 1},
 }
 LIMITS = {
     "soak-concurrency": invariants.QueueLimits(concurrency=3),
-    "soak-rate": invariants.QueueLimits(rate=(20, 1.0)),
+    "soak-rate": invariants.QueueLimits(rate=(3, 1.0)),
     "soak-keys": invariants.QueueLimits(key_concurrency=1),
 }
 TENANTS = tuple(f"tenant-{i}" for i in range(4))
-# Each worker process serves the limited queues with slots of their own (VESPER_QUEUES):
-# in one pool a claim takes the unlimited queues' due jobs first and the limited queues
-# only the slots left, so the busy default queue starved them (CHANGELOG, issue 21).
-# Fleet-wide 4 slots for a concurrency of 3, 8 for 4 tenants, 8 for the rate: each
-# limit, not the slots, is what holds the queue back.
-QUEUE_SLOTS = "default=4,soak-concurrency=1,soak-rate=2,soak-keys=2"
 
 
 class LimitedQueues(Piece):
-    """Three queues with a limit each, served by the workers' one pool: bursts that the
-    limits must hold back. Each second a batch: 6 jobs of 0-0.5 s for the concurrency
-    (3), on even seconds 30 short ones for the rate (20/1s: 15/s on average, so the
-    backlog drains between bursts), and 8 of 0-0.3 s over 4 tenants for the key
-    concurrency (1). A tenth are flaky (a failed attempt, then a retry in the queue)."""
+    """Three queues with a limit each (served as tests/faults/soak/fleet.py says), with
+    bursts the limits must hold back. Every 2 s: 3 jobs of 0.5-2 s for the concurrency (3: a burst
+    meets the last one's jobs still running), 3 of 0.5-1 s over 4 tenants for the key
+    concurrency (1), and every 4 s 6 short ones for the rate (3/1s). A tenth are flaky
+    (a failed attempt, then a retry in the queue).
+
+    Sized to what limited queues are claimed at: 2-4 jobs a second each with 4 workers,
+    whatever the limit (open, CHANGELOG.md), so that the backlog drains between bursts
+    and the drain stays short."""
 
     name = "limited_queues"
-    rate = 1.0
+    rate = 0.5
 
     def available(self) -> bool:
         return importlib.util.find_spec("vesper.entrypoints.http.routes.queues") is not None
@@ -479,12 +477,12 @@ class LimitedQueues(Piece):
 
     def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
         self.step_no += 1
-        jobs = [self._job(rng, "soak-concurrency", 0.5) for _ in range(6)]
+        jobs = [self._job(rng, "soak-concurrency", 0.5, 2.0) for _ in range(3)]
         if self.step_no % 2 == 0:
-            jobs += [self._job(rng, "soak-rate", 0.02) for _ in range(30)]
+            jobs += [self._job(rng, "soak-rate", 0.0, 0.02) for _ in range(6)]
         jobs += [
-            {**self._job(rng, "soak-keys", 0.3), "concurrency_key": rng.choice(TENANTS)}
-            for _ in range(8)
+            {**self._job(rng, "soak-keys", 0.5, 1.0), "concurrency_key": rng.choice(TENANTS)}
+            for _ in range(3)
         ]
         response = post_until_answered(ctx, rng, client, "/jobs/batch", {"jobs": jobs})
         if _expect(ctx, response, "POST /jobs/batch (limited queues)", 200, 201):
@@ -493,12 +491,12 @@ class LimitedQueues(Piece):
             ctx.evidence.acked.extend(ids)
 
     @staticmethod
-    def _job(rng: random.Random, queue: str, sleep_max: float) -> dict[str, Any]:
+    def _job(rng: random.Random, queue: str, low: float, high: float) -> dict[str, Any]:
         key = f"q-{uuid.UUID(int=rng.getrandbits(128))}"
         if rng.random() < 0.1:
             body: dict[str, Any] = {"type": "flaky", "payload": {"fail_times": 1}}
         else:
-            body = {"type": "work", "payload": {"sleep_max": sleep_max}}
+            body = {"type": "work", "payload": {"sleep": low, "sleep_max": high}}
         return {**body, "queue": queue, "idempotency_key": key, "max_retries": 3}
 
     def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:

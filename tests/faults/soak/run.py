@@ -38,7 +38,7 @@ from tests.faults.checker import ORPHANING, Execution, Options, check, execution
 from tests.faults.lab import Lab, RowResult
 from tests.faults.soak.fleet import Fleet
 from tests.faults.soak.nemesis import Nemesis
-from tests.faults.soak.pieces import QUEUE_SLOTS, Context, Evidence, Piece, pieces, start_all
+from tests.faults.soak.pieces import Context, Evidence, Piece, pieces, start_all
 from tests.faults.soak.schedule import plan
 
 RETAIN = {"done": 5.0, "cancelled": 5.0, "dlq": 15.0}  # seconds: retention at seconds
@@ -95,7 +95,6 @@ def soak(lab: Lab, *, minutes: float, seed: int, say: Callable[[str], None] = pr
     env = lab.env(
         cluster.env(database),
         WORKERS="4",
-        VESPER_QUEUES=QUEUE_SLOTS,
         VESPER_RETAIN_DONE=f"{RETAIN['done']:g}s",
         VESPER_RETAIN_CANCELLED=f"{RETAIN['cancelled']:g}s",
         VESPER_RETAIN_DLQ=f"{RETAIN['dlq']:g}s",
