@@ -100,6 +100,49 @@ def queue_limits(
     return counts
 
 
+def _peak(intervals: Sequence[tuple[float, float]]) -> int:
+    """The most intervals running at once."""
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def queue_peaks(
+    rows: Sequence[Row], runs: Sequence[Execution], limits: Mapping[str, QueueLimits]
+) -> dict[str, int]:
+    """How close each limited queue came to its limit (figures, not violations): the
+    most executions at once, the most of one key at once, the most claims in one
+    window of the rate's period. A check whose limit was never reached proves little."""
+    by_id = {row["job_id"]: row for row in rows}
+    peaks: dict[str, int] = {}
+    for queue, limit in limits.items():
+        mine = [r for r in runs if (by_id.get(r.job_id) or {}).get("queue") == queue]
+        if limit.concurrency is not None:
+            peaks[f"{queue}_peak_running"] = _peak([(float(r.start), r.end) for r in mine])
+        if limit.key_concurrency is not None:
+            per_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
+            for r in mine:
+                key = by_id[r.job_id].get("concurrency_key")
+                if key is not None:
+                    per_key[key].append((float(r.start), r.end))
+            peaks[f"{queue}_peak_per_key"] = max(map(_peak, per_key.values()), default=0)
+        if limit.rate is not None:
+            period = timedelta(seconds=limit.rate[1])
+            claims = {(r.job_id, r.token): r.claimed_at for r in mine}
+            stamps = sorted(c for c in claims.values() if c is not None)
+            most = 0
+            for i, first in enumerate(stamps):
+                j = i
+                while j < len(stamps) and stamps[j] - first < period:
+                    j += 1
+                most = max(most, j - i)
+            peaks[f"{queue}_peak_claims_per_window"] = most
+    return peaks
+
+
 def schedule_ticks(
     rows: Sequence[Row],
     name: str,

@@ -15,6 +15,7 @@ from tests.faults.invariants import (
     cancels,
     finished_unchanged,
     queue_limits,
+    queue_peaks,
     results,
     retention,
     rolled_back,
@@ -107,6 +108,22 @@ def test_rate_counts_claims_in_a_sliding_window_of_database_time() -> None:
     assert queue_limits(rows, executions(spread, []), limits)["I12_rate_exceeded"] == 0
     bunched = [e for i, j in enumerate(jobs) for e in run(j, 1, i * 0.4, i * 0.4 + 0.1)]
     assert queue_limits(rows, executions(bunched, []), limits)["I12_rate_exceeded"] >= 1
+
+
+def test_the_peaks_show_how_close_a_queue_came_to_its_limits() -> None:
+    a, b, c = ids(3)
+    rows = [
+        job(a, queue="q", concurrency_key="t1"),
+        job(b, queue="q", concurrency_key="t1"),
+        job(c, queue="q", concurrency_key="t2"),
+    ]
+    ledger = run(a, 1, 0, 2) + run(b, 2, 2, 3) + run(c, 3, 0.5, 2.5)
+    limits = {"q": QueueLimits(concurrency=3, key_concurrency=1, rate=(2, 1.0))}
+    assert queue_peaks(rows, executions(ledger, []), limits) == {
+        "q_peak_running": 2,
+        "q_peak_per_key": 1,  # a ends at 2 s as b starts: one at a time
+        "q_peak_claims_per_window": 2,
+    }
 
 
 # -- I13 one job per tick ---------------------------------------------------------------

@@ -509,6 +509,7 @@ class LimitedQueues(Piece):
             if row.get("queue") in LIMITS:
                 per_queue[row["queue"]] += 1
         ctx.evidence.figures.update({f"jobs_{q}": n for q, n in sorted(per_queue.items())})
+        ctx.evidence.figures.update(invariants.queue_peaks(rows, runs, LIMITS))
         return invariants.queue_limits(rows, runs, LIMITS, paused_pids=paused)
 
 
