@@ -266,6 +266,21 @@ def test_an_outcome_recorded_after_a_cancel_took_effect_is_caught() -> None:
     assert finished_unchanged([late, other]) == {"I6_finished_job_changed": 2}
 
 
+def test_a_killed_job_whose_cancel_was_requested_ends_cancelled_not_unrecovered() -> None:
+    """Soak seed 21: a running job with a cancel request, its worker killed: the lease
+    expired and the job ended cancelled, never claimed again. That is the cancel's
+    outcome (README), not an orphan the fleet failed to recover (I7)."""
+    a = ids(1)[0]
+    start = run(a, 1, 0, 1)[0]  # the start only: the process died in it
+    kill = {"kind": "kill", "pid": 1, "mono": int(0.5 * SECOND), "db_now": T0}
+    requested = job(a, status="cancelled", cancel_requested_at=T0.isoformat())
+    report = check([requested], [start], [], [kill])
+    assert report.counts["I7_unrecovered"] == 0
+    assert report.figures["I7_cancelled_instead"] == 1
+    lost = job(a, status="cancelled", cancel_requested_at=None)  # no request: an orphan
+    assert check([lost], [start], [], [kill]).counts["I7_unrecovered"] == 1
+
+
 # -- I18 snoozes ------------------------------------------------------------------------
 
 
