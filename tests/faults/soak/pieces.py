@@ -447,10 +447,10 @@ TENANTS = tuple(f"tenant-{i}" for i in range(4))
 
 class LimitedQueues(Piece):
     """Three queues with a limit each (served as tests/faults/soak/fleet.py says), with
-    bursts the limits must hold back. Every 2 s: 3 jobs of 0.5-2 s for the concurrency (3: a burst
-    meets the last one's jobs still running), 3 of 0.5-1 s over 4 tenants for the key
-    concurrency (1), and every 4 s 6 short ones for the rate (3/1s). A tenth are flaky
-    (a failed attempt, then a retry in the queue).
+    bursts the limits must hold back: every 4 s 4 jobs of 0.3-1 s for the concurrency
+    (3) and 6 short ones for the rate (3/1s), every 2 s 3 jobs of 0.5-1 s over 4 tenants
+    for the key concurrency (1). Each burst is more than its limit lets run or claim at
+    once. A tenth are flaky (a failed attempt, then a retry in the queue).
 
     Sized to what limited queues are claimed at: 2-4 jobs a second each with 4 workers,
     whatever the limit (open, CHANGELOG.md), so that the backlog drains between bursts
@@ -477,8 +477,9 @@ class LimitedQueues(Piece):
 
     def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
         self.step_no += 1
-        jobs = [self._job(rng, "soak-concurrency", 0.5, 2.0) for _ in range(3)]
+        jobs = []
         if self.step_no % 2 == 0:
+            jobs += [self._job(rng, "soak-concurrency", 0.3, 1.0) for _ in range(4)]
             jobs += [self._job(rng, "soak-rate", 0.0, 0.02) for _ in range(6)]
         jobs += [
             {**self._job(rng, "soak-keys", 0.5, 1.0), "concurrency_key": rng.choice(TENANTS)}
