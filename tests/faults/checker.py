@@ -221,10 +221,14 @@ def check(  # noqa: PLR0915 (one invariant after another, in docs/reliability.md
         for run in runs:
             if run.pid != fault["pid"] or not _open_at(run, fault):
                 continue
+            # another process's claim, or the faulted process's own new claim once it
+            # resumed (a pause or a black-hole ends; the job expired and was due again)
             later = [
                 r
                 for r in runs_of[run.job_id]
-                if r.start > fault["mono"] and r.pid != fault["pid"] and r.claimed_at
+                if r.start > fault["mono"]
+                and (r.pid != fault["pid"] or r.token != run.token)
+                and r.claimed_at
             ]
             if not later:
                 # a job whose cancel was requested ends cancelled when its lease

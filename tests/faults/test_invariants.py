@@ -281,6 +281,19 @@ def test_a_killed_job_whose_cancel_was_requested_ends_cancelled_not_unrecovered(
     assert check([lost], [start], [], [kill]).counts["I7_unrecovered"] == 1
 
 
+def test_an_orphan_claimed_again_by_its_own_process_once_it_resumed_is_recovered() -> None:
+    """Soak seed 21: a worker paused past its lease; the job expired, was due again
+    after its backoff, and the same process, resumed, claimed it anew (another token)
+    before any other did. Recovered, not an orphan (I7)."""
+    a = ids(1)[0]
+    first = run(a, 1, 0, 6.8, token="t1")  # paused at 0.5 s for 6 s: it ends late
+    again = run(a, 1, 8.4, 9, token="t2", claimed_at=T0 + timedelta(seconds=8.4))
+    stop = {"kind": "stop", "pid": 1, "mono": int(0.5 * SECOND), "db_now": T0, "overlap_ok": True}
+    report = check([job(a)], first + again, [], [stop])
+    assert report.counts["I7_unrecovered"] == 0
+    assert check([job(a)], first, [], [stop]).counts["I7_unrecovered"] == 1
+
+
 # -- I18 snoozes ------------------------------------------------------------------------
 
 
