@@ -263,7 +263,10 @@ def _drain(lab: Lab, database: str, result: RowResult) -> float:
 
 def table_rows(conninfo: str) -> list[dict[str, Any]]:
     """The job table and every deleted row (with `deleted_at`), as the checkers read them."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    # one snapshot for the three reads: a prune between them would show a row both live
+    # and deleted (soak seed 21 after a 12 s drain: 4 rows, counted by I9 as duplicates)
+    with psycopg.connect(conninfo) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         live = conn.execute(
             "SELECT to_jsonb(j), NULL::timestamptz, NULL::timestamptz FROM vesper_jobs j"
         ).fetchall()
@@ -271,6 +274,7 @@ def table_rows(conninfo: str) -> list[dict[str, Any]]:
         inserted: dict[str, datetime] = dict(
             conn.execute("SELECT id::text, row_inserted_at FROM soak_inserted").fetchall()
         )
+        conn.rollback()
     rows = []
     for data, deleted_at, row_deleted_at in [*live, *gone]:
         row = dict(data)
