@@ -17,12 +17,14 @@ The records a store keeps and returns:
     JobRecord (a job as stored, with its lease: not `vesper.Job`, which is what a
     consumer function receives), JobId, Lease, LeaseRef, Failure, NewJob (a validated
     submission: `materialize(now=, seq=)` makes its first JobRecord), WorkerProcess,
-    JobQuery, JobPage (`page_of`), QueueStats, QueueSummary; Status, TRANSITIONS and
-    `allowed` (which status an action starts from), ACTIVE (the statuses in which a job
-    holds its unique key), `claim_order` (the claim's sort key) and LEASE_EXPIRED_ERROR
-    (the error an expired lease records); Snoozed (a snoozed attempt); for `bulk`,
-    BulkAction, BulkFilter (`matches`: the reference semantics), BulkBatch (what a
-    batch returns), `take` (which of a batch's jobs a retry skips) and `kinds_of`;
+    JobQuery, JobPage (`page_of`), QueueStats, QueueSummary (with ActiveJobs, each
+    queue's); Status, TRANSITIONS and `allowed` (which status an action starts from),
+    ACTIVE (the statuses in which a job holds its unique key), `claim_order` (the
+    claim's sort key) and LEASE_EXPIRED_ERROR (the error an expired lease records);
+    Snoozed (a snoozed attempt); UniqueSlot (the (queue, unique key) an active job
+    holds: a key is unique per queue); for `bulk`, BulkAction, BulkFilter (`matches`:
+    the reference semantics), BulkBatch (what a batch returns), `take` (which of a
+    batch's jobs a retry skips) and `kinds_of`;
     QueueSettings, QueueChange and QueueState (a queue's settings, a change to them,
     its view).
 
@@ -30,7 +32,8 @@ The errors (what each means for the caller is in application/ports.py):
     StoreUnavailable (the database did not answer: vesper waits and retries),
     SchemaNotMigrated (its subclass: run `vesper migrate`), JobNotFound,
     IllegalTransition, UniqueKeyHeld (its subclass: a retry refused because another
-    active job holds the unique key), IdempotencyConflict, VesperError (their base).
+    active job of the queue holds the unique key), IdempotencyConflict, VesperError
+    (their base).
 
 The SQL helpers, for a store over SQLAlchemy Core (they load SQLAlchemy, not vesper's
 own SQL stores nor alembic):
@@ -45,7 +48,8 @@ own SQL stores nor alembic):
     counts: declare `Capabilities(summary=True)` to have it used);
     `plan_submission`, SubmitPlan, `assemble`, `submit_serialized`: idempotent
     submission with unique keys (the last for a store whose writers are serialized);
-    UNIQUE_ACTIVE_SQL, ACTIVE_HOLDERS and `active_holders`: the jobs holding unique keys;
+    UNIQUE_ACTIVE_SQL, ACTIVE_HOLDERS (parameter `slots`: UniqueSlots) and
+    `active_holders` (by slot): the jobs holding unique keys;
     FencedWrites: complete, renew, release, fail, snooze and expire (subclass it, with
     the clock bound as the parameter `now`; a job with a cancel request ends
     cancelled), built on NOW, COMPLETE, RELEASE, RENEW, FAIL, SNOOZE, EXPIRE and
@@ -152,13 +156,14 @@ from vesper.domain.job import (
     Lease,
     LeaseRef,
     Snoozed,
+    UniqueSlot,
 )
 from vesper.domain.ordering import claim_order
 from vesper.domain.periodic import Schedule, ScheduleRecord
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.queues import QueueChange, QueueSettings, QueueState
 from vesper.domain.states import ACTIVE, TRANSITIONS, Status, allowed
-from vesper.domain.stats import QueueStats, QueueSummary
+from vesper.domain.stats import ActiveJobs, QueueStats, QueueSummary
 from vesper.domain.submission import NewJob
 
 __all__ = [
@@ -177,6 +182,7 @@ __all__ = [
     "SNOOZE",
     "TRANSITIONS",
     "UNIQUE_ACTIVE_SQL",
+    "ActiveJobs",
     "BulkAction",
     "BulkBatch",
     "BulkFilter",
@@ -227,6 +233,7 @@ __all__ = [
     "Submitted",
     "Subscription",
     "UniqueKeyHeld",
+    "UniqueSlot",
     "VesperError",
     "WorkerProcess",
     "WorkerRegistry",

@@ -83,11 +83,18 @@ def test_a_bad_limit_is_refused_naming_it(
     assert queue_of(ui, "email")["concurrency"] is None
 
 
-def test_the_overview_counts_jobs_by_queue(ui: TestClient[Any]) -> None:
+def test_the_overview_shows_active_jobs_by_queue(ui: TestClient[Any]) -> None:
+    ui.patch("/queues/idle", json={"concurrency": 1})  # settings, no jobs: listed with 0
     page = ui.get("/ui")
-    assert "Jobs by queue" in page.text
-    assert '<tr><td>email</td><td class="num">2</td></tr>' in page.text
-    assert '<tr><td>media</td><td class="num">1</td></tr>' in page.text
+    assert "Active jobs by queue" in page.text
+    table = page.text.split('id="queues-h"')[1].split("</table>")[0]
+    rows = [row.split("</tr>")[0] for row in table.split("<tbody>")[1].split("<tr>")[1:]]
+    num = '<td class="num">'
+    assert rows == [
+        f"<td>email</td>{num}2</td>{num}0</td>",
+        f"<td>idle</td>{num}0</td>{num}0</td>",
+        f"<td>media</td>{num}1</td>{num}0</td>",
+    ]
 
 
 def test_the_jobs_page_filters_by_queue(ui: TestClient[Any]) -> None:

@@ -23,10 +23,10 @@ from vesper.adapters.clock import SystemClock
 from vesper.adapters.memory_schedules import InMemoryScheduleRegistry
 from vesper.application.ports import Capabilities, Clock, Submitted
 from vesper.domain.activity import MINUTE, Activity, minute_of
-from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter, apply, kinds_of, take
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter, apply, kinds_of, slots_of, take
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound, UniqueKeyHeld
 from vesper.domain.fleet import WorkerProcess
-from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
+from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed, UniqueSlot
 from vesper.domain.ordering import claim_order
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.queues import (
@@ -40,8 +40,8 @@ from vesper.domain.queues import (
     rate_log_after,
 )
 from vesper.domain.retention import check_ages, deletable, prunable
-from vesper.domain.states import CLAIMABLE, FINISHED, Status
-from vesper.domain.stats import QueueStats, QueueSummary, check_cap
+from vesper.domain.states import ACTIVE, CLAIMABLE, FINISHED, Status
+from vesper.domain.stats import ActiveJobs, QueueStats, QueueSummary, check_cap
 from vesper.domain.submission import NewJob
 
 _Entry = tuple[int, datetime, int, JobId]
@@ -56,7 +56,8 @@ class InMemoryJobRepository:
         self._lock = threading.RLock()
         self._jobs: dict[JobId, JobRecord] = {}  # insertion order = seq order
         self._by_key: dict[str, JobId] = {}
-        self._by_unique: dict[str, JobId] = {}  # the last job given each unique key
+        # the last job given each unique key, by (queue, key): a key is held per queue
+        self._by_unique: dict[UniqueSlot, JobId] = {}
         self._processing: set[JobId] = set()
         self._scheduled: list[tuple[datetime, int, JobId]] = []
         self._ready: dict[str, list[_Entry]] = {}  # by queue
@@ -76,31 +77,37 @@ class InMemoryJobRepository:
         with self._lock:
             at = now or self.now()
             results: list[Submitted | NewJob] = []
-            batch_keys: dict[str, NewJob] = {}
-            batch_unique: dict[str, NewJob] = {}
+            # a key's first job in the batch and what it came to: a repeat gets the same
+            # (a key twice with other fingerprints is a conflict, whatever became of the
+            # first: a unique key held may have kept it from being inserted)
+            batch_keys: dict[str, tuple[NewJob, Submitted | NewJob]] = {}
+            batch_unique: dict[UniqueSlot, NewJob] = {}
             for new in jobs:  # check everything before changing anything
                 key = new.idempotency_key
                 bound = self._jobs[self._by_key[key]] if key in self._by_key else None
                 earlier = batch_keys.get(key) if key is not None else None
-                active = self._active(new.unique_key)
+                slot = new.unique_slot
+                active = self._active(slot)
+                result: Submitted | NewJob
                 if bound is not None:
                     if bound.fingerprint != new.fingerprint:
                         raise IdempotencyConflict(key or "")
-                    results.append(Submitted(job=bound, created=False))
+                    result = Submitted(job=bound, created=False)
                 elif earlier is not None:
-                    if earlier.fingerprint != new.fingerprint:
+                    if earlier[0].fingerprint != new.fingerprint:
                         raise IdempotencyConflict(key or "")
-                    results.append(earlier)  # resolved below to the job `earlier` became
+                    result = earlier[1]  # a NewJob resolves below to the job it became
                 elif active is not None:
-                    results.append(Submitted(job=active, created=False))
-                elif new.unique_key is not None and new.unique_key in batch_unique:
-                    results.append(batch_unique[new.unique_key])
+                    result = Submitted(job=active, created=False)
+                elif slot is not None and slot in batch_unique:
+                    result = batch_unique[slot]
                 else:
-                    if key is not None:
-                        batch_keys[key] = new
-                    if new.unique_key is not None:
-                        batch_unique[new.unique_key] = new
-                    results.append(new)
+                    if slot is not None:
+                        batch_unique[slot] = new
+                    result = new
+                if key is not None and key not in batch_keys and bound is None:
+                    batch_keys[key] = (new, result)
+                results.append(result)
             created: dict[JobId, JobRecord] = {}
             out: list[Submitted] = []
             for item in results:
@@ -115,22 +122,22 @@ class InMemoryJobRepository:
                     self._put(job)
                     if job.idempotency_key is not None:
                         self._by_key[job.idempotency_key] = job.id
-                    if job.unique_key is not None:
-                        self._by_unique[job.unique_key] = job.id
+                    if job.unique_slot is not None:
+                        self._by_unique[job.unique_slot] = job.id
                     out.append(Submitted(job=job, created=True))
             return out
 
-    def _active(self, unique_key: str | None) -> JobRecord | None:
-        """The active job holding `unique_key`, if any."""
-        if unique_key is None or unique_key not in self._by_unique:
+    def _active(self, slot: UniqueSlot | None) -> JobRecord | None:
+        """The active job holding `slot` (a unique key in a queue), if any."""
+        if slot is None or slot not in self._by_unique:
             return None
-        job = self._jobs.get(self._by_unique[unique_key])  # None: deleted since
+        job = self._jobs.get(self._by_unique[slot])  # None: deleted since
         return None if job is None or job.status in FINISHED else job
 
     def _hold(self, job: JobRecord) -> JobRecord:
         """A retried job holds its unique key again (the caller checked it was free)."""
-        if job.unique_key is not None and job.status not in FINISHED:
-            self._by_unique[job.unique_key] = job.id
+        if job.unique_slot is not None and job.status not in FINISHED:
+            self._by_unique[job.unique_slot] = job.id
         return job
 
     def get(self, job_id: JobId) -> JobRecord:
@@ -348,10 +355,10 @@ class InMemoryJobRepository:
         with self._lock:
             job = self.get(job_id)
             retried = job.retry(now=now or self.now())  # IllegalTransition first
-            holder = self._active(job.unique_key)
+            holder = self._active(job.unique_slot)
             if holder is not None and holder.id != job.id:
                 assert job.unique_key is not None
-                raise UniqueKeyHeld(job.id, job.status, job.unique_key, holder.id)
+                raise UniqueKeyHeld(job.id, job.status, job.unique_key, holder.id, queue=job.queue)
             return self._hold(self._put(retried))
 
     def snooze(self, snoozes: Sequence[Snoozed], *, now: datetime | None = None) -> list[JobRecord]:
@@ -375,8 +382,8 @@ class InMemoryJobRepository:
             at = now or self.now()
             # insertion order is seq order
             matching = [j for j in self._jobs.values() if where.matches(j, action)][:limit]
-            keys = {j.unique_key for j in matching if j.unique_key is not None}
-            holders = {k: h.id for k in keys if (h := self._active(k)) is not None}
+            slots = slots_of(matching)
+            holders = {k: h.id for k in slots if (h := self._active(k)) is not None}
             taken, skipped = take(matching, action, holders)
             for job in taken:
                 self._hold(self._put(apply(job, action, now=at)))
@@ -434,7 +441,16 @@ class InMemoryJobRepository:
     def summary(self, *, cap: int, now: datetime | None = None) -> QueueSummary:
         # counting a dict is cheap at any size the process can hold: no cap needed to do it
         check_cap(cap)
-        return QueueSummary.of(self.stats(now=now), cap)
+        with self._lock:
+            by_queue: dict[str, dict[Status, int]] = {name: {} for name in self._queues}
+            for job in self._jobs.values():
+                if job.status in ACTIVE:
+                    counts = by_queue.setdefault(job.queue, {})
+                    counts[job.status] = counts.get(job.status, 0) + 1
+            return attrs.evolve(
+                QueueSummary.of(self.stats(now=now), cap),
+                active_by_queue={q: ActiveJobs.of(by_queue[q], cap) for q in sorted(by_queue)},
+            )
 
     def activity(self, *, window: timedelta, now: datetime | None = None) -> Activity:
         with self._lock:
@@ -456,8 +472,8 @@ class InMemoryJobRepository:
         del self._jobs[job.id]
         if job.idempotency_key is not None and self._by_key.get(job.idempotency_key) == job.id:
             del self._by_key[job.idempotency_key]
-        if job.unique_key is not None and self._by_unique.get(job.unique_key) == job.id:
-            del self._by_unique[job.unique_key]
+        if job.unique_slot is not None and self._by_unique.get(job.unique_slot) == job.id:
+            del self._by_unique[job.unique_slot]
 
     def _fenced(
         self,

@@ -106,7 +106,8 @@ class BulkJobs:
     Only jobs last changed before the action began are taken (`touched_before`), and
     each batch starts after the last job the previous one looked at (`after_seq`), so
     the loop ends and a job is looked at once. A retry skips a finished job whose
-    unique key an active job holds (never two active jobs with one key).
+    unique key an active job of its queue holds (never two active jobs with one key in
+    one queue).
 
     Returns:
         How many jobs changed, and how many a retry skipped (`last_seq`: the last job

@@ -17,7 +17,8 @@ that names no host, user, password or file path:
 - IdempotencyConflict (submit): the key is bound to a job with another fingerprint.
 - JobNotFound (get, cancel, retry): no job has the id.
 - IllegalTransition (cancel, retry): the job's status does not allow the action;
-  UniqueKeyHeld, a kind of it (retry): another active job holds the job's unique key.
+  UniqueKeyHeld, a kind of it (retry): another active job of the job's queue holds its
+  unique key.
 
 Anything else a store raises (a driver's own exception, an integrity error, a
 ValueError) is a bug in the store: the API answers 500 and logs it. A store maps its
@@ -54,7 +55,7 @@ from vesper.domain.submission import NewJob
 class Submitted:
     job: JobRecord
     # False: an idempotent replay returned the job the key is bound to, or an active job
-    # with the same unique_key was returned
+    # of the same queue with the same unique_key was returned
     created: bool
 
 
@@ -110,13 +111,15 @@ class JobRepository(Protocol):
         A job whose idempotency key is already bound (by an earlier call, or by a
         concurrent one) is not inserted: with the same fingerprint the bound job is
         returned with `created=False`; with another fingerprint IdempotencyConflict is
-        raised and nothing of this call is inserted. Insertion order (`seq`) follows the
-        sequence. `run_at` None means now + delay.
+        raised and nothing of this call is inserted. A key twice in `jobs` with other
+        fingerprints is a conflict too, whatever became of its first job. Insertion
+        order (`seq`) follows the sequence. `run_at` None means now + delay.
 
         A job with a `unique_key` (and no bound idempotency key) whose key an active job
-        holds (pending, failed or processing; of this call too, or of a concurrent one)
-        is not inserted: that job is returned with `created=False`. Once that job has
-        finished, the key is free again.
+        of the same queue holds (pending, failed or processing; of this call too, or of
+        a concurrent one) is not inserted: that job is returned with `created=False`.
+        Once that job has finished, the key is free again. A key is held per queue: a
+        job of another queue holding it is neither returned nor in the way.
         """
         ...
 
@@ -210,8 +213,9 @@ class JobRepository(Protocol):
     def retry(self, job_id: JobId, *, now: datetime | None = None) -> JobRecord:
         """dlq/failed/cancelled -> pending, due now, retries reset, cancel request
         cleared; JobNotFound, or IllegalTransition otherwise. UniqueKeyHeld (an
-        IllegalTransition) when another job, active, holds the job's unique key: the
-        job is left as it is (never two active jobs with one key)."""
+        IllegalTransition) when another job of the same queue, active, holds the job's
+        unique key: the job is left as it is (never two active jobs with one key in one
+        queue; a holder in another queue does not stop the retry)."""
         ...
 
     def stats(self, *, now: datetime | None = None) -> QueueStats:
@@ -266,9 +270,10 @@ class JobRepository(Protocol):
         transaction.
 
         A retry skips (leaves as they are) finished jobs whose unique key an active job
-        holds, or an earlier job of the batch took (`bulk.take`). Returns how many jobs
-        changed, how many were skipped, and `last_seq`: the seq of the last of the
-        `limit` jobs (None: none matched). Callers loop with `where.after_seq` =
+        of their queue holds, or an earlier job of the batch took (`bulk.take`); a holder
+        in another queue skips nothing. Returns how many jobs changed, how many were
+        skipped, and `last_seq`: the seq of the last of the `limit` jobs (None: none
+        matched). Callers loop with `where.after_seq` =
         `last_seq` until it is None: no job is looked at twice.
         """
         ...
@@ -433,7 +438,13 @@ class SummaryJobRepository(JobRepository, Protocol):
         """Each status's jobs, counted up to `cap` + 1 and no further (so cap + 1 means
         more than `cap`), and the run_at of the oldest due job as `stats` gives it.
         The point is a cost that grows with the cap, not with the table (a SQL store reads
-        at most cap + 1 index entries per status). ValueError for a cap below 1."""
+        at most cap + 1 index entries per status). ValueError for a cap below 1.
+
+        `active_by_queue` (optional: None where the store does not count it): each queue
+        with active jobs or settings, its waiting jobs (pending, failed) and running ones
+        (processing) each counted up to `cap` + 1, at a cost that the finished jobs do
+        not change (a SQL store: cap + 1 entries of the per-queue claim index per queue,
+        and the processing jobs)."""
         ...
 
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from vesper.domain.errors import InvalidRequest
-from vesper.domain.job import JobId, JobRecord
+from vesper.domain.job import JobId, JobRecord, UniqueSlot, unique_slot
 from vesper.domain.queues import check_queue
 from vesper.domain.states import FINISHED, TRANSITIONS, Status
 
@@ -81,8 +81,9 @@ class BulkBatch:
     """What a bulk batch did (or, from the use case, the whole action)."""
 
     changed: int = 0
-    # retry only: jobs left as they were because an active job holds their unique key
-    # (another one, or one this batch retried first): never two active jobs with one key
+    # retry only: jobs left as they were because an active job of their queue holds their
+    # unique key (another one, or one this batch retried first): never two active jobs
+    # with one key in one queue
     skipped: int = 0
     # the insertion order (`seq`) of the last job the batch looked at, changed or
     # skipped; None: no job matched, the action is done
@@ -100,6 +101,8 @@ class Candidate(Protocol):
     @property
     def status(self) -> str: ...
     @property
+    def queue(self) -> str: ...
+    @property
     def unique_key(self) -> str | None: ...
     @property
     def type(self) -> str: ...
@@ -116,27 +119,39 @@ C = TypeVar("C", bound=Candidate)
 
 
 def take(
-    matching: Sequence[C], action: BulkAction, holders: Mapping[str, Any]
+    matching: Sequence[C], action: BulkAction, holders: Mapping[UniqueSlot, Any]
 ) -> tuple[list[C], list[C]]:
     """Split a batch's jobs (in insertion order) into those the action changes and those
-    it skips: a retry skips a finished job whose unique key an active job holds
-    (`holders`: the active holder of each key, by key), or one retried earlier in the
-    batch took. A failed job holds its own key: it is never skipped."""
+    it skips: a retry skips a finished job whose unique key an active job of its queue
+    holds (`holders`: the id of the active holder of each slot), or one retried earlier
+    in the batch took. A failed job holds its own key: it is never skipped."""
     if action is not BulkAction.RETRY:
         return list(matching), []
     taken: list[C] = []
     skipped: list[C] = []
     held = dict(holders)
     for job in matching:
-        key = job.unique_key
-        if key is None or job.status not in FINISHED:
+        slot = unique_slot(job.queue, job.unique_key)
+        if slot is None or job.status not in FINISHED:
             taken.append(job)
-        elif key in held and held[key] != job.id:
+        elif slot in held and held[slot] != job.id:
             skipped.append(job)
         else:
-            held[key] = job.id
+            held[slot] = job.id
             taken.append(job)
     return taken, skipped
+
+
+def slots_of(jobs: Iterable[Candidate]) -> list[UniqueSlot]:
+    """The slots the finished jobs among `jobs` would take if retried, in sorted order:
+    the holders a bulk retry looks up (a failed job holds its own)."""
+    return sorted(
+        {
+            slot
+            for job in jobs
+            if job.status in FINISHED and (slot := unique_slot(job.queue, job.unique_key))
+        }
+    )
 
 
 def apply(job: JobRecord, action: BulkAction, *, now: datetime) -> JobRecord:

@@ -43,19 +43,22 @@ class IllegalTransition(VesperError):
 
 
 class UniqueKeyHeld(IllegalTransition):
-    """A retry would make a second active job with one unique key: the job stays as it
-    is. An IllegalTransition, so that whatever refuses a retry refuses this one too."""
+    """A retry would make a second active job with one unique key in one queue: the job
+    stays as it is. An IllegalTransition, so that whatever refuses a retry refuses this
+    one too."""
 
-    def __init__(self, job_id: Any, status: Any, key: str, held_by: Any) -> None:
+    def __init__(self, job_id: Any, status: Any, key: str, held_by: Any, *, queue: str) -> None:
+        # the queue is named: a key is held per queue, so the same key elsewhere is no cause
         VesperError.__init__(
             self,
-            f"cannot retry job {job_id}: its unique key {key[:64]!r} is held by "
-            f"active job {held_by}",
+            f"cannot retry job {job_id}: its unique key {key[:64]!r} is held in queue "
+            f"{queue!r} by active job {held_by}",
         )
         self.job_id = job_id
         self.status = status
         self.action = "retry"
         self.key = key
+        self.queue = queue
         self.held_by = held_by
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, NewType
+from typing import Any, NamedTuple, NewType
 from uuid import UUID
 
 import attrs
@@ -17,6 +17,23 @@ from vesper.domain.states import CLAIMABLE, Status, allowed
 JobId = NewType("JobId", UUID)
 
 LEASE_EXPIRED_ERROR = "lease expired: the worker stopped renewing it (crash, kill or pause)"
+
+
+class UniqueSlot(NamedTuple):
+    """What an active job with a unique key holds: the key within its queue.
+
+    At most one active (pending, failed, processing) job holds a slot. The same key in
+    two queues is two slots: a submission returns the active job of its own queue
+    holding its key, and a job in another queue does not stand in for it.
+    """
+
+    queue: str
+    key: str
+
+
+def unique_slot(queue: str, key: str | None) -> UniqueSlot | None:
+    """The slot a job of `queue` with unique key `key` holds while active (None: no key)."""
+    return None if key is None else UniqueSlot(queue, key)
 
 
 @attrs.frozen(kw_only=True)
@@ -87,9 +104,14 @@ class JobRecord:
     # renewal (or whatever ends the attempt first, but a success)
     cancel_requested_at: datetime | None = None
     snoozes: int = 0  # times a consumer raised vesper.Snooze
-    # while this job is pending, failed or processing, a submission with the same key
-    # returns it instead of inserting a new job
+    # while this job is pending, failed or processing, a submission to its queue with the
+    # same key returns it instead of inserting a new job
     unique_key: str | None = None
+
+    @property
+    def unique_slot(self) -> UniqueSlot | None:
+        """The (queue, unique key) this job holds while active."""
+        return unique_slot(self.queue, self.unique_key)
 
     @property
     def worker_id(self) -> str | None:

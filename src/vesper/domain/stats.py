@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from vesper.domain.states import Status
+from vesper.domain.states import CLAIMABLE, Status
 
 
 @attrs.frozen(kw_only=True)
@@ -44,6 +44,24 @@ class QueueStats:
 
 
 @attrs.frozen(kw_only=True)
+class ActiveJobs:
+    """One queue's active jobs, as the overview shows them: `waiting` (pending or failed,
+    due now or later) and `running` (processing), each counted up to a summary's cap + 1
+    (more than the cap when it is cap + 1)."""
+
+    waiting: int = 0
+    running: int = 0
+
+    @classmethod
+    def of(cls, counts: Mapping[Status, int], cap: int) -> ActiveJobs:
+        """From a queue's exact counts by status, with `cap` applied."""
+        waiting = sum(counts.get(s, 0) for s in CLAIMABLE)
+        return cls(
+            waiting=min(waiting, cap + 1), running=min(counts.get(Status.PROCESSING, 0), cap + 1)
+        )
+
+
+@attrs.frozen(kw_only=True)
 class QueueSummary:
     """Jobs by status, each counted only up to `cap` + 1, and the oldest due job: what the
     dashboard's overview shows. Counting stops at the cap so that its cost is bounded by
@@ -54,6 +72,11 @@ class QueueSummary:
     cap: int
     oldest_due_run_at: datetime | None  # as QueueStats'
     now: datetime
+    # Each queue that has active jobs or settings, by name, with its active jobs capped
+    # like `counts` (queues holding only finished jobs are left out: the cost must not
+    # grow with them). None: the store does not count them (a store written before they
+    # were part of the summary); the overview then asks ListQueues, which counts all.
+    active_by_queue: Mapping[str, ActiveJobs] | None = None
 
     def __attrs_post_init__(self) -> None:
         check_cap(self.cap)

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from vesper.domain.errors import InvalidRequest
-from vesper.domain.job import JobId, JobRecord
+from vesper.domain.job import JobId, JobRecord, UniqueSlot, unique_slot
 from vesper.domain.queues import DEFAULT_QUEUE, check_concurrency_key, check_queue
 from vesper.domain.results import DEFAULT_MAX_RESULT
 from vesper.domain.states import Status
@@ -65,7 +65,8 @@ class JobRequest:
     trace_context: str | None = None
     queue: str | None = None  # None: the queue of the type's consumer, else "default"
     concurrency_key: str | None = None
-    unique_key: str | None = None  # while a job with it is active, return that job
+    # while a job of the same queue with it is active, return that job
+    unique_key: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -93,6 +94,12 @@ class NewJob:
     # may insert it as is instead of serialising the payload again
     payload_json: str | None = None
     unique_key: str | None = None
+
+    @property
+    def unique_slot(self) -> UniqueSlot | None:
+        """The (queue, unique key) the job will hold: a job of the batch or an active
+        one holding it is returned instead of inserting this one."""
+        return unique_slot(self.queue, self.unique_key)
 
     def materialize(self, *, now: datetime, seq: int) -> JobRecord:
         """The job as stored at `now`, with insertion order `seq`."""

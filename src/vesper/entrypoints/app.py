@@ -267,7 +267,7 @@ class App:
         connection: SyncConnection | AsyncioConnection | None = None,
     ) -> JobRecord | Awaitable[JobRecord]:
         """Submit one job and return it (the bound job on an idempotent replay; the
-        active job holding `unique_key`, if one does).
+        active job of the same queue holding `unique_key`, if one does).
 
         With `connection` (a SQLAlchemy Connection or Session, or a psycopg connection,
         to the store's database), the job is written in the transaction open on it and

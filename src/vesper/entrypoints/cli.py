@@ -237,7 +237,9 @@ def migrate() -> None:
 @click.option("--idempotency-key")
 @click.option("--queue", help='The queue (default: "default").')
 @click.option("--concurrency-key", help="Groups jobs for the queue's key_concurrency.")
-@click.option("--unique-key", help="Return the active job with this key instead, if any.")
+@click.option(
+    "--unique-key", help="Return the active job of the same queue with this key instead, if any."
+)
 def enqueue(
     job_type: str,
     payload: str,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime, timedelta
-from typing import ClassVar, TypeVar
+from typing import ClassVar, TypeVar, cast
 
 import attrs
 from hypothesis import HealthCheck, settings
@@ -31,19 +31,22 @@ from hypothesis.stateful import (
 )
 
 from vesper.adapters.memory import InMemoryJobRepository
-from vesper.application.ports import JobRepository
+from vesper.application.ports import JobRepository, SummaryJobRepository
 from vesper.domain.bulk import BulkAction, BulkFilter
 from vesper.domain.errors import VesperError
 from vesper.domain.job import Failure, JobId, JobRecord, LeaseRef, Snoozed
 from vesper.domain.query import JobQuery
 from vesper.domain.queues import QueueChange
-from vesper.domain.states import FINISHED, Status
+from vesper.domain.states import FINISHED, Status, allowed
+from vesper.domain.stats import QueueSummary
 from vesper.testing.fixtures import T0, StoreFactory, StoreFixtures, StoreOpener, all_jobs
 from vesper.testing.fixtures import claim as claim_from
 from vesper.testing.fixtures import ref as ref_of
 from vesper.testing.model_parts import (
     HeldLease,
     JobSpec,
+    check_unique,
+    holders,
     nonzero,
     nonzero_status,
     norm,
@@ -51,6 +54,7 @@ from vesper.testing.model_parts import (
     plain,
     queue_changes,
     queueing,
+    slot_of,
     specs,
     summary,
 )
@@ -122,11 +126,13 @@ class StoreModel(RuleBasedStateMachine):
         if not self.queues:
             batch = [plain(spec) for spec in batch]
         news = [spec.new_job() for spec in batch]
+        held = holders(all_jobs(self.oracle))
         results = self.both(lambda repo: repo.submit(news, now=self.now))
         if results is None:
             return multiple()
         expected, actual = results
         assert summary(actual) == summary(expected)
+        check_unique(news, actual, held)
         return multiple(*(spec for spec in batch if spec.key is not None))
 
     @initialize(target=submitted, batch=st.lists(specs, min_size=1, max_size=4))
@@ -280,9 +286,16 @@ class StoreModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def retry(self, data: st.DataObject) -> None:
         job_id = self.pick_job(data, frozenset({Status.FAILED, Status.DLQ, Status.CANCELLED}))
+        before = {job.id: job for job in all_jobs(self.oracle)}
         results = self.both(lambda repo: repo.retry(job_id, now=self.now))
         if results is not None:
             assert norm(results[1]) == norm(results[0])
+        job = before.get(job_id)
+        if job is not None and allowed("retry", job.status):
+            # refused exactly when another active job of its queue holds its key
+            slot = slot_of(job)
+            taken = slot is not None and holders(before.values()).get(slot, job.id) != job.id
+            assert (results is None) == taken, f"retry of {job_id} ({slot}): {results}"
 
     @rule(ages=PRUNE_AGES)
     def prune(self, ages: dict[Status, timedelta]) -> None:
@@ -356,6 +369,7 @@ class StoreModel(RuleBasedStateMachine):
         results = self.both(lambda repo: repo.find(JobQuery(limit=1000)).jobs)
         assert results is not None
         assert [norm(j) for j in results[1]] == [norm(j) for j in results[0]]
+        holders(results[1])  # fails if two active jobs hold one key in one queue
 
     @invariant()
     def same_stats(self) -> None:
@@ -364,6 +378,24 @@ class StoreModel(RuleBasedStateMachine):
         expected, actual = results
         assert nonzero(actual.counts) == nonzero(expected.counts)
         assert actual.oldest_due_run_at == expected.oldest_due_run_at
+
+    @invariant()
+    def same_summary(self) -> None:
+        if not self.subject.capabilities.summary:
+            return
+
+        def summary_of(repo: JobRepository) -> QueueSummary:
+            # a cap of 2: the model's few jobs reach it, per status and per queue
+            return cast(SummaryJobRepository, repo).summary(cap=2, now=self.now)
+
+        results = self.both(summary_of)
+        assert results is not None
+        expected, actual = results
+        assert actual.by_status == expected.by_status
+        assert actual.oldest_due_run_at == expected.oldest_due_run_at
+        if actual.active_by_queue is not None:  # optional: a store may not count it
+            assert expected.active_by_queue is not None
+            assert dict(actual.active_by_queue) == dict(expected.active_by_queue)
 
 
 class ModelContract(StoreFixtures):

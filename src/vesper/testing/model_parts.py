@@ -4,7 +4,7 @@ stores' answers (blind to lease tokens and insertion numbers, which legitimately
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import cast
 
@@ -12,9 +12,9 @@ import attrs
 from hypothesis import strategies as st
 
 from vesper.application.ports import JobRepository, QueueingJobRepository, Submitted
-from vesper.domain.job import JobRecord, LeaseRef
+from vesper.domain.job import JobId, JobRecord, LeaseRef, UniqueSlot
 from vesper.domain.queues import UNSET, QueueChange
-from vesper.domain.states import Status
+from vesper.domain.states import FINISHED, Status
 from vesper.domain.submission import NewJob
 from vesper.testing.fixtures import new_job as build_job
 
@@ -67,7 +67,8 @@ specs = st.builds(
     payload=st.integers(0, 1),
     queue=st.sampled_from(["default", "default", "q1"]),
     concurrency_key=st.sampled_from([None, "t1", "t2"]),
-    # two keys among a few jobs: retries and bulk retries meet keys held by others
+    # two keys among a few jobs in two queues: retries and bulk retries meet keys held
+    # by others, in their own queue and in the other one
     unique_key=st.none() | st.sampled_from(["u0", "u1"]),
 )
 
@@ -108,6 +109,48 @@ def nonzero(counts: Mapping[tuple[Status, int], int]) -> dict[tuple[Status, int]
 
 def nonzero_status(counts: Mapping[Status, int]) -> dict[Status, int]:
     return {status: n for status, n in counts.items() if n}
+
+
+def holders(jobs: Iterable[JobRecord]) -> dict[UniqueSlot, JobId]:
+    """The active jobs among `jobs` by the (queue, unique key) each holds. Fails if two
+    hold one: at most one active job has a key in each queue."""
+    held: dict[UniqueSlot, JobId] = {}
+    for job in jobs:
+        slot = slot_of(job)
+        if slot is None or job.status in FINISHED:
+            continue
+        assert slot not in held, f"two active jobs hold {slot}: {held[slot]} and {job.id}"
+        held[slot] = job.id
+    return held
+
+
+def check_unique(
+    batch: Sequence[NewJob], results: Sequence[Submitted], held: Mapping[UniqueSlot, JobId]
+) -> None:
+    """A submission's results against the per-queue rule, given the active holders
+    before it (`held`): a job with a unique key (and no idempotency key, which is checked
+    first) gets the job holding the key in its own queue (held before, or created by an
+    earlier job of the batch), or is created when none does; a holder in another queue
+    changes nothing. Independent of the reference store, which could share a store's
+    mistake."""
+    holding = dict(held)
+    for new, result in zip(batch, results, strict=True):
+        slot = slot_of(new)
+        if new.idempotency_key is None and slot is not None:
+            if slot in holding:
+                assert (result.job.id, result.created) == (holding[slot], False), (
+                    f"{slot} is held by {holding[slot]}, yet the submission got {result}"
+                )
+            else:
+                assert result.created, f"{slot} is free, yet the submission got {result}"
+        if result.created and (made := slot_of(result.job)) is not None:
+            holding[made] = result.job.id
+
+
+def slot_of(job: JobRecord | NewJob) -> UniqueSlot | None:
+    """The (queue, unique key) a job holds while active: spelled out here rather than
+    read from `unique_slot`, so that the model states the rule on its own."""
+    return None if job.unique_key is None else UniqueSlot(job.queue, job.unique_key)
 
 
 def queueing(repo: JobRepository) -> QueueingJobRepository:

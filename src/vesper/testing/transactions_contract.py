@@ -30,6 +30,7 @@ import pytest
 from vesper.application.ports import Submitted, TransactionalJobRepository
 from vesper.domain.errors import IdempotencyConflict, JobNotFound
 from vesper.domain.query import JobQuery
+from vesper.domain.states import Status
 from vesper.testing.fixtures import LEASE, StoreFixtures, StoreOpener, new_job
 
 T = TypeVar("T")
@@ -251,6 +252,13 @@ class TransactionalSubmitContract(StoreFixtures):
             assert again.created
             assert again.job.id != holder.job.id
             assert jobs.get(again.job.id).unique_key == "u1"
+            if jobs.capabilities.queues:
+                # held per queue: the key in another queue makes a job of its own
+                with begin() as conn:
+                    (elsewhere,) = jobs.submit_in(conn, [new_job("a", queue="q1", unique_key="u1")])
+                assert elsewhere.created
+                assert (elsewhere.job.queue, elsewhere.job.unique_key) == ("q1", "u1")
+                assert jobs.get(again.job.id).status is Status.PENDING
 
     @pytest.mark.parametrize("first_ends", ["commit", "rollback"])
     def test_concurrent_transactions_with_one_unique_key_make_one_job(
@@ -284,3 +292,27 @@ class TransactionalSubmitContract(StoreFixtures):
                 assert result.created
                 assert result.job.type == "b"
             assert [j.id for j in jobs.find(JobQuery()).jobs] == [result.job.id]
+
+    def test_concurrent_transactions_with_one_unique_key_in_two_queues_make_two_jobs(
+        self, store_opener: StoreOpener, begin: Callable[[], AbstractContextManager[Any]]
+    ) -> None:
+        with store_opener() as store:
+            jobs = self._jobs(store)
+            if not jobs.capabilities.queues:
+                pytest.skip("the store has no named queues (capabilities.queues=False)")
+
+            def second() -> Submitted:
+                with begin() as conn:
+                    (result,) = jobs.submit_in(conn, [new_job("b", queue="q2", unique_key="u")])
+                    return result
+
+            with begin() as conn:
+                (first,) = jobs.submit_in(conn, [new_job("a", queue="q1", unique_key="u")])
+                # the second may wait (SQLite's write lock) or not (PostgreSQL: another
+                # index entry); committed after this one, it must not find it a holder
+                waiting = Call(second)
+                waiting.running_after(SETTLE)
+            result = waiting.outcome()
+            assert result.created
+            assert (result.job.queue, result.job.unique_key) == ("q2", "u")
+            assert {j.id for j in jobs.find(JobQuery()).jobs} == {first.job.id, result.job.id}

@@ -1,6 +1,7 @@
-"""submit with a unique_key: the active job holding it is returned instead; free again
-once that job has finished. retry and bulk retry never take a key another active job
-holds."""
+"""submit with a unique_key: the active job of the same queue holding it is returned
+instead; free again once that job has finished. retry and bulk retry never take a key
+another active job of the queue holds. A key is held per queue: the tests naming two
+queues are skipped by a store without named queues."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import attrs
 import pytest
 
 from vesper.application.management import BulkJobs
-from vesper.application.ports import JobRepository
+from vesper.application.ports import JobRepository, QueueingJobRepository
 from vesper.domain.bulk import BulkAction, BulkFilter
-from vesper.domain.errors import IllegalTransition, UniqueKeyHeld
+from vesper.domain.errors import IdempotencyConflict, IllegalTransition, UniqueKeyHeld
 from vesper.domain.job import JobRecord
 from vesper.domain.states import Status
 from vesper.testing.fixtures import (
@@ -79,10 +80,81 @@ class UniqueKeyContract(StoreFixtures):
         [replay] = jobs.submit([new_job(key="k1", unique_key="u1")], now=at(1))
         assert (replay.job, replay.created) == (first.job, False)
 
+    def test_an_idempotency_key_twice_in_a_batch_conflicts_whatever_the_first_became(
+        self, jobs: JobRepository
+    ) -> None:
+        """A batch repeats an idempotency key with another job; its first job was kept
+        out by a unique key held: still a conflict (one call, one meaning per key), and
+        nothing of the batch is inserted. (The model test found the stores differing.)"""
+        [holder] = jobs.submit([new_job(unique_key="u1")], now=T0)
+        batch = [new_job(key="k1", unique_key="u1"), new_job(key="k1", payload={"n": 2})]
+        with pytest.raises(IdempotencyConflict):
+            jobs.submit(batch, now=at(1))
+        assert all_jobs(jobs) == [holder.job]
+        # the same job twice: both get the holder back
+        replays = jobs.submit([batch[0], batch[0]], now=at(2))
+        assert [(s.job, s.created) for s in replays] == [(holder.job, False)] * 2
 
-def dead_with_key(jobs: JobRepository, unique_key: str, *, now: datetime) -> JobRecord:
-    """A job holding `unique_key`, sent to dlq (claimed and failed, no retries) at `now`."""
-    [made] = jobs.submit([new_job(unique_key, unique_key=unique_key, max_retries=0)], now=now)
+    def test_one_unique_key_in_two_queues_makes_two_active_jobs(
+        self, queueing: QueueingJobRepository
+    ) -> None:
+        jobs = queueing
+        [first] = jobs.submit([new_job(queue="q1", unique_key="u1")], now=T0)
+        [other] = jobs.submit([new_job(queue="q2", unique_key="u1")], now=at(1))
+        assert (first.created, other.created) == (True, True)
+        assert (other.job.queue, other.job.unique_key, other.job.status) == (
+            "q2",
+            "u1",
+            Status.PENDING,
+        )
+        # each queue returns its own holder, in one batch too
+        again = jobs.submit(
+            [new_job(queue="q2", unique_key="u1"), new_job(queue="q1", unique_key="u1")],
+            now=at(2),
+        )
+        assert [(s.job.id, s.created) for s in again] == [
+            (other.job.id, False),
+            (first.job.id, False),
+        ]
+        # a batch with the key in a third queue twice and in a fourth: one job each
+        fresh = jobs.submit(
+            [
+                new_job(queue="q3", unique_key="u1"),
+                new_job(queue="q4", unique_key="u1"),
+                new_job(queue="q3", unique_key="u1"),
+            ],
+            now=at(3),
+        )
+        assert [s.created for s in fresh] == [True, True, False]
+        assert fresh[2].job == fresh[0].job
+        assert sorted((j.queue, j.status) for j in all_jobs(jobs)) == [
+            (q, Status.PENDING) for q in ("q1", "q2", "q3", "q4")
+        ]
+
+    def test_a_unique_key_is_freed_in_its_own_queue_only(
+        self, queueing: QueueingJobRepository
+    ) -> None:
+        jobs = queueing
+        [first] = jobs.submit([new_job(queue="q1", unique_key="u1")], now=T0)
+        [other] = jobs.submit([new_job(queue="q2", unique_key="u1")], now=at(1))
+        jobs.cancel(first.job.id, now=at(2))
+        [renewed, held] = jobs.submit(
+            [new_job(queue="q1", unique_key="u1"), new_job(queue="q2", unique_key="u1")],
+            now=at(3),
+        )
+        assert renewed.created
+        assert renewed.job.id not in {first.job.id, other.job.id}
+        assert (held.job.id, held.created) == (other.job.id, False)
+
+
+def dead_with_key(
+    jobs: JobRepository, unique_key: str, *, now: datetime, queue: str | None = None
+) -> JobRecord:
+    """A job holding `unique_key` (in `queue`; None: "default"), sent to dlq (claimed and
+    failed, no retries) at `now`. Its type is the key: the claim takes only it."""
+    [made] = jobs.submit(
+        [new_job(unique_key, unique_key=unique_key, max_retries=0, queue=queue)], now=now
+    )
     [running] = claim(jobs, now=now, types=[unique_key])
     [dead] = jobs.fail([failure(running, None)], now=now)
     assert (made.created, dead.status) == (True, Status.DLQ)
@@ -99,7 +171,11 @@ class UniqueRetryContract(StoreFixtures):
         with pytest.raises(UniqueKeyHeld) as refused:
             jobs.retry(dead.id, now=at(2))
         assert (refused.value.job_id, refused.value.held_by) == (dead.id, holder.job.id)
-        assert (refused.value.key, refused.value.action) == ("u1", "retry")
+        assert (refused.value.key, refused.value.queue, refused.value.action) == (
+            "u1",
+            "default",
+            "retry",
+        )
         assert isinstance(refused.value, IllegalTransition)
         assert str(holder.job.id) in str(refused.value)
         assert jobs.get(dead.id) == dead  # left as it was
@@ -143,6 +219,57 @@ class UniqueRetryContract(StoreFixtures):
         two = jobs.bulk(BulkAction.RETRY, attrs.evolve(where, after_seq=one.last_seq), limit=1)
         assert [(b.changed, b.skipped) for b in (one, two)] == [(1, 0), (0, 1)]
         assert (jobs.get(third.id).status, jobs.get(fourth.id)) == (Status.PENDING, fourth)
+
+    def test_retry_is_not_refused_for_a_holder_in_another_queue(
+        self, queueing: QueueingJobRepository
+    ) -> None:
+        jobs = queueing
+        dead = dead_with_key(jobs, "u1", now=T0, queue="q1")
+        [elsewhere] = jobs.submit([new_job("u1", queue="q2", unique_key="u1")], now=at(1))
+        assert elsewhere.created  # the key is free in q2: the dead job holds nothing
+        retried = jobs.retry(dead.id, now=at(2))
+        assert retried == dead.retry(now=at(2))
+        # both hold the key now, each in its queue
+        again = jobs.submit(
+            [
+                new_job("u1", queue="q1", unique_key="u1"),
+                new_job("u1", queue="q2", unique_key="u1"),
+            ],
+            now=at(3),
+        )
+        assert [(s.job.id, s.created) for s in again] == [
+            (dead.id, False),
+            (elsewhere.job.id, False),
+        ]
+        # and a holder in the job's own queue still refuses it
+        jobs.cancel(dead.id, now=at(4))
+        [holder] = jobs.submit([new_job("u1", queue="q1", unique_key="u1")], now=at(5))
+        with pytest.raises(UniqueKeyHeld) as refused:
+            jobs.retry(dead.id, now=at(6))
+        assert (refused.value.queue, refused.value.held_by) == ("q1", holder.job.id)
+
+    def test_bulk_retry_skips_for_a_holder_in_the_jobs_own_queue_only(
+        self, queueing: QueueingJobRepository
+    ) -> None:
+        jobs = queueing
+        held = dead_with_key(jobs, "u1", now=T0, queue="q1")
+        elsewhere = dead_with_key(jobs, "u1", now=at(1), queue="q2")
+        [holder] = jobs.submit([new_job("u1", queue="q1", unique_key="u1")], now=at(2))
+        # two finished jobs sharing a free key, each in its own queue: both are retried
+        one = dead_with_key(jobs, "u2", now=at(3), queue="q1")
+        two = dead_with_key(jobs, "u2", now=at(4), queue="q2")
+        batch = jobs.bulk(BulkAction.RETRY, BulkFilter(), limit=10, now=at(5))
+        assert (batch.changed, batch.skipped) == (3, 1)
+        assert jobs.get(held.id) == held
+        assert jobs.get(holder.job.id).status is Status.PENDING
+        for job in (elsewhere, one, two):
+            assert jobs.get(job.id) == job.retry(now=at(5))
+        # the queue filter: a retry of q2's jobs ignores q1's holders
+        jobs.cancel(elsewhere.id, now=at(6))
+        only = jobs.bulk(
+            BulkAction.RETRY, BulkFilter(queue="q2", status=Status.CANCELLED), limit=10, now=at(7)
+        )
+        assert (only.changed, only.skipped) == (1, 0)
 
     def test_the_bulk_use_case_reports_the_skipped_jobs(self, jobs: JobRepository) -> None:
         # before the store's clock: the use case takes jobs last changed before its start

@@ -49,6 +49,7 @@ from vesper.adapters.sql.postgres_statements import (
     SNOOZE,
     SUPPLIED,
     ClaimShape,
+    holder_params,
     run,
 )
 from vesper.adapters.sqlcore.common import (
@@ -64,7 +65,15 @@ from vesper.adapters.sqlcore.rows import in_claim_order, job_of, jobs_of
 from vesper.adapters.sqlcore.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
 from vesper.domain.bulk import BulkAction
-from vesper.domain.job import LEASE_EXPIRED_ERROR, Failure, JobId, JobRecord, LeaseRef, Snoozed
+from vesper.domain.job import (
+    LEASE_EXPIRED_ERROR,
+    Failure,
+    JobId,
+    JobRecord,
+    LeaseRef,
+    Snoozed,
+    UniqueSlot,
+)
 from vesper.domain.retention import check_ages
 from vesper.domain.states import Status
 from vesper.domain.submission import NewJob
@@ -309,11 +318,13 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
         extra = {"now": now, "delays": [s.delay for s in ordered]}
         return self._fenced(self._db, SNOOZE, [s.lease for s in ordered], extra)
 
-    def _active_holders(self, conn: Connection, keys: Sequence[str]) -> dict[str, JobRecord]:
+    def _active_holders(
+        self, conn: Connection, slots: Sequence[UniqueSlot]
+    ) -> dict[UniqueSlot, JobRecord]:
         # planned for its keys each time: a bulk retry makes thousands of jobs active
         # faster than statistics follow, and a cached generic plan then read every
         # active job through the status index (4 s a batch at 100,000 jobs)
-        holders = run(conn, ACTIVE_HOLDERS, {"uniques": list(keys)}, prepare=False)
+        holders = run(conn, ACTIVE_HOLDERS, holder_params(slots), prepare=False)
         return active_holders(holders)
 
     def _locked(self, picked: Select[Any]) -> Select[Any]:
@@ -480,25 +491,25 @@ def _holders(
     created: dict[Any, JobRecord],
     bound: dict[str, JobRecord],
     now: datetime | None,
-) -> SqlSteps[dict[str, JobRecord]]:
-    """The active jobs holding the unique keys of the jobs not inserted (no bound
-    idempotency key explains them), as steps. A holder that finished before it could be
-    read freed its key: such a job is inserted again (adding to `created`)."""
-    active: dict[str, JobRecord] = {}
+) -> SqlSteps[dict[UniqueSlot, JobRecord]]:
+    """The active jobs holding the (queue, unique key) slots of the jobs not inserted (no
+    bound idempotency key explains them), as steps. A holder that finished before it
+    could be read freed its key: such a job is inserted again (adding to `created`)."""
+    active: dict[UniqueSlot, JobRecord] = {}
     for _ in range(_UNIQUE_RACES):
         left = [
             n
             for n in plan.unique
             if n.id not in created
-            and n.unique_key is not None
+            and n.unique_slot is not None
             and n.idempotency_key not in bound
-            and n.unique_key not in active
+            and n.unique_slot not in active
         ]
         if not left:
             return active
-        uniques = sorted({n.unique_key for n in left if n.unique_key is not None})
-        active |= active_holders((yield ACTIVE_HOLDERS, {"uniques": uniques}, False))
-        again = [n for n in left if n.unique_key not in active]
+        slots = [n.unique_slot for n in left if n.unique_slot is not None]
+        active |= active_holders((yield ACTIVE_HOLDERS, holder_params(slots), False))
+        again = [n for n in left if n.unique_slot not in active]
         if not again:
             return active
         rows = yield INSERT, _insert_params(again, now), True

@@ -15,7 +15,7 @@ SQLAlchemy wraps them, so Database's retries and StoreUnavailable mapping hold.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +42,7 @@ from vesper.adapters.sqlcore.tables import (
     UNIQUE_ACTIVE_SQL,
     jobs,
 )
+from vesper.domain.job import UniqueSlot
 from vesper.domain.submission import NewJob
 
 NOW = "COALESCE(CAST(:now AS timestamptz), statement_timestamp())"
@@ -347,8 +348,8 @@ ON CONFLICT DO NOTHING
 RETURNING id, seq, run_at, created_at
 """
 # ON CONFLICT without a target: a job is skipped when its idempotency key is bound
-# (vesper_jobs_idempotency_key_idx) or an active job holds its unique key
-# (vesper_jobs_unique_key_idx); the submission then reads which.
+# (vesper_jobs_idempotency_key_idx) or an active job of its queue holds its unique key
+# (vesper_jobs_unique_key_idx, on (unique_key, queue)); the submission then reads which.
 # A batch: one array per input. One job: scalar parameters, a fast path (psycopg would
 # dump eleven one-element arrays for the batch form): 2,433 against 2,090 single submits
 # a second, 161 against 201 us of client CPU each (docs/benchmarks.md). The contract
@@ -388,10 +389,24 @@ INSERT_ONE_NOTIFY = _insert(_ONE, notify=True)
 BOUND = text(
     f"SELECT * FROM vesper_jobs WHERE {KEYED_SQL} AND idempotency_key = ANY(CAST(:keys AS text[]))"
 )
+# the active jobs holding some (queue, unique key) slots, given as two arrays of one
+# length (`holder_params`): `unique_key = ANY` is the index condition on the unique
+# index's leading column, and the pairs keep only the slots asked for (a key asked for
+# in one queue has no holder in another)
 ACTIVE_HOLDERS = text(
     f"SELECT * FROM vesper_jobs WHERE {UNIQUE_ACTIVE_SQL} "
-    "AND unique_key = ANY(CAST(:uniques AS text[]))"
+    "AND unique_key = ANY(CAST(:uniques AS text[])) "
+    "AND (queue, unique_key) IN "
+    "(SELECT * FROM unnest(CAST(:queues AS text[]), CAST(:uniques AS text[])))"
 )
+
+
+def holder_params(slots: Iterable[UniqueSlot]) -> dict[str, list[str]]:
+    """ACTIVE_HOLDERS's parameters for `slots`."""
+    ordered = sorted(set(slots))
+    return {"queues": [s.queue for s in ordered], "uniques": [s.key for s in ordered]}
+
+
 NOTIFY = text(NOTIFY_SQL)
 NOTIFY_FINISHED = text(FINISHED_NOTIFY_SQL)
 

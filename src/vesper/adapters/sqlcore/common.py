@@ -29,6 +29,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     union_all,
     update,
 )
@@ -41,18 +42,19 @@ from vesper.adapters.sqlcore.rows import aware_utc, job_of, row_of
 from vesper.adapters.sqlcore.tables import (
     CLAIMABLE_SQL,
     FINISHED_SQL,
+    PROCESSING_SQL,
     UNIQUE_ACTIVE_SQL,
     jobs,
     utc_datetime,
 )
 from vesper.application.ports import Submitted
 from vesper.domain.activity import MINUTE, Activity, minute_of
-from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter, kinds_of, take
+from vesper.domain.bulk import BulkAction, BulkBatch, BulkFilter, kinds_of, slots_of, take
 from vesper.domain.errors import IdempotencyConflict, IllegalTransition, JobNotFound, UniqueKeyHeld
-from vesper.domain.job import JobId, JobRecord
+from vesper.domain.job import JobId, JobRecord, UniqueSlot
 from vesper.domain.query import JobPage, JobQuery, page_of
 from vesper.domain.states import ACTIVE, TRANSITIONS, Status, allowed
-from vesper.domain.stats import QueueStats, QueueSummary, check_cap
+from vesper.domain.stats import ActiveJobs, QueueStats, QueueSummary, check_cap
 from vesper.domain.submission import MAX_PRIORITY, MIN_PRIORITY, NewJob
 
 T = TypeVar("T")
@@ -62,9 +64,11 @@ LAST_SEQ = select(func.coalesce(func.max(jobs.c.seq), 0))
 INSERT = insert(jobs)
 _MAX_SEQ = 2**63 - 1  # BIGINT / SQLite INTEGER
 _IDS_PER_READ = 1000  # SQLite binds each id of an IN list as a parameter of its own
-# the active jobs holding some unique keys (the partial unique index's rows)
+# the active jobs holding some (queue, unique key) slots (the partial unique index's
+# rows); `slots`: a list of UniqueSlot
 ACTIVE_HOLDERS = select(jobs).where(
-    text(UNIQUE_ACTIVE_SQL), jobs.c.unique_key.in_(bindparam("uniques", expanding=True))
+    text(UNIQUE_ACTIVE_SQL),
+    tuple_(jobs.c.queue, jobs.c.unique_key).in_(bindparam("slots", expanding=True)),
 )
 _RACES = 3  # cancel/retry: a status that keeps changing under us is reported after this
 
@@ -92,6 +96,48 @@ SELECT m, SUM(d), SUM(f) FROM (
 ) AS minutes
 GROUP BY m
 """
+
+
+# The active jobs of each queue (queue, waiting, running; a queue may have a row of each
+# kind, to be added up), at a cost bounded by the active jobs and the cap, never by the
+# finished ones. Waiting: the queues of the per-queue claim index (queue, priority DESC,
+# run_at, seq) WHERE pending/failed, found one min() per queue (a loose index scan: one
+# index descent per queue, however many jobs each holds), then each queue's entries
+# counted up to :limit. Running: the processing jobs, counted exactly (their partial
+# indexes have no queue column; they number at most the fleet's job slots, since a lease
+# past its expiry is taken back). Every queue with settings, with 0.
+_ACTIVE_BY_QUEUE = """
+WITH RECURSIVE waiting(queue) AS (
+    SELECT min(queue) FROM {claim_index} WHERE {claimable}
+    UNION ALL
+    SELECT (SELECT min(queue) FROM {claim_index} WHERE {claimable} AND queue > waiting.queue)
+    FROM waiting WHERE waiting.queue IS NOT NULL
+)
+SELECT waiting.queue,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM {claim_index} WHERE {claimable} AND queue = waiting.queue
+            LIMIT :limit) AS capped),
+       0
+FROM waiting WHERE waiting.queue IS NOT NULL
+UNION ALL
+SELECT queue, 0, count(*) FROM vesper_jobs WHERE {processing} GROUP BY queue
+UNION ALL
+SELECT name, 0, 0 FROM vesper_queues
+"""
+
+
+def active_by_queue_query(postgres: bool) -> TextClause:
+    """(queue, waiting up to :limit, running) rows, to add up by queue. SQLite is told
+    the index: without statistics it reads the (status, seq) index instead, every
+    waiting job's entry (70 ms instead of 0.2 ms with 150,000 waiting)."""
+    claim_index = (
+        "vesper_jobs" if postgres else "vesper_jobs INDEXED BY vesper_jobs_queue_claim_idx"
+    )
+    return text(
+        _ACTIVE_BY_QUEUE.format(
+            claim_index=claim_index, claimable=CLAIMABLE_SQL, processing=PROCESSING_SQL
+        )
+    ).bindparams(bindparam("limit", type_=Integer()))
 
 
 def _postgres(conn: Connection) -> bool:
@@ -142,6 +188,7 @@ class SqlJobReads:
         self._capped_counts = capped_counts_query()
         self._clock_now = select(now.label("now"))
         self._activities: dict[bool, TextClause] = {}
+        self._active_by_queue = {pg: active_by_queue_query(pg) for pg in (False, True)}
         # a processing job is not cancelled but gets a cancel request (the first one's
         # time; a second request changes nothing): JobRecord.cancel
         running = jobs.c.status == Status.PROCESSING.value
@@ -157,10 +204,12 @@ class SqlJobReads:
             updated_at=case((requested, jobs.c.updated_at), else_=now),
             finished_at=case((running, jobs.c.finished_at), else_=now),
         )
-        # a finished job whose unique key another active job holds is not retried
+        # a finished job whose unique key another active job of its queue holds is not
+        # retried
         holder = jobs.alias("holder")
         key_free = ~exists().where(
             holder.c.unique_key == jobs.c.unique_key,
+            holder.c.queue == jobs.c.queue,
             holder.c.id != jobs.c.id,
             holder.c.status.in_(sorted(s.value for s in ACTIVE)),
         )
@@ -307,7 +356,21 @@ class SqlJobReads:
         def work(conn: Connection) -> QueueSummary:
             oldest, at = conn.execute(self._oldest, params).one()
             counts = {Status(s): n for s, n in conn.execute(self._capped_counts, params).all()}
-            return QueueSummary(counts=counts, cap=cap, oldest_due_run_at=job_time(oldest), now=at)
+            active: dict[str, tuple[int, int]] = {}
+            statement = self._active_by_queue[_postgres(conn)]
+            for queue, waiting, running in conn.execute(statement, params).all():
+                before = active.get(queue, (0, 0))
+                active[queue] = (before[0] + waiting, before[1] + running)
+            return QueueSummary(
+                counts=counts,
+                cap=cap,
+                oldest_due_run_at=job_time(oldest),
+                now=at,
+                active_by_queue={
+                    queue: ActiveJobs(waiting=w, running=min(r, cap + 1))
+                    for queue, (w, r) in sorted(active.items())
+                },
+            )
 
         return self._db.read(work)
 
@@ -385,11 +448,11 @@ class SqlJobReads:
                 status = Status(current.status)
                 if not allowed(action, status) and not (also and allowed(also, status)):
                     raise IllegalTransition(job_id, status, action)
-                key = current.unique_key
-                if action == "retry" and key is not None:
-                    holder = self._active_holders(conn, [key]).get(key)
+                slot = job_of(current).unique_slot
+                if action == "retry" and slot is not None:
+                    holder = self._active_holders(conn, [slot]).get(slot)
                     if holder is not None and holder.id != job_id:
-                        raise UniqueKeyHeld(job_id, status, key, holder.id)
+                        raise UniqueKeyHeld(job_id, status, slot.key, holder.id, queue=slot.queue)
                 # the status changed between the two statements: try again
             raise IllegalTransition(job_id, status, action)
 
@@ -441,7 +504,13 @@ class SqlJobReads:
         ):
             return BulkBatch()
         picked = select(
-            jobs.c.id, jobs.c.seq, jobs.c.status, jobs.c.unique_key, jobs.c.type, jobs.c.priority
+            jobs.c.id,
+            jobs.c.seq,
+            jobs.c.status,
+            jobs.c.queue,
+            jobs.c.unique_key,
+            jobs.c.type,
+            jobs.c.priority,
         ).where(jobs.c.status.in_(statuses))
         params: dict[str, Any] = {}
         for name, column in (
@@ -477,11 +546,11 @@ class SqlJobReads:
             matching = conn.execute(picked, params).all()
             if not matching:
                 return BulkBatch()
-            keys = sorted({row.unique_key for row in matching if row.unique_key is not None})
+            slots = slots_of(matching) if action is BulkAction.RETRY else []
             holders = {}
-            if keys and action is BulkAction.RETRY:
-                active = self._active_holders(conn, keys)
-                holders = {key: job.id for key, job in active.items()}
+            if slots:
+                active = self._active_holders(conn, slots)
+                holders = {slot: job.id for slot, job in active.items()}
             taken, skipped = take(matching, action, holders)
             changed = 0
             if taken:
@@ -505,9 +574,12 @@ class SqlJobReads:
         self._bulk_changed(action, batch.changed)
         return batch
 
-    def _active_holders(self, conn: Connection, keys: Sequence[str]) -> dict[str, JobRecord]:
-        """Hook: the active jobs holding `keys`, by key (PostgreSQL plans it its own way)."""
-        return active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": list(keys)}))
+    def _active_holders(
+        self, conn: Connection, slots: Sequence[UniqueSlot]
+    ) -> dict[UniqueSlot, JobRecord]:
+        """Hook: the active jobs holding `slots`, by slot (PostgreSQL plans it its own
+        way)."""
+        return active_holders(conn.execute(ACTIVE_HOLDERS, {"slots": list(slots)}))
 
     def _locked(self, picked: Select[Any]) -> Select[Any]:
         """Hook: `picked` as the bulk batch reads it (SQLite holds its write lock
@@ -518,13 +590,13 @@ class SqlJobReads:
         """Hook: a bulk batch changed `count` jobs."""
 
 
-def active_holders(rows: Any) -> dict[str, JobRecord]:
-    """The active jobs of `rows` by their unique key."""
-    holders: dict[str, JobRecord] = {}
+def active_holders(rows: Any) -> dict[UniqueSlot, JobRecord]:
+    """The active jobs of `rows` by the (queue, unique key) they hold."""
+    holders: dict[UniqueSlot, JobRecord] = {}
     for row in rows:
         job = job_of(row)
-        assert job.unique_key is not None
-        holders[job.unique_key] = job
+        assert job.unique_slot is not None
+        holders[job.unique_slot] = job
     return holders
 
 
@@ -620,22 +692,23 @@ def submit_serialized(conn: Connection, plan: SubmitPlan, at: datetime) -> list[
     unbound = [
         n for n in plan.unique if n.idempotency_key not in bound or n.idempotency_key is None
     ]
-    uniques = [n.unique_key for n in unbound if n.unique_key is not None]
-    active = active_holders(conn.execute(ACTIVE_HOLDERS, {"uniques": uniques})) if uniques else {}
+    slots = sorted({n.unique_slot for n in unbound if n.unique_slot is not None})
+    active = active_holders(conn.execute(ACTIVE_HOLDERS, {"slots": slots})) if slots else {}
     taken = set(active)
     fresh: list[NewJob] = []
-    for new in unbound:  # a unique key held, or taken by an earlier job of the batch
-        if new.unique_key is not None:
-            if new.unique_key in taken:
+    for new in unbound:  # a unique key held in its queue, or taken by an earlier job
+        slot = new.unique_slot
+        if slot is not None:
+            if slot in taken:
                 continue
-            taken.add(new.unique_key)
+            taken.add(slot)
         fresh.append(new)
     seq = conn.execute(LAST_SEQ).scalar_one()
     created: dict[JobId, JobRecord] = {}
     for offset, new in enumerate(fresh, start=1):
         job = created[new.id] = new.materialize(now=at, seq=seq + offset)
-        if job.unique_key is not None:
-            active[job.unique_key] = job
+        if job.unique_slot is not None:
+            active[job.unique_slot] = job
     results = assemble(plan, created, bound, active)  # IdempotencyConflict: rolls back
     if created:
         conn.execute(INSERT, [row_of(job) for job in created.values()])
@@ -652,10 +725,11 @@ def assemble(
     plan: SubmitPlan,
     created: dict[JobId, JobRecord],
     bound: dict[str, JobRecord],
-    active: dict[str, JobRecord] | None = None,
+    active: dict[UniqueSlot, JobRecord] | None = None,
 ) -> list[Submitted]:
     """The results in batch order: created jobs (a repeat of a key: not created), replays,
-    and the active jobs holding the unique keys of jobs not inserted (`active`, by key).
+    and the active jobs holding the unique keys of jobs not inserted (`active`, by
+    (queue, unique key)).
 
     Raises:
         IdempotencyConflict: a key bound to a job with another fingerprint.
@@ -676,7 +750,7 @@ def assemble(
             check_bound(new, replayed)
             results.append(Submitted(job=replayed, created=False))
             continue
-        holder = (active or {}).get(new.unique_key) if new.unique_key is not None else None
+        holder = (active or {}).get(new.unique_slot) if new.unique_slot is not None else None
         if holder is None:
             raise RuntimeError(f"job {new.id} was not inserted, and no key explains it")
         results.append(Submitted(job=holder, created=False))

@@ -46,7 +46,8 @@ VERSION_TABLE = "vesper_alembic_version"
 CLAIMABLE_SQL = "status IN ('pending', 'failed')"
 PROCESSING_SQL = "status = 'processing'"
 KEYED_SQL = "idempotency_key IS NOT NULL"
-# the jobs that hold their unique_key: at most one per key (a partial unique index)
+# the jobs that hold their unique_key: at most one per (queue, key) (a partial unique
+# index)
 UNIQUE_ACTIVE_SQL = "unique_key IS NOT NULL AND status IN ('pending', 'failed', 'processing')"
 FINISHED_SQL = "status IN ('done', 'dlq', 'cancelled')"
 # a lease exists exactly while the job is processing (the fenced updates rely on it)
@@ -218,9 +219,14 @@ jobs = Table(
         postgresql_where=text(PROCESSING_SQL),
         sqlite_where=text(PROCESSING_SQL),
     ),
+    # one active job per unique key in each queue. The key leads: every holder lookup
+    # gives the key, and keys are many and distinct where queues are few, so the
+    # leading column alone narrows a lookup to one entry per queue using the key (the
+    # PostgreSQL lookup's `unique_key = ANY(...)` is an index condition on it)
     Index(
         "vesper_jobs_unique_key_idx",
         "unique_key",
+        "queue",
         unique=True,
         postgresql_where=text(UNIQUE_ACTIVE_SQL),
         sqlite_where=text(UNIQUE_ACTIVE_SQL),

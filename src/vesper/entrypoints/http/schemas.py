@@ -127,8 +127,9 @@ IdempotencyKey = Annotated[
 UniqueKey = Annotated[
     str,
     _doc(
-        "While a pending, failed or processing job has this key, a submission with it "
-        "returns that job (200) instead of inserting one; free again once it finished.",
+        "While a pending, failed or processing job of the same queue has this key, a "
+        "submission with it returns that job (200) instead of inserting one; free again "
+        "once it finished. Per queue: a job of another queue with the key does not count.",
         min_length=1,
         max_length=DOCUMENTED_LIMITS.max_key_length,
         pattern=r"^[\x20-\x7e]+$",
@@ -478,7 +479,8 @@ class CountOut(msgspec.Struct, kw_only=True):
     """How many jobs a bulk action changed, and how many it left as they were."""
 
     count: int
-    # retry: finished jobs whose unique key an active job holds (0 for a cancel)
+    # retry: finished jobs whose unique key an active job of their queue holds (0 for a
+    # cancel)
     skipped: int = 0
 
 

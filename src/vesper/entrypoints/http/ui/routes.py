@@ -111,9 +111,9 @@ async def overview_page(
     store_calls: NamedDependency[StoreCalls],
 ) -> Template:
     def read() -> views.Overview:
-        return views.overview(
-            get_summary(), get_fleet(), get_activity(), seams.queue_counts(ui_container)
-        )
+        summary = get_summary()
+        by_queue = seams.queue_counts(ui_container, summary)
+        return views.overview(summary, get_fleet(), get_activity(), by_queue)
 
     return page(request, "overview.html", view=await store_calls.run(read), nav="overview")
 

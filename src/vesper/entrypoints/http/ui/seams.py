@@ -5,7 +5,8 @@ until its feature lands it reports itself unavailable, and the page says so (no 
 is offered). Filling a seam means: the container gains the provider named below, and
 the function turns that use case's result into the view model it returns.
 
-- `queue_counts` (overview, counts by queue) and `queues_page`, `set_queue_paused`,
+- `queue_counts` (overview, active jobs by queue: the summary's where the store counts
+  them, else from ListQueues) and `queues_page`, `set_queue_paused`,
   `set_queue_limits` (the queues page): job queues and their settings, filled: they
   call ListQueues and ConfigureQueue; a store without named queues shows its one queue,
   "default", and refuses changes with one line.
@@ -24,7 +25,8 @@ import attrs
 
 from vesper.application.queues import QueueView
 from vesper.domain.errors import InvalidRequest, SchedulesUnsupported
-from vesper.domain.queues import UNSET, QueueChange
+from vesper.domain.queues import UNSET, QueueChange, QueueSettings
+from vesper.domain.stats import ActiveJobs, QueueSummary
 from vesper.entrypoints.http.ui.views import when
 from vesper.entrypoints.wire import queue_to_wire
 
@@ -86,12 +88,24 @@ def _queues(container: Any) -> list[QueueView] | None:
     return None if provider is None else list(provider()())
 
 
-def queue_counts(container: Any) -> Mapping[str, int] | None:
-    """Jobs by queue for the overview (every status); None while jobs have no queues."""
+def queue_counts(container: Any, summary: QueueSummary) -> Mapping[str, ActiveJobs] | None:
+    """Active jobs by queue for the overview: the summary's, counted at a cost that the
+    finished jobs do not change. A store that does not count them in its summary leaves
+    them None: then ListQueues', which counts every job (its cost grows with the table),
+    with the summary's cap, so that the page reads alike. None while jobs have no queues."""
+    if summary.active_by_queue is not None:
+        return summary.active_by_queue
     views = _queues(container)
     if views is None:
         return None
-    return {view.state.name: sum(view.state.counts.values()) for view in views}
+    active = {view.state.name: ActiveJobs.of(view.state.counts, summary.cap) for view in views}
+    # as the summary's: queues with finished jobs only are left out, those with settings kept
+    return {
+        view.state.name: active[view.state.name]
+        for view in views
+        if active[view.state.name] != ActiveJobs()
+        or view.state.settings != QueueSettings(name=view.state.name)
+    }
 
 
 def queues_page(container: Any) -> QueuesPage:

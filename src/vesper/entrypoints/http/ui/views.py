@@ -19,7 +19,7 @@ from vesper.domain.fleet import Fleet, WorkerProcess
 from vesper.domain.job import JobRecord
 from vesper.domain.query import JobPage, JobQuery
 from vesper.domain.states import Status, allowed
-from vesper.domain.stats import QueueSummary
+from vesper.domain.stats import ActiveJobs, QueueSummary
 from vesper.entrypoints.http.ui.chart import Chart, chart_of
 
 STATUSES = tuple(s.value for s in Status)
@@ -62,7 +62,16 @@ class Overview:
     chart: Chart | None  # None: the store does not count activity
     done_last_hour: int
     failed_last_hour: int
-    by_queue: Mapping[str, int] | None  # None until jobs have queues
+    by_queue: tuple[QueueLine, ...] | None  # None until jobs have queues
+
+
+@attrs.frozen(kw_only=True)
+class QueueLine:
+    """A queue's active jobs on the overview, each count as `count` shows it."""
+
+    name: str
+    waiting: str
+    running: str
 
 
 def count(n: int, capped: bool) -> str:
@@ -70,17 +79,20 @@ def count(n: int, capped: bool) -> str:
     return f"{n}+" if capped else str(n)
 
 
+def capped_count(n: int, cap: int) -> str:
+    """A count that stopped at cap + 1 (more than `cap`), as `count` shows it."""
+    return count(min(n, cap), n > cap)
+
+
 def overview(
     summary: QueueSummary,
     fleet: Fleet,
     activity: Activity | None,
-    by_queue: Mapping[str, int] | None = None,
+    by_queue: Mapping[str, ActiveJobs] | None = None,
 ) -> Overview:
+    cap = summary.cap
     return Overview(
-        by_status={
-            s.value: count(min(n, summary.cap), summary.capped(s))
-            for s, n in summary.by_status.items()
-        },
+        by_status={s.value: capped_count(n, cap) for s, n in summary.by_status.items()},
         total=count(summary.total, summary.total_capped),
         cap=summary.cap,
         oldest_due_age=age(summary.oldest_due_age),
@@ -90,7 +102,16 @@ def overview(
         chart=chart_of(activity) if activity is not None else None,
         done_last_hour=activity.done if activity is not None else 0,
         failed_last_hour=activity.failed if activity is not None else 0,
-        by_queue=by_queue,
+        by_queue=None
+        if by_queue is None
+        else tuple(
+            QueueLine(
+                name=name,
+                waiting=capped_count(active.waiting, cap),
+                running=capped_count(active.running, cap),
+            )
+            for name, active in sorted(by_queue.items())
+        ),
     )
 
 
