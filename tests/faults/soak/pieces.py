@@ -557,7 +557,7 @@ class RunningCancels(Piece):
             threads.append(thread)
         return threads
 
-    def _loop(self, ctx: Context, index: int = 0) -> None:  # type: ignore[override]
+    def _loop(self, ctx: Context, index: int = 0) -> None:
         rng = ctx.rng(f"{self.name}:{index}")
         with httpx.Client(timeout=15.0) as client:
             next_at = time.monotonic()
