@@ -212,7 +212,7 @@ def check(  # noqa: PLR0915 (one invariant after another, in docs/reliability.md
 
     # I7 bounded recovery (database time), for faults of one process
     worst = 0.0
-    over = unrecovered = 0
+    over = unrecovered = cancelled_instead = 0
     for fault in faults:
         if fault.get("pid") is None or fault.get("db_now") is None:
             continue
@@ -221,13 +221,24 @@ def check(  # noqa: PLR0915 (one invariant after another, in docs/reliability.md
         for run in runs:
             if run.pid != fault["pid"] or not _open_at(run, fault):
                 continue
+            # another process's claim, or the faulted process's own new claim once it
+            # resumed (a pause or a black-hole ends; the job expired and was due again)
             later = [
                 r
                 for r in runs_of[run.job_id]
-                if r.start > fault["mono"] and r.pid != fault["pid"] and r.claimed_at
+                if r.start > fault["mono"]
+                and (r.pid != fault["pid"] or r.token != run.token)
+                and r.claimed_at
             ]
             if not later:
-                unrecovered += 1
+                # a job whose cancel was requested ends cancelled when its lease
+                # expires, never claimed again (README, "Stopping a running job"):
+                # recovered by the cancel, not lost
+                row = by_id.get(run.job_id)
+                if row and row["status"] == "cancelled" and row.get("cancel_requested_at"):
+                    cancelled_instead += 1
+                else:
+                    unrecovered += 1
                 continue
             first = min(later, key=lambda r: r.start)
             assert first.claimed_at is not None
@@ -237,6 +248,7 @@ def check(  # noqa: PLR0915 (one invariant after another, in docs/reliability.md
                 over += 1
     counts["I7_over_bound"] = over
     counts["I7_unrecovered"] = unrecovered
+    figures["I7_cancelled_instead"] = cancelled_instead
     figures["I7_max_recovery_s"] = worst
 
     # I8 attempts counted at claim: nothing starts after a job reached dlq

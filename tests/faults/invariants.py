@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from tests.faults.checker import TERMINAL, Execution
+from tests.faults.checker import TERMINAL, Execution, _started_before
 
 Row = Mapping[str, Any]
 
@@ -98,6 +98,49 @@ def queue_limits(
                 1 for i in range(len(stamps) - allowed) if stamps[i + allowed] - stamps[i] < window
             )
     return counts
+
+
+def _peak(intervals: Sequence[tuple[float, float]]) -> int:
+    """The most intervals running at once."""
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def queue_peaks(
+    rows: Sequence[Row], runs: Sequence[Execution], limits: Mapping[str, QueueLimits]
+) -> dict[str, int]:
+    """How close each limited queue came to its limit (figures, not violations): the
+    most executions at once, the most of one key at once, the most claims in one
+    window of the rate's period. A check whose limit was never reached proves little."""
+    by_id = {row["job_id"]: row for row in rows}
+    peaks: dict[str, int] = {}
+    for queue, limit in limits.items():
+        mine = [r for r in runs if (by_id.get(r.job_id) or {}).get("queue") == queue]
+        if limit.concurrency is not None:
+            peaks[f"{queue}_peak_running"] = _peak([(float(r.start), r.end) for r in mine])
+        if limit.key_concurrency is not None:
+            per_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
+            for r in mine:
+                key = by_id[r.job_id].get("concurrency_key")
+                if key is not None:
+                    per_key[key].append((float(r.start), r.end))
+            peaks[f"{queue}_peak_per_key"] = max(map(_peak, per_key.values()), default=0)
+        if limit.rate is not None:
+            period = timedelta(seconds=limit.rate[1])
+            claims = {(r.job_id, r.token): r.claimed_at for r in mine}
+            stamps = sorted(c for c in claims.values() if c is not None)
+            most = 0
+            for i, first in enumerate(stamps):
+                j = i
+                while j < len(stamps) and stamps[j] - first < period:
+                    j += 1
+                most = max(most, j - i)
+            peaks[f"{queue}_peak_claims_per_window"] = most
+    return peaks
 
 
 def schedule_ticks(
@@ -172,24 +215,104 @@ def accounted(acked_ids: Iterable[str], rows: Sequence[Row]) -> dict[str, int]:
     return {"I2_acked_missing": missing, "I2_acked_unfinished": unfinished}
 
 
-def cancels(acks: Sequence[Row], rows: Sequence[Row], runs: Sequence[Execution]) -> dict[str, int]:
-    """I16: a job whose cancel was acknowledged (`at`: the database time the API
-    reported) ends cancelled, or done if it finished first, and is never claimed again."""
+def cancels(
+    acks: Sequence[Row],
+    rows: Sequence[Row],
+    runs: Sequence[Execution],
+    changes: Sequence[Row] = (),
+) -> dict[str, int]:
+    """I16: a job whose cancel was acknowledged ends cancelled, or done if it finished
+    first; no outcome is recorded for it once it ended; it is never claimed again.
+
+    An ack of a pending job (200) has `at`, the database time the API reported it
+    cancelled: no claim after it. An ack of a running job (202) has `claimed_at`, the
+    claim the answer showed running (`started_at`): no claim after that one. (Not
+    `cancel_requested_at`: a cancel that waited on the row lock of the claim committing
+    before it is dated before that claim.) `changes`: the soak's log of updates to a
+    done or cancelled row (status, result or finished_at changed): none may touch an
+    acknowledged cancel, whose job nothing in the soak retries."""
     by_id = {row["job_id"]: row for row in rows}
     runs_of: dict[str, list[Execution]] = defaultdict(list)
     for run in runs:
         runs_of[run.job_id].append(run)
-    wrong = later = 0
+    changed: dict[str, int] = defaultdict(int)
+    for change in changes:
+        changed[change["job_id"]] += 1
+    wrong = later = after = 0
     for ack in acks:
         row = by_id.get(ack["job_id"])
         if row is not None and row["status"] not in ("cancelled", "done"):
             wrong += 1
+        since = ack["claimed_at"] if ack.get("claimed_at") is not None else ack["at"]
         later += sum(
-            1
-            for r in runs_of[ack["job_id"]]
-            if r.claimed_at is not None and r.claimed_at > ack["at"]
+            1 for r in runs_of[ack["job_id"]] if r.claimed_at is not None and r.claimed_at > since
         )
-    return {"I16_cancelled_then_other_outcome": wrong, "I16_claimed_after_cancel": later}
+        after += changed[ack["job_id"]]
+    return {
+        "I16_cancelled_then_other_outcome": wrong,
+        "I16_claimed_after_cancel": later,
+        "I16_outcome_after_cancel": after,
+    }
+
+
+def finished_unchanged(changes: Sequence[Row]) -> dict[str, int]:
+    """I6 over the whole table: a done or cancelled row never changes (status, result,
+    finished_at), so no late or fenced outcome overwrote a recorded one. The soak
+    retries only dlq jobs; a retry of a cancelled job would be a change here."""
+    return {"I6_finished_job_changed": len(changes)}
+
+
+def snoozes(
+    rows: Sequence[Row],
+    runs: Sequence[Execution],
+    faults: Sequence[Row],
+    *,
+    job_type: str = "snooze",
+) -> dict[str, int]:
+    """I18: a job whose consumer snoozes once (`vesper.Snooze(payload["snooze"])` while
+    its `snoozes` is 0) ends done with `snoozes` 1, and never runs while snoozed.
+
+    "While snoozed", two ways. Ledger: no claim of the job less than the delay after
+    the snoozing attempt's claim (the snooze commits after that claim, so the window
+    checked is inside the real one: it can miss, never invent), unless a fault came
+    between the snoozing start and that claim (the snooze may not have been recorded:
+    the I5 rule). Row: the done job's last claim (`started_at`) is not before its
+    `run_at`, which the recorded snooze set to its commit plus the delay."""
+    snoozers = {row["job_id"]: row for row in rows if row.get("type") == job_type}
+    runs_of: dict[str, list[Execution]] = defaultdict(list)
+    for run in runs:
+        if run.job_id in snoozers:
+            runs_of[run.job_id].append(run)
+    not_done = never = twice = early = 0
+    for job_id, row in snoozers.items():
+        if row["status"] != "done":
+            not_done += 1
+            continue
+        count = row.get("snoozes") or 0
+        never += count < 1
+        twice += count > 1
+        if row.get("started_at") and row.get("run_at") and row["started_at"] < row["run_at"]:
+            early += 1
+        delay = timedelta(seconds=float((row.get("payload") or {}).get("snooze", 1.0)))
+        job_runs = runs_of[job_id]
+        for snoozed in (r for r in job_runs if r.failed and r.claimed_at is not None):
+            assert snoozed.claimed_at is not None
+            for later in job_runs:
+                if later.claimed_at is None or not (
+                    snoozed.claimed_at < later.claimed_at < snoozed.claimed_at + delay
+                ):
+                    continue
+                if not any(
+                    _started_before(snoozed, fault) and later.start > fault["mono"]
+                    for fault in faults
+                ):
+                    early += 1
+    return {
+        "I18_snoozer_not_done": not_done,
+        "I18_never_snoozed": never,
+        "I18_snoozed_twice": twice,
+        "I18_ran_while_snoozed": early,
+    }
 
 
 def results(rows: Sequence[Row], runs: Sequence[Execution]) -> dict[str, int]:

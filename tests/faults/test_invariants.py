@@ -13,11 +13,14 @@ from tests.faults.invariants import (
     QueueLimits,
     accounted,
     cancels,
+    finished_unchanged,
     queue_limits,
+    queue_peaks,
     results,
     retention,
     rolled_back,
     schedule_ticks,
+    snoozes,
     waiters,
 )
 from tests.faults.test_checker import SECOND, T0, history
@@ -107,6 +110,22 @@ def test_rate_counts_claims_in_a_sliding_window_of_database_time() -> None:
     assert queue_limits(rows, executions(bunched, []), limits)["I12_rate_exceeded"] >= 1
 
 
+def test_the_peaks_show_how_close_a_queue_came_to_its_limits() -> None:
+    a, b, c = ids(3)
+    rows = [
+        job(a, queue="q", concurrency_key="t1"),
+        job(b, queue="q", concurrency_key="t1"),
+        job(c, queue="q", concurrency_key="t2"),
+    ]
+    ledger = run(a, 1, 0, 2) + run(b, 2, 2, 3) + run(c, 3, 0.5, 2.5)
+    limits = {"q": QueueLimits(concurrency=3, key_concurrency=1, rate=(2, 1.0))}
+    assert queue_peaks(rows, executions(ledger, []), limits) == {
+        "q_peak_running": 2,
+        "q_peak_per_key": 1,  # a ends at 2 s as b starts: one at a time
+        "q_peak_claims_per_window": 2,
+    }
+
+
 # -- I13 one job per tick ---------------------------------------------------------------
 
 
@@ -194,7 +213,11 @@ def test_a_cancelled_job_claimed_again_or_ending_otherwise_is_caught() -> None:
     ledger = run(a, 1, 0, 2)  # the run in flight when the cancel came
     ack = [{"job_id": a, "at": at}]
     clean = cancels(ack, [job(a, status="cancelled")], executions(ledger, []))
-    assert clean == {"I16_cancelled_then_other_outcome": 0, "I16_claimed_after_cancel": 0}
+    assert clean == {
+        "I16_cancelled_then_other_outcome": 0,
+        "I16_claimed_after_cancel": 0,
+        "I16_outcome_after_cancel": 0,
+    }
     assert (
         cancels(ack, [job(a, status="done")], executions(ledger, []))[
             "I16_cancelled_then_other_outcome"
@@ -214,6 +237,109 @@ def test_a_cancelled_job_claimed_again_or_ending_otherwise_is_caught() -> None:
         ]
         == 1
     )
+
+
+def test_a_running_cancel_is_judged_from_the_claim_its_answer_showed() -> None:
+    """A cancel that waited on the lock of a claim committing before it is dated before
+    that claim (cancel_requested_at 0.9 s, claim 1.0 s): that claim is the one running,
+    not a claim after the cancel; one after it is."""
+    a = ids(1)[0]
+    claimed = T0 + timedelta(seconds=1)
+    ledger = run(a, 1, 1, 2, claimed_at=claimed)
+    ack = [{"job_id": a, "at": T0 + timedelta(seconds=0.9), "claimed_at": claimed}]
+    rows = [job(a, status="cancelled")]
+    assert cancels(ack, rows, executions(ledger, []))["I16_claimed_after_cancel"] == 0
+    again = ledger + run(a, 2, 3, 4)
+    assert cancels(ack, rows, executions(again, []))["I16_claimed_after_cancel"] == 1
+
+
+def test_an_outcome_recorded_after_a_cancel_took_effect_is_caught() -> None:
+    a, b = ids(2)
+    ack = [{"job_id": a, "at": T0, "claimed_at": T0}]
+    rows = [job(a, status="done"), job(b)]
+    late = {"job_id": a, "old_status": "cancelled", "new_status": "done", "changed_at": T0}
+    assert cancels(ack, rows, [], [])["I16_outcome_after_cancel"] == 0
+    assert cancels(ack, rows, [], [late])["I16_outcome_after_cancel"] == 1
+    other = {**late, "job_id": b}  # not a cancelled job: I6's, over the whole table
+    assert cancels(ack, rows, [], [other])["I16_outcome_after_cancel"] == 0
+    assert finished_unchanged([]) == {"I6_finished_job_changed": 0}
+    assert finished_unchanged([late, other]) == {"I6_finished_job_changed": 2}
+
+
+def test_a_killed_job_whose_cancel_was_requested_ends_cancelled_not_unrecovered() -> None:
+    """Soak seed 21: a running job with a cancel request, its worker killed: the lease
+    expired and the job ended cancelled, never claimed again. That is the cancel's
+    outcome (README), not an orphan the fleet failed to recover (I7)."""
+    a = ids(1)[0]
+    start = run(a, 1, 0, 1)[0]  # the start only: the process died in it
+    kill = {"kind": "kill", "pid": 1, "mono": int(0.5 * SECOND), "db_now": T0}
+    requested = job(a, status="cancelled", cancel_requested_at=T0.isoformat())
+    report = check([requested], [start], [], [kill])
+    assert report.counts["I7_unrecovered"] == 0
+    assert report.figures["I7_cancelled_instead"] == 1
+    lost = job(a, status="cancelled", cancel_requested_at=None)  # no request: an orphan
+    assert check([lost], [start], [], [kill]).counts["I7_unrecovered"] == 1
+
+
+def test_an_orphan_claimed_again_by_its_own_process_once_it_resumed_is_recovered() -> None:
+    """Soak seed 21: a worker paused past its lease; the job expired, was due again
+    after its backoff, and the same process, resumed, claimed it anew (another token)
+    before any other did. Recovered, not an orphan (I7)."""
+    a = ids(1)[0]
+    first = run(a, 1, 0, 6.8, token="t1")  # paused at 0.5 s for 6 s: it ends late
+    again = run(a, 1, 8.4, 9, token="t2", claimed_at=T0 + timedelta(seconds=8.4))
+    stop = {"kind": "stop", "pid": 1, "mono": int(0.5 * SECOND), "db_now": T0, "overlap_ok": True}
+    report = check([job(a)], first + again, [], [stop])
+    assert report.counts["I7_unrecovered"] == 0
+    assert check([job(a)], first, [], [stop]).counts["I7_unrecovered"] == 1
+
+
+# -- I18 snoozes ------------------------------------------------------------------------
+
+
+def snoozer(job_id: str, **fields: Any) -> Row:
+    """A done job of type snooze (1 s), snoozed once, last claimed at 1.5 s."""
+    defaults = {
+        "type": "snooze",
+        "payload": {"snooze": 1.0},
+        "snoozes": 1,
+        "run_at": T0 + timedelta(seconds=1.2),
+        "started_at": T0 + timedelta(seconds=1.5),
+    }
+    return job(job_id, **{**defaults, **fields})
+
+
+def test_a_snoozer_snoozed_once_and_run_after_its_delay_passes() -> None:
+    a = ids(1)[0]
+    ledger = run(a, 1, 0, 0.1, failed=True) + run(a, 2, 1.5, 1.6)
+    assert snoozes([snoozer(a)], executions(ledger, []), []) == {
+        "I18_snoozer_not_done": 0,
+        "I18_never_snoozed": 0,
+        "I18_snoozed_twice": 0,
+        "I18_ran_while_snoozed": 0,
+    }
+
+
+def test_a_snoozer_not_done_or_snoozed_other_than_once_is_caught() -> None:
+    a = ids(1)[0]
+    runs = executions(run(a, 1, 0, 0.1, failed=True) + run(a, 2, 1.5, 1.6), [])
+    assert snoozes([snoozer(a, status="dlq")], runs, [])["I18_snoozer_not_done"] == 1
+    assert snoozes([snoozer(a, snoozes=0)], runs, [])["I18_never_snoozed"] == 1
+    assert snoozes([snoozer(a, snoozes=2)], runs, [])["I18_snoozed_twice"] == 1
+    early_row = snoozer(a, started_at=T0 + timedelta(seconds=1.1))  # before its run_at
+    assert snoozes([early_row], runs, [])["I18_ran_while_snoozed"] == 1
+
+
+def test_a_claim_inside_the_snooze_is_caught_unless_a_fault_came_between() -> None:
+    a = ids(1)[0]
+    ledger = run(a, 1, 0, 0.1, failed=True) + run(a, 2, 0.5, 0.6)  # 0.5 s into 1 s
+    row = snoozer(a, started_at=T0 + timedelta(seconds=1.3))
+    assert snoozes([row], executions(ledger, []), [])["I18_ran_while_snoozed"] == 1
+    # pid 1 killed between its snoozing start and the claim: the snooze may never have
+    # been recorded (the I5 rule), so the early claim is no evidence
+    kill = {"kind": "kill", "pid": 1, "mono": int(0.05 * SECOND)}
+    excused = snoozes([row], executions(ledger, [kill]), [kill])
+    assert excused["I18_ran_while_snoozed"] == 0
 
 
 # -- I17 results and waiters --------------------------------------------------------------

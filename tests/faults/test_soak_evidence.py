@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
 from tests.faults.checker import check
-from tests.faults.soak.run import TRIGGER, table_rows
+from tests.faults.soak.run import TRIGGER, table_changes, table_rows
+from vesper.application.execution import lease_of
 from vesper.domain.submission import JobRequest
 from vesper.entrypoints.app import App
 from vesper.testing import postgres as pg
@@ -69,3 +71,35 @@ def test_an_insert_that_began_before_the_delete_freeing_its_key_comes_after_it()
     assert old["row_deleted_at"] < new["row_inserted_at"]  # the rows' moments: in order
     assert sum(1 for r in rows if r["idempotency_key"] == "k1") == 1
     assert check(rows, [], [], []).counts["I9_keys_with_rows_over_1"] == 0
+
+
+def test_updates_of_finished_rows_are_logged_and_nothing_else_is() -> None:
+    """The soak_changed trigger (I6, I16): a retry of a cancelled job and a result
+    written over a done one are logged; a claim, a completion and a prune are not."""
+    admin = pg.admin_url()
+    pg.require_server(admin)
+    with pg.scratch_database(admin, prefix="vesper_soak_") as url:
+        app = App({"VESPER_STORAGE": "postgres", "VESPER_DATABASE_URL": url})
+        try:
+            store = app.container.store().jobs  # migrates
+            conninfo = _conninfo(url)
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(TRIGGER)
+                done = app.enqueue("t", {}).id
+                (claimed,) = store.claim(worker_id="w", limit=1, lease=timedelta(seconds=30))
+                store.complete([lease_of(claimed)], results={done: '{"a": 1}'})
+                cancelled = app.enqueue("t", {}).id
+                store.cancel(cancelled)
+                assert table_changes(conninfo) == []
+                conn.execute(  # a late outcome over a recorded one
+                    "UPDATE vesper_jobs SET result = '{\"a\": 2}' WHERE id = %s", (done,)
+                )
+                store.retry(cancelled)
+                conn.execute("DELETE FROM vesper_jobs WHERE id = %s", (done,))
+            changes = table_changes(conninfo)
+        finally:
+            app.close()
+    assert [(c["job_id"], c["old_status"], c["new_status"]) for c in changes] == [
+        (str(done), "done", "done"),
+        (str(cancelled), "cancelled", "pending"),
+    ]

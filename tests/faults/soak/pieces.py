@@ -10,11 +10,12 @@ restart: the same key again, so a retry never makes a second job).
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import threading
 import time
 import uuid
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ import attrs
 import httpx
 import psycopg
 
+import vesper
 from tests.faults import invariants
 from tests.faults.apps.soak import SCHEDULE
 from tests.faults.checker import Execution
@@ -43,6 +45,9 @@ class Evidence:
     acked: list[str] = attrs.field(factory=list)  # ids acknowledged outside POST /jobs
     rolled_back: list[str] = attrs.field(factory=list)  # I14
     cancel_acks: list[dict[str, Any]] = attrs.field(factory=list)  # I16
+    running_cancels: list[dict[str, Any]] = attrs.field(factory=list)  # I16, 202s
+    changes: list[dict[str, Any]] = attrs.field(factory=list)  # finished rows updated (I6)
+    figures: dict[str, int] = attrs.field(factory=dict)  # the pieces' own counts
     answers: list[dict[str, Any]] = attrs.field(factory=list)  # waiters (I17)
     recent: deque[str] = attrs.field(factory=lambda: deque(maxlen=2000))  # for waiters
     unexpected: list[str] = attrs.field(factory=list)  # a 4xx the workload did not expect
@@ -292,19 +297,33 @@ class PendingCancels(Piece):
             )
 
     def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
-        return invariants.cancels(ctx.evidence.cancel_acks, rows, runs)
+        return invariants.cancels(ctx.evidence.cancel_acks, rows, runs, ctx.evidence.changes)
 
 
 class DlqRetries(Piece):
-    """Each failing job that reached dlq is retried once (POST /jobs/{id}/retry)."""
+    """Each failing job that reached dlq is retried once (POST /jobs/{id}/retry); every
+    fifth round retries them all at once instead (POST /jobs/retry, status dlq and
+    type fail: a bulk retry, so some are retried more than once)."""
 
     name = "dlq_retries"
     rate = 0.5
+    bulk_every = 5
 
     def __init__(self) -> None:
         self.retried: set[str] = set()
+        self.rounds = 0
 
     def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
+        self.rounds += 1
+        if self.rounds % self.bulk_every == 0:
+            body = {"status": "dlq", "type": "fail"}
+            answer = post_until_answered(ctx, rng, client, "/jobs/retry", body)
+            if _expect(ctx, answer, "POST /jobs/retry", 200):
+                assert answer is not None
+                figures = ctx.evidence.figures
+                figures["bulk_retries"] = figures.get("bulk_retries", 0) + 1
+                figures["bulk_retried"] = figures.get("bulk_retried", 0) + answer.json()["count"]
+            return
         url = rng.choice(ctx.urls())
         try:
             listed = client.get(url + "/jobs", params={"status": "dlq", "type": "fail"})
@@ -317,7 +336,7 @@ class DlqRetries(Piece):
                 continue
             self.retried.add(job["job_id"])
             answer = post_until_answered(ctx, rng, client, f"/jobs/{job['job_id']}/retry", None)
-            # 404: pruned meanwhile; 409: another API's answer raced it
+            # 404: pruned meanwhile; 409: another API's answer (or a bulk retry) raced it
             _expect(ctx, answer, "POST /jobs/{id}/retry", 200, 404, 409)
 
 
@@ -411,6 +430,209 @@ class Schedules(Piece):
         return counts
 
 
+# Issue 15's fleet-wide limits, one queue each (set at the start with PATCH /queues):
+# the store enforces them, I12 checks them against the ledger
+LIMITED_QUEUES: dict[str, dict[str, Any]] = {
+    "soak-concurrency": {"concurrency": 3},
+    "soak-rate": {"rate": "3/1s"},
+    "soak-keys": {"key_concurrency": 1},
+}
+LIMITS = {
+    "soak-concurrency": invariants.QueueLimits(concurrency=3),
+    "soak-rate": invariants.QueueLimits(rate=(3, 1.0)),
+    "soak-keys": invariants.QueueLimits(key_concurrency=1),
+}
+TENANTS = tuple(f"tenant-{i}" for i in range(4))
+
+
+class LimitedQueues(Piece):
+    """Three queues with a limit each (served as tests/faults/soak/fleet.py says), with
+    bursts the limits must hold back: every 4 s 4 jobs of 0.3-1 s for the concurrency
+    (3) and 6 short ones for the rate (3/1s), every 2 s 3 jobs of 0.5-1 s over 4 tenants
+    for the key concurrency (1). Each burst is more than its limit lets run or claim at
+    once. A tenth are flaky (a failed attempt, then a retry in the queue).
+
+    Sized to what limited queues are claimed at: 2-4 jobs a second each with 4 workers,
+    whatever the limit (open, CHANGELOG.md), so that the backlog drains between bursts
+    and the drain stays short."""
+
+    name = "limited_queues"
+    rate = 0.5
+
+    def available(self) -> bool:
+        return importlib.util.find_spec("vesper.entrypoints.http.routes.queues") is not None
+
+    def start(self, ctx: Context) -> list[threading.Thread]:
+        rng = ctx.rng(self.name + ":settings")
+        with httpx.Client(timeout=15.0) as client:
+            for queue, settings in LIMITED_QUEUES.items():
+                answer = post_until_answered(
+                    ctx, rng, client, f"/queues/{queue}", settings, method="PATCH"
+                )
+                if not _expect(ctx, answer, "PATCH /queues", 200):
+                    ctx.evidence.notes.append(f"queue {queue} not configured: no jobs sent")
+                    return []
+        self.step_no = 0
+        return super().start(ctx)
+
+    def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
+        self.step_no += 1
+        jobs = []
+        if self.step_no % 2 == 0:
+            jobs += [self._job(rng, "soak-concurrency", 0.3, 1.0) for _ in range(4)]
+            jobs += [self._job(rng, "soak-rate", 0.0, 0.02) for _ in range(6)]
+        jobs += [
+            {**self._job(rng, "soak-keys", 0.5, 1.0), "concurrency_key": rng.choice(TENANTS)}
+            for _ in range(3)
+        ]
+        response = post_until_answered(ctx, rng, client, "/jobs/batch", {"jobs": jobs})
+        if _expect(ctx, response, "POST /jobs/batch (limited queues)", 200, 201):
+            assert response is not None
+            ids = [j["job_id"] for j in response.json()["jobs"]]
+            ctx.evidence.acked.extend(ids)
+
+    @staticmethod
+    def _job(rng: random.Random, queue: str, low: float, high: float) -> dict[str, Any]:
+        key = f"q-{uuid.UUID(int=rng.getrandbits(128))}"
+        if rng.random() < 0.1:
+            body: dict[str, Any] = {"type": "flaky", "payload": {"fail_times": 1}}
+        else:
+            body = {"type": "work", "payload": {"sleep": low, "sleep_max": high}}
+        return {**body, "queue": queue, "idempotency_key": key, "max_retries": 3}
+
+    def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
+        # a paused (SIGSTOP) process runs on past its lease: the store no longer counts
+        # its job, another is claimed in its place. I3 excuses that process's runs; so
+        # does I12 (docs/reliability.md, "The soak")
+        paused = {f["pid"] for f in ctx.faults if f.get("overlap_ok") and f.get("pid")}
+        per_queue: dict[str, int] = defaultdict(int)
+        for row in rows:
+            if row.get("queue") in LIMITS:
+                per_queue[row["queue"]] += 1
+        ctx.evidence.figures.update({f"jobs_{q}": n for q, n in sorted(per_queue.items())})
+        ctx.evidence.figures.update(invariants.queue_peaks(rows, runs, LIMITS))
+        return invariants.queue_limits(rows, runs, LIMITS, paused_pids=paused)
+
+
+class Snoozes(Piece):
+    """Jobs whose consumer snoozes once (vesper.Snooze, 0.5-2 s), then succeeds."""
+
+    name = "snoozes"
+    rate = 2.0
+
+    def available(self) -> bool:
+        return hasattr(vesper, "Snooze")
+
+    def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
+        key = f"z-{uuid.UUID(int=rng.getrandbits(128))}"
+        body = {"type": "snooze", "payload": {"snooze": round(rng.uniform(0.5, 2.0), 2)}}
+        response = post_until_answered(ctx, rng, client, "/jobs", body, key=key)
+        if _expect(ctx, response, "POST /jobs (snooze)", 200, 201):
+            assert response is not None
+            ctx.evidence.recent.append(response.json()["job_id"])
+
+    def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
+        return invariants.snoozes(rows, runs, ctx.faults)
+
+
+class RunningCancels(Piece):
+    """A job that runs 0.5-4 s (a sync consumer polling job.stopping, or an async one
+    sleeping), cancelled once it is seen processing, after 0-1.5 s: the cancel comes
+    first or the job finishes first. Two threads, so a slow poll does not starve it."""
+
+    name = "running_cancels"
+    rate = 0.5
+    threads = 2
+
+    def available(self) -> bool:
+        return hasattr(vesper.Job, "stopping")
+
+    def start(self, ctx: Context) -> list[threading.Thread]:
+        threads = []
+        for i in range(self.threads):
+            thread = threading.Thread(
+                target=self._loop, args=(ctx, i), name=f"{self.name}-{i}", daemon=True
+            )
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def _loop(self, ctx: Context, index: int = 0) -> None:
+        rng = ctx.rng(f"{self.name}:{index}")
+        with httpx.Client(timeout=15.0) as client:
+            next_at = time.monotonic()
+            while ctx.running():
+                self.step(ctx, rng, client)
+                next_at += 1.0 / self.rate
+                ctx.stop.wait(max(0.0, next_at - time.monotonic()))
+                next_at = max(next_at, time.monotonic() - 1.0)
+
+    def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
+        key = f"r-{uuid.UUID(int=rng.getrandbits(128))}"
+        kind = rng.choice(("stoppable", "stoppable_async"))
+        body = {"type": kind, "payload": {"seconds": round(rng.uniform(0.5, 4.0), 2)}}
+        response = post_until_answered(ctx, rng, client, "/jobs", body, key=key)
+        if not _expect(ctx, response, "POST /jobs (stoppable)", 200, 201):
+            return
+        assert response is not None
+        job_id = response.json()["job_id"]
+        ctx.evidence.acked.append(job_id)
+        status = self._await_running(ctx, rng, client, job_id)
+        if status != "processing":
+            return
+        ctx.stop.wait(rng.uniform(0, 1.5))
+        answer = post_until_answered(ctx, rng, client, f"/jobs/{job_id}/cancel", None)
+        # 409: it finished first; 200: it was pending again (a fault released it)
+        if not _expect(ctx, answer, "POST /jobs/{id}/cancel (running)", 200, 202, 409):
+            return
+        assert answer is not None
+        job = answer.json()
+        figures = ctx.evidence.figures
+        outcome = f"running_cancel_{answer.status_code}"
+        figures[outcome] = figures.get(outcome, 0) + 1
+        if answer.status_code == 202:
+            ctx.evidence.running_cancels.append(
+                {
+                    "job_id": job_id,
+                    "at": datetime.fromisoformat(job["cancel_requested_at"]),
+                    "claimed_at": datetime.fromisoformat(job["started_at"]),
+                }
+            )
+        elif answer.status_code == 200:
+            ctx.evidence.cancel_acks.append(
+                {"job_id": job_id, "at": datetime.fromisoformat(job["finished_at"])}
+            )
+
+    def _await_running(
+        self, ctx: Context, rng: random.Random, client: httpx.Client, job_id: str
+    ) -> str | None:
+        """The job's status once it is no longer pending (or None: 10 s, an outage)."""
+        give_up = min(time.monotonic() + 10.0, ctx.deadline)
+        while time.monotonic() < give_up and not ctx.stop.is_set():
+            try:
+                response = client.get(rng.choice(ctx.urls()) + f"/jobs/{job_id}")
+            except httpx.HTTPError:
+                ctx.stop.wait(0.2)
+                continue
+            if response.status_code == 200 and response.json()["status"] != "pending":
+                status: str = response.json()["status"]
+                return status
+            ctx.stop.wait(0.1)
+        return None
+
+    def check(self, rows: Sequence[Row], runs: Sequence[Execution], ctx: Context) -> dict[str, int]:
+        by_id = {row["job_id"]: row for row in rows}
+        ended = [
+            by_id[a["job_id"]]["status"]
+            for a in ctx.evidence.running_cancels
+            if a["job_id"] in by_id
+        ]
+        figures = ctx.evidence.figures
+        figures["running_cancels_ended_cancelled"] = ended.count("cancelled")
+        figures["running_cancels_ended_done"] = ended.count("done")
+        return invariants.cancels(ctx.evidence.running_cancels, rows, runs, ctx.evidence.changes)
+
+
 def pieces() -> list[Piece]:
     """Every piece of this branch's features (the run starts those available)."""
     return [
@@ -419,7 +641,10 @@ def pieces() -> list[Piece]:
         PythonSubmits(),
         TransactionalSubmits(),
         PendingCancels(),
+        RunningCancels(),
         DlqRetries(),
+        LimitedQueues(),
+        Snoozes(),
         Waiters(),
         Schedules(),
     ]

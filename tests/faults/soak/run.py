@@ -7,6 +7,10 @@ deletion into `soak_deleted`, in the deleting transaction itself. A row is in th
 iff its deletion committed, so retention (I15) and accounting (I2) see every prune,
 however short the retention and whatever process pruned.
 
+A third trigger logs every update that changes a done or cancelled row (its status,
+result or finished_at) into `soak_changed`: nothing in the soak retries such a job, so
+any entry is an outcome recorded after the job had ended (I6, I16).
+
 Two times per deletion, two per keyed row. `deleted_at` and `created_at` are their
 statements' start (`statement_timestamp()`): retention's age is counted from the first.
 They cannot order a key's rows: an INSERT that began first may wait on a lock while a
@@ -58,6 +62,22 @@ BEGIN
 END $$;
 CREATE TRIGGER soak_log_insert AFTER INSERT ON vesper_jobs
     FOR EACH ROW WHEN (NEW.idempotency_key IS NOT NULL) EXECUTE FUNCTION soak_log_insert();
+CREATE TABLE soak_changed (
+    id uuid NOT NULL, old_status text NOT NULL, new_status text NOT NULL,
+    changed_at timestamptz NOT NULL
+);
+CREATE FUNCTION soak_log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO soak_changed VALUES (NEW.id, OLD.status, NEW.status, clock_timestamp());
+    RETURN NEW;
+END $$;
+-- result is json (no equality operator): compared as text
+CREATE TRIGGER soak_log_change AFTER UPDATE ON vesper_jobs FOR EACH ROW
+    WHEN (OLD.status IN ('done', 'cancelled') AND (
+        NEW.status IS DISTINCT FROM OLD.status
+        OR NEW.finished_at IS DISTINCT FROM OLD.finished_at
+        OR NEW.result::text IS DISTINCT FROM OLD.result::text))
+    EXECUTE FUNCTION soak_log_change();
 """
 TIMES = ("run_at", "created_at", "updated_at", "started_at", "finished_at")
 
@@ -118,6 +138,7 @@ def soak(lab: Lab, *, minutes: float, seed: int, say: Callable[[str], None] = pr
         piece.finish(ctx)
     drain_s = _drain(lab, database, result)
     rows = table_rows(cluster.conninfo(database))
+    evidence.changes.extend(table_changes(cluster.conninfo(database)))
     # every row, live and deleted, for the post-mortem of a failure (one JSON a line)
     with (lab.root / "jobs.jsonl").open("w") as out:
         out.writelines(json.dumps(row, default=str) + "\n" for row in rows)
@@ -137,12 +158,14 @@ def soak(lab: Lab, *, minutes: float, seed: int, say: Callable[[str], None] = pr
         acked=len(set(acked)),
         rolled_back=len(evidence.rolled_back),
         cancels=len(evidence.cancel_acks),
+        running_cancels=len(evidence.running_cancels),
         waiter_answers=len(evidence.answers),
         runs=len(runs),
         **{f"status_{k}": v for k, v in sorted(statuses.items())},
         workload_s=round(workload_s, 1),
         drain_s=round(drain_s, 1),
         activity_samples=len(activity),
+        **evidence.figures,
     )
     result.figures["checked"] = checked
     result.figures["per_fault"] = per_fault(lab.faults, runs)
@@ -183,11 +206,17 @@ def _judge(
     counts |= invariants.accounted(acked, rows)
     counts |= invariants.retention(rows, RETAIN)
     counts |= invariants.results(rows, runs)
+    counts |= invariants.finished_unchanged(evidence.changes)
     for piece in chosen:
         counts |= piece.check(rows, runs, ctx)
     for name, count in counts.items():
         result.expect(count == 0, f"{name}={count}")
     result.expect(not evidence.unexpected, f"unexpected answers: {evidence.unexpected[:5]}")
+    evidence.notes.extend(
+        f"finished job {c['job_id']} changed {c['old_status']} -> {c['new_status']}"
+        f" at {c['changed_at']}"
+        for c in evidence.changes[:5]
+    )
     if result.failures:
         result.failures.extend(evidence.notes[:5])
     return {**report.counts, **counts}, acked
@@ -234,7 +263,10 @@ def _drain(lab: Lab, database: str, result: RowResult) -> float:
 
 def table_rows(conninfo: str) -> list[dict[str, Any]]:
     """The job table and every deleted row (with `deleted_at`), as the checkers read them."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    # one snapshot for the three reads: a prune between them would show a row both live
+    # and deleted (soak seed 21 after a 12 s drain: 4 rows, counted by I9 as duplicates)
+    with psycopg.connect(conninfo) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         live = conn.execute(
             "SELECT to_jsonb(j), NULL::timestamptz, NULL::timestamptz FROM vesper_jobs j"
         ).fetchall()
@@ -242,6 +274,7 @@ def table_rows(conninfo: str) -> list[dict[str, Any]]:
         inserted: dict[str, datetime] = dict(
             conn.execute("SELECT id::text, row_inserted_at FROM soak_inserted").fetchall()
         )
+        conn.rollback()
     rows = []
     for data, deleted_at, row_deleted_at in [*live, *gone]:
         row = dict(data)
@@ -254,6 +287,19 @@ def table_rows(conninfo: str) -> list[dict[str, Any]]:
         row["row_inserted_at"] = inserted.get(row["job_id"])
         rows.append(row)
     return rows
+
+
+def table_changes(conninfo: str) -> list[dict[str, Any]]:
+    """The updates that changed a done or cancelled row (the soak_changed trigger)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT id::text, old_status, new_status, changed_at FROM soak_changed"
+            " ORDER BY changed_at"
+        ).fetchall()
+    return [
+        {"job_id": i, "old_status": old, "new_status": new, "changed_at": at}
+        for i, old, new, at in found
+    ]
 
 
 def per_fault(faults: list[dict[str, Any]], runs: list[Any]) -> dict[str, dict[str, Any]]:
