@@ -29,6 +29,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -139,9 +140,7 @@ def soak(lab: Lab, *, minutes: float, seed: int, say: Callable[[str], None] = pr
     drain_s = _drain(lab, database, result)
     rows = table_rows(cluster.conninfo(database))
     evidence.changes.extend(table_changes(cluster.conninfo(database)))
-    # every row, live and deleted, for the post-mortem of a failure (one JSON a line)
-    with (lab.root / "jobs.jsonl").open("w") as out:
-        out.writelines(json.dumps(row, default=str) + "\n" for row in rows)
+    _keep(lab.root, rows, lab.faults)
     fleet.terminate()
     ledger = lab.ledger()
     runs = executions(ledger, lab.faults)
@@ -171,6 +170,14 @@ def soak(lab: Lab, *, minutes: float, seed: int, say: Callable[[str], None] = pr
     result.figures["per_fault"] = per_fault(lab.faults, runs)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _keep(root: Path, rows: list[dict[str, Any]], faults: list[dict[str, Any]]) -> None:
+    """Every row, live and deleted, and every fault as the checkers see them, one JSON
+    a line beside the logs and the ledger: a failure's post-mortem needs them all."""
+    for name, items in (("jobs.jsonl", rows), ("faults.jsonl", faults)):
+        with (root / name).open("w") as out:
+            out.writelines(json.dumps(item, default=str) + "\n" for item in items)
 
 
 def _judge(
