@@ -15,6 +15,7 @@ import vesper
 from vesper.adapters.clock import FixedClock
 from vesper.adapters.memory import InMemoryStore
 from vesper.application.periodic import (
+    LATE_GRACE,
     ListSchedules,
     PauseSchedule,
     PeriodicScheduler,
@@ -33,13 +34,17 @@ EVERY_SECOND = Schedule(name="tick", cron="*/1 * * * * *", type="report", payloa
 
 
 def scheduler(
-    store: InMemoryStore, *schedules: Schedule, registry: bool = True
+    store: InMemoryStore,
+    *schedules: Schedule,
+    registry: bool = True,
+    replay_window: timedelta = LATE_GRACE,
 ) -> PeriodicScheduler:
     return PeriodicScheduler(
         schedules=schedules or (EVERY_SECOND,),
         jobs=store.jobs,
         registry=store.schedules if registry else None,
         submit=SubmitJob(jobs=store.jobs),
+        replay_window=replay_window,
     )
 
 
@@ -302,16 +307,7 @@ def test_a_late_round_does_not_submit_again_a_tick_whose_job_was_pruned(
     deleted (the soak found 17 such doubles in 10 minutes)."""
     retention = timedelta(seconds=5)
     window = replay_window_for({Status.DONE: retention})
-    early, late = (
-        PeriodicScheduler(
-            schedules=(EVERY_SECOND,),
-            jobs=store.jobs,
-            registry=store.schedules,
-            submit=SubmitJob(jobs=store.jobs),
-            replay_window=window,
-        )
-        for _ in range(2)
-    )
+    early, late = (scheduler(store, EVERY_SECOND, replay_window=window) for _ in range(2))
     for one in (early, late):
         one.declare()
         one.fire()
@@ -333,17 +329,8 @@ def test_a_stalled_round_does_not_submit_again_a_recorded_tick(
     tick only, and not when the store recorded it as submitted (its job may be gone)."""
     minutely = Schedule(name="minute", cron="0 * * * * *", type="report", payload={})
     retention = timedelta(seconds=5)
-
-    def make() -> PeriodicScheduler:
-        return PeriodicScheduler(
-            schedules=(minutely,),
-            jobs=store.jobs,
-            registry=store.schedules,
-            submit=SubmitJob(jobs=store.jobs),
-            replay_window=replay_window_for({Status.DONE: retention}),
-        )
-
-    early, stalled = make(), make()
+    window = replay_window_for({Status.DONE: retention})
+    early, stalled = (scheduler(store, minutely, replay_window=window) for _ in range(2))
     for one in (early, stalled):
         one.declare()
         one.fire()
@@ -363,16 +350,7 @@ def test_ticks_a_stalled_fleet_missed_are_all_submitted_after_the_stall(
     ticks in between was submitted or recorded, so the first round after the stall
     submits each of them (the replay window guards recorded ticks only)."""
     window = replay_window_for({Status.DONE: timedelta(seconds=5)})
-    fleet = [
-        PeriodicScheduler(
-            schedules=(EVERY_SECOND,),
-            jobs=store.jobs,
-            registry=store.schedules,
-            submit=SubmitJob(jobs=store.jobs),
-            replay_window=window,
-        )
-        for _ in range(2)
-    ]
+    fleet = [scheduler(store, EVERY_SECOND, replay_window=window) for _ in range(2)]
     for one in fleet:
         one.declare()
         one.fire()
