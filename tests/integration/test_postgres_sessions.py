@@ -18,7 +18,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from vesper.adapters.sql.engines import open_engine, sql_url
-from vesper.testing import postgres as pg
 
 # A statement with a sort, shaped as the key-concurrency claim's pick
 SORTING = (

@@ -184,12 +184,15 @@ class InMemoryJobRepository:
             self._promote_due(at)
             wanted = set(types) if types is not None else None
             names = sorted(self._ready) if queues is None else sorted(set(queues))
-            free = [q for q in names if not self._settings(q).limited]
             token = uuid.uuid4()
-            picked = self._pick_free(free, wanted, at, limit)
+            # the limited queues first, each within its limits: the others fill the
+            # rest (first, they would leave a limited queue nothing while busy)
+            picked: list[JobRecord] = []
             for name in names:
                 if len(picked) < limit and self._settings(name).limited:
                     picked += self._pick_limited(name, wanted, at, limit - len(picked))
+            free = [q for q in names if not self._settings(q).limited]
+            picked += self._pick_free(free, wanted, at, limit - len(picked))
             return [
                 self._put(job.claim(worker_id=worker_id, token=token, now=at, lease=lease))
                 for job in picked

@@ -257,6 +257,27 @@ class QueueLimitContract(StoreFixtures):
         claimed = claim(queueing, now=at(1), limit=10)
         assert sorted(j.queue for j in claimed) == ["default", "q"]
 
+    def test_a_busy_queue_leaves_a_limited_queue_its_share(
+        self, queueing: QueueingJobRepository
+    ) -> None:
+        """In a claim of several queues the limited ones come first, each within its
+        limits, and the others fill the rest: a queue without limits and with a backlog
+        (claimed first, it would fill every claim) cannot leave a limited one nothing."""
+        submit(queueing, *(new_job(priority=9) for _ in range(6)))
+        submit(queueing, *(new_job(queue="q") for _ in range(3)))
+        queueing.configure_queue("q", QueueChange(concurrency=2))
+        first = claim(queueing, now=at(1), limit=3)
+        assert [j.queue for j in first] == ["q", "q", "default"]
+        assert [j.queue for j in claim(queueing, now=at(1), limit=2)] == ["default"] * 2
+        if not queueing.capabilities.complete_and_claim:
+            return
+        completing = cast(QueueingCompletingJobRepository, queueing)
+        done, claimed = completing.complete_and_claim(
+            [ref(first[0])], worker_id="w1", limit=2, lease=LEASE, now=at(2)
+        )
+        assert ids(done) == [first[0].id]
+        assert [j.queue for j in claimed] == ["q", "default"]  # the place it freed
+
     def test_aging_orders_by_effective_priority(self, queueing: QueueingJobRepository) -> None:
         [old] = submit(queueing, new_job(queue="q", priority=0, run_at=at(-7.5)))
         [urgent] = submit(queueing, new_job(queue="q", priority=5, run_at=at(0)))

@@ -256,12 +256,26 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
             not leases
             or limit <= 0
             or (types is not None and not types)
-            or (queues is not None and (not queues or limited.issuperset(queues)))
+            or (queues is not None and not queues)
+            or limited.intersection(queues if queues is not None else limited)
         ):
+            # a limited queue is claimed first, in a transaction of its own (claim):
+            # the completions go before it
             completed = self.complete(leases, now=now, results=results)
-            claimed = self.claim(
-                worker_id=worker_id, limit=limit, lease=lease, types=types, queues=queues, now=now
-            )
+            try:
+                claimed = self.claim(
+                    worker_id=worker_id,
+                    limit=limit,
+                    lease=lease,
+                    types=types,
+                    queues=queues,
+                    now=now,
+                )
+            except Exception as exc:  # the completions are committed: never retried
+                if not leases:
+                    raise
+                log.warning("claim failed after completing a batch: %s", exc)
+                claimed = []
             return completed, claimed
         refs = _sorted(leases)
         params = {
@@ -274,20 +288,6 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
         rows = self._db.statement(lambda conn: run(conn, statement, params))
         done = [job_of(row) for row in rows if row["vesper_done"]]
         claimed = in_claim_order([job_of(row) for row in rows if not row["vesper_done"]])
-        try:
-            # the completions are committed: an error past here must not reach a caller
-            # that would retry them (it claims on its own instead)
-            claimed += self._queues.claim_limited(
-                limited,
-                worker_id=worker_id,
-                limit=limit - len(claimed),
-                lease=lease,
-                types=types,
-                queues=queues,
-                now=now,
-            )
-        except Exception as exc:
-            log.warning("claim from limited queues failed after completing a batch: %s", exc)
         return done, claimed
 
     def fail(self, failures: Sequence[Failure], *, now: datetime | None = None) -> list[JobRecord]:

@@ -31,6 +31,7 @@ import attrs
 from sqlalchemy import BindParameter, Uuid, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 
 from vesper.adapters.sqlcore.common import Database
 from vesper.adapters.sqlcore.rows import (
@@ -63,6 +64,12 @@ from vesper.domain.queues import (
 from vesper.domain.states import Status
 
 LIMITED_TTL = 0.25  # seconds a process trusts its list of limited queues
+# PostgreSQL: the longest wait for a queue's row, then that queue is skipped this claim
+QUEUE_LOCK_WAIT_MS = 500
+_LOCK_WAIT = text(f"SET LOCAL lock_timeout = '{QUEUE_LOCK_WAIT_MS}ms'")
+_WAIT_AS_BEFORE = text("SET LOCAL lock_timeout TO DEFAULT")
+_LOCK_NOT_AVAILABLE = "55P03"
+_BUSY = object()  # _lock_row: the row stayed locked past QUEUE_LOCK_WAIT_MS
 
 # the fast path's exclusion of limited queues, for every store's claim statement
 NOT_LIMITED_SQL = f"queue NOT IN (SELECT name FROM vesper_queues WHERE {LIMITED_SQL})"
@@ -221,9 +228,14 @@ class SqlQueues:
             if claimed is not None:
                 return claimed
             self.forget()
-        return self._db.transaction(
-            lambda conn: self._claim_in(conn, name, worker_id, limit, lease, types, now)
-        )
+
+        def work(conn: Connection) -> list[JobRecord]:
+            row = self._lock_row(conn, name)
+            if row is _BUSY:
+                return []
+            return self._claim_in(conn, row, name, worker_id, limit, lease, types, now)
+
+        return self._db.transaction(work)
 
     def complete_and_claim(
         self,
@@ -238,19 +250,52 @@ class SqlQueues:
     ) -> tuple[list[JobRecord], list[JobRecord]]:
         """`complete(conn)` (a batch's completions), then `claim` from the limited queue
         `name`, in one transaction: one commit for both. Nothing is claimed when the
-        completions recorded nothing (their leases were lost)."""
+        completions recorded nothing (their leases were lost), nor when the queue's row
+        stays locked past QUEUE_LOCK_WAIT (the completions are then recorded alone)."""
 
-        def work(conn: Connection) -> tuple[list[JobRecord], list[JobRecord]]:
+        def work(conn: Connection) -> tuple[list[JobRecord], list[JobRecord]] | None:
+            # the lock first: a wait that ends in a timeout aborts the transaction, and
+            # with it the completions it would hold
+            row = self._lock_row(conn, name)
+            if row is _BUSY:
+                return None  # its COMMIT rolls the aborted transaction back
             done = complete(conn)
             if not done:
                 return done, []
-            return done, self._claim_in(conn, name, worker_id, limit, lease, types, now)
+            return done, self._claim_in(conn, row, name, worker_id, limit, lease, types, now)
 
-        return self._db.transaction(work)
+        both = self._db.transaction(work)
+        if both is None:
+            return self._db.transaction(complete), []
+        return both
+
+    def _lock_row(self, conn: Connection, name: str) -> Any:
+        """The queue's row, locked until the transaction ends (None: the queue has none),
+        or _BUSY when PostgreSQL's lock stayed taken past QUEUE_LOCK_WAIT.
+
+        A claimer holds the row for a few milliseconds; one whose connection is cut
+        (a network partition) holds it until its backend notices, up to the idle
+        transaction timeout. The others then claim the queue's jobs a little later
+        instead of waiting: their claims of the other queues, their outcomes and their
+        claim rounds go on. After _BUSY the transaction is aborted: nothing more may run
+        in it.
+        """
+        if not self._postgres:
+            return conn.execute(self._locked_row, {"b_name": name}).first()
+        conn.execute(_LOCK_WAIT)
+        try:
+            row = conn.execute(self._locked_row, {"b_name": name}).first()
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                return _BUSY
+            raise
+        conn.execute(_WAIT_AS_BEFORE)  # the jobs' rows are waited for as anywhere else
+        return row
 
     def _claim_in(
         self,
         conn: Connection,
+        row: Any,
         name: str,
         worker_id: str,
         limit: int,
@@ -258,7 +303,7 @@ class SqlQueues:
         types: Sequence[str] | None,
         now: datetime | None,
     ) -> list[JobRecord]:
-        row = conn.execute(self._locked_row, {"b_name": name}).first()
+        """The claim, under the lock of the queue's `row` (None: it has none)."""
         # read after the lock is granted (not with the row: PostgreSQL computes a locking
         # SELECT's columns before it waits), so a claim is never dated earlier
         at = now or self._clock(conn)
@@ -521,18 +566,22 @@ class SqlQueueing:
         if limit <= 0 or (types is not None and not types) or (queues is not None and not queues):
             return []
         limited = self._queues.limited()
-        claimed: list[JobRecord] = []
-        if queues is None or not limited.issuperset(queues):
-            claimed = self._claim_unlimited(worker_id, limit, lease, types, queues, now)
-        return claimed + self._queues.claim_limited(
+        # the limited queues first, each within its limits; the others fill the rest
+        # (first, a busy queue without limits would leave a limited one nothing)
+        claimed = self._queues.claim_limited(
             limited,
             worker_id=worker_id,
-            limit=limit - len(claimed),
+            limit=limit,
             lease=lease,
             types=types,
             queues=queues,
             now=now,
         )
+        if len(claimed) < limit and (queues is None or not limited.issuperset(queues)):
+            claimed += self._claim_unlimited(
+                worker_id, limit - len(claimed), lease, types, queues, now
+            )
+        return claimed
 
     def _claim_unlimited(
         self,
