@@ -1,4 +1,5 @@
-"""W5 (HTTP burst): POST /jobs from many connections against one real `vesper api` process.
+"""W5 (HTTP burst): POST /jobs from many connections against one real `vesper api` process
+(W5x2: `vesper api --processes 2`, two processes accepting on one socket).
 
 The load generator is wrk (`apt-get install wrk`), driven by http_burst.lua: C, one
 event loop per thread, LuaJIT for the request bodies. A Python client (asyncio + httpx or
@@ -8,13 +9,15 @@ percent of a core at these rates (the run records its CPU time next to the API
 process's, so that a saturated client would show).
 
 One run: start `vesper api` on a free loopback port (the store of the system: PostgreSQL
-or SQLite), wait for /health, warm it up with a short burst (the first requests open the
-store, its pool connects, statements are prepared), wait until the API has answered what
-the warm-up left in flight, then the measured burst. Every wait is bounded.
+or SQLite), wait for /health (and, with several processes, for each one's /metrics),
+warm it up with a short burst (the first requests open the store, its pool connects,
+statements are prepared), wait until the API has answered what the warm-up left in
+flight, then the measured burst. Every wait is bounded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -33,11 +36,21 @@ LUA = Path(__file__).resolve().parent / "http_burst.lua"
 READY_TIMEOUT = 60.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_port(count: int = 1) -> int:
+    """A free loopback port p, with p + 1 ... p + count - 1 free too (bounded attempts)."""
+    for _ in range(50):
+        with contextlib.ExitStack() as stack:
+            first = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            first.bind(("127.0.0.1", 0))
+            port: int = first.getsockname()[1]
+            try:
+                for offset in range(1, count):
+                    other = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    other.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def wrk_path() -> str:
@@ -48,11 +61,23 @@ def wrk_path() -> str:
 
 
 class ApiProcess:
-    """`vesper api` for a system's store on 127.0.0.1:<free port>; SIGTERM, then SIGKILL."""
+    """`vesper api` for a system's store on 127.0.0.1:<free port>; SIGTERM, then SIGKILL.
 
-    def __init__(self, system: System, log: Path) -> None:
+    With `processes` > 1 (`vesper api --processes N`) a request on the shared port reaches
+    any one of the children: each child serves its own /metrics on VESPER_METRICS_ADDR's
+    port + its index, and those are what `settle` sums."""
+
+    def __init__(self, system: System, log: Path, processes: int = 1) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.metrics = [f"{self.base}/metrics"]
+        argv = [system.python, "-m", "vesper.entrypoints.cli", "api"]
+        extra: dict[str, str] = {}
+        if processes > 1:
+            first = free_port(processes)
+            self.metrics = [f"http://127.0.0.1:{first + i}/metrics" for i in range(processes)]
+            argv += ["--processes", str(processes)]
+            extra["VESPER_METRICS_ADDR"] = f"127.0.0.1:{first}"
         env = {
             **os.environ,
             **system.env,
@@ -60,11 +85,12 @@ class ApiProcess:
             "VESPER_DATABASE_URL": system.url,
             "VESPER_LOG_FORMAT": "text",
             "API_ADDR": f"127.0.0.1:{self.port}",
+            **extra,
         }
         env.pop("API_TOKEN", None)  # the burst sends no bearer token
         self._log = log.open("ab")
         self.popen = subprocess.Popen(
-            [system.python, "-m", "vesper.entrypoints.cli", "api"],
+            argv,
             cwd=REPO,
             env=env,
             stdout=self._log,
@@ -76,16 +102,20 @@ class ApiProcess:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"vesper api exited ({self.popen.returncode}); see the log")
             try:
-                with urllib.request.urlopen(f"{self.base}/health", timeout=2) as answer:
-                    return bool(answer.status == 200)
+                for url in (f"{self.base}/health", *self.metrics):
+                    with urllib.request.urlopen(url, timeout=2) as answer:
+                        if answer.status != 200:
+                            return False
             except OSError:
                 return False
+            return True
 
         wait_for(ready, timeout=READY_TIMEOUT, what="vesper api /health", interval=0.1)
 
     def settle(self, timeout: float = 10.0) -> None:
         """Wait until the API has answered every request it got: the count of POST /jobs
-        in /metrics stays the same for 0.25 s (at most `timeout` seconds).
+        in /metrics (summed over the processes) stays the same for 0.25 s (at most
+        `timeout` seconds).
 
         wrk is stopped once it has counted its responses, with a request still in flight
         on each connection; the API answers them after wrk is gone. A burst started at
@@ -95,25 +125,34 @@ class ApiProcess:
         deadline = time.monotonic() + timeout
         last = -1.0
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"{self.base}/metrics", timeout=5) as answer:
-                text = answer.read().decode()
-            count = sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line.startswith("vesper_http_requests_total{")
-                and 'method="POST"' in line
-                and 'route="/jobs"' in line
-            )
+            count = 0.0
+            for url in self.metrics:
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    text = answer.read().decode()
+                count += sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("vesper_http_requests_total{")
+                    and 'method="POST"' in line
+                    and 'route="/jobs"' in line
+                )
             if count == last:
                 return
             last = count
             time.sleep(0.25)
 
     def cpu_seconds(self) -> float:
-        """user + system CPU time of the API process so far."""
-        with open(f"/proc/{self.popen.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """user + system CPU time so far of the API process and of its children (the
+        processes of `--processes N`, alive now)."""
+        ticks = 0
+        for path in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = path.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            if path.parent.name == str(self.popen.pid) or fields[1] == str(self.popen.pid):
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -191,9 +230,10 @@ def burst(
     return result
 
 
-def run_once(system: System, config: Any, work: Path) -> dict[str, float]:
-    """One W5 run against a fresh `vesper api` process; the figures of the measured burst."""
-    api = ApiProcess(system, work / f"api-{system.name}.log")
+def run_once(system: System, config: Any, work: Path, processes: int = 1) -> dict[str, float]:
+    """One W5 run against a fresh `vesper api` (`--processes`: W5x2); the figures of the
+    measured burst."""
+    api = ApiProcess(system, work / f"api-{system.name}.log", processes)
     try:
         api.wait_ready()
         burst(

@@ -35,7 +35,9 @@ from benchmarks.systems import (
     wait_for,
 )
 
-WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W3q", "W3c", "W4", "W5", "W6", "W6s", "R1", "W7")
+WORKLOADS = (
+    "W1", "W1c", "W2", "W3", "W3x2", "W3q", "W3c", "W4", "W5", "W5x2", "W6", "W6s", "R1", "W7",
+)  # fmt: skip
 DEFAULT_WORKLOADS = WORKLOADS
 PEER_WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W4")  # the peers have no HTTP API (W5)
 DRAIN_TIMEOUT = 180.0
@@ -58,7 +60,7 @@ class Config:
     pickup_rate: float = 100.0
     concurrency: int = 10
     repeats: int = 3
-    # W5: POST /jobs bursts against one `vesper api` process (wrk)
+    # W5: POST /jobs bursts against one `vesper api` process (wrk); W5x2: two processes
     http_requests: int = 10_000
     http_connections: int = 256
     http_warmup: int = 500
@@ -204,9 +206,9 @@ class Bench:
             "max_ms": latencies[-1],
         }
 
-    def http_burst(self, system: System) -> dict[str, float]:
-        """W5: one burst of POST /jobs against a fresh `vesper api` process."""
-        run = http_burst.run_once(system, self.config, self.work)
+    def http_burst(self, system: System, processes: int) -> dict[str, float]:
+        """W5: one burst of POST /jobs against a fresh `vesper api --processes N`."""
+        run = http_burst.run_once(system, self.config, self.work, processes)
         stored = system.query("SELECT count(*) FROM vesper_jobs")
         if stored < run["requests"] - run["errors"]:
             raise RuntimeError(f"{stored} jobs stored for {run['requests']:.0f} answered")
@@ -354,13 +356,14 @@ class Bench:
             "W3q": lambda s: self.drain_queued(s, concurrency=None),
             "W3c": lambda s: self.drain_queued(s, concurrency=1000),
             "W4": self.pickup,
-            "W5": self.http_burst,
+            "W5": lambda s: self.http_burst(s, 1),
+            "W5x2": lambda s: self.http_burst(s, 2),
             "W6s": lambda s: lifecycle.steady(self, s),
             "R1": lambda s: lifecycle.retention(self, s),
             "W7": lambda s: lifecycle.waiting(self, s),
         }
         for workload in workloads:
-            if workload == "W5":  # vesper only: the peers have no HTTP API
+            if workload in ("W5", "W5x2"):  # vesper only: the peers have no HTTP API
                 targets = [s for s in systems if s.driver == "vesper_driver.py"]
             elif workload in ("W6", "W6s"):  # vesper on PostgreSQL only
                 targets = [s for s in systems if s.name == "vesper"]

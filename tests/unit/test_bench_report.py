@@ -1,4 +1,4 @@
-"""The bench's absolute targets (W5, W6), the W6 seeding SQL and W6s's per-minute
+"""The bench's absolute targets (W5, W5x2 / W5, W6), the W6 seeding SQL and W6s's per-minute
 figures: no database needed."""
 
 from __future__ import annotations
@@ -74,3 +74,20 @@ def test_w6s_compares_the_last_minute_with_the_second() -> None:
     assert out["jobs_per_s_m2"] == 1.0
     with pytest.raises(RuntimeError, match="fewer than two minutes"):
         _per_minute(samples[:5], latencies[:50], 1)
+
+
+def test_w5_process_scaling_target_is_the_ratio_of_two_workloads() -> None:
+    """W5x2 / W5: the same metric's medians in two workloads."""
+    summary = {
+        "W5": {"vesper": {"jobs_per_s": _cell(2000)}},
+        "W5x2": {"vesper": {"jobs_per_s": _cell(3000)}},
+    }
+    rows = {row["workload"]: row for row in targets(summary)}
+    scaling = rows["W5x2/W5"]
+    assert abs(scaling["value"] - 1.5) < 1e-9
+    assert scaling["met"] is False
+    summary["W5x2"]["vesper"]["jobs_per_s"] = _cell(3400)
+    assert {row["workload"]: row for row in targets(summary)}["W5x2/W5"]["met"] is True
+    # one of the two missing, no row
+    del summary["W5"]
+    assert "W5x2/W5" not in {row["workload"] for row in targets(summary)}

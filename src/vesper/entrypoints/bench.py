@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 
-_WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W3q", "W3c", "W4", "W5", "W6", "W6s", "R1", "W7")
+_WORKLOADS = (
+    "W1", "W1c", "W2", "W3", "W3x2", "W3q", "W3c", "W4", "W5", "W5x2", "W6", "W6s", "R1", "W7",
+)  # fmt: skip
 _DEFAULT = ",".join(_WORKLOADS)
 # scaled by --scale (at least 10 each)
 _COUNTS = (
@@ -61,7 +63,7 @@ def _harness() -> Any:
     "--workloads",
     default=_DEFAULT,
     show_default=True,
-    help="Any of these, comma-separated (W5, R1, W7, W3q, W3c: vesper only; W6, W6s:"
+    help="Any of these, comma-separated (W5, W5x2, R1, W7, W3q, W3c: vesper only; W6, W6s:"
     " vesper on PostgreSQL only).",
 )
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True)
@@ -77,14 +79,14 @@ def _harness() -> Any:
     type=click.IntRange(min=10),
     default=10_000,
     show_default=True,
-    help="W5: POST /jobs per run.",
+    help="W5, W5x2: POST /jobs per run.",
 )
 @click.option(
     "--http-connections",
     type=click.IntRange(1, 10_000),
     default=256,
     show_default=True,
-    help="W5: concurrent connections.",
+    help="W5, W5x2: concurrent connections.",
 )
 @click.option(
     "--w6-small",
