@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-PEERS = ("procrastinate", "pgqueuer", "pgqueuer-psycopg")
+PEERS = ("procrastinate", "pgqueuer", "pgqueuer-batch25", "pgqueuer-psycopg")
 # workload -> (title, metric, higher is better)
 SHOWN: dict[str, tuple[str, str, bool]] = {
     "W1": ("W1 enqueue-single (jobs/s)", "jobs_per_s", True),

@@ -371,6 +371,7 @@ class Bench:
                 targets = [s for s in systems if s.driver == "vesper_driver.py"]
             else:
                 targets = systems
+            targets = [s for s in targets if s.workloads is None or workload in s.workloads]
             if targets:
                 plan.append((workload, table.get(workload, _unused), targets))
         total = sum(
@@ -442,7 +443,13 @@ def run_bench(
         if "sqlite" in stores:
             systems.append(vesper_sqlite(work / "bench.db"))
         if peers and any(w in PEER_WORKLOADS for w in workloads):
-            systems += [procrastinate(pg_url), pgqueuer(pg_url), pgqueuer(pg_url, "psycopg")]
+            systems += [
+                procrastinate(pg_url),
+                pgqueuer(pg_url),
+                # pgqueuer's tuning guide: a larger batch_size for short jobs (its example)
+                pgqueuer(pg_url, batch_size=25),
+                pgqueuer(pg_url, "psycopg"),
+            ]
         for system in systems:
             system.run("setup", timeout=120)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())  # fmt: skip

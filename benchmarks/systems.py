@@ -32,6 +32,7 @@ class System:
     remaining_sql: str  # jobs not finished yet
     ready_sql: str | None = None  # a worker counts as ready when this returns >= processes
     env: dict[str, str] = field(default_factory=dict)
+    workloads: tuple[str, ...] | None = None  # None: every workload it can run
 
     @property
     def sqlite(self) -> bool:
@@ -180,16 +181,26 @@ def procrastinate(url: str) -> System:
     )
 
 
-def pgqueuer(url: str, driver: str = "asyncpg") -> System:
-    """pgqueuer on asyncpg (`pgq run`'s and its README's default), or on psycopg."""
+def pgqueuer(url: str, driver: str = "asyncpg", batch_size: int | None = None) -> System:
+    """pgqueuer on asyncpg (`pgq run`'s and its README's default), or on psycopg; with
+    `batch_size`, its worker dequeues that many jobs a round trip (`pgq run
+    --batch-size`, default 10), and it runs only the workloads that setting changes."""
+    name = "pgqueuer" if driver == "asyncpg" else f"pgqueuer-{driver}"
+    env = {"PGQ_BENCH_DRIVER": driver}
+    workloads = None
+    if batch_size is not None:
+        name += f"-batch{batch_size}"
+        env["PGQ_BENCH_BATCH"] = str(batch_size)
+        workloads = ("W3", "W3x2", "W4")
     return System(
-        name="pgqueuer" if driver == "asyncpg" else f"pgqueuer-{driver}",
+        name=name,
         python=peer_python(),
         driver="pgqueuer_driver.py",
         url=url,
         reset_sql=["TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics RESTART IDENTITY"],
         remaining_sql="SELECT count(*) FROM pgqueuer",
-        env={"PGQ_BENCH_DRIVER": driver},
+        env=env,
+        workloads=workloads,
     )
 
 

@@ -85,7 +85,8 @@ async def run_worker() -> None:
     )
     import pgqueuer_app  # noqa: PLC0415
 
-    await pgqueuer.run(pgqueuer_app.main)
+    # `pgq run --batch-size` (default 10); the tuning guide's advice for short jobs
+    await pgqueuer.run(pgqueuer_app.main, batch_size=int(os.environ.get("PGQ_BENCH_BATCH", "10")))
 
 
 async def main() -> None:
