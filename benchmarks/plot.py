@@ -34,7 +34,7 @@ def main(source: str, target: str) -> None:
         ]
         bars = drain.bar(xs, medians, width, yerr=errors, capsize=3, label=label)
         drain.bar_label(bars, labels=[f"{m:,.0f}" for m in medians], fontsize=8)
-    drain.set_xticks(range(len(systems)), systems)
+    drain.set_xticks(range(len(systems)), systems, rotation=20, ha="right")
     drain.set_ylabel("jobs/s (median, min-max)")
     drain.set_title("W3 drain: 10,000 no-op jobs, 10 slots per process")
     drain.legend()
@@ -46,7 +46,7 @@ def main(source: str, target: str) -> None:
         medians = [c["median"] if c else 0 for c in cells]
         bars = pickup.bar(xs, medians, width, label=metric.removesuffix("_ms"))
         pickup.bar_label(bars, labels=[f"{m:.1f}" for m in medians], fontsize=7)
-    pickup.set_xticks(range(len(systems)), systems)
+    pickup.set_xticks(range(len(systems)), systems, rotation=20, ha="right")
     pickup.set_yscale("log")
     pickup.set_ylabel("ms, log scale (median of runs)")
     pickup.set_title("W4 pickup latency: 500 jobs at ~100/s, idle worker")
