@@ -7,10 +7,10 @@ postgres_statements.py.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -60,7 +60,13 @@ from vesper.adapters.sqlcore.common import (
     job_time,
     plan_submission,
 )
-from vesper.adapters.sqlcore.queues import SqlQueueing, SqlQueues, one_limited
+from vesper.adapters.sqlcore.queues import (
+    SqlQueueing,
+    SqlQueues,
+    claims_apart,
+    complete_apart,
+    one_limited,
+)
 from vesper.adapters.sqlcore.rows import in_claim_order, job_of, jobs_of
 from vesper.adapters.sqlcore.tables import utc_datetime
 from vesper.application.ports import Capabilities, Submitted
@@ -83,7 +89,6 @@ __all__ = ["CLAIM", "PostgresJobRepository"]  # CLAIM: the fault matrix EXPLAINs
 T = TypeVar("T")
 
 CLOCK = text("SELECT statement_timestamp()")
-log = logging.getLogger("vesper.store")
 # a unique key whose holder finished between the INSERT and the read of it: inserted again
 _UNIQUE_RACES = 3
 
@@ -252,31 +257,20 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
                 types=types,
                 now=now,
             )
-        if (
-            not leases
-            or limit <= 0
-            or (types is not None and not types)
-            or (queues is not None and not queues)
-            or limited.intersection(queues if queues is not None else limited)
-        ):
-            # a limited queue is claimed first, in a transaction of its own (claim):
-            # the completions go before it
-            completed = self.complete(leases, now=now, results=results)
-            try:
-                claimed = self.claim(
+        if claims_apart(leases, limit, types, queues, limited):
+            return complete_apart(
+                leases,
+                partial(self.complete, leases, now=now, results=results),
+                partial(
+                    self.claim,
                     worker_id=worker_id,
                     limit=limit,
                     lease=lease,
                     types=types,
                     queues=queues,
                     now=now,
-                )
-            except Exception as exc:  # the completions are committed: never retried
-                if not leases:
-                    raise
-                log.warning("claim failed after completing a batch: %s", exc)
-                claimed = []
-            return completed, claimed
+                ),
+            )
         refs = _sorted(leases)
         params = {
             **_claim_params(worker_id, limit, lease, types, queues, now),

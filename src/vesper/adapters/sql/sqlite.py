@@ -8,10 +8,10 @@ date arithmetic happens in Python: SQLite stores times as text.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -39,7 +39,14 @@ from vesper.adapters.sqlcore.leases import (
     complete_with_results,
     fenced_params,
 )
-from vesper.adapters.sqlcore.queues import NOT_LIMITED_SQL, SqlQueueing, SqlQueues, one_limited
+from vesper.adapters.sqlcore.queues import (
+    NOT_LIMITED_SQL,
+    SqlQueueing,
+    SqlQueues,
+    claims_apart,
+    complete_apart,
+    one_limited,
+)
 from vesper.adapters.sqlcore.retention import SqlPruning, prune_statement
 from vesper.adapters.sqlcore.rows import in_claim_order, jobs_of
 from vesper.adapters.sqlcore.tables import CLAIMABLE_SQL, jobs, utc_datetime
@@ -47,8 +54,6 @@ from vesper.application.ports import Capabilities, Clock, Submitted
 from vesper.domain.bulk import BulkAction
 from vesper.domain.job import JobId, JobRecord, LeaseRef
 from vesper.domain.submission import NewJob
-
-log = logging.getLogger("vesper.store")
 
 # INDEXED BY: without statistics SQLite may prefer (status, seq) and sort every claimable
 # row; the partial claim index yields them in claim order, so LIMIT stops early
@@ -244,32 +249,20 @@ class SqliteJobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
                 types=types,
                 now=now,
             )
-        if (
-            not leases
-            or limit <= 0
-            or (types is not None and not types)
-            or (queues is not None and not queues)
-            or limited.intersection(queues if queues is not None else limited)
-        ):
-            # a limited queue's claim is a transaction of its own: complete first
-            completed = self.complete(leases, now=now, results=results)
-            if not completed and leases:
-                return completed, []
-            try:
-                claimed = self.claim(
+        if claims_apart(leases, limit, types, queues, limited):
+            return complete_apart(
+                leases,
+                partial(self.complete, leases, now=now, results=results),
+                partial(
+                    self.claim,
                     worker_id=worker_id,
                     limit=limit,
                     lease=lease,
                     types=types,
                     queues=queues,
                     now=now,
-                )
-            except Exception as exc:  # the completions are committed: never retried
-                if not leases:
-                    raise
-                log.warning("claim failed after completing a batch: %s", exc)
-                claimed = []
-            return completed, claimed
+                ),
+            )
 
         # one write transaction: one commit (one WAL sync) for the batch and the next
         def work(conn: Connection) -> tuple[list[JobRecord], list[JobRecord]]:

@@ -20,6 +20,7 @@ here.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -62,6 +63,8 @@ from vesper.domain.queues import (
     rate_log_after,
 )
 from vesper.domain.states import Status
+
+log = logging.getLogger("vesper.store")
 
 LIMITED_TTL = 0.25  # seconds a process trusts its list of limited queues
 # PostgreSQL: the longest wait for a queue's row, then that queue is skipped this claim
@@ -129,6 +132,45 @@ def one_limited(
         and len(set(queues)) == 1
         and queues[0] in limited
     )
+
+
+def claims_apart(
+    leases: Sequence[LeaseRef],
+    limit: int,
+    types: Sequence[str] | None,
+    queues: Sequence[str] | None,
+    limited: frozenset[str],
+) -> bool:
+    """Whether a complete_and_claim records its completions first and claims in calls of
+    its own (complete_apart): nothing to complete or to claim, or a limited queue among
+    those claimed, whose claim is a transaction of its own and goes first."""
+    return (
+        not leases
+        or limit <= 0
+        or (types is not None and not types)
+        or (queues is not None and not queues)
+        or bool(limited.intersection(queues if queues is not None else limited))
+    )
+
+
+def complete_apart(
+    leases: Sequence[LeaseRef],
+    complete: Callable[[], list[JobRecord]],
+    claim: Callable[[], list[JobRecord]],
+) -> tuple[list[JobRecord], list[JobRecord]]:
+    """`complete()`, then `claim()` unless the completions recorded nothing (their leases
+    were lost). The completions are committed first: a claim that fails after them
+    claims nothing instead of raising (a caller's retry would find their leases gone)."""
+    completed = complete()
+    if not completed and leases:
+        return completed, []
+    try:
+        return completed, claim()
+    except Exception as exc:
+        if not leases:
+            raise
+        log.warning("claim failed after completing a batch: %s", exc)
+        return completed, []
 
 
 class SqlQueues:
