@@ -168,12 +168,11 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The absolute targets whose figures this run has, each with its median and verdict."""
     out: list[dict[str, Any]] = []
     for label, workload, system, metric, sign, bound in ABSOLUTE:
+        # a ratio: of two metrics of one workload, or of one metric in two workloads
         loads, names = workload.split("/"), metric.split("/")
-        if len(loads) < len(names):
-            loads *= len(names)
-        names *= len(loads) // len(names)
         values = [
-            _median(summary, load, system, name) for load, name in zip(loads, names, strict=True)
+            _median(summary, loads[i % len(loads)], system, names[i % len(names)])
+            for i in range(max(len(loads), len(names)))
         ]
         if any(v is None for v in values):
             continue
@@ -273,8 +272,10 @@ def print_report(document: dict[str, Any], console: Console) -> None:
             target_table.add_column(column, justify="left" if column == "target" else "right")
         for row in document["targets"]:
             value = row["value"]
-            ratio = "/" in row["metric"] + row["workload"] or row["metric"].endswith(
-                ("_growth", "ratio")
+            ratio = (
+                "/" in row["metric"]
+                or "/" in row["workload"]
+                or row["metric"].endswith(("_growth", "ratio"))
             )
             target_table.add_row(
                 row["label"].format(**counts),
