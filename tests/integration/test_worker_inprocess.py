@@ -438,3 +438,61 @@ def test_jobs_claimed_by_an_outcome_write_in_flight_at_the_stop_get_the_grace() 
         assert get_job(second.id).status is Status.DONE  # not released after it ran
     finally:
         app.close()
+
+
+@attrs.frozen
+class HeldHeartbeat:
+    """The worker's heartbeat use case, held once armed until the process deregistered
+    (or `hold` seconds passed): a heartbeat in flight when the runner stops."""
+
+    inner: Any
+    armed: threading.Event
+    holding: threading.Event
+    deregistering: threading.Event
+    returned: threading.Event
+    hold: float
+
+    def __call__(self, process: Any) -> bool:
+        if not self.armed.is_set():
+            result: bool = self.inner(process)
+            return result
+        self.holding.set()
+        self.deregistering.wait(self.hold)
+        try:
+            result = self.inner(process)
+        finally:
+            self.returned.set()
+        return result
+
+
+@attrs.frozen
+class SeenDeregister:
+    inner: Any
+    deregistering: threading.Event
+
+    def __call__(self, worker_id: str) -> None:
+        self.inner(worker_id)
+        self.deregistering.set()
+
+
+def test_a_heartbeat_in_flight_at_stop_does_not_register_the_process_again(app: App) -> None:
+    """The beat lane has several threads: deregistering must wait for a heartbeat that
+    was in flight when the runner stopped, or that heartbeat finds the process gone and
+    registers it again (a ghost in the fleet view until reaped)."""
+    runner = build_runner(app)
+    armed, holding, deregistering, returned = (threading.Event() for _ in range(4))
+    uses = attrs.evolve(
+        runner.uses,
+        heartbeat_worker=HeldHeartbeat(
+            runner.uses.heartbeat_worker, armed, holding, deregistering, returned, hold=1.0
+        ),
+        deregister_worker=SeenDeregister(runner.uses.deregister_worker, deregistering),
+    )
+    runner.uses = runner.heartbeat.uses = uses
+    with Background(runner):
+        wait_for(lambda: app.container.get_fleet()().processes != ())
+        armed.set()
+        assert holding.wait(10), "no heartbeat within 10 s (heartbeat 100 ms)"
+    assert deregistering.is_set()
+    assert returned.wait(10)  # the held heartbeat ended (before deregistering, or after)
+    assert app.container.get_fleet()().processes == ()
