@@ -75,7 +75,21 @@ def run_until_idle(app: App) -> None:
     asyncio.run(asyncio.wait_for(build_runner(app).run(until_idle=True), 30))
 
 
-def test_success_failure_nonretryable_outcomes_and_a_type_left_pending(app: App) -> None:
+@pytest.fixture
+def slow_retry_app() -> Iterator[App]:
+    """FAST, but a failed job's retry waits a minute: run_until_idle returns before it
+    (a 50 ms backoff could pass on a loaded machine before the runner found itself idle,
+    and the retry would run)."""
+    application = App({**FAST, "VESPER_RETRY_BASE": "60s", "VESPER_RETRY_CAP": "60s"})
+    yield application
+    application.close()
+
+
+def test_success_failure_nonretryable_outcomes_and_a_type_left_pending(
+    slow_retry_app: App,
+) -> None:
+    app = slow_retry_app
+
     @app.consumer("ok")
     def ok(job: vesper.Job) -> None:
         assert job.payload == {"x": 1}
@@ -496,3 +510,43 @@ def test_a_heartbeat_in_flight_at_stop_does_not_register_the_process_again(app: 
     assert deregistering.is_set()
     assert returned.wait(10)  # the held heartbeat ended (before deregistering, or after)
     assert app.container.get_fleet()().processes == ()
+
+
+@attrs.frozen
+class HeldCall:
+    """A use case held once armed for `hold` seconds: a store call in flight when the
+    runner stops."""
+
+    inner: Any
+    armed: threading.Event
+    holding: threading.Event
+    returned: threading.Event
+    hold: float
+
+    def __call__(self, *args: Any) -> Any:
+        if not self.armed.is_set():
+            return self.inner(*args)
+        self.holding.set()
+        time.sleep(self.hold)
+        try:
+            return self.inner(*args)
+        finally:
+            self.returned.set()
+
+
+def test_no_store_call_of_a_stopped_runner_runs_on_after_it_returns(app: App) -> None:
+    """The heartbeat's maintenance round (reaping, on the main lane) is cancelled at the
+    stop; its store call runs on in its thread, and the runner waits for it: a store
+    closed after the runner returned would otherwise find a connection in use."""
+    runner = build_runner(app)
+    armed, holding, returned = (threading.Event() for _ in range(3))
+    uses = attrs.evolve(
+        runner.uses,
+        reap_dead_workers=HeldCall(runner.uses.reap_dead_workers, armed, holding, returned, 0.5),
+    )
+    runner.uses = runner.heartbeat.uses = uses
+    with Background(runner):
+        wait_for(lambda: app.container.get_fleet()().processes != ())
+        armed.set()
+        assert holding.wait(10), "no maintenance round within 10 s (heartbeat 100 ms)"
+    assert returned.is_set(), "the runner returned while its reaping call still ran"

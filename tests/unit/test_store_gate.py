@@ -166,3 +166,28 @@ def test_capacity_must_be_positive() -> None:
         StoreGate(0)
     with pytest.raises(ValueError, match="at least one slot"):
         StoreGate(2).limit(0)
+
+
+def test_settle_waits_for_the_calls_whose_caller_was_cancelled() -> None:
+    gate = StoreGate(2)
+    started, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def slow() -> None:
+        started.set()
+        release.wait(10)
+        returned.set()
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        assert await gate.settle(0.01)  # nothing abandoned: at once
+        caller = asyncio.ensure_future(gate.run(slow))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        caller.cancel()
+        await asyncio.gather(caller, return_exceptions=True)
+        too_soon = await gate.settle(0.05)  # it still runs
+        threading.Timer(0.1, release.set).start()
+        settled = await gate.settle(5)
+        return too_soon, settled, returned.is_set()
+
+    assert asyncio.run(scenario()) == (False, True, True)
+    assert gate.busy == 0

@@ -15,6 +15,9 @@ Two fronts share the slots, first come first served:
   gate's threads (as many as slots, so an admitted call never waits for a thread). A
   caller that is cancelled stops waiting; a call already running is abandoned, not
   killed, and keeps its slot until it returns (its connection is still in use).
+  `settle` waits for the abandoned calls: a caller that stops (a worker) must not
+  leave its calls running past its end, where they would act after it (a heartbeat
+  that registers a deregistered process again) or use a store being closed.
 - `call`, for threads (a sync caller, the group commit's leader): the wait blocks the
   calling thread, and the call runs there.
 
@@ -25,6 +28,7 @@ could be for the very slot the outer call holds.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import threading
 import time
@@ -107,6 +111,8 @@ class StoreGate:
         self._capacity = capacity
         self._busy = 0
         self._waiters: deque[_Waiter] = deque()
+        # calls still running whose caller was cancelled (`settle` waits for them)
+        self._abandoned: set[concurrent.futures.Future[Any]] = set()
         self._threads = self._thread_count(capacity)
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix=name)
 
@@ -161,10 +167,30 @@ class StoreGate:
             with self._lock:
                 dropped = admitted.state == _Admitted.QUEUED
                 admitted.state = _Admitted.DROPPED
+                if not dropped:
+                    self._abandoned.add(future)
             if dropped:  # no thread took it: it never runs, and frees its slot now
                 self._release()
-            raise  # else it runs on, abandoned, and frees its slot when it returns
+            else:  # it runs on, abandoned, and frees its slot when it returns
+                future.add_done_callback(self._forget)
+            raise
         return result
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait until the calls abandoned by cancelled callers so far have returned, at
+        most `timeout` seconds. Returns whether they all did."""
+        with self._lock:
+            abandoned = list(self._abandoned)
+        if not abandoned:
+            return True
+        _, pending = await asyncio.wait(
+            [asyncio.wrap_future(future) for future in abandoned], timeout=timeout
+        )
+        return not pending
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._abandoned.discard(future)
 
     def call(self, call: Callable[[], T], *, deadline: float | None = None) -> T:
         """`call()` in this thread, once a slot is free (StoreUnavailable as `run`)."""

@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
 
 from vesper.application.metrics import JobMetrics
 from vesper.application.policies import Policies
@@ -22,11 +21,6 @@ from vesper.entrypoints.worker.uses import WorkerUseCases
 log = logging.getLogger("vesper.worker")
 
 StopConsumers = Callable[[Sequence[Attempt], str], None]
-T = TypeVar("T")
-
-# How long stop() waits for the beat-lane calls in flight: one that takes longer waits
-# for a store that does not answer, and deregistering would wait for it in vain too.
-CALLS_WAIT_S = 10.0
 
 
 class Heartbeat:
@@ -70,7 +64,6 @@ class Heartbeat:
         self._maintenance: asyncio.Task[None] | None = None
         self._maintenance_failures = 0
         self._fleet_log: asyncio.Task[None] | None = None
-        self._calls: set[asyncio.Future[Any]] = set()
 
     def start(self) -> None:
         self._tasks = [
@@ -79,29 +72,11 @@ class Heartbeat:
         ]
 
     async def stop(self) -> None:
-        """Cancel the loops and any maintenance or fleet line in flight, and wait for
-        the beat-lane calls they made to return."""
+        """Cancel the loops and any maintenance or fleet line in flight."""
         tasks = self._tasks + [t for t in (self._maintenance, self._fleet_log) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._calls:
-            await asyncio.wait(self._calls, timeout=CALLS_WAIT_S)
-
-    async def _on_beat_lane(self, call: Callable[[], T]) -> T:
-        """`call()` on the beat lane, awaited by stop() even when its caller is cancelled:
-        a cancelled lane call runs on in its thread, and a heartbeat that ran after the
-        deregistration (on another of the lane's threads) registered the process again,
-        a ghost in the fleet view until reaped."""
-        call_task = asyncio.ensure_future(self.beat_lane.run(call))
-        self._calls.add(call_task)
-        call_task.add_done_callback(self._call_done)
-        return await asyncio.shield(call_task)
-
-    def _call_done(self, call_task: asyncio.Future[Any]) -> None:
-        self._calls.discard(call_task)
-        if not call_task.cancelled():
-            call_task.exception()  # retrieved: a caller cancelled meanwhile never will
 
     async def _heartbeat_loop(self) -> None:
         interval = self.policies.heartbeat.total_seconds()
@@ -132,7 +107,7 @@ class Heartbeat:
         await self.say_alive()
         renewal = self.core.renewal()
         if renewal.attempts:
-            check = await self._on_beat_lane(partial(self.uses.renew_leases.check, renewal.leases))
+            check = await self.beat_lane.run(partial(self.uses.renew_leases.check, renewal.leases))
             renewed = self.core.renewed(renewal, check.lost, check.cancelled)
             self.metrics.leases_renewed(renewed.renewed)
             if renewed.lost:
@@ -146,7 +121,7 @@ class Heartbeat:
 
     async def say_alive(self) -> None:
         """Heartbeat the process's registration (again, if it had been reaped)."""
-        if not await self._on_beat_lane(partial(self.uses.heartbeat_worker, self.identity)):
+        if not await self.beat_lane.run(partial(self.uses.heartbeat_worker, self.identity)):
             log.warning("worker %s had been reaped as dead; registered again", self.identity.id)
         self.said_alive_at = time.monotonic()
 

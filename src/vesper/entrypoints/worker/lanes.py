@@ -26,3 +26,8 @@ class Lane(Protocol):
             StoreUnavailable: the deadline passed before the call could start.
         """
         ...
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds) until the calls that ran on after their
+        caller was cancelled have returned; whether they all did."""
+        ...

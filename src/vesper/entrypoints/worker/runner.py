@@ -66,6 +66,10 @@ log = logging.getLogger("vesper.worker")
 # connection the server cut just before the signal must not leave the process in the
 # fleet, or its jobs processing, until they are reaped.
 MIN_SHUTDOWN_RETRY = 5.0
+# How long the end of a run waits for the store calls of its cancelled loops (maintenance,
+# heartbeat, schedules, pruning) to return: longer, the store does not answer, and the
+# calls are left to their timeouts.
+SETTLE_S = 10.0
 
 
 def new_identity(
@@ -236,7 +240,13 @@ class WorkerRunner:
             grace_ends = time.monotonic() + self.settings.shutdown_grace.total_seconds()
             retry_until = await self._shutdown(grace_ends)
             await self.heartbeat.stop()
+            # a heartbeat cancelled above runs on in its thread: one that ran after the
+            # deregistration would find the process gone and register it again
+            await self.beat.settle(SETTLE_S)
             await self._deregister(retry_until)
+            # nothing this runner started runs on past its end (a store closed after
+            # it would find connections in use, and leak them)
+            await self.main.settle(SETTLE_S)
             self._job_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _claim_loop(self, until_idle: bool) -> None:
