@@ -141,6 +141,27 @@ def test_per_job_time_limit_fails_the_attempt_with_a_timeout_error(app: App) -> 
         )
 
 
+def test_a_consumers_own_timeout_error_is_its_failure_not_the_time_limit(app: App) -> None:
+    """A TimeoutError the consumer raises (a client library's) within its time limit is
+    an ordinary failure, named as raised: only the worker's own limit reads "ran longer
+    than its time limit"."""
+
+    @app.consumer("calls_out_async", timeout=30)
+    async def calls_out_async(job: vesper.Job) -> None:
+        raise TimeoutError("upstream took too long")
+
+    @app.consumer("calls_out_sync", timeout=30)
+    def calls_out_sync(job: vesper.Job) -> None:
+        raise TimeoutError("upstream took too long")
+
+    jobs = [app.enqueue(kind, max_retries=0) for kind in ("calls_out_async", "calls_out_sync")]
+    run_until_idle(app)
+    for job in jobs:
+        failed = app.container.get_job()(job.id)
+        assert failed.status is Status.DLQ
+        assert failed.error == "TimeoutError: upstream took too long"
+
+
 def test_a_sync_consumer_past_its_time_limit_keeps_its_slot_until_its_thread_returns() -> None:
     app = App({**FAST, "WORKERS": "1"})
     intervals: list[tuple[str, float, float]] = []

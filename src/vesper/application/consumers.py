@@ -126,10 +126,11 @@ class Consumer:
     timeout: timedelta | None = None
     queue: str | None = None  # where its type's jobs go when the producer names no queue
     policy: RetryPolicy = RetryPolicy()
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.function)
+    # asked for every job: inspect once
+    is_async: bool = attrs.field(
+        init=False,
+        default=attrs.Factory(lambda self: inspect.iscoroutinefunction(self.function), True),
+    )
 
 
 @attrs.define

@@ -37,7 +37,7 @@ class OutcomeRecorder:
         self._pending.append((outcome, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        return await asyncio.shield(future)
+        return await future
 
     async def _flush(self) -> None:
         while self._pending:
