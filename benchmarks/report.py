@@ -11,6 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 PEERS = ("procrastinate", "pgqueuer", "pgqueuer-batch25", "pgqueuer-psycopg")
+# vesper's rows on PostgreSQL: its defaults, and the slots its README advises for many
+# short jobs (as pgqueuer-batch25 is pgqueuer's advice); the ratio takes the best of each
+VESPERS = ("vesper", "vesper-slots50")
 # workload -> (title, metric, higher is better)
 SHOWN: dict[str, tuple[str, str, bool]] = {
     "W1": ("W1 enqueue-single (jobs/s)", "jobs_per_s", True),
@@ -133,15 +136,18 @@ def _cell(summary: dict[str, Any], workload: str, system: str) -> dict[str, floa
 
 
 def ratios(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """vesper (PostgreSQL) / best peer, by medians; for latencies, vesper / best (lowest)."""
+    """vesper's best row (PostgreSQL) / the best peer's row, by medians; for latencies,
+    the lowest of each."""
     out: dict[str, dict[str, Any]] = {}
     for workload, (_, _, higher) in SHOWN.items():
-        mine = _cell(summary, workload, "vesper")
+        ours = {v: c for v in VESPERS if (c := _cell(summary, workload, v)) is not None}
         peers = {p: c for p in PEERS if (c := _cell(summary, workload, p)) is not None}
-        if mine is None or not peers:
+        if not ours or not peers:
             continue
         pick = max if higher else min
         best = pick(peers, key=lambda p: peers[p]["median"])
+        row = pick(ours, key=lambda v: ours[v]["median"])
+        mine = ours[row]
         ratio = mine["median"] / peers[best]["median"] if peers[best]["median"] else None
         target = TARGETS.get(workload)
         met = None
@@ -149,6 +155,7 @@ def ratios(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
             met = ratio >= target if higher else ratio <= target
         out[workload] = {
             "vesper": mine["median"],
+            "vesper_row": row,
             "best_peer": best,
             "best_peer_value": peers[best]["median"],
             "ratio": ratio,
@@ -251,7 +258,7 @@ def print_report(document: dict[str, Any], console: Console) -> None:
         )
     console.print(table)
     if document["ratios"]:
-        ratio_table = Table(title="vesper (PostgreSQL) / best peer, medians")
+        ratio_table = Table(title="vesper's best row (PostgreSQL) / best peer's, medians")
         for column in ("workload", "vesper", "best peer", "ratio", "target", "met"):
             ratio_table.add_column(column, justify="right" if column != "workload" else "left")
         for workload, row in document["ratios"].items():
@@ -259,7 +266,7 @@ def print_report(document: dict[str, Any], console: Console) -> None:
             sign = ">=" if row["higher_is_better"] else "<="
             ratio_table.add_row(
                 SHOWN[workload][0],
-                _fmt(row["vesper"]),
+                f"{row.get('vesper_row', 'vesper')} {_fmt(row['vesper'])}",
                 f"{row['best_peer']} {_fmt(row['best_peer_value'])}",
                 f"{row['ratio']:.2f}" if row["ratio"] is not None else "-",
                 f"{sign} {target}" if target is not None else "",

@@ -41,6 +41,9 @@ WORKLOADS = (
 DEFAULT_WORKLOADS = WORKLOADS
 PEER_WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W4")  # the peers have no HTTP API (W5)
 DRAIN_TIMEOUT = 180.0
+# vesper's second row on PostgreSQL (`vesper-slots50`), as pgqueuer has `-batch25`: the
+# slots its README advises for many short jobs
+SHORT_JOB_SLOTS = 50
 READY_TIMEOUT = 60.0
 # W6 counts the unfinished jobs through the status index: `status <> 'done'` would scan
 # every finished row, 50 times a second, while the worker drains
@@ -440,6 +443,7 @@ def run_bench(
             pg_url = scratch.replace("postgresql+psycopg://", "postgresql://", 1)
         if "postgres" in stores:
             systems.append(vesper_postgres(pg_url))
+            systems.append(vesper_postgres(pg_url, slots=SHORT_JOB_SLOTS))
         if "sqlite" in stores:
             systems.append(vesper_sqlite(work / "bench.db"))
         if peers and any(w in PEER_WORKLOADS for w in workloads):

@@ -33,6 +33,7 @@ class System:
     ready_sql: str | None = None  # a worker counts as ready when this returns >= processes
     env: dict[str, str] = field(default_factory=dict)
     workloads: tuple[str, ...] | None = None  # None: every workload it can run
+    slots: int | None = None  # its workers' slots (None: the suite's concurrency)
 
     @property
     def sqlite(self) -> bool:
@@ -69,6 +70,7 @@ class System:
         concurrency: int,
         extra_env: Mapping[str, str] | None = None,
     ) -> Worker:
+        concurrency = self.slots or concurrency
         if self.driver == "vesper_driver.py":
             storage = "sqlite" if self.sqlite else "postgres"
             argv = [self.python, "-m", "vesper.entrypoints.cli", "worker", "--processes", "1", "--app",
@@ -135,9 +137,14 @@ class Worker:
         self._log.close()
 
 
-def vesper_postgres(url: str) -> System:
+def vesper_postgres(url: str, *, slots: int | None = None) -> System:
+    """vesper on PostgreSQL; with `slots`, the row `vesper-slots<N>`: its workers run N
+    slots (the README's setting for many short jobs: one claim and one commit carry up
+    to that many jobs), on the workloads that setting changes."""
     return System(
-        name="vesper",
+        name="vesper" if slots is None else f"vesper-slots{slots}",
+        slots=slots,
+        workloads=None if slots is None else ("W3", "W3x2", "W4"),
         python=sys.executable,
         driver="vesper_driver.py",
         url=url,

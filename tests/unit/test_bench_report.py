@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from benchmarks.lifecycle import _per_minute
-from benchmarks.report import targets
+from benchmarks.report import ratios, targets
 from benchmarks.scale import MAX_RETRIES, seed_sql
 from vesper.domain.submission import JobRequest, fingerprint
 
@@ -91,3 +91,28 @@ def test_w5_process_scaling_target_is_the_ratio_of_two_workloads() -> None:
     # one of the two missing, no row
     del summary["W5"]
     assert "W5x2/W5" not in {row["workload"] for row in targets(summary)}
+
+
+def test_ratios_compare_the_best_row_of_each_side() -> None:
+    """vesper's best row (its defaults or its short-job slots) against the best peer
+    row (any documented configuration); for a latency, the lowest of each."""
+    summary = {
+        "W3": {
+            "vesper": {"jobs_per_s": _cell(5000)},
+            "vesper-slots50": {"jobs_per_s": _cell(9000)},
+            "pgqueuer": {"jobs_per_s": _cell(6000)},
+            "pgqueuer-batch25": {"jobs_per_s": _cell(10000)},
+        },
+        "W4": {
+            "vesper": {"p99_ms": _cell(1.5)},
+            "vesper-slots50": {"p99_ms": _cell(1.8)},
+            "pgqueuer": {"p99_ms": _cell(2.5)},
+        },
+    }
+    rows = ratios(summary)
+    drain = rows["W3"]
+    assert (drain["vesper_row"], drain["best_peer"]) == ("vesper-slots50", "pgqueuer-batch25")
+    assert abs(drain["ratio"] - 0.9) < 1e-9
+    pickup = rows["W4.p99"]
+    assert (pickup["vesper_row"], pickup["best_peer"]) == ("vesper", "pgqueuer")
+    assert abs(pickup["ratio"] - 0.6) < 1e-9
