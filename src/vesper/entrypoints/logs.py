@@ -20,8 +20,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -101,16 +100,21 @@ def _database_address(env: Mapping[str, str]) -> list[str]:
 _JOB_FIELDS: ContextVar[Mapping[str, object] | None] = ContextVar("vesper_job_fields", default=None)
 
 
-@contextmanager
-def job_fields(**fields: object) -> Iterator[None]:
+class job_fields:
     """Fields (job_id, worker_id) added to every line logged in this context: the
     runner's lines about an attempt and those of async consumers (sync consumers run
-    in a pool thread, outside the context)."""
-    token = _JOB_FIELDS.set({**(_JOB_FIELDS.get() or {}), **fields})
-    try:
-        yield
-    finally:
-        _JOB_FIELDS.reset(token)
+    in a pool thread, outside the context). A class, not a generator: one per job."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: object) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        self._token = _JOB_FIELDS.set({**(_JOB_FIELDS.get() or {}), **self._fields})
+
+    def __exit__(self, *_: object) -> None:
+        _JOB_FIELDS.reset(self._token)
 
 
 class JobFieldsFilter(logging.Filter):

@@ -86,18 +86,24 @@ def job_body(rng: random.Random) -> dict[str, Any]:
 
 class Piece:
     name = ""
-    rate = 1.0  # iterations per second (each may submit several jobs)
+    rate = 1.0  # iterations per second of each thread (each may submit several jobs)
+    threads = 1  # loops at `rate` each (several: a slow step does not starve the piece)
 
     def available(self) -> bool:
         return True
 
     def start(self, ctx: Context) -> list[threading.Thread]:
-        thread = threading.Thread(target=self._loop, args=(ctx,), name=self.name, daemon=True)
-        thread.start()
-        return [thread]
+        started = []
+        for i in range(self.threads):
+            # one thread keeps the piece's name for its thread and its random stream
+            name = self.name if self.threads == 1 else f"{self.name}:{i}"
+            thread = threading.Thread(target=self._loop, args=(ctx, name), name=name, daemon=True)
+            thread.start()
+            started.append(thread)
+        return started
 
-    def _loop(self, ctx: Context) -> None:
-        rng = ctx.rng(self.name)
+    def _loop(self, ctx: Context, name: str) -> None:
+        rng = ctx.rng(name)
         with httpx.Client(timeout=15.0) as client:
             next_at = time.monotonic()
             while ctx.running():
@@ -230,8 +236,8 @@ class TransactionalSubmits(Piece):
     name = "transactional_submits"
     rate = 4.0
 
-    def _loop(self, ctx: Context) -> None:
-        rng = ctx.rng(self.name)
+    def _loop(self, ctx: Context, name: str) -> None:
+        rng = ctx.rng(name)
         conn: psycopg.Connection[Any] | None = None
         while ctx.running():
             try:
@@ -546,26 +552,6 @@ class RunningCancels(Piece):
 
     def available(self) -> bool:
         return hasattr(vesper.Job, "stopping")
-
-    def start(self, ctx: Context) -> list[threading.Thread]:
-        threads = []
-        for i in range(self.threads):
-            thread = threading.Thread(
-                target=self._loop, args=(ctx, i), name=f"{self.name}-{i}", daemon=True
-            )
-            thread.start()
-            threads.append(thread)
-        return threads
-
-    def _loop(self, ctx: Context, index: int = 0) -> None:
-        rng = ctx.rng(f"{self.name}:{index}")
-        with httpx.Client(timeout=15.0) as client:
-            next_at = time.monotonic()
-            while ctx.running():
-                self.step(ctx, rng, client)
-                next_at += 1.0 / self.rate
-                ctx.stop.wait(max(0.0, next_at - time.monotonic()))
-                next_at = max(next_at, time.monotonic() - 1.0)
 
     def step(self, ctx: Context, rng: random.Random, client: httpx.Client) -> None:
         key = f"r-{uuid.UUID(int=rng.getrandbits(128))}"

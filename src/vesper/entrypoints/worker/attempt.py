@@ -153,7 +153,7 @@ async def _run_async(
     and running a second task (and the shield and wait_for around it) per job was a
     tenth of a worker's time in a drain of short jobs. cancel() cancels the task while
     the consumer runs; the time limit cancels it the same way (asyncio.timeout)."""
-    task = call.running_in = asyncio.current_task()
+    task = call.running_in = call.task or asyncio.current_task()
     try:
         async with asyncio.timeout(seconds) as limit:
             return await _async_first_line(may_begin, consumer.function, call.attempt.job)
