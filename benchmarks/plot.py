@@ -36,7 +36,11 @@ def main(source: str, target: str) -> None:
         drain.bar_label(bars, labels=[f"{m:,.0f}" for m in medians], fontsize=8)
     drain.set_xticks(range(len(systems)), systems, rotation=20, ha="right")
     drain.set_ylabel("jobs/s (median, min-max)")
-    drain.set_title("W3 drain: 10,000 no-op jobs, 10 slots per process")
+    slots = document.get("config", {}).get("concurrency", 10)
+    title = f"W3 drain: 10,000 no-op jobs, {slots} slots per process"
+    if "vesper-slots50" in systems:
+        title += " (vesper-slots50: 50)"
+    drain.set_title(title)
     drain.legend()
 
     width = 0.27
