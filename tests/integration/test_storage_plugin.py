@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -110,23 +111,26 @@ def tables(database: str) -> set[str]:
         return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-def test_vesper_storage_alone_selects_the_plugin(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)  # the plugin's default file lands here
-    assert "teststore" in storage_plugins()
-    container = build_container({"VESPER_STORAGE": "teststore"})
-    try:
-        store = container.store()
-        assert type(store).__module__ == "vesper_teststore"
-        assert (tmp_path / "teststore.db").exists()
-        assert store_notifier(store) is not None
-        subscription = container.job_listener()  # the container subscribes to any notifier
-        assert subscription is not None
-        assert subscription.connected()
-    finally:
-        container.shutdown_resources()
-    assert list((tmp_path / "teststore.db-wake").iterdir()) == []  # closed: socket removed
+def test_vesper_storage_alone_selects_the_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a short directory: the wake-up socket's path must fit a Unix socket address (108
+    # bytes), which pytest's tmp_path under a parallel run's worker directory may not
+    with tempfile.TemporaryDirectory(prefix="vesper-", dir="/tmp") as short:
+        here = Path(short)
+        monkeypatch.chdir(here)  # the plugin's default file lands here
+        assert "teststore" in storage_plugins()
+        container = build_container({"VESPER_STORAGE": "teststore"})
+        try:
+            store = container.store()
+            assert type(store).__module__ == "vesper_teststore"
+            assert (here / "teststore.db").exists()
+            assert store_notifier(store) is not None
+            subscription = container.job_listener()  # the container subscribes to any notifier
+            assert subscription is not None
+            assert subscription.connected()
+        finally:
+            container.shutdown_resources()
+        assert list((here / "teststore.db-wake").iterdir()) == []  # closed: socket removed
+        monkeypatch.undo()  # out of the directory before it goes
 
 
 def test_the_factory_gets_the_pool_settings(database: str) -> None:
