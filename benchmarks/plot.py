@@ -38,8 +38,9 @@ def main(source: str, target: str) -> None:
     drain.set_ylabel("jobs/s (median, min-max)")
     slots = document.get("config", {}).get("concurrency", 10)
     title = f"W3 drain: 10,000 no-op jobs, {slots} slots per process"
-    if "vesper-slots50" in systems:
-        title += " (vesper-slots50: 50)"
+    for system in systems:
+        if system.startswith("vesper-slots"):
+            title += f" ({system}: {system.removeprefix('vesper-slots')})"
     drain.set_title(title)
     drain.legend()
 

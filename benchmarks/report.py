@@ -13,7 +13,8 @@ from rich.table import Table
 PEERS = ("procrastinate", "pgqueuer", "pgqueuer-batch25", "pgqueuer-psycopg")
 # vesper's rows on PostgreSQL: its defaults, and the slots its README advises for many
 # short jobs (as pgqueuer-batch25 is pgqueuer's advice); the ratio takes the best of each
-VESPERS = ("vesper", "vesper-slots50")
+SHORT_JOB_SLOTS = 50
+VESPERS = ("vesper", f"vesper-slots{SHORT_JOB_SLOTS}")
 # workload -> (title, metric, higher is better)
 SHOWN: dict[str, tuple[str, str, bool]] = {
     "W1": ("W1 enqueue-single (jobs/s)", "jobs_per_s", True),

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from benchmarks import http_burst, lifecycle, scale
-from benchmarks.report import machine, print_report, ratios, targets
+from benchmarks.report import SHORT_JOB_SLOTS, machine, print_report, ratios, targets
 from benchmarks.systems import (
     System,
     Worker,
@@ -41,9 +41,6 @@ WORKLOADS = (
 DEFAULT_WORKLOADS = WORKLOADS
 PEER_WORKLOADS = ("W1", "W1c", "W2", "W3", "W3x2", "W4")  # the peers have no HTTP API (W5)
 DRAIN_TIMEOUT = 180.0
-# vesper's second row on PostgreSQL (`vesper-slots50`), as pgqueuer has `-batch25`: the
-# slots its README advises for many short jobs
-SHORT_JOB_SLOTS = 50
 READY_TIMEOUT = 60.0
 # W6 counts the unfinished jobs through the status index: `status <> 'done'` would scan
 # every finished row, 50 times a second, while the worker drains

@@ -10,7 +10,6 @@ import json
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -259,17 +258,15 @@ class PostgresJobRepository(SqlQueueing, SqlJobReads):
             )
         if claims_apart(leases, limit, types, queues, limited):
             return complete_apart(
+                self,
                 leases,
-                partial(self.complete, leases, now=now, results=results),
-                partial(
-                    self.claim,
-                    worker_id=worker_id,
-                    limit=limit,
-                    lease=lease,
-                    types=types,
-                    queues=queues,
-                    now=now,
-                ),
+                worker_id=worker_id,
+                limit=limit,
+                lease=lease,
+                types=types,
+                queues=queues,
+                now=now,
+                results=results,
             )
         refs = _sorted(leases)
         params = {

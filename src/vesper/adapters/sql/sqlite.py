@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -251,17 +250,15 @@ class SqliteJobRepository(SqlQueueing, FencedWrites, SqlPruning, SqlJobReads):
             )
         if claims_apart(leases, limit, types, queues, limited):
             return complete_apart(
+                self,
                 leases,
-                partial(self.complete, leases, now=now, results=results),
-                partial(
-                    self.claim,
-                    worker_id=worker_id,
-                    limit=limit,
-                    lease=lease,
-                    types=types,
-                    queues=queues,
-                    now=now,
-                ),
+                worker_id=worker_id,
+                limit=limit,
+                lease=lease,
+                types=types,
+                queues=queues,
+                now=now,
+                results=results,
             )
 
         # one write transaction: one commit (one WAL sync) for the batch and the next

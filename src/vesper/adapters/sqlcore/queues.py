@@ -24,9 +24,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from sqlalchemy import BindParameter, Uuid, bindparam, func, select, text, update
@@ -51,7 +51,7 @@ from vesper.adapters.sqlcore.tables import (
     queues,
     utc_datetime,
 )
-from vesper.domain.job import JobRecord, LeaseRef
+from vesper.domain.job import JobId, JobRecord, LeaseRef
 from vesper.domain.queues import (
     QueueChange,
     QueueSettings,
@@ -153,24 +153,58 @@ def claims_apart(
     )
 
 
+class CompletesAndClaims(Protocol):
+    """The two calls of a SQL job repository that complete_apart makes."""
+
+    def complete(
+        self,
+        leases: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        results: Mapping[JobId, str] | None = None,
+    ) -> list[JobRecord]: ...
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[JobRecord]: ...
+
+
 def complete_apart(
+    store: CompletesAndClaims,
     leases: Sequence[LeaseRef],
-    complete: Callable[[], list[JobRecord]],
-    claim: Callable[[], list[JobRecord]],
+    *,
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    types: Sequence[str] | None,
+    queues: Sequence[str] | None,
+    now: datetime | None,
+    results: Mapping[JobId, str] | None,
 ) -> tuple[list[JobRecord], list[JobRecord]]:
-    """`complete()`, then `claim()` unless the completions recorded nothing (their leases
-    were lost). The completions are committed first: a claim that fails after them
-    claims nothing instead of raising (a caller's retry would find their leases gone)."""
-    completed = complete()
+    """`store.complete`, then `store.claim` unless the completions recorded nothing
+    (their leases were lost). The completions are committed first: a claim that fails
+    after them claims nothing instead of raising (a caller's retry would find their
+    leases gone)."""
+    completed = store.complete(leases, now=now, results=results)
     if not completed and leases:
         return completed, []
     try:
-        return completed, claim()
+        claimed = store.claim(
+            worker_id=worker_id, limit=limit, lease=lease, types=types, queues=queues, now=now
+        )
     except Exception as exc:
         if not leases:
             raise
         log.warning("claim failed after completing a batch: %s", exc)
         return completed, []
+    return completed, claimed
 
 
 class SqlQueues:
